@@ -1,0 +1,254 @@
+/* The configuration snapshot: validated, immutable, reference-counted.
+ * Built by config_load_*() from YAML; runtime code never sees YAML. Every
+ * string and array lives in the snapshot's arena and dies with it.
+ * Cross references (route -> target group, in_set -> set) are indexes. */
+#ifndef FICUS_CONFIG_CONFIG_H
+#define FICUS_CONFIG_CONFIG_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include "core/addr.h"
+#include "core/arena.h"
+
+#define CONFIG_NONE ((size_t)-1)
+
+typedef struct config_listener {
+    char *address; /* as written */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char *tls_cert; /* NULL: plain TCP */
+    char *tls_key;
+} config_listener_t;
+
+typedef struct config_server {
+    config_listener_t *listeners;
+    size_t n_listeners;
+    uint32_t workers; /* "auto" is resolved to the CPU count at load */
+    uint32_t max_connections;
+    uint64_t header_timeout_ms;
+    uint64_t idle_timeout_ms;
+    uint64_t max_header_bytes;
+    uint64_t max_body_bytes;
+    uint64_t retry_buffer_bytes;
+    uint64_t drain_delay_ms;
+    uint64_t drain_timeout_ms;
+    char *control_socket; /* NULL when unset or "" */
+    cidr_t *trusted_proxies;
+    size_t n_trusted_proxies;
+} config_server_t;
+
+typedef struct config_tracing {
+    char *otlp_endpoint; /* NULL = off */
+    char *service_name;
+    double sample_ratio;
+    bool propagate_w3c;
+    bool propagate_datadog;
+} config_tracing_t;
+
+typedef struct config_target {
+    char *name; /* "host:port" as written: the metrics/log label */
+    char *host;
+    uint16_t port;
+    bool numeric;                 /* host is an IP literal: addr is final */
+    struct sockaddr_storage addr; /* filled for numeric hosts at load; by DNS otherwise */
+    socklen_t addrlen;
+} config_target_t;
+
+typedef enum { BALANCE_ROUND_ROBIN = 0, BALANCE_LEAST_REQUEST, BALANCE_RANDOM } config_balance_t;
+
+typedef struct config_health_check {
+    char *path;
+    uint64_t interval_ms;
+    uint64_t timeout_ms;
+    uint32_t healthy_threshold;
+    uint32_t unhealthy_threshold;
+} config_health_check_t;
+
+typedef struct config_outlier {
+    uint32_t consecutive_errors;
+    uint64_t base_ejection_ms;
+    uint32_t max_ejection_percent;
+} config_outlier_t;
+
+typedef struct config_target_group {
+    char *name;
+    size_t index;
+    config_target_t *targets;
+    size_t n_targets;
+    uint64_t dns_refresh_ms;
+    config_balance_t balance;
+    uint64_t connect_timeout_ms;
+    uint32_t max_connections;
+    uint32_t max_pending;
+    uint32_t max_requests;
+    uint32_t keepalive_max_idle;
+    uint64_t keepalive_idle_timeout_ms;
+    bool has_health_check;
+    config_health_check_t health_check;
+    bool has_outlier;
+    config_outlier_t outlier;
+    bool required;
+} config_target_group_t;
+
+typedef struct config_set {
+    char *name;
+    size_t index;
+    char *file; /* exactly one of file | url */
+    char *url;
+    uint64_t refresh_ms;
+} config_set_t;
+
+typedef enum { MATCH_PATH = 0, MATCH_PREFIX, MATCH_REGEX } config_match_kind_t;
+
+/* Method bits for config_match_t.methods (0 = any method). */
+enum {
+    METHOD_GET = 1u << 0,
+    METHOD_HEAD = 1u << 1,
+    METHOD_POST = 1u << 2,
+    METHOD_PUT = 1u << 3,
+    METHOD_DELETE = 1u << 4,
+    METHOD_PATCH = 1u << 5,
+    METHOD_OPTIONS = 1u << 6,
+    METHOD_TRACE = 1u << 7,
+    METHOD_CONNECT = 1u << 8,
+    METHOD_OTHER = 1u << 9 /* any method not listed above */
+};
+/* Bit for a method token ("GET" -> METHOD_GET); METHOD_OTHER if unknown. */
+uint32_t config_method_bit(const char *m, size_t len);
+
+typedef struct config_header_match {
+    char *name; /* lower-cased at load */
+    char *value;
+} config_header_match_t;
+
+typedef struct config_match {
+    config_match_kind_t kind;
+    char *path; /* path | path_prefix | path_regex source */
+    size_t path_len;
+    pcre2_code *regex;   /* MATCH_REGEX: compiled anchored, JIT'd when available */
+    uint32_t n_captures; /* capture groups in regex */
+    uint32_t methods;    /* METHOD_* bits, 0 = any */
+    char *host;          /* lower-cased; NULL = any */
+    bool host_wildcard;  /* host was "*.suffix": host holds ".suffix" */
+    config_header_match_t *headers;
+    size_t n_headers;
+    size_t in_set;           /* set index or CONFIG_NONE */
+    uint32_t in_set_capture; /* capture group number of in_set.capture */
+} config_match_t;
+
+typedef struct config_backend {
+    size_t target_group;
+    uint32_t weight;
+    size_t fallback; /* target group index or CONFIG_NONE */
+    char *path;      /* rewrite template with $0..$9, NULL = none */
+} config_backend_t;
+
+typedef enum { STICKY_NONE = 0, STICKY_CLIENT_IP, STICKY_HEADER, STICKY_COOKIE } config_sticky_t;
+
+/* retry_on bits */
+enum {
+    RETRY_ON_5XX = 1u << 0,
+    RETRY_ON_GATEWAY_ERROR = 1u << 1,
+    RETRY_ON_CONNECT_FAILURE = 1u << 2,
+    RETRY_ON_RESET = 1u << 3,
+    RETRY_ON_TIMEOUT = 1u << 4
+};
+
+typedef struct config_retries {
+    uint32_t attempts;           /* retries, not tries */
+    uint64_t per_try_timeout_ms; /* 0 = none (the route timeout bounds it) */
+    uint32_t retry_on;           /* RETRY_ON_* bits */
+    uint16_t *retry_statuses;    /* explicit status codes in retry_on */
+    size_t n_retry_statuses;
+    uint64_t backoff_ms;
+    uint32_t budget_percent;
+} config_retries_t;
+
+typedef struct config_header_set {
+    char *name;
+    char *value;
+} config_header_set_t;
+
+typedef struct config_route {
+    char *name;
+    size_t index;
+    config_match_t match;
+    char *rewrite_prefix; /* NULL = none; only with path_prefix */
+    config_backend_t *backends;
+    size_t n_backends;
+    config_sticky_t sticky;
+    char *sticky_name; /* header (lower-cased) or cookie name */
+    uint64_t timeout_ms;
+    bool has_retries;
+    config_retries_t retries;
+    bool retry_non_idempotent;
+    cidr_t *ip_allow;
+    size_t n_ip_allow;
+    cidr_t *ip_deny;
+    size_t n_ip_deny;
+    config_header_set_t *set_headers;
+    size_t n_set_headers;
+    char **remove_headers; /* lower-cased */
+    size_t n_remove_headers;
+} config_route_t;
+
+typedef struct config {
+    atomic_int refs;
+    arena_t arena;
+    char *path; /* the file it came from ("<demo>" for the embedded one) */
+
+    config_server_t server;
+    char *admin_listen;
+    struct sockaddr_storage admin_addr;
+    socklen_t admin_addrlen;
+    char *access_log_path; /* NULL = off; "stdout"; or a file path */
+    config_tracing_t tracing;
+    char *redis_address; /* NULL = unset */
+
+    config_target_group_t *target_groups;
+    size_t n_target_groups;
+    config_set_t *sets;
+    size_t n_sets;
+    config_route_t *routes;
+    size_t n_routes;
+} config_t;
+
+/* Errors collected while loading: every one, in file order, each formatted
+ * "FILE:LINE:COL: message". */
+typedef struct config_errors {
+    char **items;
+    size_t n;
+    size_t cap;
+} config_errors_t;
+
+void config_errors_init(config_errors_t *e);
+void config_errors_deinit(config_errors_t *e);
+void config_errors_add(config_errors_t *e, const char *file, size_t line, size_t col,
+                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/* Parses and validates; NULL with errs filled on any error. refs = 1.
+ * Numeric targets get their address; named ones are resolved by the caller. */
+config_t *config_load_file(const char *path, config_errors_t *errs);
+config_t *config_load_string(const char *yaml, size_t len, const char *name, config_errors_t *errs);
+
+static inline config_t *config_ref(config_t *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+/* Frees the snapshot with its last reference; NULL is a no-op. */
+void config_unref(config_t *c);
+
+/* Lookups by name; CONFIG_NONE when absent. */
+size_t config_find_target_group(const config_t *c, const char *name);
+size_t config_find_route(const config_t *c, const char *name);
+size_t config_find_set(const config_t *c, const char *name);
+
+#endif

@@ -1,0 +1,98 @@
+/* Prometheus metrics. Counters and histograms live per worker (written by that
+ * worker only, no atomics beyond relaxed loads/stores) and are summed when
+ * /metrics is scraped. Label values come from names in the config (routes,
+ * groups, targets), never from requests, so cardinality is bounded. Slots are
+ * keyed by name and survive reloads: a counter never goes backwards. */
+#ifndef FICUS_OBSERVE_METRICS_H
+#define FICUS_OBSERVE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/buf.h"
+
+#define METRICS_MAX_ROUTES 4096
+#define METRICS_MAX_GROUPS 4096
+#define METRICS_MAX_TARGETS 16384
+#define METRICS_MAX_CLIENTS 4096
+#define METRICS_MAX_SETS 1024
+#define METRICS_NO_ROUTE 0 /* slot 0 is route="-": requests that matched no route */
+#define METRICS_SLOT_NONE UINT32_MAX
+
+/* Upstream outcome codes that are not an HTTP status (label code=...). */
+enum {
+    METRICS_UPSTREAM_CONNECT_ERROR = -1, /* "connect_error" */
+    METRICS_UPSTREAM_TIMEOUT = -2,       /* "timeout" */
+    METRICS_UPSTREAM_RESET = -3          /* "reset" */
+};
+
+/* Circuit-breaker limits (label limit=...). */
+typedef enum {
+    METRICS_LIMIT_MAX_CONNECTIONS = 0,
+    METRICS_LIMIT_MAX_PENDING,
+    METRICS_LIMIT_MAX_REQUESTS
+} metrics_limit_t;
+
+typedef struct metrics_registry metrics_registry_t;
+typedef struct metrics_worker metrics_worker_t;
+
+/* Histogram bucket upper bounds in seconds, 100 us to 30 s. */
+extern const double metrics_buckets_s[];
+extern const size_t metrics_n_buckets;
+
+/* --- set-up (main thread) --- */
+metrics_registry_t *metrics_registry_new(size_t n_workers, const char *version);
+void metrics_registry_free(metrics_registry_t *r);
+metrics_worker_t *metrics_worker_get(metrics_registry_t *r, size_t worker);
+/* Slot for a label value; the same name always gives the same slot.
+ * METRICS_SLOT_NONE when the table is full. Main thread only. */
+uint32_t metrics_route_slot(metrics_registry_t *r, const char *route);
+uint32_t metrics_group_slot(metrics_registry_t *r, const char *group);
+uint32_t metrics_target_slot(metrics_registry_t *r, const char *group, const char *target);
+uint32_t metrics_client_slot(metrics_registry_t *r, const char *client);
+uint32_t metrics_set_slot(metrics_registry_t *r, const char *set);
+
+/* --- hot path (the owning worker's thread) --- */
+void metrics_request(metrics_worker_t *w, uint32_t route, int status, uint64_t duration_us);
+/* code: HTTP status, or METRICS_UPSTREAM_*. */
+void metrics_upstream(metrics_worker_t *w, uint32_t group, uint32_t target, int code,
+                      uint64_t duration_us);
+void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group);
+void metrics_fallback(metrics_worker_t *w, uint32_t route, uint32_t from_group, uint32_t to_group);
+void metrics_circuit_breaker_rejection(metrics_worker_t *w, uint32_t group, metrics_limit_t l);
+void metrics_rate_limited(metrics_worker_t *w, uint32_t route);
+void metrics_throttled(metrics_worker_t *w, uint32_t client);
+void metrics_downstream_connection(metrics_worker_t *w, int delta); /* gauge */
+void metrics_downstream_rejected(metrics_worker_t *w);
+
+/* --- process-wide events (any thread; atomics) --- */
+void metrics_outlier_ejection(metrics_registry_t *r, uint32_t group, uint32_t target);
+void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtime_ms);
+void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set);
+void metrics_redis_error(metrics_registry_t *r);
+void metrics_trace_dropped(metrics_registry_t *r, uint64_t n);
+void metrics_trace_export_failure(metrics_registry_t *r);
+void metrics_auth_failure(metrics_registry_t *r, uint32_t route, const char *reason);
+void metrics_session_exchange_failure(metrics_registry_t *r, const char *reason);
+
+/* Gauges whose value lives elsewhere (weights, health): the renderer asks. */
+typedef struct metrics_gauges {
+    void *ctx;
+    /* Calls emit(ctx2, route, target_group, weight) for every backend of
+     * every route in the current config. */
+    void (*each_backend_weight)(void *ctx,
+                                void (*emit)(void *ctx2, const char *route, const char *group,
+                                             uint32_t weight),
+                                void *ctx2);
+    /* Calls emit(ctx2, group, target, healthy) for every target. May be NULL. */
+    void (*each_target_health)(void *ctx,
+                               void (*emit)(void *ctx2, const char *group, const char *target,
+                                            int healthy),
+                               void *ctx2);
+} metrics_gauges_t;
+
+/* Appends the whole exposition (text format 0.0.4) to out. Main thread. */
+int metrics_render(metrics_registry_t *r, const metrics_gauges_t *g, buf_t *out);
+
+#endif
