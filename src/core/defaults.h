@@ -43,11 +43,15 @@
 #define DEFAULT_RETRY_BACKOFF_MS 25
 #define RETRY_BUDGET_MIN_CONCURRENT 3
 #define MAX_ROUTE_BACKENDS 64
-#define MAX_PATH_CAPTURES 10 /* $0..$9 */
+#define MAX_PATH_CAPTURES 10       /* $0..$9 */
+#define ROUTER_MATCH_DATA_PAIRS 64 /* per-worker PCRE2 ovector; groups beyond it read as unset */
 
 /* sets */
 #define DEFAULT_SET_REFRESH_MS 30000
 #define MAX_SET_LINE_BYTES 1024
+#define MAX_SET_BYTES (64 * 1024 * 1024) /* a larger set file or URL body is an error */
+#define SET_FETCH_TIMEOUT_MS 10000       /* set URL: connect and the whole response */
+#define SET_FETCH_HEAD_BYTES (64 * 1024) /* set URL: response head allowed on top of the body */
 
 /* tracing */
 #define DEFAULT_SERVICE_NAME "ficus"
@@ -60,5 +64,39 @@
 #define ACCESS_LOG_BUF_BYTES (256 * 1024)
 #define ACCESS_LOG_FLUSH_MS 100
 #define EMFILE_BACKOFF_MS 100
+
+/* observability */
+#define ACCESS_LOG_MAX_QUEUED_BUFS 8 /* waiting for the writer; more: dropped and counted */
+#define ACCESS_LOG_FREE_BUFS_MAX 8   /* written buffers kept for reuse */
+#define METRICS_PAIR_SLOTS 4096      /* per worker: (route,group) and (route,from,to) counters */
+#define METRICS_PAIR_MAX_PROBES 64   /* a full neighbourhood drops the sample */
+#define METRICS_MAX_REASONS 64       /* distinct auth / session-exchange failure reasons */
+#define METRICS_REASON_MAX_BYTES 48  /* longer reason codes are truncated */
+
+/* tools: mock, probe */
+#define MOCK_MAX_PATHS 10000     /* distinct paths in /__mock/stats; beyond: "_other" */
+#define MOCK_MAX_PATH_BYTES 1024 /* longer request paths count under "_other" */
+#define MOCK_MAX_PIPELINE 1024   /* answers queued per connection before reading pauses */
+#define MOCK_LINGER_MS 1000      /* after "Connection: close": wait for the client's FIN */
+#define MOCK_MAX_BODY_BYTES (16 * 1024 * 1024) /* --body / --body-file */
+#define PROBE_MAX_PARALLEL 64                  /* endpoint checks (threads) at once */
+#define PROBE_DEFAULT_TIMEOUT_MS 5000    /* per endpoint: DNS, connect, TLS and the status line */
+#define PROBE_MAX_STATUS_LINE_BYTES 1024 /* a longer first line is "bad status line" */
+
+/* config file: defaults without a line above, and the bounds beyond which
+ * a value is a typo rather than a choice */
+#define DEFAULT_ACCESS_LOG "stdout"
+#define DEFAULT_SAMPLE_RATIO 1.0
+#define DEFAULT_BACKEND_WEIGHT 1
+#define MAX_BACKEND_WEIGHT 1000000
+#define MAX_RETRY_ATTEMPTS 10
+#define CONFIG_MAX_FILE_BYTES (16 * 1024 * 1024)
+#define CONFIG_MAX_DURATION_MS (365ull * 24 * 60 * 60 * 1000) /* 8760h */
+#define CONFIG_MAX_NAME_BYTES 128             /* route, target group and set names */
+#define CONFIG_MIN_HEADER_BYTES 1024          /* max_header_size floor */
+#define CONFIG_MAX_HEADER_BYTES (1024 * 1024) /* max_header_size ceiling */
+#define CONFIG_MAX_RETRY_BUFFER_BYTES (1024ull * 1024 * 1024)
+#define CONFIG_MAX_COUNT 10000000 /* connection, pending, request and idle limits */
+#define CONFIG_MAX_THRESHOLD 1000 /* health check thresholds, outlier errors */
 
 #endif

@@ -1,0 +1,285 @@
+#!/usr/bin/env python3
+"""Records and summarises bench/run.sh measurements (python3 stdlib only).
+
+  record --out F [--wrk WRK_OUTPUT] key=value...   append one JSON line to F
+  oneline < JSON line                              one progress line for a run
+  report --runs F --memory F --json-out F key=value...   print tables, write JSON
+"""
+import argparse
+import json
+import re
+import statistics
+import sys
+import time
+
+UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
+
+
+def number(v):
+    """Keeps numbers numbers in the JSON, everything else a string."""
+    for conv in (int, float):
+        try:
+            return conv(v)
+        except ValueError:
+            pass
+    return v
+
+
+def parse_kv(items):
+    out = {}
+    for item in items:
+        k, sep, v = item.partition("=")
+        if not sep:
+            sys.exit(f"report.py: expected key=value, got {item!r}")
+        out[k] = number(v)
+    return out
+
+
+def to_ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m|h)", text)
+    return float(m.group(1)) * UNIT_MS[m.group(2)] if m else None
+
+
+def parse_wrk(text):
+    """Pulls the numbers out of `wrk --latency` output; absent ones are None."""
+    r = {"requests": None, "wrk_seconds": None, "rps": None, "p50_ms": None, "p75_ms": None,
+         "p90_ms": None, "p99_ms": None, "non_2xx": 0, "socket_errors": 0}
+    m = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", text)
+    if m:
+        r["requests"] = int(m.group(1))
+        r["wrk_seconds"] = float(m.group(2)) * UNIT_MS[m.group(3)] / 1000.0
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if m:
+        r["rps"] = float(m.group(1))
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}%\s+(\S+)", text, re.M)
+        if m:
+            r[f"p{pct}_ms"] = to_ms(m.group(1))
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
+    if m:
+        r["non_2xx"] = int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    if m:
+        r["socket_errors"] = sum(int(x) for x in m.groups())
+        r["socket_errors_detail"] = dict(zip(("connect", "read", "write", "timeout"),
+                                             (int(x) for x in m.groups())))
+    return r
+
+
+def cmd_record(args):
+    row = {}
+    if args.wrk:
+        with open(args.wrk, encoding="utf-8", errors="replace") as f:
+            text = f.read()
+        row.update(parse_wrk(text))
+        row["wrk_output"] = text
+    row.update(parse_kv(args.kv))
+    if "proxy_ticks" in row and row.get("requests"):
+        tck = row["clk_tck"]
+        row["proxy_cpu_s"] = row["proxy_ticks"] / tck
+        row["backend_cpu_s"] = row["backend_ticks"] / tck
+        row["proxy_cpu_s_per_100k"] = row["proxy_cpu_s"] / row["requests"] * 1e5
+        row["backend_cpu_s_per_100k"] = row["backend_cpu_s"] / row["requests"] * 1e5
+    with open(args.out, "a", encoding="utf-8") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def cmd_oneline(_args):
+    r = json.loads(sys.stdin.readline())
+    extra = ""
+    if r.get("non_2xx") or r.get("socket_errors"):
+        extra += f"  non-2xx {r['non_2xx']} socket-errors {r['socket_errors']}"
+    if "metrics_requests_delta" in r:
+        extra += f"  metrics {r['metrics_requests_delta']}"
+    if "log_lines_delta" in r:
+        extra += f"  log-lines {r['log_lines_delta']}"
+    if "scrapes" in r:
+        extra += f"  scrapes {r['scrapes_ok']}/{r['scrapes']}"
+    if r.get("crashed"):
+        extra += "  CRASHED"
+    print(f"  {r['scenario']:<9} round {r['round']} {r['proxy']:<7} "
+          f"{fmt(r.get('rps'), '9.0f')} req/s  p50 {fmt(r.get('p50_ms'), '.2f')} ms  "
+          f"p99 {fmt(r.get('p99_ms'), '.2f')} ms  "
+          f"cpu/100k {fmt(r.get('proxy_cpu_s_per_100k'), '.2f')} s{extra}")
+
+
+def median(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def summarise(runs):
+    """Medians per (scenario, proxy) over rounds, in first-seen order."""
+    groups = {}
+    for r in runs:
+        groups.setdefault((r["scenario"], r["proxy"]), []).append(r)
+    out = []
+    for (scen, proxy), rows in groups.items():
+        ok = [r for r in rows if r.get("rps") is not None]
+        rps = [r["rps"] for r in ok]
+        cpu_key = "backend_cpu_s_per_100k" if proxy == "direct" else "proxy_cpu_s_per_100k"
+        s = {
+            "scenario": scen, "proxy": proxy, "rounds": len(rows),
+            "rps": median(ok, "rps"),
+            "rps_spread": (max(rps) - min(rps)) / statistics.median(rps) if rps else None,
+            "p50_ms": median(ok, "p50_ms"), "p99_ms": median(ok, "p99_ms"),
+            "cpu_s_per_100k": median(ok, cpu_key),
+            "cpu_of": "backend" if proxy == "direct" else "proxy",
+            "backend_cpu_s_per_100k": median(ok, "backend_cpu_s_per_100k"),
+            "errors": sum(r.get("non_2xx", 0) + r.get("socket_errors", 0) for r in rows),
+            "crashed": any(r.get("crashed") for r in rows),
+        }
+        for k in ("metrics_requests_delta", "log_lines_delta", "requests"):
+            if any(k in r for r in rows):
+                s[k + "_sum"] = sum(r.get(k) or 0 for r in rows)
+        if any("scrapes" in r for r in rows):
+            s["scrapes"] = sum(r.get("scrapes", 0) for r in rows)
+            s["scrapes_ok"] = sum(r.get("scrapes_ok", 0) for r in rows)
+        out.append(s)
+    # Ratios: against HAProxy and backend-direct of the same scenario; the
+    # access-log scenario has neither, so it borrows the plain one's.
+    by = {(s["scenario"], s["proxy"]): s for s in out}
+    for s in out:
+        base = s["scenario"].split("-")[0]
+        hap = by.get((s["scenario"], "haproxy")) or by.get((base, "haproxy"))
+        direct = by.get((s["scenario"], "direct")) or by.get((base, "direct"))
+        s["rps_vs_haproxy"] = ratio(s["rps"], hap and hap["rps"])
+        s["rps_vs_direct"] = ratio(s["rps"], direct and direct["rps"])
+        s["p99_vs_haproxy"] = ratio(s["p99_ms"], hap and hap["p99_ms"])
+        s["cpu_vs_haproxy"] = (None if s["proxy"] == "direct"
+                               else ratio(s["cpu_s_per_100k"], hap and hap["cpu_s_per_100k"]))
+        if s["scenario"] != base and s["proxy"] == "ficus" and (base, "ficus") in by:
+            plain = by[(base, "ficus")]
+            s["rps_vs_ficus_log_off"] = ratio(s["rps"], plain["rps"])
+            s["cpu_vs_ficus_log_off"] = ratio(s["cpu_s_per_100k"], plain["cpu_s_per_100k"])
+    return out
+
+
+def print_table(summary):
+    head = ("scenario", "proxy", "req/s", "spread", "p50 ms", "p99 ms", "CPU s/100k",
+            "rps/hap", "rps/direct", "p99/hap", "CPU/hap", "errors")
+    rows = []
+    for s in summary:
+        cpu = fmt(s["cpu_s_per_100k"], ".2f")
+        if s["proxy"] == "direct" and s["cpu_s_per_100k"] is not None:
+            cpu += "*"
+        rows.append((s["scenario"], s["proxy"] + (" DIED" if s["crashed"] else ""),
+                     fmt(s["rps"], ".0f"),
+                     "-" if s["rps_spread"] is None else f"{100 * s['rps_spread']:.0f}%",
+                     fmt(s["p50_ms"], ".2f"), fmt(s["p99_ms"], ".2f"), cpu,
+                     fmt(s["rps_vs_haproxy"], ".2f"), fmt(s["rps_vs_direct"], ".2f"),
+                     fmt(s["p99_vs_haproxy"], ".2f"), fmt(s["cpu_vs_haproxy"], ".2f"),
+                     str(s["errors"])))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+    print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
+    print("CPU s/100k: CPU seconds of the proxy process (all threads) per 100k requests;")
+    print("  * for direct it is the backend's. errors = non-2xx + socket errors, all rounds.")
+    for s in summary:
+        notes = []
+        if "rps_vs_ficus_log_off" in s:
+            notes.append(f"req/s x{s['rps_vs_ficus_log_off']:.2f} and CPU "
+                         f"x{fmt(s['cpu_vs_ficus_log_off'], '.2f')} vs ficus with the log off")
+        if "log_lines_delta_sum" in s:
+            notes.append(f"access-log lines {s['log_lines_delta_sum']} for "
+                         f"{s['requests_sum']} requests counted by wrk")
+        if "scrapes" in s:
+            notes.append(f"metrics scrapes {s['scrapes_ok']}/{s['scrapes']} answered 200")
+        if "metrics_requests_delta_sum" in s:
+            notes.append(f"ficus_requests_total grew {s['metrics_requests_delta_sum']} "
+                         f"(wrk counted {s['requests_sum']})")
+        if notes:
+            print(f"{s['scenario']}/{s['proxy']}: " + "; ".join(notes))
+
+
+def print_memory(mems):
+    head = ("proxy", "conns open", "failed", "closed", "RSS before KiB", "RSS after KiB",
+            "KiB/conn", "RSS after close KiB")
+    rows = []
+    for m in mems:
+        if "error" in m and "rss_before_kib" not in m:
+            rows.append((m["proxy"], "-", "-", "-", "-", "-", m["error"], "-"))
+            continue
+        opened = m.get("open", 0)
+        per = (m["rss_after_kib"] - m["rss_before_kib"]) / opened if opened else None
+        m["kib_per_conn"] = per
+        rows.append((m["proxy"] + (" DIED" if m.get("crashed") else ""), str(opened),
+                     str(m.get("failed", "-")), str(m.get("closed_by_peer", "-")),
+                     str(m["rss_before_kib"]), str(m["rss_after_kib"]), fmt(per, ".2f"),
+                     str(m["rss_after_close_kib"])))
+    widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
+    line = lambda cells: "  ".join(  # noqa: E731
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    print(line(head))
+    print(line(["-" * w for w in widths]))
+    for r in rows:
+        print(line(r))
+    print("KiB/conn = (RSS with every connection open and idle - RSS before) / connections open;")
+    print("  RSS is VmRSS of the proxy and its child processes (nginx's worker).")
+    for m in mems:
+        if "downstream_connections_gauge" in m:
+            print(f"{m['proxy']}: ficus_downstream_connections = "
+                  f"{m['downstream_connections_gauge']} while the connections were open")
+
+
+def load_jsonl(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [json.loads(x) for x in f if x.strip()]
+    except FileNotFoundError:
+        return []
+
+
+def cmd_report(args):
+    runs, mems = load_jsonl(args.runs), load_jsonl(args.memory)
+    doc = {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+           "meta": parse_kv(args.kv)}
+    if runs:
+        doc["summary"] = summarise(runs)
+        print()
+        print_table(doc["summary"])
+        doc["runs"] = runs
+    if mems:
+        print()
+        print_memory(mems)
+        doc["memory"] = mems
+    with open(args.json_out, "w", encoding="utf-8") as f:
+        json.dump(doc, f, indent=1)
+    print(f"\nraw numbers: {args.json_out}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("record")
+    p.add_argument("--out", required=True)
+    p.add_argument("--wrk")
+    p.add_argument("kv", nargs="*")
+    p.set_defaults(fn=cmd_record)
+    p = sub.add_parser("oneline")
+    p.set_defaults(fn=cmd_oneline)
+    p = sub.add_parser("report")
+    p.add_argument("--runs", required=True)
+    p.add_argument("--memory", required=True)
+    p.add_argument("--json-out", required=True)
+    p.add_argument("kv", nargs="*")
+    p.set_defaults(fn=cmd_report)
+    args = ap.parse_args()
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    main()

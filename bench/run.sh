@@ -1,0 +1,600 @@
+#!/usr/bin/env bash
+# ficus vs HAProxy vs NGINX on loopback: each proxy on one core (CPU 1) with one
+# worker, wrk and the mock backend sharing the other core (CPU 0). Prints a table
+# of medians over interleaved rounds and writes the raw numbers to
+# bench/results/<timestamp>.json. See bench/README.md.
+#
+#   bench/run.sh [throughput|memory|all]      (default: throughput)
+#
+# Environment (defaults in brackets):
+#   FICUS_BIN [./ficus]  DURATION [5] seconds per run  ROUNDS [5]  CONNS [50]
+#   WARMUP [1] seconds   BACKEND [ficus] (ficus mock) or nginx
+#   PROXIES ["ficus haproxy nginx"]  MEM_CONNS [10000]  PROXY_CPU [1]  LOAD_CPU [0]
+#   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, wrk outputs)
+set -euo pipefail
+
+MODE=${1:-throughput}
+case "$MODE" in
+throughput | memory | all) ;;
+-h | --help)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0
+    ;;
+*)
+    echo "usage: bench/run.sh [throughput|memory|all]" >&2
+    exit 2
+    ;;
+esac
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+FICUS_BIN=${FICUS_BIN:-./ficus}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-5}
+CONNS=${CONNS:-50}
+WARMUP=${WARMUP:-1}
+BACKEND=${BACKEND:-ficus}
+PROXIES=${PROXIES:-ficus haproxy nginx}
+MEM_CONNS=${MEM_CONNS:-10000}
+PROXY_CPU=${PROXY_CPU:-1}
+LOAD_CPU=${LOAD_CPU:-0}
+PYTHON=${PYTHON:-python3}
+SMALL_BYTES=300
+LARGE_BYTES=16384
+STARTUP_S=10                  # a process that is not serving by then failed to start
+WRK_SLACK_S=20                # wrk's own -d bounds it; this is the safety net
+MEM_CLIENT_S=$((60 + MEM_CONNS / 100)) # the idle-connection client gives up after this
+
+die() {
+    echo "bench: $*" >&2
+    exit 1
+}
+note() { echo "bench: $*" >&2; }
+
+for tool in wrk taskset curl "$PYTHON"; do
+    command -v "$tool" >/dev/null || die "$tool is required"
+done
+for p in $PROXIES; do
+    case "$p" in
+    ficus) ;;
+    haproxy | nginx) command -v "$p" >/dev/null || die "$p is required (or drop it from PROXIES)" ;;
+    *) die "unknown proxy '$p' in PROXIES" ;;
+    esac
+done
+[[ $BACKEND == ficus || $BACKEND == nginx ]] || die "BACKEND must be ficus or nginx"
+[[ $BACKEND == nginx ]] && { command -v nginx >/dev/null || die "BACKEND=nginx needs nginx"; }
+[[ -x $FICUS_BIN ]] || die "no ficus binary at $FICUS_BIN (make ficus, or set FICUS_BIN)"
+FICUS_BIN=$(realpath "$FICUS_BIN")
+if (($(nproc) < 2)); then
+    note "only one CPU: proxy and load share it, numbers mean little"
+    PROXY_CPU=0
+    LOAD_CPU=0
+fi
+
+# 10k idle connections need 10k descriptors in the client and in each proxy.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+NOFILE=$(ulimit -n)
+
+TMP=$(mktemp -d /tmp/ficus-bench.XXXXXX)
+chmod 755 "$TMP" # nginx workers drop to nobody and must reach their temp paths
+RUNS=$TMP/runs.jsonl
+MEMS=$TMP/memory.jsonl
+: >"$RUNS"
+: >"$MEMS"
+
+# ---- process bookkeeping: every PID we start, stopped on exit ------------
+
+PIDS=()
+
+alive() {
+    local st
+    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    st=${st##*) }
+    [[ ${st%% *} != Z ]]
+}
+
+stop_pid() {
+    local pid=$1 i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        alive "$pid" || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local rc=$? pid
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then
+        note "kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Starts "$@" in the background with stdout+stderr to $1's log; sets STARTED.
+launch() {
+    local log=$1
+    shift
+    "$@" >"$log" 2>&1 &
+    STARTED=$!
+    PIDS+=("$STARTED")
+}
+
+free_ports() {
+    "$PYTHON" - "$1" <<'EOF'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+EOF
+}
+
+# Waits until URL answers over HTTP while PID lives; 1 if it never does.
+wait_http() {
+    local url=$1 pid=$2 i
+    for ((i = 0; i < STARTUP_S * 10; i++)); do
+        alive "$pid" || return 1
+        curl -s -o /dev/null -m 1 "$url" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# Whole-process CPU ticks (utime+stime, all threads) of PID and its children:
+# nginx does its work in a child of the master.
+cpu_ticks() {
+    local sum=0 p st f
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        st=$(cat "/proc/$p/stat" 2>/dev/null) || continue
+        st=${st##*) }
+        read -ra f <<<"$st"
+        # after "pid (comm) ", field 14 (utime) is at index 11
+        sum=$((sum + f[11] + f[12]))
+    done
+    echo "$sum"
+}
+
+# VmRSS in KiB of PID and its children.
+rss_kib() {
+    local sum=0 p v
+    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null || true)
+        sum=$((sum + ${v:-0}))
+    done
+    echo "$sum"
+}
+
+log_tail() {
+    note "---- last lines of $1 ----"
+    tail -n 20 "$1" >&2 || true
+    note "----"
+}
+
+# ---- configs -----------------------------------------------------------
+
+make_bodies() {
+    "$PYTHON" - "$TMP" "$SMALL_BYTES" "$LARGE_BYTES" <<'EOF'
+import sys
+d, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+line = b"ficus benchmark body 0123456789abcdefghijklmnopqrstuvwxyz\n"
+for name, n in (("small", small), ("large", large)):
+    with open(f"{d}/{name}.body", "wb") as f:
+        f.write((line * (n // len(line) + 1))[:n])
+EOF
+}
+
+# ficus_yaml FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE
+ficus_yaml() {
+    cat >"$1" <<EOF
+server:
+  listen: ["127.0.0.1:$2"]
+  workers: 1
+  max_connections: $6
+  idle_timeout: $7
+admin:
+  listen: "127.0.0.1:$3"
+access_log:
+  path: $5
+target_groups:
+  backend:
+    targets: ["127.0.0.1:$4"]
+    keepalive: {max_idle: 64, idle_timeout: 60s}
+routes:
+  - name: all
+    match: {path_prefix: /}
+    backends: [{target_group: backend, weight: 100}]
+EOF
+}
+
+# haproxy_cfg FILE LISTEN_PORT BACKEND_PORT MAXCONN IDLE
+haproxy_cfg() {
+    cat >"$1" <<EOF
+global
+    nbthread 1
+    maxconn $4
+    # HAProxy reserves two descriptors per connection; the hard limit may be
+    # lower than that for 10k connections that are idle (no server side).
+    no strict-limits
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client $5
+    timeout server 60s
+    timeout http-keep-alive $5
+frontend fe
+    bind 127.0.0.1:$2
+    default_backend be
+backend be
+    server s1 127.0.0.1:$3
+EOF
+}
+
+# nginx_proxy_cfg FILE LISTEN_PORT BACKEND_PORT IDLE
+# keepalive_requests is raised both ways: its default (1000) would make nginx
+# alone reconnect every 1000 requests, which the others never do.
+nginx_proxy_cfg() {
+    local dir=${1%/*}
+    cat >"$1" <<EOF
+worker_processes 1;
+daemon off;
+pid $1.pid;
+error_log $1.err warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $((NOFILE - 64)); }
+http {
+    access_log off;
+    keepalive_timeout $4;
+    keepalive_requests 100000000;
+    client_body_temp_path $dir/nginx-body;
+    proxy_temp_path $dir/nginx-proxy;
+    fastcgi_temp_path $dir/nginx-fastcgi;
+    uwsgi_temp_path $dir/nginx-uwsgi;
+    scgi_temp_path $dir/nginx-scgi;
+    upstream be {
+        server 127.0.0.1:$3;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$2;
+        location / {
+            proxy_pass http://be;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+}
+
+# nginx_backend_cfg FILE LISTEN_PORT BODY_FILE
+nginx_backend_cfg() {
+    local dir=${1%/*}
+    cat >"$1" <<EOF
+worker_processes 1;
+daemon off;
+pid $1.pid;
+error_log $1.err warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    keepalive_requests 100000000;
+    default_type text/plain;
+    client_body_temp_path $dir/nginx-body;
+    proxy_temp_path $dir/nginx-proxy;
+    fastcgi_temp_path $dir/nginx-fastcgi;
+    uwsgi_temp_path $dir/nginx-uwsgi;
+    scgi_temp_path $dir/nginx-scgi;
+    server {
+        listen 127.0.0.1:$2;
+        location / { root $dir; try_files /${3##*/} =404; }
+    }
+}
+EOF
+}
+
+# ---- starting things ---------------------------------------------------
+
+# start_backend NAME PORT BODY_FILE; sets STARTED.
+start_backend() {
+    local name=$1 port=$2 body=$3
+    if [[ $BACKEND == ficus ]]; then
+        launch "$TMP/$name.log" taskset -c "$LOAD_CPU" "$FICUS_BIN" mock \
+            --listen "127.0.0.1:$port" --body-file "$body" --workers 1 --name "$name"
+    else
+        nginx_backend_cfg "$TMP/$name.conf" "$port" "$body"
+        launch "$TMP/$name.log" taskset -c "$LOAD_CPU" nginx -p "$TMP" -c "$TMP/$name.conf" \
+            -e "$TMP/$name.conf.err"
+    fi
+    wait_http "http://127.0.0.1:$port/" "$STARTED" || {
+        log_tail "$TMP/$name.log"
+        die "backend $name did not start on port $port"
+    }
+}
+
+# start_proxy KIND TAG LISTEN_PORT BACKEND_PORT [ACCESS_LOG] [MAX_CONNS] [IDLE];
+# sets STARTED (0 when it failed to start; the reason is printed).
+start_proxy() {
+    local kind=$1 tag=$2 port=$3 bport=$4 alog=${5:-off} maxc=${6:-4096} idle=${7:-60s}
+    local log=$TMP/$tag.log
+    STARTED=0
+    case "$kind" in
+    ficus)
+        local cfg=$TMP/$tag.yaml
+        ficus_yaml "$cfg" "$port" "${ADMIN_PORT[$tag]}" "$bport" "$alog" "$maxc" "$idle"
+        if ! "$FICUS_BIN" check -c "$cfg" >"$log" 2>&1; then
+            note "ficus check -c $cfg failed:"
+            cat "$log" >&2
+            return 0
+        fi
+        launch "$log" taskset -c "$PROXY_CPU" "$FICUS_BIN" run -c "$cfg"
+        ;;
+    haproxy)
+        haproxy_cfg "$TMP/$tag.cfg" "$port" "$bport" "$maxc" "$idle"
+        launch "$log" taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/$tag.cfg"
+        ;;
+    nginx)
+        nginx_proxy_cfg "$TMP/$tag.conf" "$port" "$bport" "$idle"
+        launch "$log" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/$tag.conf" \
+            -e "$TMP/$tag.conf.err"
+        ;;
+    esac
+    if ! wait_http "http://127.0.0.1:$port/" "$STARTED"; then
+        note "$kind ($tag) did not start serving on port $port:"
+        log_tail "$log"
+        stop_pid "$STARTED"
+        STARTED=0
+    fi
+}
+
+# Serves one request through URL and checks status and body size, so that a
+# proxy answering errors fast is not reported as a fast proxy.
+preflight() {
+    local url=$1 want=$2 out
+    out=$(curl -s -o /dev/null -m 5 -w '%{http_code} %{size_download}' "$url") || out="curl-failed"
+    if [[ $out != "200 $want" ]]; then
+        note "preflight $url: got '$out', want '200 $want'"
+        return 1
+    fi
+}
+
+# Sum of ficus_requests_total over all label sets, from the admin listener.
+ficus_requests_total() {
+    curl -s -m 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk '/^ficus_requests_total[{ ]/ {s += $NF} END {printf "%d\n", s}'
+}
+
+# ---- throughput --------------------------------------------------------
+
+CLK_TCK=$(getconf CLK_TCK)
+declare -A ADMIN_PORT PID_OF PORT_OF DEAD
+
+# one_run SCENARIO TAG ROUND URL BACKEND_PID [ADMIN_PORT] [ACCESS_LOG_FILE]
+one_run() {
+    local scen=$1 tag=$2 round=$3 url=$4 bpid=$5 admin=${6:-} alog=${7:-}
+    local pid=${PID_OF[$tag]} out=$TMP/wrk-$scen-$tag-$round.txt
+    local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0
+    [[ -n $admin ]] && m0=$(ficus_requests_total "$admin")
+    [[ -n $alog ]] && l0=$(wc -l <"$alog")
+    if [[ -n $alog && -n $admin ]]; then
+        : >"$TMP/scrapes.txt"
+        taskset -c "$LOAD_CPU" bash -c 'while :; do
+            curl -s -m 2 -o "$2" -w "%{http_code}\n" "http://127.0.0.1:$1/metrics" >>"$3"
+            sleep 1; done' scraper "$admin" "$TMP/metrics.last" "$TMP/scrapes.txt" &
+        scrape_pid=$!
+        PIDS+=("$scrape_pid")
+    fi
+    c0=$(cpu_ticks "$pid")
+    b0=$(cpu_ticks "$bpid")
+    timeout $((DURATION + WRK_SLACK_S)) taskset -c "$LOAD_CPU" \
+        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || rc=$?
+    c1=$(cpu_ticks "$pid")
+    b1=$(cpu_ticks "$bpid")
+    ((scrape_pid)) && stop_pid "$scrape_pid"
+    local scrapes_ok=0 scrapes=0
+    if ((scrape_pid)); then
+        scrapes=$(wc -l <"$TMP/scrapes.txt")
+        scrapes_ok=$(grep -c '^200$' "$TMP/scrapes.txt" || true)
+    fi
+    if [[ -n $alog ]]; then
+        sleep 0.5 # the access log writer flushes on a timer
+        l1=$(wc -l <"$alog")
+    fi
+    [[ -n $admin ]] && m1=$(ficus_requests_total "$admin")
+    local crashed=0
+    if ! alive "$pid"; then
+        crashed=1
+        DEAD[$tag]=1
+        note "$tag DIED during $scen round $round (wrk: $url)"
+        log_tail "$TMP/$tag.log"
+    fi
+    local extra=()
+    [[ -n $admin ]] && extra+=("metrics_requests_delta=$((m1 - m0))")
+    [[ -n $alog ]] && extra+=("log_lines_delta=$((l1 - l0))")
+    ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
+    "$PYTHON" "$HERE/report.py" record --out "$RUNS" --wrk "$out" \
+        "scenario=$scen" "proxy=${tag%%-*}" "round=$round" "wrk_exit=$rc" \
+        "proxy_ticks=$((c1 - c0))" "backend_ticks=$((b1 - b0))" "clk_tck=$CLK_TCK" \
+        "crashed=$crashed" "${extra[@]}"
+    tail -n 1 "$RUNS" | "$PYTHON" "$HERE/report.py" oneline >&2
+}
+
+warm() {
+    timeout $((WARMUP + WRK_SLACK_S)) taskset -c "$LOAD_CPU" \
+        wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$1" >/dev/null 2>&1 || true
+}
+
+# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1)
+scenario() {
+    local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
+    local targets=() kind tag ports i=0
+    if ((with_log)); then
+        targets=(ficus)
+    else
+        targets=($PROXIES direct)
+    fi
+    read -ra ports <<<"$(free_ports $((2 * ${#targets[@]})))"
+    local alog=""
+    ((with_log)) && alog=$TMP/access-$scen.log && : >"$alog"
+    for kind in "${targets[@]}"; do
+        tag=$kind-$scen
+        if [[ $kind == direct ]]; then
+            PID_OF[$tag]=$bpid
+            PORT_OF[$tag]=$bport
+            continue
+        fi
+        ADMIN_PORT[$tag]=${ports[i + 1]}
+        PORT_OF[$tag]=${ports[i]}
+        i=$((i + 2))
+        start_proxy "$kind" "$tag" "${PORT_OF[$tag]}" "$bport" "${alog:-off}"
+        if ((STARTED == 0)); then
+            DEAD[$tag]=1
+            continue
+        fi
+        PID_OF[$tag]=$STARTED
+    done
+    for kind in "${targets[@]}"; do
+        tag=$kind-$scen
+        [[ -n ${DEAD[$tag]:-} ]] && continue
+        if ! preflight "http://127.0.0.1:${PORT_OF[$tag]}/" "$bytes"; then
+            log_tail "$TMP/$tag.log"
+            DEAD[$tag]=1
+            continue
+        fi
+        warm "http://127.0.0.1:${PORT_OF[$tag]}/"
+    done
+    local round admin
+    for ((round = 1; round <= ROUNDS; round++)); do
+        for kind in "${targets[@]}"; do
+            tag=$kind-$scen
+            [[ -n ${DEAD[$tag]:-} ]] && continue
+            admin=""
+            [[ $kind == ficus ]] && admin=${ADMIN_PORT[$tag]}
+            one_run "$scen" "$tag" "$round" "http://127.0.0.1:${PORT_OF[$tag]}/" "$bpid" \
+                "$admin" "$alog"
+        done
+    done
+    for kind in "${targets[@]}"; do
+        tag=$kind-$scen
+        [[ $kind == direct || -z ${PID_OF[$tag]:-} ]] && continue
+        stop_pid "${PID_OF[$tag]}"
+    done
+    if [[ -n $alog ]]; then
+        note "access log $alog: $(wc -l <"$alog") lines; first line:"
+        head -n 1 "$alog" >&2 || true
+    fi
+}
+
+# ---- memory: idle keep-alive connections ---------------------------------
+
+# mem_one KIND BACKEND_PORT
+mem_one() {
+    local kind=$1 bport=$2 tag=$1-memory ports
+    read -ra ports <<<"$(free_ports 2)"
+    ADMIN_PORT[$tag]=${ports[1]}
+    start_proxy "$kind" "$tag" "${ports[0]}" "$bport" off $((MEM_CONNS + 500)) 600s
+    ((STARTED)) || {
+        "$PYTHON" "$HERE/report.py" record --out "$MEMS" "proxy=$kind" "error=did not start"
+        return 0
+    }
+    local pid=$STARTED url=http://127.0.0.1:${ports[0]}/
+    preflight "$url" "$SMALL_BYTES" || log_tail "$TMP/$tag.log"
+    # Touch the request path before the baseline so that lazy set-up is not
+    # counted as per-connection memory.
+    warm "$url"
+    sleep 0.5
+    local before after after_close client_log=$TMP/$tag.client
+    before=$(rss_kib "$pid")
+    "$PYTHON" "$HERE/idle_conns.py" --port "${ports[0]}" --conns "$MEM_CONNS" \
+        --deadline "$MEM_CLIENT_S" --hold 600 >"$client_log" 2>&1 &
+    local cpid=$!
+    PIDS+=("$cpid")
+    local i
+    for ((i = 0; i < (MEM_CLIENT_S + 5) * 10; i++)); do
+        grep -q '^READY' "$client_log" && break
+        alive "$cpid" || break
+        sleep 0.1
+    done
+    sleep 1
+    after=$(rss_kib "$pid")
+    local gauge=""
+    [[ $kind == ficus ]] && gauge=$(curl -s -m 5 "http://127.0.0.1:${ADMIN_PORT[$tag]}/metrics" |
+        awk '/^ficus_downstream_connections[{ ]/ {print $NF; exit}')
+    local ready
+    ready=$(grep '^READY' "$client_log" || echo "READY failed=1 error=client-did-not-finish")
+    cat "$client_log" >&2
+    stop_pid "$cpid"
+    sleep 1
+    after_close=$(rss_kib "$pid")
+    local crashed=0
+    alive "$pid" || {
+        crashed=1
+        note "$kind DIED in the memory scenario"
+        log_tail "$TMP/$tag.log"
+    }
+    # READY line: key=value pairs from idle_conns.py (open, failed, closed_by_peer, ...)
+    # shellcheck disable=SC2086
+    "$PYTHON" "$HERE/report.py" record --out "$MEMS" "proxy=$kind" "conns=$MEM_CONNS" \
+        "rss_before_kib=$before" "rss_after_kib=$after" "rss_after_close_kib=$after_close" \
+        "crashed=$crashed" ${gauge:+"downstream_connections_gauge=$gauge"} ${ready#READY }
+    stop_pid "$pid"
+}
+
+# ---- main --------------------------------------------------------------
+
+TS=$(date -u +%Y%m%dT%H%M%SZ)
+make_bodies
+read -r SMALL_PORT LARGE_PORT <<<"$(free_ports 2)"
+start_backend backend-small "$SMALL_PORT" "$TMP/small.body"
+SMALL_PID=$STARTED
+note "backend ($BACKEND) small body: 127.0.0.1:$SMALL_PORT pid $SMALL_PID"
+
+if [[ $MODE == throughput || $MODE == all ]]; then
+    start_backend backend-large "$LARGE_PORT" "$TMP/large.body"
+    LARGE_PID=$STARTED
+    note "backend ($BACKEND) large body: 127.0.0.1:$LARGE_PORT pid $LARGE_PID"
+    note "throughput: $ROUNDS rounds x ${DURATION}s, $CONNS connections, proxies: $PROXIES"
+    scenario small "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 0
+    scenario large "$LARGE_PORT" "$LARGE_PID" "$LARGE_BYTES" 0
+    if [[ " $PROXIES " == *" ficus "* ]]; then
+        scenario small-log "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 1
+    fi
+fi
+
+if [[ $MODE == memory || $MODE == all ]]; then
+    if ((NOFILE < MEM_CONNS + 200)); then
+        die "open-file limit $NOFILE is too low for MEM_CONNS=$MEM_CONNS"
+    fi
+    note "memory: $MEM_CONNS idle keep-alive connections per proxy"
+    for p in $PROXIES; do
+        mem_one "$p" "$SMALL_PORT"
+    done
+fi
+
+mkdir -p "$HERE/results"
+"$PYTHON" "$HERE/report.py" report --runs "$RUNS" --memory "$MEMS" \
+    --json-out "$HERE/results/$TS.json" \
+    "mode=$MODE" "duration_s=$DURATION" "rounds=$ROUNDS" "conns=$CONNS" \
+    "backend=$BACKEND" "proxy_cpu=$PROXY_CPU" "load_cpu=$LOAD_CPU" \
+    "small_body_bytes=$SMALL_BYTES" "large_body_bytes=$LARGE_BYTES" \
+    "ficus=$("$FICUS_BIN" version 2>/dev/null | head -n 1)" \
+    "haproxy=$(haproxy -v 2>/dev/null | head -n 1)" \
+    "nginx=$(nginx -v 2>&1 | head -n 1)" \
+    "wrk=$(wrk -v 2>&1 | head -n 1)" \
+    "kernel=$(uname -r)" "nproc=$(nproc)" \
+    "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"

@@ -1,0 +1,252 @@
+/* Admin listener; see admin.h. Small and boring on purpose: it must answer
+ * while the workers are saturated, so it runs on the main loop. */
+#include "admin/admin.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/errors.h"
+#include "core/addr.h"
+#include "core/log.h"
+#include "http/parser.h"
+#include "http/response.h"
+#include "net/stream.h"
+
+#define ADMIN_MAX_REQUEST 16384
+#define ADMIN_TIMEOUT_MS 10000
+
+struct admin {
+    uv_tcp_t tcp;
+    admin_hooks_t hooks;
+    pbuf_pool_t pool;
+    struct admin_conn *conns;
+    int closing;
+};
+
+typedef struct admin_conn {
+    stream_t s;
+    uv_timer_t timer;
+    admin_t *a;
+    struct admin_conn *next, *prev;
+    http_parser_t parser;
+    http_head_t head;
+    char in[ADMIN_MAX_REQUEST];
+    size_t in_len;
+    int n_handles;
+    int done;
+} admin_conn_t;
+
+static int path_is(const char *p, size_t n, const char *lit)
+{
+    size_t l = strlen(lit);
+    return n == l && memcmp(p, lit, l) == 0;
+}
+
+int admin_handle(const admin_hooks_t *h, const char *method, size_t mlen, const char *path,
+                 size_t plen, buf_t *body, const char **ctype)
+{
+    const char *q = memchr(path, '?', plen);
+    if (q)
+        plen = (size_t)(q - path);
+    *ctype = "text/plain; charset=utf-8";
+    bool get = (mlen == 3 && memcmp(method, "GET", 3) == 0) ||
+               (mlen == 4 && memcmp(method, "HEAD", 4) == 0);
+    if (path_is(path, plen, "/healthz") || path_is(path, plen, "/readyz") ||
+        path_is(path, plen, "/metrics")) {
+        if (!get) {
+            buf_append_str(body, "method not allowed\n");
+            return 405;
+        }
+    }
+    if (path_is(path, plen, "/healthz")) {
+        buf_append_str(body, "ok\n");
+        return 200;
+    }
+    if (path_is(path, plen, "/readyz")) {
+        char reason[256] = "";
+        if (!h->ready || h->ready(h->ctx, reason, sizeof reason)) {
+            buf_append_str(body, "ready\n");
+            return 200;
+        }
+        char esc[512];
+        size_t n = http_json_escape(reason, strlen(reason), esc, sizeof esc);
+        *ctype = "application/json";
+        buf_printf(body, "{\"ready\":false,\"reason\":\"%.*s\"}\n", (int)n, esc);
+        return 503;
+    }
+    if (path_is(path, plen, "/metrics")) {
+        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        if (h->metrics)
+            h->metrics(h->ctx, body);
+        return 200;
+    }
+    *ctype = "application/json";
+    buf_append_str(body, "{\"error\":\"not_found\",\"message\":\"no such admin endpoint\"}\n");
+    return 404;
+}
+
+static void conn_handle_closed(admin_conn_t *c)
+{
+    if (--c->n_handles == 0)
+        free(c);
+}
+
+static void conn_on_timer_closed(uv_handle_t *h) { conn_handle_closed(h->data); }
+static void conn_on_close(stream_t *s) { conn_handle_closed((admin_conn_t *)s); }
+
+static void conn_close(admin_conn_t *c)
+{
+    if (c->done == 2)
+        return;
+    c->done = 2;
+    admin_t *a = c->a;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        a->conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    uv_close((uv_handle_t *)&c->timer, conn_on_timer_closed);
+    stream_close(&c->s, false);
+}
+
+static void conn_on_alloc(stream_t *s, uv_buf_t *buf)
+{
+    admin_conn_t *c = (admin_conn_t *)s;
+    *buf = uv_buf_init(c->in + c->in_len, (unsigned)(sizeof c->in - c->in_len));
+}
+
+static void respond(admin_conn_t *c, int status, const char *ctype, const buf_t *body,
+                    bool head_only)
+{
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\n\r\n",
+                     status, http_status_reason(status), ctype, body->len);
+    uv_buf_t b[2] = {uv_buf_init(head, (unsigned)n),
+                     uv_buf_init(body->data, head_only ? 0 : (unsigned)body->len)};
+    c->done = 1;
+    int rc = stream_write(&c->s, b, 2);
+    if (rc == FE_TOOBIG) {
+        /* Larger than the queue buffer: fall back to a blocking-free loop is
+         * overkill for admin; the exposition is bounded well below. */
+        log_warn("admin: response of %zu bytes too large to queue", body->len);
+    }
+    if (rc != 1)
+        conn_close(c);
+}
+
+static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    (void)buf;
+    admin_conn_t *c = (admin_conn_t *)s;
+    if (n < 0 || c->done) {
+        if (n < 0)
+            conn_close(c);
+        return;
+    }
+    c->in_len += (size_t)n;
+    if (!http_head_end(c->in, c->in_len, 0)) {
+        if (c->in_len >= sizeof c->in)
+            conn_close(c);
+        return;
+    }
+    int ev;
+    long k = http_parser_feed(&c->parser, &c->head, c->in, c->in_len, &ev);
+    buf_t body;
+    buf_init(&body, 0);
+    if (k < 0 || !(ev & HTTP_EV_HEAD)) {
+        buf_append_str(&body, "{\"error\":\"bad_request\"}\n");
+        respond(c, 400, "application/json", &body, false);
+    } else {
+        const char *ctype;
+        int status = admin_handle(&c->a->hooks, c->head.method, c->head.method_len,
+                                  c->head.target, c->head.target_len, &body, &ctype);
+        bool head_only = c->head.method_len == 4 && memcmp(c->head.method, "HEAD", 4) == 0;
+        respond(c, status, ctype, &body, head_only);
+    }
+    buf_deinit(&body);
+}
+
+static void conn_on_drain(stream_t *s, int status)
+{
+    (void)status;
+    conn_close((admin_conn_t *)s);
+}
+
+static void conn_on_timer(uv_timer_t *t) { conn_close(t->data); }
+
+static const stream_ops_t admin_ops = {conn_on_alloc, conn_on_read, conn_on_drain, conn_on_close};
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    admin_t *a = server->data;
+    if (status < 0)
+        return;
+    admin_conn_t *c = calloc(1, sizeof *c);
+    if (!c)
+        return;
+    c->a = a;
+    if (stream_init(server->loop, &c->s, &admin_ops, &a->pool) != 0) {
+        free(c);
+        return;
+    }
+    c->n_handles = 2;
+    uv_timer_init(server->loop, &c->timer);
+    c->timer.data = c;
+    c->next = a->conns;
+    if (a->conns)
+        a->conns->prev = c;
+    a->conns = c;
+    http_parser_init_request(&c->parser);
+    if (uv_accept(server, (uv_stream_t *)&c->s.tcp) != 0 || stream_read_start(&c->s) != 0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, conn_on_timer, ADMIN_TIMEOUT_MS, 0);
+}
+
+admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
+                     const admin_hooks_t *hooks, char *err, size_t errlen)
+{
+    (void)len;
+    admin_t *a = calloc(1, sizeof *a);
+    if (!a) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->hooks = *hooks;
+    /* Big enough for a whole exposition to queue behind a slow scraper. */
+    pbuf_pool_init(&a->pool, 8u << 20, 2);
+    uv_tcp_init(loop, &a->tcp);
+    a->tcp.data = a;
+    int rc = uv_tcp_bind(&a->tcp, sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
+    if (rc != 0) {
+        char name[80];
+        addr_format(sa, name, sizeof name);
+        snprintf(err, errlen, "admin listener %s: %s", name, uv_strerror(rc));
+        uv_close((uv_handle_t *)&a->tcp, (uv_close_cb)free);
+        return NULL;
+    }
+    return a;
+}
+
+static void on_admin_closed(uv_handle_t *h)
+{
+    admin_t *a = h->data;
+    pbuf_pool_deinit(&a->pool);
+    free(a);
+}
+
+void admin_stop(admin_t *a)
+{
+    if (!a)
+        return;
+    while (a->conns)
+        conn_close(a->conns);
+    uv_close((uv_handle_t *)&a->tcp, on_admin_closed);
+}

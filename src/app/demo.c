@@ -1,0 +1,139 @@
+/* The embedded demo; see demo.h. The mocks run on their own thread and loop
+ * so the gateway's workers proxy to them over real sockets. */
+#include "app/demo.h"
+
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "app/gateway.h"
+#include "core/log.h"
+#include "tools/mock.h"
+
+typedef struct demo_mocks {
+    uv_loop_t loop;
+    uv_async_t stop;
+    mock_server_t *servers[3];
+    unsigned ports[3];
+    uv_thread_t thread;
+} demo_mocks_t;
+
+/* A free loopback port: bind :0, read it back, release it. */
+static unsigned free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    unsigned port = 0;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static void on_stop(uv_async_t *a)
+{
+    demo_mocks_t *d = a->data;
+    for (int i = 0; i < 3; i++)
+        mock_server_stop(d->servers[i]);
+    uv_close((uv_handle_t *)&d->stop, NULL);
+}
+
+static void mocks_main(void *arg)
+{
+    demo_mocks_t *d = arg;
+    uv_run(&d->loop, UV_RUN_DEFAULT);
+}
+
+static const char demo_yaml[] =
+    "server:\n"
+    "  listen: [\"127.0.0.1:8080\"]\n"
+    "  workers: 1\n"
+    "admin:\n"
+    "  listen: \"127.0.0.1:9901\"\n"
+    "access_log:\n"
+    "  path: stdout\n"
+    "target_groups:\n"
+    "  monolith: {targets: [\"127.0.0.1:%u\"]}\n"
+    "  search-v1: {targets: [\"127.0.0.1:%u\"]}\n"
+    "  search-v2: {targets: [\"127.0.0.1:%u\"]}\n"
+    "routes:\n"
+    "  - name: search\n"
+    "    match: {path_prefix: /search}\n"
+    "    backends:\n"
+    "      - {target_group: search-v1, weight: 90}\n"
+    "      - {target_group: search-v2, weight: 10, fallback: search-v1}\n"
+    "    timeout: 5s\n"
+    "  - name: default\n"
+    "    match: {path_prefix: /}\n"
+    "    backends: [{target_group: monolith, weight: 100}]\n";
+
+int demo_main(int argc, char **argv)
+{
+    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        printf("usage: ficus demo\n\nRuns the gateway on 127.0.0.1:8080 (admin 127.0.0.1:9901) "
+               "in front of\nin-process mock backends. Ctrl-C stops it.\n");
+        return 0;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "ficus demo: unexpected argument '%s'\nusage: ficus demo\n", argv[1]);
+        return 2;
+    }
+    static demo_mocks_t d;
+    uv_loop_init(&d.loop);
+    uv_async_init(&d.loop, &d.stop, on_stop);
+    d.stop.data = &d;
+    static const char *names[] = {"monolith", "search-v1", "search-v2"};
+    for (int i = 0; i < 3; i++) {
+        char addr[32], err[256], body[64];
+        d.ports[i] = free_port();
+        snprintf(addr, sizeof addr, "127.0.0.1:%u", d.ports[i]);
+        snprintf(body, sizeof body, "hello from %s\n", names[i]);
+        mock_options_t o = {
+            .listen = addr,
+            .status = 200,
+            .body = body,
+            .body_len = strlen(body),
+            .fail_rate = i == 2 ? 0.2 : 0.0,
+            .fail_status = 503,
+            .name = names[i],
+            .workers = 1,
+        };
+        d.servers[i] = mock_server_start(&d.loop, &o, err, sizeof err);
+        if (!d.servers[i]) {
+            fprintf(stderr, "ficus demo: mock %s: %s\n", names[i], err);
+            return 1;
+        }
+    }
+    uv_thread_create(&d.thread, mocks_main, &d);
+
+    char yaml[sizeof demo_yaml + 64];
+    int n = snprintf(yaml, sizeof yaml, demo_yaml, d.ports[0], d.ports[1], d.ports[2]);
+    config_errors_t errs;
+    config_errors_init(&errs);
+    config_t *cfg = config_load_string(yaml, (size_t)n, "<demo>", &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.items[i]);
+        config_errors_deinit(&errs);
+        return 1;
+    }
+    config_errors_deinit(&errs);
+    fprintf(stderr,
+            "\nficus demo: gateway http://127.0.0.1:8080  admin http://127.0.0.1:9901\n"
+            "  curl -i http://127.0.0.1:8080/search?q=shoes     # 90%% search-v1, 10%% search-v2 "
+            "(flaky canary)\n"
+            "  curl -i http://127.0.0.1:8080/                   # the monolith\n"
+            "  curl -s http://127.0.0.1:9901/metrics | grep ficus_requests_total\n"
+            "  for i in $(seq 20); do curl -s http://127.0.0.1:8080/search; done | sort | uniq -c\n"
+            "Ctrl-C stops it.\n\n");
+    int code = gateway_run(cfg);
+    uv_async_send(&d.stop);
+    uv_thread_join(&d.thread);
+    uv_loop_close(&d.loop);
+    return code;
+}

@@ -1,0 +1,99 @@
+/* HTTP/1.x message framing over llhttp (strict mode), sans-I/O.
+ * Feed bytes; the parser stops at the end of a head (HTTP_EV_HEAD, with the
+ * head's spans in the caller's http_head_t) and at the end of a message
+ * (HTTP_EV_END), so the caller forwards body bytes verbatim (chunk framing
+ * included) and knows exactly where the next pipelined message starts. */
+#ifndef FICUS_HTTP_PARSER_H
+#define FICUS_HTTP_PARSER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/defaults.h"
+#include "http/header.h"
+#include "llhttp.h"
+
+typedef struct http_head {
+    const char *method;
+    uint32_t method_len;
+    const char *target; /* request target as sent */
+    uint32_t target_len;
+    int status;          /* responses */
+    uint8_t http_major;
+    uint8_t http_minor;
+    bool keep_alive;     /* per version and Connection */
+    bool chunked;
+    bool has_content_length;
+    bool upgrade;
+    uint64_t content_length;
+    uint32_t n_headers;
+    http_header_t headers[MAX_REQUEST_HEADERS];
+} http_head_t;
+
+enum { HTTP_EV_HEAD = 1, HTTP_EV_END = 2 };
+
+/* Why parsing failed: the status to answer with. */
+typedef enum {
+    HTTP_ERR_NONE = 0,
+    HTTP_ERR_BAD = 400,      /* malformed */
+    HTTP_ERR_TOO_MANY = 431  /* more than MAX_REQUEST_HEADERS */
+} http_err_t;
+
+typedef struct http_parser {
+    llhttp_t ll;
+    http_head_t *head;  /* filled while a head is parsed; NULL otherwise */
+    const char *last_value_end;
+    uint8_t events;     /* HTTP_EV_* seen by the current feed */
+    uint8_t in_head;    /* between message begin and headers complete */
+    uint8_t skip_body;  /* response to HEAD, or 1xx/204/304 */
+    uint16_t err;       /* http_err_t */
+    uint8_t field_open; /* a header field span is being received */
+    uint8_t value_open;
+    uint64_t body_bytes; /* decoded body bytes of the current message */
+    char *sink;          /* when set, decoded body bytes are copied here */
+    size_t sink_len;
+    size_t sink_cap;
+} http_parser_t;
+
+void http_parser_init_request(http_parser_t *p);
+void http_parser_init_response(http_parser_t *p);
+/* Forget the current message (keep-alive reuse, or after an error). */
+void http_parser_reset(http_parser_t *p);
+/* Responses: the next message answers a HEAD request (no body follows). */
+static inline void http_parser_expect_no_body(http_parser_t *p, bool yes)
+{
+    p->skip_body = yes;
+}
+
+/* Parses from data. head receives the spans of a head completed by this call
+ * (pointers into data). Returns bytes consumed (>= 0) and sets *events; stops
+ * right after the head or right after the message end. Negative on error
+ * (then http_parser_error() says which answer is due). A head is complete
+ * only when both HTTP_EV_HEAD is returned by one call: heads that arrive in
+ * pieces must be fed again whole (see http_head_end()). */
+long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, size_t len,
+                      int *events);
+/* Decoded body bytes of the next feeds go to sink (for de-chunking); a sink
+ * of at least the fed length never overflows. NULL turns it off. */
+static inline void http_parser_set_sink(http_parser_t *p, char *sink, size_t cap)
+{
+    p->sink = sink;
+    p->sink_cap = cap;
+    p->sink_len = 0;
+}
+
+/* At EOF: completes a close-delimited body. 0, or negative if the message was
+ * cut short. */
+int http_parser_finish(http_parser_t *p);
+http_err_t http_parser_error(const http_parser_t *p);
+const char *http_parser_error_reason(const http_parser_t *p);
+/* True when the message being parsed ends only at EOF (close-delimited). */
+bool http_parser_body_until_eof(const http_parser_t *p);
+bool http_parser_in_head(const http_parser_t *p);
+
+/* Offset just past the blank line ending a head in data, searching from
+ * `from`; 0 if none yet. Bare-LF ends count (so they are parsed and refused). */
+size_t http_head_end(const char *data, size_t len, size_t from);
+
+#endif

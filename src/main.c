@@ -1,0 +1,134 @@
+/* The command line: parse, dispatch, exit codes (0 ok, 1 failure, 2 usage). */
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <stdio.h>
+#include <string.h>
+#include <uv.h>
+#include <yaml.h>
+
+#include "app/demo.h"
+#include "app/gateway.h"
+#include "config/config.h"
+#include "llhttp.h"
+#include "tools/mock.h"
+#include "tools/probe.h"
+
+static const char usage[] =
+    "usage: ficus [COMMAND] [OPTIONS]\n"
+    "\n"
+    "An API gateway for moving a monolith to services one route at a time.\n"
+    "\n"
+    "commands:\n"
+    "  demo              run the embedded demo (the default)\n"
+    "  run -c FILE       run the gateway with FILE\n"
+    "  check -c FILE     validate FILE; print every error as FILE:LINE:COL: message\n"
+    "  mock ...          a mock backend for load and failure tests (ficus mock --help)\n"
+    "  probe -f FILE     check environments' endpoints (ficus probe --help)\n"
+    "  version           versions of ficus and its libraries\n"
+    "\n"
+    "signals: SIGTERM/SIGINT stop, SIGUSR1 reopens the access log.\n";
+
+static int print_version(void)
+{
+    printf("ficus %s\n", FICUS_VERSION);
+    printf("  libuv %s\n", uv_version_string());
+    printf("  llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
+           LLHTTP_VERSION_PATCH);
+    printf("  libyaml %s\n", yaml_get_version_string());
+    char pcre[64] = "";
+    pcre2_config(PCRE2_CONFIG_VERSION, pcre);
+    printf("  pcre2 %s\n", pcre);
+    printf("  jansson %s\n", jansson_version_str());
+    printf("  %s\n", OpenSSL_version(OPENSSL_VERSION));
+    return 0;
+}
+
+/* Parses "-c FILE" / "--config FILE" / "--config=FILE" for run and check. */
+static int config_arg(int argc, char **argv, const char **path, const char *cmd)
+{
+    *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("usage: ficus %s -c FILE\n", cmd);
+            return 0;
+        }
+        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+            *path = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            *path = argv[i] + 9;
+        } else {
+            fprintf(stderr, "ficus %s: unexpected argument '%s'\nusage: ficus %s -c FILE\n", cmd,
+                    argv[i], cmd);
+            return 2;
+        }
+    }
+    if (!*path) {
+        fprintf(stderr, "ficus %s: missing -c FILE\nusage: ficus %s -c FILE\n", cmd, cmd);
+        return 2;
+    }
+    return -1;
+}
+
+static config_t *load(const char *path)
+{
+    config_errors_t errs;
+    config_errors_init(&errs);
+    config_t *cfg = config_load_file(path, &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        fprintf(stderr, "%s\n", errs.items[i]);
+    config_errors_deinit(&errs);
+    return cfg;
+}
+
+static int cmd_check(int argc, char **argv)
+{
+    const char *path;
+    int rc = config_arg(argc, argv, &path, "check");
+    if (rc >= 0)
+        return rc;
+    config_t *cfg = load(path);
+    if (!cfg)
+        return 1;
+    printf("%s: ok (%zu routes, %zu target groups)\n", path, cfg->n_routes,
+           cfg->n_target_groups);
+    config_unref(cfg);
+    return 0;
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    const char *path;
+    int rc = config_arg(argc, argv, &path, "run");
+    if (rc >= 0)
+        return rc;
+    config_t *cfg = load(path);
+    if (!cfg)
+        return 1;
+    return gateway_run(cfg);
+}
+
+int main(int argc, char **argv)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc < 2)
+        return demo_main(1, argv);
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "demo") == 0)
+        return demo_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return cmd_check(argc - 1, argv + 1);
+    if (strcmp(cmd, "mock") == 0)
+        return mock_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "probe") == 0)
+        return probe_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+        return print_version();
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage, stdout);
+        return 0;
+    }
+    fprintf(stderr, "ficus: unknown command '%s'\n\n%s", cmd, usage);
+    return 2;
+}

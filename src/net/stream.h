@@ -1,0 +1,58 @@
+/* A TCP connection as the layers above see it: read into a buffer the owner
+ * chooses, write iovecs (tried at once; what the socket does not take is
+ * copied into one bounded queue buffer and flushed later), close.
+ * The only module that calls uv_read_start / uv_write, so the I/O path can
+ * change without touching HTTP. */
+#ifndef FICUS_NET_STREAM_H
+#define FICUS_NET_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/buf.h"
+
+typedef struct stream stream_t;
+
+typedef struct stream_ops {
+    /* Where the next read goes. */
+    void (*on_alloc)(stream_t *s, uv_buf_t *buf);
+    /* n > 0 bytes at buf->base; n < 0: UV_EOF or an error. */
+    void (*on_read)(stream_t *s, ssize_t n, const uv_buf_t *buf);
+    /* The write queue is empty again (status 0) or writing failed. */
+    void (*on_drain)(stream_t *s, int status);
+    /* After stream_close: the memory may be freed now. */
+    void (*on_close)(stream_t *s);
+} stream_ops_t;
+
+struct stream {
+    uv_tcp_t tcp;
+    uv_write_t wreq;
+    const stream_ops_t *ops;
+    pbuf_pool_t *pool;
+    pbuf_t *wq;        /* queued bytes, NULL when empty */
+    uint32_t inflight; /* bytes of wq handed to uv_write */
+    uint8_t reading;
+    uint8_t closing;
+};
+
+/* Initialises the handle on loop; 0 or a libuv error. */
+int stream_init(uv_loop_t *loop, stream_t *s, const stream_ops_t *ops, pbuf_pool_t *pool);
+/* Adopts a connected socket (accepted). */
+int stream_open(stream_t *s, int fd);
+int stream_connect(stream_t *s, uv_connect_t *req, const struct sockaddr *sa,
+                   uv_connect_cb cb);
+int stream_read_start(stream_t *s);
+void stream_read_stop(stream_t *s);
+/* Writes bufs in order: 0 when the socket took everything, 1 when the rest was
+ * queued (on_drain follows), negative on error (FE_TOOBIG if the queue buffer
+ * cannot hold the rest: callers stop producing while a queue exists). */
+int stream_write(stream_t *s, const uv_buf_t *bufs, unsigned n);
+static inline bool stream_write_pending(const stream_t *s) { return s->wq != NULL; }
+/* Closes; on_close follows. reset=true sends an RST (abortive close). */
+void stream_close(stream_t *s, bool reset);
+static inline bool stream_closing(const stream_t *s) { return s->closing; }
+int stream_fd(const stream_t *s);
+
+#endif

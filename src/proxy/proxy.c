@@ -1,0 +1,804 @@
+/* One request, from its head to its log line. Top to bottom:
+ *   proxy_request_begin: target -> route -> policies -> backend -> upstream head
+ *   attempt:             target of the group -> pooled or new connection
+ *   send / body:         head and body upstream, buffered while connecting
+ *   response:            head rewritten, body relayed with backpressure
+ *   fail_attempt:        the one place that decides: try again or answer 502/504
+ *   finish:              connection back to the pool, log, metrics, next request */
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "core/time.h"
+#include "http/response.h"
+#include "proxy/proxy.h"
+#include "proxy/rewrite.h"
+
+/* A request re-sent on a fresh connection after a pooled one turned out to be
+ * closed by the target: at most this many tries in all. */
+#define STALE_CONNECTION_TRIES 3
+
+typedef enum { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_INVALID } fail_t;
+
+static void attempt(request_t *req);
+static void fail_attempt(request_t *req, fail_t why);
+static void finish(request_t *req);
+
+const char *proxy_end_reason_name(end_reason_t r)
+{
+    switch (r) {
+    case END_OK: return NULL;
+    case END_BAD_REQUEST: return "bad_request";
+    case END_NO_ROUTE: return "no_route";
+    case END_FORBIDDEN: return "forbidden";
+    case END_BODY_TOO_LARGE: return "body_too_large";
+    case END_HEADER_TOO_LARGE: return "header_too_large";
+    case END_HEADER_TIMEOUT: return "header_timeout";
+    case END_CLIENT_CLOSED: return "client_closed";
+    case END_UPSTREAM_CONNECT_FAILURE: return "upstream_connect_failure";
+    case END_UPSTREAM_TIMEOUT: return "upstream_timeout";
+    case END_UPSTREAM_RESET: return "upstream_reset";
+    case END_UPSTREAM_INVALID: return "upstream_invalid_response";
+    case END_NO_TARGET: return "no_healthy_target";
+    case END_INTERNAL: return "internal_error";
+    }
+    return "error";
+}
+
+static uint64_t now_us(void) { return uv_hrtime() / 1000; }
+
+static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t *out_len)
+{
+    if (n > cap)
+        n = cap;
+    memcpy(dst, src, n);
+    *out_len = n;
+}
+
+static void new_request_id(proxy_worker_t *pw, request_t *req)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = balancer_random(&pw->rng), b = ++pw->request_seq ^ balancer_random(&pw->rng);
+    for (int i = 0; i < 16; i++) {
+        req->request_id[i] = hex[(a >> (i * 4)) & 15];
+        req->request_id[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    req->request_id[32] = '\0';
+    req->request_id_len = 32;
+}
+
+/* The client's address for policies and logs: the peer, or, when the peer is
+ * a trusted proxy, the rightmost X-Forwarded-For entry that is not trusted. */
+static void client_ip(const client_conn_t *cc, const http_head_t *h, const char **ip,
+                      size_t *len)
+{
+    *ip = cc->client_ip;
+    *len = cc->client_ip_len;
+    if (!cc->peer_trusted)
+        return;
+    const http_header_t *xff = http_header_find(h->headers, h->n_headers, "x-forwarded-for", 15);
+    if (!xff)
+        return;
+    const config_server_t *srv = &cc->pw->cfg->server;
+    const char *end = xff->value + xff->value_len;
+    while (end > xff->value) {
+        const char *p = end;
+        while (p > xff->value && p[-1] != ',')
+            p--;
+        const char *s = p, *e = end;
+        while (s < e && (*s == ' ' || *s == '\t'))
+            s++;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e > s) {
+            bool trusted = false;
+            for (size_t i = 0; i < srv->n_trusted_proxies && !trusted; i++)
+                trusted = cidr_match_text(&srv->trusted_proxies[i], s, (size_t)(e - s));
+            *ip = s;
+            *len = (size_t)(e - s);
+            if (!trusted)
+                return;
+        }
+        end = p > xff->value ? p - 1 : p;
+    }
+}
+
+static bool ip_rules_allow(const config_route_t *r, const char *ip, size_t len)
+{
+    for (size_t i = 0; i < r->n_ip_deny; i++)
+        if (cidr_match_text(&r->ip_deny[i], ip, len))
+            return false;
+    if (r->n_ip_allow == 0)
+        return true;
+    for (size_t i = 0; i < r->n_ip_allow; i++)
+        if (cidr_match_text(&r->ip_allow[i], ip, len))
+            return true;
+    return false;
+}
+
+/* Backend of the route: sticky hash when the key is there, else smooth WRR. */
+static size_t pick_backend(proxy_worker_t *pw, const config_route_t *r, const http_head_t *h,
+                           const char *ip, size_t ip_len)
+{
+    const uint32_t *weights = pw->weights[r->index];
+    const char *key = NULL;
+    size_t key_len = 0;
+    if (r->sticky == STICKY_CLIENT_IP) {
+        key = ip;
+        key_len = ip_len;
+    } else if (r->sticky == STICKY_HEADER) {
+        const http_header_t *hd =
+            http_header_find(h->headers, h->n_headers, r->sticky_name, strlen(r->sticky_name));
+        if (hd && hd->value_len) {
+            key = hd->value;
+            key_len = hd->value_len;
+        }
+    } else if (r->sticky == STICKY_COOKIE) {
+        for (uint32_t i = 0; i < h->n_headers && !key; i++)
+            if (http_header_name_is(h->headers[i].name, h->headers[i].name_len, "cookie", 6))
+                if (http_cookie_get(h->headers[i].value, h->headers[i].value_len, r->sticky_name,
+                                    strlen(r->sticky_name), &key, &key_len) != 0)
+                    key = NULL;
+    }
+    if (key)
+        return balancer_hash_pick(weights, r->n_backends, balancer_hash(key, key_len));
+    return balancer_swrr_pick(pw->swrr[r->index], weights, r->n_backends);
+}
+
+/* Splits the request target into path and query, and the authority of an
+ * absolute-form target. 0, or FE_PARSE for targets a proxy cannot route. */
+static int split_target(const char *t, size_t n, router_request_t *rr, const char **authority,
+                        size_t *authority_len)
+{
+    *authority = NULL;
+    *authority_len = 0;
+    if (n >= 7 && (strncasecmp(t, "http://", 7) == 0 ||
+                   (n >= 8 && strncasecmp(t, "https://", 8) == 0))) {
+        size_t skip = (t[4] == ':') ? 7 : 8;
+        const char *a = t + skip, *end = t + n, *p = a;
+        while (p < end && *p != '/' && *p != '?')
+            p++;
+        if (p == a)
+            return FE_PARSE;
+        *authority = a;
+        *authority_len = (size_t)(p - a);
+        t = p;
+        n = (size_t)(end - p);
+        if (n == 0) {
+            t = "/";
+            n = 1;
+        } else if (*t == '?') {
+            return FE_PARSE; /* "http://host?q": no path to route */
+        }
+    }
+    if (n == 0 || t[0] != '/')
+        return FE_PARSE;
+    const char *q = memchr(t, '?', n);
+    rr->path = t;
+    rr->path_len = q ? (size_t)(q - t) : n;
+    rr->query = q ? q + 1 : NULL;
+    rr->query_len = q ? n - rr->path_len - 1 : 0;
+    return 0;
+}
+
+/* ---------------------------------------------------------------- begin */
+
+void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_bytes)
+{
+    proxy_worker_t *pw = cc->pw;
+    request_t *req = &cc->req;
+    uint8_t body_done = req->body_done;
+    memset(req, 0, offsetof(request_t, request_id));
+    req->cc = cc;
+    req->cfg = pw->cfg;
+    req->body_done = body_done;
+    req->bytes_in = head_bytes;
+        req->group = req->target = UINT32_MAX;
+    req->upstream_us = -1;
+    req->start_us = now_us();
+    req->start_realtime_ms = time_now_realtime_ms();
+    req->client_keep_alive = h->keep_alive;
+    req->client_http10 = h->http_major == 1 && h->http_minor == 0;
+    req->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
+    size_t n;
+    copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);
+    req->method_len = (uint8_t)n;
+    copy_trunc(req->path, sizeof req->path, h->target, h->target_len, &n);
+    req->path_len = (uint16_t)n;
+    const http_header_t *ua = http_header_find(h->headers, h->n_headers, "user-agent", 10);
+    req->has_user_agent = ua != NULL;
+    if (ua) {
+        copy_trunc(req->user_agent, sizeof req->user_agent, ua->value, ua->value_len, &n);
+        req->user_agent_len = (uint8_t)n;
+    }
+    const http_header_t *rid = http_header_find(h->headers, h->n_headers, "x-request-id", 12);
+    if (rid && rewrite_request_id_sane(rid->value, rid->value_len)) {
+        memcpy(req->request_id, rid->value, rid->value_len);
+        req->request_id_len = (uint8_t)rid->value_len;
+        req->request_id[rid->value_len] = '\0';
+    } else {
+        new_request_id(pw, req);
+    }
+    if (!req->body_done)
+        cc->close_after = 0;
+
+    /* The target and the host. */
+    router_request_t rr = {0};
+    const char *authority;
+    size_t authority_len;
+    if (split_target(h->target, h->target_len, &rr, &authority, &authority_len) != 0) {
+        cc->close_after = 1;
+        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid request target");
+        return;
+    }
+    const http_header_t *host = NULL;
+    for (uint32_t i = 0; i < h->n_headers; i++) {
+        if (http_header_name_is(h->headers[i].name, h->headers[i].name_len, "host", 4)) {
+            if (host) {
+                cc->close_after = 1;
+                proxy_send_error(req, 400, END_BAD_REQUEST, "more than one Host header");
+                return;
+            }
+            host = &h->headers[i];
+        }
+    }
+    if (!host && !authority && !req->client_http10) {
+        cc->close_after = 1;
+        proxy_send_error(req, 400, END_BAD_REQUEST, "missing Host header");
+        return;
+    }
+    rr.host = authority ? authority : host ? host->value : NULL;
+    rr.host_len = authority ? authority_len : host ? host->value_len : 0;
+    rr.method_bit = config_method_bit(h->method, h->method_len);
+    rr.headers = h->headers;
+    rr.n_headers = h->n_headers;
+
+    /* The route. */
+    router_match_t m;
+    if (router_match(pw->cfg, pw->sets, pw->md, &rr, &m) != 0) {
+        proxy_send_error(req, 404, END_NO_ROUTE, "no route matches the request");
+        return;
+    }
+    const config_route_t *r = m.route;
+    req->route = r;
+
+    /* Policies. */
+    const char *ip;
+    size_t ip_len;
+    client_ip(cc, h, &ip, &ip_len);
+    if (!ip_rules_allow(r, ip, ip_len)) {
+        proxy_send_error(req, 403, END_FORBIDDEN, "client address not allowed on this route");
+        return;
+    }
+    if (h->has_content_length && h->content_length > pw->cfg->server.max_body_bytes) {
+        cc->close_after = 1;
+        proxy_send_error(req, 413, END_BODY_TOO_LARGE, "request body too large");
+        return;
+    }
+
+    /* The backend, and the head it gets. */
+    size_t b = pick_backend(pw, r, h, ip, ip_len);
+    if (b == SIZE_MAX) {
+        proxy_send_error(req, 503, END_NO_TARGET, "every backend of the route has weight 0");
+        return;
+    }
+    req->backend = &r->backends[b];
+    req->group = (uint32_t)req->backend->target_group;
+    char *target = pw->scratch;
+    long tlen = router_rewrite_target(r, req->backend, &rr, &m, target, pw->scratch_bytes);
+    req->out = pbuf_get(&pw->w->pool);
+    if (tlen < 0 || !req->out) {
+        proxy_send_error(req, tlen < 0 ? 414 : 500, END_INTERNAL,
+                         tlen < 0 ? "rewritten request target too long" : "out of memory");
+        return;
+    }
+    rewrite_request_t rw = {
+        .head = h,
+        .target = target,
+        .target_len = (size_t)tlen,
+        .host = authority,
+        .host_len = authority_len,
+        .peer_ip = cc->client_ip,
+        .peer_ip_len = cc->client_ip_len,
+        .peer_trusted = cc->peer_trusted,
+        .proto = "http",
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .route = r,
+    };
+    long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
+    if (hl < 0) {
+        cc->close_after = 1;
+        proxy_send_error(req, 431, END_HEADER_TOO_LARGE, "request head too large to forward");
+        return;
+    }
+    req->out->len = (uint32_t)hl;
+    req->head_len = (uint32_t)hl;
+    client_conn_arm_deadline(cc, r->timeout_ms);
+    attempt(req);
+}
+
+/* -------------------------------------------------------------- attempt */
+
+static void attempt(request_t *req)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    const config_target_group_t *tg = &pw->cfg->target_groups[req->group];
+    proxy_group_state_t *gs = &pw->groups[req->group];
+    memset(gs->eligible, 1, tg->n_targets);
+    size_t t = balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
+                                    tg->n_targets);
+    if (t == SIZE_MAX) {
+        proxy_send_error(req, 503, END_NO_TARGET, "no healthy target");
+        return;
+    }
+    req->target = (uint32_t)t;
+    req->in_attempt = 1;
+    req->attempts++;
+    req->upstream_start_us = now_us();
+    req->out_sent = 0;
+    gs->inflight[t]++;
+    int err;
+    upstream_conn_t *uc = upstream_acquire(pw, req->group, req->target, req, &err);
+    if (!uc) {
+        fail_attempt(req, FAIL_CONNECT);
+        return;
+    }
+    req->uc = uc;
+    req->phase = REQ_CONNECTING;
+    if (uc->connected)
+        proxy_upstream_connected(req, 0);
+}
+
+/* ----------------------------------------------------------------- send */
+
+/* Writes what of `out` the upstream has not had yet. */
+static int send_buffered(request_t *req)
+{
+    if (req->out_sent >= req->out->len)
+        return 0;
+    uv_buf_t b = uv_buf_init(req->out->data + req->out_sent, req->out->len - req->out_sent);
+    req->out_sent = req->out->len;
+    return upstream_write(req->uc, &b, 1);
+}
+
+void proxy_upstream_connected(request_t *req, int status)
+{
+    if (status < 0) {
+        req->uc = NULL; /* upstream.c closed it */
+        fail_attempt(req, FAIL_CONNECT);
+        return;
+    }
+    req->phase = REQ_SENT;
+    http_parser_expect_no_body(&req->uc->parser, req->head_method);
+    int rc = send_buffered(req);
+    if (rc < 0) {
+        fail_attempt(req, FAIL_RESET);
+        return;
+    }
+    if (rc == 0 && !req->body_done)
+        client_conn_resume(req->cc);
+}
+
+size_t proxy_body_room(request_t *req)
+{
+    if (req->phase == REQ_DONE || req->phase == REQ_NONE)
+        return SIZE_MAX; /* answered already: the rest is read and dropped */
+    if (!req->body_streamed && pbuf_room(req->out) > 0)
+        return pbuf_room(req->out);
+    bool writable = req->uc && req->phase >= REQ_SENT && req->out_sent == req->out->len &&
+                    !stream_write_pending(&req->uc->s);
+    return writable ? SIZE_MAX : 0;
+}
+
+void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
+{
+    (void)end;
+    if (req->phase == REQ_DONE || req->phase == REQ_NONE || len == 0)
+        return;
+    int rc = 0;
+    if (!req->body_streamed && len <= pbuf_room(req->out)) {
+        /* Kept in `out` so the request can be sent again on a fresh connection. */
+        memcpy(pbuf_tail(req->out), data, len);
+        req->out->len += (uint32_t)len;
+        if (req->phase >= REQ_SENT)
+            rc = send_buffered(req);
+    } else {
+        req->body_streamed = 1;
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        rc = upstream_write(req->uc, &b, 1);
+    }
+    if (rc < 0) {
+        fail_attempt(req, FAIL_RESET);
+        return;
+    }
+    if (rc == 1)
+        client_conn_pause(req->cc); /* until the upstream drains */
+}
+
+void proxy_upstream_drained(request_t *req, int status)
+{
+    if (status < 0) {
+        if (req->resp_started)
+            proxy_client_gone(req, END_UPSTREAM_RESET);
+        else
+            fail_attempt(req, FAIL_RESET);
+        return;
+    }
+    if (!req->body_done && req->phase != REQ_DONE)
+        client_conn_resume(req->cc);
+}
+
+/* ------------------------------------------------------------- response */
+
+/* Relays response bytes: the rewritten head first (once), then the body as
+ * it came (or decoded, for an HTTP/1.0 client of a chunked response). */
+static void relay(request_t *req, const char *data, size_t len)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    upstream_conn_t *uc = req->uc;
+    uv_buf_t iov[2];
+    unsigned n = 0;
+    int ev = 0;
+    while (req->phase == REQ_SENT) {
+        long k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
+        if (k < 0) {
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
+        if (!(ev & HTTP_EV_HEAD)) {
+            /* Partial head: keep it whole in the connection's buffer. */
+            if (!uc->in && !(uc->in = pbuf_get(&pw->w->pool))) {
+                fail_attempt(req, FAIL_INVALID);
+                return;
+            }
+            if (data != pbuf_head(uc->in)) {
+                if (pbuf_room(uc->in) < len) {
+                    fail_attempt(req, FAIL_INVALID);
+                    return;
+                }
+                memcpy(pbuf_tail(uc->in), data, len);
+                uc->in->len += (uint32_t)len;
+            }
+            http_parser_init_response(&uc->parser);
+            http_parser_expect_no_body(&uc->parser, req->head_method);
+            return;
+        }
+        const http_head_t *h = &pw->head;
+        data += k;
+        len -= (size_t)k;
+        if (h->status == 101 || h->status < 100) {
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
+        if (h->status < 200) {
+            /* Interim (100 Continue, 103): pass it on, wait for the final one. */
+            char line[64];
+            int ll = snprintf(line, sizeof line, "HTTP/1.1 %d %s\r\n\r\n", h->status,
+                              http_status_reason(h->status));
+            uv_buf_t b = uv_buf_init(line, (unsigned)ll);
+            if (client_conn_write(req->cc, &b, 1) < 0) {
+                proxy_client_gone(req, END_CLIENT_CLOSED);
+                return;
+            }
+            int ev2;
+            http_parser_feed(&uc->parser, &pw->head, data, 0, &ev2); /* ends the 1xx */
+            continue;
+        }
+        req->upstream_status = h->status;
+        req->status = h->status;
+        req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
+        bool bodyless = req->head_method || h->status == 204 || h->status == 304;
+        if (h->chunked && !bodyless)
+            req->resp_body = req->client_http10 ? REWRITE_BODY_DECHUNK : REWRITE_BODY_AS_IS;
+        else if (h->has_content_length || bodyless)
+            req->resp_body = REWRITE_BODY_AS_IS;
+        else
+            req->resp_body = REWRITE_BODY_UNTIL_CLOSE;
+        req->upstream_reusable = h->keep_alive;
+        bool keep = req->client_keep_alive && req->body_done && !req->cc->close_after &&
+                    req->resp_body == REWRITE_BODY_AS_IS && !pw->stopping;
+        if (!keep)
+            req->cc->close_after = 1;
+        rewrite_response_t rw = {
+            .head = h,
+            .request_id = req->request_id,
+            .request_id_len = req->request_id_len,
+            .keep_alive = keep,
+            .client_http10 = req->client_http10,
+            .body = (rewrite_body_t)req->resp_body,
+        };
+        long hl = rewrite_response_head(&rw, pw->scratch, pw->scratch_bytes);
+        if (hl < 0) {
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
+        metrics_upstream(pw->metrics, pw->groups[req->group].metrics_group,
+                         pw->groups[req->group].metrics_target[req->target], h->status,
+                         (uint64_t)req->upstream_us);
+        iov[n++] = uv_buf_init(pw->scratch, (unsigned)hl);
+        req->phase = REQ_RESPONDING;
+        req->resp_started = 1;
+        if (req->resp_body == REWRITE_BODY_DECHUNK)
+            http_parser_set_sink(&uc->parser, pw->scratch + hl, pw->scratch_bytes - (size_t)hl);
+    }
+    if (req->phase != REQ_RESPONDING)
+        return;
+    ev = 0;
+    long k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
+    if (k < 0) {
+        /* The body broke its own framing: the client cannot be told cleanly. */
+        req->end = END_UPSTREAM_INVALID;
+        proxy_client_gone(req, END_UPSTREAM_INVALID);
+        return;
+    }
+    if (req->resp_body == REWRITE_BODY_DECHUNK) {
+        if (uc->parser.sink_len)
+            iov[n++] = uv_buf_init(uc->parser.sink, (unsigned)uc->parser.sink_len);
+        uc->parser.sink_len = 0;
+    } else if (k > 0) {
+        iov[n++] = uv_buf_init((char *)data, (unsigned)k);
+    }
+    if ((size_t)k < len)
+        req->upstream_reusable = 0; /* bytes after the response: do not trust the connection */
+    int rc = n ? client_conn_write(req->cc, iov, n) : 0;
+    if (rc < 0) {
+        proxy_client_gone(req, END_CLIENT_CLOSED);
+        return;
+    }
+    if (ev & HTTP_EV_END) {
+        finish(req);
+        return;
+    }
+    if (rc == 1)
+        upstream_pause(uc); /* until the client drains */
+}
+
+void proxy_upstream_data(request_t *req, const char *data, size_t len)
+{
+    upstream_conn_t *uc = req->uc;
+    if (req->phase == REQ_SENT && uc->in) {
+        /* The rest of a head that came in pieces. */
+        if (pbuf_room(uc->in) < len) {
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
+        memcpy(pbuf_tail(uc->in), data, len);
+        uc->in->len += (uint32_t)len;
+        if (!http_head_end(pbuf_head(uc->in), uc->in->len, 0))
+            return;
+        data = pbuf_head(uc->in);
+        len = uc->in->len;
+    }
+    relay(req, data, len);
+    /* The head buffer is not needed once the head is through. */
+    if (req->uc == uc && uc->in && req->phase != REQ_SENT) {
+        pbuf_put(&req->cc->pw->w->pool, uc->in);
+        uc->in = NULL;
+    }
+}
+
+void proxy_upstream_eof(request_t *req, int status)
+{
+    upstream_conn_t *uc = req->uc;
+    if (req->phase == REQ_RESPONDING && req->resp_body == REWRITE_BODY_UNTIL_CLOSE &&
+        http_parser_finish(&uc->parser) == 0) {
+        req->upstream_reusable = 0;
+        finish(req); /* a close-delimited body ends here */
+        return;
+    }
+    if (req->resp_started) {
+        req->end = END_UPSTREAM_RESET;
+        proxy_client_gone(req, END_UPSTREAM_RESET);
+        return;
+    }
+    (void)status;
+    fail_attempt(req, FAIL_RESET);
+}
+
+void proxy_client_drained(request_t *req)
+{
+    if (req->phase == REQ_RESPONDING && req->uc)
+        upstream_resume(req->uc);
+}
+
+/* ------------------------------------------------------------- failures */
+
+/* Ends the current try: the connection is closed, the try counted. */
+static void end_attempt(request_t *req, int metrics_code, bool reusable)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    if (!req->in_attempt)
+        return;
+    req->in_attempt = 0;
+    proxy_group_state_t *gs = &pw->groups[req->group];
+    gs->inflight[req->target]--;
+    if (metrics_code)
+        metrics_upstream(pw->metrics, gs->metrics_group, gs->metrics_target[req->target],
+                         metrics_code, now_us() - req->upstream_start_us);
+    if (req->uc) {
+        upstream_conn_t *uc = req->uc;
+        req->uc = NULL;
+        if (uc->in) {
+            pbuf_put(&pw->w->pool, uc->in);
+            uc->in = NULL;
+        }
+        upstream_release(uc, reusable);
+    }
+}
+
+/* The one place that decides what a failed try becomes. */
+static void fail_attempt(request_t *req, fail_t why)
+{
+    bool was_reused = req->uc && req->uc->reused;
+    static const int codes[] = {METRICS_UPSTREAM_CONNECT_ERROR, METRICS_UPSTREAM_RESET,
+                                METRICS_UPSTREAM_TIMEOUT, 502};
+    end_attempt(req, codes[why], false);
+    if (req->resp_started) {
+        proxy_client_gone(req, END_UPSTREAM_RESET);
+        return;
+    }
+    /* A pooled connection the target had already closed: the request never
+     * reached it, so sending it again on a fresh connection is safe. */
+    if (why == FAIL_RESET && was_reused && !req->body_streamed &&
+        req->attempts < STALE_CONNECTION_TRIES) {
+        attempt(req);
+        return;
+    }
+    switch (why) {
+    case FAIL_CONNECT:
+        proxy_send_error(req, 502, END_UPSTREAM_CONNECT_FAILURE, "upstream connect failure");
+        break;
+    case FAIL_RESET:
+        proxy_send_error(req, 502, END_UPSTREAM_RESET,
+                         "upstream closed the connection before responding");
+        break;
+    case FAIL_TIMEOUT:
+        proxy_send_error(req, 504, END_UPSTREAM_TIMEOUT, "upstream timeout");
+        break;
+    case FAIL_INVALID:
+        proxy_send_error(req, 502, END_UPSTREAM_INVALID, "invalid upstream response");
+        break;
+    }
+}
+
+void proxy_request_timeout(request_t *req)
+{
+    if (req->resp_started) {
+        req->end = END_UPSTREAM_TIMEOUT;
+        proxy_client_gone(req, END_UPSTREAM_TIMEOUT);
+        return;
+    }
+    end_attempt(req, METRICS_UPSTREAM_TIMEOUT, false);
+    req->cc->close_after |= !req->body_done;
+    proxy_send_error(req, 504, END_UPSTREAM_TIMEOUT, "upstream timeout");
+}
+
+void proxy_client_gone(request_t *req, end_reason_t why)
+{
+    client_conn_t *cc = req->cc;
+    if (!req->resp_started && (why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE)) {
+        end_attempt(req, 0, false);
+        cc->close_after = 1;
+        proxy_send_error(req, why == END_BAD_REQUEST ? 400 : 413, why,
+                         why == END_BAD_REQUEST ? http_parser_error_reason(&cc->parser)
+                                                : "request body too large");
+        return;
+    }
+    end_attempt(req, 0, false);
+    if (!req->end)
+        req->end = why;
+    if (!req->resp_started)
+        req->status = why == END_CLIENT_CLOSED ? 499 : 502;
+    if (req->phase != REQ_DONE)
+        proxy_request_log(req);
+    if (req->out) {
+        pbuf_put(&cc->pw->w->pool, req->out);
+        req->out = NULL;
+    }
+    client_conn_abort(cc);
+}
+
+/* --------------------------------------------------------------- answer */
+
+void proxy_send_error(request_t *req, int status, end_reason_t why, const char *message)
+{
+    client_conn_t *cc = req->cc;
+    proxy_worker_t *pw = cc->pw;
+    end_attempt(req, 0, false);
+    if (!req->body_done || !req->client_keep_alive)
+        cc->close_after = 1;
+    http_error_t e = {
+        .status = status,
+        .message = message,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .close = cc->close_after || pw->stopping,
+        .head_only = req->head_method,
+        .retry_after_s = status == 429 ? 1 : 0,
+    };
+    if (req->request_id_len == 0)
+        new_request_id(pw, req);
+    e.request_id = req->request_id;
+    e.request_id_len = req->request_id_len;
+    size_t n = http_error_format(&e, pw->scratch, pw->scratch_bytes);
+    req->status = status;
+    req->end = why;
+    req->resp_started = 1;
+    uv_buf_t b = uv_buf_init(pw->scratch, (unsigned)n);
+    if (client_conn_write(cc, &b, 1) < 0) {
+        req->status = 499;
+        req->end = END_CLIENT_CLOSED;
+        proxy_request_log(req);
+        client_conn_abort(cc);
+        return;
+    }
+    proxy_request_log(req);
+    if (req->out) {
+        pbuf_put(&pw->w->pool, req->out);
+        req->out = NULL;
+    }
+    client_conn_response_done(cc);
+}
+
+/* --------------------------------------------------------------- finish */
+
+static void finish(request_t *req)
+{
+    client_conn_t *cc = req->cc;
+    proxy_worker_t *pw = cc->pw;
+    bool reusable = req->upstream_reusable && req->body_done && req->uc &&
+                    !stream_write_pending(&req->uc->s);
+    end_attempt(req, 0, reusable);
+    proxy_request_log(req);
+    if (req->out) {
+        pbuf_put(&pw->w->pool, req->out);
+        req->out = NULL;
+    }
+    client_conn_response_done(cc);
+}
+
+void proxy_request_log(request_t *req)
+{
+    client_conn_t *cc = req->cc;
+    proxy_worker_t *pw = cc->pw;
+    uint64_t dur = now_us() - req->start_us;
+    const config_route_t *r = req->route;
+    metrics_request(pw->metrics, r ? pw->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
+                    dur);
+    if (!pw->alog)
+        return;
+    const config_target_group_t *tg =
+        req->group != UINT32_MAX ? &pw->cfg->target_groups[req->group] : NULL;
+    const config_target_t *t =
+        tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
+#define S(p, n) ((access_log_str_t){(p), (n)})
+#define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))
+    access_log_entry_t e = {
+        .time_ms = req->start_realtime_ms,
+        .request_id = S(req->request_id, req->request_id_len),
+        .trace_id = S(NULL, 0),
+        .client_ip = S(cc->client_ip, cc->client_ip_len),
+        .client_id = S(NULL, 0),
+        .method = S(req->method, req->method_len),
+        .path = S(req->path, req->path_len),
+        .route = r ? SZ(r->name) : S(NULL, 0),
+        .target_group = tg ? SZ(tg->name) : S(NULL, 0),
+        .target = t ? SZ(t->name) : S(NULL, 0),
+        .status = req->status,
+        .upstream_status = req->upstream_status,
+        .attempts = req->attempts,
+        .fallback = req->fallback,
+        .duration_us = dur,
+        .upstream_us = req->upstream_us,
+        .bytes_in = req->bytes_in,
+        .bytes_out = req->bytes_out,
+        .user_agent = req->has_user_agent ? S(req->user_agent, req->user_agent_len) : S(NULL, 0),
+        .error = proxy_end_reason_name(req->end),
+    };
+#undef S
+#undef SZ
+    access_log_append(pw->alog, &e);
+}

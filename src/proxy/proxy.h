@@ -1,0 +1,266 @@
+/* The request path: a client connection (client_conn.c) reads requests and
+ * hands each to the proxy (proxy.c: route -> policies -> pick -> attempt ->
+ * relay or fail), which talks to targets over pooled upstream connections
+ * (upstream.c). All of it runs on one worker's loop; nothing here locks.
+ * Memory: a connection owns its structs; a request lives inside its client
+ * connection (one at a time: responses go out in order); buffers come from
+ * the worker's pool and go back when the request ends. */
+#ifndef FICUS_PROXY_PROXY_H
+#define FICUS_PROXY_PROXY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/parser.h"
+#include "net/stream.h"
+#include "net/worker.h"
+#include "observe/access_log.h"
+#include "observe/metrics.h"
+#include "routing/balancer.h"
+#include "routing/router.h"
+#include "routing/set.h"
+
+typedef struct proxy_worker proxy_worker_t;
+typedef struct client_conn client_conn_t;
+typedef struct upstream_conn upstream_conn_t;
+typedef struct request request_t;
+
+/* Why a request ended the way it did: feeds the access log's error field,
+ * the metrics and the trace. */
+typedef enum {
+    END_OK = 0,
+    END_BAD_REQUEST,
+    END_NO_ROUTE,
+    END_FORBIDDEN,
+    END_BODY_TOO_LARGE,
+    END_HEADER_TOO_LARGE,
+    END_HEADER_TIMEOUT,
+    END_CLIENT_CLOSED,
+    END_UPSTREAM_CONNECT_FAILURE,
+    END_UPSTREAM_TIMEOUT,
+    END_UPSTREAM_RESET,
+    END_UPSTREAM_INVALID,
+    END_NO_TARGET,
+    END_INTERNAL
+} end_reason_t;
+
+const char *proxy_end_reason_name(end_reason_t r); /* "upstream_timeout", NULL for END_OK */
+
+/* --- upstream connections and pools (upstream.c) --- */
+
+typedef struct upstream_pool {
+    upstream_conn_t *idle; /* LIFO: the warmest connection first */
+    uint32_t n_idle;
+    uint32_t n_open;
+} upstream_pool_t;
+
+struct upstream_conn {
+    stream_t s; /* first: stream callbacks cast back */
+    uv_connect_t creq;
+    uv_timer_t timer; /* connect timeout, then idle timeout */
+    proxy_worker_t *pw;
+    upstream_pool_t *pool;
+    request_t *req; /* bound request, NULL when idle */
+    upstream_conn_t *next_idle;
+    upstream_conn_t *prev_idle;
+    http_parser_t parser;
+    uint32_t group;
+    uint32_t target;
+    uint32_t n_handles; /* open libuv handles; freed at 0 */
+    uint8_t connected;
+    uint8_t idle;
+    uint8_t reused; /* has served a request before */
+    pbuf_t *in;     /* a response head that came in pieces */
+    uint8_t closing;
+};
+
+/* --- the request --- */
+
+typedef enum {
+    REQ_NONE = 0,   /* no request on the connection */
+    REQ_CONNECTING, /* waiting for an upstream connection */
+    REQ_SENT,       /* head (and body so far) written upstream, waiting for the response */
+    REQ_RESPONDING, /* response head sent to the client, relaying the body */
+    REQ_DONE        /* response complete, waiting for the request body or the write queue */
+} req_phase_t;
+
+struct request {
+    client_conn_t *cc;
+    req_phase_t phase;
+    end_reason_t end;
+    const config_t *cfg;
+    const config_route_t *route;
+    const config_backend_t *backend;
+    uint32_t group;      /* target group index, UINT32_MAX before the pick */
+    uint32_t target;     /* target index in the group, UINT32_MAX before the pick */
+    upstream_conn_t *uc; /* bound upstream connection */
+    pbuf_t *out;         /* upstream head + buffered body prefix */
+    uint32_t out_sent;   /* bytes of out written to the current upstream */
+    uint32_t head_len;   /* upstream head length in out */
+    int status;          /* status sent to the client */
+    int upstream_status; /* 0 = none */
+    uint32_t attempts;
+    uint8_t body_done;     /* the request body has been read whole */
+    uint8_t body_streamed; /* body bytes went upstream without a copy in out */
+    uint8_t resp_started;  /* a byte of the response reached the client stream */
+    uint8_t head_method;   /* HEAD request */
+    uint8_t client_keep_alive;
+    uint8_t client_http10;
+    uint8_t resp_body;     /* rewrite_body_t of the response */
+    uint8_t upstream_reusable;
+    uint8_t fallback;
+    uint8_t in_attempt;    /* a try is under way (counted in inflight) */
+    uint64_t start_us;
+    uint64_t start_realtime_ms;
+    uint64_t upstream_start_us;
+    int64_t upstream_us; /* -1 = none */
+    uint64_t bytes_in;
+    uint64_t bytes_out;
+    uint64_t deadline_ms; /* loop time */
+    /* Kept for the access log: copies, since the head they came from is gone. */
+    char request_id[REQUEST_ID_MAX_BYTES + 1];
+    uint8_t request_id_len;
+    char method[16];
+    uint8_t method_len;
+    char path[256];
+    uint16_t path_len;
+    char user_agent[160];
+    uint8_t user_agent_len;
+    uint8_t has_user_agent;
+};
+
+/* --- client connections (client_conn.c) --- */
+
+typedef enum {
+    CC_IDLE = 0, /* keep-alive, waiting for a request */
+    CC_HEAD,     /* part of a head received */
+    CC_ACTIVE,   /* a request is in progress */
+    CC_LINGER,   /* final answer sent: draining input before the close */
+    CC_CLOSING
+} cc_state_t;
+
+struct client_conn {
+    stream_t s; /* first: stream callbacks cast back */
+    uv_timer_t timer;
+    proxy_worker_t *pw;
+    client_conn_t *next;
+    client_conn_t *prev;
+    http_parser_t parser;
+    pbuf_t *in;        /* unparsed input: a partial head, pipelined requests */
+    uint32_t head_scan; /* bytes of a partial head already scanned for its end */
+    cc_state_t state;
+    uint8_t n_handles;
+    uint8_t reading_paused;
+    uint8_t in_process; /* inside the parse loop: do not re-enter it */
+    uint8_t close_after; /* close once the current response is out */
+    uint8_t peer_trusted;
+    uint8_t client_ip_len;
+    uint32_t requests;
+    char client_ip[46];
+    struct sockaddr_storage peer;
+    request_t req;
+};
+
+/* --- per-worker state --- */
+
+typedef struct proxy_group_state {
+    balancer_targets_t bal;
+    uint32_t *inflight;      /* per target */
+    uint8_t *eligible;       /* per target, scratch */
+    upstream_pool_t *pools;  /* per target */
+    uint32_t metrics_group;
+    uint32_t *metrics_target; /* per target */
+} proxy_group_state_t;
+
+typedef struct proxy_shared {
+    config_t *cfg;
+    set_t **sets;
+    metrics_registry_t *metrics;
+    access_log_t *access_log;
+} proxy_shared_t;
+
+struct proxy_worker {
+    worker_t *w;
+    uv_loop_t *loop;
+    config_t *cfg; /* one reference */
+    set_t *const *sets;
+    pcre2_match_data *md;
+    int64_t **swrr;     /* per route: smooth WRR current weights */
+    uint32_t **weights; /* per route: backend weights */
+    uint32_t *metrics_route;
+    proxy_group_state_t *groups;
+    metrics_worker_t *metrics;
+    access_log_writer_t *alog;
+    uv_timer_t log_flush;
+    client_conn_t *clients; /* every open client connection */
+    upstream_conn_t *upstreams_closing;
+    http_head_t head;     /* scratch: the head being parsed */
+    char *scratch;        /* scratch: a head being written */
+    size_t scratch_bytes;
+    uint64_t rng;
+    uint64_t request_seq;
+    uint32_t pool_buf_bytes;
+    bool stopping;
+};
+
+/* Worker hooks (installed on the worker by the gateway). */
+/* Main thread, before the worker starts (takes metric slots). */
+proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *shared);
+void proxy_worker_free(proxy_worker_t *pw);
+void proxy_worker_on_accept(worker_t *w, int fd, size_t listener);
+void proxy_worker_on_shed(worker_t *w);
+void proxy_worker_stop(proxy_worker_t *pw); /* closes every connection */
+
+/* client_conn.c, used by proxy.c */
+void client_conn_accept(proxy_worker_t *pw, int fd);
+/* Writes response bytes: 0 written, 1 queued (the proxy pauses the upstream
+ * until client_conn tells it the client drained), < 0 error. */
+int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n);
+/* Stop / resume reading the request body (upstream backpressure). */
+void client_conn_pause(client_conn_t *cc);
+void client_conn_resume(client_conn_t *cc);
+/* The response is complete; the connection goes on (keep-alive) or closes. */
+void client_conn_response_done(client_conn_t *cc);
+/* Ends the connection now (after an aborted response). */
+void client_conn_abort(client_conn_t *cc);
+/* Re-arms the connection timer for the request deadline. */
+void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms);
+
+/* proxy.c, used by client_conn.c */
+/* A request head arrived (spans in pw->head, valid during the call). */
+void proxy_request_begin(client_conn_t *cc, const http_head_t *head, size_t head_bytes);
+/* How many request body bytes the proxy can take now (0 = pause). */
+size_t proxy_body_room(request_t *req);
+/* Raw request body bytes (framing included); end = the message is complete. */
+void proxy_request_body(request_t *req, const char *data, size_t len, bool end);
+/* The client went away or broke the protocol mid-request. */
+void proxy_client_gone(request_t *req, end_reason_t why);
+/* The client's write queue emptied. */
+void proxy_client_drained(request_t *req);
+/* The request deadline passed. */
+void proxy_request_timeout(request_t *req);
+/* Answers with ficus's own JSON error (request ends unless close). */
+void proxy_send_error(request_t *req, int status, end_reason_t why, const char *message);
+/* Logs and counts a finished request. */
+void proxy_request_log(request_t *req);
+
+/* upstream.c, used by proxy.c */
+upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t target,
+                                  request_t *req, int *err);
+/* Returns a connection to its pool (keep-alive) or closes it. */
+void upstream_release(upstream_conn_t *uc, bool reusable);
+int upstream_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n);
+void upstream_pause(upstream_conn_t *uc);
+void upstream_resume(upstream_conn_t *uc);
+void upstream_close_all(proxy_worker_t *pw);
+
+/* proxy.c, used by upstream.c */
+void proxy_upstream_connected(request_t *req, int status);
+void proxy_upstream_data(request_t *req, const char *data, size_t len);
+void proxy_upstream_eof(request_t *req, int status);
+void proxy_upstream_drained(request_t *req, int status);
+
+#endif

@@ -1,0 +1,55 @@
+/* The one copy of a head a request makes: the upstream request head built from
+ * the client's (hop-by-hop headers out, X-Forwarded-* and X-Request-Id in,
+ * route header rules applied), and the client response head built from the
+ * upstream's. Sans-I/O. */
+#ifndef FICUS_PROXY_REWRITE_H
+#define FICUS_PROXY_REWRITE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "config/config.h"
+#include "http/parser.h"
+
+typedef struct rewrite_request {
+    const http_head_t *head;
+    const char *target; /* upstream request target (path?query) */
+    size_t target_len;
+    const char *host;   /* Host to send (client's, or absolute-form authority); NULL = keep */
+    size_t host_len;
+    const char *peer_ip; /* appended to X-Forwarded-For */
+    size_t peer_ip_len;
+    bool peer_trusted;   /* keep the client's X-Forwarded-Proto/-Host */
+    const char *proto;   /* "http" or "https" */
+    const char *request_id;
+    size_t request_id_len;
+    const config_route_t *route; /* request_headers set/remove; may be NULL */
+} rewrite_request_t;
+
+/* Writes the upstream head; returns its length or FE_TOOBIG. */
+long rewrite_request_head(const rewrite_request_t *in, char *out, size_t cap);
+
+typedef enum {
+    REWRITE_BODY_AS_IS = 0, /* Content-Length or chunked, forwarded verbatim */
+    REWRITE_BODY_DECHUNK,   /* chunked upstream, HTTP/1.0 client: decoded, ends at close */
+    REWRITE_BODY_UNTIL_CLOSE /* no framing: ends at close */
+} rewrite_body_t;
+
+typedef struct rewrite_response {
+    const http_head_t *head;
+    const char *request_id;
+    size_t request_id_len;
+    bool keep_alive;    /* the client connection stays open after this response */
+    bool client_http10; /* answer as HTTP/1.1 but say keep-alive explicitly */
+    rewrite_body_t body;
+} rewrite_response_t;
+
+long rewrite_response_head(const rewrite_response_t *in, char *out, size_t cap);
+
+/* True for hop-by-hop header names (and any listed in the Connection value). */
+bool rewrite_is_hop_by_hop(const char *name, size_t len, const http_header_t *connection);
+
+/* True when v is a sane X-Request-Id: 1-128 chars of [A-Za-z0-9._:-]. */
+bool rewrite_request_id_sane(const char *v, size_t len);
+
+#endif

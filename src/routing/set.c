@@ -1,0 +1,657 @@
+/* Sets: an immutable open-addressing table of members, parsed sans-I/O, and
+ * the live set that workers read lock-free while a reload (file or http://
+ * GET, blocking, meant for a thread-pool thread) swaps in a new table. */
+#include "routing/set.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/defaults.h"
+#include "core/errors.h"
+#include "core/time.h"
+#include "routing/balancer.h"
+
+/* ---- member table ---- */
+
+typedef struct slot {
+    uint64_t hash;
+    uint32_t off; /* into bytes; MAX_SET_BYTES keeps it within 32 bits */
+    uint32_t len; /* 0 = empty slot: a member is never empty */
+} slot_t;
+
+struct set_members {
+    size_t count; /* distinct members */
+    size_t mask;  /* slots - 1, slots a power of two */
+    char *bytes;
+    slot_t slots[];
+};
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static inline bool is_trim(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+static inline bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\v' || c == '\f';
+}
+
+/* Line scanner shared by both passes of the parser. */
+typedef struct scan {
+    const char *data;
+    size_t len;
+    size_t pos;
+    size_t line; /* number of the line last returned, from 1 */
+} scan_t;
+
+/* Next member: 1 with its span, 0 at the end, FE_PARSE with err set. */
+static int scan_next(scan_t *s, const char **member, size_t *member_len, char *err, size_t errlen)
+{
+    while (s->pos < s->len) {
+        const char *p = s->data + s->pos;
+        size_t rest = s->len - s->pos;
+        const char *nl = memchr(p, '\n', rest);
+        size_t n = nl ? (size_t)(nl - p) : rest;
+        s->pos += nl ? n + 1 : n;
+        s->line++;
+        if (memchr(p, '\0', n)) {
+            errf(err, errlen, "line %zu: NUL byte", s->line);
+            return FE_PARSE;
+        }
+        size_t raw = (n && p[n - 1] == '\r') ? n - 1 : n;
+        if (raw > MAX_SET_LINE_BYTES) {
+            errf(err, errlen, "line %zu: longer than %d bytes", s->line, MAX_SET_LINE_BYTES);
+            return FE_PARSE;
+        }
+        while (n && is_trim(*p)) {
+            p++;
+            n--;
+        }
+        while (n && is_trim(p[n - 1]))
+            n--;
+        if (n == 0 || p[0] == '#')
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            if (is_space(p[i])) {
+                errf(err, errlen, "line %zu: member contains whitespace", s->line);
+                return FE_PARSE;
+            }
+        }
+        *member = p;
+        *member_len = n;
+        return 1;
+    }
+    return 0;
+}
+
+static bool members_insert(set_members_t *m, const char *key, size_t len, uint64_t h, size_t *used)
+{
+    for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
+        slot_t *sl = &m->slots[i];
+        if (sl->len == 0) {
+            memcpy(m->bytes + *used, key, len);
+            sl->hash = h;
+            sl->off = (uint32_t)*used;
+            sl->len = (uint32_t)len;
+            *used += len;
+            m->count++;
+            return true;
+        }
+        if (sl->hash == h && sl->len == len && memcmp(m->bytes + sl->off, key, len) == 0)
+            return false; /* a duplicate is fine: kept once */
+    }
+}
+
+/* set_members_parse with the failure's FE_* code in *rc, for set_reload. */
+static set_members_t *members_parse(const char *data, size_t len, char *err, size_t errlen, int *rc)
+{
+    if (len > MAX_SET_BYTES) {
+        errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
+        *rc = FE_TOOBIG;
+        return NULL;
+    }
+    /* A UTF-8 byte order mark would silently become part of the first member. */
+    if (len >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0) {
+        data += 3;
+        len -= 3;
+    }
+    /* Pass 1 validates and sizes; pass 2 cannot fail. */
+    scan_t s = {data, len, 0, 0};
+    const char *key;
+    size_t klen, n_lines = 0, n_bytes = 0;
+    while ((*rc = scan_next(&s, &key, &klen, err, errlen)) == 1) {
+        n_lines++;
+        n_bytes += klen;
+    }
+    if (*rc < 0)
+        return NULL;
+    size_t slots = 8;
+    while (slots < 2 * n_lines) /* load factor at most 1/2 */
+        slots *= 2;
+    set_members_t *m = calloc(1, sizeof *m + slots * sizeof(slot_t));
+    if (!m)
+        goto fail_nomem;
+    m->mask = slots - 1;
+    m->bytes = malloc(n_bytes ? n_bytes : 1);
+    if (!m->bytes)
+        goto fail_free;
+    s = (scan_t){data, len, 0, 0};
+    size_t used = 0;
+    while (scan_next(&s, &key, &klen, NULL, 0) == 1)
+        members_insert(m, key, klen, balancer_hash(key, klen), &used);
+    *rc = 0;
+    return m;
+
+fail_free:
+    free(m);
+fail_nomem:
+    errf(err, errlen, "out of memory");
+    *rc = FE_NOMEM;
+    return NULL;
+}
+
+set_members_t *set_members_parse(const char *data, size_t len, char *err, size_t errlen)
+{
+    int rc;
+    return members_parse(data, len, err, errlen, &rc);
+}
+
+void set_members_free(void *p)
+{
+    set_members_t *m = p;
+    if (!m)
+        return;
+    free(m->bytes);
+    free(m);
+}
+
+size_t set_members_count(const set_members_t *m) { return m ? m->count : 0; }
+
+bool set_members_contains(const set_members_t *m, const char *key, size_t len)
+{
+    if (!m || len == 0 || m->count == 0)
+        return false;
+    uint64_t h = balancer_hash(key, len);
+    for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
+        const slot_t *sl = &m->slots[i];
+        if (sl->len == 0)
+            return false;
+        if (sl->hash == h && sl->len == len && memcmp(m->bytes + sl->off, key, len) == 0)
+            return true;
+    }
+}
+
+/* ---- the live set ---- */
+
+struct set {
+    _Atomic(set_members_t *) current;
+    atomic_uint_fast64_t reload_failures;
+    set_retire_fn retire;
+    void *retire_ctx;
+    /* Copies: a set may outlive the config snapshot it was made from. */
+    char *name;
+    char *file;
+    char *url;
+};
+
+static char *dup_or_null(const char *s, bool *ok)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        *ok = false;
+    return d;
+}
+
+set_t *set_new(const config_set_t *cfg, set_retire_fn retire, void *retire_ctx)
+{
+    set_t *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    atomic_init(&s->current, NULL);
+    atomic_init(&s->reload_failures, 0);
+    s->retire = retire;
+    s->retire_ctx = retire_ctx;
+    bool ok = true;
+    s->name = dup_or_null(cfg->name ? cfg->name : "", &ok);
+    s->file = dup_or_null(cfg->file, &ok);
+    s->url = dup_or_null(cfg->url, &ok);
+    if (!ok) {
+        set_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void set_free(set_t *s)
+{
+    if (!s)
+        return;
+    /* The owner frees the set once no worker can read it: no retire here. */
+    set_members_free(atomic_load_explicit(&s->current, memory_order_acquire));
+    free(s->name);
+    free(s->file);
+    free(s->url);
+    free(s);
+}
+
+const char *set_name(const set_t *s) { return s->name; }
+
+bool set_contains(const set_t *s, const char *key, size_t len)
+{
+    const set_members_t *m = atomic_load_explicit(&((set_t *)s)->current, memory_order_acquire);
+    return set_members_contains(m, key, len);
+}
+
+size_t set_count(const set_t *s)
+{
+    return set_members_count(atomic_load_explicit(&((set_t *)s)->current, memory_order_acquire));
+}
+
+void set_swap(set_t *s, set_members_t *m)
+{
+    set_members_t *old = atomic_exchange_explicit(&s->current, m, memory_order_acq_rel);
+    if (!old)
+        return;
+    if (s->retire)
+        s->retire(s->retire_ctx, old, set_members_free);
+    else
+        set_members_free(old);
+}
+
+uint64_t set_reload_failures(const set_t *s)
+{
+    return atomic_load_explicit(&((set_t *)s)->reload_failures, memory_order_relaxed);
+}
+
+/* ---- reading a file ---- */
+
+static int read_file(const char *path, buf_t *out, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        errf(err, errlen, "%s", strerror(errno));
+        return FE_IO;
+    }
+    int rc = 0;
+    for (;;) {
+        if (out->len > MAX_SET_BYTES) {
+            errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
+            rc = FE_TOOBIG;
+            break;
+        }
+        /* One byte past the cap is read to tell "exactly the cap" from "more". */
+        size_t want = MAX_SET_BYTES + 1 - out->len;
+        if (want > 64 * 1024)
+            want = 64 * 1024;
+        if ((rc = buf_reserve(out, want)) != 0) {
+            errf(err, errlen, "out of memory");
+            break;
+        }
+        ssize_t n = read(fd, out->data + out->len, want);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            errf(err, errlen, "%s", strerror(errno));
+            rc = FE_IO;
+            break;
+        }
+        if (n == 0)
+            break;
+        out->len += (size_t)n;
+    }
+    close(fd);
+    return rc;
+}
+
+/* ---- an http:// GET ---- */
+
+typedef struct url {
+    char host[256]; /* v6 without brackets */
+    bool v6;
+    char port[6];
+    const char *path; /* into the URL; "" means "/" */
+    size_t path_len;
+} url_t;
+
+static int url_parse(const char *u, url_t *out, char *err, size_t errlen)
+{
+    if (strncasecmp(u, "http://", 7) != 0) {
+        errf(err, errlen, "only http:// URLs are supported");
+        return FE_INVAL;
+    }
+    /* The URL goes into the request head as is: no byte may end a line. */
+    for (const char *c = u; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+            errf(err, errlen, "URL contains whitespace or a control character");
+            return FE_INVAL;
+        }
+    }
+    const char *a = u + 7;
+    size_t alen = strcspn(a, "/?#");
+    const char *rest = a + alen;
+    out->path = rest;
+    out->path_len = strcspn(rest, "#"); /* a fragment is never sent */
+    if (memchr(a, '@', alen)) {
+        errf(err, errlen, "credentials in set URLs are not supported");
+        return FE_INVAL;
+    }
+    const char *host = a, *port = NULL;
+    size_t hlen = alen;
+    out->v6 = false;
+    if (alen && a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+        if (!rb) {
+            errf(err, errlen, "bad host in URL");
+            return FE_INVAL;
+        }
+        host = a + 1;
+        hlen = (size_t)(rb - a) - 1;
+        out->v6 = true;
+        if (rb + 1 < a + alen) {
+            if (rb[1] != ':') {
+                errf(err, errlen, "bad host in URL");
+                return FE_INVAL;
+            }
+            port = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        if (colon) {
+            hlen = (size_t)(colon - a);
+            port = colon + 1;
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof out->host) {
+        errf(err, errlen, "bad host in URL");
+        return FE_INVAL;
+    }
+    memcpy(out->host, host, hlen);
+    out->host[hlen] = '\0';
+    snprintf(out->port, sizeof out->port, "80");
+    if (port) {
+        size_t plen = (size_t)(a + alen - port);
+        unsigned long v = 0;
+        for (size_t i = 0; i < plen; i++) {
+            if (port[i] < '0' || port[i] > '9' ||
+                (v = v * 10 + (unsigned long)(port[i] - '0')) > 65535) {
+                plen = 0;
+                break;
+            }
+        }
+        if (plen == 0 || v == 0) {
+            errf(err, errlen, "bad port in URL");
+            return FE_INVAL;
+        }
+        snprintf(out->port, sizeof out->port, "%lu", v);
+    }
+    return 0;
+}
+
+static int remaining_ms(uint64_t deadline_ms)
+{
+    uint64_t now = time_now_ms();
+    return now >= deadline_ms ? 0 : (int)(deadline_ms - now);
+}
+
+/* Waits for ev on fd until the deadline: 0, or FE_AGAIN when it passed. */
+static int wait_fd(int fd, short ev, uint64_t deadline_ms)
+{
+    for (;;) {
+        int ms = remaining_ms(deadline_ms);
+        if (ms == 0)
+            return FE_AGAIN;
+        struct pollfd p = {.fd = fd, .events = ev};
+        int r = poll(&p, 1, ms);
+        if (r > 0)
+            return 0;
+        if (r == 0)
+            return FE_AGAIN;
+        if (errno != EINTR)
+            return FE_IO;
+    }
+}
+
+/* A non-blocking connected socket to one of the URL's addresses, or < 0. */
+static int http_connect(const url_t *u, uint64_t deadline_ms, char *err, size_t errlen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+    struct addrinfo *res;
+    /* getaddrinfo cannot be bounded by the deadline; the resolver's own
+     * timeouts apply to it. */
+    int g = getaddrinfo(u->host, u->port, &hints, &res);
+    if (g != 0) {
+        errf(err, errlen, "resolving %s: %s", u->host, gai_strerror(g));
+        return FE_IO;
+    }
+    int fd = -1, rc = FE_IO, saved = ECONNREFUSED;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
+            saved = errno;
+            close(fd);
+            fd = -1;
+            continue;
+        }
+        rc = wait_fd(fd, POLLOUT, deadline_ms);
+        int soerr = 0;
+        socklen_t sl = sizeof soerr;
+        if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
+            break;
+        saved = rc == FE_AGAIN ? ETIMEDOUT : (soerr ? soerr : errno);
+        close(fd);
+        fd = -1;
+        if (rc == FE_AGAIN)
+            break; /* the deadline covers every address */
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        errf(err, errlen, "connect: %s", saved == ETIMEDOUT ? "timed out" : strerror(saved));
+        return rc == FE_AGAIN ? FE_AGAIN : FE_IO;
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int rc = wait_fd(fd, POLLOUT, deadline_ms);
+            if (rc)
+                return rc;
+            continue;
+        }
+        return FE_IO;
+    }
+    return 0;
+}
+
+typedef struct fetch {
+    buf_t *body;
+    int status;
+    bool done;
+    bool too_big;
+} fetch_t;
+
+static int fetch_on_headers_complete(llhttp_t *p)
+{
+    fetch_t *f = p->data;
+    f->status = p->status_code;
+    /* Only a 2xx body is wanted: stop reading anything else at once. */
+    return (f->status < 200 || f->status > 299) ? -1 : 0;
+}
+
+static int fetch_on_body(llhttp_t *p, const char *at, size_t len)
+{
+    fetch_t *f = p->data;
+    if (buf_append(f->body, at, len) != 0) {
+        f->too_big = true;
+        return -1;
+    }
+    return 0;
+}
+
+static int fetch_on_message_complete(llhttp_t *p)
+{
+    fetch_t *f = p->data;
+    f->done = true;
+    return HPE_PAUSED; /* a second message would be the server's mistake */
+}
+
+/* The response body of GET url into body (bounded by MAX_SET_BYTES). */
+static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
+{
+    url_t u;
+    int rc = url_parse(url, &u, err, errlen);
+    if (rc)
+        return rc;
+    uint64_t deadline_ms = time_now_ms() + SET_FETCH_TIMEOUT_MS;
+    int fd = http_connect(&u, deadline_ms, err, errlen);
+    if (fd < 0)
+        return fd;
+
+    char req[2048];
+    const char *path = u.path_len ? u.path : "/";
+    int path_len = u.path_len ? (int)u.path_len : 1;
+    bool default_port = strcmp(u.port, "80") == 0;
+    int n = snprintf(req, sizeof req,
+                     "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: ficus\r\n"
+                     "Accept: */*\r\nConnection: close\r\n\r\n",
+                     path[0] == '?' ? "/" : "", path_len, path, u.v6 ? "[" : "", u.host,
+                     u.v6 ? "]" : "", default_port ? "" : ":", default_port ? "" : u.port);
+    if (n < 0 || (size_t)n >= sizeof req) {
+        errf(err, errlen, "URL too long");
+        close(fd);
+        return FE_TOOBIG;
+    }
+    rc = send_all(fd, req, (size_t)n, deadline_ms);
+    if (rc) {
+        errf(err, errlen, "send: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
+        close(fd);
+        return rc;
+    }
+
+    llhttp_settings_t settings;
+    llhttp_settings_init(&settings);
+    settings.on_headers_complete = fetch_on_headers_complete;
+    settings.on_body = fetch_on_body;
+    settings.on_message_complete = fetch_on_message_complete;
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_RESPONSE, &settings);
+    fetch_t f = {.body = body};
+    parser.data = &f;
+
+    char in[16 * 1024];
+    llhttp_errno_t perr = HPE_OK;
+    /* Bounds the head too: llhttp would take endless header lines. */
+    size_t received = 0;
+    while (!f.done && perr == HPE_OK) {
+        ssize_t r = recv(fd, in, sizeof in, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            rc = wait_fd(fd, POLLIN, deadline_ms);
+            if (rc == 0)
+                continue;
+            errf(err, errlen, "receive: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
+            break;
+        }
+        if (r < 0) {
+            rc = FE_IO;
+            errf(err, errlen, "receive: %s", strerror(errno));
+            break;
+        }
+        received += (size_t)r;
+        if (received > MAX_SET_BYTES + SET_FETCH_HEAD_BYTES) {
+            f.too_big = true;
+            break;
+        }
+        /* EOF ends a close-delimited body; anywhere else llhttp_finish says so. */
+        perr = r == 0 ? llhttp_finish(&parser) : llhttp_execute(&parser, in, (size_t)r);
+        if (r == 0 && perr == HPE_OK && !f.done)
+            perr = HPE_INVALID_EOF_STATE;
+        if (r == 0)
+            break;
+    }
+    close(fd);
+    if (rc)
+        return rc;
+    if (f.status && (f.status < 200 || f.status > 299)) {
+        errf(err, errlen, "HTTP %d", f.status);
+        return FE_IO;
+    }
+    if (f.too_big) {
+        errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
+        return FE_TOOBIG;
+    }
+    if (!f.done) {
+        if (perr == HPE_OK || perr == HPE_INVALID_EOF_STATE)
+            errf(err, errlen, "connection closed before the response was complete");
+        else
+            errf(err, errlen, "invalid HTTP response (%s)", llhttp_errno_name(perr));
+        return FE_PARSE;
+    }
+    return 0;
+}
+
+int set_reload(set_t *s, char *err, size_t errlen)
+{
+    const char *what = s->file ? s->file : s->url;
+    char why[256] = "";
+    buf_t data;
+    buf_init(&data, MAX_SET_BYTES + 1);
+    int rc;
+    if (s->file)
+        rc = read_file(s->file, &data, why, sizeof why);
+    else if (s->url)
+        rc = http_get(s->url, &data, why, sizeof why);
+    else {
+        snprintf(why, sizeof why, "neither file nor url");
+        rc = FE_INVAL;
+    }
+    if (rc == 0) {
+        set_members_t *m =
+            members_parse(data.data ? data.data : "", data.len, why, sizeof why, &rc);
+        if (m)
+            set_swap(s, m);
+    }
+    buf_deinit(&data);
+    if (rc) {
+        atomic_fetch_add_explicit(&s->reload_failures, 1, memory_order_relaxed);
+        errf(err, errlen, "set %s: %s: %s", s->name, what ? what : "", why);
+    }
+    return rc;
+}

@@ -1,0 +1,49 @@
+"""Black-box harness for ficus's integration tests: processes (ficus, its
+mock, nginx) on free ports, in-process backends (an echo server, raw sockets
+that hang or cut responses short) and HTTP clients down to raw bytes."""
+
+from .backends import EchoBackend, RawBackend, echo_header, pattern_bytes
+from .client import RawConn, Response, http_request, raw_request, wait_until
+from .config import config, route, to_yaml
+from .metrics import parse_metrics, metric_value
+from .procs import (
+    FICUS_MODE,
+    Ficus,
+    FicusStartError,
+    Mock,
+    Nginx,
+    ficus_bin,
+    free_port,
+    repo_root,
+    run_cli,
+    scaled,
+    stop_all,
+)
+
+__all__ = [
+    "EchoBackend",
+    "echo_header",
+    "FICUS_MODE",
+    "Ficus",
+    "FicusStartError",
+    "Mock",
+    "Nginx",
+    "RawBackend",
+    "RawConn",
+    "Response",
+    "ficus_bin",
+    "free_port",
+    "http_request",
+    "raw_request",
+    "metric_value",
+    "parse_metrics",
+    "pattern_bytes",
+    "repo_root",
+    "run_cli",
+    "scaled",
+    "stop_all",
+    "to_yaml",
+    "config",
+    "route",
+    "wait_until",
+]

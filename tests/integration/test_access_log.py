@@ -1,0 +1,166 @@
+"""The access log (contract section 6.2): one JSON object per request with
+exactly the contract's fields, right values for proxied requests, 404s and
+upstream timeouts; stdout, a file, off; SIGUSR1 reopens the file."""
+
+import json
+import os
+import re
+import signal
+import time
+
+from harness import config, free_port, http_request, route, scaled, wait_until
+
+FIELDS = {
+    "time", "request_id", "trace_id", "client_ip", "client_id", "method", "path", "route",
+    "target_group", "target", "status", "upstream_status", "attempts", "fallback",
+    "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "user_agent", "error",
+}
+RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)$")
+
+
+def gateway(ficus, echo_backend, **top):
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr}, [route("main", "/app", "echo")], **top))
+    return f, echo
+
+
+def by_id(lines, rid):
+    found = [e for e in lines if e.get("request_id") == rid]
+    assert len(found) == 1, f"{len(found)} log lines for request {rid}: {lines}"
+    return found[0]
+
+
+def test_one_line_per_request_with_exact_fields(ficus, echo_backend):
+    f, echo = gateway(ficus, echo_backend)
+    for i in range(5):
+        http_request(f.port, "GET", f"/app/{i}")
+    http_request(f.port, "GET", "/nothing-here")
+    lines = f.wait_access_log(6)
+    time.sleep(0.3)  # a seventh line would show up by now
+    lines = f.access_log()
+    assert len(lines) == 6, f"{len(lines)} JSON lines on stdout for 6 requests:\n" + "\n".join(f.stdout)
+    for e in lines:
+        assert set(e) == FIELDS, f"extra {set(e) - FIELDS}, missing {FIELDS - set(e)}"
+
+
+def test_proxied_request_values(ficus, echo_backend):
+    f, echo = gateway(ficus, echo_backend)
+    body = b"z" * 123
+    r = http_request(f.port, "POST", "/app/item?q=1", body=body,
+                     headers={"User-Agent": "ficus-test/1.0", "X-Request-Id": "log-req-1"})
+    assert r.status == 200, repr(r)
+    lines = f.wait_access_log(1)
+    e = by_id(lines, "log-req-1")
+    assert RFC3339_MS.match(e["time"]), e["time"]
+    assert e["trace_id"] is None or re.match(r"^[0-9a-f]{32}$", e["trace_id"]), e["trace_id"]
+    assert e["client_ip"] == "127.0.0.1"
+    assert e["client_id"] is None
+    assert e["method"] == "POST"
+    assert e["path"] in ("/app/item?q=1", "/app/item"), e["path"]
+    assert e["route"] == "main"
+    assert e["target_group"] == "echo"
+    assert e["target"] == echo.addr
+    assert e["status"] == 200
+    assert e["upstream_status"] == 200
+    assert e["attempts"] == 1
+    assert e["fallback"] is False
+    assert isinstance(e["duration_ms"], (int, float)) and e["duration_ms"] >= 0
+    assert isinstance(e["upstream_ms"], (int, float)) and 0 <= e["upstream_ms"] <= e["duration_ms"]
+    assert isinstance(e["bytes_in"], int) and e["bytes_in"] >= len(body)
+    assert isinstance(e["bytes_out"], int) and e["bytes_out"] >= len(r.body)
+    assert e["user_agent"] == "ficus-test/1.0"
+    assert e["error"] is None
+
+
+def test_404_values(ficus, echo_backend):
+    f, _ = gateway(ficus, echo_backend)
+    r = http_request(f.port, "GET", "/nothing-here", headers={"X-Request-Id": "log-404"})
+    assert r.status == 404
+    e = by_id(f.wait_access_log(1), "log-404")
+    assert e["status"] == 404
+    assert e["method"] == "GET"
+    assert e["path"] == "/nothing-here"
+    for k in ("route", "target_group", "target", "upstream_status", "upstream_ms", "client_id"):
+        assert e[k] is None, f"{k} = {e[k]!r} for a request that matched no route"
+    assert e["attempts"] == 0
+    assert e["fallback"] is False
+    assert e["user_agent"] is None or isinstance(e["user_agent"], str)
+    assert e["error"] is None or isinstance(e["error"], str)
+
+
+def test_upstream_timeout_logged(ficus, echo_backend, raw_backend):
+    echo = echo_backend("e1")
+    hang = raw_backend("hang")
+    f = ficus(config({"echo": echo.addr, "hang": hang.addr},
+                     [route("slow", "/slow", "hang", timeout="1s"), route("main", "/", "echo")]))
+    r = http_request(f.port, "GET", "/slow", headers={"X-Request-Id": "log-504"}, timeout=10)
+    assert r.status == 504, repr(r)
+    e = by_id(f.wait_access_log(1), "log-504")
+    assert e["status"] == 504
+    assert e["route"] == "slow"
+    assert e["target_group"] == "hang"
+    assert e["upstream_status"] is None
+    assert e["error"] == "upstream_timeout"
+    assert e["attempts"] == 1
+
+
+def test_connect_failure_logged(ficus, echo_backend):
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr, "dead": f"127.0.0.1:{free_port()}"},
+                     [route("dead", "/dead", "dead"), route("main", "/", "echo")]))
+    r = http_request(f.port, "GET", "/dead", headers={"X-Request-Id": "log-502"})
+    assert r.status == 502, repr(r)
+    e = by_id(f.wait_access_log(1), "log-502")
+    assert e["status"] == 502
+    assert e["upstream_status"] is None
+    assert isinstance(e["error"], str) and e["error"], e
+
+
+def test_log_to_file(ficus, echo_backend, tmp_path):
+    path = tmp_path / "access.log"
+    f, _ = gateway(ficus, echo_backend, access_log={"path": str(path)})
+    for i in range(3):
+        http_request(f.port, "GET", f"/app/{i}", headers={"X-Request-Id": f"file-{i}"})
+    got = wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= 3, scaled(5))
+    assert got, f"access log file has {path.read_text() if path.exists() else 'no file'}"
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [e["request_id"] for e in lines] == ["file-0", "file-1", "file-2"]
+    assert f.access_log() == [], "access log lines on stdout although path is a file"
+
+
+def test_log_off(ficus, echo_backend, tmp_path):
+    f, _ = gateway(ficus, echo_backend, access_log={"path": "off"})
+    for i in range(3):
+        assert http_request(f.port, "GET", f"/app/{i}").status == 200
+    time.sleep(0.5)  # several flush intervals
+    assert f.access_log() == []
+    assert not (tmp_path / "off").exists(), "access_log.path: off created a file named off"
+
+
+def test_sigusr1_reopens_file(ficus, echo_backend, tmp_path):
+    path = tmp_path / "access.log"
+    rotated = tmp_path / "access.log.1"
+    f, _ = gateway(ficus, echo_backend, access_log={"path": str(path)})
+    for i in range(2):
+        http_request(f.port, "GET", f"/app/{i}", headers={"X-Request-Id": f"before-{i}"})
+    assert wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= 2,
+                      scaled(5)), "first lines never written"
+    os.rename(path, rotated)
+    f.signal(signal.SIGUSR1)
+    sent = 0
+    for i in range(int(scaled(5) / 0.1)):
+        http_request(f.port, "GET", f"/app/after-{i}", headers={"X-Request-Id": f"after-{i}"})
+        sent += 1
+        time.sleep(0.1)
+        if path.exists() and path.read_text().strip():
+            break
+    assert path.exists() and path.read_text().strip(), \
+        "after rename + SIGUSR1, no new file at the original path"
+    assert f.alive(), "SIGUSR1 killed ficus"
+    time.sleep(0.3)
+    old = [json.loads(x)["request_id"] for x in rotated.read_text().splitlines()]
+    new = [json.loads(x)["request_id"] for x in path.read_text().splitlines()]
+    assert old[:2] == ["before-0", "before-1"]
+    assert all(rid.startswith("after-") for rid in new), new
+    assert sorted(old + new) == sorted([f"before-{i}" for i in range(2)]
+                                       + [f"after-{i}" for i in range(sent)])
