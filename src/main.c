@@ -32,8 +32,7 @@ static int print_version(void)
 {
     printf("ficus %s\n", FICUS_VERSION);
     printf("  libuv %s\n", uv_version_string());
-    printf("  llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR,
-           LLHTTP_VERSION_PATCH);
+    printf("  llhttp %d.%d.%d\n", LLHTTP_VERSION_MAJOR, LLHTTP_VERSION_MINOR, LLHTTP_VERSION_PATCH);
     printf("  libyaml %s\n", yaml_get_version_string());
     char pcre[64] = "";
     pcre2_config(PCRE2_CONFIG_VERSION, pcre);
@@ -89,8 +88,7 @@ static int cmd_check(int argc, char **argv)
     config_t *cfg = load(path);
     if (!cfg)
         return 1;
-    printf("%s: ok (%zu routes, %zu target groups)\n", path, cfg->n_routes,
-           cfg->n_target_groups);
+    printf("%s: ok (%zu routes, %zu target groups)\n", path, cfg->n_routes, cfg->n_target_groups);
     config_unref(cfg);
     return 0;
 }

@@ -162,8 +162,8 @@ static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
         respond(c, 400, "application/json", &body, false);
     } else {
         const char *ctype;
-        int status = admin_handle(&c->a->hooks, c->head.method, c->head.method_len,
-                                  c->head.target, c->head.target_len, &body, &ctype);
+        int status = admin_handle(&c->a->hooks, c->head.method, c->head.method_len, c->head.target,
+                                  c->head.target_len, &body, &ctype);
         bool head_only = c->head.method_len == 4 && memcmp(c->head.method, "HEAD", 4) == 0;
         respond(c, status, ctype, &body, head_only);
     }

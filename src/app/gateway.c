@@ -58,9 +58,8 @@ static void raise_nofile(void)
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             rl.rlim_cur = before;
     }
-    log_info("open-file limit %llu (was %llu, hard limit %llu)",
-             (unsigned long long)rl.rlim_cur, (unsigned long long)before,
-             (unsigned long long)rl.rlim_max);
+    log_info("open-file limit %llu (was %llu, hard limit %llu)", (unsigned long long)rl.rlim_cur,
+             (unsigned long long)before, (unsigned long long)rl.rlim_max);
 }
 
 /* Named targets are resolved before the workers start; a name that does not
@@ -102,11 +101,10 @@ static void set_work_done(uv_work_t *w, int status)
     set_refresh_t *r = w->data;
     r->busy = 0;
     if (status == 0 && r->rc != 0) {
-        log_limited(LOG_ERROR, "set %s: %s (keeping %zu members)",
-                    r->gw->cfg->sets[r->index].name, r->err,
-                    set_count(r->gw->sets[r->index]));
-        metrics_set_reload_failure(r->gw->metrics,
-                                   metrics_set_slot(r->gw->metrics, r->gw->cfg->sets[r->index].name));
+        log_limited(LOG_ERROR, "set %s: %s (keeping %zu members)", r->gw->cfg->sets[r->index].name,
+                    r->err, set_count(r->gw->sets[r->index]));
+        metrics_set_reload_failure(
+            r->gw->metrics, metrics_set_slot(r->gw->metrics, r->gw->cfg->sets[r->index].name));
     }
 }
 
@@ -136,7 +134,8 @@ static int sets_start(gateway_t *gw)
         char err[256];
         if (set_reload(gw->sets[i], err, sizeof err) != 0) {
             log_error("set %s: %s (starting empty)", cfg->sets[i].name, err);
-            metrics_set_reload_failure(gw->metrics, metrics_set_slot(gw->metrics, cfg->sets[i].name));
+            metrics_set_reload_failure(gw->metrics,
+                                       metrics_set_slot(gw->metrics, cfg->sets[i].name));
         } else {
             log_info("set %s: %zu members", cfg->sets[i].name, set_count(gw->sets[i]));
         }
@@ -290,8 +289,8 @@ int gateway_run(config_t *cfg)
         w->on_stop = worker_on_stop;
     }
     admin_hooks_t hooks = {.ctx = &gw, .ready = gw_ready, .metrics = gw_metrics};
-    gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr,
-                           cfg->admin_addrlen, &hooks, err, sizeof err);
+    gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,
+                           &hooks, err, sizeof err);
     if (!gw.admin) {
         log_error("%s", err);
         goto out_workers;

@@ -106,8 +106,8 @@ static int on_header_value_complete(llhttp_t *ll)
     p->value_open = 0;
     if (h && h->n_headers) {
         http_header_t *hd = &h->headers[h->n_headers - 1];
-        while (hd->value_len && (hd->value[hd->value_len - 1] == ' ' ||
-                                 hd->value[hd->value_len - 1] == '\t'))
+        while (hd->value_len &&
+               (hd->value[hd->value_len - 1] == ' ' || hd->value[hd->value_len - 1] == '\t'))
             hd->value_len--;
     }
     return 0;

@@ -19,10 +19,10 @@ typedef struct http_head {
     uint32_t method_len;
     const char *target; /* request target as sent */
     uint32_t target_len;
-    int status;          /* responses */
+    int status; /* responses */
     uint8_t http_major;
     uint8_t http_minor;
-    bool keep_alive;     /* per version and Connection */
+    bool keep_alive; /* per version and Connection */
     bool chunked;
     bool has_content_length;
     bool upgrade;
@@ -36,13 +36,13 @@ enum { HTTP_EV_HEAD = 1, HTTP_EV_END = 2 };
 /* Why parsing failed: the status to answer with. */
 typedef enum {
     HTTP_ERR_NONE = 0,
-    HTTP_ERR_BAD = 400,      /* malformed */
-    HTTP_ERR_TOO_MANY = 431  /* more than MAX_REQUEST_HEADERS */
+    HTTP_ERR_BAD = 400,     /* malformed */
+    HTTP_ERR_TOO_MANY = 431 /* more than MAX_REQUEST_HEADERS */
 } http_err_t;
 
 typedef struct http_parser {
     llhttp_t ll;
-    http_head_t *head;  /* filled while a head is parsed; NULL otherwise */
+    http_head_t *head; /* filled while a head is parsed; NULL otherwise */
     const char *last_value_end;
     uint8_t events;     /* HTTP_EV_* seen by the current feed */
     uint8_t in_head;    /* between message begin and headers complete */
@@ -61,10 +61,7 @@ void http_parser_init_response(http_parser_t *p);
 /* Forget the current message (keep-alive reuse, or after an error). */
 void http_parser_reset(http_parser_t *p);
 /* Responses: the next message answers a HEAD request (no body follows). */
-static inline void http_parser_expect_no_body(http_parser_t *p, bool yes)
-{
-    p->skip_body = yes;
-}
+static inline void http_parser_expect_no_body(http_parser_t *p, bool yes) { p->skip_body = yes; }
 
 /* Parses from data. head receives the spans of a head completed by this call
  * (pointers into data). Returns bytes consumed (>= 0) and sets *events; stops

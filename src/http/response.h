@@ -12,12 +12,12 @@ const char *http_status_code_name(int status);
 
 typedef struct http_error {
     int status;
-    const char *code;    /* NULL: from the status */
+    const char *code; /* NULL: from the status */
     const char *message;
     const char *request_id;
     size_t request_id_len;
-    bool close;          /* Connection: close */
-    bool head_only;      /* answer to HEAD: headers only */
+    bool close;             /* Connection: close */
+    bool head_only;         /* answer to HEAD: headers only */
     unsigned retry_after_s; /* 0 = no Retry-After */
 } http_error_t;
 

@@ -10,8 +10,7 @@
 
 #include "core/addr.h"
 
-int listener_open(const struct sockaddr *sa, socklen_t len, int backlog, char *err,
-                  size_t errlen)
+int listener_open(const struct sockaddr *sa, socklen_t len, int backlog, char *err, size_t errlen)
 {
     char name[80];
     addr_format(sa, name, sizeof name);

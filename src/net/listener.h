@@ -7,8 +7,7 @@
 #include <sys/socket.h>
 
 /* A non-blocking listening socket, or -1 with err set. */
-int listener_open(const struct sockaddr *sa, socklen_t len, int backlog, char *err,
-                  size_t errlen);
+int listener_open(const struct sockaddr *sa, socklen_t len, int backlog, char *err, size_t errlen);
 /* The port a socket is bound to (for ":0" in tests), 0 on error. */
 unsigned listener_port(int fd);
 

@@ -41,8 +41,7 @@ struct stream {
 int stream_init(uv_loop_t *loop, stream_t *s, const stream_ops_t *ops, pbuf_pool_t *pool);
 /* Adopts a connected socket (accepted). */
 int stream_open(stream_t *s, int fd);
-int stream_connect(stream_t *s, uv_connect_t *req, const struct sockaddr *sa,
-                   uv_connect_cb cb);
+int stream_connect(stream_t *s, uv_connect_t *req, const struct sockaddr *sa, uv_connect_cb cb);
 int stream_read_start(stream_t *s);
 void stream_read_stop(stream_t *s);
 /* Writes bufs in order: 0 when the socket took everything, 1 when the rest was

@@ -62,7 +62,7 @@ struct worker {
     worker_hook_fn on_start; /* in the worker thread, before the loop runs */
     worker_hook_fn on_stop;  /* in the worker thread when told to stop: close everything */
     worker_hook_fn on_exit;  /* in the worker thread after its loop ended: free state */
-    void *app;          /* the layer above's per-worker state */
+    void *app;               /* the layer above's per-worker state */
 
     char *rbuf; /* IO_BUF_BYTES, reused by every read of this worker */
     pbuf_pool_t pool;

@@ -128,8 +128,7 @@ static void cc_finish_request(client_conn_t *cc)
     request_t *req = &cc->req;
     if (stream_write_pending(&cc->s))
         return; /* cc_on_drain comes back here */
-    bool keep = req->client_keep_alive && req->body_done && !cc->close_after &&
-                !cc->pw->stopping;
+    bool keep = req->client_keep_alive && req->body_done && !cc->close_after && !cc->pw->stopping;
     bool had_body_left = !req->body_done;
     req->phase = REQ_NONE;
     cc->requests++;
@@ -361,8 +360,7 @@ void client_conn_resume(client_conn_t *cc)
     cc->reading_paused = 0;
     if (cc->in && cc->in->len)
         cc_process_input(cc);
-    if (cc->state == CC_ACTIVE && !cc->reading_paused &&
-        !(cc->in && pbuf_room(cc->in) == 0))
+    if (cc->state == CC_ACTIVE && !cc->reading_paused && !(cc->in && pbuf_room(cc->in) == 0))
         stream_read_start(&cc->s);
 }
 
@@ -441,8 +439,8 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
     cc->n_handles = 2;
     socklen_t plen = sizeof cc->peer;
     if (getpeername(fd, (struct sockaddr *)&cc->peer, &plen) == 0) {
-        cc->client_ip_len =
-            (uint8_t)addr_format_ip((struct sockaddr *)&cc->peer, cc->client_ip, sizeof cc->client_ip);
+        cc->client_ip_len = (uint8_t)addr_format_ip((struct sockaddr *)&cc->peer, cc->client_ip,
+                                                    sizeof cc->client_ip);
         const config_server_t *srv = &pw->cfg->server;
         for (size_t i = 0; i < srv->n_trusted_proxies; i++)
             if (cidr_match(&srv->trusted_proxies[i], (struct sockaddr *)&cc->peer))

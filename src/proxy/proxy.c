@@ -29,20 +29,34 @@ static void finish(request_t *req);
 const char *proxy_end_reason_name(end_reason_t r)
 {
     switch (r) {
-    case END_OK: return NULL;
-    case END_BAD_REQUEST: return "bad_request";
-    case END_NO_ROUTE: return "no_route";
-    case END_FORBIDDEN: return "forbidden";
-    case END_BODY_TOO_LARGE: return "body_too_large";
-    case END_HEADER_TOO_LARGE: return "header_too_large";
-    case END_HEADER_TIMEOUT: return "header_timeout";
-    case END_CLIENT_CLOSED: return "client_closed";
-    case END_UPSTREAM_CONNECT_FAILURE: return "upstream_connect_failure";
-    case END_UPSTREAM_TIMEOUT: return "upstream_timeout";
-    case END_UPSTREAM_RESET: return "upstream_reset";
-    case END_UPSTREAM_INVALID: return "upstream_invalid_response";
-    case END_NO_TARGET: return "no_healthy_target";
-    case END_INTERNAL: return "internal_error";
+    case END_OK:
+        return NULL;
+    case END_BAD_REQUEST:
+        return "bad_request";
+    case END_NO_ROUTE:
+        return "no_route";
+    case END_FORBIDDEN:
+        return "forbidden";
+    case END_BODY_TOO_LARGE:
+        return "body_too_large";
+    case END_HEADER_TOO_LARGE:
+        return "header_too_large";
+    case END_HEADER_TIMEOUT:
+        return "header_timeout";
+    case END_CLIENT_CLOSED:
+        return "client_closed";
+    case END_UPSTREAM_CONNECT_FAILURE:
+        return "upstream_connect_failure";
+    case END_UPSTREAM_TIMEOUT:
+        return "upstream_timeout";
+    case END_UPSTREAM_RESET:
+        return "upstream_reset";
+    case END_UPSTREAM_INVALID:
+        return "upstream_invalid_response";
+    case END_NO_TARGET:
+        return "no_healthy_target";
+    case END_INTERNAL:
+        return "internal_error";
     }
     return "error";
 }
@@ -71,8 +85,7 @@ static void new_request_id(proxy_worker_t *pw, request_t *req)
 
 /* The client's address for policies and logs: the peer, or, when the peer is
  * a trusted proxy, the rightmost X-Forwarded-For entry that is not trusted. */
-static void client_ip(const client_conn_t *cc, const http_head_t *h, const char **ip,
-                      size_t *len)
+static void client_ip(const client_conn_t *cc, const http_head_t *h, const char **ip, size_t *len)
 {
     *ip = cc->client_ip;
     *len = cc->client_ip_len;
@@ -154,8 +167,8 @@ static int split_target(const char *t, size_t n, router_request_t *rr, const cha
 {
     *authority = NULL;
     *authority_len = 0;
-    if (n >= 7 && (strncasecmp(t, "http://", 7) == 0 ||
-                   (n >= 8 && strncasecmp(t, "https://", 8) == 0))) {
+    if (n >= 7 &&
+        (strncasecmp(t, "http://", 7) == 0 || (n >= 8 && strncasecmp(t, "https://", 8) == 0))) {
         size_t skip = (t[4] == ':') ? 7 : 8;
         const char *a = t + skip, *end = t + n, *p = a;
         while (p < end && *p != '/' && *p != '?')
@@ -195,7 +208,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     req->cfg = pw->cfg;
     req->body_done = body_done;
     req->bytes_in = head_bytes;
-        req->group = req->target = UINT32_MAX;
+    req->group = req->target = UINT32_MAX;
     req->upstream_us = -1;
     req->start_us = now_us();
     req->start_realtime_ms = time_now_realtime_ms();
@@ -328,8 +341,8 @@ static void attempt(request_t *req)
     const config_target_group_t *tg = &pw->cfg->target_groups[req->group];
     proxy_group_state_t *gs = &pw->groups[req->group];
     memset(gs->eligible, 1, tg->n_targets);
-    size_t t = balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
-                                    tg->n_targets);
+    size_t t =
+        balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight, tg->n_targets);
     if (t == SIZE_MAX) {
         proxy_send_error(req, 503, END_NO_TARGET, "no healthy target");
         return;
@@ -749,8 +762,8 @@ static void finish(request_t *req)
 {
     client_conn_t *cc = req->cc;
     proxy_worker_t *pw = cc->pw;
-    bool reusable = req->upstream_reusable && req->body_done && req->uc &&
-                    !stream_write_pending(&req->uc->s);
+    bool reusable =
+        req->upstream_reusable && req->body_done && req->uc && !stream_write_pending(&req->uc->s);
     end_attempt(req, 0, reusable);
     proxy_request_log(req);
     if (req->out) {
@@ -772,8 +785,7 @@ void proxy_request_log(request_t *req)
         return;
     const config_target_group_t *tg =
         req->group != UINT32_MAX ? &pw->cfg->target_groups[req->group] : NULL;
-    const config_target_t *t =
-        tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
+    const config_target_t *t = tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
 #define S(p, n) ((access_log_str_t){(p), (n)})
 #define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))
     access_log_entry_t e = {

@@ -109,10 +109,10 @@ struct request {
     uint8_t head_method;   /* HEAD request */
     uint8_t client_keep_alive;
     uint8_t client_http10;
-    uint8_t resp_body;     /* rewrite_body_t of the response */
+    uint8_t resp_body; /* rewrite_body_t of the response */
     uint8_t upstream_reusable;
     uint8_t fallback;
-    uint8_t in_attempt;    /* a try is under way (counted in inflight) */
+    uint8_t in_attempt; /* a try is under way (counted in inflight) */
     uint64_t start_us;
     uint64_t start_realtime_ms;
     uint64_t upstream_start_us;
@@ -149,12 +149,12 @@ struct client_conn {
     client_conn_t *next;
     client_conn_t *prev;
     http_parser_t parser;
-    pbuf_t *in;        /* unparsed input: a partial head, pipelined requests */
+    pbuf_t *in;         /* unparsed input: a partial head, pipelined requests */
     uint32_t head_scan; /* bytes of a partial head already scanned for its end */
     cc_state_t state;
     uint8_t n_handles;
     uint8_t reading_paused;
-    uint8_t in_process; /* inside the parse loop: do not re-enter it */
+    uint8_t in_process;  /* inside the parse loop: do not re-enter it */
     uint8_t close_after; /* close once the current response is out */
     uint8_t peer_trusted;
     uint8_t client_ip_len;
@@ -168,9 +168,9 @@ struct client_conn {
 
 typedef struct proxy_group_state {
     balancer_targets_t bal;
-    uint32_t *inflight;      /* per target */
-    uint8_t *eligible;       /* per target, scratch */
-    upstream_pool_t *pools;  /* per target */
+    uint32_t *inflight;     /* per target */
+    uint8_t *eligible;      /* per target, scratch */
+    upstream_pool_t *pools; /* per target */
     uint32_t metrics_group;
     uint32_t *metrics_target; /* per target */
 } proxy_group_state_t;
@@ -197,8 +197,8 @@ struct proxy_worker {
     uv_timer_t log_flush;
     client_conn_t *clients; /* every open client connection */
     upstream_conn_t *upstreams_closing;
-    http_head_t head;     /* scratch: the head being parsed */
-    char *scratch;        /* scratch: a head being written */
+    http_head_t head; /* scratch: the head being parsed */
+    char *scratch;    /* scratch: a head being written */
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;

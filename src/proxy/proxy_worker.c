@@ -66,8 +66,7 @@ proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *sh)
         gs->bal.rr_cursor = (uint32_t)(w->index % n);
         gs->metrics_group = metrics_group_slot(sh->metrics, tg->name);
         for (size_t t = 0; t < tg->n_targets; t++)
-            gs->metrics_target[t] =
-                metrics_target_slot(sh->metrics, tg->name, tg->targets[t].name);
+            gs->metrics_target[t] = metrics_target_slot(sh->metrics, tg->name, tg->targets[t].name);
     }
     if (sh->access_log) {
         pw->alog = access_log_writer_new(sh->access_log);

@@ -162,10 +162,10 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
     }
     put(&o, in->peer_ip, in->peer_ip_len);
     PUT_LIT(&o, "\r\n");
-    bool have_xfp = in->peer_trusted &&
-                    http_header_find(h->headers, h->n_headers, "x-forwarded-proto", 17);
-    bool have_xfh = in->peer_trusted &&
-                    http_header_find(h->headers, h->n_headers, "x-forwarded-host", 16);
+    bool have_xfp =
+        in->peer_trusted && http_header_find(h->headers, h->n_headers, "x-forwarded-proto", 17);
+    bool have_xfh =
+        in->peer_trusted && http_header_find(h->headers, h->n_headers, "x-forwarded-host", 16);
     if (!have_xfp) {
         PUT_LIT(&o, "X-Forwarded-Proto: ");
         put(&o, in->proto, strlen(in->proto));
@@ -182,8 +182,7 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
     if (in->route)
         for (size_t i = 0; i < in->route->n_set_headers; i++)
             put_header(&o, in->route->set_headers[i].name, strlen(in->route->set_headers[i].name),
-                       in->route->set_headers[i].value,
-                       strlen(in->route->set_headers[i].value));
+                       in->route->set_headers[i].value, strlen(in->route->set_headers[i].value));
     PUT_LIT(&o, "\r\n");
     return o.overflow ? FE_TOOBIG : (long)o.len;
 }

@@ -15,12 +15,12 @@ typedef struct rewrite_request {
     const http_head_t *head;
     const char *target; /* upstream request target (path?query) */
     size_t target_len;
-    const char *host;   /* Host to send (client's, or absolute-form authority); NULL = keep */
+    const char *host; /* Host to send (client's, or absolute-form authority); NULL = keep */
     size_t host_len;
     const char *peer_ip; /* appended to X-Forwarded-For */
     size_t peer_ip_len;
-    bool peer_trusted;   /* keep the client's X-Forwarded-Proto/-Host */
-    const char *proto;   /* "http" or "https" */
+    bool peer_trusted; /* keep the client's X-Forwarded-Proto/-Host */
+    const char *proto; /* "http" or "https" */
     const char *request_id;
     size_t request_id_len;
     const config_route_t *route; /* request_headers set/remove; may be NULL */
@@ -30,8 +30,8 @@ typedef struct rewrite_request {
 long rewrite_request_head(const rewrite_request_t *in, char *out, size_t cap);
 
 typedef enum {
-    REWRITE_BODY_AS_IS = 0, /* Content-Length or chunked, forwarded verbatim */
-    REWRITE_BODY_DECHUNK,   /* chunked upstream, HTTP/1.0 client: decoded, ends at close */
+    REWRITE_BODY_AS_IS = 0,  /* Content-Length or chunked, forwarded verbatim */
+    REWRITE_BODY_DECHUNK,    /* chunked upstream, HTTP/1.0 client: decoded, ends at close */
     REWRITE_BODY_UNTIL_CLOSE /* no framing: ends at close */
 } rewrite_body_t;
 

@@ -731,7 +731,7 @@ static void conn_on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     } else if (err != HPE_OK && err != HPE_PAUSED) {
         mock_entry_t e = {.due_ms = 0, .kind = KIND_BAD, .hdr = HDR_CLOSE, .head = false};
         c->parse_done = true;
-        if (c->q_len == c->q_cap) {
+        if (c->q_len == c->q_cap && !conn_queue_grow(c)) {
             conn_close(c);
             return;
         }
