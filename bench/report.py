@@ -80,6 +80,8 @@ def cmd_record(args):
         row["backend_cpu_s"] = row["backend_ticks"] / tck
         row["proxy_cpu_s_per_100k"] = row["proxy_cpu_s"] / row["requests"] * 1e5
         row["backend_cpu_s_per_100k"] = row["backend_cpu_s"] / row["requests"] * 1e5
+    if row.get("core_total_ticks"):
+        row["core_other_pct"] = max(0.0, 100.0 * row["core_other_ticks"] / row["core_total_ticks"])
     with open(args.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -99,6 +101,8 @@ def cmd_oneline(_args):
         extra += f"  log-lines {r['log_lines_delta']}"
     if "scrapes" in r:
         extra += f"  scrapes {r['scrapes_ok']}/{r['scrapes']}"
+    if r.get("core_other_pct", 0) >= 5:
+        extra += f"  NOISY: {r['core_other_pct']:.0f}% of the proxy core used by others"
     if r.get("crashed"):
         extra += "  CRASHED"
     print(f"  {r['scenario']:<9} round {r['round']} {r['proxy']:<7} "
@@ -134,6 +138,7 @@ def summarise(runs):
             "cpu_s_per_100k": median(ok, cpu_key),
             "cpu_of": "backend" if proxy == "direct" else "proxy",
             "backend_cpu_s_per_100k": median(ok, "backend_cpu_s_per_100k"),
+            "core_other_pct": median(rows, "core_other_pct"),
             "errors": sum(r.get("non_2xx", 0) + r.get("socket_errors", 0) for r in rows),
             "crashed": any(r.get("crashed") for r in rows),
         }
@@ -165,7 +170,7 @@ def summarise(runs):
 
 def print_table(summary):
     head = ("scenario", "proxy", "req/s", "spread", "p50 ms", "p99 ms", "CPU s/100k",
-            "rps/hap", "rps/direct", "p99/hap", "CPU/hap", "errors")
+            "rps/hap", "rps/direct", "p99/hap", "CPU/hap", "others", "errors")
     rows = []
     for s in summary:
         cpu = fmt(s["cpu_s_per_100k"], ".2f")
@@ -177,6 +182,7 @@ def print_table(summary):
                      fmt(s["p50_ms"], ".2f"), fmt(s["p99_ms"], ".2f"), cpu,
                      fmt(s["rps_vs_haproxy"], ".2f"), fmt(s["rps_vs_direct"], ".2f"),
                      fmt(s["p99_vs_haproxy"], ".2f"), fmt(s["cpu_vs_haproxy"], ".2f"),
+                     "-" if s["core_other_pct"] is None else f"{s['core_other_pct']:.0f}%",
                      str(s["errors"])))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -188,6 +194,8 @@ def print_table(summary):
     print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
     print("CPU s/100k: CPU seconds of the proxy process (all threads) per 100k requests;")
     print("  * for direct it is the backend's. errors = non-2xx + socket errors, all rounds.")
+    print("others: median share of the proxy's core used by other processes during a run;")
+    print("  above ~5% the machine was not quiet and the numbers are suspect.")
     for s in summary:
         notes = []
         if "rps_vs_ficus_log_off" in s:

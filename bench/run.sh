@@ -176,6 +176,12 @@ rss_kib() {
     echo "$sum"
 }
 
+# "busy total" ticks of one CPU from /proc/stat; busy = user+nice+system, the
+# time processes ran there (softirq work for loopback is left out on purpose).
+cpu_core_ticks() {
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
 log_tail() {
     note "---- last lines of $1 ----"
     tail -n 20 "$1" >&2 || true
@@ -388,23 +394,33 @@ declare -A ADMIN_PORT PID_OF PORT_OF DEAD
 one_run() {
     local scen=$1 tag=$2 round=$3 url=$4 bpid=$5 admin=${6:-} alog=${7:-}
     local pid=${PID_OF[$tag]} out=$TMP/wrk-$scen-$tag-$round.txt
-    local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0
+    local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0 extra_core=()
     [[ -n $admin ]] && m0=$(ficus_requests_total "$admin")
     [[ -n $alog ]] && l0=$(wc -l <"$alog")
     if [[ -n $alog && -n $admin ]]; then
         : >"$TMP/scrapes.txt"
+        # shellcheck disable=SC2016 # expanded by the inner bash
         taskset -c "$LOAD_CPU" bash -c 'while :; do
             curl -s -m 2 -o "$2" -w "%{http_code}\n" "http://127.0.0.1:$1/metrics" >>"$3"
             sleep 1; done' scraper "$admin" "$TMP/metrics.last" "$TMP/scrapes.txt" &
         scrape_pid=$!
         PIDS+=("$scrape_pid")
     fi
+    local k0 k1
     c0=$(cpu_ticks "$pid")
     b0=$(cpu_ticks "$bpid")
+    k0=$(cpu_core_ticks "$PROXY_CPU")
     timeout $((DURATION + WRK_SLACK_S)) taskset -c "$LOAD_CPU" \
         wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || rc=$?
+    k1=$(cpu_core_ticks "$PROXY_CPU")
     c1=$(cpu_ticks "$pid")
     b1=$(cpu_ticks "$bpid")
+    # Work on the proxy's core that is not the proxy's: other users of the machine.
+    local ours=$((c1 - c0)) kb0 kt0 kb1 kt1
+    [[ $tag == direct-* ]] && ours=0
+    read -r kb0 kt0 <<<"$k0"
+    read -r kb1 kt1 <<<"$k1"
+    extra_core=("core_other_ticks=$((kb1 - kb0 - ours))" "core_total_ticks=$((kt1 - kt0))")
     ((scrape_pid)) && stop_pid "$scrape_pid"
     local scrapes_ok=0 scrapes=0
     if ((scrape_pid)); then
@@ -423,7 +439,7 @@ one_run() {
         note "$tag DIED during $scen round $round (wrk: $url)"
         log_tail "$TMP/$tag.log"
     fi
-    local extra=()
+    local extra=("${extra_core[@]}")
     [[ -n $admin ]] && extra+=("metrics_requests_delta=$((m1 - m0))")
     [[ -n $alog ]] && extra+=("log_lines_delta=$((l1 - l0))")
     ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
@@ -446,7 +462,7 @@ scenario() {
     if ((with_log)); then
         targets=(ficus)
     else
-        targets=($PROXIES direct)
+        read -ra targets <<<"$PROXIES direct"
     fi
     read -ra ports <<<"$(free_ports $((2 * ${#targets[@]})))"
     local alog=""
@@ -519,6 +535,7 @@ mem_one() {
     warm "$url"
     sleep 0.5
     local before after after_close client_log=$TMP/$tag.client
+    : >"$client_log"
     before=$(rss_kib "$pid")
     "$PYTHON" "$HERE/idle_conns.py" --port "${ports[0]}" --conns "$MEM_CONNS" \
         --deadline "$MEM_CLIENT_S" --hold 600 >"$client_log" 2>&1 &
@@ -555,9 +572,27 @@ mem_one() {
     stop_pid "$pid"
 }
 
+# Warns when other processes use the CPUs before we start: the numbers of a
+# busy machine are noise. Busy = user+nice+system of all CPUs over one second.
+quiet_check() {
+    local a b
+    a=$(awk '$1 == "cpu" {print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+    sleep 1
+    b=$(awk '$1 == "cpu" {print $2 + $3 + $4, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
+    local pct
+    pct=$(awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " ");
+        t = y[2] - x[2]; printf "%d", t > 0 ? 100 * (y[1] - x[1]) / t : 0}')
+    if ((pct > 10)); then
+        note "WARNING: the machine is busy before we start ($pct% CPU used by others):"
+        note "  expect noisy numbers; see the 'others' column"
+    fi
+    echo "$pct"
+}
+
 # ---- main --------------------------------------------------------------
 
 TS=$(date -u +%Y%m%dT%H%M%SZ)
+BUSY_BEFORE=$(quiet_check)
 make_bodies
 read -r SMALL_PORT LARGE_PORT <<<"$(free_ports 2)"
 start_backend backend-small "$SMALL_PORT" "$TMP/small.body"
@@ -596,5 +631,5 @@ mkdir -p "$HERE/results"
     "haproxy=$(haproxy -v 2>/dev/null | head -n 1)" \
     "nginx=$(nginx -v 2>&1 | head -n 1)" \
     "wrk=$(wrk -v 2>&1 | head -n 1)" \
-    "kernel=$(uname -r)" "nproc=$(nproc)" \
+    "kernel=$(uname -r)" "nproc=$(nproc)" "busy_before_pct=$BUSY_BEFORE" \
     "cpu_model=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)"

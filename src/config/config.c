@@ -467,54 +467,26 @@ typedef struct field {
     bool required;
 } field_t;
 
-#define ROW_DURATION(k, T, m, d, lo, hi)                                                           \
-    {                                                                                              \
-        .key = k, .kind = F_DURATION, .off = offsetof(T, m), .def = d, .min = lo, .max = hi        \
-    }
-#define ROW_SIZE(k, T, m, d, lo, hi)                                                               \
-    {                                                                                              \
-        .key = k, .kind = F_SIZE, .off = offsetof(T, m), .def = d, .min = lo, .max = hi            \
-    }
-#define ROW_UINT(k, T, m, d, lo, hi)                                                               \
-    {                                                                                              \
-        .key = k, .kind = F_UINT, .off = offsetof(T, m), .def = d, .min = lo, .max = hi            \
-    }
-#define ROW_UINT_REQ(k, T, m, lo, hi)                                                              \
-    {                                                                                              \
-        .key = k, .kind = F_UINT, .off = offsetof(T, m), .min = lo, .max = hi, .required = true    \
-    }
-#define ROW_BOOL(k, T, m, d)                                                                       \
-    {                                                                                              \
-        .key = k, .kind = F_BOOL, .off = offsetof(T, m), .def = d                                  \
-    }
-#define ROW_RATIO(k, T, m, d)                                                                      \
-    {                                                                                              \
-        .key = k, .kind = F_RATIO, .off = offsetof(T, m), .def_ratio = d                           \
-    }
-#define ROW_STRING(k, T, m, d)                                                                     \
-    {                                                                                              \
-        .key = k, .kind = F_STRING, .off = offsetof(T, m), .def_str = d                            \
-    }
-#define ROW_STRING_REQ(k, T, m)                                                                    \
-    {                                                                                              \
-        .key = k, .kind = F_STRING, .off = offsetof(T, m), .required = true                        \
-    }
-#define ROW_CUSTOM(k, f)                                                                           \
-    {                                                                                              \
-        .key = k, .kind = F_CUSTOM, .fn = f                                                        \
-    }
-#define ROW_CUSTOM_REQ(k, f)                                                                       \
-    {                                                                                              \
-        .key = k, .kind = F_CUSTOM, .fn = f, .required = true                                      \
-    }
-#define ROW_RAW(k)                                                                                 \
-    {                                                                                              \
-        .key = k, .kind = F_RAW                                                                    \
-    }
-#define ROW_UNSUPPORTED(k, feature)                                                                \
-    {                                                                                              \
-        .key = k, .kind = F_UNSUPPORTED, .def_str = feature                                        \
-    }
+/* One row kind per line; clang-format would spread each over four. */
+/* clang-format off */
+#define ROW_DURATION(k, T, m, d, lo, hi) \
+    {.key = k, .kind = F_DURATION, .off = offsetof(T, m), .def = d, .min = lo, .max = hi}
+#define ROW_SIZE(k, T, m, d, lo, hi) \
+    {.key = k, .kind = F_SIZE, .off = offsetof(T, m), .def = d, .min = lo, .max = hi}
+#define ROW_UINT(k, T, m, d, lo, hi) \
+    {.key = k, .kind = F_UINT, .off = offsetof(T, m), .def = d, .min = lo, .max = hi}
+#define ROW_UINT_REQ(k, T, m, lo, hi) \
+    {.key = k, .kind = F_UINT, .off = offsetof(T, m), .min = lo, .max = hi, .required = true}
+#define ROW_BOOL(k, T, m, d) {.key = k, .kind = F_BOOL, .off = offsetof(T, m), .def = d}
+#define ROW_RATIO(k, T, m, d) {.key = k, .kind = F_RATIO, .off = offsetof(T, m), .def_ratio = d}
+#define ROW_STRING(k, T, m, d) {.key = k, .kind = F_STRING, .off = offsetof(T, m), .def_str = d}
+#define ROW_STRING_REQ(k, T, m) \
+    {.key = k, .kind = F_STRING, .off = offsetof(T, m), .required = true}
+#define ROW_CUSTOM(k, f) {.key = k, .kind = F_CUSTOM, .fn = f}
+#define ROW_CUSTOM_REQ(k, f) {.key = k, .kind = F_CUSTOM, .fn = f, .required = true}
+#define ROW_RAW(k) {.key = k, .kind = F_RAW}
+#define ROW_UNSUPPORTED(k, feature) {.key = k, .kind = F_UNSUPPORTED, .def_str = feature}
+/* clang-format on */
 
 /* What apply_table() found: key and value node per row (value NULL when
  * absent or null). */
@@ -2283,62 +2255,69 @@ config_t *config_load_string(const char *yaml, size_t len, const char *name, con
     return cfg;
 }
 
-config_t *config_load_file(const char *path, config_errors_t *errs)
+/* The whole of f, up to CONFIG_MAX_FILE_BYTES: 0, FE_NOMEM, FE_TOOBIG or
+ * FE_IO (errno set). */
+static int read_all(FILE *f, char **out, size_t *out_len)
 {
-    char ebuf[128];
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        if (errs)
-            config_errors_add(errs, path, 0, 0, "cannot read: %s",
-                              strerror_r(e, ebuf, sizeof ebuf));
-        return NULL;
-    }
+    const size_t max = CONFIG_MAX_FILE_BYTES;
     size_t len = 0, cap = 64 * 1024;
     char *buf = malloc(cap);
-    int e = 0;
-    bool too_big = false;
-    while (buf) {
+    if (!buf)
+        return FE_NOMEM;
+    for (;;) {
         if (len == cap) {
-            if (cap >= CONFIG_MAX_FILE_BYTES) {
-                too_big = true;
-                break;
-            }
-            char *nb = realloc(buf, 2 * cap);
+            /* One byte past the limit tells "exactly the limit" from "more". */
+            size_t ncap = cap > max / 2 ? max + 1 : 2 * cap;
+            char *nb = len > max ? NULL : realloc(buf, ncap);
             if (!nb) {
                 free(buf);
-                buf = NULL;
-                break;
+                return len > max ? FE_TOOBIG : FE_NOMEM;
             }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
         size_t got = fread(buf + len, 1, cap - len, f);
         len += got;
-        if (got == 0) {
-            e = ferror(f) ? errno : 0;
+        if (got == 0)
             break;
-        }
     }
-    fclose(f);
-    config_t *cfg = NULL;
-    char lim[32];
-    if (!buf) {
-        if (errs)
-            config_errors_add(errs, path, 0, 0, "out of memory");
-    } else if (too_big) {
+    if (ferror(f)) {
+        int e = errno;
+        free(buf);
+        errno = e;
+        return FE_IO;
+    }
+    *out = buf;
+    *out_len = len;
+    return 0;
+}
+
+config_t *config_load_file(const char *path, config_errors_t *errs)
+{
+    char ebuf[128], lim[32];
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = fopen(path, "rb");
+    int rc = f ? read_all(f, &buf, &len) : FE_IO;
+    int e = errno;
+    if (f)
+        fclose(f);
+    if (rc == 0) {
+        config_t *cfg = config_load_string(buf, len, path, errs);
+        free(buf);
+        return cfg;
+    }
+    if (!errs)
+        return NULL;
+    if (rc == FE_TOOBIG) {
         units_format_size(CONFIG_MAX_FILE_BYTES, lim, sizeof lim);
-        if (errs)
-            config_errors_add(errs, path, 0, 0, "cannot read: larger than %s", lim);
-    } else if (e) {
-        if (errs)
-            config_errors_add(errs, path, 0, 0, "cannot read: %s",
-                              strerror_r(e, ebuf, sizeof ebuf));
+        config_errors_add(errs, path, 0, 0, "cannot read: larger than %s", lim);
+    } else if (rc == FE_NOMEM) {
+        config_errors_add(errs, path, 0, 0, "cannot read: out of memory");
     } else {
-        cfg = config_load_string(buf, len, path, errs);
+        config_errors_add(errs, path, 0, 0, "cannot read: %s", strerror_r(e, ebuf, sizeof ebuf));
     }
-    free(buf);
-    return cfg;
+    return NULL;
 }
 
 void config_unref(config_t *c)

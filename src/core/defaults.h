@@ -82,6 +82,8 @@
 #define PROBE_MAX_PARALLEL 64                  /* endpoint checks (threads) at once */
 #define PROBE_DEFAULT_TIMEOUT_MS 5000    /* per endpoint: DNS, connect, TLS and the status line */
 #define PROBE_MAX_STATUS_LINE_BYTES 1024 /* a longer first line is "bad status line" */
+#define PROBE_MAX_EXPECT 8               /* statuses in one endpoint's expect list */
+#define PROBE_DNS_GRACE_MS 1000          /* past its deadline, a check stuck in DNS is given up */
 
 /* config file: defaults without a line above, and the bounds beyond which
  * a value is a typo rather than a choice */

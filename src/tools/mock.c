@@ -424,6 +424,7 @@ fail:
 static void conn_flush(mock_conn_t *c);
 static void conn_close(mock_conn_t *c);
 static void conn_update_reading(mock_conn_t *c);
+static bool conn_queue_grow(mock_conn_t *c);
 
 static void server_handle_closed(mock_server_t *s);
 

@@ -33,9 +33,6 @@
 #include "core/defaults.h"
 #include "core/errors.h"
 
-#define MAX_EXPECT 8
-#define ABANDON_GRACE_MS 1000 /* past its deadline, a check stuck in DNS is given up */
-
 typedef struct probe_result {
     int status; /* 0 = no status line */
     uint64_t latency_ms;
@@ -52,7 +49,7 @@ typedef struct probe_endpoint {
     char port[8];
     char *target;      /* path and query */
     char *host_header; /* host[:port] as sent */
-    int expect[MAX_EXPECT];
+    int expect[PROBE_MAX_EXPECT];
     int n_expect;
     uint64_t timeout_ms;
     /* scheduling, under the list's lock */
@@ -253,8 +250,8 @@ static void load_expect(probe_list_t *l, yaml_document_t *doc, yaml_node_t *v, p
         for (yaml_node_item_t *it = v->data.sequence.items.start; it < v->data.sequence.items.top;
              it++) {
             yaml_node_t *s = yaml_document_get_node(doc, *it);
-            if (ep->n_expect == MAX_EXPECT) {
-                load_error(l, s, "%s.expect: at most %d statuses", where, MAX_EXPECT);
+            if (ep->n_expect == PROBE_MAX_EXPECT) {
+                load_error(l, s, "%s.expect: at most %d statuses", where, PROBE_MAX_EXPECT);
                 return;
             }
             if (!parse_status(scalar(s), &ep->expect[ep->n_expect])) {
@@ -882,7 +879,7 @@ static bool run_all(probe_list_t *l)
         for (size_t i = 0; i < next; i++) {
             probe_endpoint_t *ep = &l->eps[i];
             if (ep->running) {
-                uint64_t limit = ep->started_ms + ep->timeout_ms + ABANDON_GRACE_MS;
+                uint64_t limit = ep->started_ms + ep->timeout_ms + PROBE_DNS_GRACE_MS;
                 if (now >= limit) {
                     ep->running = false;
                     ep->abandoned = ep->finished = true;

@@ -124,7 +124,8 @@ def test_log_to_file(ficus, echo_backend, tmp_path):
     got = wait_until(lambda: path.exists() and len(path.read_text().splitlines()) >= 3, scaled(5))
     assert got, f"access log file has {path.read_text() if path.exists() else 'no file'}"
     lines = [json.loads(x) for x in path.read_text().splitlines()]
-    assert [e["request_id"] for e in lines] == ["file-0", "file-1", "file-2"]
+    # Workers flush their own buffers: lines of different workers may interleave.
+    assert sorted(e["request_id"] for e in lines) == ["file-0", "file-1", "file-2"]
     assert f.access_log() == [], "access log lines on stdout although path is a file"
 
 
@@ -160,7 +161,7 @@ def test_sigusr1_reopens_file(ficus, echo_backend, tmp_path):
     time.sleep(0.3)
     old = [json.loads(x)["request_id"] for x in rotated.read_text().splitlines()]
     new = [json.loads(x)["request_id"] for x in path.read_text().splitlines()]
-    assert old[:2] == ["before-0", "before-1"]
+    assert {"before-0", "before-1"} <= set(old), old
     assert all(rid.startswith("after-") for rid in new), new
     assert sorted(old + new) == sorted([f"before-{i}" for i in range(2)]
                                        + [f"after-{i}" for i in range(sent)])

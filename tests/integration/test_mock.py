@@ -174,6 +174,20 @@ def test_body_file(start_mock, tmp_path):
     assert headers["Content-Length"] == str(len(payload))
 
 
+def test_large_body_pipelined_arrives_whole(start_mock, tmp_path):
+    payload = os.urandom(4 * 1024 * 1024)  # far more than a socket buffer takes at once
+    f = tmp_path / "big.bin"
+    f.write_bytes(payload)
+    m = start_mock("--body-file", f)
+    s = m.connect()
+    s.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\n" * 3)
+    r = RawReader(s)
+    for _ in range(3):
+        status, _, body = r.response()
+        assert status == 200 and body == payload
+    s.close()
+
+
 def test_log_line_at_start(start_mock):
     m = start_mock("--name", "loggy")
     assert f"mock loggy listening on {m.addr}" in m.stderr()

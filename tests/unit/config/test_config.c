@@ -395,14 +395,15 @@ static void test_sub_block_defaults(void **state)
     (void)state;
     /* An empty health_check / outlier_detection turns the feature on with
      * its defaults; retries take the defaults of the keys they omit. */
-    config_t *c = load_ok("target_groups:\n"
-                          "  g: {targets: [\"10.0.0.1:80\"], health_check: {},\n"
-                          "      outlier_detection: {}, keepalive: {max_idle: 0}}\n"
-                          "routes:\n"
-                          "  - name: r\n"
-                          "    match: {path: /x}\n"
-                          "    backends: [{target_group: g}]\n"
-                          "    retries: {attempts: 0, retry_on: [gateway-error, reset, timeout]}\n");
+    config_t *c =
+        load_ok("target_groups:\n"
+                "  g: {targets: [\"10.0.0.1:80\"], health_check: {},\n"
+                "      outlier_detection: {}, keepalive: {max_idle: 0}}\n"
+                "routes:\n"
+                "  - name: r\n"
+                "    match: {path: /x}\n"
+                "    backends: [{target_group: g}]\n"
+                "    retries: {attempts: 0, retry_on: [gateway-error, reset, timeout]}\n");
     const config_target_group_t *g = &c->target_groups[0];
     assert_true(g->has_health_check);
     assert_string_equal(g->health_check.path, DEFAULT_HC_PATH);
@@ -468,8 +469,9 @@ static void test_workers(void **state)
     c = load_ok("server: {workers: 256}\n");
     assert_int_equal(c->server.workers, 256);
     config_unref(c);
-    expect_errors("server: {workers: 0}\n",
-                  "t.yaml:1:19: server.workers: expected auto or a number from 1 to 256, got \"0\"");
+    expect_errors(
+        "server: {workers: 0}\n",
+        "t.yaml:1:19: server.workers: expected auto or a number from 1 to 256, got \"0\"");
     expect_errors("server: {workers: 257}\n",
                   "t.yaml:1:19: server.workers: expected auto or a number from 1 to 256, got "
                   "\"257\"");
@@ -481,8 +483,9 @@ static void test_workers(void **state)
 static void test_targets_numeric_and_named(void **state)
 {
     (void)state;
-    config_t *c = load_ok("target_groups:\n"
-                          "  g: {targets: [\"[::1]:8080\", \"App-1.internal:80\", \"127.0.0.1:1\"]}\n");
+    config_t *c =
+        load_ok("target_groups:\n"
+                "  g: {targets: [\"[::1]:8080\", \"App-1.internal:80\", \"127.0.0.1:1\"]}\n");
     const config_target_group_t *g = &c->target_groups[0];
     assert_int_equal(g->n_targets, 3);
     assert_true(g->targets[0].numeric);
@@ -662,6 +665,20 @@ static void test_unreadable_file(void **state)
     assert_null(config_load_file("/", &e));
     assert_int_equal(e.n, 2);
     assert_string_equal(e.items[1], "/:1:1: cannot read: Is a directory");
+
+    /* A file that is not a configuration (a log, a disk image) is refused
+     * before it is read whole. */
+    char path[] = "/tmp/ficus-test-config-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, CONFIG_MAX_FILE_BYTES + 1), 0);
+    close(fd);
+    assert_null(config_load_file(path, &e));
+    assert_int_equal(e.n, 3);
+    char want[128];
+    snprintf(want, sizeof want, "%s:1:1: cannot read: larger than 16MiB", path);
+    assert_string_equal(e.items[2], want);
+    unlink(path);
     config_errors_deinit(&e);
     assert_int_equal(e.n, 0);
 }
@@ -746,8 +763,7 @@ static void test_unknown_keys(void **state)
                   "target_groups:\n"
                   "  g: {targets: [\"10.0.0.1:80\"], <<: {}}\n",
                   "t.yaml:1:1: servers: unknown key (did you mean \"server\"?)",
-                  "t.yaml:3:3: server.listen_on: unknown key",
-                  "t.yaml:4:3: server.x: unknown key",
+                  "t.yaml:3:3: server.listen_on: unknown key", "t.yaml:4:3: server.x: unknown key",
                   "t.yaml:6:33: target_groups.g.<<: YAML merge keys are not supported; write the "
                   "keys out");
     expect_errors(GROUPS "routes:\n"
@@ -1072,13 +1088,14 @@ static void test_regex_errors(void **state)
 static void test_path_templates(void **state)
 {
     (void)state;
-    config_t *c = load_ok(GROUPS "routes:\n"
-                                 "  - name: a\n"
-                                 "    match: {path_regex: \"/a/([^/]+)\"}\n"
-                                 "    backends: [{target_group: g, path: \"/v1/$1?x=$$1&all=$0\"}]\n"
-                                 "  - name: b\n"
-                                 "    match: {path_prefix: /b}\n"
-                                 "    backends: [{target_group: g, path: \"/new$0\"}]\n");
+    config_t *c =
+        load_ok(GROUPS "routes:\n"
+                       "  - name: a\n"
+                       "    match: {path_regex: \"/a/([^/]+)\"}\n"
+                       "    backends: [{target_group: g, path: \"/v1/$1?x=$$1&all=$0\"}]\n"
+                       "  - name: b\n"
+                       "    match: {path_prefix: /b}\n"
+                       "    backends: [{target_group: g, path: \"/new$0\"}]\n");
     assert_string_equal(c->routes[0].backends[0].path, "/v1/$1?x=$$1&all=$0");
     assert_int_equal(c->routes[0].match.n_captures, 1);
     assert_string_equal(c->routes[1].backends[0].path, "/new$0");
@@ -1103,17 +1120,18 @@ static void test_path_templates(void **state)
 static void test_route_values(void **state)
 {
     (void)state;
-    expect_errors(GROUPS "routes:\n"
-                         "  - name: -bad\n"
-                         "    match: {path: \"/a b\", methods: [get, PURGE], host: \"api.x:80\"}\n"
-                         "    rewrite_prefix: /v2\n"
-                         "    backends: [{target_group: g, weight: 0}, {target_group: g, weight: 0}]\n"
-                         "    retries: {attempts: 11, retry_on: [5xx, 600, teapot]}\n"
-                         "    retry_non_idempotent: 1\n"
-                         "    ip_deny: [everyone]\n"
-                         "    request_headers:\n"
-                         "      set: {Content-Length: \"1\", \"X Y\": z}\n"
-                         "      remove: [\"a b\"]\n",
+    expect_errors(GROUPS
+                  "routes:\n"
+                  "  - name: -bad\n"
+                  "    match: {path: \"/a b\", methods: [get, PURGE], host: \"api.x:80\"}\n"
+                  "    rewrite_prefix: /v2\n"
+                  "    backends: [{target_group: g, weight: 0}, {target_group: g, weight: 0}]\n"
+                  "    retries: {attempts: 11, retry_on: [5xx, 600, teapot]}\n"
+                  "    retry_non_idempotent: 1\n"
+                  "    ip_deny: [everyone]\n"
+                  "    request_headers:\n"
+                  "      set: {Content-Length: \"1\", \"X Y\": z}\n"
+                  "      remove: [\"a b\"]\n",
                   "t.yaml:5:11: routes[0].name: invalid name \"-bad\" (use letters, digits, '_', "
                   "'.' and '-', starting with a letter or digit)",
                   "t.yaml:6:19: routes[0].match.path: \"/a b\" contains a space or a control "

@@ -605,6 +605,31 @@ static void test_reset_after_error(void **state)
     assert_span(head.target, head.target_len, "/ok");
 }
 
+/* Trailer fields are not the head: the caller's head is left as it was
+ * (it may hold another message's head by then, and a full one must not turn
+ * a valid body into HTTP_ERR_TOO_MANY). */
+static void test_trailers_leave_head_alone(void **state)
+{
+    (void)state;
+    static char msg[MAX_REQUEST_HEADERS * 32];
+    size_t len = (size_t)snprintf(msg, sizeof msg, "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n");
+    for (unsigned i = 1; i < MAX_REQUEST_HEADERS; i++)
+        len += (size_t)snprintf(msg + len, sizeof msg - len, "X-H%u: %u\r\n", i, i);
+    len += (size_t)snprintf(msg + len, sizeof msg - len, "\r\n");
+    http_parser_t p;
+    parse_request(&p, msg, len);
+    assert_int_equal(head.n_headers, MAX_REQUEST_HEADERS);
+    fed_t f = feed(&p, LIT("1\r\nx\r\n0\r\nX-Trailer: t\r\n\r\n"));
+    assert_true(f.k > 0);
+    assert_int_equal(f.ev, HTTP_EV_END);
+    assert_int_equal(head.n_headers, MAX_REQUEST_HEADERS);
+
+    parse_request(&p, LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"));
+    f = feed(&p, LIT("0\r\nX-Trailer: t\r\n\r\n"));
+    assert_int_equal(f.ev, HTTP_EV_END);
+    assert_int_equal(head.n_headers, 1);
+}
+
 /* ---------------------------------------------------------------- sink */
 
 static void test_sink_dechunks(void **state)
@@ -751,6 +776,7 @@ int main(void)
         cmocka_unit_test(test_refuse_nul_and_controls),
         cmocka_unit_test(test_header_count_limit),
         cmocka_unit_test(test_reset_after_error),
+        cmocka_unit_test(test_trailers_leave_head_alone),
         cmocka_unit_test(test_sink_dechunks),
         cmocka_unit_test(test_sink_reset_and_off),
         cmocka_unit_test(test_sink_too_small_never_overflows),
