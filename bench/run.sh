@@ -92,15 +92,39 @@ alive() {
     [[ ${st%% *} != Z ]]
 }
 
+# SIGTERM, then SIGKILL after 5 s; sets STOP_RC (exit status) and STOP_KILLED.
 stop_pid() {
-    local pid=$1 i
-    kill -TERM "$pid" 2>/dev/null || return 0
-    for ((i = 0; i < 50; i++)); do
+    local pid=$1 i=0
+    STOP_RC=0
+    STOP_KILLED=0
+    kill -TERM "$pid" 2>/dev/null || i=50
+    for (( ; i < 50; i++)); do
         alive "$pid" || break
         sleep 0.1
     done
-    kill -KILL "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
+    if alive "$pid"; then
+        STOP_KILLED=1
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || STOP_RC=$?
+    # Reaped: the PID may be reused by someone else's process from now on.
+    local keep=() p
+    for p in "${PIDS[@]}"; do
+        [[ $p == "$pid" ]] || keep+=("$p")
+    done
+    PIDS=("${keep[@]}")
+}
+
+# Stops a proxy and says so when it did not exit cleanly on SIGTERM.
+stop_proxy() {
+    local tag=$1 pid=$2
+    stop_pid "$pid"
+    if ((STOP_KILLED)); then
+        note "$tag did not exit within 5 s of SIGTERM; killed"
+    elif ((STOP_RC != 0 && STOP_RC != 143)); then
+        note "$tag exited with status $STOP_RC on SIGTERM"
+        log_tail "$TMP/$tag.log"
+    fi
 }
 
 cleanup() {
@@ -209,6 +233,8 @@ server:
   workers: 1
   max_connections: $6
   idle_timeout: $7
+  drain_delay: 0s     # the bench stops it with SIGTERM between scenarios
+  drain_timeout: 2s
 admin:
   listen: "127.0.0.1:$3"
 access_log:
@@ -396,7 +422,10 @@ one_run() {
     local pid=${PID_OF[$tag]} out=$TMP/wrk-$scen-$tag-$round.txt
     local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0 extra_core=()
     [[ -n $admin ]] && m0=$(ficus_requests_total "$admin")
-    [[ -n $alog ]] && l0=$(wc -l <"$alog")
+    if [[ -n $alog ]]; then
+        sleep 0.5 # let the lines of earlier requests (warm-up) reach the file
+        l0=$(wc -l <"$alog")
+    fi
     if [[ -n $alog && -n $admin ]]; then
         : >"$TMP/scrapes.txt"
         # shellcheck disable=SC2016 # expanded by the inner bash
@@ -508,7 +537,7 @@ scenario() {
     for kind in "${targets[@]}"; do
         tag=$kind-$scen
         [[ $kind == direct || -z ${PID_OF[$tag]:-} ]] && continue
-        stop_pid "${PID_OF[$tag]}"
+        stop_proxy "$tag" "${PID_OF[$tag]}"
     done
     if [[ -n $alog ]]; then
         note "access log $alog: $(wc -l <"$alog") lines; first line:"
@@ -569,7 +598,7 @@ mem_one() {
     "$PYTHON" "$HERE/report.py" record --out "$MEMS" "proxy=$kind" "conns=$MEM_CONNS" \
         "rss_before_kib=$before" "rss_after_kib=$after" "rss_after_close_kib=$after_close" \
         "crashed=$crashed" ${gauge:+"downstream_connections_gauge=$gauge"} ${ready#READY }
-    stop_pid "$pid"
+    stop_proxy "$tag" "$pid"
 }
 
 # Warns when other processes use the CPUs before we start: the numbers of a

@@ -68,7 +68,7 @@ static void check_head(const char *m, size_t k)
     for (size_t i = (size_t)(head.method - m); i < k; i++) {
         if (m[i] != '\n')
             continue;
-        CHECK(i > 0 && m[i - 1] == '\r');                              /* bare LF */
+        CHECK(i > 0 && m[i - 1] == '\r');                           /* bare LF */
         CHECK(i + 1 >= k || (m[i + 1] != ' ' && m[i + 1] != '\t')); /* obs-fold */
     }
 }
@@ -143,15 +143,16 @@ static size_t one_message(http_parser_t *p, const char *m, size_t n, uint32_t *s
     }
     CHECK(k > 0);
     check_head(m, (size_t)k);
-    check_rewrite(*seed);
-
     size_t used = (size_t)k;
     const char *method = head.method;
     uint32_t n_headers = head.n_headers;
     uint64_t raw = 0;
-    /* A message without a body ends right after its head. */
+    /* A message without a body ends right after its head; client_conn asks
+     * before routing. A head that was reported is one ficus routes: its
+     * framing must not be refused afterwards. */
     long z = http_parser_feed(p, &head, m + used, 0, &ev);
     CHECK(z == 0 && !(ev & HTTP_EV_HEAD));
+    check_rewrite(*seed);
     bool end = (ev & HTTP_EV_END) != 0;
     if (end)
         CHECK(!head.chunked && head.content_length == 0);

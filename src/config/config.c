@@ -82,6 +82,21 @@ typedef struct diag {
     char *msg;
 } diag_t;
 
+/* Names seen while loading, for duplicate checks and lookups: hashed, so
+ * that a large generated file does not make the checks quadratic. */
+typedef struct name_slot {
+    const char *s; /* NULL: free */
+    size_t len;
+    size_t value; /* an index into what the names name */
+    size_t line;  /* where the name was written */
+} name_slot_t;
+
+typedef struct name_set {
+    name_slot_t *slots;
+    size_t cap; /* a power of two, at least twice the names added */
+    bool nocase;
+} name_set_t;
+
 typedef struct ctx {
     const char *file;
     yaml_document_t *doc;
@@ -89,6 +104,11 @@ typedef struct ctx {
     diag_t *diags;
     size_t n_diags, cap_diags;
     bool oom;
+    bool muted; /* after "too many values": the rest would be noise */
+    /* Lists and mappings may still be walked: YAML aliases can make a small
+     * file expand without end (a "billion laughs"). */
+    size_t values_left, values_max;
+    name_set_t groups, sets, route_names;
     /* The route being read: some of its keys depend on its match. */
     config_route_t *route;
     bool match_known;    /* route->match.kind is final */
@@ -98,6 +118,8 @@ typedef struct ctx {
 static void vdiag(ctx_t *c, size_t line, size_t col, const char *fmt, va_list ap)
 {
     char *msg;
+    if (c->muted)
+        return;
     if (vasprintf(&msg, fmt, ap) < 0) {
         c->oom = true;
         return;
@@ -307,8 +329,23 @@ static void path_index(char *out, const char *parent, size_t i)
 
 static bool want(ctx_t *c, const yaml_node_t *n, yaml_node_type_t type, const char *path)
 {
-    if (n->type == type)
+    if (n->type == type && type == YAML_SCALAR_NODE)
         return true;
+    if (n->type == type) {
+        size_t len = type == YAML_SEQUENCE_NODE ? list_len(n) : map_len(n);
+        if (c->muted)
+            return false;
+        if (len > c->values_left) {
+            err(c, n,
+                "%s: the configuration expands to more than %zu values; do YAML aliases repeat a "
+                "large part of it?",
+                path, c->values_max);
+            c->muted = true;
+            return false;
+        }
+        c->values_left -= len;
+        return true;
+    }
     err(c, n, "%s: expected %s, got %s", path,
         type == YAML_MAPPING_NODE    ? "a mapping"
         : type == YAML_SEQUENCE_NODE ? "a list"
@@ -507,32 +544,102 @@ static size_t row_of(const field_t *tab, size_t n, const char *key)
 #define SEEN_VAL(tab, s, k) ((s).val[row_of(tab, ARRAY_LEN(tab), k)])
 #define SEEN_KEY(tab, s, k) ((s).key[row_of(tab, ARRAY_LEN(tab), k)])
 
-/* The i-th key of map as a string; NULL (with an error) when it is not a
- * string or repeats an earlier key (case-insensitively for header names). */
-static const char *key_at(ctx_t *c, const yaml_node_t *map, size_t i, const char *path, bool nocase)
+static void names_init(ctx_t *c, name_set_t *set, size_t n, bool nocase)
+{
+    set->cap = 16;
+    while (set->cap < 2 * n)
+        set->cap *= 2;
+    set->nocase = nocase;
+    set->slots = calloc(set->cap, sizeof *set->slots);
+    if (!set->slots) {
+        set->cap = 0;
+        c->oom = true;
+    }
+}
+
+static void names_free(name_set_t *set)
+{
+    free(set->slots);
+    set->slots = NULL;
+    set->cap = 0;
+}
+
+/* The slot holding s, or the free slot where it belongs; NULL without a
+ * table. */
+static name_slot_t *names_slot(const name_set_t *set, const char *s, size_t len)
+{
+    if (set->cap == 0)
+        return NULL;
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (set->nocase && ch >= 'A' && ch <= 'Z')
+            ch = (unsigned char)(ch | 0x20);
+        h = (h ^ ch) * 1099511628211ull;
+    }
+    for (size_t i = (size_t)h & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
+        name_slot_t *slot = &set->slots[i];
+        if (!slot->s || (slot->len == len && (set->nocase ? strncasecmp(slot->s, s, len) == 0
+                                                          : memcmp(slot->s, s, len) == 0)))
+            return slot;
+    }
+}
+
+/* Adds s (written at node at) -> value. Returns the earlier equal name,
+ * and adds nothing then; else NULL. At most the n given to names_init. */
+static const name_slot_t *names_add(name_set_t *set, const char *s, size_t len, size_t value,
+                                    const yaml_node_t *at)
+{
+    name_slot_t *slot = names_slot(set, s, len);
+    if (!slot || slot->s)
+        return slot;
+    slot->s = s;
+    slot->len = len;
+    slot->value = value;
+    slot->line = at ? at->start_mark.line + 1 : 1;
+    return NULL;
+}
+
+static size_t names_find(const name_set_t *set, const char *s)
+{
+    const name_slot_t *slot = names_slot(set, s, strlen(s));
+    return slot && slot->s ? slot->value : CONFIG_NONE;
+}
+
+/* The i-th key of map as a string; NULL (with an error) when it is not one. */
+static const char *key_str(ctx_t *c, const yaml_node_t *map, size_t i, const char *path)
 {
     const yaml_node_t *k = map_key(c, map, i);
     if (k->type != YAML_SCALAR_NODE) {
         err(c, k, "%s: keys must be strings, got %s", *path ? path : "top level", kind_name(k));
         return NULL;
     }
-    char p[PATH_BYTES];
-    path_key(p, path, sval(k), slen(k));
     if (memchr(sval(k), '\0', slen(k))) {
+        char p[PATH_BYTES];
+        path_key(p, path, sval(k), slen(k));
         err(c, k, "%s: key contains a NUL byte", p);
         return NULL;
     }
-    for (size_t j = 0; j < i; j++) {
-        const yaml_node_t *e = map_key(c, map, j);
-        if (e->type != YAML_SCALAR_NODE || slen(e) != slen(k))
-            continue;
-        if (nocase ? strncasecmp(sval(e), sval(k), slen(k)) != 0
-                   : memcmp(sval(e), sval(k), slen(k)) != 0)
-            continue;
-        err(c, k, "%s: duplicate key (first at line %zu)", p, (size_t)e->start_mark.line + 1);
-        return NULL;
-    }
     return sval(k);
+}
+
+/* key_str() for a mapping of user-chosen keys (names, header names), whose
+ * repeats are errors: names holds the keys so far and gets this one, with
+ * value. */
+static const char *key_unique(ctx_t *c, const yaml_node_t *map, size_t i, const char *path,
+                              name_set_t *names, size_t value)
+{
+    const char *name = key_str(c, map, i, path);
+    if (!name)
+        return NULL;
+    const yaml_node_t *k = map_key(c, map, i);
+    const name_slot_t *first = names_add(names, name, slen(k), value, k);
+    if (!first)
+        return name;
+    char p[PATH_BYTES];
+    path_key(p, path, name, slen(k));
+    err(c, k, "%s: duplicate key (first at line %zu)", p, first->line);
+    return NULL;
 }
 
 static size_t edit_distance(const char *a, size_t al, const char *b, size_t bl)
@@ -755,7 +862,7 @@ static void apply_table(ctx_t *c, const yaml_node_t *map, const yaml_node_t *at,
     }
     for (size_t i = 0; map && i < map_len(map); i++) {
         const yaml_node_t *k = map_key(c, map, i);
-        const char *name = key_at(c, map, i, path, false);
+        const char *name = key_str(c, map, i, path);
         if (!name)
             continue;
         size_t f = 0;
@@ -763,6 +870,13 @@ static void apply_table(ctx_t *c, const yaml_node_t *map, const yaml_node_t *at,
             f++;
         if (f == n) {
             unknown_key(c, k, path, tab, n);
+            continue;
+        }
+        if (seen->key[f]) {
+            char p[PATH_BYTES];
+            path_key(p, path, name, slen(k));
+            err(c, k, "%s: duplicate key (first at line %zu)", p,
+                (size_t)seen->key[f]->start_mark.line + 1);
             continue;
         }
         const yaml_node_t *v = map_value(c, map, i);
@@ -1183,6 +1297,8 @@ static void f_targets(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *
     if (!g->targets)
         return;
     g->n_targets = n;
+    name_set_t names;
+    names_init(c, &names, n, false);
     for (size_t i = 0; i < n; i++) {
         const yaml_node_t *it = list_item(c, v, i);
         config_target_t *t = &g->targets[i];
@@ -1211,13 +1327,11 @@ static void f_targets(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *
         t->name = sdup(c, s);
         t->host = sdup(c, hp.host);
         t->port = hp.port;
-        for (size_t j = 0; j < i && t->name; j++) {
-            if (g->targets[j].name && strcmp(g->targets[j].name, t->name) == 0) {
-                err(c, it, "%s: %s is already %s[%zu]", p, qnode(&q, it), path, j);
-                break;
-            }
-        }
+        const name_slot_t *first = names_add(&names, s, strlen(s), i, it);
+        if (first)
+            err(c, it, "%s: %s is already %s[%zu]", p, qnode(&q, it), path, first->value);
     }
+    names_free(&names);
 }
 
 static void f_balance(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v, const char *path,
@@ -1325,9 +1439,9 @@ static const field_t group_fields[] = {
  * object registered even when it has errors, so that references to it do
  * not add errors of their own. Returns the name or NULL to skip the pair. */
 static const char *named_entry(ctx_t *c, const yaml_node_t *map, size_t i, const char *path,
-                               char *p)
+                               char *p, name_set_t *names, size_t value)
 {
-    const char *name = key_at(c, map, i, path, false);
+    const char *name = key_unique(c, map, i, path, names, value);
     if (!name)
         return NULL;
     const yaml_node_t *k = map_key(c, map, i);
@@ -1347,9 +1461,10 @@ static void sec_target_groups(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_
     cfg->target_groups = alloc_array(c, map_len(v), sizeof *cfg->target_groups);
     if (!cfg->target_groups)
         return;
+    names_init(c, &c->groups, map_len(v), false);
     for (size_t i = 0; i < map_len(v); i++) {
         char p[PATH_BYTES];
-        const char *name = named_entry(c, v, i, path, p);
+        const char *name = named_entry(c, v, i, path, p, &c->groups, cfg->n_target_groups);
         if (!name)
             continue;
         config_target_group_t *g = &cfg->target_groups[cfg->n_target_groups];
@@ -1392,9 +1507,10 @@ static void sec_sets(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v
     cfg->sets = alloc_array(c, map_len(v), sizeof *cfg->sets);
     if (!cfg->sets)
         return;
+    names_init(c, &c->sets, map_len(v), false);
     for (size_t i = 0; i < map_len(v); i++) {
         char p[PATH_BYTES];
-        const char *name = named_entry(c, v, i, path, p);
+        const char *name = named_entry(c, v, i, path, p, &c->sets, cfg->n_sets);
         if (!name)
             continue;
         config_set_t *s = &cfg->sets[cfg->n_sets];
@@ -1420,7 +1536,6 @@ static void f_route_name(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_
                          const char *path, void *obj)
 {
     config_route_t *r = obj;
-    const config_t *cfg = c->cfg;
     qbuf_t q;
     const char *s = str(c, v, path);
     if (!s)
@@ -1428,12 +1543,10 @@ static void f_route_name(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_
     if (!valid_name(s))
         err(c, v, "%s: invalid name %s (%s)", path, qnode(&q, v), name_rule);
     r->name = sdup(c, s);
-    for (size_t j = 0; j < r->index && r->name; j++) {
-        if (cfg->routes[j].name && strcmp(cfg->routes[j].name, r->name) == 0) {
-            err(c, v, "%s: duplicate route name %s (also routes[%zu])", path, qnode(&q, v), j);
-            break;
-        }
-    }
+    const name_slot_t *first = names_add(&c->route_names, s, strlen(s), r->index, v);
+    if (first)
+        err(c, v, "%s: duplicate route name %s (also routes[%zu])", path, qnode(&q, v),
+            first->value);
 }
 
 static void f_methods(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v, const char *path,
@@ -1523,8 +1636,10 @@ static void f_match_headers(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
     if (!v || !want(c, v, YAML_MAPPING_NODE, path) || map_len(v) == 0)
         return;
     m->headers = alloc_array(c, map_len(v), sizeof *m->headers);
+    name_set_t names;
+    names_init(c, &names, map_len(v), true);
     for (size_t i = 0; m->headers && i < map_len(v); i++) {
-        const char *name = key_at(c, v, i, path, true);
+        const char *name = key_unique(c, v, i, path, &names, i);
         if (!name)
             continue;
         const yaml_node_t *kn = map_key(c, v, i), *vn = map_value(c, v, i);
@@ -1542,6 +1657,7 @@ static void f_match_headers(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
         h->name = sdup_lower(c, name, slen(kn));
         h->value = sdup(c, value);
     }
+    names_free(&names);
 }
 
 static const field_t match_fields[] = {
@@ -1603,7 +1719,7 @@ static void match_in_set(ctx_t *c, const yaml_node_t *k, const yaml_node_t *v, c
         return;
     }
     if (raw.set) {
-        size_t idx = config_find_set(c->cfg, raw.set);
+        size_t idx = names_find(&c->sets, raw.set);
         if (idx == CONFIG_NONE)
             err(c, SEEN_VAL(in_set_fields, seen, "set"), "%s.set: unknown set %s", path,
                 qstr(&q, raw.set));
@@ -1704,7 +1820,7 @@ static void f_backend_group(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
     const char *s = str(c, v, path);
     if (!s)
         return;
-    b->target_group = config_find_target_group(c->cfg, s);
+    b->target_group = names_find(&c->groups, s);
     if (b->target_group == CONFIG_NONE)
         err(c, v, "%s: unknown target group %s", path, qnode(&q, v));
 }
@@ -1767,7 +1883,7 @@ static void backend_fallback(ctx_t *c, const config_route_t *r, size_t i, const 
     const char *s = str(c, fv, p);
     if (!s)
         return;
-    size_t g = config_find_target_group(c->cfg, s);
+    size_t g = names_find(&c->groups, s);
     if (g == CONFIG_NONE) {
         err(c, fv, "%s: unknown target group %s", p, qnode(&q, fv));
         return;
@@ -1983,8 +2099,10 @@ static void f_headers_set(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node
     if (!v || !want(c, v, YAML_MAPPING_NODE, path) || map_len(v) == 0)
         return;
     r->set_headers = alloc_array(c, map_len(v), sizeof *r->set_headers);
+    name_set_t names;
+    names_init(c, &names, map_len(v), true);
     for (size_t i = 0; r->set_headers && i < map_len(v); i++) {
-        const char *name = key_at(c, v, i, path, true);
+        const char *name = key_unique(c, v, i, path, &names, i);
         if (!name)
             continue;
         const yaml_node_t *kn = map_key(c, v, i), *vn = map_value(c, v, i);
@@ -2015,6 +2133,7 @@ static void f_headers_set(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node
         h->name = sdup(c, name);
         h->value = sdup(c, value);
     }
+    names_free(&names);
 }
 
 static void f_headers_remove(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -2105,6 +2224,7 @@ static void sec_routes(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t 
     if (!cfg->routes)
         return;
     cfg->n_routes = list_len(v);
+    names_init(c, &c->route_names, cfg->n_routes, false);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         config_route_t *r = &cfg->routes[i];
         char p[PATH_BYTES];
@@ -2183,6 +2303,10 @@ static void build(ctx_t *c, const yaml_node_t *root)
         return;
     }
     apply_table(c, root, root, "", top_fields, ARRAY_LEN(top_fields), c->cfg, &seen);
+    /* Their names point into the document, which dies next. */
+    names_free(&c->groups);
+    names_free(&c->sets);
+    names_free(&c->route_names);
 }
 
 static void parse_yaml(ctx_t *c, const char *yaml, size_t len)
@@ -2212,6 +2336,10 @@ static void parse_yaml(ctx_t *c, const char *yaml, size_t len)
                         "only one YAML document is allowed; found a second one");
             yaml_document_delete(&next);
         }
+        /* Four walks of every node is plenty; aliases may add a bounded
+         * number of values on top. */
+        size_t nodes = (size_t)(doc.nodes.top - doc.nodes.start);
+        c->values_max = c->values_left = 4 * nodes + CONFIG_MAX_ALIAS_VALUES;
         c->doc = &doc;
         build(c, root);
         c->doc = NULL;

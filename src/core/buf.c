@@ -66,14 +66,16 @@ int buf_printf(buf_t *b, const char *fmt, ...)
         return FE_INVAL;
     if ((size_t)n < sizeof tmp)
         return buf_append(b, tmp, (size_t)n);
-    int rc = buf_reserve(b, (size_t)n + 1);
-    if (rc)
-        return rc;
+    /* Longer: format aside, so the NUL never counts against the bound. */
+    char *big = malloc((size_t)n + 1);
+    if (!big)
+        return FE_NOMEM;
     va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
-    b->len += (size_t)n;
-    return 0;
+    int rc = buf_append(b, big, (size_t)n);
+    free(big);
+    return rc;
 }
 
 void buf_consume(buf_t *b, size_t n)

@@ -98,7 +98,8 @@
 #define CONFIG_MIN_HEADER_BYTES 1024          /* max_header_size floor */
 #define CONFIG_MAX_HEADER_BYTES (1024 * 1024) /* max_header_size ceiling */
 #define CONFIG_MAX_RETRY_BUFFER_BYTES (1024ull * 1024 * 1024)
-#define CONFIG_MAX_COUNT 10000000 /* connection, pending, request and idle limits */
-#define CONFIG_MAX_THRESHOLD 1000 /* health check thresholds, outlier errors */
+#define CONFIG_MAX_COUNT 10000000       /* connection, pending, request and idle limits */
+#define CONFIG_MAX_THRESHOLD 1000       /* health check thresholds, outlier errors */
+#define CONFIG_MAX_ALIAS_VALUES 1000000 /* values YAML aliases may add ("billion laughs") */
 
 #endif

@@ -50,8 +50,8 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t n)
 {
     http_parser_t *p = self(ll);
     http_head_t *h = p->head;
-    if (!h)
-        return 0;
+    if (!h || !p->in_head)
+        return 0; /* trailers are not part of the head */
     if (!p->field_open) {
         if (h->n_headers >= MAX_REQUEST_HEADERS) {
             p->err = HTTP_ERR_TOO_MANY;
@@ -80,7 +80,7 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t n)
 {
     http_parser_t *p = self(ll);
     http_head_t *h = p->head;
-    if (!h || h->n_headers == 0)
+    if (!h || h->n_headers == 0 || !p->in_head)
         return 0;
     http_header_t *hd = &h->headers[h->n_headers - 1];
     if (p->value_open && p->last_value_end != at) {
@@ -129,7 +129,17 @@ static int on_headers_complete(llhttp_t *ll)
         h->upgrade = ll->upgrade;
     }
     p->events |= HTTP_EV_HEAD;
-    if (p->skip_body) {
+    if (ll->type == HTTP_REQUEST && (ll->flags & F_TRANSFER_ENCODING) && !(ll->flags & F_CHUNKED)) {
+        /* Only chunked as the final coding frames a request body (RFC 9112
+         * 6.3); refuse it with the head, before anything is routed. */
+        p->err = HTTP_ERR_BAD;
+        llhttp_set_error_reason(ll, "invalid Transfer-Encoding");
+        return HPE_USER;
+    }
+    if (p->skip_body ||
+        (ll->type == HTTP_RESPONSE &&
+         (ll->status_code < 200 || ll->status_code == 204 || ll->status_code == 304))) {
+        /* No body, whatever Content-Length says. */
         /* The message ends here; on_message_complete follows at once. */
         return 1;
     }
@@ -185,6 +195,22 @@ void http_parser_reset(http_parser_t *p)
     init(p, type);
 }
 
+/* Line endings llhttp lets through but a proxy must refuse, since the next
+ * hop may read them differently: a bare LF, and a line starting with
+ * whitespace (obs-fold, or whitespace before the first header). */
+static bool head_ambiguous(const char *h, size_t n)
+{
+    for (const char *p = memchr(h, '\n', n); p; p = memchr(p + 1, '\n', (size_t)(h + n - p - 1))) {
+        if (p == h || p[-1] != '\r')
+            return true;
+        if (p + 1 < h + n && (p[1] == ' ' || p[1] == '\t' || p[1] == ':'))
+            return true; /* folding, or a header with an empty name */
+        if (p + 1 >= h + n)
+            break;
+    }
+    return false;
+}
+
 long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, size_t len,
                       int *events)
 {
@@ -193,16 +219,23 @@ long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, siz
     llhttp_errno_t e = llhttp_execute(&p->ll, data, len);
     p->head = NULL;
     *events = p->events;
-    if (e == HPE_OK)
-        return (long)len;
+    long used = (long)len;
     if (e == HPE_PAUSED) {
         const char *pos = llhttp_get_error_pos(&p->ll);
         llhttp_resume(&p->ll);
-        return (long)(pos - data);
+        used = (long)(pos - data);
+    } else if (e != HPE_OK) {
+        if (!p->err)
+            p->err = HTTP_ERR_BAD;
+        return FE_PARSE;
     }
-    if (!p->err)
+    if ((p->events & HTTP_EV_HEAD) && head_ambiguous(data, (size_t)used)) {
+        /* A head is always fed whole from its first byte (see the header). */
         p->err = HTTP_ERR_BAD;
-    return FE_PARSE;
+        llhttp_set_error_reason(&p->ll, "bare LF or line folding in the head");
+        return FE_PARSE;
+    }
+    return used;
 }
 
 int http_parser_finish(http_parser_t *p)

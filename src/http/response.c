@@ -155,12 +155,13 @@ size_t http_json_escape(const char *s, size_t n, char *out, size_t cap)
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (o + 6 >= cap)
+        size_t need = (c == '"' || c == '\\') ? 2 : (c < 0x20 || c >= 0x7f) ? 6 : 1;
+        if (o + need > cap)
             return 0;
-        if (c == '"' || c == '\\') {
+        if (need == 2) {
             out[o++] = '\\';
             out[o++] = (char)c;
-        } else if (c < 0x20 || c >= 0x7f) {
+        } else if (need == 6) {
             /* Non-ASCII is escaped byte-wise: messages are ficus's own ASCII. */
             out[o++] = '\\';
             out[o++] = 'u';
@@ -192,8 +193,9 @@ size_t http_error_format(const http_error_t *e, char *out, size_t cap)
     char retry[48] = "";
     if (e->retry_after_s)
         snprintf(retry, sizeof retry, "Retry-After: %u\r\n", e->retry_after_s);
+    char head[1024];
     int n =
-        snprintf(out, cap,
+        snprintf(head, sizeof head,
                  "HTTP/1.1 %d %s\r\n"
                  "Content-Type: application/json\r\n"
                  "Content-Length: %d\r\n"
@@ -203,12 +205,13 @@ size_t http_error_format(const http_error_t *e, char *out, size_t cap)
                  e->status, http_status_reason(e->status), blen,
                  (int)(e->request_id ? e->request_id_len : 0), e->request_id ? e->request_id : "",
                  retry, e->close ? "Connection: close\r\n" : "");
-    if (n < 0 || (size_t)n >= cap)
+    if (n < 0 || (size_t)n >= sizeof head)
         return 0;
-    if (e->head_only)
-        return (size_t)n;
-    if ((size_t)n + (size_t)blen > cap)
+    size_t total = (size_t)n + (e->head_only ? 0 : (size_t)blen);
+    if (total > cap)
         return 0;
-    memcpy(out + n, body, (size_t)blen);
-    return (size_t)n + (size_t)blen;
+    memcpy(out, head, (size_t)n);
+    if (!e->head_only)
+        memcpy(out + n, body, (size_t)blen);
+    return total;
 }

@@ -245,7 +245,11 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
             /* A message without a body ends right here: know it before routing. */
             int ev2;
             long z = http_parser_feed(&cc->parser, &pw->head, data + used, 0, &ev2);
-            cc->req.body_done = z >= 0 && (ev2 & HTTP_EV_END);
+            if (z < 0) {
+                cc_reject(cc, 400, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
+                return len;
+            }
+            cc->req.body_done = (ev2 & HTTP_EV_END) != 0;
             proxy_request_begin(cc, &pw->head, (size_t)k);
             continue;
         }

@@ -539,8 +539,11 @@ static void relay(request_t *req, const char *data, size_t len)
     }
     if (req->phase != REQ_RESPONDING)
         return;
-    ev = 0;
-    long k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
+    long k = 0;
+    if (!(ev & HTTP_EV_END)) { /* a bodyless response ended with its head */
+        ev = 0;
+        k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
+    }
     if (k < 0) {
         /* The body broke its own framing: the client cannot be told cleanly. */
         req->end = END_UPSTREAM_INVALID;

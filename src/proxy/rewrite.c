@@ -72,6 +72,12 @@ static bool listed_in_connection(const char *name, size_t len, const http_header
 
 bool rewrite_is_hop_by_hop(const char *name, size_t len, const http_header_t *connection)
 {
+    /* Framing and routing headers stay whatever Connection lists: dropping
+     * them would change how the next hop reads the message. */
+    if (http_header_name_is(name, len, "content-length", 14) ||
+        http_header_name_is(name, len, "transfer-encoding", 17) ||
+        http_header_name_is(name, len, "host", 4))
+        return false;
     static const struct {
         const char *n;
         size_t l;
@@ -156,9 +162,15 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         put_header(&o, "Host", 4, in->host, in->host_len);
 
     PUT_LIT(&o, "X-Forwarded-For: ");
-    if (xff && xff->value_len) {
-        put(&o, xff->value, xff->value_len);
-        PUT_LIT(&o, ", ");
+    if (xff) {
+        /* Several X-Forwarded-For lines are one list, in order. */
+        for (uint32_t i = (uint32_t)(xff - h->headers); i < h->n_headers; i++) {
+            const http_header_t *x = &h->headers[i];
+            if (x->value_len && NAME_IS(x, "x-forwarded-for")) {
+                put(&o, x->value, x->value_len);
+                PUT_LIT(&o, ", ");
+            }
+        }
     }
     put(&o, in->peer_ip, in->peer_ip_len);
     PUT_LIT(&o, "\r\n");

@@ -154,7 +154,11 @@ def test_pipelined_requests_answered_in_order(ficus, echo_backend):
     f, _ = start_echo(ficus, echo_backend)
     with RawConn(f.port) as c:
         c.send("".join(f"GET /pipe/{i} HTTP/1.1\r\nHost: t\r\n\r\n" for i in range(1, 4)))
-        paths = [c.read_final_response().json()["path"] for _ in range(3)]
+        paths = []
+        for _ in range(3):
+            r = c.read_final_response()
+            assert r.status == 200, f"response {len(paths) + 1} of 3: {r!r}"
+            paths.append(r.json()["path"])
     assert paths == ["/pipe/1", "/pipe/2", "/pipe/3"]
 
 
@@ -164,9 +168,12 @@ def test_pipelined_post_bodies_and_gets_in_order(ficus, echo_backend):
         c.send("POST /p/1 HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nabc"
                "GET /p/2 HTTP/1.1\r\nHost: t\r\n\r\n"
                "POST /p/3 HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nxy\r\n0\r\n\r\n")
-        seen = [c.read_final_response().json() for _ in range(3)]
-    assert [s["path"] for s in seen] == ["/p/1", "/p/2", "/p/3"]
-    assert [s["body_len"] for s in seen] == [3, 0, 2]
+        got = []
+        for _ in range(3):
+            r = c.read_final_response()
+            assert r.status == 200, f"response {len(got) + 1} of 3: {r!r}"
+            got.append(r.json())
+    assert [(s["path"], s["body_len"]) for s in got] == [("/p/1", 3), ("/p/2", 0), ("/p/3", 2)]
 
 
 def test_http10_request_gets_response_then_close(ficus, echo_backend):

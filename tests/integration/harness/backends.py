@@ -8,6 +8,7 @@ import hashlib
 import json
 import random
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +121,12 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 1024
 
+    def handle_error(self, request, client_address):
+        # The default prints a traceback; Python 3.11's traceback printing
+        # runs ast.parse, which races with pytest's own use of it in the main
+        # thread ("AST constructor recursion depth mismatch"). Record instead.
+        self.backend.errors.append(repr(sys.exc_info()[1]))
+
 
 class EchoBackend:
     """An HTTP/1.1 echo server in a thread on 127.0.0.1:PORT."""
@@ -127,6 +134,7 @@ class EchoBackend:
     def __init__(self, name="echo"):
         self.name = name
         self.requests = []
+        self.errors = []  # exceptions raised while handling (e.g. a bad chunk from ficus)
         self._lock = threading.Lock()
         self.server = _Server(("127.0.0.1", 0), _EchoHandler)
         self.server.backend = self

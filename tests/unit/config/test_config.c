@@ -1178,6 +1178,44 @@ static void test_too_many_backends(void **state)
     expect_errors(yaml, "t.yaml:8:7: routes[0].backends: at most 64 backends");
 }
 
+static void test_alias_expansion_is_bounded(void **state)
+{
+    (void)state;
+    /* A small file whose aliases expand to millions of values (a "billion
+     * laughs") is refused instead of eating the machine. */
+    enum { CONDITIONS = 2000, ROUTES = 600 };
+    size_t cap = CONDITIONS * 8 + ROUTES * 128 + 1024, o = 0;
+    char *yaml = malloc(cap);
+    assert_non_null(yaml);
+    o += (size_t)snprintf(yaml + o, cap - o, "%s", GROUPS "x-unused: 1\nroutes:\n");
+    for (int i = 0; i < ROUTES; i++) {
+        o += (size_t)snprintf(yaml + o, cap - o,
+                              "  - {name: r%d, match: {path: /%d}, backends: [{target_group: g}],\n"
+                              "     retries: {attempts: 1, retry_on: ",
+                              i, i);
+        if (i == 0) {
+            o += (size_t)snprintf(yaml + o, cap - o, "&on [");
+            for (int j = 0; j < CONDITIONS; j++)
+                o += (size_t)snprintf(yaml + o, cap - o, "%s5xx", j ? ", " : "");
+            o += (size_t)snprintf(yaml + o, cap - o, "]}}\n");
+        } else {
+            o += (size_t)snprintf(yaml + o, cap - o, "*on}}\n");
+        }
+    }
+    assert_true(o < cap);
+    config_errors_t e;
+    config_errors_init(&e);
+    assert_null(config_load_string(yaml, o, "t.yaml", &e));
+    free(yaml);
+    /* The unknown key before it is still reported; nothing after it. */
+    assert_int_equal(e.n, 2);
+    assert_string_equal(e.items[0], "t.yaml:4:1: x-unused: unknown key");
+    assert_non_null(
+        strstr(e.items[1], ".retries.retry_on: the configuration expands to more than "));
+    assert_int_equal(strncmp(e.items[1], "t.yaml:7:39: routes[", 20), 0);
+    config_errors_deinit(&e);
+}
+
 static void test_nul_byte_in_value(void **state)
 {
     (void)state;
@@ -1222,6 +1260,7 @@ int main(void)
         cmocka_unit_test(test_path_templates),
         cmocka_unit_test(test_route_values),
         cmocka_unit_test(test_too_many_backends),
+        cmocka_unit_test(test_alias_expansion_is_bounded),
         cmocka_unit_test(test_nul_byte_in_value),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -238,12 +238,14 @@ static void test_pbuf_compact(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        /* buf_t */
         cmocka_unit_test(test_append_within_limit),
         cmocka_unit_test(test_limit_exact_and_over),
         cmocka_unit_test(test_unbounded_grows),
         cmocka_unit_test(test_printf),
         cmocka_unit_test(test_printf_exact_fit),
         cmocka_unit_test(test_consume_and_reset),
+        /* pbuf pool */
         cmocka_unit_test(test_pool_get_put_reuse),
         cmocka_unit_test(test_pool_max_free),
         cmocka_unit_test(test_pbuf_compact),

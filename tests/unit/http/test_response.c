@@ -97,8 +97,8 @@ static void test_not_found(void **state)
 {
     (void)state;
     char out[1024];
-    http_error_t e = {.status = 404, .message = "no route for /x", .request_id = "req-1",
-                      .request_id_len = 5};
+    http_error_t e = {
+        .status = 404, .message = "no route for /x", .request_id = "req-1", .request_id_len = 5};
     parsed_t r = format_and_parse(&e, out, sizeof out);
     assert_memory_equal(out, "HTTP/1.1 404 Not Found\r\n", 24);
     assert_header("x-request-id", "req-1");
@@ -116,8 +116,12 @@ static void test_close_and_custom_code(void **state)
 {
     (void)state;
     char out[1024];
-    http_error_t e = {.status = 400, .code = "bad_header", .message = "m", .request_id = "r",
-                      .request_id_len = 1, .close = true};
+    http_error_t e = {.status = 400,
+                      .code = "bad_header",
+                      .message = "m",
+                      .request_id = "r",
+                      .request_id_len = 1,
+                      .close = true};
     parsed_t r = format_and_parse(&e, out, sizeof out);
     assert_header("connection", "close");
     assert_int_equal(header_count("connection"), 1);
@@ -130,8 +134,11 @@ static void test_retry_after(void **state)
 {
     (void)state;
     char out[1024];
-    http_error_t e = {.status = 429, .message = "slow down", .request_id = "r",
-                      .request_id_len = 1, .retry_after_s = 7};
+    http_error_t e = {.status = 429,
+                      .message = "slow down",
+                      .request_id = "r",
+                      .request_id_len = 1,
+                      .retry_after_s = 7};
     parsed_t r = format_and_parse(&e, out, sizeof out);
     assert_memory_equal(out, "HTTP/1.1 429 Too Many Requests\r\n", 32);
     assert_header("retry-after", "7");
@@ -143,8 +150,8 @@ static void test_head_only(void **state)
 {
     (void)state;
     char full[1024], only[1024];
-    http_error_t e = {.status = 503, .message = "no healthy target", .request_id = "abc",
-                      .request_id_len = 3};
+    http_error_t e = {
+        .status = 503, .message = "no healthy target", .request_id = "abc", .request_id_len = 3};
     parsed_t rf = format_and_parse(&e, full, sizeof full);
     uint64_t body_len = head.content_length;
     e.head_only = true;
@@ -177,8 +184,7 @@ static void test_message_escaping(void **state)
     (void)state;
     char out[1024];
     static const char msg[] = "say \"hi\" \\ tab\there\r\nnew\x01\x1f end </script>";
-    http_error_t e = {.status = 400, .message = msg, .request_id = "r\"1",
-                      .request_id_len = 3};
+    http_error_t e = {.status = 400, .message = msg, .request_id = "r\"1", .request_id_len = 3};
     parsed_t r = format_and_parse(&e, out, sizeof out);
     /* Control bytes never reach the wire raw. */
     for (size_t i = 0; i < r.body_len - 1; i++)
@@ -205,8 +211,11 @@ static void test_long_message_fits_1k(void **state)
     memset(rid, 'r', REQUEST_ID_MAX_BYTES);
     rid[REQUEST_ID_MAX_BYTES] = '\0';
     char out[1024];
-    http_error_t e = {.status = 431, .message = msg, .request_id = rid,
-                      .request_id_len = REQUEST_ID_MAX_BYTES, .close = true};
+    http_error_t e = {.status = 431,
+                      .message = msg,
+                      .request_id = rid,
+                      .request_id_len = REQUEST_ID_MAX_BYTES,
+                      .close = true};
     parsed_t r = format_and_parse(&e, out, sizeof out);
     assert_string_equal(jstr(r.json, "message"), msg);
     assert_string_equal(jstr(r.json, "request_id"), rid);
@@ -237,8 +246,12 @@ static void check_caps(const http_error_t *e)
 static void test_cap_bounds(void **state)
 {
     (void)state;
-    http_error_t e = {.status = 429, .message = "m", .request_id = "id", .request_id_len = 2,
-                      .retry_after_s = 1, .close = true};
+    http_error_t e = {.status = 429,
+                      .message = "m",
+                      .request_id = "id",
+                      .request_id_len = 2,
+                      .retry_after_s = 1,
+                      .close = true};
     check_caps(&e);
 }
 

@@ -171,9 +171,8 @@ static void connect_client(ctx_t *c, void (*on_connected)(ctx_t *c))
     c->on_connected = on_connected;
     c->connect.data = c;
     assert_int_equal(stream_init(&c->loop, &c->client.s, &ops, &c->pool), 0);
-    assert_int_equal(stream_connect(&c->client.s, &c->connect, (struct sockaddr *)&c->addr,
-                                    on_connect),
-                     0);
+    assert_int_equal(
+        stream_connect(&c->client.s, &c->connect, (struct sockaddr *)&c->addr, on_connect), 0);
 }
 
 /* A client socket connected before the loop runs (the kernel completes the

@@ -84,8 +84,8 @@ static size_t count(const char *lname)
 static void assert_one(const char *lname, const char *want)
 {
     assert_int_equal(count(lname), 1);
-    const http_header_t *h = http_header_find(out_head.headers, out_head.n_headers, lname,
-                                              strlen(lname));
+    const http_header_t *h =
+        http_header_find(out_head.headers, out_head.n_headers, lname, strlen(lname));
     if (h->value_len != strlen(want) || memcmp(h->value, want, h->value_len) != 0)
         fail_msg("%s: got \"%.*s\", want \"%s\"", lname, (int)h->value_len, h->value, want);
 }
