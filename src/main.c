@@ -121,8 +121,17 @@ int main(int argc, char **argv)
         return mock_main(argc - 1, argv + 1);
     if (strcmp(cmd, "probe") == 0)
         return probe_main(argc - 1, argv + 1);
-    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+            printf("usage: ficus version\n\nPrints the versions of ficus and its libraries.\n");
+            return 0;
+        }
+        if (argc > 2) {
+            fprintf(stderr, "ficus version: unexpected argument '%s'\n", argv[2]);
+            return 2;
+        }
         return print_version();
+    }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         fputs(usage, stdout);
         return 0;

@@ -362,6 +362,11 @@ void client_conn_resume(client_conn_t *cc)
     if (cc->state != CC_ACTIVE)
         return;
     cc->reading_paused = 0;
+    if (cc->in_process) {
+        /* Called from inside the parse loop: it goes on by itself. */
+        stream_read_start(&cc->s);
+        return;
+    }
     if (cc->in && cc->in->len)
         cc_process_input(cc);
     if (cc->state == CC_ACTIVE && !cc->reading_paused && !(cc->in && pbuf_room(cc->in) == 0))

@@ -88,6 +88,8 @@ class _EchoHandler(BaseHTTPRequestHandler):
             ctype = "application/json"
         self.send_response(status)
         self.send_header("X-Echo-Name", backend.name)
+        if self.headers.get("X-Echo-Close") == "1":
+            self.send_header("Connection", "close")  # also makes the handler close
         if self.headers.get("X-Echo-Hop") == "1":
             for k, v in ECHO_HOP_HEADERS:
                 self.send_header(k, v)
@@ -165,10 +167,14 @@ class RawBackend:
     """A TCP listener that accepts and then, by mode:
     "hang"     - reads nothing, answers nothing, keeps the connection;
     "truncate" - reads the request head, sends a head announcing
-                 Content-Length: 100000 and 1000 bytes, then closes."""
+                 Content-Length: 100000 and 1000 bytes, then closes;
+    "close_delimited" - reads the request head, answers with neither
+                 Content-Length nor chunked: CLOSE_BODY, then closes."""
+
+    CLOSE_BODY = pattern_bytes(200_000)
 
     def __init__(self, mode):
-        assert mode in ("hang", "truncate")
+        assert mode in ("hang", "truncate", "close_delimited")
         self.mode = mode
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -193,11 +199,10 @@ class RawBackend:
                 return
             self.accepted += 1
             self.conns.append(c)
-            if self.mode == "truncate":
-                threading.Thread(target=self._truncate, args=(c,), daemon=True).start()
+            if self.mode != "hang":
+                threading.Thread(target=self._answer, args=(c,), daemon=True).start()
 
-    @staticmethod
-    def _truncate(c):
+    def _answer(self, c):
         c.settimeout(5)
         buf = b""
         try:
@@ -206,8 +211,12 @@ class RawBackend:
                 if not d:
                     return
                 buf += d
-            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
-                      b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000)
+            if self.mode == "truncate":
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
+                          b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000)
+            else:
+                c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
+                          b"Content-Type: application/octet-stream\r\n\r\n" + self.CLOSE_BODY)
             time.sleep(0.05)
         except OSError:
             pass

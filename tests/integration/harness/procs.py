@@ -340,7 +340,7 @@ http {{
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     keepalive_requests 1000000;
-    keepalive_timeout 60s;
+    keepalive_timeout {keepalive_timeout};
     default_type text/plain;
     server {{
         listen 127.0.0.1:{port} backlog=4096;
@@ -366,7 +366,7 @@ class Nginx(_Proc):
     a fixed body, `/echo` the request line and chosen request headers, and
     `/files/NAME` serves workdir/files/NAME (see add_file)."""
 
-    def __init__(self, workdir, name="nginx", body="hello from nginx\n"):
+    def __init__(self, workdir, name="nginx", body="hello from nginx\n", keepalive_timeout="60s"):
         self.name = name
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
@@ -374,6 +374,7 @@ class Nginx(_Proc):
         (self.dir / "files").mkdir(parents=True)
         user = "user root;" if os.geteuid() == 0 else ""
         conf = _NGINX_CONF.format(dir=self.dir, port=self.port, name=name, user=user,
+                                  keepalive_timeout=keepalive_timeout,
                                   body=body.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
         (self.dir / "nginx.conf").write_text(conf)
         self.proc, self._out, self._err = _spawn(

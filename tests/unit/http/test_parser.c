@@ -497,9 +497,9 @@ static void test_refuse_bad_transfer_encoding(void **state)
 }
 
 /* A request whose framing is refused is refused with its head: HTTP_EV_HEAD
- * tells client_conn to route the request, and today these come with HEAD
- * (chunked false, no Content-Length: a body-less request to the eye) and the
- * refusal only with the next feed, after the head has gone upstream. */
+ * tells client_conn to route the request. llhttp completes these heads
+ * (chunked false, no Content-Length: a body-less request to the eye) and
+ * refuses them only on the next feed, after the head went upstream. */
 static void test_refuse_framing_before_head(void **state)
 {
     (void)state;

@@ -255,8 +255,8 @@ static void test_cap_bounds(void **state)
     check_caps(&e);
 }
 
-/* A head-only answer fits in exactly its length too (today it needs one byte
- * more: the head is written with snprintf, whose NUL must fit). */
+/* A head-only answer fits in exactly its length too: snprintf's NUL is not
+ * part of the answer. */
 static void test_cap_bounds_head_only(void **state)
 {
     (void)state;

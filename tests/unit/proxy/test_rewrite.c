@@ -158,7 +158,7 @@ static void test_is_hop_by_hop(void **state)
 
 /* A Connection header may not take the message framing away: the upstream
  * would read the forwarded body as a new request (request smuggling). The
- * request must keep its framing or be refused; never lose it silently. */
+ * request keeps its framing or is refused; it never loses it silently. */
 static void test_connection_cannot_drop_framing(void **state)
 {
     (void)state;
@@ -177,6 +177,10 @@ static void test_connection_cannot_drop_framing(void **state)
         parse_into(&out_head, false, out, (size_t)n);
         assert_true(out_head.chunked);
     }
+    /* Nor the Host the upstream routes on. */
+    rw = request("GET / HTTP/1.1\r\nHost: a.example\r\nConnection: host\r\n\r\n");
+    rewrite_req(&rw);
+    assert_one("host", "a.example");
 }
 
 static void test_framing_kept(void **state)
