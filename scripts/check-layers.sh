@@ -11,11 +11,12 @@ allowed() {
     http) echo "core" ;;
     routing) echo "core config http" ;;
     observe) echo "core" ;;
-    proxy) echo "core config net http routing observe" ;;
+    proxy) echo "core config net http routing observe policy" ;;
+    policy) echo "core config net http" ;;
     admin) echo "core net http observe" ;;
     tools) echo "core config net http" ;;
-    app) echo "core config net http routing observe proxy admin tools" ;;
-    *) echo "core config net http routing observe proxy admin tools app" ;;
+    app) echo "core config net http routing observe policy proxy admin tools" ;;
+    *) echo "core config net http routing observe policy proxy admin tools app" ;;
     esac
 }
 bad=0

@@ -29,7 +29,6 @@ typedef struct admin_conn {
     uv_timer_t timer;
     admin_t *a;
     struct admin_conn *next, *prev;
-    http_parser_t parser;
     http_head_t head;
     char in[ADMIN_MAX_REQUEST];
     size_t in_len;
@@ -44,7 +43,8 @@ static int path_is(const char *p, size_t n, const char *lit)
 }
 
 int admin_handle(const admin_hooks_t *h, const char *method, size_t mlen, const char *path,
-                 size_t plen, buf_t *body, const char **ctype)
+                 size_t plen, const char *req_body, size_t req_body_len, buf_t *body,
+                 const char **ctype)
 {
     const char *q = memchr(path, '?', plen);
     if (q)
@@ -82,6 +82,11 @@ int admin_handle(const admin_hooks_t *h, const char *method, size_t mlen, const 
         return 200;
     }
     *ctype = "application/json";
+    if (h->handle) {
+        int status = h->handle(h->ctx, method, mlen, path, plen, req_body, req_body_len, body);
+        if (status)
+            return status;
+    }
     buf_append_str(body, "{\"error\":\"not_found\",\"message\":\"no such admin endpoint\"}\n");
     return 404;
 }
@@ -148,22 +153,34 @@ static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
         return;
     }
     c->in_len += (size_t)n;
-    if (!http_head_end(c->in, c->in_len, 0)) {
+    size_t head_end = http_head_end(c->in, c->in_len, 0);
+    if (!head_end) {
         if (c->in_len >= sizeof c->in)
             conn_close(c);
         return;
     }
-    int ev;
-    long k = http_parser_feed(&c->parser, &c->head, c->in, c->in_len, &ev);
+    /* The whole request (head and body) is read before it is handled. */
+    int ev = 0;
+    http_parser_t parser;
+    http_parser_init_request(&parser);
+    long k = http_parser_feed(&parser, &c->head, c->in, c->in_len, &ev);
+    if (k >= 0 && (ev & HTTP_EV_HEAD) && !c->head.chunked &&
+        head_end + c->head.content_length > c->in_len) {
+        if (head_end + c->head.content_length > sizeof c->in)
+            k = -1; /* too large for the admin API */
+        else
+            return; /* wait for the rest of the body */
+    }
     buf_t body;
     buf_init(&body, 0);
-    if (k < 0 || !(ev & HTTP_EV_HEAD)) {
+    if (k < 0 || !(ev & HTTP_EV_HEAD) || c->head.chunked) {
         buf_append_str(&body, "{\"error\":\"bad_request\"}\n");
         respond(c, 400, "application/json", &body, false);
     } else {
         const char *ctype;
         int status = admin_handle(&c->a->hooks, c->head.method, c->head.method_len, c->head.target,
-                                  c->head.target_len, &body, &ctype);
+                                  c->head.target_len, c->in + head_end,
+                                  (size_t)c->head.content_length, &body, &ctype);
         bool head_only = c->head.method_len == 4 && memcmp(c->head.method, "HEAD", 4) == 0;
         respond(c, status, ctype, &body, head_only);
     }
@@ -200,7 +217,6 @@ static void on_connection(uv_stream_t *server, int status)
     if (a->conns)
         a->conns->prev = c;
     a->conns = c;
-    http_parser_init_request(&c->parser);
     if (uv_accept(server, (uv_stream_t *)&c->s.tcp) != 0 || stream_read_start(&c->s) != 0) {
         conn_close(c);
         return;

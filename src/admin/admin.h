@@ -17,6 +17,10 @@ typedef struct admin_hooks {
     int (*ready)(void *ctx, char *reason, size_t n);
     /* Appends the Prometheus exposition. */
     void (*metrics)(void *ctx, buf_t *out);
+    /* Any other endpoint: returns the status (0 = no such endpoint) and fills
+     * out (JSON). body is the request body (may be empty). */
+    int (*handle)(void *ctx, const char *method, size_t method_len, const char *path,
+                  size_t path_len, const char *body, size_t body_len, buf_t *out);
 } admin_hooks_t;
 
 admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
@@ -27,6 +31,7 @@ void admin_stop(admin_t *a);
 /* Routes one admin request (sans-I/O, for tests): fills status, content type
  * and body. */
 int admin_handle(const admin_hooks_t *hooks, const char *method, size_t method_len,
-                 const char *path, size_t path_len, buf_t *body, const char **content_type);
+                 const char *path, size_t path_len, const char *req_body, size_t req_body_len,
+                 buf_t *body, const char **content_type);
 
 #endif

@@ -87,6 +87,7 @@ static void cc_close(client_conn_t *cc)
     cc->next = cc->prev = NULL;
     metrics_downstream_connection(pw->metrics, -1);
     uv_close((uv_handle_t *)&cc->timer, cc_on_timer_closed);
+    uv_close((uv_handle_t *)&cc->try_timer, cc_on_timer_closed);
     stream_close(&cc->s, false);
 }
 
@@ -445,7 +446,9 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
     }
     uv_timer_init(pw->loop, &cc->timer);
     cc->timer.data = cc;
-    cc->n_handles = 2;
+    uv_timer_init(pw->loop, &cc->try_timer);
+    cc->try_timer.data = cc;
+    cc->n_handles = 3;
     socklen_t plen = sizeof cc->peer;
     if (getpeername(fd, (struct sockaddr *)&cc->peer, &plen) == 0) {
         cc->client_ip_len = (uint8_t)addr_format_ip((struct sockaddr *)&cc->peer, cc->client_ip,

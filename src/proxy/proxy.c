@@ -3,7 +3,7 @@
  *   attempt:             target of the group -> pooled or new connection
  *   send / body:         head and body upstream, buffered while connecting
  *   response:            head rewritten, body relayed with backpressure
- *   fail_attempt:        the one place that decides: try again or answer 502/504
+ *   fail_attempt:        the one place that decides: retry, fall back, or answer
  *   finish:              connection back to the pool, log, metrics, next request */
 #include <stdio.h>
 #include <string.h>
@@ -24,6 +24,9 @@ typedef enum { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_INVALID } fail_t;
 
 static void attempt(request_t *req);
 static void fail_attempt(request_t *req, fail_t why);
+static bool try_again(request_t *req, retry_outcome_t o, int status);
+static void retry(request_t *req);
+static void end_attempt(request_t *req, int metrics_code, bool reusable, bool failure);
 static void finish(request_t *req);
 
 const char *proxy_end_reason_name(end_reason_t r)
@@ -55,6 +58,8 @@ const char *proxy_end_reason_name(end_reason_t r)
         return "upstream_invalid_response";
     case END_NO_TARGET:
         return "no_healthy_target";
+    case END_CIRCUIT_OPEN:
+        return "circuit_open";
     case END_INTERNAL:
         return "internal_error";
     }
@@ -135,6 +140,13 @@ static bool ip_rules_allow(const config_route_t *r, const char *ip, size_t len)
 static size_t pick_backend(proxy_worker_t *pw, const config_route_t *r, const http_head_t *h,
                            const char *ip, size_t ip_len)
 {
+    uint32_t v = weights_version(pw->shared_weights, r->index);
+    if (v != pw->weights_version[r->index]) {
+        /* Weights changed through the admin API: start the round afresh. */
+        weights_load(pw->shared_weights, r->index, pw->weights[r->index]);
+        memset(pw->swrr[r->index], 0, r->n_backends * sizeof *pw->swrr[r->index]);
+        pw->weights_version[r->index] = v;
+    }
     const uint32_t *weights = pw->weights[r->index];
     const char *key = NULL;
     size_t key_len = 0;
@@ -215,6 +227,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     req->client_keep_alive = h->keep_alive;
     req->client_http10 = h->http_major == 1 && h->http_minor == 0;
     req->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
+    req->idempotent = retry_method_idempotent(h->method, h->method_len);
     size_t n;
     copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);
     req->method_len = (uint8_t)n;
@@ -276,6 +289,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     }
     const config_route_t *r = m.route;
     req->route = r;
+    pw->route_inflight[r->index]++; /* until proxy_request_log */
 
     /* Policies. */
     const char *ip;
@@ -329,33 +343,131 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     }
     req->out->len = (uint32_t)hl;
     req->head_len = (uint32_t)hl;
+    if (req->backend->fallback != CONFIG_NONE) {
+        /* The fallback backend's own rewrite, made now while the path is here. */
+        const config_backend_t *fb = NULL;
+        for (size_t i = 0; i < r->n_backends && !fb; i++)
+            if (r->backends[i].target_group == req->backend->fallback)
+                fb = &r->backends[i];
+        req->alt = pbuf_get(&pw->w->pool);
+        long alen = req->alt && fb
+                        ? router_rewrite_target(r, fb, &rr, &m, req->alt->data, req->alt->cap)
+                        : -1;
+        if (alen < 0) {
+            pbuf_put(&pw->w->pool, req->alt);
+            req->alt = NULL;
+        } else {
+            req->alt->len = (uint32_t)alen;
+        }
+    }
     client_conn_arm_deadline(cc, r->timeout_ms);
     attempt(req);
 }
 
+/* Rewrites the request line of `out` for the fallback backend. */
+static int switch_to_fallback(request_t *req)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    if (!req->alt)
+        return FE_INVAL;
+    const char *eol = memchr(req->out->data, '\n', req->head_len);
+    pbuf_t *n = pbuf_get(&pw->w->pool);
+    if (!eol || !n) {
+        pbuf_put(&pw->w->pool, n);
+        return FE_NOMEM;
+    }
+    size_t rest = req->out->len - (size_t)(eol + 1 - req->out->data);
+    size_t line = req->method_len + 1 + req->alt->len + sizeof(" HTTP/1.1\r\n") - 1;
+    if (line + rest > n->cap) {
+        pbuf_put(&pw->w->pool, n);
+        return FE_TOOBIG;
+    }
+    char *o = n->data;
+    memcpy(o, req->method, req->method_len);
+    o += req->method_len;
+    *o++ = ' ';
+    memcpy(o, req->alt->data, req->alt->len);
+    o += req->alt->len;
+    memcpy(o, " HTTP/1.1\r\n", 11);
+    o += 11;
+    memcpy(o, eol + 1, rest);
+    size_t old_line = (size_t)(eol + 1 - req->out->data);
+    req->head_len = (uint32_t)(req->head_len - old_line + line);
+    n->len = (uint32_t)(line + rest);
+    pbuf_put(&pw->w->pool, req->out);
+    req->out = n;
+    return 0;
+}
+
 /* -------------------------------------------------------------- attempt */
+
+static void on_try_timer(uv_timer_t *t);
 
 static void attempt(request_t *req)
 {
     proxy_worker_t *pw = req->cc->pw;
     const config_target_group_t *tg = &pw->cfg->target_groups[req->group];
     proxy_group_state_t *gs = &pw->groups[req->group];
-    memset(gs->eligible, 1, tg->n_targets);
-    size_t t =
-        balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight, tg->n_targets);
+    health_group_t *hg = &pw->health->groups[req->group];
+    uint64_t now = uv_now(pw->loop);
+    /* Usable targets not tried yet; if every usable one was tried, any usable. */
+    size_t usable = 0, fresh = 0;
+    for (size_t i = 0; i < tg->n_targets; i++) {
+        uint8_t u = health_target_usable(&hg->targets[i], now);
+        bool tried = i < 64 && (req->tried >> i) & 1;
+        gs->eligible[i] = u && !tried;
+        usable += u;
+        fresh += gs->eligible[i];
+    }
+    if (!fresh && usable)
+        for (size_t i = 0; i < tg->n_targets; i++)
+            gs->eligible[i] = health_target_usable(&hg->targets[i], now);
+    size_t t = usable ? balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
+                                             tg->n_targets)
+                      : SIZE_MAX;
     if (t == SIZE_MAX) {
         proxy_send_error(req, 503, END_NO_TARGET, "no healthy target");
         return;
     }
+    if (!health_acquire(&hg->requests, tg->max_requests)) {
+        metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
+                                          METRICS_LIMIT_MAX_REQUESTS);
+        proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_requests");
+        return;
+    }
     req->target = (uint32_t)t;
+    if (t < 64)
+        req->tried |= 1ull << t;
     req->in_attempt = 1;
     req->attempts++;
     req->upstream_start_us = now_us();
     req->out_sent = 0;
     gs->inflight[t]++;
+    atomic_fetch_add_explicit(&hg->targets[t].inflight, 1, memory_order_relaxed);
+    if (!pw->groups[req->group].pools[t].idle) {
+        /* A new connection: the request waits for it (max_pending). */
+        if (!health_acquire(&hg->pending, tg->max_pending)) {
+            metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
+                                              METRICS_LIMIT_MAX_PENDING);
+            end_attempt(req, 0, false, false);
+            proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_pending");
+            return;
+        }
+        req->holds_pending = 1;
+    }
+    const config_route_t *r = req->route;
+    if (r->has_retries && r->retries.per_try_timeout_ms)
+        uv_timer_start(&req->cc->try_timer, on_try_timer, r->retries.per_try_timeout_ms, 0);
     int err;
     upstream_conn_t *uc = upstream_acquire(pw, req->group, req->target, req, &err);
     if (!uc) {
+        if (err == FE_TOOBIG) {
+            metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
+                                              METRICS_LIMIT_MAX_CONNECTIONS);
+            end_attempt(req, 0, false, false);
+            proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_connections");
+            return;
+        }
         fail_attempt(req, FAIL_CONNECT);
         return;
     }
@@ -363,6 +475,18 @@ static void attempt(request_t *req)
     req->phase = REQ_CONNECTING;
     if (uc->connected)
         proxy_upstream_connected(req, 0);
+}
+
+static void on_try_timer(uv_timer_t *t)
+{
+    client_conn_t *cc = t->data;
+    request_t *req = &cc->req;
+    if (req->phase == REQ_BACKOFF) {
+        attempt(req);
+        return;
+    }
+    if (req->phase == REQ_CONNECTING || req->phase == REQ_SENT)
+        fail_attempt(req, FAIL_TIMEOUT);
 }
 
 /* ----------------------------------------------------------------- send */
@@ -379,6 +503,10 @@ static int send_buffered(request_t *req)
 
 void proxy_upstream_connected(request_t *req, int status)
 {
+    if (req->holds_pending) {
+        req->holds_pending = 0;
+        health_release(&req->cc->pw->health->groups[req->group].pending);
+    }
     if (status < 0) {
         req->uc = NULL; /* upstream.c closed it */
         fail_attempt(req, FAIL_CONNECT);
@@ -399,8 +527,14 @@ size_t proxy_body_room(request_t *req)
 {
     if (req->phase == REQ_DONE || req->phase == REQ_NONE)
         return SIZE_MAX; /* answered already: the rest is read and dropped */
-    if (!req->body_streamed && pbuf_room(req->out) > 0)
-        return pbuf_room(req->out);
+    if (!req->body_streamed) {
+        /* Keep the body for a resend while it is within retry_buffer_size. */
+        size_t kept = req->out->len - req->head_len;
+        size_t limit = req->cfg->server.retry_buffer_bytes;
+        size_t room = pbuf_room(req->out);
+        if (kept < limit && room > 0)
+            return room < limit - kept ? room : limit - kept;
+    }
     bool writable = req->uc && req->phase >= REQ_SENT && req->out_sent == req->out->len &&
                     !stream_write_pending(&req->uc->s);
     return writable ? SIZE_MAX : 0;
@@ -412,13 +546,16 @@ void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
     if (req->phase == REQ_DONE || req->phase == REQ_NONE || len == 0)
         return;
     int rc = 0;
-    if (!req->body_streamed && len <= pbuf_room(req->out)) {
+    if (!req->body_streamed && len <= pbuf_room(req->out) &&
+        req->out->len - req->head_len + len <= req->cfg->server.retry_buffer_bytes) {
         /* Kept in `out` so the request can be sent again on a fresh connection. */
         memcpy(pbuf_tail(req->out), data, len);
         req->out->len += (uint32_t)len;
         if (req->phase >= REQ_SENT)
             rc = send_buffered(req);
     } else {
+        if (!req->uc || req->phase < REQ_SENT)
+            return; /* cannot happen: proxy_body_room said 0 */
         req->body_streamed = 1;
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         rc = upstream_write(req->uc, &b, 1);
@@ -500,9 +637,20 @@ static void relay(request_t *req, const char *data, size_t len)
             http_parser_feed(&uc->parser, &pw->head, data, 0, &ev2); /* ends the 1xx */
             continue;
         }
+        uv_timer_stop(&req->cc->try_timer);
+        req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
+        metrics_upstream(pw->metrics, pw->groups[req->group].metrics_group,
+                         pw->groups[req->group].metrics_target[req->target], h->status,
+                         (uint64_t)req->upstream_us);
+        if (try_again(req, RETRY_OUTCOME_STATUS, h->status)) {
+            /* Not relayed: the connection goes, with the body nobody reads. */
+            req->upstream_status = h->status;
+            end_attempt(req, 0, false, h->status >= 500);
+            retry(req);
+            return;
+        }
         req->upstream_status = h->status;
         req->status = h->status;
-        req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
         bool bodyless = req->head_method || h->status == 204 || h->status == 304;
         if (h->chunked && !bodyless)
             req->resp_body = req->client_http10 ? REWRITE_BODY_DECHUNK : REWRITE_BODY_AS_IS;
@@ -528,9 +676,6 @@ static void relay(request_t *req, const char *data, size_t len)
             fail_attempt(req, FAIL_INVALID);
             return;
         }
-        metrics_upstream(pw->metrics, pw->groups[req->group].metrics_group,
-                         pw->groups[req->group].metrics_target[req->target], h->status,
-                         (uint64_t)req->upstream_us);
         iov[n++] = uv_buf_init(pw->scratch, (unsigned)hl);
         req->phase = REQ_RESPONDING;
         req->resp_started = 1;
@@ -622,18 +767,29 @@ void proxy_client_drained(request_t *req)
 
 /* ------------------------------------------------------------- failures */
 
-/* Ends the current try: the connection is closed, the try counted. */
-static void end_attempt(request_t *req, int metrics_code, bool reusable)
+/* Ends the current try: counts it, records it for outlier detection, gives
+ * back its breaker units, and returns or closes its connection. */
+static void end_attempt(request_t *req, int metrics_code, bool reusable, bool failure)
 {
     proxy_worker_t *pw = req->cc->pw;
     if (!req->in_attempt)
         return;
     req->in_attempt = 0;
+    uv_timer_stop(&req->cc->try_timer);
     proxy_group_state_t *gs = &pw->groups[req->group];
+    health_group_t *hg = &pw->health->groups[req->group];
     gs->inflight[req->target]--;
+    atomic_fetch_sub_explicit(&hg->targets[req->target].inflight, 1, memory_order_relaxed);
+    health_release(&hg->requests);
+    if (req->holds_pending) {
+        req->holds_pending = 0;
+        health_release(&hg->pending);
+    }
     if (metrics_code)
         metrics_upstream(pw->metrics, gs->metrics_group, gs->metrics_target[req->target],
                          metrics_code, now_us() - req->upstream_start_us);
+    if (health_record(hg, req->target, failure, uv_now(pw->loop)))
+        metrics_outlier_ejection(pw->registry, gs->metrics_group, gs->metrics_target[req->target]);
     if (req->uc) {
         upstream_conn_t *uc = req->uc;
         req->uc = NULL;
@@ -645,22 +801,101 @@ static void end_attempt(request_t *req, int metrics_code, bool reusable)
     }
 }
 
-/* The one place that decides what a failed try becomes. */
+/* May this request be tried again after outcome o? Retries and the canary
+ * fallback share the rules: nothing after a response byte reached the client,
+ * nothing whose body was not kept, the idempotency gate, retry_on (or, with no
+ * retries block, connect failure / reset / timeout / 5xx for a fallback), the
+ * number of tries, and the route's budget. */
+static bool try_again(request_t *req, retry_outcome_t o, int status)
+{
+    const config_route_t *r = req->route;
+    proxy_worker_t *pw = req->cc->pw;
+    if (!r || req->resp_started || req->body_streamed || pw->stopping)
+        return false;
+    const config_retries_t *rt = r->has_retries ? &r->retries : NULL;
+    bool fb = req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt;
+    if (!rt && !fb)
+        return false;
+    if (!retry_resend_allowed(req->idempotent, r->retry_non_idempotent, o))
+        return false;
+    if (!retry_qualifies(rt, o, status))
+        return false;
+    /* A fallback is a retry pinned to the fallback group; it is always
+     * allowed one try, even where retries are off (attempts: 0). */
+    uint32_t allowed = rt ? rt->attempts : 0;
+    if (fb && allowed == 0)
+        allowed = 1;
+    if (req->retries >= allowed)
+        return false;
+    uint32_t budget = rt ? rt->budget_percent : DEFAULT_RETRY_BUDGET_PERCENT;
+    if (!req->retry_counted &&
+        !retry_budget_allows(pw->route_retries[r->index], pw->route_inflight[r->index], budget))
+        return false;
+    return true;
+}
+
+/* Sends the request again: to the fallback group when the backend has one
+ * (at once, and every later try too), else to the same group after a
+ * full-jitter backoff, preferring a target not tried yet. */
+static void retry(request_t *req)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    const config_route_t *r = req->route;
+    uint32_t from = req->group;
+    req->retries++;
+    if (!req->retry_counted) {
+        req->retry_counted = 1;
+        pw->route_retries[r->index]++;
+    }
+    bool to_fallback = req->backend->fallback != CONFIG_NONE && !req->fallback;
+    if (to_fallback) {
+        if (switch_to_fallback(req) != 0) {
+            proxy_send_error(req, 502, END_UPSTREAM_RESET, "fallback request too large");
+            return;
+        }
+        req->fallback = 1;
+        req->group = (uint32_t)req->backend->fallback;
+        req->tried = 0;
+        metrics_fallback(pw->metrics, pw->metrics_route[r->index], pw->groups[from].metrics_group,
+                         pw->groups[req->group].metrics_group);
+    }
+    metrics_retry(pw->metrics, pw->metrics_route[r->index], pw->groups[req->group].metrics_group);
+    uint64_t delay = 0;
+    if (!to_fallback && r->has_retries)
+        delay = retry_backoff_ms(r->retries.backoff_ms, req->retries, &pw->rng);
+    if (delay == 0) {
+        attempt(req);
+        return;
+    }
+    req->phase = REQ_BACKOFF;
+    uv_timer_start(&req->cc->try_timer, on_try_timer, delay, 0);
+}
+
+/* The one place that decides what a failed try becomes: sent again on a
+ * fresh connection (a pooled one the target had closed), retried, sent to the
+ * fallback group, or answered with 502/504. */
 static void fail_attempt(request_t *req, fail_t why)
 {
-    bool was_reused = req->uc && req->uc->reused;
+    bool was_reused = req->uc && req->uc->reused && req->uc->connected;
     static const int codes[] = {METRICS_UPSTREAM_CONNECT_ERROR, METRICS_UPSTREAM_RESET,
                                 METRICS_UPSTREAM_TIMEOUT, 502};
-    end_attempt(req, codes[why], false);
+    static const retry_outcome_t outcomes[] = {RETRY_OUTCOME_CONNECT_FAILURE, RETRY_OUTCOME_RESET,
+                                               RETRY_OUTCOME_TIMEOUT, RETRY_OUTCOME_RESET};
+    /* A stale pooled connection says nothing about the target's health. */
+    bool stale = why == FAIL_RESET && was_reused && !req->body_streamed;
+    end_attempt(req, codes[why], false, !stale);
     if (req->resp_started) {
         proxy_client_gone(req, END_UPSTREAM_RESET);
         return;
     }
-    /* A pooled connection the target had already closed: the request never
-     * reached it, so sending it again on a fresh connection is safe. */
-    if (why == FAIL_RESET && was_reused && !req->body_streamed &&
-        req->attempts < STALE_CONNECTION_TRIES) {
+    /* The request never reached the target: sending it again on a fresh
+     * connection is safe, and is not a retry. */
+    if (stale && req->attempts < STALE_CONNECTION_TRIES + req->retries) {
         attempt(req);
+        return;
+    }
+    if (try_again(req, outcomes[why], 0)) {
+        retry(req);
         return;
     }
     switch (why) {
@@ -687,7 +922,7 @@ void proxy_request_timeout(request_t *req)
         proxy_client_gone(req, END_UPSTREAM_TIMEOUT);
         return;
     }
-    end_attempt(req, METRICS_UPSTREAM_TIMEOUT, false);
+    end_attempt(req, METRICS_UPSTREAM_TIMEOUT, false, true);
     req->cc->close_after |= !req->body_done;
     proxy_send_error(req, 504, END_UPSTREAM_TIMEOUT, "upstream timeout");
 }
@@ -696,14 +931,14 @@ void proxy_client_gone(request_t *req, end_reason_t why)
 {
     client_conn_t *cc = req->cc;
     if (!req->resp_started && (why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE)) {
-        end_attempt(req, 0, false);
+        end_attempt(req, 0, false, false);
         cc->close_after = 1;
         proxy_send_error(req, why == END_BAD_REQUEST ? 400 : 413, why,
                          why == END_BAD_REQUEST ? http_parser_error_reason(&cc->parser)
                                                 : "request body too large");
         return;
     }
-    end_attempt(req, 0, false);
+    end_attempt(req, 0, false, false);
     if (!req->end)
         req->end = why;
     if (!req->resp_started)
@@ -723,7 +958,7 @@ void proxy_send_error(request_t *req, int status, end_reason_t why, const char *
 {
     client_conn_t *cc = req->cc;
     proxy_worker_t *pw = cc->pw;
-    end_attempt(req, 0, false);
+    end_attempt(req, 0, false, false);
     if (!req->body_done || !req->client_keep_alive)
         cc->close_after = 1;
     http_error_t e = {
@@ -767,7 +1002,7 @@ static void finish(request_t *req)
     proxy_worker_t *pw = cc->pw;
     bool reusable =
         req->upstream_reusable && req->body_done && req->uc && !stream_write_pending(&req->uc->s);
-    end_attempt(req, 0, reusable);
+    end_attempt(req, 0, reusable, req->upstream_status >= 500);
     proxy_request_log(req);
     if (req->out) {
         pbuf_put(&pw->w->pool, req->out);
@@ -782,6 +1017,16 @@ void proxy_request_log(request_t *req)
     proxy_worker_t *pw = cc->pw;
     uint64_t dur = now_us() - req->start_us;
     const config_route_t *r = req->route;
+    /* The request is over: its share of the retry budget and its buffers go. */
+    uv_timer_stop(&cc->try_timer);
+    if (r) {
+        pw->route_inflight[r->index]--;
+        if (req->retry_counted)
+            pw->route_retries[r->index]--;
+        req->retry_counted = 0;
+    }
+    pbuf_put(&pw->w->pool, req->alt);
+    req->alt = NULL;
     metrics_request(pw->metrics, r ? pw->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
     if (!pw->alog)

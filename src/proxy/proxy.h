@@ -19,9 +19,12 @@
 #include "net/worker.h"
 #include "observe/access_log.h"
 #include "observe/metrics.h"
+#include "policy/health.h"
+#include "policy/retry.h"
 #include "routing/balancer.h"
 #include "routing/router.h"
 #include "routing/set.h"
+#include "routing/weights.h"
 
 typedef struct proxy_worker proxy_worker_t;
 typedef struct client_conn client_conn_t;
@@ -44,6 +47,7 @@ typedef enum {
     END_UPSTREAM_RESET,
     END_UPSTREAM_INVALID,
     END_NO_TARGET,
+    END_CIRCUIT_OPEN,
     END_INTERNAL
 } end_reason_t;
 
@@ -75,12 +79,14 @@ struct upstream_conn {
     uint8_t reused; /* has served a request before */
     pbuf_t *in;     /* a response head that came in pieces */
     uint8_t closing;
+    uint8_t counted; /* holds one unit of the group's max_connections */
 };
 
 /* --- the request --- */
 
 typedef enum {
     REQ_NONE = 0,   /* no request on the connection */
+    REQ_BACKOFF,    /* waiting before the next try */
     REQ_CONNECTING, /* waiting for an upstream connection */
     REQ_SENT,       /* head (and body so far) written upstream, waiting for the response */
     REQ_RESPONDING, /* response head sent to the client, relaying the body */
@@ -98,6 +104,7 @@ struct request {
     uint32_t target;     /* target index in the group, UINT32_MAX before the pick */
     upstream_conn_t *uc; /* bound upstream connection */
     pbuf_t *out;         /* upstream head + buffered body prefix */
+    pbuf_t *alt;         /* the fallback backend's request target, when it has one */
     uint32_t out_sent;   /* bytes of out written to the current upstream */
     uint32_t head_len;   /* upstream head length in out */
     int status;          /* status sent to the client */
@@ -111,8 +118,13 @@ struct request {
     uint8_t client_http10;
     uint8_t resp_body; /* rewrite_body_t of the response */
     uint8_t upstream_reusable;
-    uint8_t fallback;
+    uint8_t fallback;   /* went to the fallback group */
     uint8_t in_attempt; /* a try is under way (counted in inflight) */
+    uint8_t idempotent;
+    uint8_t holds_pending; /* counted in the group's max_pending */
+    uint8_t retry_counted; /* counted in the route's retries in flight */
+    uint32_t retries;      /* tries after the first */
+    uint64_t tried;        /* targets of the current group tried (first 64) */
     uint64_t start_us;
     uint64_t start_realtime_ms;
     uint64_t upstream_start_us;
@@ -145,6 +157,7 @@ typedef enum {
 struct client_conn {
     stream_t s; /* first: stream callbacks cast back */
     uv_timer_t timer;
+    uv_timer_t try_timer; /* per-try timeout, and the backoff before a retry */
     proxy_worker_t *pw;
     client_conn_t *next;
     client_conn_t *prev;
@@ -180,6 +193,8 @@ typedef struct proxy_shared {
     set_t **sets;
     metrics_registry_t *metrics;
     access_log_t *access_log;
+    health_t *health;
+    weights_t *weights;
 } proxy_shared_t;
 
 struct proxy_worker {
@@ -189,8 +204,14 @@ struct proxy_worker {
     set_t *const *sets;
     pcre2_match_data *md;
     int64_t **swrr;     /* per route: smooth WRR current weights */
-    uint32_t **weights; /* per route: backend weights */
+    uint32_t **weights; /* per route: backend weights (copied from shared_weights) */
+    uint32_t *weights_version;
+    uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
+    uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
     uint32_t *metrics_route;
+    health_t *health;
+    weights_t *shared_weights;
+    metrics_registry_t *registry;
     proxy_group_state_t *groups;
     metrics_worker_t *metrics;
     access_log_writer_t *alog;

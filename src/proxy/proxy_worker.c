@@ -33,8 +33,15 @@ proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *sh)
     pw->swrr = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->swrr);
     pw->weights = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->weights);
     pw->metrics_route = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->metrics_route);
+    pw->weights_version = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->weights_version);
+    pw->route_inflight = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->route_inflight);
+    pw->route_retries = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->route_retries);
+    pw->health = sh->health;
+    pw->shared_weights = sh->weights;
+    pw->registry = sh->metrics;
     pw->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *pw->groups);
-    if (!pw->md || !pw->scratch || !pw->swrr || !pw->weights || !pw->metrics_route || !pw->groups)
+    if (!pw->md || !pw->scratch || !pw->swrr || !pw->weights || !pw->metrics_route || !pw->groups ||
+        !pw->weights_version || !pw->route_inflight || !pw->route_retries)
         goto fail;
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const config_route_t *r = &cfg->routes[i];
@@ -42,8 +49,8 @@ proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *sh)
         pw->weights[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **pw->weights);
         if (!pw->swrr[i] || !pw->weights[i])
             goto fail;
-        for (size_t b = 0; b < r->n_backends; b++)
-            pw->weights[i][b] = r->backends[b].weight;
+        weights_load(sh->weights, i, pw->weights[i]);
+        pw->weights_version[i] = weights_version(sh->weights, i);
         pw->metrics_route[i] = metrics_route_slot(sh->metrics, r->name);
     }
     uint64_t seed = 0;
@@ -105,6 +112,9 @@ void proxy_worker_free(proxy_worker_t *pw)
     free(pw->swrr);
     free(pw->weights);
     free(pw->metrics_route);
+    free(pw->weights_version);
+    free(pw->route_inflight);
+    free(pw->route_retries);
     free(pw->groups);
     free(pw->scratch);
     config_unref(pw->cfg);

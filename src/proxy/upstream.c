@@ -45,6 +45,8 @@ static void uc_close(upstream_conn_t *uc)
     uc->closing = 1;
     idle_unlink(uc);
     uc->pool->n_open--;
+    if (uc->counted)
+        health_release(&uc->pw->health->groups[uc->group].connections);
     uc->req = NULL;
     uv_timer_stop(&uc->timer);
     uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
@@ -141,16 +143,24 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
         return uc;
     }
     const config_target_group_t *tg = &pw->cfg->target_groups[group];
-    const config_target_t *t = &tg->targets[target];
-    if (t->addrlen == 0) {
+    health_group_t *hg = &pw->health->groups[group];
+    /* Read once: the address may be re-resolved meanwhile; libuv copies it. */
+    const health_addr_t *addr = atomic_load(&hg->targets[target].addr);
+    if (!addr) {
         *err = FE_NOTFOUND; /* a name that did not resolve */
+        return NULL;
+    }
+    if (!health_acquire(&hg->connections, tg->max_connections)) {
+        *err = FE_TOOBIG; /* circuit breaker: max_connections */
         return NULL;
     }
     uc = calloc(1, sizeof *uc);
     if (!uc) {
+        health_release(&hg->connections);
         *err = FE_NOMEM;
         return NULL;
     }
+    uc->counted = 1;
     uc->pw = pw;
     uc->pool = pool;
     uc->group = group;
@@ -158,6 +168,7 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
     uc->req = req;
     http_parser_init_response(&uc->parser);
     if (stream_init(pw->loop, &uc->s, &upstream_ops, &pw->w->pool) != 0) {
+        health_release(&hg->connections);
         free(uc);
         *err = FE_IO;
         return NULL;
@@ -167,7 +178,7 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
     uc->n_handles = 2;
     uc->creq.data = uc;
     pool->n_open++;
-    int rc = stream_connect(&uc->s, &uc->creq, (const struct sockaddr *)&t->addr, uc_on_connect);
+    int rc = stream_connect(&uc->s, &uc->creq, (const struct sockaddr *)&addr->ss, uc_on_connect);
     if (rc != 0) {
         uc->req = NULL;
         uc_close(uc);
