@@ -183,8 +183,8 @@ size_t http_error_format(const http_error_t *e, char *out, size_t cap)
     char rid[800];
     const char *m = e->message ? e->message : http_status_reason(e->status);
     size_t mn = strlen(m);
-    if (mn > 250)
-        mn = 250; /* every byte escaped still fits msg */
+    if (mn > 255)
+        mn = 255; /* every byte escaped still fits msg */
     size_t mlen = http_json_escape(m, mn, msg, sizeof msg);
     size_t rlen =
         e->request_id ? http_json_escape(e->request_id, e->request_id_len, rid, sizeof rid) : 0;
