@@ -1,9 +1,7 @@
-/* libFuzzer target: chunked bodies after a fixed head, with the de-chunk sink
- * on, as proxy.c relays to an HTTP/1.0 client. Input byte 0 picks request or
- * response and seeds the piece sizes; the rest is the body. The body is
- * parsed whole and in pieces: both must agree, the sink never holds more
- * than was fed, and what it holds is the chunk data an independent reading
- * of the consumed bytes finds. */
+/* libFuzzer target: chunked bodies after a fixed head, de-chunk sink on (as
+ * proxy.c relays to an HTTP/1.0 client). Byte 0 picks request or response and
+ * seeds the pieces. Whole and in pieces must agree, the sink never holds more
+ * than was fed, and it holds the chunk data an independent reading finds. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>

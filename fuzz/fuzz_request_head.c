@@ -1,8 +1,7 @@
-/* libFuzzer target: request bytes through the parser the way client_conn feeds
- * them (first read as it came, a partial head fed again whole once
- * http_head_end finds its end, then the body in pieces, pipelined requests
- * after), and every parsed head through rewrite_request_head. Input byte 0
- * seeds the read sizes; the rest is what the client sent. */
+/* libFuzzer target: client bytes fed as client_conn feeds them (first read
+ * as it came, a partial head again whole once http_head_end finds its end,
+ * bodies in pieces, pipelined requests after), each head then rewritten.
+ * Input byte 0 seeds the read sizes; the rest is what the client sent. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,6 +46,7 @@ static void check_head(const char *m, size_t k)
 {
     CHECK(head.method_len > 0 && in_span(head.method, head.method_len, m, k));
     CHECK(head.target_len > 0 && in_span(head.target, head.target_len, m, k));
+    CHECK(head.http_major == 1 && head.http_minor <= 1);
     CHECK(head.n_headers <= MAX_REQUEST_HEADERS);
     CHECK(!(head.chunked && head.has_content_length));
     for (uint32_t i = 0; i < head.n_headers; i++) {

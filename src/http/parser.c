@@ -4,6 +4,7 @@
 #include "http/parser.h"
 
 #include <string.h>
+#include <strings.h>
 
 #include "core/errors.h"
 
@@ -113,6 +114,37 @@ static int on_header_value_complete(llhttp_t *ll)
     return 0;
 }
 
+/* Every Transfer-Encoding line together must name chunked exactly once, as
+ * the last coding, once surrounding whitespace is ignored: the next hop reads
+ * the values as ficus forwards them, trimmed. */
+static bool te_chunked_once(const http_head_t *h)
+{
+    unsigned chunked = 0, tokens = 0;
+    bool last_chunked = false;
+    for (uint32_t i = 0; i < h->n_headers; i++) {
+        const http_header_t *hd = &h->headers[i];
+        if (!http_header_name_is(hd->name, hd->name_len, "transfer-encoding", 17))
+            continue;
+        const char *p = hd->value, *end = hd->value + hd->value_len;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            const char *t = p;
+            while (p < end && *p != ',')
+                p++;
+            const char *e = p;
+            while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
+                e--;
+            if (e == t)
+                continue;
+            tokens++;
+            last_chunked = (size_t)(e - t) == 7 && strncasecmp(t, "chunked", 7) == 0;
+            chunked += last_chunked;
+        }
+    }
+    return tokens == 0 || (chunked == 1 && last_chunked);
+}
+
 static int on_headers_complete(llhttp_t *ll)
 {
     http_parser_t *p = self(ll);
@@ -129,6 +161,16 @@ static int on_headers_complete(llhttp_t *ll)
         h->upgrade = ll->upgrade;
     }
     p->events |= HTTP_EV_HEAD;
+    if (ll->type == HTTP_REQUEST && !(ll->http_major == 1 && ll->http_minor <= 1)) {
+        p->err = HTTP_ERR_BAD;
+        llhttp_set_error_reason(ll, "only HTTP/1.0 and HTTP/1.1 are served");
+        return HPE_USER;
+    }
+    if (ll->type == HTTP_REQUEST && h && !te_chunked_once(h)) {
+        p->err = HTTP_ERR_BAD;
+        llhttp_set_error_reason(ll, "chunked must be the last transfer coding, applied once");
+        return HPE_USER;
+    }
     if (ll->type == HTTP_REQUEST && (ll->flags & F_TRANSFER_ENCODING) && !(ll->flags & F_CHUNKED)) {
         /* Only chunked as the final coding frames a request body (RFC 9112
          * 6.3); refuse it with the head, before anything is routed. */

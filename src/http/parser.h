@@ -66,9 +66,10 @@ static inline void http_parser_expect_no_body(http_parser_t *p, bool yes) { p->s
 /* Parses from data. head receives the spans of a head completed by this call
  * (pointers into data). Returns bytes consumed (>= 0) and sets *events; stops
  * right after the head or right after the message end. Negative on error
- * (then http_parser_error() says which answer is due). A head is complete
- * only when both HTTP_EV_HEAD is returned by one call: heads that arrive in
- * pieces must be fed again whole (see http_head_end()). */
+ * (then http_parser_error() says which answer is due). A head must be fed
+ * whole, from its first byte, in one call: a head that arrives in pieces is
+ * kept and fed again once http_head_end() finds its end. For HEAD, 1xx, 204
+ * and 304 responses, HTTP_EV_END comes in the same call as HTTP_EV_HEAD. */
 long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, size_t len,
                       int *events);
 /* Decoded body bytes of the next feeds go to sink (for de-chunking); a sink

@@ -178,11 +178,14 @@ size_t http_json_escape(const char *s, size_t n, char *out, size_t cap)
 
 size_t http_error_format(const http_error_t *e, char *out, size_t cap)
 {
-    char body[768];
-    char msg[512];
-    char rid[300];
+    char body[2048];
+    char msg[1536];
+    char rid[800];
     const char *m = e->message ? e->message : http_status_reason(e->status);
-    size_t mlen = http_json_escape(m, strlen(m), msg, sizeof msg);
+    size_t mn = strlen(m);
+    if (mn > 255)
+        mn = 255; /* every byte escaped still fits msg */
+    size_t mlen = http_json_escape(m, mn, msg, sizeof msg);
     size_t rlen =
         e->request_id ? http_json_escape(e->request_id, e->request_id_len, rid, sizeof rid) : 0;
     int blen = snprintf(

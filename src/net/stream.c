@@ -120,8 +120,14 @@ static int queue_append(stream_t *s, const uv_buf_t *bufs, unsigned n, size_t sk
     } else if (s->inflight == 0) {
         pbuf_compact(s->wq);
     }
-    if (pbuf_room(s->wq) < need)
+    if (pbuf_room(s->wq) < need) {
+        if (s->wq->len == 0) {
+            /* Nothing queued after all: leave no empty queue behind. */
+            pbuf_put(s->pool, s->wq);
+            s->wq = NULL;
+        }
         return FE_TOOBIG;
+    }
     for (unsigned i = 0; i < n; i++) {
         size_t len = bufs[i].len;
         const char *p = bufs[i].base;

@@ -46,7 +46,8 @@ int stream_read_start(stream_t *s);
 void stream_read_stop(stream_t *s);
 /* Writes bufs in order: 0 when the socket took everything, 1 when the rest was
  * queued (on_drain follows), negative on error (FE_TOOBIG if the queue buffer
- * cannot hold the rest: callers stop producing while a queue exists). */
+ * cannot hold the rest: callers stop producing while a queue exists, and
+ * close the stream after any error). */
 int stream_write(stream_t *s, const uv_buf_t *bufs, unsigned n);
 static inline bool stream_write_pending(const stream_t *s) { return s->wq != NULL; }
 /* Closes; on_close follows. reset=true sends an RST (abortive close). */

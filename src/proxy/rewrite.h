@@ -46,7 +46,8 @@ typedef struct rewrite_response {
 
 long rewrite_response_head(const rewrite_response_t *in, char *out, size_t cap);
 
-/* True for hop-by-hop header names (and any listed in the Connection value). */
+/* True for hop-by-hop header names (and any listed in the Connection value,
+ * except Content-Length, Transfer-Encoding and Host, which always stay). */
 bool rewrite_is_hop_by_hop(const char *name, size_t len, const http_header_t *connection);
 
 /* True when v is a sane X-Request-Id: 1-128 chars of [A-Za-z0-9._:-]. */

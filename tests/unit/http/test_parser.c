@@ -524,6 +524,36 @@ static void test_refuse_framing_before_head(void **state)
     }
 }
 
+/* chunked is applied once (RFC 9112 6.1). llhttp misses the first
+ * "chunked\t" (the tab) and honours the second; rewrite trims the tab and
+ * sends "chunked" twice, which ficus's own parser then refuses. */
+static void test_refuse_chunked_twice(void **state)
+{
+    (void)state;
+    assert_refused(LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\t\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                   HTTP_ERR_BAD);
+    assert_refused(LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+                       "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+                   HTTP_ERR_BAD);
+    assert_refused(LIT("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+                       "0\r\n\r\n"),
+                   HTTP_ERR_BAD);
+}
+
+/* ficus speaks HTTP/1.0 and 1.1 to clients (spec section 3). llhttp takes
+ * an HTTP/0.9 request line (no version, headers still parsed) and
+ * HTTP/2.0; both would go upstream relabelled HTTP/1.1. */
+static void test_refuse_versions_other_than_1x(void **state)
+{
+    (void)state;
+    assert_refused(LIT("GET /\r\nHost: a\r\n\r\n"), HTTP_ERR_BAD);
+    assert_refused(LIT("POST /\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"), HTTP_ERR_BAD);
+    assert_refused(LIT("GET / HTTP/0.9\r\nHost: a\r\n\r\n"), HTTP_ERR_BAD);
+    assert_refused(LIT("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), HTTP_ERR_BAD);
+    assert_refused(LIT("GET / HTTP/1.2\r\nHost: a\r\n\r\n"), HTTP_ERR_BAD);
+}
+
 static void test_refuse_invalid_chunk(void **state)
 {
     (void)state;
@@ -810,6 +840,8 @@ int main(void)
         cmocka_unit_test(test_refuse_two_content_lengths),
         cmocka_unit_test(test_refuse_bad_transfer_encoding),
         cmocka_unit_test(test_refuse_framing_before_head),
+        cmocka_unit_test(test_refuse_chunked_twice),
+        cmocka_unit_test(test_refuse_versions_other_than_1x),
         cmocka_unit_test(test_refuse_invalid_chunk),
         cmocka_unit_test(test_refuse_bare_lf_in_header_line),
         cmocka_unit_test(test_refuse_bare_lf_after_request_line),
