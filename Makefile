@@ -52,7 +52,7 @@ all: ficus
 
 ficus: $(BIN)
 ifeq ($(MODE),release)
-	cp $(BIN) ficus
+	cp $(BIN) ficus.new && mv -f ficus.new ficus
 endif
 
 $(BIN): $(BUILD)/src/main.o $(LIB)

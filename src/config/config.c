@@ -1425,7 +1425,7 @@ static const field_t group_fields[] = {
                  DEFAULT_CONNECT_TIMEOUT_MS, 1, CONFIG_MAX_DURATION_MS),
     ROW_UINT("max_connections", config_target_group_t, max_connections,
              DEFAULT_GROUP_MAX_CONNECTIONS, 1, CONFIG_MAX_COUNT),
-    ROW_UINT("max_pending", config_target_group_t, max_pending, DEFAULT_GROUP_MAX_PENDING, 0,
+    ROW_UINT("max_pending", config_target_group_t, max_pending, DEFAULT_GROUP_MAX_PENDING, 1,
              CONFIG_MAX_COUNT),
     ROW_UINT("max_requests", config_target_group_t, max_requests, DEFAULT_GROUP_MAX_REQUESTS, 1,
              CONFIG_MAX_COUNT),

@@ -403,6 +403,19 @@ static int switch_to_fallback(request_t *req)
 
 static void on_try_timer(uv_timer_t *t);
 
+/* The group cannot take the request (no healthy target, circuit open): the
+ * canary's fallback takes it if there is one, else 503. The request never
+ * reached a target, so any method may go. */
+static void unavailable(request_t *req, end_reason_t why, const char *message)
+{
+    if (req->backend && req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt &&
+        !req->resp_started && !req->body_streamed) {
+        retry(req);
+        return;
+    }
+    proxy_send_error(req, 503, why, message);
+}
+
 static void attempt(request_t *req)
 {
     proxy_worker_t *pw = req->cc->pw;
@@ -426,13 +439,13 @@ static void attempt(request_t *req)
                                              tg->n_targets)
                       : SIZE_MAX;
     if (t == SIZE_MAX) {
-        proxy_send_error(req, 503, END_NO_TARGET, "no healthy target");
+        unavailable(req, END_NO_TARGET, "no healthy target");
         return;
     }
     if (!health_acquire(&hg->requests, tg->max_requests)) {
         metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
                                           METRICS_LIMIT_MAX_REQUESTS);
-        proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_requests");
+        unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_requests");
         return;
     }
     req->target = (uint32_t)t;
@@ -450,7 +463,8 @@ static void attempt(request_t *req)
             metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
                                               METRICS_LIMIT_MAX_PENDING);
             end_attempt(req, 0, false, false);
-            proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_pending");
+            req->attempts--; /* no try was made */
+            unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_pending");
             return;
         }
         req->holds_pending = 1;
@@ -465,7 +479,8 @@ static void attempt(request_t *req)
             metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
                                               METRICS_LIMIT_MAX_CONNECTIONS);
             end_attempt(req, 0, false, false);
-            proxy_send_error(req, 503, END_CIRCUIT_OPEN, "circuit breaker open: max_connections");
+            req->attempts--; /* no try was made */
+            unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_connections");
             return;
         }
         fail_attempt(req, FAIL_CONNECT);
@@ -827,9 +842,11 @@ static bool try_again(request_t *req, retry_outcome_t o, int status)
         allowed = 1;
     if (req->retries >= allowed)
         return false;
-    uint32_t budget = rt ? rt->budget_percent : DEFAULT_RETRY_BUDGET_PERCENT;
-    if (!req->retry_counted &&
-        !retry_budget_allows(pw->route_retries[r->index], pw->route_inflight[r->index], budget))
+    /* The budget caps retries, not the fallback: the canary's failure must
+     * still reach the old system when many fail at once. */
+    if (!fb && rt && !req->retry_counted &&
+        !retry_budget_allows(pw->route_retries[r->index], pw->route_inflight[r->index],
+                             rt->budget_percent))
         return false;
     return true;
 }

@@ -151,8 +151,18 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
         return NULL;
     }
     if (!health_acquire(&hg->connections, tg->max_connections)) {
-        *err = FE_TOOBIG; /* circuit breaker: max_connections */
-        return NULL;
+        /* This worker's idle connections to other targets of the group hold
+         * slots: give them back and try once more. */
+        bool freed = false;
+        for (size_t t = 0; t < tg->n_targets; t++)
+            while (pw->groups[group].pools[t].idle) {
+                uc_close(pw->groups[group].pools[t].idle);
+                freed = true;
+            }
+        if (!freed || !health_acquire(&hg->connections, tg->max_connections)) {
+            *err = FE_TOOBIG; /* circuit breaker: max_connections */
+            return NULL;
+        }
     }
     uc = calloc(1, sizeof *uc);
     if (!uc) {
@@ -195,7 +205,11 @@ void upstream_release(upstream_conn_t *uc, bool reusable)
     upstream_pool_t *pool = uc->pool;
     const config_target_group_t *tg = &pw->cfg->target_groups[uc->group];
     uc->req = NULL;
-    if (!reusable || uc->closing || !uc->connected || pw->stopping ||
+    /* At the group's connection limit an idle connection would hold a slot
+     * another worker may need: close it instead of pooling it. */
+    bool at_limit = atomic_load_explicit(&pw->health->groups[uc->group].connections,
+                                         memory_order_relaxed) >= tg->max_connections;
+    if (!reusable || uc->closing || !uc->connected || pw->stopping || at_limit ||
         pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
         uc_close(uc);
         return;
