@@ -909,6 +909,8 @@ static void test_target_group_values(void **state)
                   "t.yaml:5:52: target_groups.c.targets[3]: invalid host name in \"a..b:80\"",
                   "t.yaml:6:14: target_groups.c.balance: unknown balance \"weighted\" "
                   "(round_robin, least_request or random)",
+                  "t.yaml:7:18: target_groups.c.max_pending: \"0\" is out of range (1 to "
+                  "10000000)",
                   "t.yaml:8:27: target_groups.c.keepalive.max_idle: expected a whole number from "
                   "0 to 10000000, got \"-1\"",
                   "t.yaml:9:26: target_groups.c.health_check.path: must start with '/', got "
