@@ -107,8 +107,21 @@ def test_garbage_bytes(gw):
     expect_rejected(gw, b"\x00\x01\x02\xffgarbage\r\n\r\n", 400)
 
 
-def test_absolute_form_request_target(gw):
-    expect_rejected(gw, f"GET http://example.com/ HTTP/1.1\r\n{H}\r\n", 400)
+def test_absolute_form_request_target_is_routed_by_its_authority(gw):
+    # RFC 9112 3.2.2: a server accepts absolute-form; its authority replaces
+    # Host, and the path is what is routed and forwarded.
+    with RawConn(gw.port) as c:
+        c.send(f"GET http://example.com/abs/x?q=1 HTTP/1.1\r\n{H}Connection: close\r\n\r\n")
+        r = c.read_final_response()
+    assert r.status == 200, repr(r)
+    echo = r.json()
+    assert echo["path"] == "/abs/x?q=1", echo
+    hosts = [v for k, v in echo["headers"] if k.lower() == "host"]
+    assert hosts == ["example.com"], echo
+
+
+def test_target_that_is_neither_origin_nor_absolute_form(gw):
+    expect_rejected(gw, f"GET example.com/x HTTP/1.1\r\n{H}\r\n", 400)
 
 
 def test_space_in_path(gw):
