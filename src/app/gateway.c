@@ -621,6 +621,17 @@ int gateway_run(config_t *cfg)
         gateway_stop(&gw);
         goto out_workers;
     }
+    /* Keys this version validates but does not act on yet: say so. */
+    if (cfg->server.control_socket)
+        log_warn("server.control_socket is set, but takeover is not supported by this version");
+    if (cfg->tracing.otlp_endpoint)
+        log_warn("tracing.otlp_endpoint is set, but trace export is not supported by this version");
+    if (cfg->redis_address)
+        log_warn("redis.address is set, but nothing in this version uses Redis");
+    if (cfg->server.drain_delay_ms != DEFAULT_DRAIN_DELAY_MS ||
+        cfg->server.drain_timeout_ms != DEFAULT_DRAIN_TIMEOUT_MS)
+        log_warn("server.drain_delay/drain_timeout are set, but this version stops at once on "
+                 "SIGTERM");
     for (size_t l = 0; l < nl; l++)
         log_info("listening on %s (%zu workers)", cfg->server.listeners[l].address, nw);
     log_info("admin on %s", cfg->admin_listen);

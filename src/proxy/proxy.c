@@ -719,7 +719,18 @@ static void relay(request_t *req, const char *data, size_t len)
     }
     if ((size_t)k < len)
         req->upstream_reusable = 0; /* bytes after the response: do not trust the connection */
+    pbuf_t *held = NULL;
+    if (ev & HTTP_EV_END) {
+        /* The upstream connection goes back before the client can see the
+         * end of the response: the client's next request, maybe on another
+         * worker, must find it (and its breaker slot) free. */
+        held = uc->in; /* data may point into it: kept until written */
+        uc->in = NULL;
+        bool reusable = req->upstream_reusable && req->body_done && !stream_write_pending(&uc->s);
+        end_attempt(req, 0, reusable, req->upstream_status >= 500);
+    }
     int rc = n ? client_conn_write(req->cc, iov, n) : 0;
+    pbuf_put(&pw->w->pool, held);
     if (rc < 0) {
         proxy_client_gone(req, END_CLIENT_CLOSED);
         return;
