@@ -224,6 +224,13 @@ static void gw_metrics(void *ctx, buf_t *out)
     metrics_gauges_t g = {
         .ctx = gw, .each_backend_weight = each_weight, .each_target_health = each_health};
     metrics_render(gw->metrics, &g, out);
+    /* Lines the access-log writer dropped rather than block a worker. */
+    buf_printf(out,
+               "# HELP ficus_access_log_dropped_lines_total Access-log lines dropped because the "
+               "writer fell behind.\n"
+               "# TYPE ficus_access_log_dropped_lines_total counter\n"
+               "ficus_access_log_dropped_lines_total %llu\n",
+               (unsigned long long)(gw->access_log ? access_log_dropped_lines(gw->access_log) : 0));
 }
 
 /* --- DNS: named targets are re-resolved every dns_refresh; a failed lookup
