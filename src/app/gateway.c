@@ -66,6 +66,10 @@ typedef struct gateway {
     health_checker_t *checker;
     dns_group_t *dns;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
+    uv_timer_t drain_timer;
+    uv_async_t drained;
+    atomic_int n_drained;
+    int draining;
     int stopping;
 } gateway_t;
 
@@ -178,7 +182,7 @@ static int sets_start(gateway_t *gw)
 static int gw_ready(void *ctx, char *reason, size_t n)
 {
     gateway_t *gw = ctx;
-    if (gw->stopping) {
+    if (gw->draining || gw->stopping) {
         snprintf(reason, n, "draining");
         return 0;
     }
@@ -509,7 +513,68 @@ static void gateway_stop(gateway_t *gw)
     uv_close((uv_handle_t *)&gw->sig_int, NULL);
     uv_close((uv_handle_t *)&gw->sig_hup, NULL);
     uv_close((uv_handle_t *)&gw->sig_usr1, NULL);
+    uv_close((uv_handle_t *)&gw->drain_timer, NULL);
+    uv_close((uv_handle_t *)&gw->drained, NULL);
     worker_group_stop(&gw->workers);
+}
+
+/* --- graceful shutdown: /readyz 503 at once; serve for drain_delay; close
+ * the listeners and idle connections; answer in-flight requests with
+ * Connection: close; exit when none is left or at drain_timeout --- */
+
+static void on_worker_drained(void *ctx)
+{
+    gateway_t *gw = ctx; /* a worker thread: only atomics and async here */
+    atomic_fetch_add(&gw->n_drained, 1);
+    uv_async_send(&gw->drained);
+}
+
+static void on_drained_async(uv_async_t *a)
+{
+    gateway_t *gw = a->data;
+    if (gw->draining && (size_t)atomic_load(&gw->n_drained) == gw->workers.n) {
+        log_info("drained: every connection closed");
+        gateway_stop(gw);
+    }
+}
+
+static void worker_begin_drain(worker_t *w, void *arg)
+{
+    proxy_worker_t *pw = w->app;
+    worker_close_listeners(w);
+    pw->on_drained = on_worker_drained;
+    pw->drained_ctx = arg;
+    proxy_worker_drain(pw);
+}
+
+static void on_drain_timeout(uv_timer_t *t)
+{
+    gateway_t *gw = t->data;
+    log_warn("drain_timeout reached with connections still open: closing them");
+    gateway_stop(gw);
+}
+
+static void on_drain_delay(uv_timer_t *t)
+{
+    gateway_t *gw = t->data;
+    log_info("closing listeners; in-flight requests get up to %llu ms",
+             (unsigned long long)gw->cfg->server.drain_timeout_ms);
+    for (size_t i = 0; i < gw->workers.n; i++)
+        worker_post(&gw->workers.workers[i], worker_begin_drain, gw);
+    uv_timer_start(&gw->drain_timer, on_drain_timeout, gw->cfg->server.drain_timeout_ms, 0);
+}
+
+static void gateway_drain(gateway_t *gw)
+{
+    if (gw->draining) {
+        log_info("second signal: stopping now");
+        gateway_stop(gw);
+        return;
+    }
+    gw->draining = 1;
+    log_info("draining: /readyz answers 503; serving for %llu ms more",
+             (unsigned long long)gw->cfg->server.drain_delay_ms);
+    uv_timer_start(&gw->drain_timer, on_drain_delay, gw->cfg->server.drain_delay_ms, 0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -518,7 +583,7 @@ static void on_signal(uv_signal_t *s, int signum)
     switch (signum) {
     case SIGTERM:
     case SIGINT:
-        gateway_stop(gw);
+        gateway_drain(gw);
         break;
     case SIGHUP:
         log_warn("SIGHUP: configuration reload is not supported by this version; restart to "
@@ -616,6 +681,11 @@ int gateway_run(config_t *cfg)
         log_error("%s", err);
         goto out_workers;
     }
+    uv_timer_init(gw.loop, &gw.drain_timer);
+    gw.drain_timer.data = &gw;
+    uv_async_init(gw.loop, &gw.drained, on_drained_async);
+    gw.drained.data = &gw;
+    atomic_init(&gw.n_drained, 0);
     uv_signal_t *sigs[] = {&gw.sig_term, &gw.sig_int, &gw.sig_hup, &gw.sig_usr1};
     int nums[] = {SIGTERM, SIGINT, SIGHUP, SIGUSR1};
     for (int i = 0; i < 4; i++) {
@@ -635,10 +705,6 @@ int gateway_run(config_t *cfg)
         log_warn("tracing.otlp_endpoint is set, but trace export is not supported by this version");
     if (cfg->redis_address)
         log_warn("redis.address is set, but nothing in this version uses Redis");
-    if (cfg->server.drain_delay_ms != DEFAULT_DRAIN_DELAY_MS ||
-        cfg->server.drain_timeout_ms != DEFAULT_DRAIN_TIMEOUT_MS)
-        log_warn("server.drain_delay/drain_timeout are set, but this version stops at once on "
-                 "SIGTERM");
     for (size_t l = 0; l < nl; l++)
         log_info("listening on %s (%zu workers)", cfg->server.listeners[l].address, nw);
     log_info("admin on %s", cfg->admin_listen);

@@ -86,6 +86,11 @@ static void cc_close(client_conn_t *cc)
         cc->next->prev = cc->prev;
     cc->next = cc->prev = NULL;
     metrics_downstream_connection(pw->metrics, -1);
+    if (pw->draining && !pw->clients && pw->on_drained) {
+        void (*done)(void *) = pw->on_drained;
+        pw->on_drained = NULL; /* once */
+        done(pw->drained_ctx);
+    }
     uv_close((uv_handle_t *)&cc->timer, cc_on_timer_closed);
     uv_close((uv_handle_t *)&cc->try_timer, cc_on_timer_closed);
     stream_close(&cc->s, false);
@@ -129,7 +134,7 @@ static void cc_finish_request(client_conn_t *cc)
     request_t *req = &cc->req;
     if (stream_write_pending(&cc->s))
         return; /* cc_on_drain comes back here */
-    bool keep = req->client_keep_alive && req->body_done && !cc->close_after && !cc->pw->stopping;
+    bool keep = req->client_keep_alive && req->body_done && !cc->close_after && !cc->pw->draining;
     bool had_body_left = !req->body_done;
     req->phase = REQ_NONE;
     cc->requests++;
@@ -470,9 +475,27 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
         cc_close(cc);
 }
 
+void proxy_worker_drain(proxy_worker_t *pw)
+{
+    pw->draining = true;
+    client_conn_t *cc = pw->clients, *next;
+    for (; cc; cc = next) {
+        next = cc->next;
+        if (cc->state == CC_IDLE)
+            cc_close(cc); /* a keep-alive connection between requests */
+    }
+    if (!pw->clients && pw->on_drained) {
+        void (*done)(void *) = pw->on_drained;
+        pw->on_drained = NULL;
+        done(pw->drained_ctx);
+    }
+}
+
 void proxy_worker_stop(proxy_worker_t *pw)
 {
+    pw->draining = true;
     pw->stopping = true;
+    pw->on_drained = NULL;
     while (pw->clients) {
         client_conn_t *cc = pw->clients;
         if (cc->state == CC_ACTIVE && cc->req.phase != REQ_DONE)

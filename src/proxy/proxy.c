@@ -675,7 +675,7 @@ static void relay(request_t *req, const char *data, size_t len)
             req->resp_body = REWRITE_BODY_UNTIL_CLOSE;
         req->upstream_reusable = h->keep_alive;
         bool keep = req->client_keep_alive && req->body_done && !req->cc->close_after &&
-                    req->resp_body == REWRITE_BODY_AS_IS && !pw->stopping;
+                    req->resp_body == REWRITE_BODY_AS_IS && !pw->draining;
         if (!keep)
             req->cc->close_after = 1;
         rewrite_response_t rw = {
@@ -994,7 +994,7 @@ void proxy_send_error(request_t *req, int status, end_reason_t why, const char *
         .message = message,
         .request_id = req->request_id,
         .request_id_len = req->request_id_len,
-        .close = cc->close_after || pw->stopping,
+        .close = cc->close_after || pw->draining,
         .head_only = req->head_method,
         .retry_after_s = status == 429 ? 1 : 0,
     };

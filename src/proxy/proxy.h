@@ -224,7 +224,10 @@ struct proxy_worker {
     uint64_t rng;
     uint64_t request_seq;
     uint32_t pool_buf_bytes;
-    bool stopping;
+    bool draining; /* no keep-alive: connections close after their request */
+    bool stopping; /* closing everything now */
+    void (*on_drained)(void *ctx); /* called once when draining and no client is left */
+    void *drained_ctx;
 };
 
 /* Worker hooks (installed on the worker by the gateway). */
@@ -234,6 +237,9 @@ void proxy_worker_free(proxy_worker_t *pw);
 void proxy_worker_on_accept(worker_t *w, int fd, size_t listener);
 void proxy_worker_on_shed(worker_t *w);
 void proxy_worker_stop(proxy_worker_t *pw); /* closes every connection */
+/* Graceful: idle connections close now, the others after their response
+ * (with Connection: close); on_drained is called when none is left. */
+void proxy_worker_drain(proxy_worker_t *pw);
 
 /* client_conn.c, used by proxy.c */
 void client_conn_accept(proxy_worker_t *pw, int fd);

@@ -209,7 +209,7 @@ void upstream_release(upstream_conn_t *uc, bool reusable)
      * another worker may need: close it instead of pooling it. */
     bool at_limit = atomic_load_explicit(&pw->health->groups[uc->group].connections,
                                          memory_order_relaxed) >= tg->max_connections;
-    if (!reusable || uc->closing || !uc->connected || pw->stopping || at_limit ||
+    if (!reusable || uc->closing || !uc->connected || pw->draining || at_limit ||
         pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
         uc_close(uc);
         return;

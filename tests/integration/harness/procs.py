@@ -70,6 +70,12 @@ def stop_process(p, grace=3.0):
     if p.poll() is None:
         try:
             p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=0.5)
+            except subprocess.TimeoutExpired:
+                # ficus drains on the first SIGTERM (drain_delay, 5s by
+                # default) and stops at once on the second.
+                p.send_signal(signal.SIGTERM)
             p.wait(timeout=scaled(grace))
         except subprocess.TimeoutExpired:
             p.kill()
