@@ -80,8 +80,10 @@ def cmd_record(args):
         row["backend_cpu_s"] = row["backend_ticks"] / tck
         row["proxy_cpu_s_per_100k"] = row["proxy_cpu_s"] / row["requests"] * 1e5
         row["backend_cpu_s_per_100k"] = row["backend_cpu_s"] / row["requests"] * 1e5
-    if row.get("core_total_ticks"):
-        row["core_other_pct"] = max(0.0, 100.0 * row["core_other_ticks"] / row["core_total_ticks"])
+    for core in ("core", "load"):
+        if row.get(f"{core}_total_ticks"):
+            row[f"{core}_other_pct"] = max(
+                0.0, 100.0 * row[f"{core}_other_ticks"] / row[f"{core}_total_ticks"])
     with open(args.out, "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
 
@@ -101,10 +103,13 @@ def cmd_oneline(_args):
         extra += f"  log-lines {r['log_lines_delta']}"
     if "scrapes" in r:
         extra += f"  scrapes {r['scrapes_ok']}/{r['scrapes']}"
-    if r.get("core_other_pct", 0) >= 5:
-        extra += f"  NOISY: {r['core_other_pct']:.0f}% of the proxy core used by others"
+    if r.get("core_other_pct", 0) >= 5 or r.get("load_other_pct", 0) >= 5:
+        extra += (f"  NOISY: others used {r['core_other_pct']:.0f}% of the proxy core, "
+                  f"{r.get('load_other_pct', 0):.0f}% of the load core")
     if r.get("crashed"):
         extra += "  CRASHED"
+    if r.get("discarded"):
+        extra += " -> discarded, measuring again"
     print(f"  {r['scenario']:<9} round {r['round']} {r['proxy']:<7} "
           f"{fmt(r.get('rps'), '9.0f')} req/s  p50 {fmt(r.get('p50_ms'), '.2f')} ms  "
           f"p99 {fmt(r.get('p99_ms'), '.2f')} ms  "
@@ -122,9 +127,13 @@ def ratio(a, b):
 
 def summarise(runs):
     """Medians per (scenario, proxy) over rounds, in first-seen order."""
-    groups = {}
+    groups, discarded = {}, {}
     for r in runs:
-        groups.setdefault((r["scenario"], r["proxy"]), []).append(r)
+        key = (r["scenario"], r["proxy"])
+        if r.get("discarded"):
+            discarded[key] = discarded.get(key, 0) + 1
+            continue
+        groups.setdefault(key, []).append(r)
     out = []
     for (scen, proxy), rows in groups.items():
         ok = [r for r in rows if r.get("rps") is not None]
@@ -132,6 +141,8 @@ def summarise(runs):
         cpu_key = "backend_cpu_s_per_100k" if proxy == "direct" else "proxy_cpu_s_per_100k"
         s = {
             "scenario": scen, "proxy": proxy, "rounds": len(rows),
+            "discarded_runs": discarded.get((scen, proxy), 0),
+            "noisy_rounds_kept": sum(1 for r in rows if r.get("noisy")),
             "rps": median(ok, "rps"),
             "rps_spread": (max(rps) - min(rps)) / statistics.median(rps) if rps else None,
             "p50_ms": median(ok, "p50_ms"), "p99_ms": median(ok, "p99_ms"),
@@ -139,6 +150,7 @@ def summarise(runs):
             "cpu_of": "backend" if proxy == "direct" else "proxy",
             "backend_cpu_s_per_100k": median(ok, "backend_cpu_s_per_100k"),
             "core_other_pct": median(rows, "core_other_pct"),
+            "load_other_pct": median(rows, "load_other_pct"),
             "errors": sum(r.get("non_2xx", 0) + r.get("socket_errors", 0) for r in rows),
             "crashed": any(r.get("crashed") for r in rows),
         }
@@ -149,28 +161,55 @@ def summarise(runs):
             s["scrapes"] = sum(r.get("scrapes", 0) for r in rows)
             s["scrapes_ok"] = sum(r.get("scrapes_ok", 0) for r in rows)
         out.append(s)
-    # Ratios: against HAProxy and backend-direct of the same scenario; the
-    # access-log scenario has neither, so it borrows the plain one's.
+    # Ratios against HAProxy and backend-direct: the median of per-round ratios,
+    # each run against the other's run of the same round (minutes apart at most),
+    # which cancels the slow drift of a virtual machine that medians keep. The
+    # access-log scenario has no such partner: it divides medians of the plain one.
     by = {(s["scenario"], s["proxy"]): s for s in out}
+    rounds = {(r["scenario"], r["proxy"], r["round"]): r
+              for rows in groups.values() for r in rows if r.get("rps") is not None}
+
+    def paired(s, other, key):
+        vals = []
+        for (scen, proxy, rnd), r in rounds.items():
+            o = rounds.get((scen, other, rnd))
+            if (scen, proxy) == (s["scenario"], s["proxy"]) and o and r.get(key[0]) is not None \
+                    and o.get(key[1]):
+                vals.append(r[key[0]] / o[key[1]])
+        return statistics.median(vals) if vals else None
+
     for s in out:
         base = s["scenario"].split("-")[0]
-        hap = by.get((s["scenario"], "haproxy")) or by.get((base, "haproxy"))
-        direct = by.get((s["scenario"], "direct")) or by.get((base, "direct"))
-        s["rps_vs_haproxy"] = ratio(s["rps"], hap and hap["rps"])
-        s["rps_vs_direct"] = ratio(s["rps"], direct and direct["rps"])
-        s["p99_vs_haproxy"] = ratio(s["p99_ms"], hap and hap["p99_ms"])
-        s["cpu_vs_haproxy"] = (None if s["proxy"] == "direct"
-                               else ratio(s["cpu_s_per_100k"], hap and hap["cpu_s_per_100k"]))
-        if s["scenario"] != base and s["proxy"] == "ficus" and (base, "ficus") in by:
-            plain = by[(base, "ficus")]
-            s["rps_vs_ficus_log_off"] = ratio(s["rps"], plain["rps"])
-            s["cpu_vs_ficus_log_off"] = ratio(s["cpu_s_per_100k"], plain["cpu_s_per_100k"])
+        own_cpu = "backend_cpu_s_per_100k" if s["proxy"] == "direct" else "proxy_cpu_s_per_100k"
+        if (s["scenario"], "haproxy") in by or (s["scenario"], "direct") in by:
+            s["ratios"] = "paired per round"
+            s["rps_vs_haproxy"] = paired(s, "haproxy", ("rps", "rps"))
+            s["rps_vs_direct"] = paired(s, "direct", ("rps", "rps"))
+            s["p99_vs_haproxy"] = paired(s, "haproxy", ("p99_ms", "p99_ms"))
+            s["cpu_vs_haproxy"] = (None if s["proxy"] == "direct" else
+                                   paired(s, "haproxy", (own_cpu, "proxy_cpu_s_per_100k")))
+        else:
+            s["ratios"] = f"medians of {base}"
+            hap, direct = by.get((base, "haproxy")), by.get((base, "direct"))
+            s["rps_vs_haproxy"] = ratio(s["rps"], hap and hap["rps"])
+            s["rps_vs_direct"] = ratio(s["rps"], direct and direct["rps"])
+            s["p99_vs_haproxy"] = ratio(s["p99_ms"], hap and hap["p99_ms"])
+            s["cpu_vs_haproxy"] = ratio(s["cpu_s_per_100k"], hap and hap["cpu_s_per_100k"])
+        if s["proxy"] == "ficus_log" and (s["scenario"], "ficus") in by:
+            s["rps_vs_ficus_log_off"] = paired(s, "ficus", ("rps", "rps"))
+            s["cpu_vs_ficus_log_off"] = paired(
+                s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
+            s["p99_vs_ficus_log_off"] = paired(s, "ficus", ("p99_ms", "p99_ms"))
     return out
 
 
 def print_table(summary):
     head = ("scenario", "proxy", "req/s", "spread", "p50 ms", "p99 ms", "CPU s/100k",
             "rps/hap", "rps/direct", "p99/hap", "CPU/hap", "others", "errors")
+
+    def pct(v):
+        return "-" if v is None else f"{v:.0f}"
+
     rows = []
     for s in summary:
         cpu = fmt(s["cpu_s_per_100k"], ".2f")
@@ -182,7 +221,7 @@ def print_table(summary):
                      fmt(s["p50_ms"], ".2f"), fmt(s["p99_ms"], ".2f"), cpu,
                      fmt(s["rps_vs_haproxy"], ".2f"), fmt(s["rps_vs_direct"], ".2f"),
                      fmt(s["p99_vs_haproxy"], ".2f"), fmt(s["cpu_vs_haproxy"], ".2f"),
-                     "-" if s["core_other_pct"] is None else f"{s['core_other_pct']:.0f}%",
+                     f"{pct(s['core_other_pct'])}/{pct(s['load_other_pct'])}%",
                      str(s["errors"])))
     widths = [max(len(str(x)) for x in col) for col in zip(head, *rows)]
     line = lambda cells: "  ".join(  # noqa: E731
@@ -192,23 +231,34 @@ def print_table(summary):
     for r in rows:
         print(line(r))
     print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
+    print("x/hap, x/direct: median of per-round ratios (each run against the same round's);")
+    print("  small-log has no haproxy/direct of its own: ratios of medians of 'small'.")
     print("CPU s/100k: CPU seconds of the proxy process (all threads) per 100k requests;")
     print("  * for direct it is the backend's. errors = non-2xx + socket errors, all rounds.")
-    print("others: median share of the proxy's core used by other processes during a run;")
-    print("  above ~5% the machine was not quiet and the numbers are suspect.")
+    print("others: median share of the proxy core / of the load core (wrk + backend) used by")
+    print("  other processes during a run; above ~5% the machine was not quiet: suspect row.")
     for s in summary:
         notes = []
         if "rps_vs_ficus_log_off" in s:
-            notes.append(f"req/s x{s['rps_vs_ficus_log_off']:.2f} and CPU "
-                         f"x{fmt(s['cpu_vs_ficus_log_off'], '.2f')} vs ficus with the log off")
+            notes.append(f"req/s x{fmt(s['rps_vs_ficus_log_off'], '.2f')}, CPU per request "
+                         f"x{fmt(s['cpu_vs_ficus_log_off'], '.2f')}, p99 "
+                         f"x{fmt(s['p99_vs_ficus_log_off'], '.2f')} vs ficus with the log off "
+                         f"(paired per round)")
         if "log_lines_delta_sum" in s:
             notes.append(f"access-log lines {s['log_lines_delta_sum']} for "
                          f"{s['requests_sum']} requests counted by wrk")
+            missing = s.get("metrics_requests_delta_sum", 0) - s["log_lines_delta_sum"]
+            if missing > 0:
+                notes.append(f"{missing} LINES MISSING from the access log "
+                             f"(vs ficus_requests_total)")
         if "scrapes" in s:
             notes.append(f"metrics scrapes {s['scrapes_ok']}/{s['scrapes']} answered 200")
         if "metrics_requests_delta_sum" in s:
             notes.append(f"ficus_requests_total grew {s['metrics_requests_delta_sum']} "
                          f"(wrk counted {s['requests_sum']})")
+        if s["discarded_runs"] or s["noisy_rounds_kept"]:
+            notes.append(f"{s['discarded_runs']} noisy runs measured again, "
+                         f"{s['noisy_rounds_kept']} noisy rounds kept (retries exhausted)")
         if notes:
             print(f"{s['scenario']}/{s['proxy']}: " + "; ".join(notes))
 

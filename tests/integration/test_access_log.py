@@ -138,6 +138,31 @@ def test_log_off(ficus, echo_backend, tmp_path):
     assert not (tmp_path / "off").exists(), "access_log.path: off created a file named off"
 
 
+def test_log_off_unquoted_in_handwritten_yaml(ficus, echo_backend, tmp_path):
+    # What a user writes: plain `off`, which YAML 1.1 would read as false.
+    echo = echo_backend("e1")
+    f = ficus(f"""\
+server:
+  listen: ["@LISTEN@"]
+  drain_delay: 0s
+admin: {{listen: "@ADMIN@"}}
+access_log:
+  path: off
+target_groups:
+  echo: {{targets: ["{echo.addr}"]}}
+routes:
+  - name: main
+    match: {{path_prefix: /}}
+    backends: [{{target_group: echo, weight: 1}}]
+""")
+    for i in range(3):
+        assert http_request(f.port, "GET", f"/plain/{i}").status == 200
+    time.sleep(0.5)
+    assert f.access_log() == []
+    assert not (tmp_path / "off").exists(), "path: off wrote a file named off"
+    assert not (tmp_path / "false").exists(), "path: off wrote a file named false"
+
+
 def test_sigusr1_reopens_file(ficus, echo_backend, tmp_path):
     path = tmp_path / "access.log"
     rotated = tmp_path / "access.log.1"
@@ -165,3 +190,20 @@ def test_sigusr1_reopens_file(ficus, echo_backend, tmp_path):
     assert all(rid.startswith("after-") for rid in new), new
     assert sorted(old + new) == sorted([f"before-{i}" for i in range(2)]
                                        + [f"after-{i}" for i in range(sent)])
+
+
+def test_client_gone_before_response_is_499(ficus, echo_backend, raw_backend):
+    echo = echo_backend("e1")
+    hang = raw_backend("hang")
+    f = ficus(config({"echo": echo.addr, "hang": hang.addr},
+                     [route("slow", "/slow", "hang", timeout="10s"), route("main", "/", "echo")]))
+    from harness import RawConn
+
+    c = RawConn(f.port)
+    c.send("GET /slow HTTP/1.1\r\nHost: t\r\nX-Request-Id: log-499\r\n\r\n")
+    assert wait_until(lambda: hang.accepted >= 1, scaled(3)), "request never reached upstream"
+    c.close()
+    lines = f.wait_access_log(1, timeout=5)
+    e = by_id(lines, "log-499")
+    assert e["status"] == 499, e
+    assert e["error"] == "client_closed", e

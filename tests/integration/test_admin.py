@@ -178,3 +178,62 @@ def test_every_contract_metric_family_is_exposed(ficus, echo_backend):
     # promtool-style: a counter family may be declared without its _total suffix.
     missing = [m for m in wanted if m not in families and m.removesuffix("_total") not in families]
     assert not missing, f"# TYPE missing for {missing}"
+
+
+def admin_call(f, method, path, body=None):
+    import http.client
+    import json
+
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=scaled(5))
+    try:
+        c.request(method, path, body=None if body is None else json.dumps(body),
+                  headers={"Content-Type": "application/json"} if body is not None else {})
+        r = c.getresponse()
+        data = r.read()
+        try:
+            return r.status, json.loads(data)
+        except ValueError:
+            return r.status, data
+    finally:
+        c.close()
+
+
+def test_route_weights_read_and_override(ficus, mock):
+    v1, v2 = mock("v1"), mock("v2")
+    f = ficus(config({"search-v1": v1.addr, "search-v2": v2.addr},
+                     [route("search", "/", [("search-v1", 90), ("search-v2", 10)])],
+                     server={"workers": 1}))
+    status, body = admin_call(f, "GET", "/routes/search/weights")
+    assert (status, body) == (200, {"route": "search",
+                                    "weights": {"search-v1": 90, "search-v2": 10}}), body
+    status, body = admin_call(f, "PUT", "/routes/search/weights", {"search-v1": 50, "search-v2": 50})
+    assert (status, body) == (200, {"route": "search",
+                                    "weights": {"search-v1": 50, "search-v2": 50}}), body
+    names = [http_request(f.port, "GET", f"/w/{i}").header("X-Mock-Name") for i in range(20)]
+    assert names.count("v1") == 10 and names.count("v2") == 10, names
+    s = parse_metrics(f.metrics_text())
+    assert metric_value(s, "ficus_backend_weight", route="search", target_group="search-v2") == 50
+
+
+@pytest.mark.parametrize("path,body,status", [
+    ("/routes/nope/weights", {"search-v1": 1}, 404),
+    ("/routes/search/weights", {"unknown-group": 1}, 400),
+    ("/routes/search/weights", {"search-v1": -1, "search-v2": 5}, 400),
+    ("/routes/search/weights", {"search-v1": 0, "search-v2": 0}, 400),
+])
+def test_route_weights_rejects_bad_overrides(ficus, echo_backend, path, body, status):
+    f, _, _ = split_gateway(ficus, echo_backend)
+    got, answer = admin_call(f, "PUT", path, body)
+    assert got == status, answer
+    _, now = admin_call(f, "GET", "/routes/search/weights")
+    assert now == {"route": "search", "weights": {"search-v1": 90, "search-v2": 10}}, now
+
+
+def test_config_and_target_groups_are_json(ficus, echo_backend):
+    f, v1, _ = split_gateway(ficus, echo_backend)
+    status, cfg = admin_call(f, "GET", "/config")
+    assert status == 200 and isinstance(cfg, dict), cfg
+    assert "search" in str(cfg) and "search-v1" in str(cfg)
+    status, groups = admin_call(f, "GET", "/target_groups")
+    assert status == 200 and isinstance(groups, (dict, list)), groups
+    assert "search-v1" in str(groups) and v1.addr in str(groups), groups

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from harness import ficus_bin, http_request, repo_root, run_cli
-from harness.procs import _spawn, port_in_use, stop_process, wait_ports
+from harness import ficus_bin, free_port, http_request, repo_root, run_cli
+from harness.procs import spawn, port_in_use, stop_process, wait_ports
 
 VALID = """\
 server:
@@ -166,6 +166,18 @@ def test_run_refuses_invalid_file(tmp_path):
     assert errors_of(p, path), f"no FILE:LINE:COL in:\n{p.stdout}{p.stderr}"
 
 
+def test_run_exits_1_when_listen_address_is_taken(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        path = tmp_path / "taken.yaml"
+        path.write_text(VALID.replace("18080", str(port)).replace("19901", str(free_port())))
+        p = run_cli(["run", "-c", str(path)], timeout=10)
+    assert p.returncode == 1, f"exit {p.returncode}\n{p.stderr}"
+    assert str(port) in p.stderr, p.stderr
+
+
 # --- usage and version ---------------------------------------------------------
 
 
@@ -204,7 +216,7 @@ def test_version_lists_libraries(args):
 def test_demo_routes_search_and_default():
     if port_in_use(8080) or port_in_use(9901):
         pytest.skip("127.0.0.1:8080 or :9901 is in use")
-    p, out, err = _spawn([ficus_bin(), "demo"])
+    p, out, err = spawn([ficus_bin(), "demo"])
     try:
         try:
             wait_ports([8080, 9901], p, 10.0, "ficus demo")
@@ -212,7 +224,8 @@ def test_demo_routes_search_and_default():
             time.sleep(0.1)
             pytest.fail(f"{e}\nstdout:\n" + "\n".join(out.lines) + "\nstderr:\n" + "\n".join(err.lines))
         names = []
-        for i in range(20):
+        # 200 requests: ~20 reach the canary, so a missing fallback shows.
+        for i in range(200):
             r = http_request(8080, "GET", f"/search?q={i}")
             # The canary's failures fall back to search-v1: the client sees 200.
             assert r.status == 200, repr(r)

@@ -129,3 +129,42 @@ def test_descriptor_exhaustion_no_crash_no_spin(ficus, nginx):
     s = parse_metrics(f.metrics_text())
     rejected = metric_value(s, "ficus_downstream_connections_rejected_total")
     assert rejected and rejected > 0, f"shed connections not counted (rejected_total={rejected})"
+
+
+def test_concurrent_clients_get_their_own_responses(ficus, echo_backend):
+    """No cross-talk: 8 keep-alive clients at once, each response must echo
+    the exact request (path and body hash) that was sent on that connection."""
+    import hashlib
+    import http.client
+    import random
+    import threading
+
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr}, [route("main", "/", "echo")]))
+    problems = []
+
+    def client(k):
+        rnd = random.Random(k)
+        conn = http.client.HTTPConnection("127.0.0.1", f.port, timeout=scaled(10))
+        try:
+            for i in range(40):
+                body = rnd.randbytes(rnd.randrange(0, 20000))
+                path = f"/t{k}/r{i}?n={len(body)}"
+                r = http_request(f.port, "POST", path, body=body, conn=conn)
+                seen = r.json() if r.status == 200 else {}
+                if (r.status, seen.get("path"), seen.get("body_sha256")) != \
+                        (200, path, hashlib.sha256(body).hexdigest()):
+                    problems.append(f"client {k} request {i}: sent {path}, got {r!r}")
+                    return
+        except Exception as e:  # noqa: BLE001 - reported below
+            problems.append(f"client {k}: {e!r}")
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=scaled(60))
+    assert not any(t.is_alive() for t in threads), "clients still running after 60s"
+    assert not problems, "\n".join(problems[:5])

@@ -103,6 +103,26 @@ def test_body_at_max_body_size_is_accepted(gw):
     assert r.json()["body_len"] == 1024
 
 
+def test_http11_without_host(gw):
+    expect_rejected(gw, "GET / HTTP/1.1\r\nX-A: b\r\n\r\n", 400)
+
+
+def test_two_host_headers(gw):
+    expect_rejected(gw, "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400)
+
+
+def test_invalid_host_header(gw):
+    expect_rejected(gw, "GET / HTTP/1.1\r\nHost: a b\r\n\r\n", 400)
+
+
+@pytest.mark.parametrize("version", ["HTTP/2.0", "HTTP/3.0"])
+def test_unsupported_http_version(gw, version):
+    with RawConn(gw.port) as c:
+        c.send(f"GET / {version}\r\nHost: t\r\n\r\n")
+        r = c.read_final_response()
+    assert r.status in (400, 505), f"GET / {version}: {r!r}"
+
+
 def test_garbage_bytes(gw):
     expect_rejected(gw, b"\x00\x01\x02\xffgarbage\r\n\r\n", 400)
 

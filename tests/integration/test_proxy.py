@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -176,6 +177,62 @@ def test_pipelined_post_bodies_and_gets_in_order(ficus, echo_backend):
     assert [(s["path"], s["body_len"]) for s in got] == [("/p/1", 3), ("/p/2", 0), ("/p/3", 2)]
 
 
+def test_deep_pipeline_answered_in_order(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    n = 50
+    with RawConn(f.port, timeout=10) as c:
+        c.send("".join(f"GET /deep/{i} HTTP/1.1\r\nHost: t\r\n\r\n" for i in range(n)))
+        paths = []
+        for _ in range(n):
+            r = c.read_final_response()
+            assert r.status == 200, f"response {len(paths) + 1} of {n}: {r!r}"
+            paths.append(r.json()["path"])
+    assert paths == [f"/deep/{i}" for i in range(n)]
+
+
+def test_pipelined_slow_then_fast_keeps_order(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    with RawConn(f.port, timeout=10) as c:
+        c.send("GET /slow HTTP/1.1\r\nHost: t\r\nX-Echo-Delay: 0.5\r\n\r\n"
+               "GET /fast HTTP/1.1\r\nHost: t\r\n\r\n")
+        first, second = c.read_final_response(), c.read_final_response()
+    assert (first.status, second.status) == (200, 200), (first, second)
+    assert [first.json()["path"], second.json()["path"]] == ["/slow", "/fast"]
+
+
+def test_connection_close_request_closes_after_response(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    with RawConn(f.port) as c:
+        c.send("GET /bye HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        r = c.read_final_response()
+        assert r.status == 200, repr(r)
+        assert c.closed_within(3), "Connection: close: ficus kept the connection open"
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_slow_reader_does_not_make_ficus_buffer_the_response(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    size = 64 << 20
+    expected = hashlib.sha256(pattern_bytes(size)).hexdigest()
+    with RawConn(f.port, timeout=30) as c:
+        c.sock.setsockopt(__import__("socket").SOL_SOCKET, __import__("socket").SO_RCVBUF, 65536)
+        before = rss_bytes(f.pid)
+        c.send(f"GET /huge HTTP/1.1\r\nHost: t\r\nX-Echo-Size: {size}\r\n\r\n")
+        time.sleep(1.5)  # not reading: only backpressure keeps ficus from buffering it all
+        grown = rss_bytes(f.pid) - before
+        r = c.read_final_response()
+    assert r.status == 200, repr(r)
+    assert hashlib.sha256(r.body).hexdigest() == expected
+    assert grown < 24 << 20, f"ficus grew by {grown >> 20} MiB while the client read nothing"
+
+
 def test_http10_request_gets_response_then_close(ficus, echo_backend):
     f, _ = start_echo(ficus, echo_backend)
     with RawConn(f.port) as c:
@@ -237,6 +294,80 @@ def test_bodiless_upstream_status_has_no_body(ficus, echo_backend, status):
         nxt = c.read_final_response()
     assert nxt.status == 200, repr(nxt)
     assert nxt.json()["path"] == "/after"
+
+
+def test_expect_100_continue_body_arrives(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    with RawConn(f.port) as c:
+        c.send("POST /expect HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n"
+               "Expect: 100-continue\r\n\r\n")
+        # A client sends the body after a 100 or after waiting a while (curl: 1s).
+        c.closed_within(1.0)
+        assert not c.eof, "ficus closed the connection on Expect: 100-continue"
+        if c.buf.startswith(b"HTTP/1.1 100"):
+            interim = c.read_response()
+            assert interim.status == 100, repr(interim)
+        else:
+            assert c.buf == b"", f"final answer before the body was sent: {c.buf[:300]!r}"
+        c.send("0123456789")
+        r = c.read_final_response()
+    assert r.status == 200, repr(r)
+    assert r.json()["body_len"] == 10
+
+
+def test_close_delimited_upstream_body_reaches_http11_client(ficus, echo_backend, raw_backend):
+    echo = echo_backend("e1")
+    up = raw_backend("close_delimited")
+    f = ficus(config({"echo": echo.addr, "up": up.addr},
+                     [route("cd", "/cd", "up"), route("main", "/", "echo")]))
+    with RawConn(f.port, timeout=10) as c:
+        c.send("GET /cd HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_final_response()
+    assert r.status == 200, repr(r)
+    assert r.body == up.CLOSE_BODY, f"got {len(r.body)} of {len(up.CLOSE_BODY)} bytes"
+    assert_serves(f)
+
+
+def test_upstream_connections_are_reused(ficus, echo_backend):
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr}, [route("main", "/", "echo")], server={"workers": 1}))
+    ports = set()
+    for i in range(5):
+        r = http_request(f.port, "GET", f"/reuse/{i}")
+        assert r.status == 200, repr(r)
+        ports.add(r.json()["peer_port"])
+    assert len(ports) == 1, f"5 sequential requests used {len(ports)} upstream connections"
+
+
+def test_upstream_closing_after_each_response_is_not_an_error(ficus, echo_backend):
+    f, echo = start_echo(ficus, echo_backend)
+    for i in range(5):
+        r = http_request(f.port, "GET", f"/close/{i}", headers={"X-Echo-Close": "1"})
+        assert r.status == 200, f"request {i}: {r!r}"
+        assert r.json()["path"] == f"/close/{i}"
+    assert echo.count() == 5
+
+
+def test_stale_pooled_upstream_connection_is_not_a_502(ficus, nginx):
+    # nginx drops idle keep-alive connections after 300 ms; ficus must not
+    # hand a request to a connection the upstream already closed.
+    n = nginx("up", keepalive_timeout="300ms")
+    f = ficus(config({"up": n.addr}, [route("main", "/", "up")], server={"workers": 1}))
+    for i in range(4):
+        r = http_request(f.port, "GET", f"/stale/{i}")
+        assert r.status == 200, f"request {i} (after {0.6 * i:.1f}s of idle pool): {r!r}"
+        time.sleep(0.6)
+
+
+def test_several_listeners(ficus, echo_backend):
+    echo = echo_backend("e1")
+    ports = [free_port(), free_port()]
+    f = ficus(config({"echo": echo.addr}, [route("main", "/", "echo")],
+                     server={"listen": [f"127.0.0.1:{p}" for p in ports]}))
+    assert f.port == ports[0]
+    for port in ports:
+        r = http_request(port, "GET", "/multi")
+        assert r.status == 200, f"listener {port}: {r!r}"
 
 
 # --- headers sent upstream --------------------------------------------------------
@@ -436,6 +567,76 @@ def test_upstream_closing_mid_response_closes_client(ficus, echo_backend, raw_ba
     else:
         assert got == b"" or got.startswith(b"HTTP/1.1 502"), got[:300]
     assert_serves(f)
+
+
+# --- invalid upstream responses ------------------------------------------------------
+
+
+BAD_RESPONSES = {
+    "invalid-content-length": b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\nhello",
+    "two-content-lengths": b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 7\r\n\r\nhello!!",
+    "garbage-status-line": b"HELLO THERE\r\n\r\n",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_RESPONSES))
+def test_invalid_upstream_response_is_502_or_cut(ficus, echo_backend, raw_backend, kind):
+    echo = echo_backend("e1")
+    up = raw_backend("custom", response=BAD_RESPONSES[kind])
+    f = ficus(failure_config(echo, up.addr))
+    with RawConn(f.port, timeout=10) as c:
+        c.send("GET /bad/resp HTTP/1.1\r\nHost: t\r\n\r\n")
+        closed = False
+        for _ in range(50):  # up to 5 s: a whole 502 head, or the close
+            closed = c.closed_within(0.1 / scaled(1))
+            if closed or (c.buf.startswith(b"HTTP/1.1 502") and b"\r\n\r\n" in c.buf):
+                break
+        got = bytes(c.buf)
+    assert got or closed, "no answer and no close within 5s"
+    if got.startswith(b"HTTP/1.1 502"):
+        pass  # caught before anything went to the client
+    elif got.startswith(b"HTTP/1.1 200"):
+        # Only a body error may surface after a 200 head went out: then the
+        # client must see the close, not a made-up complete body.
+        assert kind == "bad-chunk" and closed, got[:300]
+        assert not got.endswith(b"0\r\n\r\n"), "a broken upstream body looked complete"
+    else:
+        pytest.fail(f"upstream sent {BAD_RESPONSES[kind]!r}; the client got {got[:300]!r} "
+                    f"(connection closed: {closed}); expected a 502 JSON error")
+    assert_serves(f)
+
+
+def test_upstream_content_length_and_chunked_never_both_reach_client(ficus, echo_backend,
+                                                                      raw_backend):
+    echo = echo_backend("e1")
+    up = raw_backend("custom", response=b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    f = ficus(failure_config(echo, up.addr))
+    with RawConn(f.port, timeout=10) as c:
+        c.send("GET /bad/both HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_final_response()
+    if r.status == 200:
+        assert not (r.has_header("Content-Length") and r.has_header("Transfer-Encoding")), repr(r)
+        assert r.body == b"hello", repr(r)
+    else:
+        assert r.status == 502, repr(r)
+    assert_serves(f)
+
+
+def test_upstream_interim_100_then_final_response(ficus, echo_backend, raw_backend):
+    echo = echo_backend("e1")
+    up = raw_backend("custom", response=b"HTTP/1.1 100 Continue\r\n\r\n"
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Final: yes\r\n\r\nhello")
+    f = ficus(failure_config(echo, up.addr))
+    with RawConn(f.port, timeout=10) as c:
+        c.send("GET /bad/interim HTTP/1.1\r\nHost: t\r\n\r\n")
+        r = c.read_final_response()
+        assert r.status == 200 and r.header("X-Final") == "yes" and r.body == b"hello", repr(r)
+        # Nothing left over that would be read as the next response.
+        c.send("GET /fine HTTP/1.1\r\nHost: t\r\n\r\n")
+        nxt = c.read_final_response()
+    assert nxt.status == 200 and nxt.json()["path"] == "/fine", repr(nxt)
 
 
 # --- a real client ------------------------------------------------------------------------

@@ -56,6 +56,14 @@ def test_path_regex_captures_into_backend_path(ficus, echo_backend):
     assert who(f, "/users/x/orders/abc")[0] == "b"
 
 
+def test_path_regex_ignores_query(ficus, echo_backend):
+    f, _ = start(ficus, echo_backend, [
+        route("end", {"path_regex": "/q/[a-z]+$"}, "a"), route("rest", "/", "b")], n=2)
+    assert who(f, "/q/abc") == ("a", "/q/abc")
+    assert who(f, "/q/abc?x=1") == ("a", "/q/abc?x=1")
+    assert who(f, "/q/abc/d")[0] == "b"
+
+
 def test_rewrite_prefix_keeps_rest_and_query(ficus, echo_backend):
     f, _ = start(ficus, echo_backend, [
         route("old", "/old", "a", rewrite_prefix="/new/v2"), route("rest", "/", "b")])
@@ -188,6 +196,18 @@ def test_sticky_header_keeps_user_on_one_backend(ficus, echo_backend):
     assert set(placement.values()) == {"a", "b"}, placement
 
 
+def test_sticky_cookie(ficus, echo_backend):
+    f, _ = start(ficus, echo_backend, [route("st", "/", [("a", 50), ("b", 50)],
+                                              sticky="cookie:uid")], n=2)
+    placement = {}
+    for u in range(16):
+        seen = {who(f, f"/c/{i}", headers={"Cookie": f"theme=dark; uid=u{u}; lang=en"})[0]
+                for i in range(10)}
+        assert len(seen) == 1, f"uid=u{u} reached {seen}"
+        placement[u] = seen.pop()
+    assert set(placement.values()) == {"a", "b"}, placement
+
+
 # --- sets (in_set) -------------------------------------------------------------------
 
 
@@ -245,3 +265,22 @@ def test_unreadable_set_file_keeps_old_members(ficus, echo_backend, tmp_path):
     assert who(f, "/shops/1")[0] == "a"
     assert who(f, "/shops/2")[0] == "a"
     assert who(f, "/shops/3")[0] == "b"
+
+
+def test_in_set_from_url(ficus, echo_backend, nginx):
+    echos = {"a": echo_backend("a"), "b": echo_backend("b")}
+    n = nginx("sets")
+    path = n.add_file("shops.txt", b"# from a URL\n5\n6\n")
+    cfg = config({"new": echos["a"].addr, "old": echos["b"].addr},
+                 [route("migrated", {"path_regex": "/shops/(?<shop>[0-9]+)",
+                                     "in_set": {"capture": "shop", "set": "remote"}}, "new"),
+                  route("shops", "/shops", "old")],
+                 sets={"remote": {"url": f"http://{n.addr}{path}", "refresh": "100ms"}})
+    f = ficus(cfg)
+    assert wait_until(lambda: who(f, "/shops/5")[0] == "a", scaled(3), interval=0.1), \
+        "members served over HTTP never reached the router"
+    assert who(f, "/shops/6")[0] == "a"
+    assert who(f, "/shops/7")[0] == "b"
+    n.add_file("shops.txt", b"5\n6\n7\n")
+    assert wait_until(lambda: who(f, "/shops/7")[0] == "a", scaled(6), interval=0.2), \
+        "shop 7 added at the URL: still routed to the old group after 6s"

@@ -38,6 +38,9 @@ ECHO_HOP_HEADERS = [
 class _EchoHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "echo"
+    # Head and body go out in separate writes: without this, Nagle and the
+    # peer's delayed ACK add 40 ms to every response.
+    disable_nagle_algorithm = True
 
     def log_message(self, fmt, *args):  # keep test output clean
         pass
@@ -169,13 +172,16 @@ class RawBackend:
     "truncate" - reads the request head, sends a head announcing
                  Content-Length: 100000 and 1000 bytes, then closes;
     "close_delimited" - reads the request head, answers with neither
-                 Content-Length nor chunked: CLOSE_BODY, then closes."""
+                 Content-Length nor chunked: CLOSE_BODY, then closes;
+    "custom"   - reads the request head, sends `response` verbatim, closes."""
 
     CLOSE_BODY = pattern_bytes(200_000)
 
-    def __init__(self, mode):
-        assert mode in ("hang", "truncate", "close_delimited")
+    def __init__(self, mode, response=None):
+        assert mode in ("hang", "truncate", "close_delimited", "custom")
+        assert (mode == "custom") == (response is not None)
         self.mode = mode
+        self.response = response
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind(("127.0.0.1", 0))
@@ -214,6 +220,8 @@ class RawBackend:
             if self.mode == "truncate":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
                           b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000)
+            elif self.mode == "custom":
+                c.sendall(self.response)
             else:
                 c.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n"
                           b"Content-Type: application/octet-stream\r\n\r\n" + self.CLOSE_BODY)

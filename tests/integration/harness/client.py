@@ -64,7 +64,7 @@ class RawConn:
     def __init__(self, port, timeout=5.0, host="127.0.0.1"):
         self.timeout = scaled(timeout)
         self.sock = socket.create_connection((host, port), timeout=self.timeout)
-        self.buf = b""
+        self.buf = bytearray()  # bytes += would make big bodies quadratic
         self.eof = False
 
     def send(self, data):
@@ -81,23 +81,25 @@ class RawConn:
             data = b""
         if not data:
             self.eof = True
-            raise EOFError(f"connection closed by peer; unparsed bytes: {self.buf[:300]!r}")
+            raise EOFError(f"connection closed by peer; unparsed bytes: {bytes(self.buf[:300])!r}")
         self.buf += data
 
     def read_line(self, limit=1 << 20):
         while True:
             i = self.buf.find(b"\r\n")
             if i >= 0:
-                line, self.buf = self.buf[:i], self.buf[i + 2 :]
+                line = bytes(self.buf[:i])
+                del self.buf[: i + 2]
                 return line
             if len(self.buf) > limit:
-                raise ProtocolError(f"line longer than {limit}: {self.buf[:200]!r}")
+                raise ProtocolError(f"line longer than {limit}: {bytes(self.buf[:200])!r}")
             self._fill()
 
     def read_exact(self, n):
         while len(self.buf) < n:
             self._fill()
-        data, self.buf = self.buf[:n], self.buf[n:]
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
         return data
 
     def read_to_close(self):
@@ -106,7 +108,8 @@ class RawConn:
                 self._fill()
         except EOFError:
             pass
-        data, self.buf = self.buf, b""
+        data = bytes(self.buf)
+        self.buf.clear()
         return data
 
     def read_response(self, method="GET"):
@@ -114,7 +117,7 @@ class RawConn:
         line = self.read_line()
         parts = line.decode("latin-1").split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
-            raise ProtocolError(f"bad status line {line!r} (then {self.buf[:200]!r})")
+            raise ProtocolError(f"bad status line {line!r} (then {bytes(self.buf[:200])!r})")
         version, status = parts[0], int(parts[1])
         reason = parts[2] if len(parts) > 2 else ""
         headers = []

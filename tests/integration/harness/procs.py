@@ -118,7 +118,8 @@ class _Reader(threading.Thread):
             pass
 
 
-def _spawn(argv, cwd=None):
+def spawn(argv, cwd=None):
+    """Starts argv with piped output drained by reader threads; tracked."""
     p = subprocess.Popen(
         argv,
         stdin=subprocess.DEVNULL,
@@ -219,6 +220,9 @@ class Ficus(_Proc):
         else:
             cfg = copy.deepcopy(config)
             server = cfg.setdefault("server", {})
+            if "listen" in server:  # the test chose: wait on its first listener
+                self.port = int(str(server["listen"][0]).rsplit(":", 1)[1])
+                self.listen = f"127.0.0.1:{self.port}"
             server.setdefault("listen", [self.listen])
             # Tests stop ficus after each test: no reason to wait for a drain.
             server.setdefault("drain_delay", "0s")
@@ -233,7 +237,7 @@ class Ficus(_Proc):
         self.config_path.write_text(text)
         self.url = f"http://{self.listen}"
         self.admin_url = f"http://{self.admin_listen}"
-        self.proc, self._out, self._err = _spawn(
+        self.proc, self._out, self._err = spawn(
             [*wrapper, ficus_bin(), "run", "-c", str(self.config_path)], cwd=workdir
         )
         if wait:
@@ -309,7 +313,7 @@ class Mock(_Proc):
             if val is not None:
                 argv += [flag, str(val)]
         self.argv = argv
-        self.proc, self._out, self._err = _spawn(argv)
+        self.proc, self._out, self._err = spawn(argv)
         if wait:
             try:
                 wait_ports([self.port], self.proc, 10.0, f"ficus mock {name}")
@@ -383,7 +387,7 @@ class Nginx(_Proc):
                                   keepalive_timeout=keepalive_timeout,
                                   body=body.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
         (self.dir / "nginx.conf").write_text(conf)
-        self.proc, self._out, self._err = _spawn(
+        self.proc, self._out, self._err = spawn(
             ["nginx", "-p", str(self.dir), "-e", str(self.dir / "error.log"),
              "-c", str(self.dir / "nginx.conf"), "-g", "daemon off;"]
         )
