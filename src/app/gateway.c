@@ -14,6 +14,7 @@
 #include <jansson.h>
 
 #include "admin/admin.h"
+#include "config/config_json.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "net/listener.h"
@@ -460,6 +461,12 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
         plen = (size_t)(q - path);
     bool get = mlen == 3 && memcmp(method, "GET", 3) == 0;
     bool put = mlen == 3 && memcmp(method, "PUT", 3) == 0;
+    if (plen == 7 && memcmp(path, "/config", 7) == 0) {
+        if (!get)
+            return reply_error(out, 405, "method_not_allowed", "use GET");
+        json_t *j = config_json(gw->cfg);
+        return j ? reply_json(out, j, 200) : 500;
+    }
     if (plen == 14 && memcmp(path, "/target_groups", 14) == 0) {
         if (!get)
             return reply_error(out, 405, "method_not_allowed", "use GET");

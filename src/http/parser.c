@@ -274,7 +274,8 @@ long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, siz
     if ((p->events & HTTP_EV_HEAD) && head_ambiguous(data, (size_t)used)) {
         /* A head is always fed whole from its first byte (see the header). */
         p->err = HTTP_ERR_BAD;
-        llhttp_set_error_reason(&p->ll, "bare LF or line folding in the head");
+        llhttp_set_error_reason(&p->ll,
+                                "bare LF, line folding or an empty header name in the head");
         return FE_PARSE;
     }
     return used;

@@ -200,12 +200,29 @@ static int split_target(const char *t, size_t n, router_request_t *rr, const cha
     }
     if (n == 0 || t[0] != '/')
         return FE_PARSE;
+    const char *frag = memchr(t, '#', n);
+    if (frag)
+        n = (size_t)(frag - t); /* a fragment is the client's own business */
     const char *q = memchr(t, '?', n);
     rr->path = t;
     rr->path_len = q ? (size_t)(q - t) : n;
     rr->query = q ? q + 1 : NULL;
     rr->query_len = q ? n - rr->path_len - 1 : 0;
     return 0;
+}
+
+/* A Host value: reg-name or IP literal, optional port (RFC 9112 3.2). */
+static bool host_valid(const char *h, size_t n)
+{
+    if (n == 0 || n > 255)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)h[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("-._~!$&'()*+,;=:[]%", c)))
+            return false;
+    }
+    return true;
 }
 
 /* ---------------------------------------------------------------- begin */
@@ -277,6 +294,16 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     }
     rr.host = authority ? authority : host ? host->value : NULL;
     rr.host_len = authority ? authority_len : host ? host->value_len : 0;
+    if ((rr.host || host) && !host_valid(rr.host, rr.host_len)) {
+        cc->close_after = 1;
+        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid Host");
+        return;
+    }
+    if (authority && host && !host_valid(host->value, host->value_len)) {
+        cc->close_after = 1;
+        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid Host");
+        return;
+    }
     rr.method_bit = config_method_bit(h->method, h->method_len);
     rr.headers = h->headers;
     rr.n_headers = h->n_headers;
@@ -705,7 +732,16 @@ static void relay(request_t *req, const char *data, size_t len)
         k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
     }
     if (k < 0) {
-        /* The body broke its own framing: the client cannot be told cleanly. */
+        if (n > 0) {
+            /* The head is still unsent: the client can get a clean 502. */
+            req->resp_started = 0;
+            req->phase = REQ_SENT;
+            req->status = 0;
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
+        /* The body broke its own framing mid-way: the client cannot be told
+         * cleanly; the connection is cut. */
         req->end = END_UPSTREAM_INVALID;
         proxy_client_gone(req, END_UPSTREAM_INVALID);
         return;
