@@ -195,6 +195,11 @@ def summarise(runs):
             s["rps_vs_direct"] = ratio(s["rps"], direct and direct["rps"])
             s["p99_vs_haproxy"] = ratio(s["p99_ms"], hap and hap["p99_ms"])
             s["cpu_vs_haproxy"] = ratio(s["cpu_s_per_100k"], hap and hap["cpu_s_per_100k"])
+        if s["proxy"] == "ficus_res" and (s["scenario"], "ficus") in by:
+            s["rps_vs_ficus_plain"] = paired(s, "ficus", ("rps", "rps"))
+            s["cpu_vs_ficus_plain"] = paired(
+                s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
+            s["p99_vs_ficus_plain"] = paired(s, "ficus", ("p99_ms", "p99_ms"))
         if s["proxy"] == "ficus_log" and (s["scenario"], "ficus") in by:
             s["rps_vs_ficus_log_off"] = paired(s, "ficus", ("rps", "rps"))
             s["cpu_vs_ficus_log_off"] = paired(
@@ -244,6 +249,11 @@ def print_table(summary):
                          f"x{fmt(s['cpu_vs_ficus_log_off'], '.2f')}, p99 "
                          f"x{fmt(s['p99_vs_ficus_log_off'], '.2f')} vs ficus with the log off "
                          f"(paired per round)")
+        if "rps_vs_ficus_plain" in s:
+            notes.append(f"req/s x{fmt(s['rps_vs_ficus_plain'], '.2f')}, CPU per request "
+                         f"x{fmt(s['cpu_vs_ficus_plain'], '.2f')}, p99 "
+                         f"x{fmt(s['p99_vs_ficus_plain'], '.2f')} vs plain ficus: retries and a "
+                         f"90/10 split with fallback, nothing failing (paired per round)")
         if "log_lines_delta_sum" in s:
             notes.append(f"access-log lines {s['log_lines_delta_sum']} for "
                          f"{s['requests_sum']} requests counted by wrk")

@@ -238,8 +238,43 @@ for name, n in (("small", small), ("large", large)):
 EOF
 }
 
-# ficus_yaml FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE
+# ficus_yaml FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE [RESILIENCE]
+# RESILIENCE=1: the route has retries and a 90/10 split whose canary falls back
+# to the primary; both groups are the same backend, so nothing fails and the
+# run measures what the machinery costs.
 ficus_yaml() {
+    if [[ ${8:-0} == 1 ]]; then
+        cat >"$1" <<EOF
+server:
+  listen: ["127.0.0.1:$2"]
+  workers: 1
+  max_connections: $6
+  idle_timeout: $7
+  drain_delay: 0s
+  drain_timeout: 2s
+admin:
+  listen: "127.0.0.1:$3"
+access_log:
+  path: $5
+target_groups:
+  primary:
+    targets: ["127.0.0.1:$4"]
+    keepalive: {max_idle: 64, idle_timeout: 60s}
+    outlier_detection: {consecutive_errors: 5}
+  canary:
+    targets: ["127.0.0.1:$4"]
+    keepalive: {max_idle: 64, idle_timeout: 60s}
+    outlier_detection: {consecutive_errors: 5}
+routes:
+  - name: all
+    match: {path_prefix: /}
+    retries: {attempts: 2, per_try_timeout: 4s, retry_on: [5xx, connect-failure], backoff: 25ms}
+    backends:
+      - {target_group: primary, weight: 90}
+      - {target_group: canary, weight: 10, fallback: primary}
+EOF
+        return
+    fi
     cat >"$1" <<EOF
 server:
   listen: ["127.0.0.1:$2"]
@@ -376,12 +411,13 @@ start_backend() {
 # sets STARTED (0 when it failed to start; the reason is printed).
 start_proxy() {
     local kind=$1 tag=$2 port=$3 bport=$4 alog=${5:-off} maxc=${6:-4096} idle=${7:-60s}
+    local res=${8:-0}
     local log=$TMP/$tag.log
     STARTED=0
     case "$kind" in
     ficus)
         local cfg=$TMP/$tag.yaml
-        ficus_yaml "$cfg" "$port" "${ADMIN_PORT[$tag]}" "$bport" "$alog" "$maxc" "$idle"
+        ficus_yaml "$cfg" "$port" "${ADMIN_PORT[$tag]}" "$bport" "$alog" "$maxc" "$idle" "$res"
         if ! "$FICUS_BIN" check -c "$cfg" >"$log" 2>&1; then
             note "ficus check -c $cfg failed:"
             cat "$log" >&2
@@ -530,11 +566,15 @@ warm() {
         wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$1" >/dev/null 2>&1 || true
 }
 
-# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1)
+# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2)
+# 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0
-    if ((with_log)); then
+    if ((with_log == 2)); then
+        targets=(ficus_res ficus)
+        with_log=0
+    elif ((with_log)); then
         # ficus_log: the access log on and /metrics scraped; ficus: the same
         # without, in the same rounds, so that the cost of both is a paired ratio.
         targets=(ficus_log ficus)
@@ -556,7 +596,9 @@ scenario() {
         i=$((i + 2))
         local log_path=off
         [[ $kind == ficus_log ]] && log_path=$alog
-        start_proxy "${kind%_log}" "$tag" "${PORT_OF[$tag]}" "$bport" "$log_path"
+        local res=0
+        [[ $kind == ficus_res ]] && res=1
+        start_proxy "${kind%%_*}" "$tag" "${PORT_OF[$tag]}" "$bport" "$log_path" 4096 60s "$res"
         if ((STARTED == 0)); then
             DEAD[$tag]=1
             continue
@@ -695,6 +737,7 @@ if [[ $MODE == throughput || $MODE == all ]]; then
     scenario large "$LARGE_PORT" "$LARGE_PID" "$LARGE_BYTES" 0
     if [[ " $PROXIES " == *" ficus "* ]]; then
         scenario small-log "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 1
+        scenario small-res "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 2
     fi
 fi
 

@@ -224,8 +224,8 @@ struct proxy_worker {
     uint64_t rng;
     uint64_t request_seq;
     uint32_t pool_buf_bytes;
-    bool draining; /* no keep-alive: connections close after their request */
-    bool stopping; /* closing everything now */
+    bool draining;                 /* no keep-alive: connections close after their request */
+    bool stopping;                 /* closing everything now */
     void (*on_drained)(void *ctx); /* called once when draining and no client is left */
     void *drained_ctx;
 };
