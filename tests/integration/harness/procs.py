@@ -36,11 +36,22 @@ def ficus_bin():
     return os.environ.get("FICUS_BIN") or str(repo_root() / "ficus")
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nobody listens on right now (the kernel's choice), never one
+    already handed out in this run: two calls in a row can otherwise get the
+    same port back before anything binds it."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with _lock:
+            if port not in _handed_out:
+                _handed_out.add(port)
+                return port
+    raise RuntimeError("no fresh free port after 100 tries")
 
 
 def port_in_use(port):
