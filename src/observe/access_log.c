@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/fmt.h"
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -69,19 +70,6 @@ static inline void put(out_t *o, const void *s, size_t n)
 }
 
 #define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
-
-static size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
 
 static void put_u64(out_t *o, uint64_t v)
 {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/fmt.h"
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/log.h"
@@ -566,19 +567,6 @@ static void put(render_t *rt, const char *s, size_t n)
 }
 
 static void put_str(render_t *rt, const char *s) { put(rt, s, strlen(s)); }
-
-static size_t fmt_u64(char *out, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        out[i] = tmp[n - 1 - i];
-    return n;
-}
 
 static void put_u64(render_t *rt, uint64_t v)
 {

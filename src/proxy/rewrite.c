@@ -6,6 +6,7 @@
 #include <strings.h>
 
 #include "core/errors.h"
+#include "core/fmt.h"
 #include "http/response.h"
 
 typedef struct out {
@@ -37,13 +38,8 @@ static void put_header(out_t *o, const char *n, size_t nl, const char *v, size_t
 
 static void put_uint(out_t *o, unsigned v)
 {
-    char tmp[12];
-    size_t i = sizeof tmp;
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    put(o, tmp + i, sizeof tmp - i);
+    char tmp[FMT_U64_MAX_BYTES];
+    put(o, tmp, fmt_u64(tmp, v));
 }
 
 static bool name_is(const http_header_t *h, const char *lname, size_t n)
