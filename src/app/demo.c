@@ -128,8 +128,11 @@ int demo_main(int argc, char **argv)
             "  curl -i http://127.0.0.1:8080/search?q=shoes     # 90%% search-v1, 10%% search-v2 "
             "(flaky canary)\n"
             "  curl -i http://127.0.0.1:8080/                   # the monolith\n"
-            "  curl -s http://127.0.0.1:9901/metrics | grep ficus_requests_total\n"
             "  for i in $(seq 20); do curl -s http://127.0.0.1:8080/search; done | sort | uniq -c\n"
+            "  curl -s http://127.0.0.1:9901/metrics | grep -E 'fallbacks_total|code=\"503\"'"
+            "   # canary failures fell back\n"
+            "  curl -s -X PUT -d '{\"search-v1\":50,\"search-v2\":50}' "
+            "http://127.0.0.1:9901/routes/search/weights\n"
             "Ctrl-C stops it.\n\n");
     int code = gateway_run(cfg);
     uv_async_send(&d.stop);
