@@ -479,6 +479,7 @@ static void attempt(request_t *req)
     if (t < 64)
         req->tried |= 1ull << t;
     req->in_attempt = 1;
+    req->attempt_counted = 0;
     req->attempts++;
     req->upstream_start_us = now_us();
     req->out_sent = 0;
@@ -684,6 +685,7 @@ static void relay(request_t *req, const char *data, size_t len)
         metrics_upstream(pw->metrics, pw->groups[req->group].metrics_group,
                          pw->groups[req->group].metrics_target[req->target], h->status,
                          (uint64_t)req->upstream_us);
+        req->attempt_counted = 1;
         if (try_again(req, RETRY_OUTCOME_STATUS, h->status)) {
             /* Not relayed: the connection goes, with the body nobody reads. */
             req->upstream_status = h->status;
@@ -847,7 +849,9 @@ static void end_attempt(request_t *req, int metrics_code, bool reusable, bool fa
         req->holds_pending = 0;
         health_release(&hg->pending);
     }
-    if (metrics_code)
+    /* One sample per try: a try whose status was counted at its head is not
+     * counted again when its body turns out broken. */
+    if (metrics_code && !req->attempt_counted)
         metrics_upstream(pw->metrics, gs->metrics_group, gs->metrics_target[req->target],
                          metrics_code, now_us() - req->upstream_start_us);
     if (health_record(hg, req->target, failure, uv_now(pw->loop)))

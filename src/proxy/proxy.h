@@ -118,8 +118,9 @@ struct request {
     uint8_t client_http10;
     uint8_t resp_body; /* rewrite_body_t of the response */
     uint8_t upstream_reusable;
-    uint8_t fallback;   /* went to the fallback group */
-    uint8_t in_attempt; /* a try is under way (counted in inflight) */
+    uint8_t fallback;        /* went to the fallback group */
+    uint8_t in_attempt;      /* a try is under way (counted in inflight) */
+    uint8_t attempt_counted; /* the try is in ficus_upstream_requests_total already */
     uint8_t idempotent;
     uint8_t holds_pending; /* counted in the group's max_pending */
     uint8_t retry_counted; /* counted in the route's retries in flight */
@@ -131,7 +132,6 @@ struct request {
     int64_t upstream_us; /* -1 = none */
     uint64_t bytes_in;
     uint64_t bytes_out;
-    uint64_t deadline_ms; /* loop time */
     /* Kept for the access log: copies, since the head they came from is gone. */
     char request_id[REQUEST_ID_MAX_BYTES + 1];
     uint8_t request_id_len;
@@ -217,9 +217,8 @@ struct proxy_worker {
     access_log_writer_t *alog;
     uv_timer_t log_flush;
     client_conn_t *clients; /* every open client connection */
-    upstream_conn_t *upstreams_closing;
-    http_head_t head; /* scratch: the head being parsed */
-    char *scratch;    /* scratch: a head being written */
+    http_head_t head;       /* scratch: the head being parsed */
+    char *scratch;          /* scratch: a head being written */
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;

@@ -659,3 +659,27 @@ def test_curl_verbose_round_trip(ficus, echo_backend, tmp_path):
     assert seen["method"] == "POST"
     assert seen["body_sha256"] == hashlib.sha256(upload.read_bytes()).hexdigest()
     assert ", ".join(echo_header(seen, "X-Forwarded-For")) == "1.2.3.4, 127.0.0.1"
+
+
+def test_broken_first_chunk_gets_502_and_one_sample_per_try(ficus, echo_backend, raw_backend):
+    # Head and a broken first chunk in one packet: nothing has reached the
+    # client yet, so it gets a clean 502, and the try is counted once.
+    echo = echo_backend("e1")
+    up = raw_backend("custom", response=BAD_RESPONSES["bad-chunk"])
+    f = ficus(failure_config(echo, up.addr))
+    r = http_request(f.port, "GET", "/bad/chunk")
+    assert_json_error(r, 502)
+    from harness import metric_value, parse_metrics
+    samples = parse_metrics(f.metrics_text())
+    tries = metric_value(samples, "ficus_upstream_requests_total", target_group="bad")
+    assert tries == 1, [s for s in samples if s[0] == "ficus_upstream_requests_total"]
+    assert_serves(f)
+
+
+def test_fragment_is_not_forwarded(ficus, echo_backend):
+    f, _ = start_echo(ficus, echo_backend)
+    with RawConn(f.port) as c:
+        c.send("GET /frag/x?q=1#section HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        r = c.read_final_response()
+    assert r.status == 200, repr(r)
+    assert r.json()["path"] == "/frag/x?q=1", r.json()
