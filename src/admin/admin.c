@@ -134,11 +134,8 @@ static void respond(admin_conn_t *c, int status, const char *ctype, const buf_t 
                      uv_buf_init(body->data, head_only ? 0 : (unsigned)body->len)};
     c->done = 1;
     int rc = stream_write(&c->s, b, 2);
-    if (rc == FE_TOOBIG) {
-        /* Larger than the queue buffer: fall back to a blocking-free loop is
-         * overkill for admin; the exposition is bounded well below. */
-        log_warn("admin: response of %zu bytes too large to queue", body->len);
-    }
+    if (rc == FE_TOOBIG) /* larger than the queue buffer (8 MiB): cannot be sent */
+        log_warn("admin: response of %zu bytes too large to send", body->len);
     if (rc != 1)
         conn_close(c);
 }

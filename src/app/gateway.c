@@ -493,14 +493,6 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
     return 0;
 }
 
-static void on_health_change(void *ctx, size_t group, size_t target, int transition)
-{
-    (void)ctx;
-    (void)group;
-    (void)target;
-    (void)transition; /* logged by the checker; the gauges read the state */
-}
-
 /* --- signals and stop --- */
 
 static void gateway_stop(gateway_t *gw)
@@ -679,7 +671,7 @@ int gateway_run(config_t *cfg)
         w->on_shed = proxy_worker_on_shed;
         w->on_stop = worker_on_stop;
     }
-    gw.checker = health_checker_start(gw.loop, cfg, gw.health, on_health_change, &gw);
+    gw.checker = health_checker_start(gw.loop, cfg, gw.health, NULL, NULL);
     admin_hooks_t hooks = {
         .ctx = &gw, .ready = gw_ready, .metrics = gw_metrics, .handle = gw_handle};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

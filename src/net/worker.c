@@ -184,16 +184,12 @@ void worker_stop_loop(worker_t *w)
 static void worker_main(void *arg)
 {
     worker_t *w = arg;
-    if (w->on_start)
-        w->on_start(w);
     for (size_t i = 0; i < w->n_listeners; i++)
         uv_poll_start(&w->listeners[i].poll, UV_READABLE, on_listener_readable);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     drain_messages(w); /* messages posted while stopping */
     uv_walk(&w->loop, close_walk, NULL);
     uv_run(&w->loop, UV_RUN_DEFAULT);
-    if (w->on_exit)
-        w->on_exit(w);
     atomic_store(&w->running, false);
 }
 

@@ -59,10 +59,8 @@ struct worker {
 
     worker_accept_fn on_accept;
     worker_shed_fn on_shed;
-    worker_hook_fn on_start; /* in the worker thread, before the loop runs */
-    worker_hook_fn on_stop;  /* in the worker thread when told to stop: close everything */
-    worker_hook_fn on_exit;  /* in the worker thread after its loop ended: free state */
-    void *app;               /* the layer above's per-worker state */
+    worker_hook_fn on_stop; /* in the worker thread when told to stop: close everything */
+    void *app;              /* the layer above's per-worker state */
 
     char *rbuf; /* IO_BUF_BYTES, reused by every read of this worker */
     pbuf_pool_t pool;
