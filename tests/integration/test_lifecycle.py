@@ -94,3 +94,36 @@ def test_drain_timeout_bounds_the_shutdown(ficus, raw_backend):
     # drain_delay + drain_timeout, not the route's 60 s.
     assert time.monotonic() - start < scaled(5)
     s.close()
+
+
+def test_sighup_is_logged_and_counted_as_a_failed_reload(ficus, mock):
+    # Reload is not built yet: SIGHUP must say so, count it, and change nothing.
+    from harness import metric_value, parse_metrics
+    m = mock("m")
+    f = ficus(config({"m": m.addr}, [route("r", "/", "m")]))
+    f.proc.send_signal(signal.SIGHUP)
+
+    def counted():
+        s = parse_metrics(f.metrics_text())
+        return metric_value(s, "ficus_config_reloads_total", result="failure") == 1
+
+    assert wait_until(counted, scaled(3))
+    assert "reload is not supported" in f.stderr
+    assert http_request(f.port, "GET", "/").status == 200
+
+
+def test_keys_not_in_effect_yet_are_warned_about(ficus, mock):
+    m = mock("m")
+    f = ficus(config({"m": m.addr}, [route("r", "/", "m")],
+                     tracing={"otlp_endpoint": "http://127.0.0.1:4318/v1/traces"},
+                     redis={"address": "127.0.0.1:6379"}))
+    assert wait_until(lambda: "trace export is not supported" in f.stderr, scaled(2)), f.stderr
+    assert "nothing in this version uses Redis" in f.stderr
+
+
+def test_dropped_access_log_lines_are_exposed(ficus, mock):
+    from harness import metric_value, parse_metrics
+    m = mock("m")
+    f = ficus(config({"m": m.addr}, [route("r", "/", "m")]))
+    s = parse_metrics(f.metrics_text())
+    assert metric_value(s, "ficus_access_log_dropped_lines_total") == 0
