@@ -710,7 +710,7 @@ quiet_check() {
     b=$(awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat)
     local pct
     pct=$(awk -v a="$a" -v b="$b" 'BEGIN {split(a, x, " "); split(b, y, " ");
-        t = y[2] - x[2]; printf "%d", t > 0 ? 100 * (y[1] - x[1]) / t : 0}')
+        t = y[2] - x[2]; printf "%d", (t > 0 ? 100 * (y[1] - x[1]) / t : 0)}')
     if ((pct > 10)); then
         note "WARNING: the machine is busy before we start ($pct% CPU used by others):"
         note "  expect noisy numbers; see the 'others' column"
