@@ -27,11 +27,15 @@
 #include "routing/set.h"
 #include "routing/weights.h"
 
+typedef struct gw_gen gw_gen_t;
+typedef struct gateway gateway_t;
+
 typedef struct set_refresh {
     uv_timer_t timer;
     uv_work_t work;
-    struct gateway *gw;
+    gw_gen_t *gen;
     size_t index;
+    set_members_t *fetched;
     int busy;
     int rc;
     char err[256];
@@ -39,7 +43,7 @@ typedef struct set_refresh {
 
 typedef struct dns_target {
     uv_getaddrinfo_t req;
-    struct gateway *gw;
+    gw_gen_t *gen;
     size_t group;
     size_t target;
     int busy;
@@ -47,32 +51,62 @@ typedef struct dns_target {
 
 typedef struct dns_group {
     uv_timer_t timer;
-    struct gateway *gw;
+    gw_gen_t *gen;
     size_t group;
     dns_target_t *targets; /* named targets only have a use for it */
 } dns_group_t;
 
-typedef struct gateway {
-    uv_loop_t *loop;
+/* What the gateway builds from one config snapshot and shares with the
+ * workers. A reload makes a new one; the old one stops its timers at once
+ * and is freed once every worker let go of its part (its last request on
+ * the old snapshot finished) and its callbacks have run. */
+struct gw_gen {
+    gateway_t *gw;
+    uint64_t id; /* 1 for the config at start, then one more per reload */
     config_t *cfg;
-    worker_group_t workers;
-    proxy_worker_t **pws;
     set_t **sets;
     set_refresh_t *refresh;
-    metrics_registry_t *metrics;
-    access_log_t *access_log;
-    admin_t *admin;
+    bool *set_failed; /* the first read failed (counted on activation) */
     health_t *health;
     weights_t *weights;
     health_checker_t *checker;
     dns_group_t *dns;
+    atomic_uint workers_holding;
+    unsigned busy; /* callbacks still to come: set reads, lookups, handle closes */
+    bool retired;
+    gw_gen_t *next_retired;
+};
+
+struct gateway {
+    uv_loop_t *loop;
+    gw_gen_t *cur;
+    gw_gen_t *retired;
+    uv_timer_t reclaim; /* frees retired generations */
+    worker_group_t workers;
+    proxy_worker_t **pws;
+    metrics_registry_t *metrics;
+    access_log_t *access_log;
+    admin_t *admin;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
     uv_timer_t drain_timer;
     uv_async_t drained;
     atomic_int n_drained;
     int draining;
     int stopping;
-} gateway_t;
+    /* reload */
+    uv_work_t reload_work;
+    bool reloading;
+    bool reload_again;
+    config_t *reload_cfg; /* built by the work, NULL when invalid */
+    gw_gen_t *reload_gen; /* its sets, read by the work */
+    config_errors_t reload_errs;
+    uint64_t generations; /* made so far */
+    uint64_t loaded_hash; /* of the file the current snapshot came from */
+    uint64_t reload_hash;
+    uv_fs_event_t watch;
+    uv_timer_t watch_debounce;
+    bool watching;
+};
 
 /* Descriptors: raise the soft limit to the hard one (Retty's incident:
  * "too many open files" a month after launch). */
@@ -117,65 +151,92 @@ static void resolve_targets(config_t *cfg)
     }
 }
 
-/* --- sets: re-read off the loop, swapped in by set_reload itself --- */
+/* --- sets: re-read off the loop, installed on it --- */
 
 static void set_work(uv_work_t *w)
 {
     set_refresh_t *r = w->data;
-    r->rc = set_reload(r->gw->sets[r->index], r->err, sizeof r->err);
+    r->rc = set_fetch(r->gen->sets[r->index], &r->fetched, r->err, sizeof r->err);
 }
 
 static void set_work_done(uv_work_t *w, int status)
 {
     set_refresh_t *r = w->data;
+    gw_gen_t *gen = r->gen;
     r->busy = 0;
-    if (status == 0 && r->rc != 0) {
-        log_limited(LOG_ERROR, "set %s: %s (keeping %zu members)", r->gw->cfg->sets[r->index].name,
-                    r->err, set_count(r->gw->sets[r->index]));
+    gen->busy--;
+    if (r->fetched) {
+        if (!gen->retired)
+            set_swap(gen->sets[r->index], r->fetched);
+        else
+            set_members_free(r->fetched);
+        r->fetched = NULL;
+    }
+    if (status == 0 && r->rc != 0 && !gen->retired) {
+        log_limited(LOG_ERROR, "%s (keeping %zu members)", r->err, set_count(gen->sets[r->index]));
         metrics_set_reload_failure(
-            r->gw->metrics, metrics_set_slot(r->gw->metrics, r->gw->cfg->sets[r->index].name));
+            gen->gw->metrics, metrics_set_slot(gen->gw->metrics, gen->cfg->sets[r->index].name));
     }
 }
 
 static void on_set_timer(uv_timer_t *t)
 {
     set_refresh_t *r = t->data;
-    if (r->busy || r->gw->stopping)
+    gw_gen_t *gen = r->gen;
+    if (r->busy || gen->gw->stopping || gen->retired)
         return;
     r->busy = 1;
     r->work.data = r;
-    uv_queue_work(r->gw->loop, &r->work, set_work, set_work_done);
+    if (uv_queue_work(gen->gw->loop, &r->work, set_work, set_work_done) == 0)
+        gen->busy++;
+    else
+        r->busy = 0;
 }
 
-static int sets_start(gateway_t *gw)
+/* Blocking first read of every set (start: main thread; reload: the reload
+ * work). The members are installed at once: no worker reads these sets yet. */
+static int sets_create(gateway_t *gw, gw_gen_t *gen)
 {
-    config_t *cfg = gw->cfg;
+    config_t *cfg = gen->cfg;
     if (!cfg->n_sets)
         return 0;
-    gw->sets = calloc(cfg->n_sets, sizeof *gw->sets);
-    gw->refresh = calloc(cfg->n_sets, sizeof *gw->refresh);
-    if (!gw->sets || !gw->refresh)
+    gen->sets = calloc(cfg->n_sets, sizeof *gen->sets);
+    gen->refresh = calloc(cfg->n_sets, sizeof *gen->refresh);
+    gen->set_failed = calloc(cfg->n_sets, sizeof *gen->set_failed);
+    if (!gen->sets || !gen->refresh || !gen->set_failed)
         return -1;
     for (size_t i = 0; i < cfg->n_sets; i++) {
-        gw->sets[i] = set_new(&cfg->sets[i], worker_group_retire_cb, &gw->workers);
-        if (!gw->sets[i])
+        gen->sets[i] = set_new(&cfg->sets[i], worker_group_retire_cb, &gw->workers);
+        if (!gen->sets[i])
             return -1;
         char err[256];
-        if (set_reload(gw->sets[i], err, sizeof err) != 0) {
-            log_error("set %s: %s (starting empty)", cfg->sets[i].name, err);
-            metrics_set_reload_failure(gw->metrics,
-                                       metrics_set_slot(gw->metrics, cfg->sets[i].name));
+        set_members_t *m;
+        if (set_fetch(gen->sets[i], &m, err, sizeof err) != 0) {
+            log_error("%s (starting empty)", err);
+            gen->set_failed[i] = true;
         } else {
-            log_info("set %s: %zu members", cfg->sets[i].name, set_count(gw->sets[i]));
+            set_swap(gen->sets[i], m); /* no old members: nothing retired */
         }
-        set_refresh_t *r = &gw->refresh[i];
-        r->gw = gw;
+    }
+    return 0;
+}
+
+static void sets_start(gw_gen_t *gen)
+{
+    config_t *cfg = gen->cfg;
+    for (size_t i = 0; i < cfg->n_sets; i++) {
+        if (gen->set_failed[i])
+            metrics_set_reload_failure(gen->gw->metrics,
+                                       metrics_set_slot(gen->gw->metrics, cfg->sets[i].name));
+        else
+            log_info("set %s: %zu members", cfg->sets[i].name, set_count(gen->sets[i]));
+        set_refresh_t *r = &gen->refresh[i];
+        r->gen = gen;
         r->index = i;
-        uv_timer_init(gw->loop, &r->timer);
+        uv_timer_init(gen->gw->loop, &r->timer);
         r->timer.data = r;
         uv_timer_start(&r->timer, on_set_timer, cfg->sets[i].refresh_ms, cfg->sets[i].refresh_ms);
     }
-    return 0;
 }
 
 /* --- admin hooks --- */
@@ -188,11 +249,12 @@ static int gw_ready(void *ctx, char *reason, size_t n)
         return 0;
     }
     uint64_t now = uv_now(gw->loop);
-    for (size_t g = 0; g < gw->cfg->n_target_groups; g++)
-        if (gw->cfg->target_groups[g].required &&
-            health_group_usable(&gw->health->groups[g], now) == 0) {
+    const config_t *cfg = gw->cur->cfg;
+    for (size_t g = 0; g < cfg->n_target_groups; g++)
+        if (cfg->target_groups[g].required &&
+            health_group_usable(&gw->cur->health->groups[g], now) == 0) {
             snprintf(reason, n, "required target group %s has no healthy target",
-                     gw->cfg->target_groups[g].name);
+                     cfg->target_groups[g].name);
             return 0;
         }
     return 1;
@@ -202,12 +264,12 @@ static void each_weight(void *ctx, void (*emit)(void *, const char *, const char
                         void *ctx2)
 {
     gateway_t *gw = ctx;
-    const config_t *cfg = gw->cfg;
+    const config_t *cfg = gw->cur->cfg;
     for (size_t r = 0; r < cfg->n_routes; r++)
         for (size_t b = 0; b < cfg->routes[r].n_backends; b++) {
             const config_backend_t *be = &cfg->routes[r].backends[b];
             emit(ctx2, cfg->routes[r].name, cfg->target_groups[be->target_group].name,
-                 weights_get(gw->weights, r, b));
+                 weights_get(gw->cur->weights, r, b));
         }
 }
 
@@ -215,12 +277,12 @@ static void each_health(void *ctx, void (*emit)(void *, const char *, const char
                         void *ctx2)
 {
     gateway_t *gw = ctx;
-    const config_t *cfg = gw->cfg;
+    const config_t *cfg = gw->cur->cfg;
     uint64_t now = uv_now(gw->loop);
     for (size_t g = 0; g < cfg->n_target_groups; g++)
         for (size_t t = 0; t < cfg->target_groups[g].n_targets; t++)
             emit(ctx2, cfg->target_groups[g].name, cfg->target_groups[g].targets[t].name,
-                 health_target_usable(&gw->health->groups[g].targets[t], now));
+                 health_target_usable(&gw->cur->health->groups[g].targets[t], now));
 }
 
 static void gw_metrics(void *ctx, buf_t *out)
@@ -244,17 +306,19 @@ static void gw_metrics(void *ctx, buf_t *out)
 static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 {
     dns_target_t *d = req->data;
-    gateway_t *gw = d->gw;
+    gw_gen_t *gen = d->gen;
+    gateway_t *gw = gen->gw;
     d->busy = 0;
-    const config_target_group_t *tg = &gw->cfg->target_groups[d->group];
+    gen->busy--;
+    const config_target_group_t *tg = &gen->cfg->target_groups[d->group];
     const config_target_t *t = &tg->targets[d->target];
     if (status != 0 || !res) {
-        if (status != UV_ECANCELED)
+        if (status != UV_ECANCELED && !gen->retired)
             log_limited(LOG_WARN,
                         "target group %s: cannot resolve %s: %s (keeping the last address)",
                         tg->name, t->name, uv_strerror(status));
-    } else if (!gw->stopping) {
-        health_target_t *ht = &gw->health->groups[d->group].targets[d->target];
+    } else if (!gw->stopping && !gen->retired) {
+        health_target_t *ht = &gen->health->groups[d->group].targets[d->target];
         const health_addr_t *cur = atomic_load(&ht->addr);
         if (!cur || cur->len != res->ai_addrlen || memcmp(&cur->ss, res->ai_addr, cur->len) != 0) {
             char name[80];
@@ -270,32 +334,34 @@ static void on_dns(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
 static void on_dns_timer(uv_timer_t *timer)
 {
     dns_group_t *dg = timer->data;
-    gateway_t *gw = dg->gw;
-    const config_target_group_t *tg = &gw->cfg->target_groups[dg->group];
+    gw_gen_t *gen = dg->gen;
+    const config_target_group_t *tg = &gen->cfg->target_groups[dg->group];
     for (size_t i = 0; i < tg->n_targets; i++) {
         const config_target_t *t = &tg->targets[i];
         dns_target_t *d = &dg->targets[i];
-        if (t->numeric || d->busy || gw->stopping)
+        if (t->numeric || d->busy || gen->gw->stopping || gen->retired)
             continue;
         char port[8];
         snprintf(port, sizeof port, "%u", t->port);
         struct addrinfo hints = {.ai_socktype = SOCK_STREAM};
         d->req.data = d;
-        if (uv_getaddrinfo(gw->loop, &d->req, on_dns, t->host, port, &hints) == 0)
+        if (uv_getaddrinfo(gen->gw->loop, &d->req, on_dns, t->host, port, &hints) == 0) {
             d->busy = 1;
+            gen->busy++;
+        }
     }
 }
 
-static int dns_start(gateway_t *gw)
+static int dns_start(gw_gen_t *gen)
 {
-    const config_t *cfg = gw->cfg;
-    gw->dns = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *gw->dns);
-    if (!gw->dns)
+    const config_t *cfg = gen->cfg;
+    gen->dns = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *gen->dns);
+    if (!gen->dns)
         return -1;
     for (size_t g = 0; g < cfg->n_target_groups; g++) {
         const config_target_group_t *tg = &cfg->target_groups[g];
-        dns_group_t *dg = &gw->dns[g];
-        dg->gw = gw;
+        dns_group_t *dg = &gen->dns[g];
+        dg->gen = gen;
         dg->group = g;
         bool named = false;
         for (size_t t = 0; t < tg->n_targets; t++)
@@ -306,36 +372,148 @@ static int dns_start(gateway_t *gw)
         if (!dg->targets)
             return -1;
         for (size_t t = 0; t < tg->n_targets; t++) {
-            dg->targets[t].gw = gw;
+            dg->targets[t].gen = gen;
             dg->targets[t].group = g;
             dg->targets[t].target = t;
         }
-        uv_timer_init(gw->loop, &dg->timer);
+        uv_timer_init(gen->gw->loop, &dg->timer);
         dg->timer.data = dg;
         uv_timer_start(&dg->timer, on_dns_timer, tg->dns_refresh_ms, tg->dns_refresh_ms);
     }
     return 0;
 }
 
-static void dns_stop(gateway_t *gw)
+/* --- generations --- */
+
+static void gen_handle_closed(uv_handle_t *h)
 {
-    for (size_t g = 0; gw->dns && g < gw->cfg->n_target_groups; g++) {
-        dns_group_t *dg = &gw->dns[g];
+    gw_gen_t *gen = h->data;
+    gen->busy--;
+}
+
+static void gen_close_timer(gw_gen_t *gen, uv_timer_t *t)
+{
+    if (uv_is_closing((uv_handle_t *)t))
+        return;
+    t->data = gen;
+    gen->busy++;
+    uv_close((uv_handle_t *)t, gen_handle_closed);
+}
+
+/* Stops everything of gen that runs on the main loop: set refreshes, DNS,
+ * health checks. Its callbacks still to come find gen->retired set. */
+static void gen_stop(gw_gen_t *gen)
+{
+    if (gen->retired)
+        return;
+    gen->retired = true;
+    health_checker_stop(gen->checker);
+    gen->checker = NULL;
+    for (size_t i = 0; gen->refresh && i < gen->cfg->n_sets; i++) {
+        if (gen->refresh[i].busy)
+            uv_cancel((uv_req_t *)&gen->refresh[i].work);
+        if (gen->refresh[i].gen)
+            gen_close_timer(gen, &gen->refresh[i].timer);
+    }
+    for (size_t g = 0; gen->dns && g < gen->cfg->n_target_groups; g++) {
+        dns_group_t *dg = &gen->dns[g];
         if (!dg->targets)
             continue;
-        uv_close((uv_handle_t *)&dg->timer, NULL);
-        for (size_t t = 0; t < gw->cfg->target_groups[g].n_targets; t++)
+        gen_close_timer(gen, &dg->timer);
+        for (size_t t = 0; t < gen->cfg->target_groups[g].n_targets; t++)
             if (dg->targets[t].busy)
                 uv_cancel((uv_req_t *)&dg->targets[t].req);
     }
 }
 
-static void dns_free(gateway_t *gw)
+static void gen_free(gw_gen_t *gen)
 {
-    for (size_t g = 0; gw->dns && g < gw->cfg->n_target_groups; g++)
-        free(gw->dns[g].targets);
-    free(gw->dns);
-    gw->dns = NULL;
+    if (!gen)
+        return;
+    for (size_t g = 0; gen->dns && g < gen->cfg->n_target_groups; g++)
+        free(gen->dns[g].targets);
+    free(gen->dns);
+    health_free(gen->health);
+    weights_free(gen->weights);
+    for (size_t i = 0; gen->sets && i < gen->cfg->n_sets; i++)
+        set_free(gen->sets[i]);
+    free(gen->sets);
+    free(gen->refresh);
+    free(gen->set_failed);
+    config_unref(gen->cfg);
+    free(gen);
+}
+
+/* Worker thread: a worker freed its part of gen. */
+static void gen_worker_let_go(void *ctx)
+{
+    gw_gen_t *gen = ctx;
+    atomic_fetch_sub(&gen->workers_holding, 1);
+}
+
+static void on_reclaim(uv_timer_t *t)
+{
+    gateway_t *gw = t->data;
+    gw_gen_t **pp = &gw->retired;
+    while (*pp) {
+        gw_gen_t *gen = *pp;
+        if (atomic_load(&gen->workers_holding) == 0 && gen->busy == 0) {
+            *pp = gen->next_retired;
+            if (gen->id)
+                log_info("configuration #%llu released: its last request is done",
+                         (unsigned long long)gen->id);
+            gen_free(gen);
+        } else {
+            pp = &gen->next_retired;
+        }
+    }
+    if (!gw->retired)
+        uv_timer_stop(&gw->reclaim);
+}
+
+/* Blocking part (any thread): resolves named targets and reads the sets. */
+static gw_gen_t *gen_prepare(gateway_t *gw, config_t *cfg)
+{
+    gw_gen_t *gen = calloc(1, sizeof *gen);
+    if (!gen)
+        return NULL;
+    gen->gw = gw;
+    gen->cfg = config_ref(cfg);
+    resolve_targets(cfg);
+    if (sets_create(gw, gen) != 0) {
+        gen_free(gen);
+        return NULL;
+    }
+    return gen;
+}
+
+/* Main thread: the state shared by the workers, the main-loop timers, and
+ * one worker generation per worker (in pgens). old, when there is one, lends
+ * its target verdicts. */
+static int gen_activate(gateway_t *gw, gw_gen_t *gen, const gw_gen_t *old, proxy_gen_t **pgens)
+{
+    config_t *cfg = gen->cfg;
+    gen->health = health_new(cfg);
+    gen->weights = weights_new(cfg);
+    if (!gen->health || !gen->weights)
+        return -1;
+    if (old)
+        health_inherit(gen->health, old->health);
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        metrics_route_slot(gw->metrics, cfg->routes[r].name);
+    proxy_shared_t shared = {cfg,         gen->sets,    gw->metrics,       gw->access_log,
+                             gen->health, gen->weights, gen_worker_let_go, gen};
+    for (size_t i = 0; i < gw->workers.n; i++) {
+        pgens[i] = proxy_gen_new(&shared, i);
+        if (!pgens[i])
+            return -1;
+    }
+    if (dns_start(gen) != 0)
+        return -1;
+    sets_start(gen);
+    gen->checker = health_checker_start(gw->loop, cfg, gen->health, NULL, NULL);
+    atomic_store(&gen->workers_holding, (unsigned)gw->workers.n);
+    return 0;
 }
 
 /* --- admin: /target_groups and /routes/NAME/weights --- */
@@ -359,12 +537,12 @@ static int reply_error(buf_t *out, int status, const char *code, const char *msg
 
 static int target_groups_json(gateway_t *gw, buf_t *out)
 {
-    const config_t *cfg = gw->cfg;
+    const config_t *cfg = gw->cur->cfg;
     uint64_t now = uv_now(gw->loop);
     json_t *root = json_object();
     for (size_t g = 0; g < cfg->n_target_groups; g++) {
         const config_target_group_t *tg = &cfg->target_groups[g];
-        health_group_t *hg = &gw->health->groups[g];
+        health_group_t *hg = &gw->cur->health->groups[g];
         json_t *targets = json_array();
         for (size_t t = 0; t < tg->n_targets; t++) {
             health_target_t *ht = &hg->targets[t];
@@ -398,17 +576,17 @@ static int target_groups_json(gateway_t *gw, buf_t *out)
 
 static json_t *route_weights_json(gateway_t *gw, size_t r)
 {
-    const config_route_t *rt = &gw->cfg->routes[r];
+    const config_route_t *rt = &gw->cur->cfg->routes[r];
     json_t *w = json_object();
     for (size_t b = 0; b < rt->n_backends; b++)
-        json_object_set_new(w, gw->cfg->target_groups[rt->backends[b].target_group].name,
-                            json_integer(weights_get(gw->weights, r, b)));
+        json_object_set_new(w, gw->cur->cfg->target_groups[rt->backends[b].target_group].name,
+                            json_integer(weights_get(gw->cur->weights, r, b)));
     return json_pack("{s:s,s:o}", "route", rt->name, "weights", w);
 }
 
 static int put_weights(gateway_t *gw, size_t r, const char *body, size_t len, buf_t *out)
 {
-    const config_route_t *rt = &gw->cfg->routes[r];
+    const config_route_t *rt = &gw->cur->cfg->routes[r];
     json_error_t jerr;
     json_t *j = json_loadb(body, len, 0, &jerr);
     if (!j || !json_is_object(j)) {
@@ -417,7 +595,7 @@ static int put_weights(gateway_t *gw, size_t r, const char *body, size_t len, bu
                            "body must be a JSON object of target group name to weight");
     }
     uint32_t v[MAX_ROUTE_BACKENDS];
-    weights_load(gw->weights, r, v);
+    weights_load(gw->cur->weights, r, v);
     const char *key;
     json_t *val;
     char msg[300];
@@ -425,7 +603,7 @@ static int put_weights(gateway_t *gw, size_t r, const char *body, size_t len, bu
     {
         size_t b = SIZE_MAX;
         for (size_t i = 0; i < rt->n_backends; i++)
-            if (strcmp(gw->cfg->target_groups[rt->backends[i].target_group].name, key) == 0)
+            if (strcmp(gw->cur->cfg->target_groups[rt->backends[i].target_group].name, key) == 0)
                 b = i;
         if (b == SIZE_MAX) {
             snprintf(msg, sizeof msg, "\"%s\" is not a backend of route %s", key, rt->name);
@@ -447,7 +625,7 @@ static int put_weights(gateway_t *gw, size_t r, const char *body, size_t len, bu
         total += v[i];
     if (total == 0)
         return reply_error(out, 400, "bad_request", "at least one weight must be above 0");
-    weights_set(gw->weights, r, v);
+    weights_set(gw->cur->weights, r, v);
     log_info("route %s: weights changed through the admin API", rt->name);
     return reply_json(out, route_weights_json(gw, r), 200);
 }
@@ -464,7 +642,7 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
     if (plen == 7 && memcmp(path, "/config", 7) == 0) {
         if (!get)
             return reply_error(out, 405, "method_not_allowed", "use GET");
-        json_t *j = config_json(gw->cfg);
+        json_t *j = config_json(gw->cur->cfg);
         return j ? reply_json(out, j, 200) : 500;
     }
     if (plen == 14 && memcmp(path, "/target_groups", 14) == 0) {
@@ -481,7 +659,7 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
             return reply_error(out, 404, "not_found", "no such route");
         memcpy(name, path + lp, nlen);
         name[nlen] = '\0';
-        size_t r = config_find_route(gw->cfg, name);
+        size_t r = config_find_route(gw->cur->cfg, name);
         if (r == CONFIG_NONE)
             return reply_error(out, 404, "not_found", "no such route");
         if (get)
@@ -491,6 +669,232 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
         return reply_error(out, 405, "method_not_allowed", "use GET or PUT");
     }
     return 0;
+}
+
+/* --- reload: SIGHUP or a change of the file. The new file is read,
+ * validated, resolved and its sets read off the loop; if valid, a new
+ * generation goes to every worker for new requests while requests in flight
+ * finish on the old one. Otherwise the old one keeps serving, every error is
+ * logged and the failure counted. --- */
+
+/* FNV-1a of the file, to tell a real change from an editor's touch. */
+static uint64_t file_hash(const char *path, bool *ok)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    *ok = false;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return 0;
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        for (size_t i = 0; i < n; i++)
+            h = (h ^ (uint8_t)buf[i]) * 0x100000001b3ull;
+    *ok = !ferror(f);
+    fclose(f);
+    return h;
+}
+
+/* Settings bound to sockets, threads and files opened at start: a reload
+ * that changes one is refused (a takeover restart applies it). */
+static const char *restart_only_change(const config_t *a, const config_t *b)
+{
+#define SAME_STR(x, y) ((!(x) && !(y)) || ((x) && (y) && strcmp((x), (y)) == 0))
+    if (a->server.n_listeners != b->server.n_listeners)
+        return "server.listen";
+    for (size_t i = 0; i < a->server.n_listeners; i++)
+        if (a->server.listeners[i].addrlen != b->server.listeners[i].addrlen ||
+            memcmp(&a->server.listeners[i].addr, &b->server.listeners[i].addr,
+                   a->server.listeners[i].addrlen) != 0)
+            return "server.listen";
+    if (a->server.workers != b->server.workers)
+        return "server.workers";
+    if (a->server.max_connections != b->server.max_connections)
+        return "server.max_connections";
+    if (a->server.max_header_bytes != b->server.max_header_bytes)
+        return "server.max_header_size";
+    if (!SAME_STR(a->server.control_socket, b->server.control_socket))
+        return "server.control_socket";
+    if (a->admin_addrlen != b->admin_addrlen ||
+        memcmp(&a->admin_addr, &b->admin_addr, a->admin_addrlen) != 0)
+        return "admin.listen";
+    if (!SAME_STR(a->access_log_path, b->access_log_path))
+        return "access_log.path";
+    if (!SAME_STR(a->tracing.otlp_endpoint, b->tracing.otlp_endpoint))
+        return "tracing.otlp_endpoint";
+    if (!SAME_STR(a->tracing.service_name, b->tracing.service_name))
+        return "tracing.service_name";
+    return NULL;
+#undef SAME_STR
+}
+
+static void reload_work(uv_work_t *w)
+{
+    gateway_t *gw = w->data;
+    const config_t *cur = gw->cur->cfg;
+    bool ok;
+    gw->reload_hash = file_hash(cur->path, &ok);
+    gw->reload_cfg = config_load_file(cur->path, &gw->reload_errs);
+    if (!gw->reload_cfg)
+        return;
+    const char *key = restart_only_change(cur, gw->reload_cfg);
+    if (key) {
+        config_errors_add(&gw->reload_errs, cur->path, 0, 0,
+                          "%s changed: it takes effect only at a restart (use a takeover restart, "
+                          "see docs/operations.md); nothing was applied",
+                          key);
+        config_unref(gw->reload_cfg);
+        gw->reload_cfg = NULL;
+        return;
+    }
+    gw->reload_gen = gen_prepare(gw, gw->reload_cfg);
+    if (!gw->reload_gen) {
+        config_errors_add(&gw->reload_errs, cur->path, 0, 0, "out of memory");
+        config_unref(gw->reload_cfg);
+        gw->reload_cfg = NULL;
+    }
+}
+
+static void worker_install(worker_t *w, void *arg)
+{
+    proxy_gen_t *g = arg;
+    proxy_gen_ref(g);
+    proxy_worker_install(w->app, g);
+}
+
+static void reload_start(gateway_t *gw, const char *why);
+
+static void reload_done(uv_work_t *w, int status)
+{
+    gateway_t *gw = w->data;
+    gw->reloading = false;
+    config_t *cfg = gw->reload_cfg;
+    gw_gen_t *gen = gw->reload_gen;
+    gw->reload_cfg = NULL;
+    gw->reload_gen = NULL;
+    bool ok = status == 0 && cfg && gen && !gw->draining && !gw->stopping;
+    proxy_gen_t **pgens = NULL;
+    if (ok) {
+        pgens = calloc(gw->workers.n, sizeof *pgens);
+        ok = pgens && gen_activate(gw, gen, gw->cur, pgens) == 0;
+        if (!ok)
+            config_errors_add(&gw->reload_errs, cfg->path, 0, 0, "out of memory");
+    }
+    if (ok) {
+        gw_gen_t *old = gw->cur;
+        gw->cur = gen;
+        gen->id = ++gw->generations;
+        for (size_t i = 0; i < gw->workers.n; i++)
+            worker_post(&gw->workers.workers[i], worker_install, pgens[i]);
+        gen_stop(old);
+        old->next_retired = gw->retired;
+        gw->retired = old;
+        if (!uv_is_active((uv_handle_t *)&gw->reclaim))
+            uv_timer_start(&gw->reclaim, on_reclaim, 100, 100);
+        gw->loaded_hash = gw->reload_hash;
+        metrics_config_reload(gw->metrics, true, time_now_realtime_ms());
+        log_info("configuration #%llu loaded from %s: %zu routes, %zu target groups; requests "
+                 "in flight finish on #%llu",
+                 (unsigned long long)gen->id, cfg->path, cfg->n_routes, cfg->n_target_groups,
+                 (unsigned long long)old->id);
+    } else {
+        if (pgens)
+            for (size_t i = 0; i < gw->workers.n; i++)
+                proxy_gen_discard(pgens[i]);
+        if (gen) {
+            gen_stop(gen);
+            gen->next_retired = gw->retired; /* its handles may be closing */
+            gw->retired = gen;
+            atomic_store(&gen->workers_holding, 0);
+            if (!gw->stopping && !uv_is_active((uv_handle_t *)&gw->reclaim))
+                uv_timer_start(&gw->reclaim, on_reclaim, 100, 100);
+        }
+        if (!gw->draining && !gw->stopping) {
+            for (size_t i = 0; i < gw->reload_errs.n; i++)
+                log_error("reload: %s", gw->reload_errs.items[i]);
+            log_error("reload failed: the previous configuration keeps serving");
+            metrics_config_reload(gw->metrics, false, time_now_realtime_ms());
+        }
+    }
+    free(pgens);
+    config_unref(cfg);
+    config_errors_deinit(&gw->reload_errs);
+    if (gw->reload_again) {
+        gw->reload_again = false;
+        reload_start(gw, "the file changed again");
+    }
+}
+
+static void reload_start(gateway_t *gw, const char *why)
+{
+    if (gw->draining || gw->stopping)
+        return;
+    if (strcmp(gw->cur->cfg->path, "<demo>") == 0) {
+        log_warn("%s: the embedded demo configuration cannot be reloaded", why);
+        return;
+    }
+    if (gw->reloading) {
+        gw->reload_again = true; /* once the current one is done */
+        return;
+    }
+    log_info("%s: reloading %s", why, gw->cur->cfg->path);
+    gw->reloading = true;
+    config_errors_init(&gw->reload_errs);
+    gw->reload_work.data = gw;
+    if (uv_queue_work(gw->loop, &gw->reload_work, reload_work, reload_done) != 0) {
+        gw->reloading = false;
+        config_errors_deinit(&gw->reload_errs);
+        log_error("reload: cannot queue the work");
+        metrics_config_reload(gw->metrics, false, time_now_realtime_ms());
+    }
+}
+
+/* The directory is watched, not the file: editors and Kubernetes ConfigMaps
+ * replace the file (rename, symlink swap) rather than write into it. Events
+ * are debounced, and only a change of content reloads. */
+static void on_watch_debounced(uv_timer_t *t)
+{
+    gateway_t *gw = t->data;
+    bool ok;
+    uint64_t h = file_hash(gw->cur->cfg->path, &ok);
+    if (ok && h != gw->loaded_hash)
+        reload_start(gw, "configuration file changed");
+}
+
+static void on_watch(uv_fs_event_t *e, const char *filename, int events, int status)
+{
+    (void)filename;
+    (void)events;
+    gateway_t *gw = e->data;
+    if (status < 0 || gw->stopping)
+        return;
+    uv_timer_start(&gw->watch_debounce, on_watch_debounced, CONFIG_WATCH_DEBOUNCE_MS, 0);
+}
+
+static void watch_start(gateway_t *gw)
+{
+    const char *path = gw->cur->cfg->path;
+    if (strcmp(path, "<demo>") == 0)
+        return;
+    bool ok;
+    gw->loaded_hash = file_hash(path, &ok);
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (!slash)
+        snprintf(dir, sizeof dir, ".");
+    else if (slash == dir)
+        dir[1] = '\0';
+    else
+        *slash = '\0';
+    uv_timer_init(gw->loop, &gw->watch_debounce);
+    gw->watch_debounce.data = gw;
+    uv_fs_event_init(gw->loop, &gw->watch);
+    gw->watch.data = gw;
+    int rc = uv_fs_event_start(&gw->watch, on_watch, dir, 0);
+    if (rc != 0)
+        log_warn("cannot watch %s for changes (%s): reload with SIGHUP", dir, uv_strerror(rc));
+    gw->watching = true;
 }
 
 /* --- signals and stop --- */
@@ -503,17 +907,19 @@ static void gateway_stop(gateway_t *gw)
     log_info("stopping");
     admin_stop(gw->admin);
     gw->admin = NULL;
-    health_checker_stop(gw->checker);
-    gw->checker = NULL;
-    dns_stop(gw);
-    for (size_t i = 0; gw->refresh && i < gw->cfg->n_sets; i++)
-        uv_close((uv_handle_t *)&gw->refresh[i].timer, NULL);
+    gen_stop(gw->cur);
+    if (gw->watching) {
+        uv_close((uv_handle_t *)&gw->watch, NULL);
+        uv_close((uv_handle_t *)&gw->watch_debounce, NULL);
+        gw->watching = false;
+    }
     uv_close((uv_handle_t *)&gw->sig_term, NULL);
     uv_close((uv_handle_t *)&gw->sig_int, NULL);
     uv_close((uv_handle_t *)&gw->sig_hup, NULL);
     uv_close((uv_handle_t *)&gw->sig_usr1, NULL);
     uv_close((uv_handle_t *)&gw->drain_timer, NULL);
     uv_close((uv_handle_t *)&gw->drained, NULL);
+    uv_close((uv_handle_t *)&gw->reclaim, NULL);
     worker_group_stop(&gw->workers);
 }
 
@@ -557,10 +963,10 @@ static void on_drain_delay(uv_timer_t *t)
 {
     gateway_t *gw = t->data;
     log_info("closing listeners; in-flight requests get up to %llu ms",
-             (unsigned long long)gw->cfg->server.drain_timeout_ms);
+             (unsigned long long)gw->cur->cfg->server.drain_timeout_ms);
     for (size_t i = 0; i < gw->workers.n; i++)
         worker_post(&gw->workers.workers[i], worker_begin_drain, gw);
-    uv_timer_start(&gw->drain_timer, on_drain_timeout, gw->cfg->server.drain_timeout_ms, 0);
+    uv_timer_start(&gw->drain_timer, on_drain_timeout, gw->cur->cfg->server.drain_timeout_ms, 0);
 }
 
 static void gateway_drain(gateway_t *gw)
@@ -572,8 +978,8 @@ static void gateway_drain(gateway_t *gw)
     }
     gw->draining = 1;
     log_info("draining: /readyz answers 503; serving for %llu ms more",
-             (unsigned long long)gw->cfg->server.drain_delay_ms);
-    uv_timer_start(&gw->drain_timer, on_drain_delay, gw->cfg->server.drain_delay_ms, 0);
+             (unsigned long long)gw->cur->cfg->server.drain_delay_ms);
+    uv_timer_start(&gw->drain_timer, on_drain_delay, gw->cur->cfg->server.drain_delay_ms, 0);
 }
 
 static void on_signal(uv_signal_t *s, int signum)
@@ -585,9 +991,7 @@ static void on_signal(uv_signal_t *s, int signum)
         gateway_drain(gw);
         break;
     case SIGHUP:
-        log_warn("SIGHUP: configuration reload is not supported by this version; restart to "
-                 "apply changes");
-        metrics_config_reload(gw->metrics, false, time_now_realtime_ms());
+        reload_start(gw, "SIGHUP");
         break;
     case SIGUSR1:
         if (gw->access_log && access_log_reopen(gw->access_log) != 0)
@@ -606,14 +1010,13 @@ int gateway_run(config_t *cfg)
     char err[512];
     int code = 1;
     gw.loop = uv_default_loop();
-    gw.cfg = cfg;
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    resolve_targets(cfg);
 
     size_t nw = cfg->server.workers, nl = cfg->server.n_listeners;
     int *fds = calloc(nw * nl, sizeof *fds);
-    if (!fds)
+    proxy_gen_t **pgens = calloc(nw, sizeof *pgens);
+    if (!fds || !pgens)
         goto out;
     for (size_t i = 0; i < nw * nl; i++)
         fds[i] = -1;
@@ -631,8 +1034,6 @@ int gateway_run(config_t *cfg)
     gw.metrics = metrics_registry_new(nw, FICUS_VERSION);
     if (!gw.metrics)
         goto out_fds;
-    for (size_t r = 0; r < cfg->n_routes; r++)
-        metrics_route_slot(gw.metrics, cfg->routes[r].name);
     metrics_config_reload(gw.metrics, true, time_now_realtime_ms());
     if (cfg->access_log_path) {
         gw.access_log = access_log_open(cfg->access_log_path, err, sizeof err);
@@ -647,21 +1048,20 @@ int gateway_run(config_t *cfg)
         log_error("cannot set up workers");
         goto out_log;
     }
-    if (sets_start(&gw) != 0) {
-        log_error("cannot set up sets");
-        goto out_workers;
-    }
-    gw.health = health_new(cfg);
-    gw.weights = weights_new(cfg);
-    if (!gw.health || !gw.weights || dns_start(&gw) != 0) {
+    uv_timer_init(gw.loop, &gw.reclaim);
+    gw.reclaim.data = &gw;
+    gw.cur = gen_prepare(&gw, cfg);
+    if (gw.cur)
+        gw.cur->id = ++gw.generations;
+    if (!gw.cur || gen_activate(&gw, gw.cur, NULL, pgens) != 0) {
         log_error("out of memory");
         goto out_workers;
     }
-    proxy_shared_t shared = {cfg, gw.sets, gw.metrics, gw.access_log, gw.health, gw.weights};
     gw.pws = calloc(nw, sizeof *gw.pws);
     for (size_t i = 0; gw.pws && i < nw; i++) {
         worker_t *w = &gw.workers.workers[i];
-        gw.pws[i] = proxy_worker_new(w, &shared);
+        gw.pws[i] = proxy_worker_new(w, gw.metrics, gw.access_log, pgens[i]);
+        pgens[i] = NULL; /* the worker's now, even when it failed */
         if (!gw.pws[i]) {
             log_error("cannot set up worker %zu", i);
             goto out_workers;
@@ -671,7 +1071,6 @@ int gateway_run(config_t *cfg)
         w->on_shed = proxy_worker_on_shed;
         w->on_stop = worker_on_stop;
     }
-    gw.checker = health_checker_start(gw.loop, cfg, gw.health, NULL, NULL);
     admin_hooks_t hooks = {
         .ctx = &gw, .ready = gw_ready, .metrics = gw_metrics, .handle = gw_handle};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,
@@ -692,6 +1091,7 @@ int gateway_run(config_t *cfg)
         sigs[i]->data = &gw;
         uv_signal_start(sigs[i], on_signal, nums[i]);
     }
+    watch_start(&gw);
     if (worker_group_start(&gw.workers) != 0) {
         log_error("cannot start worker threads");
         gateway_stop(&gw);
@@ -713,24 +1113,24 @@ int gateway_run(config_t *cfg)
 out_workers:
     if (!gw.stopping) {
         admin_stop(gw.admin);
-        health_checker_stop(gw.checker);
-        dns_stop(&gw);
+        if (gw.cur)
+            gen_stop(gw.cur);
         worker_group_stop(&gw.workers);
-        for (size_t i = 0; gw.refresh && i < cfg->n_sets; i++)
-            if (!uv_is_closing((uv_handle_t *)&gw.refresh[i].timer))
-                uv_close((uv_handle_t *)&gw.refresh[i].timer, NULL);
+        if (!uv_is_closing((uv_handle_t *)&gw.reclaim))
+            uv_close((uv_handle_t *)&gw.reclaim, NULL);
         uv_run(gw.loop, UV_RUN_DEFAULT);
     }
     for (size_t i = 0; gw.pws && i < nw; i++)
         proxy_worker_free(gw.pws[i]);
     free(gw.pws);
-    dns_free(&gw);
-    health_free(gw.health);
-    weights_free(gw.weights);
-    for (size_t i = 0; gw.sets && i < cfg->n_sets; i++)
-        set_free(gw.sets[i]);
-    free(gw.sets);
-    free(gw.refresh);
+    for (size_t i = 0; i < nw; i++)
+        proxy_gen_discard(pgens[i]);
+    gen_free(gw.cur);
+    while (gw.retired) {
+        gw_gen_t *g = gw.retired;
+        gw.retired = g->next_retired;
+        gen_free(g);
+    }
 out_log:
     access_log_close(gw.access_log);
 out_metrics:
@@ -740,8 +1140,9 @@ out_fds:
         for (size_t i = 0; i < nw * nl; i++)
             if (fds[i] >= 0)
                 close(fds[i]);
-    free(fds);
 out:
+    free(fds);
+    free(pgens);
     config_unref(cfg);
     uv_loop_close(gw.loop);
     return code;

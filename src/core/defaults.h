@@ -20,6 +20,11 @@
 /* admin */
 #define DEFAULT_ADMIN_LISTEN "127.0.0.1:9901"
 
+/* takeover (server.control_socket) */
+#define TAKEOVER_TIMEOUT_MS 5000 /* new side: fetch; SERVING to DRAINING. old: the hello */
+#define TAKEOVER_MAX_FDS (MAX_WORKERS * (MAX_LISTENERS + 1)) /* descriptors in one handover */
+#define TAKEOVER_BACKLOG 8 /* control socket; one client is served at a time */
+
 /* target groups */
 #define DEFAULT_DNS_REFRESH_MS 30000
 #define DEFAULT_CONNECT_TIMEOUT_MS 1000
@@ -55,6 +60,14 @@
 
 /* tracing */
 #define DEFAULT_SERVICE_NAME "ficus"
+#define DEFAULT_OTLP_PATH "/v1/traces" /* when otlp_endpoint has no path */
+#define TRACE_RING_SPANS 2048          /* per worker, a power of two; full: dropped */
+#define TRACE_BATCH_SPANS 512          /* spans per export request */
+#define TRACE_EXPORT_INTERVAL_MS 200   /* the exporter wakes this often */
+#define TRACE_EXPORT_TIMEOUT_MS 2000   /* per batch: connect, send and response */
+#define TRACE_EXPORT_BACKOFF_MS 1000   /* after a failed export: spans dropped meanwhile */
+#define TRACE_EXPORT_MAX_BYTES (8 * 1024 * 1024) /* one encoded batch (a span is < 6 KiB) */
+#define TRACE_RESPONSE_MAX_BYTES (64 * 1024)     /* collector answer read, at most */
 
 /* request path */
 #define MAX_REQUEST_HEADERS 128  /* more -> 431 */
@@ -63,6 +76,7 @@
 #define REQUEST_ID_MAX_BYTES 128
 #define ACCESS_LOG_BUF_BYTES (256 * 1024)
 #define ACCESS_LOG_FLUSH_MS 100
+#define CONFIG_WATCH_DEBOUNCE_MS 200 /* a change of the config file reloads after this quiet time */
 #define EMFILE_BACKOFF_MS 100
 
 /* observability */

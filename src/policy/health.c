@@ -38,6 +38,35 @@ fail:
     return NULL;
 }
 
+void health_inherit(health_t *h, const health_t *old)
+{
+    for (size_t g = 0; g < h->n_groups; g++) {
+        health_group_t *hg = &h->groups[g];
+        const health_group_t *og = NULL;
+        for (size_t i = 0; i < old->n_groups && !og; i++)
+            if (strcmp(old->groups[i].cfg->name, hg->cfg->name) == 0)
+                og = &old->groups[i];
+        for (size_t t = 0; og && t < hg->n; t++) {
+            const health_target_t *ot = NULL;
+            for (size_t i = 0; i < og->n && !ot; i++)
+                if (strcmp(og->cfg->targets[i].name, hg->cfg->targets[t].name) == 0)
+                    ot = &og->targets[i];
+            if (!ot)
+                continue;
+            health_target_t *ht = &hg->targets[t];
+            atomic_store(&ht->checked_healthy, atomic_load(&ot->checked_healthy));
+            atomic_store(&ht->consecutive_errors, atomic_load(&ot->consecutive_errors));
+            atomic_store(&ht->ejected_until_ms, atomic_load(&ot->ejected_until_ms));
+            atomic_store(&ht->ejections, atomic_load(&ot->ejections));
+            ht->hc_successes = ot->hc_successes;
+            ht->hc_failures = ot->hc_failures;
+            const health_addr_t *a = atomic_load(&ot->addr);
+            if (!atomic_load(&ht->addr) && a)
+                health_set_addr(ht, (const struct sockaddr *)&a->ss, a->len, NULL, NULL);
+        }
+    }
+}
+
 void health_free(health_t *h)
 {
     if (!h)

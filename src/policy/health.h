@@ -47,6 +47,10 @@ typedef struct health {
 /* State for every group of cfg; numeric targets get their address now. */
 health_t *health_new(const config_t *cfg);
 void health_free(health_t *h);
+/* After a reload: targets of h that old also had (same group and target
+ * names) keep their verdicts, ejections and, when h has none, their address.
+ * Breaker counters are not carried: old's in-flight work releases into old. */
+void health_inherit(health_t *h, const health_t *old);
 
 /* Usable: healthy by active checks, not ejected, and resolved. */
 bool health_target_usable(const health_target_t *t, uint64_t now_ms);

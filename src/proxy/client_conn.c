@@ -27,7 +27,7 @@ static void cc_on_timer(uv_timer_t *t);
 
 static void set_state(client_conn_t *cc, cc_state_t st)
 {
-    const config_server_t *srv = &cc->pw->cfg->server;
+    const config_server_t *srv = &cc->pw->gen->cfg->server;
     cc_state_t prev = cc->state;
     cc->state = st;
     switch (st) {
@@ -63,6 +63,7 @@ static void cc_on_handle_closed(client_conn_t *cc)
     if (--cc->n_handles)
         return;
     proxy_worker_t *pw = cc->pw;
+    proxy_request_unbind(&cc->req);
     pbuf_put(&pw->w->pool, cc->in);
     worker_connection_closed(pw->w);
     free(cc);
@@ -137,6 +138,7 @@ static void cc_finish_request(client_conn_t *cc)
     bool keep = req->client_keep_alive && req->body_done && !cc->close_after && !cc->pw->draining;
     bool had_body_left = !req->body_done;
     req->phase = REQ_NONE;
+    proxy_request_unbind(req); /* a replaced generation may go now */
     cc->requests++;
     if (!keep) {
         if (had_body_left || cc->close_after)
@@ -172,9 +174,10 @@ static void cc_reject(client_conn_t *cc, int status, end_reason_t why, const cha
     request_t *req = &cc->req;
     cc->close_after = 1;
     if (cc->state != CC_ACTIVE) {
+        proxy_request_unbind(req);
         memset(req, 0, sizeof *req);
         req->cc = cc;
-        req->cfg = cc->pw->cfg;
+        proxy_request_bind(req, cc->pw->gen);
         req->group = req->target = UINT32_MAX;
         req->upstream_us = -1;
         req->start_us = uv_hrtime() / 1000;
@@ -202,7 +205,7 @@ static void cc_on_alloc(stream_t *s, uv_buf_t *buf)
 static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
 {
     proxy_worker_t *pw = cc->pw;
-    const config_server_t *srv = &pw->cfg->server;
+    const config_server_t *srv = &pw->gen->cfg->server;
     size_t used = 0;
     int ev;
     while (cc->state == CC_IDLE || cc->state == CC_HEAD || cc->state == CC_ACTIVE) {
@@ -458,7 +461,7 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
     if (getpeername(fd, (struct sockaddr *)&cc->peer, &plen) == 0) {
         cc->client_ip_len = (uint8_t)addr_format_ip((struct sockaddr *)&cc->peer, cc->client_ip,
                                                     sizeof cc->client_ip);
-        const config_server_t *srv = &pw->cfg->server;
+        const config_server_t *srv = &pw->gen->cfg->server;
         for (size_t i = 0; i < srv->n_trusted_proxies; i++)
             if (cidr_match(&srv->trusted_proxies[i], (struct sockaddr *)&cc->peer))
                 cc->peer_trusted = 1;

@@ -99,7 +99,7 @@ static void client_ip(const client_conn_t *cc, const http_head_t *h, const char 
     const http_header_t *xff = http_header_find(h->headers, h->n_headers, "x-forwarded-for", 15);
     if (!xff)
         return;
-    const config_server_t *srv = &cc->pw->cfg->server;
+    const config_server_t *srv = &cc->req.gen->cfg->server;
     const char *end = xff->value + xff->value_len;
     while (end > xff->value) {
         const char *p = end;
@@ -137,17 +137,17 @@ static bool ip_rules_allow(const config_route_t *r, const char *ip, size_t len)
 }
 
 /* Backend of the route: sticky hash when the key is there, else smooth WRR. */
-static size_t pick_backend(proxy_worker_t *pw, const config_route_t *r, const http_head_t *h,
+static size_t pick_backend(proxy_gen_t *g, const config_route_t *r, const http_head_t *h,
                            const char *ip, size_t ip_len)
 {
-    uint32_t v = weights_version(pw->shared_weights, r->index);
-    if (v != pw->weights_version[r->index]) {
+    uint32_t v = weights_version(g->shared_weights, r->index);
+    if (v != g->weights_version[r->index]) {
         /* Weights changed through the admin API: start the round afresh. */
-        weights_load(pw->shared_weights, r->index, pw->weights[r->index]);
-        memset(pw->swrr[r->index], 0, r->n_backends * sizeof *pw->swrr[r->index]);
-        pw->weights_version[r->index] = v;
+        weights_load(g->shared_weights, r->index, g->weights[r->index]);
+        memset(g->swrr[r->index], 0, r->n_backends * sizeof *g->swrr[r->index]);
+        g->weights_version[r->index] = v;
     }
-    const uint32_t *weights = pw->weights[r->index];
+    const uint32_t *weights = g->weights[r->index];
     const char *key = NULL;
     size_t key_len = 0;
     if (r->sticky == STICKY_CLIENT_IP) {
@@ -169,7 +169,7 @@ static size_t pick_backend(proxy_worker_t *pw, const config_route_t *r, const ht
     }
     if (key)
         return balancer_hash_pick(weights, r->n_backends, balancer_hash(key, key_len));
-    return balancer_swrr_pick(pw->swrr[r->index], weights, r->n_backends);
+    return balancer_swrr_pick(g->swrr[r->index], weights, r->n_backends);
 }
 
 /* Splits the request target into path and query, and the authority of an
@@ -227,14 +227,26 @@ static bool host_valid(const char *h, size_t n)
 
 /* ---------------------------------------------------------------- begin */
 
+void proxy_request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
+
+void proxy_request_unbind(request_t *req)
+{
+    if (!req->gen)
+        return;
+    proxy_gen_t *g = req->gen;
+    req->gen = NULL;
+    proxy_gen_unref(g);
+}
+
 void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_bytes)
 {
     proxy_worker_t *pw = cc->pw;
     request_t *req = &cc->req;
     uint8_t body_done = req->body_done;
+    proxy_request_unbind(req);
     memset(req, 0, offsetof(request_t, request_id));
     req->cc = cc;
-    req->cfg = pw->cfg;
+    proxy_request_bind(req, pw->gen);
     req->body_done = body_done;
     req->bytes_in = head_bytes;
     req->group = req->target = UINT32_MAX;
@@ -310,13 +322,14 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
 
     /* The route. */
     router_match_t m;
-    if (router_match(pw->cfg, pw->sets, pw->md, &rr, &m) != 0) {
+    proxy_gen_t *g = req->gen;
+    if (router_match(g->cfg, g->sets, pw->md, &rr, &m) != 0) {
         proxy_send_error(req, 404, END_NO_ROUTE, "no route matches the request");
         return;
     }
     const config_route_t *r = m.route;
     req->route = r;
-    pw->route_inflight[r->index]++; /* until proxy_request_log */
+    g->route_inflight[r->index]++; /* until proxy_request_log */
 
     /* Policies. */
     const char *ip;
@@ -326,14 +339,14 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         proxy_send_error(req, 403, END_FORBIDDEN, "client address not allowed on this route");
         return;
     }
-    if (h->has_content_length && h->content_length > pw->cfg->server.max_body_bytes) {
+    if (h->has_content_length && h->content_length > g->cfg->server.max_body_bytes) {
         cc->close_after = 1;
         proxy_send_error(req, 413, END_BODY_TOO_LARGE, "request body too large");
         return;
     }
 
     /* The backend, and the head it gets. */
-    size_t b = pick_backend(pw, r, h, ip, ip_len);
+    size_t b = pick_backend(g, r, h, ip, ip_len);
     if (b == SIZE_MAX) {
         proxy_send_error(req, 503, END_NO_TARGET, "every backend of the route has weight 0");
         return;
@@ -446,9 +459,10 @@ static void unavailable(request_t *req, end_reason_t why, const char *message)
 static void attempt(request_t *req)
 {
     proxy_worker_t *pw = req->cc->pw;
-    const config_target_group_t *tg = &pw->cfg->target_groups[req->group];
-    proxy_group_state_t *gs = &pw->groups[req->group];
-    health_group_t *hg = &pw->health->groups[req->group];
+    proxy_gen_t *g = req->gen;
+    const config_target_group_t *tg = &g->cfg->target_groups[req->group];
+    proxy_group_state_t *gs = &g->groups[req->group];
+    health_group_t *hg = &g->health->groups[req->group];
     uint64_t now = uv_now(pw->loop);
     /* Usable targets not tried yet; if every usable one was tried, any usable. */
     size_t usable = 0, fresh = 0;
@@ -485,7 +499,7 @@ static void attempt(request_t *req)
     req->out_sent = 0;
     gs->inflight[t]++;
     atomic_fetch_add_explicit(&hg->targets[t].inflight, 1, memory_order_relaxed);
-    if (!pw->groups[req->group].pools[t].idle) {
+    if (!gs->pools[t].idle) {
         /* A new connection: the request waits for it (max_pending). */
         if (!health_acquire(&hg->pending, tg->max_pending)) {
             metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
@@ -548,7 +562,7 @@ void proxy_upstream_connected(request_t *req, int status)
 {
     if (req->holds_pending) {
         req->holds_pending = 0;
-        health_release(&req->cc->pw->health->groups[req->group].pending);
+        health_release(&req->gen->health->groups[req->group].pending);
     }
     if (status < 0) {
         req->uc = NULL; /* upstream.c closed it */
@@ -573,7 +587,7 @@ size_t proxy_body_room(request_t *req)
     if (!req->body_streamed) {
         /* Keep the body for a resend while it is within retry_buffer_size. */
         size_t kept = req->out->len - req->head_len;
-        size_t limit = req->cfg->server.retry_buffer_bytes;
+        size_t limit = req->gen->cfg->server.retry_buffer_bytes;
         size_t room = pbuf_room(req->out);
         if (kept < limit && room > 0)
             return room < limit - kept ? room : limit - kept;
@@ -590,7 +604,7 @@ void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
         return;
     int rc = 0;
     if (!req->body_streamed && len <= pbuf_room(req->out) &&
-        req->out->len - req->head_len + len <= req->cfg->server.retry_buffer_bytes) {
+        req->out->len - req->head_len + len <= req->gen->cfg->server.retry_buffer_bytes) {
         /* Kept in `out` so the request can be sent again on a fresh connection. */
         memcpy(pbuf_tail(req->out), data, len);
         req->out->len += (uint32_t)len;
@@ -682,8 +696,8 @@ static void relay(request_t *req, const char *data, size_t len)
         }
         uv_timer_stop(&req->cc->try_timer);
         req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
-        metrics_upstream(pw->metrics, pw->groups[req->group].metrics_group,
-                         pw->groups[req->group].metrics_target[req->target], h->status,
+        metrics_upstream(pw->metrics, req->gen->groups[req->group].metrics_group,
+                         req->gen->groups[req->group].metrics_target[req->target], h->status,
                          (uint64_t)req->upstream_us);
         req->attempt_counted = 1;
         if (try_again(req, RETRY_OUTCOME_STATUS, h->status)) {
@@ -840,8 +854,8 @@ static void end_attempt(request_t *req, int metrics_code, bool reusable, bool fa
         return;
     req->in_attempt = 0;
     uv_timer_stop(&req->cc->try_timer);
-    proxy_group_state_t *gs = &pw->groups[req->group];
-    health_group_t *hg = &pw->health->groups[req->group];
+    proxy_group_state_t *gs = &req->gen->groups[req->group];
+    health_group_t *hg = &req->gen->health->groups[req->group];
     gs->inflight[req->target]--;
     atomic_fetch_sub_explicit(&hg->targets[req->target].inflight, 1, memory_order_relaxed);
     health_release(&hg->requests);
@@ -896,7 +910,7 @@ static bool try_again(request_t *req, retry_outcome_t o, int status)
     /* The budget caps retries, not the fallback: the canary's failure must
      * still reach the old system when many fail at once. */
     if (!fb && rt && !req->retry_counted &&
-        !retry_budget_allows(pw->route_retries[r->index], pw->route_inflight[r->index],
+        !retry_budget_allows(req->gen->route_retries[r->index], req->gen->route_inflight[r->index],
                              rt->budget_percent))
         return false;
     return true;
@@ -908,12 +922,13 @@ static bool try_again(request_t *req, retry_outcome_t o, int status)
 static void retry(request_t *req)
 {
     proxy_worker_t *pw = req->cc->pw;
+    proxy_gen_t *g = req->gen;
     const config_route_t *r = req->route;
     uint32_t from = req->group;
     req->retries++;
     if (!req->retry_counted) {
         req->retry_counted = 1;
-        pw->route_retries[r->index]++;
+        g->route_retries[r->index]++;
     }
     bool to_fallback = req->backend->fallback != CONFIG_NONE && !req->fallback;
     if (to_fallback) {
@@ -924,10 +939,10 @@ static void retry(request_t *req)
         req->fallback = 1;
         req->group = (uint32_t)req->backend->fallback;
         req->tried = 0;
-        metrics_fallback(pw->metrics, pw->metrics_route[r->index], pw->groups[from].metrics_group,
-                         pw->groups[req->group].metrics_group);
+        metrics_fallback(pw->metrics, g->metrics_route[r->index], g->groups[from].metrics_group,
+                         g->groups[req->group].metrics_group);
     }
-    metrics_retry(pw->metrics, pw->metrics_route[r->index], pw->groups[req->group].metrics_group);
+    metrics_retry(pw->metrics, g->metrics_route[r->index], g->groups[req->group].metrics_group);
     uint64_t delay = 0;
     if (!to_fallback && r->has_retries)
         delay = retry_backoff_ms(r->retries.backoff_ms, req->retries, &pw->rng);
@@ -1087,20 +1102,21 @@ void proxy_request_log(request_t *req)
     const config_route_t *r = req->route;
     /* The request is over: its share of the retry budget and its buffers go. */
     uv_timer_stop(&cc->try_timer);
+    proxy_gen_t *g = req->gen;
     if (r) {
-        pw->route_inflight[r->index]--;
+        g->route_inflight[r->index]--;
         if (req->retry_counted)
-            pw->route_retries[r->index]--;
+            g->route_retries[r->index]--;
         req->retry_counted = 0;
     }
     pbuf_put(&pw->w->pool, req->alt);
     req->alt = NULL;
-    metrics_request(pw->metrics, r ? pw->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
+    metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
     if (!pw->alog)
         return;
     const config_target_group_t *tg =
-        req->group != UINT32_MAX ? &pw->cfg->target_groups[req->group] : NULL;
+        req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
     const config_target_t *t = tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
 #define S(p, n) ((access_log_str_t){(p), (n)})
 #define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))

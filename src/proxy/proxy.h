@@ -27,6 +27,7 @@
 #include "routing/weights.h"
 
 typedef struct proxy_worker proxy_worker_t;
+typedef struct proxy_gen proxy_gen_t;
 typedef struct client_conn client_conn_t;
 typedef struct upstream_conn upstream_conn_t;
 typedef struct request request_t;
@@ -66,6 +67,7 @@ struct upstream_conn {
     uv_connect_t creq;
     uv_timer_t timer; /* connect timeout, then idle timeout */
     proxy_worker_t *pw;
+    proxy_gen_t *gen; /* one reference: its pool lives there */
     upstream_pool_t *pool;
     request_t *req; /* bound request, NULL when idle */
     upstream_conn_t *next_idle;
@@ -97,7 +99,7 @@ struct request {
     client_conn_t *cc;
     req_phase_t phase;
     end_reason_t end;
-    const config_t *cfg;
+    proxy_gen_t *gen; /* one reference from begin to the end of the exchange */
     const config_route_t *route;
     const config_backend_t *backend;
     uint32_t group;      /* target group index, UINT32_MAX before the pick */
@@ -188,6 +190,28 @@ typedef struct proxy_group_state {
     uint32_t *metrics_target; /* per target */
 } proxy_group_state_t;
 
+/* What one worker derives from one config snapshot: a generation. A reload
+ * installs a new one for new requests; a request and an upstream connection
+ * keep the generation they started with (a reference each), so indexes into
+ * the config stay valid for them. Worker-local: the count needs no atomics. */
+struct proxy_gen {
+    config_t *cfg; /* one reference */
+    set_t *const *sets;
+    health_t *health;
+    weights_t *shared_weights;
+    int64_t **swrr;     /* per route: smooth WRR current weights */
+    uint32_t **weights; /* per route: backend weights (copied from shared_weights) */
+    uint32_t *weights_version;
+    uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
+    uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
+    uint32_t *metrics_route;
+    proxy_group_state_t *groups;
+    uint32_t refs;
+    void (*on_free)(void *ctx); /* in the worker thread, when the last reference goes */
+    void *free_ctx;
+};
+
+/* Everything shared by the workers for one generation (built by the gateway). */
 typedef struct proxy_shared {
     config_t *cfg;
     set_t **sets;
@@ -195,24 +219,16 @@ typedef struct proxy_shared {
     access_log_t *access_log;
     health_t *health;
     weights_t *weights;
+    void (*gen_freed)(void *ctx); /* a worker let go of this generation (any thread) */
+    void *gen_ctx;
 } proxy_shared_t;
 
 struct proxy_worker {
     worker_t *w;
     uv_loop_t *loop;
-    config_t *cfg; /* one reference */
-    set_t *const *sets;
+    proxy_gen_t *gen; /* the current generation (one reference) */
     pcre2_match_data *md;
-    int64_t **swrr;     /* per route: smooth WRR current weights */
-    uint32_t **weights; /* per route: backend weights (copied from shared_weights) */
-    uint32_t *weights_version;
-    uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
-    uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
-    uint32_t *metrics_route;
-    health_t *health;
-    weights_t *shared_weights;
     metrics_registry_t *registry;
-    proxy_group_state_t *groups;
     metrics_worker_t *metrics;
     access_log_writer_t *alog;
     uv_timer_t log_flush;
@@ -229,9 +245,28 @@ struct proxy_worker {
     void *drained_ctx;
 };
 
+/* A generation for worker `index` (main thread: it takes metric slots). */
+proxy_gen_t *proxy_gen_new(const proxy_shared_t *shared, size_t index);
+/* Drops a generation nobody installed (main thread, set-up failures). */
+void proxy_gen_discard(proxy_gen_t *gen);
+static inline proxy_gen_t *proxy_gen_ref(proxy_gen_t *g)
+{
+    g->refs++;
+    return g;
+}
+/* Worker thread: frees the generation with its last reference. */
+void proxy_gen_unref(proxy_gen_t *g);
+/* Worker thread: new requests use gen from now on (the worker takes the
+ * caller's reference); the previous one closes its idle upstream
+ * connections and goes when its last request does. */
+void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen);
+
 /* Worker hooks (installed on the worker by the gateway). */
-/* Main thread, before the worker starts (takes metric slots). */
-proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *shared);
+/* Main thread, before the worker starts; gen (from proxy_gen_new) becomes
+ * the worker's current generation (the worker takes it). */
+proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, access_log_t *access_log,
+                                 proxy_gen_t *gen);
+/* After the worker stopped; the current generation's on_free is not called. */
 void proxy_worker_free(proxy_worker_t *pw);
 void proxy_worker_on_accept(worker_t *w, int fd, size_t listener);
 void proxy_worker_on_shed(worker_t *w);
@@ -256,6 +291,10 @@ void client_conn_abort(client_conn_t *cc);
 void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms);
 
 /* proxy.c, used by client_conn.c */
+/* The request holds a reference on gen (its routes, groups and pools) until
+ * unbind; unbind without one is a no-op. */
+void proxy_request_bind(request_t *req, proxy_gen_t *gen);
+void proxy_request_unbind(request_t *req);
 /* A request head arrived (spans in pw->head, valid during the call). */
 void proxy_request_begin(client_conn_t *cc, const http_head_t *head, size_t head_bytes);
 /* How many request body bytes the proxy can take now (0 = pause). */
@@ -282,6 +321,8 @@ int upstream_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n);
 void upstream_pause(upstream_conn_t *uc);
 void upstream_resume(upstream_conn_t *uc);
 void upstream_close_all(proxy_worker_t *pw);
+/* Closes the idle connections of a generation's pools. */
+void upstream_close_idle(proxy_gen_t *gen);
 
 /* proxy.c, used by upstream.c */
 void proxy_upstream_connected(request_t *req, int status);

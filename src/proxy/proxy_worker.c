@@ -1,6 +1,7 @@
-/* A worker's proxy state, built from the config snapshot when the worker
- * starts: per-route balancer state, per-group target state and connection
- * pools, metric slots, the access-log writer and the scratch buffers. */
+/* A worker's proxy state: the generation built from each config snapshot
+ * (per-route balancer state, per-group target state and connection pools,
+ * metric slots), and what outlives generations (the access-log writer,
+ * scratch buffers, the random state). */
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -10,58 +11,76 @@
 #include "core/log.h"
 #include "proxy/proxy.h"
 
-static void on_log_flush(uv_timer_t *t)
+static void gen_free(proxy_gen_t *g)
 {
-    proxy_worker_t *pw = t->data;
-    access_log_writer_flush(pw->alog);
+    const config_t *cfg = g->cfg;
+    for (size_t i = 0; g->swrr && i < cfg->n_routes; i++)
+        free(g->swrr[i]);
+    for (size_t i = 0; g->weights && i < cfg->n_routes; i++)
+        free(g->weights[i]);
+    for (size_t i = 0; g->groups && i < cfg->n_target_groups; i++) {
+        free(g->groups[i].inflight);
+        free(g->groups[i].eligible);
+        free(g->groups[i].pools);
+        free(g->groups[i].metrics_target);
+    }
+    free(g->swrr);
+    free(g->weights);
+    free(g->metrics_route);
+    free(g->weights_version);
+    free(g->route_inflight);
+    free(g->route_retries);
+    free(g->groups);
+    config_unref(g->cfg);
+    free(g);
 }
 
-proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *sh)
+static uint64_t seed(size_t index)
 {
-    proxy_worker_t *pw = calloc(1, sizeof *pw);
-    if (!pw)
+    uint64_t s = 0;
+    if (getrandom(&s, sizeof s, 0) != sizeof s)
+        s = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+    s ^= (index + 1) * 0xbf58476d1ce4e5b9ull;
+    return s ? s : 1;
+}
+
+proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
+{
+    proxy_gen_t *g = calloc(1, sizeof *g);
+    if (!g)
         return NULL;
     config_t *cfg = sh->cfg;
-    pw->w = w;
-    pw->loop = &w->loop;
-    pw->cfg = config_ref(cfg);
-    pw->sets = sh->sets;
-    pw->md = router_match_data_new();
-    pw->metrics = metrics_worker_get(sh->metrics, w->index);
-    pw->scratch_bytes = w->pool.buf_bytes;
-    pw->scratch = malloc(pw->scratch_bytes);
-    pw->swrr = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->swrr);
-    pw->weights = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->weights);
-    pw->metrics_route = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->metrics_route);
-    pw->weights_version = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->weights_version);
-    pw->route_inflight = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->route_inflight);
-    pw->route_retries = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *pw->route_retries);
-    pw->health = sh->health;
-    pw->shared_weights = sh->weights;
-    pw->registry = sh->metrics;
-    pw->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *pw->groups);
-    if (!pw->md || !pw->scratch || !pw->swrr || !pw->weights || !pw->metrics_route || !pw->groups ||
-        !pw->weights_version || !pw->route_inflight || !pw->route_retries)
+    size_t nr = cfg->n_routes ? cfg->n_routes : 1;
+    g->cfg = config_ref(cfg);
+    g->sets = sh->sets;
+    g->health = sh->health;
+    g->shared_weights = sh->weights;
+    g->on_free = sh->gen_freed;
+    g->free_ctx = sh->gen_ctx;
+    g->swrr = calloc(nr, sizeof *g->swrr);
+    g->weights = calloc(nr, sizeof *g->weights);
+    g->metrics_route = calloc(nr, sizeof *g->metrics_route);
+    g->weights_version = calloc(nr, sizeof *g->weights_version);
+    g->route_inflight = calloc(nr, sizeof *g->route_inflight);
+    g->route_retries = calloc(nr, sizeof *g->route_retries);
+    g->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *g->groups);
+    if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
+        !g->route_inflight || !g->route_retries)
         goto fail;
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const config_route_t *r = &cfg->routes[i];
-        pw->swrr[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **pw->swrr);
-        pw->weights[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **pw->weights);
-        if (!pw->swrr[i] || !pw->weights[i])
+        g->swrr[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **g->swrr);
+        g->weights[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **g->weights);
+        if (!g->swrr[i] || !g->weights[i])
             goto fail;
-        weights_load(sh->weights, i, pw->weights[i]);
-        pw->weights_version[i] = weights_version(sh->weights, i);
-        pw->metrics_route[i] = metrics_route_slot(sh->metrics, r->name);
+        weights_load(sh->weights, i, g->weights[i]);
+        g->weights_version[i] = weights_version(sh->weights, i);
+        g->metrics_route[i] = metrics_route_slot(sh->metrics, r->name);
     }
-    uint64_t seed = 0;
-    if (getrandom(&seed, sizeof seed, 0) != sizeof seed)
-        seed = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
-    pw->rng = seed ^ (w->index + 1) * 0xbf58476d1ce4e5b9ull;
-    if (!pw->rng)
-        pw->rng = 1;
-    for (size_t g = 0; g < cfg->n_target_groups; g++) {
-        const config_target_group_t *tg = &cfg->target_groups[g];
-        proxy_group_state_t *gs = &pw->groups[g];
+    uint64_t rng = seed(index);
+    for (size_t i = 0; i < cfg->n_target_groups; i++) {
+        const config_target_group_t *tg = &cfg->target_groups[i];
+        proxy_group_state_t *gs = &g->groups[i];
         size_t n = tg->n_targets ? tg->n_targets : 1;
         gs->inflight = calloc(n, sizeof *gs->inflight);
         gs->eligible = calloc(n, sizeof *gs->eligible);
@@ -69,14 +88,71 @@ proxy_worker_t *proxy_worker_new(worker_t *w, const proxy_shared_t *sh)
         gs->metrics_target = calloc(n, sizeof *gs->metrics_target);
         if (!gs->inflight || !gs->eligible || !gs->pools || !gs->metrics_target)
             goto fail;
-        gs->bal.rng = balancer_random(&pw->rng) | 1;
-        gs->bal.rr_cursor = (uint32_t)(w->index % n);
+        gs->bal.rng = balancer_random(&rng) | 1;
+        gs->bal.rr_cursor = (uint32_t)(index % n);
         gs->metrics_group = metrics_group_slot(sh->metrics, tg->name);
         for (size_t t = 0; t < tg->n_targets; t++)
             gs->metrics_target[t] = metrics_target_slot(sh->metrics, tg->name, tg->targets[t].name);
     }
-    if (sh->access_log) {
-        pw->alog = access_log_writer_new(sh->access_log);
+    return g;
+fail:
+    gen_free(g);
+    return NULL;
+}
+
+void proxy_gen_discard(proxy_gen_t *gen)
+{
+    if (gen)
+        gen_free(gen);
+}
+
+void proxy_gen_unref(proxy_gen_t *g)
+{
+    if (--g->refs)
+        return;
+    void (*done)(void *) = g->on_free;
+    void *ctx = g->free_ctx;
+    gen_free(g);
+    if (done)
+        done(ctx);
+}
+
+void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen)
+{
+    proxy_gen_t *old = pw->gen;
+    pw->gen = gen;
+    if (!old)
+        return;
+    upstream_close_idle(old);
+    proxy_gen_unref(old);
+}
+
+static void on_log_flush(uv_timer_t *t)
+{
+    proxy_worker_t *pw = t->data;
+    access_log_writer_flush(pw->alog);
+}
+
+proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, access_log_t *access_log,
+                                 proxy_gen_t *gen)
+{
+    proxy_worker_t *pw = calloc(1, sizeof *pw);
+    if (!pw)
+        return NULL;
+    pw->w = w;
+    pw->loop = &w->loop;
+    pw->gen = gen;
+    gen->refs = 1;
+    pw->md = router_match_data_new();
+    pw->registry = metrics;
+    pw->metrics = metrics_worker_get(metrics, w->index);
+    pw->scratch_bytes = w->pool.buf_bytes;
+    pw->scratch = malloc(pw->scratch_bytes);
+    pw->rng = seed(w->index);
+    if (!pw->md || !pw->scratch)
+        goto fail;
+    if (access_log) {
+        pw->alog = access_log_writer_new(access_log);
         if (!pw->alog)
             goto fail;
         uv_timer_init(pw->loop, &pw->log_flush);
@@ -94,30 +170,13 @@ void proxy_worker_free(proxy_worker_t *pw)
 {
     if (!pw)
         return;
-    const config_t *cfg = pw->cfg;
     if (pw->alog)
         access_log_writer_free(pw->alog);
     if (pw->md)
         pcre2_match_data_free(pw->md);
-    for (size_t i = 0; pw->swrr && i < cfg->n_routes; i++)
-        free(pw->swrr[i]);
-    for (size_t i = 0; pw->weights && i < cfg->n_routes; i++)
-        free(pw->weights[i]);
-    for (size_t g = 0; pw->groups && g < cfg->n_target_groups; g++) {
-        free(pw->groups[g].inflight);
-        free(pw->groups[g].eligible);
-        free(pw->groups[g].pools);
-        free(pw->groups[g].metrics_target);
-    }
-    free(pw->swrr);
-    free(pw->weights);
-    free(pw->metrics_route);
-    free(pw->weights_version);
-    free(pw->route_inflight);
-    free(pw->route_retries);
-    free(pw->groups);
+    /* The gateway frees the shared parts of the current generation itself. */
+    gen_free(pw->gen);
     free(pw->scratch);
-    config_unref(pw->cfg);
     free(pw);
 }
 

@@ -16,6 +16,7 @@ static void uc_on_handle_closed(upstream_conn_t *uc)
 {
     if (--uc->n_handles)
         return;
+    proxy_gen_unref(uc->gen);
     free(uc);
 }
 
@@ -46,7 +47,7 @@ static void uc_close(upstream_conn_t *uc)
     idle_unlink(uc);
     uc->pool->n_open--;
     if (uc->counted)
-        health_release(&uc->pw->health->groups[uc->group].connections);
+        health_release(&uc->gen->health->groups[uc->group].connections);
     uc->req = NULL;
     uv_timer_stop(&uc->timer);
     uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
@@ -130,7 +131,8 @@ static void uc_on_connect(uv_connect_t *creq, int status)
 upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t target,
                                   request_t *req, int *err)
 {
-    proxy_group_state_t *gs = &pw->groups[group];
+    proxy_gen_t *gen = req->gen;
+    proxy_group_state_t *gs = &gen->groups[group];
     upstream_pool_t *pool = &gs->pools[target];
     upstream_conn_t *uc = pool->idle;
     *err = 0;
@@ -142,8 +144,8 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
         http_parser_init_response(&uc->parser);
         return uc;
     }
-    const config_target_group_t *tg = &pw->cfg->target_groups[group];
-    health_group_t *hg = &pw->health->groups[group];
+    const config_target_group_t *tg = &gen->cfg->target_groups[group];
+    health_group_t *hg = &gen->health->groups[group];
     /* Read once: the address may be re-resolved meanwhile; libuv copies it. */
     const health_addr_t *addr = atomic_load(&hg->targets[target].addr);
     if (!addr) {
@@ -155,8 +157,8 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
          * slots: give them back and try once more. */
         bool freed = false;
         for (size_t t = 0; t < tg->n_targets; t++)
-            while (pw->groups[group].pools[t].idle) {
-                uc_close(pw->groups[group].pools[t].idle);
+            while (gs->pools[t].idle) {
+                uc_close(gs->pools[t].idle);
                 freed = true;
             }
         if (!freed || !health_acquire(&hg->connections, tg->max_connections)) {
@@ -172,6 +174,7 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
     }
     uc->counted = 1;
     uc->pw = pw;
+    uc->gen = proxy_gen_ref(gen);
     uc->pool = pool;
     uc->group = group;
     uc->target = target;
@@ -179,6 +182,7 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
     http_parser_init_response(&uc->parser);
     if (stream_init(pw->loop, &uc->s, &upstream_ops, &pw->w->pool) != 0) {
         health_release(&hg->connections);
+        proxy_gen_unref(gen);
         free(uc);
         *err = FE_IO;
         return NULL;
@@ -203,14 +207,16 @@ void upstream_release(upstream_conn_t *uc, bool reusable)
 {
     proxy_worker_t *pw = uc->pw;
     upstream_pool_t *pool = uc->pool;
-    const config_target_group_t *tg = &pw->cfg->target_groups[uc->group];
+    const config_target_group_t *tg = &uc->gen->cfg->target_groups[uc->group];
     uc->req = NULL;
     /* At the group's connection limit an idle connection would hold a slot
-     * another worker may need: close it instead of pooling it. */
-    bool at_limit = atomic_load_explicit(&pw->health->groups[uc->group].connections,
+     * another worker may need: close it instead of pooling it. A connection
+     * of a replaced generation is not pooled either. */
+    bool at_limit = atomic_load_explicit(&uc->gen->health->groups[uc->group].connections,
                                          memory_order_relaxed) >= tg->max_connections;
     if (!reusable || uc->closing || !uc->connected || pw->draining || at_limit ||
-        pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
+        uc->gen != pw->gen || pool->n_idle >= tg->keepalive_max_idle ||
+        stream_write_pending(&uc->s)) {
         uc_close(uc);
         return;
     }
@@ -239,12 +245,14 @@ void upstream_resume(upstream_conn_t *uc)
         stream_read_start(&uc->s);
 }
 
-void upstream_close_all(proxy_worker_t *pw)
+void upstream_close_idle(proxy_gen_t *gen)
 {
-    for (size_t g = 0; g < pw->cfg->n_target_groups; g++) {
-        proxy_group_state_t *gs = &pw->groups[g];
-        for (size_t t = 0; t < pw->cfg->target_groups[g].n_targets; t++)
+    for (size_t g = 0; g < gen->cfg->n_target_groups; g++) {
+        proxy_group_state_t *gs = &gen->groups[g];
+        for (size_t t = 0; t < gen->cfg->target_groups[g].n_targets; t++)
             while (gs->pools[t].idle)
                 uc_close(gs->pools[t].idle);
     }
 }
+
+void upstream_close_all(proxy_worker_t *pw) { upstream_close_idle(pw->gen); }

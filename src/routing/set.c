@@ -627,13 +627,14 @@ static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
     return 0;
 }
 
-int set_reload(set_t *s, char *err, size_t errlen)
+int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen)
 {
     const char *what = s->file ? s->file : s->url;
     char why[256] = "";
     buf_t data;
     buf_init(&data, MAX_SET_BYTES + 1);
     int rc;
+    *out = NULL;
     if (s->file)
         rc = read_file(s->file, &data, why, sizeof why);
     else if (s->url)
@@ -642,16 +643,21 @@ int set_reload(set_t *s, char *err, size_t errlen)
         snprintf(why, sizeof why, "neither file nor url");
         rc = FE_INVAL;
     }
-    if (rc == 0) {
-        set_members_t *m =
-            members_parse(data.data ? data.data : "", data.len, why, sizeof why, &rc);
-        if (m)
-            set_swap(s, m);
-    }
+    if (rc == 0)
+        *out = members_parse(data.data ? data.data : "", data.len, why, sizeof why, &rc);
     buf_deinit(&data);
     if (rc) {
         atomic_fetch_add_explicit(&s->reload_failures, 1, memory_order_relaxed);
         errf(err, errlen, "set %s: %s: %s", s->name, what ? what : "", why);
     }
+    return rc;
+}
+
+int set_reload(set_t *s, char *err, size_t errlen)
+{
+    set_members_t *m;
+    int rc = set_fetch(s, &m, err, errlen);
+    if (rc == 0)
+        set_swap(s, m);
     return rc;
 }

@@ -36,9 +36,11 @@ bool set_contains(const set_t *s, const char *key, size_t len);
 size_t set_count(const set_t *s);
 /* Installs new members (takes ownership) and retires the old ones. */
 void set_swap(set_t *s, set_members_t *m);
-/* Blocking read of the file or URL + parse + swap. 0, or a negative FE_* with
- * err set; on error the old members stay. Safe to call from a thread-pool
- * thread while workers read. */
+/* Blocking read of the file or URL + parse, without installing: any thread
+ * (the retire hook may not be). 0 with *out, or a negative FE_* with err set
+ * (counted as a reload failure). */
+int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen);
+/* set_fetch + set_swap, in the thread that may retire. */
 int set_reload(set_t *s, char *err, size_t errlen);
 /* Counters for metrics: reload failures so far. */
 uint64_t set_reload_failures(const set_t *s);

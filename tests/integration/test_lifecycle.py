@@ -96,22 +96,6 @@ def test_drain_timeout_bounds_the_shutdown(ficus, raw_backend):
     s.close()
 
 
-def test_sighup_is_logged_and_counted_as_a_failed_reload(ficus, mock):
-    # Reload is not built yet: SIGHUP must say so, count it, and change nothing.
-    from harness import metric_value, parse_metrics
-    m = mock("m")
-    f = ficus(config({"m": m.addr}, [route("r", "/", "m")]))
-    f.proc.send_signal(signal.SIGHUP)
-
-    def counted():
-        s = parse_metrics(f.metrics_text())
-        return metric_value(s, "ficus_config_reloads_total", result="failure") == 1
-
-    assert wait_until(counted, scaled(3))
-    assert "reload is not supported" in f.stderr
-    assert http_request(f.port, "GET", "/").status == 200
-
-
 def test_keys_not_in_effect_yet_are_warned_about(ficus, mock):
     m = mock("m")
     f = ficus(config({"m": m.addr}, [route("r", "/", "m")],

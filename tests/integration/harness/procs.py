@@ -226,23 +226,7 @@ class Ficus(_Proc):
         self.admin_port = free_port()
         self.listen = f"127.0.0.1:{self.port}"
         self.admin_listen = f"127.0.0.1:{self.admin_port}"
-        if isinstance(config, str):
-            text = config.replace("@LISTEN@", self.listen).replace("@ADMIN@", self.admin_listen)
-        else:
-            cfg = copy.deepcopy(config)
-            server = cfg.setdefault("server", {})
-            if "listen" in server:  # the test chose: wait on its first listener
-                self.port = int(str(server["listen"][0]).rsplit(":", 1)[1])
-                self.listen = f"127.0.0.1:{self.port}"
-            server.setdefault("listen", [self.listen])
-            # Tests stop ficus after each test: no reason to wait for a drain.
-            server.setdefault("drain_delay", "0s")
-            server.setdefault("drain_timeout", "1s")
-            cfg.setdefault("admin", {}).setdefault("listen", self.admin_listen)
-            # Keep the keys in a readable order: server, admin, then the rest.
-            order = ["server", "admin"]
-            cfg = {k: cfg[k] for k in order + [k for k in cfg if k not in order]}
-            text = to_yaml(cfg)
+        text = self._render(config)
         self.config_text = text
         self.config_path = Path(workdir) / f"ficus-{next(_counter)}.yaml"
         self.config_path.write_text(text)
@@ -261,6 +245,38 @@ class Ficus(_Proc):
                     f"{e}\n--- config {self.config_path}:\n{text}--- stderr:\n{self.stderr}"
                     f"\n--- stdout:\n" + "\n".join(self.stdout[-20:])
                 ) from None
+
+    def _render(self, config):
+        if isinstance(config, str):
+            return config.replace("@LISTEN@", self.listen).replace("@ADMIN@", self.admin_listen)
+        cfg = copy.deepcopy(config)
+        server = cfg.setdefault("server", {})
+        if "listen" in server:  # the test chose: wait on its first listener
+            self.port = int(str(server["listen"][0]).rsplit(":", 1)[1])
+            self.listen = f"127.0.0.1:{self.port}"
+        server.setdefault("listen", [self.listen])
+        # Tests stop ficus after each test: no reason to wait for a drain.
+        server.setdefault("drain_delay", "0s")
+        server.setdefault("drain_timeout", "1s")
+        cfg.setdefault("admin", {}).setdefault("listen", self.admin_listen)
+        # Keep the keys in a readable order: server, admin, then the rest.
+        order = ["server", "admin"]
+        cfg = {k: cfg[k] for k in order + [k for k in cfg if k not in order]}
+        return to_yaml(cfg)
+
+    def write_config(self, config, replace=True):
+        """Writes a new config (same listeners and admin unless given) to the
+        file ficus runs with: replace=True renames a temp file over it, as
+        editors and deploy tools do; False rewrites it in place."""
+        text = self._render(config)
+        self.config_text = text
+        if replace:
+            tmp = self.config_path.with_suffix(".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, self.config_path)
+        else:
+            self.config_path.write_text(text)
+        return text
 
     def access_log(self):
         """The JSON objects among the stdout lines (the access log)."""

@@ -133,6 +133,50 @@ static void test_address_swap(void **state)
     health_free(h);
 }
 
+/* A reload keeps what the old snapshot knew of targets that are still
+ * there (matched by group and target name), and nothing of the others. */
+static void test_inherit_by_name(void **state)
+{
+    (void)state;
+    static const char old_yaml[] = "target_groups:\n"
+                                   "  g: {targets: ['127.0.0.1:9001', '127.0.0.1:9002']}\n"
+                                   "routes: [{name: r, match: {path_prefix: /}, "
+                                   "backends: [{target_group: g}]}]\n";
+    static const char new_yaml[] = "target_groups:\n"
+                                   "  h: {targets: ['127.0.0.1:9001']}\n"
+                                   "  g: {targets: ['127.0.0.1:9003', '127.0.0.1:9002']}\n"
+                                   "routes: [{name: r, match: {path_prefix: /}, "
+                                   "backends: [{target_group: g}, {target_group: h}]}]\n";
+    config_errors_t errs;
+    config_errors_init(&errs);
+    config_t *a = config_load_string(old_yaml, sizeof old_yaml - 1, "old", &errs);
+    config_t *b = config_load_string(new_yaml, sizeof new_yaml - 1, "new", &errs);
+    for (size_t i = 0; i < errs.n; i++)
+        print_error("%s\n", errs.items[i]);
+    assert_non_null(a);
+    assert_non_null(b);
+    config_errors_deinit(&errs);
+    health_t *ho = health_new(a), *hn = health_new(b);
+    /* Old: 9002 unhealthy and ejected twice, 9001 with errors. */
+    atomic_store(&ho->groups[0].targets[1].checked_healthy, 0);
+    atomic_store(&ho->groups[0].targets[1].ejections, 2);
+    atomic_store(&ho->groups[0].targets[1].ejected_until_ms, 5000);
+    atomic_store(&ho->groups[0].targets[0].consecutive_errors, 4);
+    health_inherit(hn, ho);
+    size_t g = config_find_target_group(b, "g"), h = config_find_target_group(b, "h");
+    const health_target_t *t9002 = &hn->groups[g].targets[1];
+    assert_int_equal(atomic_load(&t9002->checked_healthy), 0);
+    assert_int_equal(atomic_load(&t9002->ejections), 2);
+    assert_int_equal(atomic_load(&t9002->ejected_until_ms), 5000);
+    /* 9003 is new; 9001 of group h is another group's target. */
+    assert_int_equal(atomic_load(&hn->groups[g].targets[0].checked_healthy), 1);
+    assert_int_equal(atomic_load(&hn->groups[h].targets[0].consecutive_errors), 0);
+    health_free(ho);
+    health_free(hn);
+    config_unref(a);
+    config_unref(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -141,6 +185,7 @@ int main(void)
         cmocka_unit_test(test_health_check_thresholds),
         cmocka_unit_test(test_breaker_counters),
         cmocka_unit_test(test_address_swap),
+        cmocka_unit_test(test_inherit_by_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,224 @@
+"""Configuration reload (contract section 7): on SIGHUP or a change of the
+file, a valid config takes effect for new requests while requests in flight
+finish on the old one, and no connection is dropped; an invalid one keeps the
+old config serving, with every error logged and the failure counted."""
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+from harness import config, http_request, metric_value, parse_metrics, route, scaled, wait_until
+
+
+def reloads(f, result):
+    return metric_value(parse_metrics(f.metrics_text()), "ficus_config_reloads_total",
+                        result=result) or 0
+
+
+def mock_name(f, path="/"):
+    r = http_request(f.port, "GET", path)
+    return r.status, r.header("X-Mock-Name")
+
+
+def test_sighup_applies_a_new_config_to_new_requests(ficus, mock):
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    assert mock_name(f) == (200, "a")
+    before = metric_value(parse_metrics(f.metrics_text()),
+                          "ficus_config_last_reload_success_timestamp_seconds")
+    time.sleep(1.1)  # the timestamp has a resolution of seconds in the exposition
+    f.write_config(config({"b": b.addr}, [route("r", "/", "b"), route("new", "/new", "b")]))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "success") >= 1, scaled(5)), f.stderr
+    assert mock_name(f) == (200, "b")
+    assert mock_name(f, "/new/x") == (200, "b")
+    s = parse_metrics(f.metrics_text())
+    assert metric_value(s, "ficus_config_last_reload_success_timestamp_seconds") > before
+    assert reloads(f, "failure") == 0
+    # /config and the gauges show the new snapshot: group a is gone.
+    cfg = json.loads(f.admin_get("/config")[2])
+    assert set(cfg["target_groups"]) == {"b"}
+    assert metric_value(s, "ficus_backend_weight", route="new", target_group="b") == 1
+    assert metric_value(s, "ficus_target_healthy", target_group="a", target=a.addr) is None
+    assert "configuration #2 loaded" in f.stderr
+
+
+def test_a_change_of_the_file_reloads_without_a_signal(ficus, mock):
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    f.write_config(config({"b": b.addr}, [route("r", "/", "b")]))  # rename over it
+    assert wait_until(lambda: mock_name(f) == (200, "b"), scaled(5)), f.stderr
+    assert reloads(f, "success") == 1
+    f.write_config(config({"a": a.addr}, [route("r", "/", "a")]), replace=False)  # in place
+    assert wait_until(lambda: mock_name(f) == (200, "a"), scaled(5)), f.stderr
+    # Touching the file without changing it does not reload.
+    n = reloads(f, "success")
+    f.config_path.touch()
+    time.sleep(1)
+    assert reloads(f, "success") == n
+
+
+def test_an_invalid_file_keeps_the_old_config_serving(ficus, mock):
+    a = mock("a")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    good = f.config_text
+    f.config_path.write_text(good + "routes_typo: [\n")  # a YAML syntax error
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "failure") >= 1, scaled(5)), f.stderr
+    assert mock_name(f) == (200, "a")
+    # A valid YAML file with two errors: both are logged with their position.
+    bad = config({"a": a.addr}, [route("r", "/", "nope"), route("r2", "/x", "a", timeout="soon")])
+    f.write_config(bad)
+    assert wait_until(lambda: reloads(f, "failure") >= 2, scaled(5)), f.stderr
+    err = f.stderr
+    path = re.escape(str(f.config_path))
+    assert re.search(path + r":\d+:\d+: .*nope", err), err
+    assert re.search(path + r":\d+:\d+: .*soon", err), err
+    assert "previous configuration keeps serving" in err
+    assert reloads(f, "success") == 0
+    assert mock_name(f) == (200, "a")
+    assert json.loads(f.admin_get("/config")[2])["routes"][0]["name"] == "r"
+
+
+def test_a_change_that_needs_a_restart_is_refused(ficus, mock):
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")], server={"workers": 1}))
+    f.write_config(config({"b": b.addr}, [route("r", "/", "b")], server={"workers": 2}))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "failure") >= 1, scaled(5)), f.stderr
+    assert "server.workers changed" in f.stderr
+    assert mock_name(f) == (200, "a")
+
+
+def test_in_flight_requests_finish_on_the_old_config(ficus, mock):
+    slow, fast = mock("slow", latency="1500ms"), mock("fast")
+    f = ficus(config({"slow": slow.addr}, [route("r", "/", "slow")], server={"workers": 2}))
+    result = {}
+
+    def call():
+        try:
+            r = http_request(f.port, "GET", "/", timeout=scaled(10))
+            result["r"] = (r.status, r.header("X-Mock-Name"))
+        except OSError as e:
+            result["r"] = ("error", repr(e))
+
+    t = threading.Thread(target=call)
+    t.start()
+    time.sleep(0.3)  # in ficus and at the slow backend
+    # The new config has no group "slow" at all: the old snapshot must live on.
+    f.write_config(config({"fast": fast.addr}, [route("r", "/", "fast")], server={"workers": 2}))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "success") >= 1, scaled(5)), f.stderr
+    assert mock_name(f) == (200, "fast")
+    assert "configuration #1 released" not in f.stderr
+    t.join(scaled(10))
+    assert result["r"] == (200, "slow")
+    # Its last request done, the old snapshot is freed.
+    assert wait_until(lambda: "configuration #1 released" in f.stderr, scaled(3)), f.stderr
+
+
+def test_keepalive_connections_survive_a_reload(ficus, mock):
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")], server={"workers": 1}))
+    s = socket.create_connection(("127.0.0.1", f.port))
+    s.settimeout(scaled(5))
+
+    def ask():
+        s.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = s.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))
+        while len(body) < length:
+            body += s.recv(65536)
+        return re.search(rb"(?i)x-mock-name: (\w+)", head).group(1).decode()
+
+    assert ask() == "a"
+    f.write_config(config({"b": b.addr}, [route("r", "/", "b")], server={"workers": 1}))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "success") >= 1, scaled(5)), f.stderr
+    assert ask() == "b"  # the same connection, now on the new config
+    s.close()
+
+
+def test_health_verdicts_survive_a_reload(ficus, mock):
+    a = mock("a")
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    down = f"127.0.0.1:{port.getsockname()[1]}"
+    port.close()  # nothing listens there: health checks fail
+    group = {"targets": [a.addr, down],
+             "health_check": {"path": "/", "interval": "100ms", "timeout": "200ms",
+                              "unhealthy_threshold": 1, "healthy_threshold": 1}}
+    f = ficus(config({"g": group}, [route("r", "/", "g")]))
+
+    def down_is_unhealthy():
+        s = parse_metrics(f.metrics_text())
+        return metric_value(s, "ficus_target_healthy", target_group="g", target=down) == 0
+
+    assert wait_until(down_is_unhealthy, scaled(5))
+    group2 = dict(group, health_check=dict(group["health_check"], interval="1h"))
+    f.write_config(config({"g": group2}, [route("r", "/", "g"), route("r2", "/two", "g")]))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "success") >= 1, scaled(5)), f.stderr
+    # The next check is an hour away: the verdict came over from the old snapshot.
+    assert down_is_unhealthy()
+    for _ in range(10):
+        assert mock_name(f, "/two") == (200, "a")
+
+
+def wrk_run(url, seconds, connections=16):
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
+                          url], capture_output=True, text=True, timeout=seconds + 30).stdout
+    total = int(re.search(r"(\d+) requests in", out).group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    errors = sum(int(x) for x in m.groups()) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    non2xx = int(m.group(1)) if m else 0
+    return total, errors, non2xx, out
+
+
+@pytest.mark.skipif(not shutil.which("wrk"), reason="wrk not installed")
+def test_reload_under_load_loses_nothing(ficus, mock):
+    a, b = mock("a", workers=1), mock("b", workers=1)
+    groups = {"a": a.addr, "b": b.addr}
+    cfgs = [config(groups, [route("r", "/", [("a", 9), ("b", 1)])], server={"workers": 2}),
+            config(groups, [route("r", "/", [("a", 1), ("b", 9)]), route("x", "/x", "b")],
+                   server={"workers": 2})]
+    f = ficus(cfgs[0])
+    done = threading.Event()
+    sent = [0]
+
+    def reloader():
+        i = 1
+        while not done.is_set():
+            f.write_config(cfgs[i % 2])
+            f.signal(signal.SIGHUP)
+            sent[0] += 1
+            i += 1
+            done.wait(0.25)
+
+    t = threading.Thread(target=reloader)
+    t.start()
+    try:
+        total, errors, non2xx, out = wrk_run(f.url + "/", 5)
+    finally:
+        done.set()
+        t.join()
+    assert total > 0, out
+    assert errors == 0, out
+    assert non2xx == 0, out
+    # Every SIGHUP (and the file changes) reloaded; none failed.
+    assert wait_until(lambda: reloads(f, "success") >= sent[0] * 0.5, scaled(5))
+    assert reloads(f, "failure") == 0
+    assert a.stats()["total"] > 0 and b.stats()["total"] > 0
