@@ -10,7 +10,7 @@ allowed() {
     net) echo "core" ;;
     http) echo "core" ;;
     routing) echo "core config http" ;;
-    observe) echo "core" ;;
+    observe) echo "core config" ;;
     proxy) echo "core config net http routing observe policy" ;;
     policy) echo "core config net http" ;;
     admin) echo "core net http observe" ;;

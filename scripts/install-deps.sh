@@ -1,21 +1,35 @@
 #!/bin/sh
 # Installs ficus's build and test dependencies from Debian's archive, only
-# those missing. Used by `make demo`, `make test` and CI (runs as root or sudo).
+# those missing, and the npm packages of tests/otlp (the OTLP protobuf check).
+# Used by `make demo`, `make test` and CI (runs as root or sudo).
 set -e
 BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev"
 TEST="libcmocka-dev python3 python3-pytest clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps bc"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
-  *) WANT="$BUILD $TEST" ;;
+  *) WANT="$BUILD $TEST"
+     # node and npm run tests/otlp/check.js. A nodejs that brings its own npm
+     # (NodeSource's) conflicts with Debian's npm package: ask apt only without one.
+     command -v npm >/dev/null 2>&1 || WANT="$WANT nodejs npm" ;;
 esac
 MISSING=""
 for p in $WANT; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || MISSING="$MISSING $p"
 done
-[ -z "$MISSING" ] && exit 0
-echo "installing:$MISSING"
-SUDO=""
-[ "$(id -u)" -eq 0 ] || SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends $MISSING
+if [ -n "$MISSING" ]; then
+  echo "installing:$MISSING"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends $MISSING
+fi
+[ "${1:-all}" = build ] && exit 0
+# The lock file is the stamp: npm ci again only when it changed.
+OTLP="$(dirname "$0")/../tests/otlp"
+if ! cmp -s "$OTLP/package-lock.json" "$OTLP/node_modules/.installed-lock.json"; then
+  echo "installing: tests/otlp npm packages"
+  (cd "$OTLP" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error \
+     && cp package-lock.json node_modules/.installed-lock.json) ||
+    echo "warning: npm ci in tests/otlp failed: the OTLP protobuf check will be skipped" >&2
+fi

@@ -221,7 +221,7 @@ static void on_connection(uv_stream_t *server, int status)
     uv_timer_start(&c->timer, conn_on_timer, ADMIN_TIMEOUT_MS, 0);
 }
 
-admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
+admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len, int fd,
                      const admin_hooks_t *hooks, char *err, size_t errlen)
 {
     (void)len;
@@ -235,7 +235,7 @@ admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
     pbuf_pool_init(&a->pool, 8u << 20, 2);
     uv_tcp_init(loop, &a->tcp);
     a->tcp.data = a;
-    int rc = uv_tcp_bind(&a->tcp, sa, 0);
+    int rc = fd >= 0 ? uv_tcp_open(&a->tcp, fd) : uv_tcp_bind(&a->tcp, sa, 0);
     if (rc == 0)
         rc = uv_listen((uv_stream_t *)&a->tcp, 128, on_connection);
     if (rc != 0) {
@@ -246,6 +246,12 @@ admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
         return NULL;
     }
     return a;
+}
+
+int admin_fd(const admin_t *a)
+{
+    uv_os_fd_t fd = -1;
+    return uv_fileno((const uv_handle_t *)&a->tcp, &fd) == 0 ? fd : -1;
 }
 
 static void on_admin_closed(uv_handle_t *h)

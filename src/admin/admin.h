@@ -23,8 +23,12 @@ typedef struct admin_hooks {
                   size_t path_len, const char *body, size_t body_len, buf_t *out);
 } admin_hooks_t;
 
-admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len,
+/* Listens on sa, or, when fd >= 0, on that listening socket (taken over from
+ * another ficus; the admin owns it from now on). */
+admin_t *admin_start(uv_loop_t *loop, const struct sockaddr *sa, socklen_t len, int fd,
                      const admin_hooks_t *hooks, char *err, size_t errlen);
+/* The listening socket, to hand over to a new process. */
+int admin_fd(const admin_t *a);
 /* Closes the listener and its connections. NULL is a no-op. */
 void admin_stop(admin_t *a);
 

@@ -18,9 +18,11 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "net/listener.h"
+#include "net/takeover.h"
 #include "net/worker.h"
 #include "observe/access_log.h"
 #include "observe/metrics.h"
+#include "observe/trace.h"
 #include "policy/health.h"
 #include "policy/health_check.h"
 #include "proxy/proxy.h"
@@ -86,7 +88,11 @@ struct gateway {
     proxy_worker_t **pws;
     metrics_registry_t *metrics;
     access_log_t *access_log;
+    tracer_t *tracer;
     admin_t *admin;
+    takeover_server_t *takeover;
+    worker_fd_t *fds; /* every listening socket of the workers */
+    size_t n_fds;
     uv_signal_t sig_term, sig_int, sig_hup, sig_usr1;
     uv_timer_t drain_timer;
     uv_async_t drained;
@@ -907,6 +913,8 @@ static void gateway_stop(gateway_t *gw)
     log_info("stopping");
     admin_stop(gw->admin);
     gw->admin = NULL;
+    takeover_server_stop(gw->takeover);
+    gw->takeover = NULL;
     gen_stop(gw->cur);
     if (gw->watching) {
         uv_close((uv_handle_t *)&gw->watch, NULL);
@@ -949,7 +957,40 @@ static void worker_begin_drain(worker_t *w, void *arg)
     worker_close_listeners(w);
     pw->on_drained = on_worker_drained;
     pw->drained_ctx = arg;
-    proxy_worker_drain(pw);
+    proxy_worker_drain(pw, 0);
+}
+
+/* After a takeover: the listeners live on in the new process. */
+static void worker_begin_handover_drain(worker_t *w, void *arg)
+{
+    proxy_worker_t *pw = w->app;
+    worker_close_listeners(w);
+    pw->on_drained = on_worker_drained;
+    pw->drained_ctx = arg;
+    proxy_worker_drain(pw, TAKEOVER_IDLE_GRACE_MS);
+}
+
+/* A new ficus took the listening sockets over and serves them: drain as on
+ * SIGTERM, without drain_delay (nothing needs to notice readiness: the
+ * sockets never stopped accepting). */
+static void on_drain_timeout(uv_timer_t *t);
+
+static void on_handover(void *ctx)
+{
+    gateway_t *gw = ctx;
+    if (gw->stopping)
+        return;
+    log_info("takeover: a new ficus serves the listeners now; draining (up to %llu ms)",
+             (unsigned long long)gw->cur->cfg->server.drain_timeout_ms);
+    takeover_server_stop(gw->takeover);
+    gw->takeover = NULL;
+    admin_stop(gw->admin); /* its socket is the new process's now */
+    gw->admin = NULL;
+    gw->draining = 1;
+    uv_timer_stop(&gw->drain_timer);
+    for (size_t i = 0; i < gw->workers.n; i++)
+        worker_post(&gw->workers.workers[i], worker_begin_handover_drain, gw);
+    uv_timer_start(&gw->drain_timer, on_drain_timeout, gw->cur->cfg->server.drain_timeout_ms, 0);
 }
 
 static void on_drain_timeout(uv_timer_t *t)
@@ -1002,7 +1043,105 @@ static void on_signal(uv_signal_t *s, int signum)
 
 static void worker_on_stop(worker_t *w) { proxy_worker_stop(w->app); }
 
+/* --- listening sockets: opened here, or taken over from the ficus that
+ * runs on server.control_socket --- */
+
+typedef struct listen_plan {
+    worker_fd_t *fds;
+    size_t n;
+    int admin_fd; /* -1: bind admin.listen */
+    takeover_client_t tc;
+    bool took_over;
+} listen_plan_t;
+
+/* Every received socket serves: closing one would drop the connections
+ * queued on it. Each configured listener gets one socket per worker at
+ * least; a listener the new config no longer has is closed (logged). */
+static int listeners_plan(const config_t *cfg, listen_plan_t *p, char *err, size_t errlen)
+{
+    size_t nw = cfg->server.workers, nl = cfg->server.n_listeners;
+    p->admin_fd = -1;
+    p->tc.sock = -1;
+    if (cfg->server.control_socket) {
+        int rc = takeover_client_fetch(cfg->server.control_socket, &p->tc, err, errlen);
+        if (rc < 0)
+            return -1;
+        p->took_over = rc == 1;
+    }
+    size_t nr = p->took_over ? p->tc.n : 0;
+    bool *used = calloc(nr ? nr : 1, sizeof *used);
+    p->fds = calloc(nr + nw * nl + 1, sizeof *p->fds);
+    if (!used || !p->fds) {
+        free(used);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (size_t l = 0; l < nl && rc == 0; l++) {
+        const config_listener_t *li = &cfg->server.listeners[l];
+        size_t k = 0;
+        for (size_t j = 0; j < nr; j++)
+            if (!used[j] && takeover_fd_matches(p->tc.fds[j], (const struct sockaddr *)&li->addr,
+                                                li->addrlen)) {
+                used[j] = true;
+                p->fds[p->n++] = (worker_fd_t){p->tc.fds[j], (uint32_t)(k++ % nw), (uint32_t)l};
+            }
+        if (k)
+            log_info("takeover: %zu listening sockets for %s", k, li->address);
+        for (size_t w = k; w < nw; w++) {
+            int fd = listener_open((const struct sockaddr *)&li->addr, li->addrlen, LISTEN_BACKLOG,
+                                   err, errlen);
+            if (fd < 0) {
+                rc = -1;
+                break;
+            }
+            p->fds[p->n++] = (worker_fd_t){fd, (uint32_t)w, (uint32_t)l};
+        }
+    }
+    for (size_t j = 0; j < nr && rc == 0; j++) {
+        if (used[j])
+            continue;
+        if (p->admin_fd < 0 &&
+            takeover_fd_matches(p->tc.fds[j], (const struct sockaddr *)&cfg->admin_addr,
+                                cfg->admin_addrlen)) {
+            p->admin_fd = p->tc.fds[j];
+            continue;
+        }
+        char name[80] = "?";
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof ss;
+        if (getsockname(p->tc.fds[j], (struct sockaddr *)&ss, &len) == 0)
+            addr_format((const struct sockaddr *)&ss, name, sizeof name);
+        log_warn("takeover: %s is not in the new configuration: closing it", name);
+        close(p->tc.fds[j]);
+        p->tc.fds[j] = -1;
+    }
+    free(used);
+    return rc;
+}
+
 /* --- run --- */
+/* --- run --- */
+
+/* Lets a later ficus take the listening sockets over (section 7). */
+static void takeover_serve(gateway_t *gw, const char *path)
+{
+    size_t n = gw->n_fds;
+    int *fds = calloc(n + 1, sizeof *fds);
+    if (!fds)
+        return;
+    for (size_t i = 0; i < n; i++)
+        fds[i] = gw->fds[i].fd;
+    if (gw->admin && admin_fd(gw->admin) >= 0)
+        fds[n++] = admin_fd(gw->admin);
+    char err[512];
+    gw->takeover = takeover_server_start(gw->loop, path, fds, n, on_handover, gw, err, sizeof err);
+    free(fds);
+    if (!gw->takeover)
+        log_error("%s: a restart cannot take this process's sockets over", err);
+    else
+        log_info("control socket %s: a new ficus run can take over the listeners", path);
+}
 
 int gateway_run(config_t *cfg)
 {
@@ -1014,22 +1153,16 @@ int gateway_run(config_t *cfg)
     raise_nofile();
 
     size_t nw = cfg->server.workers, nl = cfg->server.n_listeners;
-    int *fds = calloc(nw * nl, sizeof *fds);
+    listen_plan_t plan = {0};
     proxy_gen_t **pgens = calloc(nw, sizeof *pgens);
-    if (!fds || !pgens)
+    if (!pgens)
         goto out;
-    for (size_t i = 0; i < nw * nl; i++)
-        fds[i] = -1;
-    for (size_t w = 0; w < nw; w++)
-        for (size_t l = 0; l < nl; l++) {
-            const config_listener_t *li = &cfg->server.listeners[l];
-            fds[w * nl + l] = listener_open((const struct sockaddr *)&li->addr, li->addrlen,
-                                            LISTEN_BACKLOG, err, sizeof err);
-            if (fds[w * nl + l] < 0) {
-                log_error("%s", err);
-                goto out_fds;
-            }
-        }
+    if (listeners_plan(cfg, &plan, err, sizeof err) != 0) {
+        log_error("%s", err);
+        goto out_fds;
+    }
+    gw.fds = plan.fds;
+    gw.n_fds = plan.n;
 
     gw.metrics = metrics_registry_new(nw, FICUS_VERSION);
     if (!gw.metrics)
@@ -1042,8 +1175,15 @@ int gateway_run(config_t *cfg)
             goto out_metrics;
         }
     }
+    if (cfg->tracing.otlp_endpoint) {
+        gw.tracer = tracer_new(&cfg->tracing, nw, gw.metrics, err, sizeof err);
+        if (!gw.tracer) {
+            log_error("tracing: %s", err);
+            goto out_log;
+        }
+    }
     size_t pool_bytes = IO_BUF_BYTES + cfg->server.max_header_bytes + 8192;
-    if (worker_group_init(&gw.workers, gw.loop, nw, fds, nl, cfg->server.max_connections,
+    if (worker_group_init(&gw.workers, gw.loop, nw, plan.fds, plan.n, cfg->server.max_connections,
                           pool_bytes) != 0) {
         log_error("cannot set up workers");
         goto out_log;
@@ -1066,6 +1206,7 @@ int gateway_run(config_t *cfg)
             log_error("cannot set up worker %zu", i);
             goto out_workers;
         }
+        gw.pws[i]->tracer = gw.tracer;
         w->app = gw.pws[i];
         w->on_accept = proxy_worker_on_accept;
         w->on_shed = proxy_worker_on_shed;
@@ -1074,11 +1215,12 @@ int gateway_run(config_t *cfg)
     admin_hooks_t hooks = {
         .ctx = &gw, .ready = gw_ready, .metrics = gw_metrics, .handle = gw_handle};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,
-                           &hooks, err, sizeof err);
+                           plan.admin_fd, &hooks, err, sizeof err);
     if (!gw.admin) {
         log_error("%s", err);
         goto out_workers;
     }
+    plan.admin_fd = -1; /* the admin's */
     uv_timer_init(gw.loop, &gw.drain_timer);
     gw.drain_timer.data = &gw;
     uv_async_init(gw.loop, &gw.drained, on_drained_async);
@@ -1097,13 +1239,21 @@ int gateway_run(config_t *cfg)
         gateway_stop(&gw);
         goto out_workers;
     }
-    /* Keys this version validates but does not act on yet: say so. */
+    if (plan.took_over) {
+        /* Serving: the old process may stop accepting and drain. */
+        if (takeover_client_finish(&plan.tc, true, err, sizeof err) != 0)
+            log_warn("%s (serving anyway: the sockets work in both processes)", err);
+        else
+            log_info("takeover: the previous ficus is draining");
+        plan.took_over = false;
+    }
     if (cfg->server.control_socket)
-        log_warn("server.control_socket is set, but takeover is not supported by this version");
-    if (cfg->tracing.otlp_endpoint)
-        log_warn("tracing.otlp_endpoint is set, but trace export is not supported by this version");
+        takeover_serve(&gw, cfg->server.control_socket);
     if (cfg->redis_address)
         log_warn("redis.address is set, but nothing in this version uses Redis");
+    if (gw.tracer)
+        log_info("tracing: spans go to %s (sample_ratio %g)", cfg->tracing.otlp_endpoint,
+                 cfg->tracing.sample_ratio);
     for (size_t l = 0; l < nl; l++)
         log_info("listening on %s (%zu workers)", cfg->server.listeners[l].address, nw);
     log_info("admin on %s", cfg->admin_listen);
@@ -1132,16 +1282,18 @@ out_workers:
         gen_free(g);
     }
 out_log:
+    tracer_free(gw.tracer); /* the workers have stopped producing */
     access_log_close(gw.access_log);
 out_metrics:
     metrics_registry_free(gw.metrics);
 out_fds:
-    if (!gw.workers.workers)
-        for (size_t i = 0; i < nw * nl; i++)
-            if (fds[i] >= 0)
-                close(fds[i]);
+    if (plan.took_over) /* failed before serving: the old process keeps its sockets */
+        takeover_client_finish(&plan.tc, false, err, sizeof err);
+    else if (!gw.workers.workers)
+        for (size_t i = 0; i < plan.n; i++)
+            close(plan.fds[i].fd);
+    free(plan.fds);
 out:
-    free(fds);
     free(pgens);
     config_unref(cfg);
     uv_loop_close(gw.loop);

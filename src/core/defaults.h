@@ -23,7 +23,8 @@
 /* takeover (server.control_socket) */
 #define TAKEOVER_TIMEOUT_MS 5000 /* new side: fetch; SERVING to DRAINING. old: the hello */
 #define TAKEOVER_MAX_FDS (MAX_WORKERS * (MAX_LISTENERS + 1)) /* descriptors in one handover */
-#define TAKEOVER_BACKLOG 8 /* control socket; one client is served at a time */
+#define TAKEOVER_IDLE_GRACE_MS 1000 /* old side: idle keep-alives close after this long idle */
+#define TAKEOVER_BACKLOG 8          /* control socket; one client is served at a time */
 
 /* target groups */
 #define DEFAULT_DNS_REFRESH_MS 30000
@@ -76,7 +77,8 @@
 #define REQUEST_ID_MAX_BYTES 128
 #define ACCESS_LOG_BUF_BYTES (256 * 1024)
 #define ACCESS_LOG_FLUSH_MS 100
-#define CONFIG_WATCH_DEBOUNCE_MS 200 /* a change of the config file reloads after this quiet time */
+/* A change of the config file reloads after this quiet time. */
+#define CONFIG_WATCH_DEBOUNCE_MS 200
 #define EMFILE_BACKOFF_MS 100
 
 /* observability */

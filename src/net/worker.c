@@ -193,8 +193,8 @@ static void worker_main(void *arg)
     atomic_store(&w->running, false);
 }
 
-int worker_group_init(worker_group_t *g, uv_loop_t *main_loop, size_t n, const int *listen_fds,
-                      size_t n_listeners, uint32_t max_connections, size_t pool_buf_bytes)
+int worker_group_init(worker_group_t *g, uv_loop_t *main_loop, size_t n, const worker_fd_t *fds,
+                      size_t n_fds, uint32_t max_connections, size_t pool_buf_bytes)
 {
     memset(g, 0, sizeof *g);
     g->workers = calloc(n, sizeof *g->workers);
@@ -224,12 +224,19 @@ int worker_group_init(worker_group_t *g, uv_loop_t *main_loop, size_t n, const i
         atomic_init(&w->running, false);
         w->max_connections = per_worker ? per_worker : 1;
         w->reserve_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-        w->n_listeners = n_listeners;
-        for (size_t j = 0; j < n_listeners; j++) {
-            worker_listener_t *l = &w->listeners[j];
-            l->fd = listen_fds[i * n_listeners + j];
+        size_t mine = 0;
+        for (size_t j = 0; j < n_fds; j++)
+            mine += fds[j].worker == i;
+        w->listeners = calloc(mine ? mine : 1, sizeof *w->listeners);
+        if (!w->listeners)
+            return FE_NOMEM;
+        for (size_t j = 0; j < n_fds; j++) {
+            if (fds[j].worker != i)
+                continue;
+            worker_listener_t *l = &w->listeners[w->n_listeners++];
+            l->fd = fds[j].fd;
             l->w = w;
-            l->index = j;
+            l->index = fds[j].listener;
             uv_poll_init(&w->loop, &l->poll, l->fd);
             l->poll.data = l;
         }
@@ -334,6 +341,7 @@ void worker_group_stop(worker_group_t *g)
         uv_loop_close(&w->loop);
         uv_mutex_destroy(&w->mq_lock);
         free(w->rbuf);
+        free(w->listeners);
         pbuf_pool_deinit(&w->pool);
         if (w->reserve_fd >= 0)
             close(w->reserve_fd);

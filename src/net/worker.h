@@ -49,7 +49,7 @@ struct worker {
     atomic_uint_fast64_t seen_epoch;
     atomic_bool running;
 
-    worker_listener_t listeners[MAX_LISTENERS];
+    worker_listener_t *listeners; /* usually one per configured listener; more after a takeover */
     size_t n_listeners;
     uint32_t max_connections;
     uint32_t n_connections;
@@ -74,10 +74,19 @@ struct worker_group {
     struct worker_retired *retired;
 };
 
-/* Sets up n workers (not started). listen_fds: n_listeners fds per worker,
- * worker i's at [i * n_listeners]. pool_buf_bytes: size of pool buffers. */
-int worker_group_init(worker_group_t *g, uv_loop_t *main_loop, size_t n, const int *listen_fds,
-                      size_t n_listeners, uint32_t max_connections, size_t pool_buf_bytes);
+/* A listening socket for a worker; listener is the configured listener it
+ * serves (passed to on_accept). A worker may get several per listener. */
+typedef struct worker_fd {
+    int fd;
+    uint32_t worker;
+    uint32_t listener;
+} worker_fd_t;
+
+/* Sets up n workers (not started), each polling its fds (they are the
+ * workers' from now on, closed at drain). pool_buf_bytes: size of pool
+ * buffers. */
+int worker_group_init(worker_group_t *g, uv_loop_t *main_loop, size_t n, const worker_fd_t *fds,
+                      size_t n_fds, uint32_t max_connections, size_t pool_buf_bytes);
 /* Starts every thread. */
 int worker_group_start(worker_group_t *g);
 /* Posts worker_group_stop's message, joins the threads, frees. */

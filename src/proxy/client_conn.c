@@ -181,7 +181,7 @@ static void cc_reject(client_conn_t *cc, int status, end_reason_t why, const cha
         req->group = req->target = UINT32_MAX;
         req->upstream_us = -1;
         req->start_us = uv_hrtime() / 1000;
-        req->start_realtime_ms = time_now_realtime_ms();
+        req->start_unix_ns = time_now_realtime_ns();
         set_state(cc, CC_ACTIVE);
     }
     proxy_send_error(req, status, why, msg);
@@ -478,14 +478,21 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
         cc_close(cc);
 }
 
-void proxy_worker_drain(proxy_worker_t *pw)
+void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms)
 {
     pw->draining = true;
     client_conn_t *cc = pw->clients, *next;
     for (; cc; cc = next) {
         next = cc->next;
-        if (cc->state == CC_IDLE)
-            cc_close(cc); /* a keep-alive connection between requests */
+        if (cc->state != CC_IDLE)
+            continue;
+        /* A keep-alive connection between requests: closed now, or, after a
+         * takeover, once it stays idle for the grace time, so that a request
+         * already on its way is answered rather than cut. */
+        if (idle_grace_ms)
+            uv_timer_start(&cc->timer, cc_on_timer, idle_grace_ms, 0);
+        else
+            cc_close(cc);
     }
     if (!pw->clients && pw->on_drained) {
         void (*done)(void *) = pw->on_drained;

@@ -10,6 +10,7 @@
 #include <strings.h>
 
 #include "core/errors.h"
+#include "core/fmt.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/response.h"
@@ -225,6 +226,179 @@ static bool host_valid(const char *h, size_t n)
     return true;
 }
 
+/* ---------------------------------------------------------------- trace */
+
+static const http_header_t *find_header(const http_head_t *h, const char *name, size_t len)
+{
+    return http_header_find(h->headers, h->n_headers, name, len);
+}
+
+/* The request's trace: the caller's (traceparent; Datadog headers when that
+ * propagation is on), else a new one. Spans are exported when the caller
+ * sampled it, else at sample_ratio. With no exporter only an incoming
+ * traceparent's id is kept, for the access log, and the headers pass as
+ * they are. */
+static void trace_begin(proxy_worker_t *pw, request_t *req, const http_head_t *h,
+                        const config_tracing_t *tc)
+{
+    uint8_t flags = 0;
+    const http_header_t *tp =
+        !pw->tracer || tc->propagate_w3c ? find_header(h, "traceparent", 11) : NULL;
+    if (tp && trace_parse_traceparent(tp->value, tp->value_len, req->trace_id, req->trace_parent,
+                                      &flags) == 0)
+        req->has_trace = 1;
+    if (!pw->tracer)
+        return;
+    bool sampled = flags & TRACE_FLAG_SAMPLED;
+    if (!req->has_trace && tc->propagate_datadog) {
+        const http_header_t *t = find_header(h, "x-datadog-trace-id", 18);
+        const http_header_t *p = find_header(h, "x-datadog-parent-id", 19);
+        uint64_t tid, pid;
+        if (t && p && trace_parse_datadog_id(t->value, t->value_len, &tid) == 0 &&
+            trace_parse_datadog_id(p->value, p->value_len, &pid) == 0) {
+            memset(req->trace_id, 0, 8);
+            trace_span_id_from_u64(tid, req->trace_id + 8);
+            trace_span_id_from_u64(pid, req->trace_parent);
+            req->has_trace = 1;
+            const http_header_t *sp = find_header(h, "x-datadog-sampling-priority", 27);
+            sampled = sp && sp->value_len && sp->value[0] >= '1' && sp->value[0] <= '9';
+        }
+    }
+    if (!req->has_trace) {
+        trace_new_trace_id(&pw->rng, req->trace_id);
+        req->has_trace = 1;
+    }
+    req->trace_sampled = sampled || trace_sample(&pw->rng, tc->sample_ratio);
+    req->trace_export = 1;
+    trace_new_span_id(&pw->rng, req->trace_span, tc->propagate_datadog);
+}
+
+/* The trace headers of the upstream head, before the first try's span. */
+static void trace_headers(const request_t *req, const config_tracing_t *tc, rewrite_trace_t *rt)
+{
+    rt->w3c = tc->propagate_w3c;
+    rt->datadog = tc->propagate_datadog;
+    rt->sampled = req->trace_sampled;
+    if (rt->w3c)
+        trace_format_traceparent(rt->traceparent, req->trace_id, req->trace_span,
+                                 req->trace_sampled);
+    if (rt->datadog) {
+        rt->dd_trace_id_len =
+            (uint8_t)fmt_u64(rt->dd_trace_id, trace_span_id_u64(req->trace_id + 8));
+        trace_dd_format_id(rt->dd_parent_id, trace_span_id_u64(req->trace_span));
+    }
+}
+
+/* A new client span for a try, written into the head before it is sent. */
+static void trace_try_begin(proxy_worker_t *pw, request_t *req)
+{
+    bool dd = req->dd_off != 0;
+    trace_new_span_id(&pw->rng, req->try_span, dd);
+    if (req->tp_off)
+        trace_patch_span_id(req->out->data + req->tp_off, req->try_span);
+    if (dd)
+        trace_dd_format_id(req->out->data + req->dd_off, trace_span_id_u64(req->try_span));
+}
+
+static void span_str(char *dst, size_t cap, const char *src, size_t n)
+{
+    if (!src)
+        n = 0;
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
+static void span_cstr(char *dst, size_t cap, const char *src)
+{
+    span_str(dst, cap, src, src ? strlen(src) : 0);
+}
+
+#define SPAN_STR(field, src, n) span_str(s->field, sizeof s->field, (src), (n))
+#define SPAN_CSTR(field, src) span_cstr(s->field, sizeof s->field, (src))
+
+/* Fills what server and client spans share. */
+static trace_span_t *span_start(proxy_worker_t *pw, request_t *req, uint8_t kind, const char *what,
+                                uint64_t start_us, uint64_t end_us)
+{
+    trace_span_t *s = tracer_reserve(pw->tracer, pw->w->index);
+    if (!s)
+        return NULL;
+    memcpy(s->trace_id, req->trace_id, sizeof s->trace_id);
+    s->kind = kind;
+    s->fallback = req->fallback;
+    s->start_unix_ns = req->start_unix_ns + (start_us - req->start_us) * 1000;
+    s->end_unix_ns = req->start_unix_ns + (end_us - req->start_us) * 1000;
+    char name[sizeof s->name];
+    int n =
+        snprintf(name, sizeof name, "%.*s %s", (int)req->method_len, req->method, what ? what : "");
+    SPAN_STR(name, name, n < 0 ? 0 : (size_t)n >= sizeof name ? sizeof name - 1 : (size_t)n);
+    SPAN_STR(method, req->method, req->method_len);
+    SPAN_CSTR(route, req->route ? req->route->name : NULL);
+    const char *q = memchr(req->path, '?', req->path_len);
+    SPAN_STR(path, req->path, q ? (size_t)(q - req->path) : req->path_len);
+    SPAN_STR(client_ip, req->cc->client_ip, req->cc->client_ip_len);
+    SPAN_STR(request_id, req->request_id, req->request_id_len);
+    const config_t *cfg = req->gen->cfg;
+    const config_target_group_t *tg =
+        req->group != UINT32_MAX ? &cfg->target_groups[req->group] : NULL;
+    SPAN_CSTR(target_group, tg ? tg->name : NULL);
+    SPAN_CSTR(target, tg && req->target != UINT32_MAX ? tg->targets[req->target].name : NULL);
+    return s;
+}
+
+static const char *metrics_code_name(int code)
+{
+    switch (code) {
+    case METRICS_UPSTREAM_CONNECT_ERROR:
+        return "connect_error";
+    case METRICS_UPSTREAM_TIMEOUT:
+        return "timeout";
+    case METRICS_UPSTREAM_RESET:
+        return "reset";
+    }
+    return code >= 500 ? "http_5xx" : NULL;
+}
+
+/* The client span of the try that just ended. */
+static void trace_try_end(proxy_worker_t *pw, request_t *req, int metrics_code, bool failure)
+{
+    const config_target_group_t *tg = &req->gen->cfg->target_groups[req->group];
+    trace_span_t *s =
+        span_start(pw, req, TRACE_SPAN_CLIENT, tg->name, req->upstream_start_us, now_us());
+    if (!s)
+        return;
+    memcpy(s->span_id, req->try_span, sizeof s->span_id);
+    memcpy(s->parent_id, req->trace_span, sizeof s->parent_id);
+    s->status = req->attempt_counted ? (uint16_t)req->upstream_status : 0;
+    s->error = failure || s->status >= 500 || metrics_code < 0;
+    s->retry = req->attempts > 1;
+    s->attempt = (uint16_t)req->attempts;
+    SPAN_CSTR(error_type, metrics_code_name(metrics_code));
+    tracer_commit(pw->tracer, pw->w->index);
+}
+
+/* The server span: the whole request as the client saw it. */
+static void trace_request_end(proxy_worker_t *pw, request_t *req, uint64_t end_us)
+{
+    trace_span_t *s = span_start(pw, req, TRACE_SPAN_SERVER, req->route ? req->route->name : NULL,
+                                 req->start_us, end_us);
+    if (!s)
+        return;
+    memcpy(s->span_id, req->trace_span, sizeof s->span_id);
+    memcpy(s->parent_id, req->trace_parent, sizeof s->parent_id);
+    s->status = (uint16_t)req->status;
+    s->error = req->status >= 500;
+    s->retry = req->retries > 0;
+    s->attempt = (uint16_t)req->attempts;
+    SPAN_CSTR(error_type, proxy_end_reason_name(req->end));
+    tracer_commit(pw->tracer, pw->w->index);
+}
+
+#undef SPAN_STR
+#undef SPAN_CSTR
+
 /* ---------------------------------------------------------------- begin */
 
 void proxy_request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
@@ -252,7 +426,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     req->group = req->target = UINT32_MAX;
     req->upstream_us = -1;
     req->start_us = now_us();
-    req->start_realtime_ms = time_now_realtime_ms();
+    req->start_unix_ns = time_now_realtime_ns();
     req->client_keep_alive = h->keep_alive;
     req->client_http10 = h->http_major == 1 && h->http_minor == 0;
     req->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
@@ -278,6 +452,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     }
     if (!req->body_done)
         cc->close_after = 0;
+    trace_begin(pw, req, h, &req->gen->cfg->tracing);
 
     /* The target and the host. */
     router_request_t rr = {0};
@@ -375,6 +550,11 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         .request_id_len = req->request_id_len,
         .route = r,
     };
+    rewrite_trace_t rt = {0};
+    if (req->trace_export) {
+        trace_headers(req, &g->cfg->tracing, &rt);
+        rw.trace = &rt;
+    }
     long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
     if (hl < 0) {
         cc->close_after = 1;
@@ -383,6 +563,8 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     }
     req->out->len = (uint32_t)hl;
     req->head_len = (uint32_t)hl;
+    req->tp_off = rt.w3c ? rt.traceparent_off : 0;
+    req->dd_off = rt.datadog ? rt.dd_parent_off : 0;
     if (req->backend->fallback != CONFIG_NONE) {
         /* The fallback backend's own rewrite, made now while the path is here. */
         const config_backend_t *fb = NULL;
@@ -433,6 +615,10 @@ static int switch_to_fallback(request_t *req)
     memcpy(o, eol + 1, rest);
     size_t old_line = (size_t)(eol + 1 - req->out->data);
     req->head_len = (uint32_t)(req->head_len - old_line + line);
+    if (req->tp_off) /* the trace headers moved with the rest of the head */
+        req->tp_off = (uint32_t)(req->tp_off - old_line + line);
+    if (req->dd_off)
+        req->dd_off = (uint32_t)(req->dd_off - old_line + line);
     n->len = (uint32_t)(line + rest);
     pbuf_put(&pw->w->pool, req->out);
     req->out = n;
@@ -497,6 +683,8 @@ static void attempt(request_t *req)
     req->attempts++;
     req->upstream_start_us = now_us();
     req->out_sent = 0;
+    if (req->trace_export)
+        trace_try_begin(pw, req);
     gs->inflight[t]++;
     atomic_fetch_add_explicit(&hg->targets[t].inflight, 1, memory_order_relaxed);
     if (!gs->pools[t].idle) {
@@ -854,6 +1042,8 @@ static void end_attempt(request_t *req, int metrics_code, bool reusable, bool fa
         return;
     req->in_attempt = 0;
     uv_timer_stop(&req->cc->try_timer);
+    if (req->trace_sampled)
+        trace_try_end(pw, req, metrics_code, failure);
     proxy_group_state_t *gs = &req->gen->groups[req->group];
     health_group_t *hg = &req->gen->health->groups[req->group];
     gs->inflight[req->target]--;
@@ -1113,17 +1303,22 @@ void proxy_request_log(request_t *req)
     req->alt = NULL;
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
+    if (req->trace_sampled)
+        trace_request_end(pw, req, req->start_us + dur);
     if (!pw->alog)
         return;
     const config_target_group_t *tg =
         req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
     const config_target_t *t = tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
+    char trace_hex_id[32];
+    if (req->has_trace)
+        trace_hex(trace_hex_id, req->trace_id, sizeof req->trace_id);
 #define S(p, n) ((access_log_str_t){(p), (n)})
 #define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))
     access_log_entry_t e = {
-        .time_ms = req->start_realtime_ms,
+        .time_ms = req->start_unix_ns / 1000000,
         .request_id = S(req->request_id, req->request_id_len),
-        .trace_id = S(NULL, 0),
+        .trace_id = req->has_trace ? S(trace_hex_id, sizeof trace_hex_id) : S(NULL, 0),
         .client_ip = S(cc->client_ip, cc->client_ip_len),
         .client_id = S(NULL, 0),
         .method = S(req->method, req->method_len),

@@ -19,6 +19,7 @@
 #include "net/worker.h"
 #include "observe/access_log.h"
 #include "observe/metrics.h"
+#include "observe/trace.h"
 #include "policy/health.h"
 #include "policy/retry.h"
 #include "routing/balancer.h"
@@ -129,11 +130,22 @@ struct request {
     uint32_t retries;      /* tries after the first */
     uint64_t tried;        /* targets of the current group tried (first 64) */
     uint64_t start_us;
-    uint64_t start_realtime_ms;
     uint64_t upstream_start_us;
     int64_t upstream_us; /* -1 = none */
     uint64_t bytes_in;
     uint64_t bytes_out;
+    /* Tracing: the trace the request belongs to (continued or started) and
+     * ficus's spans in it; the head's trace headers are patched per try. */
+    uint8_t has_trace;     /* trace_id is set (also when not exporting) */
+    uint8_t trace_sampled; /* spans are exported */
+    uint8_t trace_export;  /* tracing is on: ficus sends its own trace headers */
+    uint8_t trace_id[16];
+    uint8_t trace_parent[8]; /* the caller's span; zero = ficus's span is the root */
+    uint8_t trace_span[8];   /* ficus's server span */
+    uint8_t try_span[8];     /* the current try's client span */
+    uint32_t tp_off;         /* traceparent value in out; 0 = none */
+    uint32_t dd_off;         /* x-datadog-parent-id value in out; 0 = none */
+    uint64_t start_unix_ns;
     /* Kept for the access log: copies, since the head they came from is gone. */
     char request_id[REQUEST_ID_MAX_BYTES + 1];
     uint8_t request_id_len;
@@ -231,6 +243,7 @@ struct proxy_worker {
     metrics_registry_t *registry;
     metrics_worker_t *metrics;
     access_log_writer_t *alog;
+    tracer_t *tracer; /* NULL: no export (trace headers pass through) */
     uv_timer_t log_flush;
     client_conn_t *clients; /* every open client connection */
     http_head_t head;       /* scratch: the head being parsed */
@@ -271,9 +284,10 @@ void proxy_worker_free(proxy_worker_t *pw);
 void proxy_worker_on_accept(worker_t *w, int fd, size_t listener);
 void proxy_worker_on_shed(worker_t *w);
 void proxy_worker_stop(proxy_worker_t *pw); /* closes every connection */
-/* Graceful: idle connections close now, the others after their response
- * (with Connection: close); on_drained is called when none is left. */
-void proxy_worker_drain(proxy_worker_t *pw);
+/* Graceful: idle connections close now (or when idle for idle_grace_ms, if
+ * not 0), the others after their response (with Connection: close);
+ * on_drained is called when none is left. */
+void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms);
 
 /* client_conn.c, used by proxy.c */
 void client_conn_accept(proxy_worker_t *pw, int fd);

@@ -152,6 +152,11 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         }
         if (route_removes(in->route, hd))
             continue;
+        if (in->trace && ((in->trace->w3c && NAME_IS(hd, "traceparent")) ||
+                          (in->trace->datadog && (NAME_IS(hd, "x-datadog-trace-id") ||
+                                                  NAME_IS(hd, "x-datadog-parent-id") ||
+                                                  NAME_IS(hd, "x-datadog-sampling-priority")))))
+            continue;
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!host_sent && in->host)
@@ -187,6 +192,22 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
             put_header(&o, "X-Forwarded-Host", 16, hv, hl);
     }
     put_header(&o, "X-Request-Id", 12, in->request_id, in->request_id_len);
+    if (in->trace && in->trace->w3c) {
+        PUT_LIT(&o, "traceparent: ");
+        in->trace->traceparent_off = (uint32_t)o.len;
+        put(&o, in->trace->traceparent, TRACEPARENT_LEN);
+        PUT_LIT(&o, "\r\n");
+    }
+    if (in->trace && in->trace->datadog) {
+        put_header(&o, "x-datadog-trace-id", 18, in->trace->dd_trace_id,
+                   in->trace->dd_trace_id_len);
+        PUT_LIT(&o, "x-datadog-parent-id: ");
+        in->trace->dd_parent_off = (uint32_t)o.len;
+        put(&o, in->trace->dd_parent_id, TRACE_DD_ID_DIGITS);
+        PUT_LIT(&o, "\r\nx-datadog-sampling-priority: ");
+        put(&o, in->trace->sampled ? "1" : "0", 1);
+        PUT_LIT(&o, "\r\n");
+    }
     if (in->route)
         for (size_t i = 0; i < in->route->n_set_headers; i++)
             put_header(&o, in->route->set_headers[i].name, strlen(in->route->set_headers[i].name),

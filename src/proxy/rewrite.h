@@ -10,6 +10,22 @@
 
 #include "config/config.h"
 #include "http/parser.h"
+#include "observe/trace.h"
+
+/* Trace headers to send instead of the client's. The span id part is patched
+ * per try at the offsets the rewrite reports. */
+typedef struct rewrite_trace {
+    bool w3c;     /* send traceparent (drop the client's) */
+    bool datadog; /* send x-datadog-* (drop the client's) */
+    bool sampled; /* x-datadog-sampling-priority 1 or 0 */
+    char traceparent[TRACEPARENT_LEN];
+    char dd_trace_id[20]; /* decimal */
+    uint8_t dd_trace_id_len;
+    char dd_parent_id[TRACE_DD_ID_DIGITS];
+    /* out: where the values start in the head */
+    uint32_t traceparent_off;
+    uint32_t dd_parent_off;
+} rewrite_trace_t;
 
 typedef struct rewrite_request {
     const http_head_t *head;
@@ -24,6 +40,7 @@ typedef struct rewrite_request {
     const char *request_id;
     size_t request_id_len;
     const config_route_t *route; /* request_headers set/remove; may be NULL */
+    rewrite_trace_t *trace;      /* NULL: the client's trace headers pass as they are */
 } rewrite_request_t;
 
 /* Writes the upstream head; returns its length or FE_TOOBIG. */

@@ -6,6 +6,15 @@ from .backends import EchoBackend, RawBackend, echo_header, pattern_bytes
 from .client import RawConn, Response, http_request, raw_request, wait_until
 from .config import config, route, to_yaml
 from .metrics import parse_metrics, metric_value
+from .otlp import (
+    OtlpReceiver,
+    attributes_to_dict,
+    dead_endpoint,
+    flatten_spans,
+    otlp_proto_check,
+    otlp_proto_check_available,
+    validate_otlp_json,
+)
 from .procs import (
     FICUS_MODE,
     Ficus,
@@ -28,8 +37,15 @@ __all__ = [
     "FicusStartError",
     "Mock",
     "Nginx",
+    "OtlpReceiver",
     "RawBackend",
     "RawConn",
+    "attributes_to_dict",
+    "dead_endpoint",
+    "flatten_spans",
+    "otlp_proto_check",
+    "otlp_proto_check_available",
+    "validate_otlp_json",
     "Response",
     "ficus_bin",
     "free_port",

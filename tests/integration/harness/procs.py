@@ -255,6 +255,10 @@ class Ficus(_Proc):
             self.port = int(str(server["listen"][0]).rsplit(":", 1)[1])
             self.listen = f"127.0.0.1:{self.port}"
         server.setdefault("listen", [self.listen])
+        admin = (cfg.get("admin") or {}).get("listen")
+        if admin:  # the test chose the admin address too
+            self.admin_listen = str(admin)
+            self.admin_port = int(self.admin_listen.rsplit(":", 1)[1])
         # Tests stop ficus after each test: no reason to wait for a drain.
         server.setdefault("drain_delay", "0s")
         server.setdefault("drain_timeout", "1s")

@@ -264,6 +264,46 @@ static void test_identity_headers(void **state)
     assert_absent("x-client-id");
 }
 
+/* With a trace: the client's trace headers are replaced by ficus's, at
+ * offsets where a later try can patch its span id in place; without one
+ * they pass as they are. tracestate always passes. */
+static void test_trace_headers(void **state)
+{
+    (void)state;
+    static const char raw[] =
+        "GET / HTTP/1.1\r\nHost: a\r\n"
+        "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n"
+        "tracestate: v=1\r\n"
+        "x-datadog-trace-id: 11\r\nX-Datadog-Parent-Id: 22\r\n"
+        "x-datadog-sampling-priority: 0\r\n\r\n";
+    rewrite_request_t rw = request(raw);
+    rewrite_req(&rw);
+    assert_one("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+    assert_one("x-datadog-parent-id", "22");
+
+    rw = request(raw);
+    rewrite_trace_t t = {.w3c = true, .datadog = true, .sampled = true};
+    uint8_t trace_id[16] = {[15] = 11}, span[8] = {[7] = 1};
+    trace_format_traceparent(t.traceparent, trace_id, span, true);
+    memcpy(t.dd_trace_id, "11", 2);
+    t.dd_trace_id_len = 2;
+    trace_dd_format_id(t.dd_parent_id, TRACE_DD_ID_MIN);
+    rw.trace = &t;
+    long n = rewrite_req(&rw);
+    assert_one("traceparent", "00-0000000000000000000000000000000b-0000000000000001-01");
+    assert_one("x-datadog-trace-id", "11");
+    assert_one("x-datadog-parent-id", "1000000000000000000");
+    assert_one("x-datadog-sampling-priority", "1");
+    assert_one("tracestate", "v=1");
+    /* The next try patches its span id where the rewrite said. */
+    uint8_t next[8] = {0xab, 0xcd, 0, 0, 0, 0, 0, 0xef};
+    trace_patch_span_id(out + t.traceparent_off, next);
+    trace_dd_format_id(out + t.dd_parent_off, TRACE_DD_ID_MIN + 7);
+    parse_into(&out_head, false, out, (size_t)n);
+    assert_one("traceparent", "00-0000000000000000000000000000000b-abcd0000000000ef-01");
+    assert_one("x-datadog-parent-id", "1000000000000000007");
+}
+
 static void test_route_headers(void **state)
 {
     (void)state;
@@ -500,6 +540,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_request_line_and_basics),
         cmocka_unit_test(test_hop_by_hop_removed),
+        cmocka_unit_test(test_trace_headers),
         cmocka_unit_test(test_is_hop_by_hop),
         cmocka_unit_test(test_connection_cannot_drop_framing),
         cmocka_unit_test(test_framing_kept),

@@ -1,0 +1,1204 @@
+/* Tracing: trace-context headers, ids and sampling (sans-I/O), the OTLP/JSON
+ * encoder, and the exporter: per-worker single-producer/single-consumer rings
+ * drained by one thread that POSTs batches over a kept-alive HTTP/1.1
+ * connection with blocking, time-bounded sockets. */
+#include "observe/trace.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <llhttp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "core/defaults.h"
+#include "core/errors.h"
+#include "core/fmt.h"
+#include "core/log.h"
+#include "core/time.h"
+
+#ifndef FICUS_VERSION
+#define FICUS_VERSION "0.0.0"
+#endif
+
+#define RING_MASK (TRACE_RING_SPANS - 1)
+_Static_assert((TRACE_RING_SPANS & RING_MASK) == 0, "TRACE_RING_SPANS must be a power of two");
+
+/* ------------------------------------------------------------ hex, headers */
+
+static const char hex_digits[] = "0123456789abcdef";
+
+void trace_hex(char *out, const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = hex_digits[b[i] >> 4];
+        out[2 * i + 1] = hex_digits[b[i] & 15];
+    }
+}
+
+/* Lower-case hex only: W3C forbids upper case so ids compare as strings. */
+static int lhex(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* n bytes from 2n lower-case hex chars: 0, or -1 on a bad char. */
+static int unhex(const char *s, uint8_t *out, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int hi = lhex(s[2 * i]), lo = lhex(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+static bool all_zero(const uint8_t *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (b[i])
+            return false;
+    return true;
+}
+
+static void trim_ows(const char **v, size_t *n)
+{
+    while (*n && ((*v)[0] == ' ' || (*v)[0] == '\t')) {
+        (*v)++;
+        (*n)--;
+    }
+    while (*n && ((*v)[*n - 1] == ' ' || (*v)[*n - 1] == '\t'))
+        (*n)--;
+}
+
+int trace_parse_traceparent(const char *v, size_t n, uint8_t trace_id[16], uint8_t parent_id[8],
+                            uint8_t *flags)
+{
+    if (!v)
+        return -1;
+    trim_ows(&v, &n);
+    if (n < TRACEPARENT_LEN)
+        return -1;
+    uint8_t version, tid[16], pid[8], fl;
+    if (unhex(v, &version, 1) || version == 0xff)
+        return -1;
+    /* Version 00 has exactly this layout; a later one may only append
+     * "-..." fields, which a level-1 parser skips. */
+    if (version == 0 ? n != TRACEPARENT_LEN : n > TRACEPARENT_LEN && v[TRACEPARENT_LEN] != '-')
+        return -1;
+    if (v[2] != '-' || v[35] != '-' || v[52] != '-')
+        return -1;
+    if (unhex(v + 3, tid, 16) || unhex(v + 36, pid, 8) || unhex(v + 53, &fl, 1))
+        return -1;
+    if (all_zero(tid, 16) || all_zero(pid, 8))
+        return -1;
+    memcpy(trace_id, tid, 16);
+    memcpy(parent_id, pid, 8);
+    *flags = fl;
+    return 0;
+}
+
+void trace_format_traceparent(char out[TRACEPARENT_LEN], const uint8_t trace_id[16],
+                              const uint8_t span_id[8], bool sampled)
+{
+    memcpy(out, "00-", 3);
+    trace_hex(out + 3, trace_id, 16);
+    out[35] = '-';
+    trace_hex(out + 36, span_id, 8);
+    out[52] = '-';
+    out[53] = '0';
+    out[54] = sampled ? '1' : '0';
+}
+
+void trace_patch_span_id(char tp[TRACEPARENT_LEN], const uint8_t span_id[8])
+{
+    trace_hex(tp + 36, span_id, 8);
+}
+
+int trace_parse_datadog_id(const char *v, size_t n, uint64_t *out)
+{
+    if (!v)
+        return -1;
+    trim_ows(&v, &n);
+    if (n == 0 || n > 20)
+        return -1;
+    uint64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        uint64_t d = (uint64_t)(v[i] - '0');
+        if (x > (UINT64_MAX - d) / 10)
+            return -1;
+        x = x * 10 + d;
+    }
+    if (x == 0)
+        return -1;
+    *out = x;
+    return 0;
+}
+
+void trace_dd_format_id(char out[TRACE_DD_ID_DIGITS], uint64_t id)
+{
+    for (int i = TRACE_DD_ID_DIGITS - 1; i >= 0; i--) {
+        out[i] = (char)('0' + id % 10);
+        id /= 10;
+    }
+}
+
+/* ------------------------------------------------------- ids and sampling */
+
+/* splitmix64: any seed works (zero included) and each call is a few
+ * multiplies, cheap enough for every request. */
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+uint64_t trace_span_id_u64(const uint8_t id[8])
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | id[i];
+    return v;
+}
+
+void trace_span_id_from_u64(uint64_t v, uint8_t out[8])
+{
+    for (int i = 7; i >= 0; i--) {
+        out[i] = (uint8_t)v;
+        v >>= 8;
+    }
+}
+
+void trace_new_trace_id(uint64_t *rng, uint8_t out[16])
+{
+    uint64_t hi, lo;
+    do {
+        hi = rng_next(rng);
+        lo = rng_next(rng);
+    } while ((hi | lo) == 0);
+    trace_span_id_from_u64(hi, out);
+    trace_span_id_from_u64(lo, out + 8);
+}
+
+void trace_new_span_id(uint64_t *rng, uint8_t out[8], bool dd_compatible)
+{
+    uint64_t v;
+    if (dd_compatible) {
+        /* Rejection keeps the draw uniform (a modulo would favour the low
+         * ids); 89% of 63-bit draws are in range. */
+        do
+            v = rng_next(rng) >> 1;
+        while (v < TRACE_DD_ID_MIN);
+    } else {
+        do
+            v = rng_next(rng);
+        while (v == 0);
+    }
+    trace_span_id_from_u64(v, out);
+}
+
+bool trace_sample(uint64_t *rng, double ratio)
+{
+    if (!(ratio > 0)) /* NaN too */
+        return false;
+    if (ratio >= 1)
+        return true;
+    return (double)(rng_next(rng) >> 11) * 0x1p-53 < ratio;
+}
+
+/* ------------------------------------------------------------- OTLP/JSON */
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no
+ * surrogates, nothing past U+10FFFF), or 0 when it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    size_t len;
+    unsigned char lo = 0x80, hi = 0xbf;
+    if (c >= 0xc2 && c <= 0xdf)
+        len = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0;
+        else if (c == 0xed)
+            hi = 0x9f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f;
+    } else
+        return 0;
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* A JSON string literal; bytes that are not UTF-8 become U+FFFD so the
+ * collector never rejects a whole batch for one odd request path. */
+static int json_str(buf_t *o, const char *s, size_t n)
+{
+    /* 6 output bytes per input byte at worst ("\u001f", "\ufffd"). */
+    if (buf_reserve(o, n * 6 + 2))
+        return -1;
+    char *w = o->data + o->len;
+    *w++ = '"';
+    const unsigned char *p = (const unsigned char *)s;
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = p[i];
+        if (c >= 0x80) {
+            size_t len = utf8_len(p + i, n - i);
+            if (len) {
+                memcpy(w, p + i, len);
+                w += len;
+                i += len;
+            } else {
+                memcpy(w, "\\ufffd", 6);
+                w += 6;
+                i++;
+            }
+            continue;
+        }
+        i++;
+        if (c == '"' || c == '\\') {
+            *w++ = '\\';
+            *w++ = (char)c;
+        } else if (c == '\n') {
+            *w++ = '\\';
+            *w++ = 'n';
+        } else if (c == '\r') {
+            *w++ = '\\';
+            *w++ = 'r';
+        } else if (c == '\t') {
+            *w++ = '\\';
+            *w++ = 't';
+        } else if (c < 0x20 || c == 0x7f) {
+            memcpy(w, "\\u00", 4);
+            w[4] = hex_digits[c >> 4];
+            w[5] = hex_digits[c & 15];
+            w += 6;
+        } else
+            *w++ = (char)c;
+    }
+    *w++ = '"';
+    o->len = (size_t)(w - o->data);
+    return 0;
+}
+
+/* A fixed-size span field: up to its first NUL, never past its end. */
+#define FIELD(f) (f), strnlen((f), sizeof(f))
+
+typedef struct attrs {
+    buf_t *o;
+    bool first;
+    int rc;
+} attrs_t;
+
+static void attr_open(attrs_t *a, const char *key)
+{
+    if (a->rc)
+        return;
+    if (buf_append_str(a->o, a->first ? "{\"key\":\"" : ",{\"key\":\"") ||
+        buf_append_str(a->o, key) || buf_append_str(a->o, "\",\"value\":{"))
+        a->rc = -1;
+    a->first = false;
+}
+
+static void attr_close(attrs_t *a)
+{
+    if (!a->rc && buf_append_str(a->o, "}}"))
+        a->rc = -1;
+}
+
+static void attr_str(attrs_t *a, const char *key, const char *s, size_t n)
+{
+    if (n == 0)
+        return;
+    attr_open(a, key);
+    if (!a->rc && (buf_append_str(a->o, "\"stringValue\":") || json_str(a->o, s, n)))
+        a->rc = -1;
+    attr_close(a);
+}
+
+/* proto3 JSON writes int64 as a decimal string. */
+static void attr_int(attrs_t *a, const char *key, uint64_t v)
+{
+    char num[FMT_U64_MAX_BYTES];
+    size_t len = fmt_u64(num, v);
+    attr_open(a, key);
+    if (!a->rc && (buf_append_str(a->o, "\"intValue\":\"") || buf_append(a->o, num, len) ||
+                   buf_append_str(a->o, "\"")))
+        a->rc = -1;
+    attr_close(a);
+}
+
+static void attr_bool(attrs_t *a, const char *key, bool v)
+{
+    attr_open(a, key);
+    if (!a->rc && buf_append_str(a->o, v ? "\"boolValue\":true" : "\"boolValue\":false"))
+        a->rc = -1;
+    attr_close(a);
+}
+
+/* server.address and server.port from a "host:port" or "[v6]:port" target,
+ * as the semantic conventions split them. */
+static void attr_server(attrs_t *a, const char *target, size_t n)
+{
+    const char *host = target, *colon = NULL;
+    size_t hlen = n;
+    if (n && target[0] == '[') {
+        const char *rb = memchr(target, ']', n);
+        if (rb) {
+            host = target + 1;
+            hlen = (size_t)(rb - target) - 1;
+            colon = rb + 1 < target + n && rb[1] == ':' ? rb + 1 : NULL;
+        }
+    } else {
+        colon = memrchr(target, ':', n);
+        if (colon && memchr(target, ':', (size_t)(colon - target)))
+            colon = NULL; /* a bare v6 literal */
+        if (colon)
+            hlen = (size_t)(colon - target);
+    }
+    attr_str(a, "server.address", host, hlen);
+    if (!colon)
+        return;
+    uint64_t port = 0;
+    const char *p = colon + 1, *end = target + n;
+    if (p == end || end - p > 5)
+        return;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9')
+            return;
+        port = port * 10 + (uint64_t)(*p - '0');
+    }
+    if (port && port <= 65535)
+        attr_int(a, "server.port", port);
+}
+
+static int append_u64_str(buf_t *o, uint64_t v)
+{
+    char num[FMT_U64_MAX_BYTES];
+    size_t len = fmt_u64(num, v);
+    return buf_append_str(o, "\"") || buf_append(o, num, len) || buf_append_str(o, "\"") ? -1 : 0;
+}
+
+static int append_hex(buf_t *o, const uint8_t *b, size_t n)
+{
+    char h[32];
+    trace_hex(h, b, n);
+    return buf_append_str(o, "\"") || buf_append(o, h, 2 * n) || buf_append_str(o, "\"") ? -1 : 0;
+}
+
+/* One Span object. */
+static int span_json(buf_t *o, const trace_span_t *s)
+{
+    bool client = s->kind == TRACE_SPAN_CLIENT;
+    if (buf_append_str(o, "{\"traceId\":") || append_hex(o, s->trace_id, 16) ||
+        buf_append_str(o, ",\"spanId\":") || append_hex(o, s->span_id, 8))
+        return -1;
+    if (!all_zero(s->parent_id, 8) &&
+        (buf_append_str(o, ",\"parentSpanId\":") || append_hex(o, s->parent_id, 8)))
+        return -1;
+    /* The proto calls a name "semantically required". */
+    size_t name_len = strnlen(s->name, sizeof s->name);
+    const char *name = s->name;
+    if (name_len == 0) {
+        name = client ? "upstream" : "request";
+        name_len = strlen(name);
+    }
+    if (buf_append_str(o, ",\"name\":") || json_str(o, name, name_len) ||
+        buf_printf(o, ",\"kind\":%u,\"startTimeUnixNano\":", (unsigned)s->kind) ||
+        append_u64_str(o, s->start_unix_ns) || buf_append_str(o, ",\"endTimeUnixNano\":") ||
+        append_u64_str(o, s->end_unix_ns < s->start_unix_ns ? s->start_unix_ns : s->end_unix_ns) ||
+        buf_append_str(o, ",\"attributes\":["))
+        return -1;
+
+    attrs_t a = {.o = o, .first = true};
+    attr_str(&a, "http.request.method", FIELD(s->method));
+    attr_str(&a, "url.path", FIELD(s->path));
+    if (client)
+        attr_server(&a, FIELD(s->target));
+    else
+        attr_str(&a, "client.address", FIELD(s->client_ip));
+    attr_str(&a, "http.route", FIELD(s->route));
+    if (s->status)
+        attr_int(&a, "http.response.status_code", s->status);
+    attr_str(&a, "ficus.route", FIELD(s->route));
+    attr_str(&a, "ficus.target_group", FIELD(s->target_group));
+    attr_str(&a, "ficus.target", FIELD(s->target));
+    if (s->attempt)
+        attr_int(&a, "ficus.attempt", s->attempt);
+    if (client)
+        attr_bool(&a, "ficus.retry", s->retry);
+    attr_bool(&a, "ficus.fallback", s->fallback);
+    attr_str(&a, "ficus.request_id", FIELD(s->request_id));
+    attr_str(&a, "error.type", FIELD(s->error_type));
+    if (a.rc || buf_append_str(o, "]"))
+        return -1;
+
+    if (s->error) {
+        /* Status code 2 = STATUS_CODE_ERROR; unset (0) is left out. */
+        char msg[32];
+        const char *m = s->error_type;
+        size_t mlen = strnlen(s->error_type, sizeof s->error_type);
+        if (mlen == 0) {
+            int w = s->status ? snprintf(msg, sizeof msg, "HTTP %u", (unsigned)s->status)
+                              : snprintf(msg, sizeof msg, "error");
+            m = msg;
+            mlen = (size_t)w;
+        }
+        if (buf_append_str(o, ",\"status\":{\"code\":2,\"message\":") || json_str(o, m, mlen) ||
+            buf_append_str(o, "}"))
+            return -1;
+    }
+    return buf_append_str(o, "}") ? -1 : 0;
+}
+
+static int doc_begin(buf_t *o, const char *service_name)
+{
+    if (!service_name || !*service_name)
+        service_name = DEFAULT_SERVICE_NAME;
+    if (buf_append_str(o, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[{\"key\":\"service."
+                          "name\",\"value\":{\"stringValue\":") ||
+        json_str(o, service_name, strlen(service_name)) ||
+        buf_append_str(o, "}}]},\"scopeSpans\":[{\"scope\":{\"name\":\"ficus\",\"version\":") ||
+        json_str(o, FICUS_VERSION, strlen(FICUS_VERSION)) || buf_append_str(o, "},\"spans\":["))
+        return -1;
+    return 0;
+}
+
+static int doc_end(buf_t *o) { return buf_append_str(o, "]}]}]}") ? -1 : 0; }
+
+int trace_encode_otlp_json(const trace_span_t *spans, size_t n, const char *service_name,
+                           buf_t *out)
+{
+    size_t start = out->len;
+    int rc = doc_begin(out, service_name);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = (i && buf_append_str(out, ",")) || span_json(out, &spans[i]) ? -1 : 0;
+    if (!rc)
+        rc = doc_end(out);
+    if (rc)
+        out->len = start;
+    return rc;
+}
+
+/* ------------------------------------------------------- the exporter */
+
+/* One worker's ring. head is written by the worker only, tail by the
+ * exporter only; each reads the other's with acquire so that slot contents
+ * cross threads with the index. Separate cache lines keep the two sides from
+ * invalidating each other on every span. */
+typedef struct ring {
+    _Alignas(64) uint64_t head; /* next slot the worker publishes */
+    bool reserved;              /* worker-only: a slot is handed out */
+    _Alignas(64) uint64_t tail; /* next slot the exporter reads */
+    trace_span_t *slots;
+} ring_t;
+
+typedef struct endpoint {
+    char host[256]; /* v6 without brackets */
+    char port[6];
+    char *path;        /* request target, malloc'd */
+    char *host_header; /* "host[:port]", malloc'd */
+    char *url;         /* for log lines, malloc'd */
+} endpoint_t;
+
+struct tracer {
+    ring_t *rings;
+    size_t n_workers;
+    trace_span_t *slots;
+    metrics_registry_t *metrics;
+    char *service_name;
+    endpoint_t ep;
+
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stop;        /* under mu */
+    uint64_t stop_ms; /* set with stop: the final flush's clock starts here */
+
+    /* exporter thread only */
+    int fd;              /* kept-alive connection, or -1 */
+    uint64_t fd_answers; /* responses read on fd: a reused connection may be stale */
+    uint64_t backoff_until_ms;
+    size_t next_ring; /* batches start at a rotating ring so no worker starves */
+    buf_t body;
+
+    uint64_t exported; /* atomic */
+};
+
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void errf(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (!err || !errlen)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static void endpoint_deinit(endpoint_t *ep)
+{
+    free(ep->path);
+    free(ep->host_header);
+    free(ep->url);
+}
+
+/* "http://host[:port][/path]" -> ep. The path goes into the request line as
+ * is, so no byte may end a line. */
+static int endpoint_parse(const char *url, endpoint_t *ep, char *err, size_t errlen)
+{
+    memset(ep, 0, sizeof *ep);
+    if (!url || !*url) {
+        errf(err, errlen, "tracing.otlp_endpoint is empty");
+        return FE_INVAL;
+    }
+    if (strncasecmp(url, "https://", 8) == 0) {
+        errf(err, errlen, "tracing.otlp_endpoint: https is not supported; use an http:// URL");
+        return FE_INVAL;
+    }
+    if (strncasecmp(url, "http://", 7) != 0) {
+        errf(err, errlen, "tracing.otlp_endpoint: expected an http:// URL");
+        return FE_INVAL;
+    }
+    for (const char *c = url; *c; c++) {
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+            errf(err, errlen, "tracing.otlp_endpoint contains a space or a control character");
+            return FE_INVAL;
+        }
+    }
+    const char *a = url + 7;
+    size_t alen = strcspn(a, "/?#");
+    const char *rest = a + alen;
+    size_t rest_len = strcspn(rest, "#"); /* a fragment is never sent */
+    if (memchr(a, '@', alen)) {
+        errf(err, errlen, "tracing.otlp_endpoint: credentials in the URL are not supported");
+        return FE_INVAL;
+    }
+    const char *host = a, *port = NULL;
+    size_t hlen = alen;
+    bool v6 = false;
+    if (alen && a[0] == '[') {
+        const char *rb = memchr(a, ']', alen);
+        if (!rb || (rb + 1 < a + alen && rb[1] != ':')) {
+            errf(err, errlen, "tracing.otlp_endpoint: bad host");
+            return FE_INVAL;
+        }
+        host = a + 1;
+        hlen = (size_t)(rb - a) - 1;
+        v6 = true;
+        if (rb + 1 < a + alen)
+            port = rb + 2;
+    } else {
+        const char *colon = memchr(a, ':', alen);
+        if (colon) {
+            hlen = (size_t)(colon - a);
+            port = colon + 1;
+        }
+    }
+    if (hlen == 0 || hlen >= sizeof ep->host) {
+        errf(err, errlen, "tracing.otlp_endpoint: bad host");
+        return FE_INVAL;
+    }
+    memcpy(ep->host, host, hlen);
+    unsigned long pv = 80;
+    if (port) {
+        size_t plen = (size_t)(a + alen - port);
+        pv = 0;
+        for (size_t i = 0; i < plen && pv <= 65535; i++) {
+            if (port[i] < '0' || port[i] > '9')
+                pv = 65536;
+            else
+                pv = pv * 10 + (unsigned long)(port[i] - '0');
+        }
+        if (plen == 0 || pv == 0 || pv > 65535) {
+            errf(err, errlen, "tracing.otlp_endpoint: bad port");
+            return FE_INVAL;
+        }
+    }
+    snprintf(ep->port, sizeof ep->port, "%lu", pv);
+    if (asprintf(&ep->host_header, "%s%s%s%s%s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
+                 pv == 80 ? "" : ":", pv == 80 ? "" : ep->port) < 0)
+        ep->host_header = NULL;
+    if (rest_len == 0 || rest[0] == '?') {
+        if (asprintf(&ep->path, "%s%.*s", DEFAULT_OTLP_PATH, (int)rest_len, rest) < 0)
+            ep->path = NULL;
+    } else
+        ep->path = strndup(rest, rest_len);
+    ep->url = strdup(url);
+    if (!ep->host_header || !ep->path || !ep->url) {
+        endpoint_deinit(ep);
+        memset(ep, 0, sizeof *ep);
+        errf(err, errlen, "out of memory");
+        return FE_NOMEM;
+    }
+    return 0;
+}
+
+static uint64_t remaining_ms(uint64_t deadline_ms)
+{
+    uint64_t now = time_now_ms();
+    return now >= deadline_ms ? 0 : deadline_ms - now;
+}
+
+/* Bounds the next blocking send/recv by what is left of the deadline. */
+static int set_io_timeout(int fd, uint64_t deadline_ms)
+{
+    uint64_t ms = remaining_ms(deadline_ms);
+    if (ms == 0)
+        return FE_AGAIN;
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
+        return FE_IO;
+    return 0;
+}
+
+static void conn_close(tracer_t *t)
+{
+    if (t->fd >= 0)
+        close(t->fd);
+    t->fd = -1;
+    t->fd_answers = 0;
+}
+
+/* Connects to one of the endpoint's addresses before the deadline; the
+ * socket is left blocking. 0 or FE_*, with why filled. */
+static int conn_open(tracer_t *t, uint64_t deadline_ms, char *why, size_t whylen)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
+    struct addrinfo *res;
+    /* Resolved on every connect so a moved collector is found again; the
+     * resolver's own timeouts bound this call, not the deadline. */
+    int g = getaddrinfo(t->ep.host, t->ep.port, &hints, &res);
+    if (g != 0) {
+        errf(why, whylen, "resolving %s: %s", t->ep.host, gai_strerror(g));
+        return FE_IO;
+    }
+    int fd = -1, rc = FE_IO, saved = ECONNREFUSED;
+    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+        if (fd < 0) {
+            saved = errno;
+            continue;
+        }
+        rc = 0;
+        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+            if (errno != EINPROGRESS) {
+                rc = FE_IO;
+                saved = errno;
+            } else {
+                int pr;
+                do {
+                    struct pollfd p = {.fd = fd, .events = POLLOUT};
+                    pr = poll(&p, 1, (int)remaining_ms(deadline_ms));
+                } while (pr < 0 && errno == EINTR);
+                int soerr = 0;
+                socklen_t sl = sizeof soerr;
+                if (pr == 0) {
+                    rc = FE_AGAIN;
+                    saved = ETIMEDOUT;
+                } else if (pr < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 ||
+                           soerr != 0) {
+                    rc = FE_IO;
+                    saved = pr < 0 ? errno : soerr ? soerr : errno;
+                }
+            }
+        }
+        if (rc == 0) {
+            int one = 1;
+            int fl = fcntl(fd, F_GETFL);
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
+                break;
+            rc = FE_IO;
+            saved = errno;
+        }
+        close(fd);
+        fd = -1;
+        if (rc == FE_AGAIN)
+            break; /* the deadline covers every address */
+    }
+    freeaddrinfo(res);
+    if (fd < 0) {
+        errf(why, whylen, "connect %s:%s: %s", t->ep.host, t->ep.port,
+             saved == ETIMEDOUT ? "timed out" : strerror(saved));
+        return rc ? rc : FE_IO;
+    }
+    t->fd = fd;
+    t->fd_answers = 0;
+    return 0;
+}
+
+/* Sends all of iov (blocking, time-bounded). 0, FE_AGAIN (timeout) or FE_IO. */
+static int send_all(int fd, struct iovec *iov, int iovcnt, uint64_t deadline_ms)
+{
+    while (iovcnt > 0) {
+        int rc = set_io_timeout(fd, deadline_ms);
+        if (rc)
+            return rc;
+        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno == EAGAIN || errno == EWOULDBLOCK ? FE_AGAIN : FE_IO;
+        }
+        size_t left = (size_t)w;
+        while (iovcnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+typedef struct response {
+    int status;
+    bool done;
+    bool keep_alive;
+} response_t;
+
+static int resp_on_headers_complete(llhttp_t *p)
+{
+    response_t *r = p->data;
+    r->status = p->status_code;
+    return 0;
+}
+
+static int resp_on_message_complete(llhttp_t *p)
+{
+    response_t *r = p->data;
+    if (r->status >= 100 && r->status < 200 && r->status != 101)
+        return 0; /* an interim answer: the real one follows */
+    r->done = true;
+    r->keep_alive = llhttp_should_keep_alive(p);
+    return HPE_PAUSED;
+}
+
+/* Outcome of one POST beyond the FE_* codes: the connection was closed (or
+ * reset) before any byte of an answer, which on a kept-alive connection
+ * means the collector timed it out meanwhile. */
+#define POST_STALE 1
+
+/* Reads one response: 0 with r filled, POST_STALE, or FE_* with why. */
+static int read_response(tracer_t *t, response_t *r, uint64_t deadline_ms, char *why, size_t whylen)
+{
+    llhttp_settings_t settings;
+    llhttp_settings_init(&settings);
+    settings.on_headers_complete = resp_on_headers_complete;
+    settings.on_message_complete = resp_on_message_complete;
+    llhttp_t parser;
+    llhttp_init(&parser, HTTP_RESPONSE, &settings);
+    parser.data = r;
+
+    char in[4096];
+    size_t received = 0;
+    while (!r->done) {
+        int rc = set_io_timeout(t->fd, deadline_ms);
+        if (rc) {
+            errf(why, whylen, "no answer within %d ms", TRACE_EXPORT_TIMEOUT_MS);
+            return rc;
+        }
+        ssize_t n = recv(t->fd, in, sizeof in, 0);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            errf(why, whylen, "no answer within %d ms", TRACE_EXPORT_TIMEOUT_MS);
+            return FE_AGAIN;
+        }
+        if (n < 0 && errno == ECONNRESET && received == 0)
+            return POST_STALE;
+        if (n < 0) {
+            errf(why, whylen, "receive: %s", strerror(errno));
+            return FE_IO;
+        }
+        if (n == 0) {
+            if (received == 0)
+                return POST_STALE;
+            /* EOF ends a close-delimited body; anywhere else it is a cut. */
+            llhttp_errno_t fe = llhttp_finish(&parser); /* HPE_PAUSED: our callback ran */
+            if (r->done && (fe == HPE_OK || fe == HPE_PAUSED)) {
+                r->keep_alive = false;
+                return 0;
+            }
+            errf(why, whylen, "connection closed in the middle of the answer");
+            return FE_PARSE;
+        }
+        received += (size_t)n;
+        llhttp_errno_t e = llhttp_execute(&parser, in, (size_t)n);
+        if (e == HPE_PAUSED) {
+            /* Bytes past the answer would be read as the next one's start. */
+            if (llhttp_get_error_pos(&parser) != in + n)
+                r->keep_alive = false;
+            return 0;
+        }
+        if (e != HPE_OK) {
+            errf(why, whylen, "invalid HTTP answer (%s)", llhttp_errno_name(e));
+            return FE_PARSE;
+        }
+        if (received > TRACE_RESPONSE_MAX_BYTES) {
+            /* A 2xx status is all that matters; the rest is not worth reading. */
+            if (r->status >= 200 && r->status <= 299) {
+                r->done = true;
+                r->keep_alive = false;
+                return 0;
+            }
+            errf(why, whylen, "answer longer than %d bytes", TRACE_RESPONSE_MAX_BYTES);
+            return FE_TOOBIG;
+        }
+    }
+    return 0;
+}
+
+/* POSTs body (one JSON document) once; a stale kept-alive connection is
+ * replaced and the request sent again. 0 on a 2xx answer, else FE_* with why. */
+static int post(tracer_t *t, const char *body, size_t len, uint64_t deadline_ms, char *why,
+                size_t whylen)
+{
+    char head[1024];
+    int hn = snprintf(head, sizeof head,
+                      "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus/" FICUS_VERSION
+                      "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                      t->ep.path, t->ep.host_header, len);
+    if (hn < 0 || (size_t)hn >= sizeof head) {
+        errf(why, whylen, "endpoint URL too long");
+        return FE_TOOBIG;
+    }
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if (t->fd < 0) {
+            int rc = conn_open(t, deadline_ms, why, whylen);
+            if (rc)
+                return rc;
+        }
+        bool reused = t->fd_answers > 0;
+        struct iovec iov[2] = {{head, (size_t)hn}, {(void *)body, len}};
+        int rc = send_all(t->fd, iov, 2, deadline_ms);
+        if (rc == FE_IO && reused) { /* EPIPE, ECONNRESET: closed while idle */
+            conn_close(t);
+            continue;
+        }
+        if (rc) {
+            errf(why, whylen, "send: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
+            conn_close(t);
+            return rc;
+        }
+        response_t r = {0};
+        rc = read_response(t, &r, deadline_ms, why, whylen);
+        if (rc == POST_STALE) {
+            conn_close(t);
+            if (reused)
+                continue;
+            errf(why, whylen, "connection closed without an answer");
+            return FE_IO;
+        }
+        if (rc) {
+            conn_close(t);
+            return rc;
+        }
+        t->fd_answers++;
+        if (!r.keep_alive)
+            conn_close(t);
+        if (r.status < 200 || r.status > 299) {
+            errf(why, whylen, "HTTP %d", r.status);
+            return FE_IO;
+        }
+        return 0;
+    }
+    errf(why, whylen, "connection closed without an answer");
+    return FE_IO;
+}
+
+/* Moves up to max committed spans into the body as one document; returns
+ * how many. Spans that cannot be encoded are dropped and counted. */
+static size_t drain_into_body(tracer_t *t, size_t max)
+{
+    buf_reset(&t->body);
+    if (doc_begin(&t->body, t->service_name))
+        return 0;
+    size_t n = 0, bad = 0;
+    for (size_t k = 0; k < t->n_workers && n < max; k++) {
+        ring_t *r = &t->rings[(t->next_ring + k) % t->n_workers];
+        uint64_t tail = r->tail;
+        uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        for (; tail != head && n < max; tail++) {
+            size_t mark = t->body.len;
+            const trace_span_t *s = &r->slots[tail & RING_MASK];
+            if ((n && buf_append_str(&t->body, ",")) || span_json(&t->body, s) ||
+                buf_reserve(&t->body, 8)) { /* room for the closing brackets */
+                t->body.len = mark;
+                bad++;
+                continue;
+            }
+            n++;
+        }
+        __atomic_store_n(&r->tail, tail, __ATOMIC_RELEASE);
+    }
+    t->next_ring = (t->next_ring + 1) % t->n_workers;
+    if (bad && t->metrics)
+        metrics_trace_dropped(t->metrics, bad);
+    doc_end(&t->body);
+    return n;
+}
+
+/* Empties every ring, counting the spans as dropped (collector backing off,
+ * or shutting down). */
+static void drop_all(tracer_t *t)
+{
+    uint64_t dropped = 0;
+    for (size_t i = 0; i < t->n_workers; i++) {
+        ring_t *r = &t->rings[i];
+        uint64_t head = __atomic_load_n(&r->head, __ATOMIC_ACQUIRE);
+        dropped += head - r->tail;
+        __atomic_store_n(&r->tail, head, __ATOMIC_RELEASE);
+    }
+    if (dropped && t->metrics)
+        metrics_trace_dropped(t->metrics, dropped);
+}
+
+/* Exports what the rings hold, batch by batch, until they are empty, a batch
+ * fails, or (final) the deadline passes. */
+static void export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
+{
+    if (!final && time_now_ms() < t->backoff_until_ms) {
+        drop_all(t);
+        return;
+    }
+    /* Bounded so that workers producing as fast as we send cannot keep the
+     * exporter from noticing a stop. */
+    size_t max_batches = t->n_workers * (TRACE_RING_SPANS / TRACE_BATCH_SPANS + 1);
+    for (size_t b = 0; b < max_batches; b++) {
+        uint64_t deadline_ms = time_now_ms() + TRACE_EXPORT_TIMEOUT_MS;
+        if (final && deadline_ms > final_deadline_ms)
+            deadline_ms = final_deadline_ms;
+        if (final && remaining_ms(deadline_ms) == 0)
+            return; /* the rest is counted by tracer_free */
+        size_t n = drain_into_body(t, TRACE_BATCH_SPANS);
+        if (n == 0)
+            return;
+        char why[256] = "";
+        int rc = post(t, t->body.data, t->body.len, deadline_ms, why, sizeof why);
+        if (rc == 0) {
+            __atomic_fetch_add(&t->exported, n, __ATOMIC_RELAXED);
+        } else {
+            if (t->metrics) {
+                metrics_trace_export_failure(t->metrics);
+                metrics_trace_dropped(t->metrics, n);
+            }
+            log_limited(LOG_WARN, "tracing: export of %zu spans to %s failed: %s", n, t->ep.url,
+                        why);
+            t->backoff_until_ms = time_now_ms() + TRACE_EXPORT_BACKOFF_MS;
+            return;
+        }
+        if (n < TRACE_BATCH_SPANS)
+            return;
+        if (!final) {
+            pthread_mutex_lock(&t->mu);
+            bool stop = t->stop;
+            pthread_mutex_unlock(&t->mu);
+            if (stop)
+                return;
+        }
+    }
+}
+
+static void *exporter_main(void *arg)
+{
+    tracer_t *t = arg;
+    pthread_mutex_lock(&t->mu);
+    while (!t->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += TRACE_EXPORT_INTERVAL_MS / 1000;
+        ts.tv_nsec += (long)(TRACE_EXPORT_INTERVAL_MS % 1000) * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        if (t->stop)
+            break;
+        pthread_mutex_unlock(&t->mu);
+        export_round(t, false, 0);
+        pthread_mutex_lock(&t->mu);
+    }
+    uint64_t final_deadline_ms = t->stop_ms + TRACE_EXPORT_TIMEOUT_MS;
+    pthread_mutex_unlock(&t->mu);
+    export_round(t, true, final_deadline_ms);
+    conn_close(t);
+    return NULL;
+}
+
+tracer_t *tracer_new(const config_tracing_t *cfg, size_t n_workers, metrics_registry_t *metrics,
+                     char *err, size_t errlen)
+{
+    if (!cfg) {
+        errf(err, errlen, "no tracing configuration");
+        return NULL;
+    }
+    if (n_workers == 0 || n_workers > MAX_WORKERS) {
+        errf(err, errlen, "tracer: %zu workers (1 to %d)", n_workers, MAX_WORKERS);
+        return NULL;
+    }
+    tracer_t *t = calloc(1, sizeof *t);
+    if (!t) {
+        errf(err, errlen, "out of memory");
+        return NULL;
+    }
+    t->fd = -1;
+    t->n_workers = n_workers;
+    t->metrics = metrics;
+    buf_init(&t->body, TRACE_EXPORT_MAX_BYTES);
+    if (endpoint_parse(cfg->otlp_endpoint, &t->ep, err, errlen) != 0)
+        goto fail_free;
+    t->service_name =
+        strdup(cfg->service_name && *cfg->service_name ? cfg->service_name : DEFAULT_SERVICE_NAME);
+    size_t rings_bytes = (n_workers * sizeof(ring_t) + 63) / 64 * 64;
+    t->rings = aligned_alloc(64, rings_bytes);
+    /* Untouched slots stay unbacked pages: a quiet worker costs no memory. */
+    t->slots = calloc(n_workers * TRACE_RING_SPANS, sizeof(trace_span_t));
+    if (!t->service_name || !t->rings || !t->slots) {
+        errf(err, errlen, "out of memory");
+        goto fail_free_parts;
+    }
+    memset(t->rings, 0, rings_bytes);
+    for (size_t i = 0; i < n_workers; i++)
+        t->rings[i].slots = t->slots + i * TRACE_RING_SPANS;
+
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca) != 0) {
+        errf(err, errlen, "tracer: condition attributes");
+        goto fail_free_parts;
+    }
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&t->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc != 0) {
+        errf(err, errlen, "tracer: condition variable: %s", strerror(rc));
+        goto fail_free_parts;
+    }
+    if ((rc = pthread_mutex_init(&t->mu, NULL)) != 0) {
+        errf(err, errlen, "tracer: mutex: %s", strerror(rc));
+        goto fail_destroy_cv;
+    }
+    /* Signals belong to the event loops: the thread starts with all blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    rc = pthread_create(&t->thread, NULL, exporter_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        errf(err, errlen, "tracer: starting the exporter thread: %s", strerror(rc));
+        goto fail_destroy_mutex;
+    }
+    return t;
+
+fail_destroy_mutex:
+    pthread_mutex_destroy(&t->mu);
+fail_destroy_cv:
+    pthread_cond_destroy(&t->cv);
+fail_free_parts:
+    free(t->slots);
+    free(t->rings);
+    free(t->service_name);
+    endpoint_deinit(&t->ep);
+fail_free:
+    buf_deinit(&t->body);
+    free(t);
+    return NULL;
+}
+
+void tracer_free(tracer_t *t)
+{
+    if (!t)
+        return;
+    pthread_mutex_lock(&t->mu);
+    t->stop = true;
+    t->stop_ms = time_now_ms();
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    pthread_join(t->thread, NULL);
+    drop_all(t); /* what the final export had no time for */
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t->slots);
+    free(t->rings);
+    free(t->service_name);
+    endpoint_deinit(&t->ep);
+    buf_deinit(&t->body);
+    free(t);
+}
+
+trace_span_t *tracer_reserve(tracer_t *t, size_t worker)
+{
+    if (!t)
+        return NULL;
+    if (worker >= t->n_workers) {
+        if (t->metrics)
+            metrics_trace_dropped(t->metrics, 1);
+        return NULL;
+    }
+    ring_t *r = &t->rings[worker];
+    uint64_t head = r->head;
+    if (head - __atomic_load_n(&r->tail, __ATOMIC_ACQUIRE) >= TRACE_RING_SPANS) {
+        r->reserved = false;
+        if (t->metrics)
+            metrics_trace_dropped(t->metrics, 1);
+        return NULL;
+    }
+    r->reserved = true;
+    trace_span_t *s = &r->slots[head & RING_MASK];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+void tracer_commit(tracer_t *t, size_t worker)
+{
+    if (!t || worker >= t->n_workers || !t->rings[worker].reserved)
+        return;
+    ring_t *r = &t->rings[worker];
+    r->reserved = false;
+    __atomic_store_n(&r->head, r->head + 1, __ATOMIC_RELEASE);
+}
+
+uint64_t tracer_exported(const tracer_t *t)
+{
+    return t ? __atomic_load_n(&t->exported, __ATOMIC_RELAXED) : 0;
+}
