@@ -101,6 +101,8 @@ def cmd_oneline(_args):
         extra += f"  metrics {r['metrics_requests_delta']}"
     if "log_lines_delta" in r:
         extra += f"  log-lines {r['log_lines_delta']}"
+    if "spans_dropped_delta" in r:
+        extra += f"  spans-dropped {r['spans_dropped_delta']}"
     if "scrapes" in r:
         extra += f"  scrapes {r['scrapes_ok']}/{r['scrapes']}"
     if r.get("core_other_pct", 0) >= 5 or r.get("load_other_pct", 0) >= 5:
@@ -154,7 +156,7 @@ def summarise(runs):
             "errors": sum(r.get("non_2xx", 0) + r.get("socket_errors", 0) for r in rows),
             "crashed": any(r.get("crashed") for r in rows),
         }
-        for k in ("metrics_requests_delta", "log_lines_delta", "requests"):
+        for k in ("metrics_requests_delta", "log_lines_delta", "spans_dropped_delta", "requests"):
             if any(k in r for r in rows):
                 s[k + "_sum"] = sum(r.get(k) or 0 for r in rows)
         if any("scrapes" in r for r in rows):
@@ -200,6 +202,11 @@ def summarise(runs):
             s["cpu_vs_ficus_plain"] = paired(
                 s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
             s["p99_vs_ficus_plain"] = paired(s, "ficus", ("p99_ms", "p99_ms"))
+        if s["proxy"] == "ficus_trace" and (s["scenario"], "ficus") in by:
+            s["rps_vs_ficus_untraced"] = paired(s, "ficus", ("rps", "rps"))
+            s["cpu_vs_ficus_untraced"] = paired(
+                s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
+            s["p99_vs_ficus_untraced"] = paired(s, "ficus", ("p99_ms", "p99_ms"))
         if s["proxy"] == "ficus_log" and (s["scenario"], "ficus") in by:
             s["rps_vs_ficus_log_off"] = paired(s, "ficus", ("rps", "rps"))
             s["cpu_vs_ficus_log_off"] = paired(
@@ -254,6 +261,17 @@ def print_table(summary):
                          f"x{fmt(s['cpu_vs_ficus_plain'], '.2f')}, p99 "
                          f"x{fmt(s['p99_vs_ficus_plain'], '.2f')} vs plain ficus: retries and a "
                          f"90/10 split with fallback, nothing failing (paired per round)")
+        if "rps_vs_ficus_untraced" in s:
+            notes.append(f"req/s x{fmt(s['rps_vs_ficus_untraced'], '.2f')}, CPU per request "
+                         f"x{fmt(s['cpu_vs_ficus_untraced'], '.2f')}, p99 "
+                         f"x{fmt(s['p99_vs_ficus_untraced'], '.2f')} vs ficus without tracing: "
+                         f"sample_ratio 1.0, two spans per request to a live collector "
+                         f"(paired per round)")
+        if "spans_dropped_delta_sum" in s:
+            made = 2 * s.get("metrics_requests_delta_sum", 0)
+            dropped = s["spans_dropped_delta_sum"]
+            notes.append(f"spans dropped {dropped} of {made} made "
+                         f"({100 * dropped / made if made else 0:.1f}%)")
         if "log_lines_delta_sum" in s:
             notes.append(f"access-log lines {s['log_lines_delta_sum']} for "
                          f"{s['requests_sum']} requests counted by wrk")

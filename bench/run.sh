@@ -17,13 +17,13 @@ set -euo pipefail
 
 MODE=${1:-throughput}
 case "$MODE" in
-throughput | memory | all) ;;
+throughput | memory | all | trace) ;;
 -h | --help)
     sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
-    echo "usage: bench/run.sh [throughput|memory|all]" >&2
+    echo "usage: bench/run.sh [throughput|memory|all|trace]" >&2
     exit 2
     ;;
 esac
@@ -243,6 +243,17 @@ EOF
 # to the primary; both groups are the same backend, so nothing fails and the
 # run measures what the machinery costs.
 ficus_yaml() {
+    if [[ ${8:-0} == 2 ]]; then
+        # Tracing at sample_ratio 1.0 to a live collector (a ficus mock on the
+        # load core that answers 200): every request exports two spans.
+        ficus_yaml "$1" "$2" "$3" "$4" "$5" "$6" "$7" 0
+        cat >>"$1" <<EOF
+tracing:
+  otlp_endpoint: "http://127.0.0.1:$COLLECTOR_PORT/v1/traces"
+  sample_ratio: 1.0
+EOF
+        return
+    fi
     if [[ ${8:-0} == 1 ]]; then
         cat >"$1" <<EOF
 server:
@@ -454,10 +465,12 @@ preflight() {
     fi
 }
 
-# Sum of ficus_requests_total over all label sets, from the admin listener.
+# Sum of a metric (ficus_requests_total by default) over all label sets,
+# from the admin listener.
 ficus_requests_total() {
     curl -s -m 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
-        awk '/^ficus_requests_total[{ ]/ {s += $NF} END {printf "%d\n", s}'
+        awk -v m="${2:-ficus_requests_total}" \
+            '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d\n", s}'
 }
 
 # ---- throughput --------------------------------------------------------
@@ -486,6 +499,8 @@ measure_once() {
     local pid=${PID_OF[$tag]} out=$TMP/wrk-$scen-$tag-$round-$attempt.txt
     local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0 extra_core=()
     [[ -n $admin ]] && m0=$(ficus_requests_total "$admin")
+    local d0=0 d1=0
+    [[ $tag == ficus_trace-* ]] && d0=$(ficus_requests_total "$admin" ficus_trace_spans_dropped_total)
     if [[ -n $alog ]]; then
         sleep 0.5 # let the lines of earlier requests (warm-up) reach the file
         l0=$(wc -l <"$alog")
@@ -536,6 +551,7 @@ measure_once() {
         l1=$(wc -l <"$alog")
     fi
     [[ -n $admin ]] && m1=$(ficus_requests_total "$admin")
+    [[ $tag == ficus_trace-* ]] && d1=$(ficus_requests_total "$admin" ficus_trace_spans_dropped_total)
     local crashed=0
     if ! alive "$pid"; then
         crashed=1
@@ -553,6 +569,7 @@ measure_once() {
     local extra=("${extra_core[@]}" "attempt=$attempt" "noisy=$noisy" "discarded=$discarded")
     [[ -n $admin ]] && extra+=("metrics_requests_delta=$((m1 - m0))")
     [[ -n $alog ]] && extra+=("log_lines_delta=$((l1 - l0))")
+    [[ $tag == ficus_trace-* ]] && extra+=("spans_dropped_delta=$((d1 - d0))")
     ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
     "$PYTHON" "$HERE/report.py" record --out "$RUNS" --wrk "$out" \
         "scenario=$scen" "proxy=${tag%%-*}" "round=$round" "wrk_exit=$rc" \
@@ -571,7 +588,10 @@ warm() {
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0
-    if ((with_log == 2)); then
+    if ((with_log == 3)); then
+        targets=(ficus_trace ficus)
+        with_log=0
+    elif ((with_log == 2)); then
         targets=(ficus_res ficus)
         with_log=0
     elif ((with_log)); then
@@ -598,6 +618,7 @@ scenario() {
         [[ $kind == ficus_log ]] && log_path=$alog
         local res=0
         [[ $kind == ficus_res ]] && res=1
+        [[ $kind == ficus_trace ]] && res=2
         start_proxy "${kind%%_*}" "$tag" "${PORT_OF[$tag]}" "$bport" "$log_path" 4096 60s "$res"
         if ((STARTED == 0)); then
             DEAD[$tag]=1
@@ -739,6 +760,13 @@ if [[ $MODE == throughput || $MODE == all ]]; then
         scenario small-log "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 1
         scenario small-res "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 2
     fi
+fi
+
+if [[ $MODE == trace || (($MODE == throughput || $MODE == all) && " $PROXIES " == *" ficus "*) ]]; then
+    read -r COLLECTOR_PORT <<<"$(free_ports 1)"
+    start_backend collector "$COLLECTOR_PORT" "$TMP/small.body"
+    note "OTLP collector (a ficus mock answering 200): 127.0.0.1:$COLLECTOR_PORT pid $STARTED"
+    scenario small-trace "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 3
 fi
 
 if [[ $MODE == memory || $MODE == all ]]; then

@@ -108,6 +108,7 @@ struct gateway {
     config_errors_t reload_errs;
     uint64_t generations; /* made so far */
     uint64_t loaded_hash; /* of the file the current snapshot came from */
+    uint64_t failed_hash; /* of the last file that failed to load (0: none) */
     uint64_t reload_hash;
     uv_fs_event_t watch;
     uv_timer_t watch_debounce;
@@ -798,6 +799,7 @@ static void reload_done(uv_work_t *w, int status)
         if (!uv_is_active((uv_handle_t *)&gw->reclaim))
             uv_timer_start(&gw->reclaim, on_reclaim, 100, 100);
         gw->loaded_hash = gw->reload_hash;
+        gw->failed_hash = 0;
         metrics_config_reload(gw->metrics, true, time_now_realtime_ms());
         log_info("configuration #%llu loaded from %s: %zu routes, %zu target groups; requests "
                  "in flight finish on #%llu",
@@ -819,6 +821,7 @@ static void reload_done(uv_work_t *w, int status)
             for (size_t i = 0; i < gw->reload_errs.n; i++)
                 log_error("reload: %s", gw->reload_errs.items[i]);
             log_error("reload failed: the previous configuration keeps serving");
+            gw->failed_hash = gw->reload_hash; /* the watch waits for another change */
             metrics_config_reload(gw->metrics, false, time_now_realtime_ms());
         }
     }
@@ -863,7 +866,7 @@ static void on_watch_debounced(uv_timer_t *t)
     gateway_t *gw = t->data;
     bool ok;
     uint64_t h = file_hash(gw->cur->cfg->path, &ok);
-    if (ok && h != gw->loaded_hash)
+    if (ok && h != gw->loaded_hash && h != gw->failed_hash)
         reload_start(gw, "configuration file changed");
 }
 

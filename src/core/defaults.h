@@ -61,12 +61,13 @@
 
 /* tracing */
 #define DEFAULT_SERVICE_NAME "ficus"
-#define DEFAULT_OTLP_PATH "/v1/traces" /* when otlp_endpoint has no path */
-#define TRACE_RING_SPANS 2048          /* per worker, a power of two; full: dropped */
-#define TRACE_BATCH_SPANS 512          /* spans per export request */
-#define TRACE_EXPORT_INTERVAL_MS 200   /* the exporter wakes this often */
-#define TRACE_EXPORT_TIMEOUT_MS 2000   /* per batch: connect, send and response */
-#define TRACE_EXPORT_BACKOFF_MS 1000   /* after a failed export: spans dropped meanwhile */
+#define DEFAULT_OTLP_PATH "/v1/traces"  /* when otlp_endpoint has no path */
+#define TRACE_RING_SPANS 4096           /* per worker, a power of two; full: dropped */
+#define TRACE_BATCH_SPANS 512           /* spans per export request */
+#define TRACE_EXPORT_BUSY_INTERVAL_MS 5 /* ... while full batches go out */
+#define TRACE_EXPORT_INTERVAL_MS 200    /* the exporter wakes this often */
+#define TRACE_EXPORT_TIMEOUT_MS 2000    /* per batch: connect, send and response */
+#define TRACE_EXPORT_BACKOFF_MS 1000    /* after a failed export: spans dropped meanwhile */
 #define TRACE_EXPORT_MAX_BYTES (8 * 1024 * 1024) /* one encoded batch (a span is < 6 KiB) */
 #define TRACE_RESPONSE_MAX_BYTES (64 * 1024)     /* collector answer read, at most */
 

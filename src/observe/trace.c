@@ -261,18 +261,30 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* The encoder writes through a raw pointer into room reserved up front (a
+ * span has a bounded size: its strings are fixed arrays), so the inner loop
+ * has no bounds checks and no calls per fragment: at full sampling it runs
+ * for every request. */
+#define PUT(w, lit) (memcpy((w), (lit), sizeof(lit) - 1), (w) += sizeof(lit) - 1)
+
 /* A JSON string literal; bytes that are not UTF-8 become U+FFFD so the
- * collector never rejects a whole batch for one odd request path. */
-static int json_str(buf_t *o, const char *s, size_t n)
+ * collector never rejects a whole batch for one odd request path. Writes at
+ * most 6 * n + 2 bytes. */
+static char *put_jstr(char *w, const char *s, size_t n)
 {
-    /* 6 output bytes per input byte at worst ("\u001f", "\ufffd"). */
-    if (buf_reserve(o, n * 6 + 2))
-        return -1;
-    char *w = o->data + o->len;
     *w++ = '"';
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
+        /* The common case: a run of plain printable ASCII. */
+        size_t run = i;
+        while (run < n && p[run] >= 0x20 && p[run] < 0x7f && p[run] != '"' && p[run] != '\\')
+            run++;
+        memcpy(w, p + i, run - i);
+        w += run - i;
+        i = run;
+        if (i == n)
+            break;
         unsigned char c = p[i];
         if (c >= 0x80) {
             size_t len = utf8_len(p + i, n - i);
@@ -281,8 +293,7 @@ static int json_str(buf_t *o, const char *s, size_t n)
                 w += len;
                 i += len;
             } else {
-                memcpy(w, "\\ufffd", 6);
-                w += 6;
+                PUT(w, "\\ufffd");
                 i++;
             }
             continue;
@@ -292,85 +303,84 @@ static int json_str(buf_t *o, const char *s, size_t n)
             *w++ = '\\';
             *w++ = (char)c;
         } else if (c == '\n') {
-            *w++ = '\\';
-            *w++ = 'n';
+            PUT(w, "\\n");
         } else if (c == '\r') {
-            *w++ = '\\';
-            *w++ = 'r';
+            PUT(w, "\\r");
         } else if (c == '\t') {
-            *w++ = '\\';
-            *w++ = 't';
-        } else if (c < 0x20 || c == 0x7f) {
-            memcpy(w, "\\u00", 4);
-            w[4] = hex_digits[c >> 4];
-            w[5] = hex_digits[c & 15];
-            w += 6;
-        } else
-            *w++ = (char)c;
+            PUT(w, "\\t");
+        } else {
+            PUT(w, "\\u00");
+            w[0] = hex_digits[c >> 4];
+            w[1] = hex_digits[c & 15];
+            w += 2;
+        }
     }
     *w++ = '"';
-    o->len = (size_t)(w - o->data);
+    return w;
+}
+
+static int json_str(buf_t *o, const char *s, size_t n)
+{
+    if (buf_reserve(o, n * 6 + 2))
+        return -1;
+    o->len = (size_t)(put_jstr(o->data + o->len, s, n) - o->data);
     return 0;
 }
 
 /* A fixed-size span field: up to its first NUL, never past its end. */
 #define FIELD(f) (f), strnlen((f), sizeof(f))
 
-typedef struct attrs {
-    buf_t *o;
-    bool first;
-    int rc;
-} attrs_t;
+/* Attributes: KEY is a literal; the first one has no comma before it. */
+#define ATTR_OPEN(w, first, key)                                                                   \
+    do {                                                                                           \
+        if (!(first))                                                                              \
+            *(w)++ = ',';                                                                          \
+        (first) = false;                                                                           \
+        PUT(w, "{\"key\":\"" key "\",\"value\":{");                                                \
+    } while (0)
 
-static void attr_open(attrs_t *a, const char *key)
-{
-    if (a->rc)
-        return;
-    if (buf_append_str(a->o, a->first ? "{\"key\":\"" : ",{\"key\":\"") ||
-        buf_append_str(a->o, key) || buf_append_str(a->o, "\",\"value\":{"))
-        a->rc = -1;
-    a->first = false;
-}
-
-static void attr_close(attrs_t *a)
-{
-    if (!a->rc && buf_append_str(a->o, "}}"))
-        a->rc = -1;
-}
-
-static void attr_str(attrs_t *a, const char *key, const char *s, size_t n)
+static char *attr_str(char *w, bool *first, const char *key_open, size_t key_len, const char *s,
+                      size_t n)
 {
     if (n == 0)
-        return;
-    attr_open(a, key);
-    if (!a->rc && (buf_append_str(a->o, "\"stringValue\":") || json_str(a->o, s, n)))
-        a->rc = -1;
-    attr_close(a);
+        return w;
+    if (!*first)
+        *w++ = ',';
+    *first = false;
+    memcpy(w, key_open, key_len);
+    w += key_len;
+    PUT(w, "\"stringValue\":");
+    w = put_jstr(w, s, n);
+    PUT(w, "}}");
+    return w;
 }
+
+/* ATTR_STR(w, first, "key", s, n) */
+#define ATTR_STR(w, first, key, ...)                                                               \
+    ((w) = attr_str((w), &(first), "{\"key\":\"" key "\",\"value\":{",                             \
+                    sizeof("{\"key\":\"" key "\",\"value\":{") - 1, __VA_ARGS__))
 
 /* proto3 JSON writes int64 as a decimal string. */
-static void attr_int(attrs_t *a, const char *key, uint64_t v)
-{
-    char num[FMT_U64_MAX_BYTES];
-    size_t len = fmt_u64(num, v);
-    attr_open(a, key);
-    if (!a->rc && (buf_append_str(a->o, "\"intValue\":\"") || buf_append(a->o, num, len) ||
-                   buf_append_str(a->o, "\"")))
-        a->rc = -1;
-    attr_close(a);
-}
+#define ATTR_INT(w, first, key, v)                                                                 \
+    do {                                                                                           \
+        ATTR_OPEN(w, first, key);                                                                  \
+        PUT(w, "\"intValue\":\"");                                                                 \
+        (w) += fmt_u64((w), (v));                                                                  \
+        PUT(w, "\"}}");                                                                            \
+    } while (0)
 
-static void attr_bool(attrs_t *a, const char *key, bool v)
-{
-    attr_open(a, key);
-    if (!a->rc && buf_append_str(a->o, v ? "\"boolValue\":true" : "\"boolValue\":false"))
-        a->rc = -1;
-    attr_close(a);
-}
+#define ATTR_BOOL(w, first, key, v)                                                                \
+    do {                                                                                           \
+        ATTR_OPEN(w, first, key);                                                                  \
+        if (v)                                                                                     \
+            PUT(w, "\"boolValue\":true}}");                                                        \
+        else                                                                                       \
+            PUT(w, "\"boolValue\":false}}");                                                       \
+    } while (0)
 
 /* server.address and server.port from a "host:port" or "[v6]:port" target,
  * as the semantic conventions split them. */
-static void attr_server(attrs_t *a, const char *target, size_t n)
+static char *attr_server(char *w, bool *first, const char *target, size_t n)
 {
     const char *host = target, *colon = NULL;
     size_t hlen = n;
@@ -388,46 +398,65 @@ static void attr_server(attrs_t *a, const char *target, size_t n)
         if (colon)
             hlen = (size_t)(colon - target);
     }
-    attr_str(a, "server.address", host, hlen);
+    ATTR_STR(w, *first, "server.address", host, hlen);
     if (!colon)
-        return;
+        return w;
     uint64_t port = 0;
     const char *p = colon + 1, *end = target + n;
     if (p == end || end - p > 5)
-        return;
+        return w;
     for (; p < end; p++) {
         if (*p < '0' || *p > '9')
-            return;
+            return w;
         port = port * 10 + (uint64_t)(*p - '0');
     }
     if (port && port <= 65535)
-        attr_int(a, "server.port", port);
+        ATTR_INT(w, *first, "server.port", port);
+    return w;
 }
 
-static int append_u64_str(buf_t *o, uint64_t v)
+static char *put_hex_q(char *w, const uint8_t *b, size_t n)
 {
-    char num[FMT_U64_MAX_BYTES];
-    size_t len = fmt_u64(num, v);
-    return buf_append_str(o, "\"") || buf_append(o, num, len) || buf_append_str(o, "\"") ? -1 : 0;
+    *w++ = '"';
+    trace_hex(w, b, n);
+    w += 2 * n;
+    *w++ = '"';
+    return w;
 }
 
-static int append_hex(buf_t *o, const uint8_t *b, size_t n)
+static char *put_u64_q(char *w, uint64_t v)
 {
-    char h[32];
-    trace_hex(h, b, n);
-    return buf_append_str(o, "\"") || buf_append(o, h, 2 * n) || buf_append_str(o, "\"") ? -1 : 0;
+    *w++ = '"';
+    w += fmt_u64(w, v);
+    *w++ = '"';
+    return w;
 }
+
+/* Room one span can take: the fixed text plus every string field escaped at
+ * 6 bytes per byte (the target appears twice). */
+#define SPAN_JSON_MAX                                                                              \
+    (2048 +                                                                                        \
+     6 * (sizeof(((trace_span_t *)0)->name) + sizeof(((trace_span_t *)0)->method) +                \
+          sizeof(((trace_span_t *)0)->route) + sizeof(((trace_span_t *)0)->target_group) +         \
+          2 * sizeof(((trace_span_t *)0)->target) + sizeof(((trace_span_t *)0)->path) +            \
+          sizeof(((trace_span_t *)0)->client_ip) + sizeof(((trace_span_t *)0)->request_id) +       \
+          2 * sizeof(((trace_span_t *)0)->error_type)))
 
 /* One Span object. */
 static int span_json(buf_t *o, const trace_span_t *s)
 {
+    if (buf_reserve(o, SPAN_JSON_MAX))
+        return -1;
+    char *w = o->data + o->len;
     bool client = s->kind == TRACE_SPAN_CLIENT;
-    if (buf_append_str(o, "{\"traceId\":") || append_hex(o, s->trace_id, 16) ||
-        buf_append_str(o, ",\"spanId\":") || append_hex(o, s->span_id, 8))
-        return -1;
-    if (!all_zero(s->parent_id, 8) &&
-        (buf_append_str(o, ",\"parentSpanId\":") || append_hex(o, s->parent_id, 8)))
-        return -1;
+    PUT(w, "{\"traceId\":");
+    w = put_hex_q(w, s->trace_id, 16);
+    PUT(w, ",\"spanId\":");
+    w = put_hex_q(w, s->span_id, 8);
+    if (!all_zero(s->parent_id, 8)) {
+        PUT(w, ",\"parentSpanId\":");
+        w = put_hex_q(w, s->parent_id, 8);
+    }
     /* The proto calls a name "semantically required". */
     size_t name_len = strnlen(s->name, sizeof s->name);
     const char *name = s->name;
@@ -435,35 +464,37 @@ static int span_json(buf_t *o, const trace_span_t *s)
         name = client ? "upstream" : "request";
         name_len = strlen(name);
     }
-    if (buf_append_str(o, ",\"name\":") || json_str(o, name, name_len) ||
-        buf_printf(o, ",\"kind\":%u,\"startTimeUnixNano\":", (unsigned)s->kind) ||
-        append_u64_str(o, s->start_unix_ns) || buf_append_str(o, ",\"endTimeUnixNano\":") ||
-        append_u64_str(o, s->end_unix_ns < s->start_unix_ns ? s->start_unix_ns : s->end_unix_ns) ||
-        buf_append_str(o, ",\"attributes\":["))
-        return -1;
-
-    attrs_t a = {.o = o, .first = true};
-    attr_str(&a, "http.request.method", FIELD(s->method));
-    attr_str(&a, "url.path", FIELD(s->path));
+    PUT(w, ",\"name\":");
+    w = put_jstr(w, name, name_len);
     if (client)
-        attr_server(&a, FIELD(s->target));
+        PUT(w, ",\"kind\":3,\"startTimeUnixNano\":");
     else
-        attr_str(&a, "client.address", FIELD(s->client_ip));
-    attr_str(&a, "http.route", FIELD(s->route));
-    if (s->status)
-        attr_int(&a, "http.response.status_code", s->status);
-    attr_str(&a, "ficus.route", FIELD(s->route));
-    attr_str(&a, "ficus.target_group", FIELD(s->target_group));
-    attr_str(&a, "ficus.target", FIELD(s->target));
-    if (s->attempt)
-        attr_int(&a, "ficus.attempt", s->attempt);
+        PUT(w, ",\"kind\":2,\"startTimeUnixNano\":");
+    w = put_u64_q(w, s->start_unix_ns);
+    PUT(w, ",\"endTimeUnixNano\":");
+    w = put_u64_q(w, s->end_unix_ns < s->start_unix_ns ? s->start_unix_ns : s->end_unix_ns);
+    PUT(w, ",\"attributes\":[");
+
+    bool first = true;
+    ATTR_STR(w, first, "http.request.method", FIELD(s->method));
+    ATTR_STR(w, first, "url.path", FIELD(s->path));
     if (client)
-        attr_bool(&a, "ficus.retry", s->retry);
-    attr_bool(&a, "ficus.fallback", s->fallback);
-    attr_str(&a, "ficus.request_id", FIELD(s->request_id));
-    attr_str(&a, "error.type", FIELD(s->error_type));
-    if (a.rc || buf_append_str(o, "]"))
-        return -1;
+        w = attr_server(w, &first, FIELD(s->target));
+    else
+        ATTR_STR(w, first, "client.address", FIELD(s->client_ip));
+    if (s->status)
+        ATTR_INT(w, first, "http.response.status_code", s->status);
+    ATTR_STR(w, first, "ficus.route", FIELD(s->route));
+    ATTR_STR(w, first, "ficus.target_group", FIELD(s->target_group));
+    ATTR_STR(w, first, "ficus.target", FIELD(s->target));
+    if (s->attempt)
+        ATTR_INT(w, first, "ficus.attempt", s->attempt);
+    if (client)
+        ATTR_BOOL(w, first, "ficus.retry", s->retry);
+    ATTR_BOOL(w, first, "ficus.fallback", s->fallback);
+    ATTR_STR(w, first, "ficus.request_id", FIELD(s->request_id));
+    ATTR_STR(w, first, "error.type", FIELD(s->error_type));
+    *w++ = ']';
 
     if (s->error) {
         /* Status code 2 = STATUS_CODE_ERROR; unset (0) is left out. */
@@ -471,16 +502,18 @@ static int span_json(buf_t *o, const trace_span_t *s)
         const char *m = s->error_type;
         size_t mlen = strnlen(s->error_type, sizeof s->error_type);
         if (mlen == 0) {
-            int w = s->status ? snprintf(msg, sizeof msg, "HTTP %u", (unsigned)s->status)
+            int n = s->status ? snprintf(msg, sizeof msg, "HTTP %u", (unsigned)s->status)
                               : snprintf(msg, sizeof msg, "error");
             m = msg;
-            mlen = (size_t)w;
+            mlen = (size_t)n;
         }
-        if (buf_append_str(o, ",\"status\":{\"code\":2,\"message\":") || json_str(o, m, mlen) ||
-            buf_append_str(o, "}"))
-            return -1;
+        PUT(w, ",\"status\":{\"code\":2,\"message\":");
+        w = put_jstr(w, m, mlen);
+        *w++ = '}';
     }
-    return buf_append_str(o, "}") ? -1 : 0;
+    *w++ = '}';
+    o->len = (size_t)(w - o->data);
+    return 0;
 }
 
 static int doc_begin(buf_t *o, const char *service_name)
@@ -994,12 +1027,13 @@ static void drop_all(tracer_t *t)
 }
 
 /* Exports what the rings hold, batch by batch, until they are empty, a batch
- * fails, or (final) the deadline passes. */
-static void export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
+ * fails, or (final) the deadline passes. Returns the spans it sent. */
+static size_t export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
 {
+    size_t sent = 0;
     if (!final && time_now_ms() < t->backoff_until_ms) {
         drop_all(t);
-        return;
+        return 0;
     }
     /* Bounded so that workers producing as fast as we send cannot keep the
      * exporter from noticing a stop. */
@@ -1009,14 +1043,15 @@ static void export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
         if (final && deadline_ms > final_deadline_ms)
             deadline_ms = final_deadline_ms;
         if (final && remaining_ms(deadline_ms) == 0)
-            return; /* the rest is counted by tracer_free */
+            return sent; /* the rest is counted by tracer_free */
         size_t n = drain_into_body(t, TRACE_BATCH_SPANS);
         if (n == 0)
-            return;
+            return sent;
         char why[256] = "";
         int rc = post(t, t->body.data, t->body.len, deadline_ms, why, sizeof why);
         if (rc == 0) {
             __atomic_fetch_add(&t->exported, n, __ATOMIC_RELAXED);
+            sent += n;
         } else {
             if (t->metrics) {
                 metrics_trace_export_failure(t->metrics);
@@ -1025,29 +1060,35 @@ static void export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
             log_limited(LOG_WARN, "tracing: export of %zu spans to %s failed: %s", n, t->ep.url,
                         why);
             t->backoff_until_ms = time_now_ms() + TRACE_EXPORT_BACKOFF_MS;
-            return;
+            return sent;
         }
         if (n < TRACE_BATCH_SPANS)
-            return;
+            return sent;
         if (!final) {
             pthread_mutex_lock(&t->mu);
             bool stop = t->stop;
             pthread_mutex_unlock(&t->mu);
             if (stop)
-                return;
+                return sent;
         }
     }
+    return sent;
 }
 
 static void *exporter_main(void *arg)
 {
     tracer_t *t = arg;
+    size_t sent = 0;
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
+        /* Under load (a full batch went out) come back soon, before the
+         * rings fill; otherwise wake rarely. */
+        uint64_t wait_ms =
+            sent >= TRACE_BATCH_SPANS ? TRACE_EXPORT_BUSY_INTERVAL_MS : TRACE_EXPORT_INTERVAL_MS;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += TRACE_EXPORT_INTERVAL_MS / 1000;
-        ts.tv_nsec += (long)(TRACE_EXPORT_INTERVAL_MS % 1000) * 1000000L;
+        ts.tv_sec += (time_t)(wait_ms / 1000);
+        ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -1056,7 +1097,7 @@ static void *exporter_main(void *arg)
         if (t->stop)
             break;
         pthread_mutex_unlock(&t->mu);
-        export_round(t, false, 0);
+        sent = export_round(t, false, 0);
         pthread_mutex_lock(&t->mu);
     }
     uint64_t final_deadline_ms = t->stop_ms + TRACE_EXPORT_TIMEOUT_MS;

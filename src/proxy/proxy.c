@@ -330,10 +330,11 @@ static trace_span_t *span_start(proxy_worker_t *pw, request_t *req, uint8_t kind
     s->fallback = req->fallback;
     s->start_unix_ns = req->start_unix_ns + (start_us - req->start_us) * 1000;
     s->end_unix_ns = req->start_unix_ns + (end_us - req->start_us) * 1000;
-    char name[sizeof s->name];
-    int n =
-        snprintf(name, sizeof name, "%.*s %s", (int)req->method_len, req->method, what ? what : "");
-    SPAN_STR(name, name, n < 0 ? 0 : (size_t)n >= sizeof name ? sizeof name - 1 : (size_t)n);
+    /* name: "METHOD what", cut to fit */
+    size_t ml = req->method_len < sizeof s->name - 2 ? req->method_len : sizeof s->name - 2;
+    memcpy(s->name, req->method, ml);
+    s->name[ml] = ' ';
+    span_cstr(s->name + ml + 1, sizeof s->name - ml - 1, what);
     SPAN_STR(method, req->method, req->method_len);
     SPAN_CSTR(route, req->route ? req->route->name : NULL);
     const char *q = memchr(req->path, '?', req->path_len);

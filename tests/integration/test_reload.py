@@ -222,3 +222,17 @@ def test_reload_under_load_loses_nothing(ficus, mock):
     assert wait_until(lambda: reloads(f, "success") >= sent[0] * 0.5, scaled(5))
     assert reloads(f, "failure") == 0
     assert a.stats()["total"] > 0 and b.stats()["total"] > 0
+
+
+def test_a_failed_file_is_not_retried_until_it_changes(ficus, mock):
+    a = mock("a")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    f.config_path.write_text(f.config_text + "routes_typo: [\n")
+    assert wait_until(lambda: reloads(f, "failure") == 1, scaled(5)), f.stderr
+    # Other files in the same directory change: the bad file is not read again.
+    for i in range(5):
+        (f.config_path.parent / f"other-{i}.txt").write_text("x")
+        time.sleep(0.3)
+    assert reloads(f, "failure") == 1
+    f.write_config(config({"a": a.addr}, [route("r", "/", "a"), route("r2", "/two", "a")]))
+    assert wait_until(lambda: reloads(f, "success") == 1, scaled(5)), f.stderr
