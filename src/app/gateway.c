@@ -228,14 +228,20 @@ static int sets_create(gateway_t *gw, gw_gen_t *gen)
     return 0;
 }
 
-static void sets_start(gw_gen_t *gen)
+/* A set whose first read failed at a reload keeps the members the previous
+ * configuration's set of that name had, rather than starting empty. */
+static void sets_start(gw_gen_t *gen, const gw_gen_t *old)
 {
     config_t *cfg = gen->cfg;
     for (size_t i = 0; i < cfg->n_sets; i++) {
-        if (gen->set_failed[i])
+        if (gen->set_failed[i]) {
             metrics_set_reload_failure(gen->gw->metrics,
                                        metrics_set_slot(gen->gw->metrics, cfg->sets[i].name));
-        else
+            size_t o = old ? config_find_set(old->cfg, cfg->sets[i].name) : CONFIG_NONE;
+            if (o != CONFIG_NONE && set_adopt(gen->sets[i], old->sets[o]))
+                log_warn("set %s: keeping the %zu members it had before the reload",
+                         cfg->sets[i].name, set_count(gen->sets[i]));
+        } else
             log_info("set %s: %zu members", cfg->sets[i].name, set_count(gen->sets[i]));
         set_refresh_t *r = &gen->refresh[i];
         r->gen = gen;
@@ -517,7 +523,7 @@ static int gen_activate(gateway_t *gw, gw_gen_t *gen, const gw_gen_t *old, proxy
     }
     if (dns_start(gen) != 0)
         return -1;
-    sets_start(gen);
+    sets_start(gen, old);
     gen->checker = health_checker_start(gw->loop, cfg, gen->health, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gw->workers.n);
     return 0;

@@ -32,8 +32,9 @@ typedef struct slot {
 } slot_t;
 
 struct set_members {
-    size_t count; /* distinct members */
-    size_t mask;  /* slots - 1, slots a power of two */
+    atomic_uint refs; /* sets holding it: more than one after set_adopt */
+    size_t count;     /* distinct members */
+    size_t mask;      /* slots - 1, slots a power of two */
     char *bytes;
     slot_t slots[];
 };
@@ -151,6 +152,7 @@ static set_members_t *members_parse(const char *data, size_t len, char *err, siz
     set_members_t *m = calloc(1, sizeof *m + slots * sizeof(slot_t));
     if (!m)
         goto fail_nomem;
+    atomic_init(&m->refs, 1);
     m->mask = slots - 1;
     m->bytes = malloc(n_bytes ? n_bytes : 1);
     if (!m->bytes)
@@ -179,7 +181,7 @@ set_members_t *set_members_parse(const char *data, size_t len, char *err, size_t
 void set_members_free(void *p)
 {
     set_members_t *m = p;
-    if (!m)
+    if (!m || atomic_fetch_sub_explicit(&m->refs, 1, memory_order_acq_rel) != 1)
         return;
     free(m->bytes);
     free(m);
@@ -278,6 +280,16 @@ void set_swap(set_t *s, set_members_t *m)
         s->retire(s->retire_ctx, old, set_members_free);
     else
         set_members_free(old);
+}
+
+bool set_adopt(set_t *dst, const set_t *src)
+{
+    set_members_t *m = atomic_load_explicit(&((set_t *)src)->current, memory_order_acquire);
+    if (!m)
+        return false;
+    atomic_fetch_add_explicit(&m->refs, 1, memory_order_relaxed);
+    set_swap(dst, m);
+    return true;
 }
 
 uint64_t set_reload_failures(const set_t *s)

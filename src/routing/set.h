@@ -22,6 +22,7 @@ typedef void (*set_retire_fn)(void *ctx, void *ptr, void (*free_fn)(void *));
  * err set ("line N: ..."). Lines are trimmed; blank lines and '#' comments are
  * skipped; a member longer than MAX_SET_LINE_BYTES is an error. */
 set_members_t *set_members_parse(const char *data, size_t len, char *err, size_t errlen);
+/* Drops one reference; the last frees. */
 void set_members_free(void *m);
 size_t set_members_count(const set_members_t *m);
 bool set_members_contains(const set_members_t *m, const char *key, size_t len);
@@ -40,6 +41,10 @@ void set_swap(set_t *s, set_members_t *m);
  * (the retire hook may not be). 0 with *out, or a negative FE_* with err set
  * (counted as a reload failure). */
 int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen);
+/* Main thread: dst shares src's current members (a reload whose first read
+ * of a set failed keeps what the previous configuration had). False when src
+ * has none. */
+bool set_adopt(set_t *dst, const set_t *src);
 /* set_fetch + set_swap, in the thread that may retire. */
 int set_reload(set_t *s, char *err, size_t errlen);
 /* Counters for metrics: reload failures so far. */

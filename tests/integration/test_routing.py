@@ -284,3 +284,29 @@ def test_in_set_from_url(ficus, echo_backend, nginx):
     n.add_file("shops.txt", b"5\n6\n7\n")
     assert wait_until(lambda: who(f, "/shops/7")[0] == "a", scaled(6), interval=0.2), \
         "shop 7 added at the URL: still routed to the old group after 6s"
+
+
+def test_a_reload_keeps_a_set_it_cannot_read(ficus, echo_backend, tmp_path):
+    # A reload while the set's source is unreadable: the set keeps the members
+    # the previous configuration had instead of starting empty.
+    import signal
+    from harness import metric_value, parse_metrics
+    echos = {"a": echo_backend("a"), "b": echo_backend("b")}
+    set_file = tmp_path / "shops.txt"
+    set_file.write_text("1\n2\n")
+    f = ficus(sets_config(echos, set_file, "1h"))
+    assert who(f, "/shops/1")[0] == "a"
+    set_file.unlink()
+    set_file.mkdir()  # unreadable as a file, also for root
+    f.write_config(sets_config(echos, set_file, "1h"))
+    f.signal(signal.SIGHUP)
+
+    def reloaded():
+        s = parse_metrics(f.metrics_text())
+        return (metric_value(s, "ficus_config_reloads_total", result="success") or 0) >= 1
+
+    assert wait_until(reloaded, scaled(5)), f.stderr
+    assert "keeping the 2 members it had before the reload" in f.stderr
+    assert who(f, "/shops/1")[0] == "a"
+    assert who(f, "/shops/2")[0] == "a"
+    assert who(f, "/shops/3")[0] == "b"

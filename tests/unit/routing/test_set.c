@@ -207,6 +207,28 @@ static void test_set_copies_config_strings(void **state)
     set_free(NULL);
 }
 
+/* ---- sharing members across a reload ---- */
+
+/* The new set shares the old one's members: each set frees its reference,
+ * and the members live until the last one goes (ASan checks both ways). */
+static void test_adopt_shares_members(void **state)
+{
+    (void)state;
+    config_set_t cfg = {.name = "shops", .file = "/nonexistent"};
+    set_t *old = set_new(&cfg, NULL, NULL), *fresh = set_new(&cfg, NULL, NULL);
+    set_t *empty = set_new(&cfg, NULL, NULL);
+    char err[128];
+    set_swap(old, set_members_parse("1\n2\n", 4, err, sizeof err));
+    assert_false(set_adopt(fresh, empty)); /* nothing to share */
+    assert_true(set_adopt(fresh, old));
+    assert_int_equal(set_count(fresh), 2);
+    set_free(old);
+    assert_true(set_contains(fresh, "2", 1));
+    assert_false(set_contains(fresh, "3", 1));
+    set_free(fresh);
+    set_free(empty);
+}
+
 /* ---- reload from a file ---- */
 
 static char *temp_file(const char *content, size_t len)
@@ -546,6 +568,7 @@ int main(void)
         cmocka_unit_test(test_reload_http_too_big),
         cmocka_unit_test(test_reload_bad_urls),
         cmocka_unit_test(test_reload_connection_refused),
+        cmocka_unit_test(test_adopt_shares_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
