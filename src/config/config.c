@@ -18,6 +18,7 @@
 #include "config/units.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/url.h"
 
 #define PATH_BYTES 256 /* key paths in messages; longer ones are cut */
 #define QUOTE_BYTES 80 /* quoted values in messages; longer ones are cut */
@@ -1196,6 +1197,14 @@ static const char *http_url(ctx_t *c, const yaml_node_t *v, const char *path, co
             err(c, v, "%s: %s contains a space or a control character", path, qnode(&q, v));
             return NULL;
         }
+    }
+    /* Host, port and the rest, as the runtime will read them: a bad one
+     * fails `ficus check`, not the first fetch. */
+    url_http_t u;
+    char why[128];
+    if (url_parse_http(s, &u, why, sizeof why) != 0) {
+        err(c, v, "%s: %s, got %s", path, why, qnode(&q, v));
+        return NULL;
     }
     return s;
 }

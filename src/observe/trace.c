@@ -29,6 +29,7 @@
 #include "core/fmt.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "core/url.h"
 
 #ifndef FICUS_VERSION
 #define FICUS_VERSION "0.0.0"
@@ -618,73 +619,19 @@ static int endpoint_parse(const char *url, endpoint_t *ep, char *err, size_t err
         errf(err, errlen, "tracing.otlp_endpoint is empty");
         return FE_INVAL;
     }
-    if (strncasecmp(url, "https://", 8) == 0) {
-        errf(err, errlen, "tracing.otlp_endpoint: https is not supported; use an http:// URL");
+    url_http_t u;
+    char why[128];
+    if (url_parse_http(url, &u, why, sizeof why) != 0) {
+        errf(err, errlen, "tracing.otlp_endpoint: %s", why);
         return FE_INVAL;
     }
-    if (strncasecmp(url, "http://", 7) != 0) {
-        errf(err, errlen, "tracing.otlp_endpoint: expected an http:// URL");
-        return FE_INVAL;
-    }
-    for (const char *c = url; *c; c++) {
-        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
-            errf(err, errlen, "tracing.otlp_endpoint contains a space or a control character");
-            return FE_INVAL;
-        }
-    }
-    const char *a = url + 7;
-    size_t alen = strcspn(a, "/?#");
-    const char *rest = a + alen;
-    size_t rest_len = strcspn(rest, "#"); /* a fragment is never sent */
-    if (memchr(a, '@', alen)) {
-        errf(err, errlen, "tracing.otlp_endpoint: credentials in the URL are not supported");
-        return FE_INVAL;
-    }
-    const char *host = a, *port = NULL;
-    size_t hlen = alen;
-    bool v6 = false;
-    if (alen && a[0] == '[') {
-        const char *rb = memchr(a, ']', alen);
-        if (!rb || (rb + 1 < a + alen && rb[1] != ':')) {
-            errf(err, errlen, "tracing.otlp_endpoint: bad host");
-            return FE_INVAL;
-        }
-        host = a + 1;
-        hlen = (size_t)(rb - a) - 1;
-        v6 = true;
-        if (rb + 1 < a + alen)
-            port = rb + 2;
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        if (colon) {
-            hlen = (size_t)(colon - a);
-            port = colon + 1;
-        }
-    }
-    if (hlen == 0 || hlen >= sizeof ep->host) {
-        errf(err, errlen, "tracing.otlp_endpoint: bad host");
-        return FE_INVAL;
-    }
-    memcpy(ep->host, host, hlen);
-    unsigned long pv = 80;
-    if (port) {
-        size_t plen = (size_t)(a + alen - port);
-        pv = 0;
-        for (size_t i = 0; i < plen && pv <= 65535; i++) {
-            if (port[i] < '0' || port[i] > '9')
-                pv = 65536;
-            else
-                pv = pv * 10 + (unsigned long)(port[i] - '0');
-        }
-        if (plen == 0 || pv == 0 || pv > 65535) {
-            errf(err, errlen, "tracing.otlp_endpoint: bad port");
-            return FE_INVAL;
-        }
-    }
-    snprintf(ep->port, sizeof ep->port, "%lu", pv);
-    if (asprintf(&ep->host_header, "%s%s%s%s%s", v6 ? "[" : "", ep->host, v6 ? "]" : "",
-                 pv == 80 ? "" : ":", pv == 80 ? "" : ep->port) < 0)
-        ep->host_header = NULL;
+    char host[sizeof u.host + 8];
+    url_host_header(&u, host, sizeof host);
+    memcpy(ep->host, u.host, sizeof ep->host);
+    memcpy(ep->port, u.port, sizeof ep->port);
+    ep->host_header = strdup(host);
+    const char *rest = u.path;
+    size_t rest_len = u.path_len;
     if (rest_len == 0 || rest[0] == '?') {
         if (asprintf(&ep->path, "%s%.*s", DEFAULT_OTLP_PATH, (int)rest_len, rest) < 0)
             ep->path = NULL;

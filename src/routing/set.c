@@ -21,6 +21,7 @@
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/time.h"
+#include "core/url.h"
 #include "routing/balancer.h"
 
 /* ---- member table ---- */
@@ -339,88 +340,6 @@ static int read_file(const char *path, buf_t *out, char *err, size_t errlen)
 
 /* ---- an http:// GET ---- */
 
-typedef struct url {
-    char host[256]; /* v6 without brackets */
-    bool v6;
-    char port[6];
-    const char *path; /* into the URL; "" means "/" */
-    size_t path_len;
-} url_t;
-
-static int url_parse(const char *u, url_t *out, char *err, size_t errlen)
-{
-    if (strncasecmp(u, "http://", 7) != 0) {
-        errf(err, errlen, "only http:// URLs are supported");
-        return FE_INVAL;
-    }
-    /* The URL goes into the request head as is: no byte may end a line. */
-    for (const char *c = u; *c; c++) {
-        if ((unsigned char)*c <= ' ' || *c == 0x7f) {
-            errf(err, errlen, "URL contains whitespace or a control character");
-            return FE_INVAL;
-        }
-    }
-    const char *a = u + 7;
-    size_t alen = strcspn(a, "/?#");
-    const char *rest = a + alen;
-    out->path = rest;
-    out->path_len = strcspn(rest, "#"); /* a fragment is never sent */
-    if (memchr(a, '@', alen)) {
-        errf(err, errlen, "credentials in set URLs are not supported");
-        return FE_INVAL;
-    }
-    const char *host = a, *port = NULL;
-    size_t hlen = alen;
-    out->v6 = false;
-    if (alen && a[0] == '[') {
-        const char *rb = memchr(a, ']', alen);
-        if (!rb) {
-            errf(err, errlen, "bad host in URL");
-            return FE_INVAL;
-        }
-        host = a + 1;
-        hlen = (size_t)(rb - a) - 1;
-        out->v6 = true;
-        if (rb + 1 < a + alen) {
-            if (rb[1] != ':') {
-                errf(err, errlen, "bad host in URL");
-                return FE_INVAL;
-            }
-            port = rb + 2;
-        }
-    } else {
-        const char *colon = memchr(a, ':', alen);
-        if (colon) {
-            hlen = (size_t)(colon - a);
-            port = colon + 1;
-        }
-    }
-    if (hlen == 0 || hlen >= sizeof out->host) {
-        errf(err, errlen, "bad host in URL");
-        return FE_INVAL;
-    }
-    memcpy(out->host, host, hlen);
-    out->host[hlen] = '\0';
-    snprintf(out->port, sizeof out->port, "80");
-    if (port) {
-        size_t plen = (size_t)(a + alen - port);
-        unsigned long v = 0;
-        for (size_t i = 0; i < plen; i++) {
-            if (port[i] < '0' || port[i] > '9' ||
-                (v = v * 10 + (unsigned long)(port[i] - '0')) > 65535) {
-                plen = 0;
-                break;
-            }
-        }
-        if (plen == 0 || v == 0) {
-            errf(err, errlen, "bad port in URL");
-            return FE_INVAL;
-        }
-        snprintf(out->port, sizeof out->port, "%lu", v);
-    }
-    return 0;
-}
-
 static int remaining_ms(uint64_t deadline_ms)
 {
     uint64_t now = time_now_ms();
@@ -446,7 +365,7 @@ static int wait_fd(int fd, short ev, uint64_t deadline_ms)
 }
 
 /* A non-blocking connected socket to one of the URL's addresses, or < 0. */
-static int http_connect(const url_t *u, uint64_t deadline_ms, char *err, size_t errlen)
+static int http_connect(const url_http_t *u, uint64_t deadline_ms, char *err, size_t errlen)
 {
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
     struct addrinfo *res;
@@ -546,8 +465,8 @@ static int fetch_on_message_complete(llhttp_t *p)
 /* The response body of GET url into body (bounded by MAX_SET_BYTES). */
 static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
 {
-    url_t u;
-    int rc = url_parse(url, &u, err, errlen);
+    url_http_t u;
+    int rc = url_parse_http(url, &u, err, errlen);
     if (rc)
         return rc;
     uint64_t deadline_ms = time_now_ms() + SET_FETCH_TIMEOUT_MS;
@@ -555,15 +474,14 @@ static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
     if (fd < 0)
         return fd;
 
-    char req[2048];
+    char req[2048], host[300];
     const char *path = u.path_len ? u.path : "/";
     int path_len = u.path_len ? (int)u.path_len : 1;
-    bool default_port = strcmp(u.port, "80") == 0;
+    url_host_header(&u, host, sizeof host);
     int n = snprintf(req, sizeof req,
-                     "GET %s%.*s HTTP/1.1\r\nHost: %s%s%s%s%s\r\nUser-Agent: ficus\r\n"
+                     "GET %s%.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus\r\n"
                      "Accept: */*\r\nConnection: close\r\n\r\n",
-                     path[0] == '?' ? "/" : "", path_len, path, u.v6 ? "[" : "", u.host,
-                     u.v6 ? "]" : "", default_port ? "" : ":", default_port ? "" : u.port);
+                     path[0] == '?' ? "/" : "", path_len, path, host);
     if (n < 0 || (size_t)n >= sizeof req) {
         errf(err, errlen, "URL too long");
         close(fd);

@@ -931,13 +931,18 @@ static void test_sets(void **state)
                   "  nothing:\n"
                   "  tls: {url: \"https://x/list\"}\n"
                   "  ftp: {url: \"ftp://x/list\"}\n"
-                  "  empty: {file: \"\"}\n",
+                  "  empty: {file: \"\"}\n"
+                  "  port: {url: \"http://x:99999/list\"}\n"
+                  "  creds: {url: \"http://u:p@x/list\"}\n",
                   "t.yaml:2:20: sets.both.url: set file or url, not both",
                   "t.yaml:3:12: sets.neither: needs file or url",
                   "t.yaml:4:3: sets.nothing: needs file or url",
                   "t.yaml:5:14: sets.tls.url: https is not supported yet; use an http:// URL",
                   "t.yaml:6:14: sets.ftp.url: expected an http:// URL, got \"ftp://x/list\"",
-                  "t.yaml:7:17: sets.empty.file: must not be empty");
+                  "t.yaml:7:17: sets.empty.file: must not be empty",
+                  "t.yaml:8:15: sets.port.url: bad port in URL, got \"http://x:99999/list\"",
+                  "t.yaml:9:16: sets.creds.url: credentials in the URL are not supported, got "
+                  "\"http://u:p@x/list\"");
 }
 
 static void test_tracing_values(void **state)
