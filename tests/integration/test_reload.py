@@ -8,13 +8,13 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import threading
 import time
 
 import pytest
 
-from harness import config, http_request, metric_value, parse_metrics, route, scaled, wait_until
+from harness import (config, http_request, metric_value, parse_metrics, route, scaled,
+                     wait_until, wrk)
 
 
 def reloads(f, result):
@@ -177,17 +177,6 @@ def test_health_verdicts_survive_a_reload(ficus, mock):
         assert mock_name(f, "/two") == (200, "a")
 
 
-def wrk_run(url, seconds, connections=16):
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-                          url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    non2xx = int(m.group(1)) if m else 0
-    return total, errors, non2xx, out
-
-
 @pytest.mark.skipif(not shutil.which("wrk"), reason="wrk not installed")
 def test_reload_under_load_loses_nothing(ficus, mock):
     a, b = mock("a", workers=1), mock("b", workers=1)
@@ -211,7 +200,7 @@ def test_reload_under_load_loses_nothing(ficus, mock):
     t = threading.Thread(target=reloader)
     t.start()
     try:
-        total, errors, non2xx, out = wrk_run(f.url + "/", 5)
+        total, errors, non2xx, out = wrk(f.url + "/", 5)
     finally:
         done.set()
         t.join()

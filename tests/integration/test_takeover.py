@@ -3,7 +3,6 @@ server.control_socket receives the running one's listening sockets, serves
 them, and the old one drains; no connection is refused and no request fails.
 If the new one cannot start, the old one keeps serving untouched."""
 
-import re
 import shutil
 import subprocess
 import threading
@@ -11,17 +10,7 @@ import time
 
 import pytest
 
-from harness import config, http_request, route, scaled, wait_until
-
-
-def wrk(url, seconds, connections=16):
-    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s",
-                          url], capture_output=True, text=True, timeout=seconds + 30).stdout
-    total = int(re.search(r"(\d+) requests in", out).group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    errors = sum(int(x) for x in m.groups()) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return total, errors, int(m.group(1)) if m else 0, out
+from harness import config, http_request, route, scaled, wait_until, wrk
 
 
 def same_place(f, cfg):

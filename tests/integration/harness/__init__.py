@@ -5,6 +5,7 @@ that hang or cut responses short) and HTTP clients down to raw bytes."""
 from .backends import EchoBackend, RawBackend, echo_header, pattern_bytes
 from .client import RawConn, Response, http_request, raw_request, wait_until
 from .config import config, route, to_yaml
+from .load import wrk
 from .metrics import parse_metrics, metric_value
 from .otlp import (
     OtlpReceiver,
@@ -30,6 +31,7 @@ from .procs import (
 )
 
 __all__ = [
+    "wrk",
     "EchoBackend",
     "echo_header",
     "FICUS_MODE",
