@@ -512,10 +512,13 @@ static int gen_activate(gateway_t *gw, gw_gen_t *gen, const gw_gen_t *old, proxy
         return -1;
     if (old)
         health_inherit(gen->health, old->health);
-    for (size_t r = 0; r < cfg->n_routes; r++)
-        metrics_route_slot(gw->metrics, cfg->routes[r].name);
-    proxy_shared_t shared = {cfg,         gen->sets,    gw->metrics,       gw->access_log,
-                             gen->health, gen->weights, gen_worker_let_go, gen};
+    proxy_shared_t shared = {.cfg = cfg,
+                             .sets = gen->sets,
+                             .metrics = gw->metrics,
+                             .health = gen->health,
+                             .weights = gen->weights,
+                             .gen_freed = gen_worker_let_go,
+                             .gen_ctx = gen};
     for (size_t i = 0; i < gw->workers.n; i++) {
         pgens[i] = proxy_gen_new(&shared, i);
         if (!pgens[i])

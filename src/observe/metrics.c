@@ -734,11 +734,16 @@ static void render_requests(render_t *rt)
     }
 }
 
+const char *metrics_upstream_failure_name(int code)
+{
+    static const char *const names[] = {"connect_error", "timeout", "reset"};
+    return code < 0 && code >= METRICS_UPSTREAM_RESET ? names[-code - 1] : NULL;
+}
+
 static const char *upstream_code_name(size_t i, char *buf)
 {
-    static const char *const failures[] = {"connect_error", "timeout", "reset"};
     if (i >= STATUS_SPAN)
-        return failures[i - STATUS_SPAN];
+        return metrics_upstream_failure_name(-(int)(i - STATUS_SPAN) - 1);
     buf[fmt_u64(buf, STATUS_MIN + i)] = '\0';
     return buf;
 }

@@ -27,6 +27,10 @@ enum {
     METRICS_UPSTREAM_RESET = -3          /* "reset" */
 };
 
+/* The label of a METRICS_UPSTREAM_* code ("connect_error", ...); NULL for a
+ * status. */
+const char *metrics_upstream_failure_name(int code);
+
 /* Circuit-breaker limits (label limit=...). */
 typedef enum {
     METRICS_LIMIT_MAX_CONNECTIONS = 0,

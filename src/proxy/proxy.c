@@ -349,19 +349,6 @@ static trace_span_t *span_start(proxy_worker_t *pw, request_t *req, uint8_t kind
     return s;
 }
 
-static const char *metrics_code_name(int code)
-{
-    switch (code) {
-    case METRICS_UPSTREAM_CONNECT_ERROR:
-        return "connect_error";
-    case METRICS_UPSTREAM_TIMEOUT:
-        return "timeout";
-    case METRICS_UPSTREAM_RESET:
-        return "reset";
-    }
-    return code >= 500 ? "http_5xx" : NULL;
-}
-
 /* The client span of the try that just ended. */
 static void trace_try_end(proxy_worker_t *pw, request_t *req, int metrics_code, bool failure)
 {
@@ -376,7 +363,9 @@ static void trace_try_end(proxy_worker_t *pw, request_t *req, int metrics_code, 
     s->error = failure || s->status >= 500 || metrics_code < 0;
     s->retry = req->attempts > 1;
     s->attempt = (uint16_t)req->attempts;
-    SPAN_CSTR(error_type, metrics_code_name(metrics_code));
+    SPAN_CSTR(error_type, metrics_code < 0      ? metrics_upstream_failure_name(metrics_code)
+                          : metrics_code >= 500 ? "http_5xx"
+                                                : NULL);
     tracer_commit(pw->tracer, pw->w->index);
 }
 

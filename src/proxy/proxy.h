@@ -227,8 +227,7 @@ struct proxy_gen {
 typedef struct proxy_shared {
     config_t *cfg;
     set_t **sets;
-    metrics_registry_t *metrics;
-    access_log_t *access_log;
+    metrics_registry_t *metrics; /* for the generation's metric slots */
     health_t *health;
     weights_t *weights;
     void (*gen_freed)(void *ctx); /* a worker let go of this generation (any thread) */
