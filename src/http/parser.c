@@ -10,6 +10,13 @@
 
 static http_parser_t *self(llhttp_t *ll) { return (http_parser_t *)ll->data; }
 
+/* llhttp replaces a callback's reason with its own: keep ficus's. */
+static void set_reason(http_parser_t *p, const char *why)
+{
+    p->reason = why;
+    llhttp_set_error_reason(&p->ll, why);
+}
+
 static int on_message_begin(llhttp_t *ll)
 {
     http_parser_t *p = self(ll);
@@ -87,7 +94,7 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t n)
     if (p->value_open && p->last_value_end != at) {
         /* A second, non-contiguous piece of one value: obs-fold. */
         p->err = HTTP_ERR_BAD;
-        llhttp_set_error_reason(ll, "obsolete line folding is not allowed");
+        set_reason(p, "obsolete line folding is not allowed");
         return HPE_USER;
     }
     if (!p->value_open) {
@@ -114,35 +121,52 @@ static int on_header_value_complete(llhttp_t *ll)
     return 0;
 }
 
-/* Every Transfer-Encoding line together must name chunked exactly once, as
- * the last coding, once surrounding whitespace is ignored: the next hop reads
- * the values as ficus forwards them, trimmed. */
-static bool te_chunked_once(const http_head_t *h)
+/* Transfer-Encoding as ficus relays it: one field whose value is exactly
+ * "chunked". Anything else is refused rather than guessed at (the next hop
+ * might read it otherwise): malformed values (empty, empty list elements,
+ * several fields) are HTTP_ERR_BAD, well-formed lists of other codings
+ * HTTP_ERR_NOT_IMPLEMENTED (RFC 9112 6.1). */
+static http_err_t te_check(const http_head_t *h, const char **why)
 {
-    unsigned chunked = 0, tokens = 0;
-    bool last_chunked = false;
+    const http_header_t *te = NULL;
     for (uint32_t i = 0; i < h->n_headers; i++) {
         const http_header_t *hd = &h->headers[i];
         if (!http_header_name_is(hd->name, hd->name_len, "transfer-encoding", 17))
             continue;
-        const char *p = hd->value, *end = hd->value + hd->value_len;
-        while (p < end) {
-            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
-                p++;
-            const char *t = p;
-            while (p < end && *p != ',')
-                p++;
-            const char *e = p;
-            while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
-                e--;
-            if (e == t)
-                continue;
-            tokens++;
-            last_chunked = (size_t)(e - t) == 7 && strncasecmp(t, "chunked", 7) == 0;
-            chunked += last_chunked;
+        if (te) {
+            *why = "more than one Transfer-Encoding field";
+            return HTTP_ERR_BAD;
         }
+        te = hd;
     }
-    return tokens == 0 || (chunked == 1 && last_chunked);
+    if (!te)
+        return HTTP_ERR_NONE;
+    const char *v = te->value, *end = te->value + te->value_len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    if ((size_t)(end - v) == 7 && strncasecmp(v, "chunked", 7) == 0)
+        return HTTP_ERR_NONE;
+    if (v == end) {
+        *why = "empty Transfer-Encoding";
+        return HTTP_ERR_BAD;
+    }
+    for (const char *p = v; p <= end;) {
+        const char *t = p;
+        while (p < end && *p != ',')
+            p++;
+        const char *e = p;
+        while (t < e && (*t == ' ' || *t == '\t'))
+            t++;
+        while (e > t && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if (e == t) {
+            *why = "empty element in Transfer-Encoding";
+            return HTTP_ERR_BAD;
+        }
+        p++;
+    }
+    *why = "only the chunked transfer coding, alone, is supported";
+    return HTTP_ERR_NOT_IMPLEMENTED;
 }
 
 static int on_headers_complete(llhttp_t *ll)
@@ -163,19 +187,32 @@ static int on_headers_complete(llhttp_t *ll)
     p->events |= HTTP_EV_HEAD;
     if (ll->type == HTTP_REQUEST && !(ll->http_major == 1 && ll->http_minor <= 1)) {
         p->err = HTTP_ERR_BAD;
-        llhttp_set_error_reason(ll, "only HTTP/1.0 and HTTP/1.1 are served");
+        set_reason(p, "only HTTP/1.0 and HTTP/1.1 are served");
         return HPE_USER;
     }
-    if (ll->type == HTTP_REQUEST && h && !te_chunked_once(h)) {
-        p->err = HTTP_ERR_BAD;
-        llhttp_set_error_reason(ll, "chunked must be the last transfer coding, applied once");
+    if (h) {
+        const char *why = NULL;
+        http_err_t te = te_check(h, &why);
+        if (te == HTTP_ERR_NONE && ll->type == HTTP_REQUEST && (ll->flags & F_TRANSFER_ENCODING) &&
+            ll->http_minor == 0) {
+            /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding is faulty. */
+            te = HTTP_ERR_BAD;
+            why = "Transfer-Encoding in an HTTP/1.0 request";
+        }
+        if (te != HTTP_ERR_NONE) {
+            p->err = (uint16_t)te;
+            set_reason(p, why);
+            return HPE_USER;
+        }
+    }
+    if (ll->type == HTTP_REQUEST && ll->method == HTTP_CONNECT) {
+        p->err = HTTP_ERR_NOT_IMPLEMENTED;
+        set_reason(p, "CONNECT is not supported: ficus is a reverse proxy");
         return HPE_USER;
     }
     if (ll->type == HTTP_REQUEST && (ll->flags & F_TRANSFER_ENCODING) && !(ll->flags & F_CHUNKED)) {
-        /* Only chunked as the final coding frames a request body (RFC 9112
-         * 6.3); refuse it with the head, before anything is routed. */
         p->err = HTTP_ERR_BAD;
-        llhttp_set_error_reason(ll, "invalid Transfer-Encoding");
+        set_reason(p, "invalid Transfer-Encoding");
         return HPE_USER;
     }
     if (p->skip_body ||
@@ -185,19 +222,19 @@ static int on_headers_complete(llhttp_t *ll)
         /* The message ends here; on_message_complete follows at once. */
         return 1;
     }
+    if (ll->flags & F_CHUNKED) {
+        /* The body is read by http/chunked, not by llhttp (see feed). */
+        p->in_chunked = 1;
+        http_chunked_init(&p->chunked, p->max_trailer_bytes);
+    }
     return HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *ll, const char *at, size_t n)
 {
     http_parser_t *p = self(ll);
+    (void)at;
     p->body_bytes += n;
-    if (p->sink) {
-        if (p->sink_len + n > p->sink_cap)
-            return HPE_USER;
-        memcpy(p->sink + p->sink_len, at, n);
-        p->sink_len += n;
-    }
     return 0;
 }
 
@@ -221,20 +258,50 @@ static const llhttp_settings_t settings = {
     .on_message_complete = on_message_complete,
 };
 
-static void init(http_parser_t *p, llhttp_type_t type)
+static void init(http_parser_t *p, llhttp_type_t type, uint32_t max_trailer_bytes)
 {
     memset(p, 0, sizeof *p);
     llhttp_init(&p->ll, type, &settings);
     p->ll.data = p;
+    p->max_trailer_bytes = max_trailer_bytes;
 }
 
-void http_parser_init_request(http_parser_t *p) { init(p, HTTP_REQUEST); }
-void http_parser_init_response(http_parser_t *p) { init(p, HTTP_RESPONSE); }
+void http_parser_init_request(http_parser_t *p) { init(p, HTTP_REQUEST, DEFAULT_MAX_HEADER_BYTES); }
+void http_parser_init_response(http_parser_t *p)
+{
+    init(p, HTTP_RESPONSE, DEFAULT_MAX_HEADER_BYTES);
+}
 
 void http_parser_reset(http_parser_t *p)
 {
     llhttp_type_t type = (llhttp_type_t)p->ll.type;
-    init(p, type);
+    init(p, type, p->max_trailer_bytes);
+}
+
+/* A chunked body: the strict reader instead of llhttp; at its end llhttp is
+ * set back to the start of the next message. */
+static long feed_chunked(http_parser_t *p, const char *data, size_t len, int *events)
+{
+    chunked_out_t mode = !p->sink     ? CHUNKED_OUT_NONE
+                         : p->reframe ? CHUNKED_OUT_REFRAME
+                                      : CHUNKED_OUT_DATA;
+    bool done = false;
+    uint64_t before = p->chunked.data_bytes;
+    long k =
+        http_chunked_feed(&p->chunked, data, len, mode, p->sink, &p->sink_len, p->sink_cap, &done);
+    if (k < 0) {
+        p->err = HTTP_ERR_BAD;
+        set_reason(p, p->chunked.error);
+        return k;
+    }
+    p->body_bytes += p->chunked.data_bytes - before;
+    *events = 0;
+    if (done) {
+        p->in_chunked = 0;
+        llhttp_reset(&p->ll);
+        *events = HTTP_EV_END;
+    }
+    return k;
 }
 
 /* Line endings llhttp lets through but a proxy must refuse, since the next
@@ -256,6 +323,8 @@ static bool head_ambiguous(const char *h, size_t n)
 long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, size_t len,
                       int *events)
 {
+    if (p->in_chunked)
+        return feed_chunked(p, data, len, events);
     p->head = head;
     p->events = 0;
     llhttp_errno_t e = llhttp_execute(&p->ll, data, len);
@@ -284,6 +353,8 @@ long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, siz
 int http_parser_finish(http_parser_t *p)
 {
     p->events = 0;
+    if (p->in_chunked)
+        return FE_PARSE; /* cut short */
     llhttp_errno_t e = llhttp_finish(&p->ll);
     if (e == HPE_OK || e == HPE_PAUSED)
         return 0;
@@ -294,7 +365,7 @@ http_err_t http_parser_error(const http_parser_t *p) { return (http_err_t)p->err
 
 const char *http_parser_error_reason(const http_parser_t *p)
 {
-    const char *r = llhttp_get_error_reason(&p->ll);
+    const char *r = p->reason ? p->reason : llhttp_get_error_reason(&p->ll);
     return r ? r : "malformed message";
 }
 

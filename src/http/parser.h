@@ -1,8 +1,10 @@
 /* HTTP/1.x message framing over llhttp (strict mode), sans-I/O.
  * Feed bytes; the parser stops at the end of a head (HTTP_EV_HEAD, with the
  * head's spans in the caller's http_head_t) and at the end of a message
- * (HTTP_EV_END), so the caller forwards body bytes verbatim (chunk framing
- * included) and knows exactly where the next pipelined message starts. */
+ * (HTTP_EV_END), so the caller knows exactly where the next pipelined message
+ * starts. Content-Length bodies are forwarded as they came; a chunked body is
+ * read by http/chunked and written into the caller's sink as ficus frames it
+ * (or decoded), never forwarded as received. */
 #ifndef FICUS_HTTP_PARSER_H
 #define FICUS_HTTP_PARSER_H
 
@@ -11,6 +13,7 @@
 #include <stdint.h>
 
 #include "core/defaults.h"
+#include "http/chunked.h"
 #include "http/header.h"
 #include "llhttp.h"
 
@@ -36,8 +39,9 @@ enum { HTTP_EV_HEAD = 1, HTTP_EV_END = 2 };
 /* Why parsing failed: the status to answer with. */
 typedef enum {
     HTTP_ERR_NONE = 0,
-    HTTP_ERR_BAD = 400,     /* malformed */
-    HTTP_ERR_TOO_MANY = 431 /* more than MAX_REQUEST_HEADERS */
+    HTTP_ERR_BAD = 400,            /* malformed */
+    HTTP_ERR_TOO_MANY = 431,       /* more than MAX_REQUEST_HEADERS */
+    HTTP_ERR_NOT_IMPLEMENTED = 501 /* a transfer coding or method ficus does not relay */
 } http_err_t;
 
 typedef struct http_parser {
@@ -50,8 +54,13 @@ typedef struct http_parser {
     uint16_t err;       /* http_err_t */
     uint8_t field_open; /* a header field span is being received */
     uint8_t value_open;
+    const char *reason; /* ficus's own reason for a refusal */
+    uint8_t in_chunked; /* the current message's chunked body is being read */
+    uint8_t reframe;    /* sink mode: chunked again (1) or decoded data (0) */
+    uint32_t max_trailer_bytes;
     uint64_t body_bytes; /* decoded body bytes of the current message */
-    char *sink;          /* when set, decoded body bytes are copied here */
+    http_chunked_t chunked;
+    char *sink; /* chunked bodies: output goes here */
     size_t sink_len;
     size_t sink_cap;
 } http_parser_t;
@@ -72,14 +81,25 @@ static inline void http_parser_expect_no_body(http_parser_t *p, bool yes) { p->s
  * and 304 responses, HTTP_EV_END comes in the same call as HTTP_EV_HEAD. */
 long http_parser_feed(http_parser_t *p, http_head_t *head, const char *data, size_t len,
                       int *events);
-/* Decoded body bytes of the next feeds go to sink (for de-chunking); a sink
- * of at least the fed length never overflows. NULL turns it off. */
+/* The output of a chunked body in the next feeds goes to sink: its data
+ * (de-chunked, the default) or, after http_parser_set_reframe(p, true), the
+ * body chunked again as ficus frames it. A feed stops early rather than
+ * overflow the sink; a sink CHUNKED_OUT_SLACK bytes larger than the fed
+ * length is never the reason. NULL: chunked bodies are only checked. */
 static inline void http_parser_set_sink(http_parser_t *p, char *sink, size_t cap)
 {
     p->sink = sink;
     p->sink_cap = cap;
     p->sink_len = 0;
 }
+static inline void http_parser_set_reframe(http_parser_t *p, bool yes) { p->reframe = yes; }
+/* Largest trailer section accepted (kept across resets). */
+static inline void http_parser_set_max_trailer(http_parser_t *p, uint32_t bytes)
+{
+    p->max_trailer_bytes = bytes;
+}
+/* True while the current message's body is chunked. */
+static inline bool http_parser_chunked_body(const http_parser_t *p) { return p->in_chunked; }
 
 /* At EOF: completes a close-delimited body. 0, or negative if the message was
  * cut short. */

@@ -229,6 +229,8 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
                 http_err_t e = http_parser_error(&cc->parser);
                 if (e == HTTP_ERR_TOO_MANY)
                     cc_reject(cc, 431, END_HEADER_TOO_LARGE, "too many header fields");
+                else if (e == HTTP_ERR_NOT_IMPLEMENTED)
+                    cc_reject(cc, 501, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
                 else
                     cc_reject(cc, 400, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
                 return len;
@@ -273,7 +275,17 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
         }
         if (n > room)
             n = room;
+        bool chunked = http_parser_chunked_body(&cc->parser);
+        if (chunked) {
+            /* Re-framed by ficus into the scratch buffer, never as received. */
+            size_t cap = room < pw->scratch_bytes ? room : pw->scratch_bytes;
+            http_parser_set_sink(&cc->parser, pw->scratch, cap);
+            http_parser_set_reframe(&cc->parser, true);
+        }
         long k = http_parser_feed(&cc->parser, &pw->head, p, n, &ev);
+        size_t framed = cc->parser.sink_len;
+        if (chunked)
+            http_parser_set_sink(&cc->parser, NULL, 0);
         if (k < 0) {
             proxy_client_gone(req, END_BAD_REQUEST);
             return len;
@@ -287,8 +299,12 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
         bool end = (ev & HTTP_EV_END) != 0;
         if (end)
             req->body_done = 1;
-        if (k > 0 || end)
+        if (chunked) {
+            if (framed || end)
+                proxy_request_body(req, pw->scratch, framed, end);
+        } else if (k > 0 || end) {
             proxy_request_body(req, p, (size_t)k, end);
+        }
         if (!end && (size_t)k == 0)
             break;
     }
@@ -467,6 +483,7 @@ void client_conn_accept(proxy_worker_t *pw, int fd)
                 cc->peer_trusted = 1;
     }
     http_parser_init_request(&cc->parser);
+    http_parser_set_max_trailer(&cc->parser, (uint32_t)pw->gen->cfg->server.max_header_bytes);
     cc->next = pw->clients;
     if (pw->clients)
         pw->clients->prev = cc;

@@ -767,8 +767,10 @@ size_t proxy_body_room(request_t *req)
         size_t kept = req->out->len - req->head_len;
         size_t limit = req->gen->cfg->server.retry_buffer_bytes;
         size_t room = pbuf_room(req->out);
-        if (kept < limit && room > 0)
-            return room < limit - kept ? room : limit - kept;
+        size_t can = kept < limit ? (room < limit - kept ? room : limit - kept) : 0;
+        /* Less than a re-framed chunk step needs is no room: stream instead. */
+        if (can >= CHUNKED_OUT_SLACK)
+            return can;
     }
     bool writable = req->uc && req->phase >= REQ_SENT && req->out_sent == req->out->len &&
                     !stream_write_pending(&req->uc->s);
@@ -852,6 +854,11 @@ static void relay(request_t *req, const char *data, size_t len)
             return;
         }
         const http_head_t *h = &pw->head;
+        if ((size_t)k > req->gen->cfg->server.max_header_bytes) {
+            /* Response heads are held to max_header_size too (as HAProxy's bufsize). */
+            fail_attempt(req, FAIL_INVALID);
+            return;
+        }
         data += k;
         len -= (size_t)k;
         if (h->status == 101 || h->status < 100) {
@@ -915,8 +922,13 @@ static void relay(request_t *req, const char *data, size_t len)
         iov[n++] = uv_buf_init(pw->scratch, (unsigned)hl);
         req->phase = REQ_RESPONDING;
         req->resp_started = 1;
-        if (req->resp_body == REWRITE_BODY_DECHUNK)
+        if (h->chunked && !bodyless) {
+            /* Chunked again as ficus frames it, or decoded for HTTP/1.0. */
             http_parser_set_sink(&uc->parser, pw->scratch + hl, pw->scratch_bytes - (size_t)hl);
+            http_parser_set_reframe(&uc->parser, req->resp_body != REWRITE_BODY_DECHUNK);
+        } else {
+            http_parser_set_sink(&uc->parser, NULL, 0);
+        }
     }
     if (req->phase != REQ_RESPONDING)
         return;
@@ -940,10 +952,16 @@ static void relay(request_t *req, const char *data, size_t len)
         proxy_client_gone(req, END_UPSTREAM_INVALID);
         return;
     }
-    if (req->resp_body == REWRITE_BODY_DECHUNK) {
+    if (uc->parser.sink) {
         if (uc->parser.sink_len)
             iov[n++] = uv_buf_init(uc->parser.sink, (unsigned)uc->parser.sink_len);
         uc->parser.sink_len = 0;
+        if (!(ev & HTTP_EV_END) && (size_t)k < len) {
+            /* The sink holds a read's worth: cannot happen; never drop bytes. */
+            req->end = END_UPSTREAM_INVALID;
+            proxy_client_gone(req, END_UPSTREAM_INVALID);
+            return;
+        }
     } else if (k > 0) {
         iov[n++] = uv_buf_init((char *)data, (unsigned)k);
     }

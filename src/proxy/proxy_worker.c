@@ -146,7 +146,9 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->md = router_match_data_new();
     pw->registry = metrics;
     pw->metrics = metrics_worker_get(metrics, w->index);
-    pw->scratch_bytes = w->pool.buf_bytes;
+    /* Room for a response head and a read's worth of re-framed chunks. */
+    pw->scratch_bytes = 2 * (w->pool.buf_bytes > IO_BUF_BYTES ? w->pool.buf_bytes : IO_BUF_BYTES) +
+                        CHUNKED_OUT_SLACK;
     pw->scratch = malloc(pw->scratch_bytes);
     pw->rng = seed(w->index);
     if (!pw->md || !pw->scratch)
