@@ -1,7 +1,9 @@
 /* libFuzzer target: chunked bodies after a fixed head, de-chunk sink on (as
  * proxy.c relays to an HTTP/1.0 client). Byte 0 picks request or response and
  * seeds the pieces. Whole and in pieces must agree, the sink never holds more
- * than was fed, and it holds the chunk data an independent reading finds. */
+ * than was fed, and it holds the chunk data an independent reading finds.
+ * Then the body is re-framed in pieces (as proxy.c forwards it): what ficus
+ * writes must parse back, strictly, to the same data, in canonical form. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -129,6 +131,36 @@ static void check_reference(const char *b, size_t len, const char *decoded, size
     CHECK(out == dlen);
 }
 
+/* Re-frames body in pieces; returns the output (NULL when refused). */
+static char *reframe(bool response, const char *body, size_t len, uint32_t *seed, size_t *out_len)
+{
+    http_parser_t p;
+    start(&p, response);
+    size_t cap = len + 64 + CHUNKED_OUT_SLACK;
+    char *out = malloc(cap);
+    CHECK(out);
+    size_t o = 0, used = 0;
+    bool end = false;
+    while (used < len && !end) {
+        size_t piece = next_size(seed, len - used);
+        http_parser_set_reframe(&p, true);
+        http_parser_set_sink(&p, out + o, piece + CHUNKED_OUT_SLACK);
+        int ev;
+        long k = http_parser_feed(&p, &head, body + used, piece, &ev);
+        if (k < 0) {
+            free(out);
+            return NULL;
+        }
+        CHECK(p.sink_len <= piece + CHUNKED_OUT_SLACK);
+        end = (ev & HTTP_EV_END) != 0;
+        CHECK(end || k == (long)piece);
+        o += p.sink_len;
+        used += (size_t)k;
+    }
+    *out_len = o;
+    return out;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -152,6 +184,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (whole.end)
         check_reference(body, whole.consumed, whole.decoded, whole.decoded_len);
+    size_t rl = 0;
+    char *re = reframe(response, body, len, &seed, &rl);
+    CHECK((re == NULL) == whole.error);
+    if (re && whole.end) {
+        /* What ficus writes reads back to the same data, and is canonical:
+         * re-framing it again changes nothing. */
+        result_t back = run(response, re, rl, NULL);
+        CHECK(!back.error && back.end && back.consumed == rl);
+        CHECK(back.decoded_len == whole.decoded_len);
+        CHECK(memcmp(back.decoded, whole.decoded, whole.decoded_len) == 0);
+        size_t rl2 = 0;
+        char *re2 = reframe(response, re, rl, &seed, &rl2);
+        CHECK(re2 && rl2 == rl && memcmp(re, re2, rl) == 0);
+        free(re2);
+        free(back.decoded);
+    }
+    free(re);
     free(whole.decoded);
     free(split.decoded);
     return 0;
