@@ -9,6 +9,7 @@
 #include "app/demo.h"
 #include "app/gateway.h"
 #include "config/config.h"
+#include "routing/set.h"
 #include "llhttp.h"
 #include "tools/mock.h"
 #include "tools/probe.h"
@@ -88,9 +89,24 @@ static int cmd_check(int argc, char **argv)
     config_t *cfg = load(path);
     if (!cfg)
         return 1;
-    printf("%s: ok (%zu routes, %zu target groups)\n", path, cfg->n_routes, cfg->n_target_groups);
+    /* Every file the configuration names is read too (sets' files; URLs are
+     * not fetched: a CI job may have no route to them). */
+    int bad = 0;
+    for (size_t i = 0; i < cfg->n_sets; i++) {
+        const config_set_t *s = &cfg->sets[i];
+        char err[512];
+        if (s->file && set_check(s, err, sizeof err) != 0) {
+            fprintf(stderr, "%s:%zu:%zu: sets.%s: %s\n", path, s->file_line ? s->file_line : 1,
+                    s->file_col ? s->file_col : 1, s->name, err);
+            bad = 1;
+        }
+    }
+    if (!bad)
+        printf("%s: ok (%zu route%s, %zu target group%s)\n", path, cfg->n_routes,
+               cfg->n_routes == 1 ? "" : "s", cfg->n_target_groups,
+               cfg->n_target_groups == 1 ? "" : "s");
     config_unref(cfg);
-    return 0;
+    return bad;
 }
 
 static int cmd_run(int argc, char **argv)

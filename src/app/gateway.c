@@ -112,6 +112,7 @@ struct gateway {
     uint64_t reload_hash;
     uv_fs_event_t watch;
     uv_timer_t watch_debounce;
+    uint64_t watch_first_ms; /* first event of the pending debounce */
     bool watching;
 };
 
@@ -160,6 +161,14 @@ static void resolve_targets(config_t *cfg)
 
 /* --- sets: re-read off the loop, installed on it --- */
 
+/* A successful read: ficus_set_members and the last success time. */
+static void set_loaded(gw_gen_t *gen, size_t i)
+{
+    metrics_registry_t *m = gen->gw->metrics;
+    metrics_set_loaded(m, metrics_set_slot(m, gen->cfg->sets[i].name), set_count(gen->sets[i]),
+                       time_now_realtime_ms());
+}
+
 static void set_work(uv_work_t *w)
 {
     set_refresh_t *r = w->data;
@@ -173,10 +182,19 @@ static void set_work_done(uv_work_t *w, int status)
     r->busy = 0;
     gen->busy--;
     if (r->fetched) {
-        if (!gen->retired)
-            set_swap(gen->sets[r->index], r->fetched);
-        else
+        if (!gen->retired) {
+            set_t *set = gen->sets[r->index];
+            size_t added, removed;
+            set_members_diff(set_current(set), r->fetched, &added, &removed);
+            if (added || removed)
+                log_info("set %s: %zu member%s (%zu added, %zu removed)", set_name(set),
+                         set_members_count(r->fetched),
+                         set_members_count(r->fetched) == 1 ? "" : "s", added, removed);
+            set_swap(set, r->fetched);
+            set_loaded(gen, r->index);
+        } else {
             set_members_free(r->fetched);
+        }
         r->fetched = NULL;
     }
     if (status == 0 && r->rc != 0 && !gen->retired) {
@@ -223,6 +241,7 @@ static int sets_create(gateway_t *gw, gw_gen_t *gen)
             gen->set_failed[i] = true;
         } else {
             set_swap(gen->sets[i], m); /* no old members: nothing retired */
+            set_loaded(gen, i);
         }
     }
     return 0;
@@ -879,12 +898,31 @@ static void on_watch_debounced(uv_timer_t *t)
         reload_start(gw, "configuration file changed");
 }
 
+/* Events about the file itself, or about Kubernetes' `..data` symlink and
+ * its timestamped `..2024_...` directories, are the file's; others (a log
+ * written beside it, an editor's swap file) are not. */
+static bool watch_concerns(const gateway_t *gw, const char *filename)
+{
+    if (!filename)
+        return true; /* the platform does not say: check */
+    const char *path = gw->cur->cfg->path;
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    return strcmp(filename, base) == 0 || strncmp(filename, "..", 2) == 0;
+}
+
 static void on_watch(uv_fs_event_t *e, const char *filename, int events, int status)
 {
-    (void)filename;
     (void)events;
     gateway_t *gw = e->data;
-    if (status < 0 || gw->stopping)
+    if (status < 0 || gw->stopping || !watch_concerns(gw, filename))
+        return;
+    /* Debounced, but never past CONFIG_WATCH_MAX_DELAY_MS after the first
+     * event: a file written again and again is still checked. */
+    uint64_t now = uv_now(gw->loop);
+    if (!uv_is_active((uv_handle_t *)&gw->watch_debounce))
+        gw->watch_first_ms = now;
+    else if (now - gw->watch_first_ms + CONFIG_WATCH_DEBOUNCE_MS > CONFIG_WATCH_MAX_DELAY_MS)
         return;
     uv_timer_start(&gw->watch_debounce, on_watch_debounced, CONFIG_WATCH_DEBOUNCE_MS, 0);
 }
@@ -1100,6 +1138,11 @@ static int listeners_plan(const config_t *cfg, listen_plan_t *p, char *err, size
             }
         if (k)
             log_info("takeover: %zu listening sockets for %s", k, li->address);
+        else if (listener_check_free((const struct sockaddr *)&li->addr, li->addrlen, err,
+                                     errlen) != 0) {
+            rc = -1;
+            break;
+        }
         for (size_t w = k; w < nw; w++) {
             int fd = listener_open((const struct sockaddr *)&li->addr, li->addrlen, LISTEN_BACKLOG,
                                    err, errlen);

@@ -1532,6 +1532,22 @@ static void sec_sets(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v
             continue;
         const yaml_node_t *file = SEEN_VAL(set_fields, seen, "file");
         const yaml_node_t *url = SEEN_VAL(set_fields, seen, "url");
+        if (file) {
+            s->file_line = file->start_mark.line + 1;
+            s->file_col = file->start_mark.column + 1;
+        }
+        if (file && s->file && s->file[0] != '/' && strchr(c->file, '/')) {
+            /* Relative to the configuration file's directory, not to the
+             * working directory (systemd starts ficus in /). */
+            const char *slash = strrchr(c->file, '/');
+            char full[4096];
+            int w =
+                snprintf(full, sizeof full, "%.*s/%s", (int)(slash - c->file), c->file, s->file);
+            if (w > 0 && (size_t)w < sizeof full)
+                s->file = sdup(c, full);
+            else
+                err(c, file, "%s.file: path too long", p);
+        }
         if (!file && !url)
             err(c, is_null(sv) ? map_key(c, v, i) : sv, "%s: needs file or url", p);
         else if (file && url)

@@ -100,9 +100,11 @@ typedef struct config_target_group {
 typedef struct config_set {
     char *name;
     size_t index;
-    char *file; /* exactly one of file | url */
+    char *file; /* exactly one of file | url; a relative file is made relative to the config's
+                   directory */
     char *url;
     uint64_t refresh_ms;
+    size_t file_line, file_col; /* where `file` is written, for `ficus check` */
 } config_set_t;
 
 typedef enum { MATCH_PATH = 0, MATCH_PREFIX, MATCH_REGEX } config_match_kind_t;

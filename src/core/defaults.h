@@ -80,6 +80,7 @@
 #define ACCESS_LOG_FLUSH_MS 100
 /* A change of the config file reloads after this quiet time. */
 #define CONFIG_WATCH_DEBOUNCE_MS 200
+#define CONFIG_WATCH_MAX_DELAY_MS 1000 /* a change is checked within this of its first event */
 #define EMFILE_BACKOFF_MS 100
 
 /* observability */

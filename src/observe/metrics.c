@@ -98,6 +98,8 @@ struct metrics_registry {
     /* Process-wide, any thread: atomic read-modify-write. */
     uint64_t *outlier_ejections;   /* per target slot */
     uint64_t *set_reload_failures; /* per set slot */
+    uint64_t *set_members;         /* per set slot: members at the last read */
+    uint64_t *set_success_ms;      /* per set slot: 0 = never read */
     uint64_t reloads_ok;
     uint64_t reloads_failed;
     uint64_t last_reload_ok_ms;
@@ -304,7 +306,10 @@ metrics_registry_t *metrics_registry_new(size_t n_workers, const char *version)
     r->workers = calloc(n_workers ? n_workers : 1, sizeof *r->workers);
     r->outlier_ejections = calloc(METRICS_MAX_TARGETS, sizeof *r->outlier_ejections);
     r->set_reload_failures = calloc(METRICS_MAX_SETS, sizeof *r->set_reload_failures);
-    if (!r->version || !r->workers || !r->outlier_ejections || !r->set_reload_failures)
+    r->set_members = calloc(METRICS_MAX_SETS, sizeof *r->set_members);
+    r->set_success_ms = calloc(METRICS_MAX_SETS, sizeof *r->set_success_ms);
+    if (!r->version || !r->workers || !r->outlier_ejections || !r->set_reload_failures ||
+        !r->set_members || !r->set_success_ms)
         goto fail_free;
     for (size_t i = 0; i < n_workers; i++) {
         r->workers[i] = calloc(1, sizeof(metrics_worker_t));
@@ -351,6 +356,8 @@ void metrics_registry_free(metrics_registry_t *r)
     free(r->workers);
     free(r->outlier_ejections);
     free(r->set_reload_failures);
+    free(r->set_members);
+    free(r->set_success_ms);
     free(r->version);
     free(r);
 }
@@ -511,6 +518,14 @@ void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set)
 {
     if (set < METRICS_MAX_SETS)
         bump_shared(&r->set_reload_failures[set], 1);
+}
+
+void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, uint64_t at_ms)
+{
+    if (set >= METRICS_MAX_SETS)
+        return;
+    __atomic_store_n(&r->set_members[set], members, __ATOMIC_RELAXED);
+    __atomic_store_n(&r->set_success_ms[set], at_ms, __ATOMIC_RELAXED);
 }
 
 /* A redis command failed or redis was unreachable. */
@@ -1048,6 +1063,24 @@ static void render_process(render_t *rt)
         label_t l[] = {{"set", r->sets.names[slot]}};
         if (n)
             sample_u64(rt, "ficus_set_reload_failures_total", l, 1, n);
+    }
+
+    family(rt, "ficus_set_members", "gauge", "Members of a set at its last successful read.");
+    for (uint32_t slot = 0; slot < r->sets.n; slot++) {
+        label_t l[] = {{"set", r->sets.names[slot]}};
+        if (load_u64(&r->set_success_ms[slot]))
+            sample_u64(rt, "ficus_set_members", l, 1, load_u64(&r->set_members[slot]));
+    }
+    family(rt, "ficus_set_last_success_timestamp_seconds", "gauge",
+           "When a set was last read successfully (seconds since the epoch).");
+    for (uint32_t slot = 0; slot < r->sets.n; slot++) {
+        label_t l[] = {{"set", r->sets.names[slot]}};
+        uint64_t ms = load_u64(&r->set_success_ms[slot]);
+        if (!ms)
+            continue;
+        sample_start(rt, "ficus_set_last_success_timestamp_seconds", NULL, l, 1);
+        put_fixed(rt, ms, 3);
+        put(rt, "\n", 1);
     }
 
     family(rt, "ficus_redis_errors_total", "counter", "Failed or unreachable redis commands.");

@@ -74,6 +74,8 @@ void metrics_downstream_rejected(metrics_worker_t *w);
 void metrics_outlier_ejection(metrics_registry_t *r, uint32_t group, uint32_t target);
 void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtime_ms);
 void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set);
+/* A set was read: its member count and when (ms since the epoch). */
+void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, uint64_t at_ms);
 void metrics_redis_error(metrics_registry_t *r);
 void metrics_trace_dropped(metrics_registry_t *r, uint64_t n);
 void metrics_trace_export_failure(metrics_registry_t *r);

@@ -93,6 +93,16 @@ static int scan_next(scan_t *s, const char **member, size_t *member_len, char *e
             n--;
         if (n == 0 || p[0] == '#')
             continue;
+        /* '#' after whitespace starts a comment too ("shop1  # moved 1 May");
+         * inside a member ("a#b") it is part of it. */
+        for (size_t i = 1; i < n; i++) {
+            if (p[i] == '#' && is_space(p[i - 1])) {
+                n = i;
+                break;
+            }
+        }
+        while (n && is_trim(p[n - 1]))
+            n--;
         for (size_t i = 0; i < n; i++) {
             if (is_space(p[i])) {
                 errf(err, errlen, "line %zu: member contains whitespace", s->line);
@@ -265,6 +275,11 @@ bool set_contains(const set_t *s, const char *key, size_t len)
 {
     const set_members_t *m = atomic_load_explicit(&((set_t *)s)->current, memory_order_acquire);
     return set_members_contains(m, key, len);
+}
+
+const set_members_t *set_current(const set_t *s)
+{
+    return atomic_load_explicit(&((set_t *)s)->current, memory_order_acquire);
 }
 
 size_t set_count(const set_t *s)
@@ -580,6 +595,29 @@ int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen)
         atomic_fetch_add_explicit(&s->reload_failures, 1, memory_order_relaxed);
         errf(err, errlen, "set %s: %s: %s", s->name, what ? what : "", why);
     }
+    return rc;
+}
+
+void set_members_diff(const set_members_t *old, const set_members_t *cur, size_t *added,
+                      size_t *removed)
+{
+    size_t common = 0;
+    if (old && cur)
+        for (size_t i = 0; i <= cur->mask; i++) {
+            const slot_t *sl = &cur->slots[i];
+            if (sl->len && set_members_contains(old, cur->bytes + sl->off, sl->len))
+                common++;
+        }
+    *added = (cur ? cur->count : 0) - common;
+    *removed = (old ? old->count : 0) - common;
+}
+
+int set_check(const config_set_t *cs, char *err, size_t errlen)
+{
+    set_t s = {.name = cs->name, .file = cs->file, .url = cs->url};
+    set_members_t *m = NULL;
+    int rc = set_fetch(&s, &m, err, errlen);
+    set_members_free(m);
     return rc;
 }
 

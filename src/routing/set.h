@@ -46,6 +46,14 @@ int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen);
  * has none. */
 bool set_adopt(set_t *dst, const set_t *src);
 /* set_fetch + set_swap, in the thread that may retire. */
+/* Members in cur and not in old (added) and the reverse (removed). */
+void set_members_diff(const set_members_t *old, const set_members_t *cur, size_t *added,
+                      size_t *removed);
+/* The current members (valid until the next swap; main thread). */
+const set_members_t *set_current(const set_t *s);
+/* Reads the set's file or URL once and parses it, as a refresh would (for
+ * `ficus check`); 0, or an error in err. */
+int set_check(const config_set_t *cs, char *err, size_t errlen);
 int set_reload(set_t *s, char *err, size_t errlen);
 /* Counters for metrics: reload failures so far. */
 uint64_t set_reload_failures(const set_t *s);

@@ -109,3 +109,25 @@ def test_dropped_access_log_lines_are_exposed(ficus, mock):
     f = ficus(config({"m": m.addr}, [route("r", "/", "m")]))
     s = parse_metrics(f.metrics_text())
     assert metric_value(s, "ficus_access_log_dropped_lines_total") == 0
+
+
+def test_a_second_gateway_on_the_same_port_is_refused(ficus, mock, tmp_path):
+    """SO_REUSEPORT would let a second `ficus run` bind the port and the
+    kernel split the traffic between two configurations (section 7)."""
+    from harness import free_port, run_cli, to_yaml
+    a = mock("a")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    for listen, admin in ((f.listen, f"127.0.0.1:{free_port()}"),
+                          (f"0.0.0.0:{f.port}", f"127.0.0.1:{free_port()}"),
+                          (f"127.0.0.1:{free_port()}", f.admin_listen)):
+        cfg = config({"a": a.addr}, [route("r", "/", "a")], server={"listen": [listen]})
+        cfg["admin"] = {"listen": admin}
+        path = tmp_path / "second.yaml"
+        path.write_text(to_yaml(cfg))
+        r = run_cli(["run", "-c", str(path)], timeout=10)
+        assert r.returncode == 1, (listen, admin, r.stderr)
+        assert "already" in r.stderr or "in use" in r.stderr, r.stderr
+    # The first one is untouched and alone on its port.
+    for _ in range(20):
+        assert http_request(f.port, "GET", "/").status == 200
+    assert f.alive()

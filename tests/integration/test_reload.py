@@ -4,6 +4,7 @@ finish on the old one, and no connection is dropped; an invalid one keeps the
 old config serving, with every error logged and the failure counted."""
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -233,3 +234,59 @@ def test_a_failed_file_is_not_retried_until_it_changes(ficus, mock):
     assert reloads(f, "failure") == 1
     f.write_config(config({"a": a.addr}, [route("r", "/", "a"), route("r2", "/two", "a")]))
     assert wait_until(lambda: reloads(f, "success") == 1, scaled(5)), f.stderr
+
+
+def test_a_change_is_seen_with_a_busy_file_beside_it(ficus, mock):
+    """A log written next to the config every 20 ms must not hold a change
+    back (each write used to re-arm the debounce): seen within 2 s."""
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    stop = threading.Event()
+    sibling = f.config_path.parent / "access.log"
+
+    def write_beside():
+        with open(sibling, "a") as out:
+            for _ in range(2000):  # bounded: 40 s at most
+                if stop.is_set():
+                    return
+                out.write("x" * 100 + "\n")
+                out.flush()
+                time.sleep(0.02)
+
+    t = threading.Thread(target=write_beside, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        f.write_config(config({"b": b.addr}, [route("r", "/", "b")]))
+        assert wait_until(lambda: mock_name(f) == (200, "b"), scaled(2)), f.stderr
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_a_configmap_symlink_swap_reloads(ficus, mock, tmp_path):
+    """Kubernetes mounts a ConfigMap as FILE -> ..data/FILE with ..data a
+    symlink to a timestamped directory, swapped by a rename."""
+    a, b = mock("a"), mock("b")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    d = f.config_path.parent
+    text_a = f.config_path.read_text()
+    v1 = d / "..2026_01_01_00_00_00.1"
+    v1.mkdir()
+    (v1 / "cm.yaml").write_text(text_a)
+    (d / "..data").symlink_to(v1.name)
+    # Point ficus's own file at the ConfigMap layout: same content, no reload.
+    link = d / "cm.link"
+    link.symlink_to("..data/cm.yaml")
+    os.replace(link, f.config_path)
+    time.sleep(1)
+    n = reloads(f, "success")
+    text_b = f.write_config.__self__._render(config({"b": b.addr}, [route("r", "/", "b")]))
+    v2 = d / "..2026_01_01_00_00_01.2"
+    v2.mkdir()
+    (v2 / "cm.yaml").write_text(text_b)
+    tmp = d / "..data_tmp"
+    tmp.symlink_to(v2.name)
+    os.replace(tmp, d / "..data")
+    assert wait_until(lambda: mock_name(f) == (200, "b"), scaled(2)), f.stderr
+    assert reloads(f, "success") == n + 1
