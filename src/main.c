@@ -27,7 +27,8 @@ static const char usage[] =
     "  probe -f FILE     check environments' endpoints (ficus probe --help)\n"
     "  version           versions of ficus and its libraries\n"
     "\n"
-    "signals: SIGTERM/SIGINT stop, SIGUSR1 reopens the access log.\n";
+    "signals (ficus run): SIGTERM/SIGINT drain and stop (a second one stops at once),\n"
+    "  SIGHUP reloads the configuration, SIGUSR1 reopens the access log.\n";
 
 static int print_version(void)
 {
@@ -50,9 +51,18 @@ static int config_arg(int argc, char **argv, const char **path, const char *cmd)
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("usage: ficus %s -c FILE\n", cmd);
+            if (strcmp(cmd, "run") == 0)
+                printf("\nsignals: SIGTERM/SIGINT drain and stop (a second one stops at once),\n"
+                       "  SIGHUP reloads FILE (so does a change of FILE), SIGUSR1 reopens the\n"
+                       "  access log.\n");
             return 0;
         }
-        if ((strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) && i + 1 < argc) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "ficus %s: %s needs a FILE\nusage: ficus %s -c FILE\n", cmd,
+                        argv[i], cmd);
+                return 2;
+            }
             *path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             *path = argv[i] + 9;

@@ -774,7 +774,11 @@ static void reload_work(uv_work_t *w)
         return;
     const char *key = restart_only_change(cur, gw->reload_cfg);
     if (key) {
-        config_errors_add(&gw->reload_errs, cur->path, 0, 0,
+        size_t line, col;
+        config_key_position(gw->reload_cfg, key, &line, &col);
+        if (!line) /* removed from the new file: the old one says where it was */
+            config_key_position(cur, key, &line, &col);
+        config_errors_add(&gw->reload_errs, cur->path, line, col,
                           "%s changed: it takes effect only at a restart (use a takeover restart, "
                           "see docs/operations.md); nothing was applied",
                           key);
@@ -829,10 +833,13 @@ static void reload_done(uv_work_t *w, int status)
         gw->loaded_hash = gw->reload_hash;
         gw->failed_hash = 0;
         metrics_config_reload(gw->metrics, true, time_now_realtime_ms());
-        log_info("configuration #%llu loaded from %s: %zu routes, %zu target groups; requests "
+        log_info("configuration #%llu loaded from %s: %zu route%s, %zu target group%s; requests "
                  "in flight finish on #%llu",
-                 (unsigned long long)gen->id, cfg->path, cfg->n_routes, cfg->n_target_groups,
-                 (unsigned long long)old->id);
+                 (unsigned long long)gen->id, cfg->path, cfg->n_routes,
+                 cfg->n_routes == 1 ? "" : "s", cfg->n_target_groups,
+                 cfg->n_target_groups == 1 ? "" : "s", (unsigned long long)old->id);
+        log_set_level((log_level_t)cfg->log_level);
+        log_set_json(cfg->log_json);
     } else {
         if (pgens)
             for (size_t i = 0; i < gw->workers.n; i++)
@@ -1079,12 +1086,16 @@ static void on_signal(uv_signal_t *s, int signum)
     switch (signum) {
     case SIGTERM:
     case SIGINT:
+        log_info("%s received: %s", signum == SIGTERM ? "SIGTERM" : "SIGINT",
+                 gw->draining ? "stopping now" : "draining");
         gateway_drain(gw);
         break;
     case SIGHUP:
+        log_info("SIGHUP received: reloading %s", gw->cur->cfg->path);
         reload_start(gw, "SIGHUP");
         break;
     case SIGUSR1:
+        log_info("SIGUSR1 received: reopening the access log");
         if (gw->access_log && access_log_reopen(gw->access_log) != 0)
             log_error("access log: reopen failed");
         break;
@@ -1203,6 +1214,8 @@ int gateway_run(config_t *cfg)
     gateway_t gw = {0};
     char err[512];
     int code = 1;
+    log_set_level((log_level_t)cfg->log_level);
+    log_set_json(cfg->log_json);
     gw.loop = uv_default_loop();
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
@@ -1253,7 +1266,11 @@ int gateway_run(config_t *cfg)
         goto out_workers;
     }
     gw.pws = calloc(nw, sizeof *gw.pws);
-    for (size_t i = 0; gw.pws && i < nw; i++) {
+    if (!gw.pws) {
+        log_error("out of memory");
+        goto out_workers;
+    }
+    for (size_t i = 0; i < nw; i++) {
         worker_t *w = &gw.workers.workers[i];
         gw.pws[i] = proxy_worker_new(w, gw.metrics, gw.access_log, pgens[i]);
         pgens[i] = NULL; /* the worker's now, even when it failed */
@@ -1310,7 +1327,8 @@ int gateway_run(config_t *cfg)
         log_info("tracing: spans go to %s (sample_ratio %g)", cfg->tracing.otlp_endpoint,
                  cfg->tracing.sample_ratio);
     for (size_t l = 0; l < nl; l++)
-        log_info("listening on %s (%zu workers)", cfg->server.listeners[l].address, nw);
+        log_info("listening on %s (%zu worker%s)", cfg->server.listeners[l].address, nw,
+                 nw == 1 ? "" : "s");
     log_info("admin on %s", cfg->admin_listen);
     uv_run(gw.loop, UV_RUN_DEFAULT);
     code = 0;
@@ -1352,5 +1370,6 @@ out:
     free(pgens);
     config_unref(cfg);
     uv_loop_close(gw.loop);
+    log_info("exiting with code %d%s", code, code == 0 ? "" : " (see the errors above)");
     return code;
 }

@@ -850,6 +850,32 @@ static void parse_field(ctx_t *c, const field_t *f, const yaml_node_t *k, const 
  * obj: unknown, duplicate and unsupported keys are errors; a missing
  * required key is reported at `at`. Rows are applied in table order, so a
  * row may rely on the rows above it. */
+const char *const config_restart_keys[CONFIG_RESTART_KEYS] = {
+    "server.listen",          "server.workers",        "server.max_connections",
+    "server.max_header_size", "server.control_socket", "admin.listen",
+    "access_log.path",        "tracing.otlp_endpoint", "tracing.service_name",
+};
+
+static void note_key_position(ctx_t *c, const char *path, const yaml_node_t *k)
+{
+    for (size_t i = 0; i < CONFIG_RESTART_KEYS; i++)
+        if (strcmp(path, config_restart_keys[i]) == 0) {
+            c->cfg->key_pos[i].key = config_restart_keys[i];
+            c->cfg->key_pos[i].line = k->start_mark.line + 1;
+            c->cfg->key_pos[i].col = k->start_mark.column + 1;
+        }
+}
+
+void config_key_position(const config_t *cfg, const char *key, size_t *line, size_t *col)
+{
+    *line = *col = 0;
+    for (size_t i = 0; i < CONFIG_RESTART_KEYS; i++)
+        if (strcmp(key, config_restart_keys[i]) == 0) {
+            *line = cfg->key_pos[i].line;
+            *col = cfg->key_pos[i].col;
+        }
+}
+
 static void apply_table(ctx_t *c, const yaml_node_t *map, const yaml_node_t *at, const char *path,
                         const field_t *tab, size_t n, void *obj, seen_t *seen)
 {
@@ -887,6 +913,8 @@ static void apply_table(ctx_t *c, const yaml_node_t *map, const yaml_node_t *at,
     for (size_t f = 0; f < n; f++) {
         char p[PATH_BYTES];
         path_key(p, path, tab[f].key, strlen(tab[f].key));
+        if (seen->key[f] && c->cfg)
+            note_key_position(c, p, seen->key[f]);
         if (tab[f].kind == F_UNSUPPORTED) {
             if (seen->key[f])
                 err(c, seen->key[f], "%s: %s is not supported by this version of ficus", p,
@@ -1167,6 +1195,56 @@ static void f_access_log_path(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_
         err(c, v, "%s: must not be empty (write off to turn the access log off)", path);
     else if (strcmp(s, "off") != 0)
         cfg->access_log_path = sdup(c, s);
+}
+
+static void f_log_level(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                        const char *path, void *obj)
+{
+    static const char *const names[] = {"error", "warn", "info", "debug"};
+    config_t *cfg = obj;
+    cfg->log_level = 2; /* info */
+    if (!v)
+        return;
+    const char *s = str(c, v, path);
+    if (!s)
+        return;
+    for (int i = 0; i < 4; i++)
+        if (strcmp(s, names[i]) == 0) {
+            cfg->log_level = i;
+            return;
+        }
+    qbuf_t q;
+    err(c, v, "%s: %s is not one of error, warn, info, debug", path, qnode(&q, v));
+}
+
+static void f_log_format(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                         const char *path, void *obj)
+{
+    config_t *cfg = obj;
+    cfg->log_json = false;
+    if (!v)
+        return;
+    const char *s = str(c, v, path);
+    if (!s)
+        return;
+    if (strcmp(s, "json") == 0)
+        cfg->log_json = true;
+    else if (strcmp(s, "text") != 0) {
+        qbuf_t q;
+        err(c, v, "%s: %s is not one of text, json", path, qnode(&q, v));
+    }
+}
+
+static const field_t log_fields[] = {
+    ROW_CUSTOM("level", f_log_level),
+    ROW_CUSTOM("format", f_log_format),
+};
+
+static void sec_log(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v, const char *path,
+                    void *obj)
+{
+    seen_t seen;
+    apply_table(c, v, v, path, log_fields, ARRAY_LEN(log_fields), obj, &seen);
 }
 
 static const field_t access_log_fields[] = {
@@ -2266,6 +2344,7 @@ static const field_t top_fields[] = {
     ROW_CUSTOM("server", sec_server),
     ROW_CUSTOM("admin", sec_admin),
     ROW_CUSTOM("access_log", sec_access_log),
+    ROW_CUSTOM("log", sec_log),
     ROW_CUSTOM("tracing", sec_tracing),
     ROW_CUSTOM("redis", sec_redis),
     ROW_CUSTOM("target_groups", sec_target_groups),

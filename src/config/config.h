@@ -201,6 +201,10 @@ typedef struct config_route {
     size_t n_remove_headers;
 } config_route_t;
 
+/* Keys a reload cannot change (config_restart_keys[]). */
+#define CONFIG_RESTART_KEYS 9
+extern const char *const config_restart_keys[CONFIG_RESTART_KEYS];
+
 typedef struct config {
     atomic_int refs;
     arena_t arena;
@@ -211,6 +215,8 @@ typedef struct config {
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
     char *access_log_path; /* NULL = off; "stdout"; or a file path */
+    int log_level;         /* log_level_t of ficus's own log */
+    bool log_json;         /* JSON lines instead of text */
     config_tracing_t tracing;
     char *redis_address; /* NULL = unset */
 
@@ -220,6 +226,12 @@ typedef struct config {
     size_t n_sets;
     config_route_t *routes;
     size_t n_routes;
+    /* Where restart-only keys are written (line 0 = not written), so that a
+     * reload refusing a change can point at the key. */
+    struct {
+        const char *key;
+        size_t line, col;
+    } key_pos[CONFIG_RESTART_KEYS];
 } config_t;
 
 /* Errors collected while loading: every one, in file order, each formatted
@@ -252,5 +264,8 @@ void config_unref(config_t *c);
 size_t config_find_target_group(const config_t *c, const char *name);
 size_t config_find_route(const config_t *c, const char *name);
 size_t config_find_set(const config_t *c, const char *name);
+
+/* Line and column of a restart-only key in the file, or 0 when not written. */
+void config_key_position(const config_t *cfg, const char *key, size_t *line, size_t *col);
 
 #endif

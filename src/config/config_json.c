@@ -166,7 +166,7 @@ json_t *config_json(const config_t *cfg)
     json_t *routes = json_array();
     for (size_t r = 0; r < cfg->n_routes; r++)
         json_array_append_new(routes, route_json(&cfg->routes[r], cfg));
-    return json_pack(
+    json_t *out = json_pack(
         "{s:s,s:o,s:{s:s},s:{s:o},s:{s:o,s:s,s:f,s:o},s:o,s:o,s:o,s:o}", "source", cfg->path,
         "server", server, "admin", "listen", cfg->admin_listen, "access_log", "path",
         cfg->access_log_path ? json_string(cfg->access_log_path) : json_string("off"), "tracing",
@@ -175,4 +175,12 @@ json_t *config_json(const config_t *cfg)
         "redis",
         cfg->redis_address ? json_pack("{s:s}", "address", cfg->redis_address) : json_null(),
         "target_groups", groups, "sets", sets, "routes", routes);
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    if (out)
+        json_object_set_new(
+            out, "log",
+            json_pack("{s:s,s:s}", "level",
+                      levels[cfg->log_level >= 0 && cfg->log_level < 4 ? cfg->log_level : 2],
+                      "format", cfg->log_json ? "json" : "text"));
+    return out;
 }

@@ -34,6 +34,10 @@ int addr_split(const char *s, addr_hostport_t *out, const char **why)
             return FE_INVAL;
         }
         hlen = (size_t)(colon - s);
+        if (strstr(s, "://")) {
+            *why = "an address is host:port, not a URL (drop the scheme and any path)";
+            return FE_INVAL;
+        }
         if (memchr(s, ':', hlen)) {
             *why = "IPv6 addresses need brackets: [v6]:port";
             return FE_INVAL;

@@ -9,8 +9,32 @@
 #include "core/time.h"
 
 int log_current_level = LOG_INFO;
+static int log_json;
 
 void log_set_level(log_level_t level) { log_current_level = (int)level; }
+void log_set_json(int json) { log_json = json; }
+
+/* The message as a JSON string body (quotes and controls escaped). */
+static size_t json_escape(char *out, size_t cap, const char *in, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    size_t o = 0;
+    for (size_t i = 0; i < n && o + 6 < cap; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == '"' || ch == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch < 0x20) {
+            memcpy(out + o, "\\u00", 4);
+            out[o + 4] = hex[ch >> 4];
+            out[o + 5] = hex[ch & 15];
+            o += 6;
+        } else {
+            out[o++] = (char)ch;
+        }
+    }
+    return o;
+}
 
 void log_write(log_level_t level, const char *fmt, ...)
 {
@@ -18,14 +42,26 @@ void log_write(log_level_t level, const char *fmt, ...)
     char line[2048];
     char ts[40];
     time_format_rfc3339_ms(time_now_realtime_ms(), ts, sizeof ts);
-    int n = snprintf(line, sizeof line, "%s ficus[%s] ", ts, names[level]);
+    size_t len;
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    if (log_json) {
+        char msg[1536];
+        int m = vsnprintf(msg, sizeof msg, fmt, ap);
+        size_t ml = m < 0 ? 0 : ((size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1);
+        int n = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
+                         names[level]);
+        len = (size_t)n + json_escape(line + n, sizeof line - (size_t)n - 4, msg, ml);
+        memcpy(line + len, "\"}", 2);
+        len += 2;
+    } else {
+        int n = snprintf(line, sizeof line, "%s ficus[%s] ", ts, names[level]);
+        int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+        len = (size_t)n + (m < 0 ? 0 : (size_t)m);
+        if (len > sizeof line - 2)
+            len = sizeof line - 2;
+    }
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
     line[len++] = '\n';
     /* One write per line keeps lines whole across threads. */
     ssize_t w = write(STDERR_FILENO, line, len);

@@ -10,6 +10,8 @@ typedef enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 } log_le
 extern int log_current_level;
 
 void log_set_level(log_level_t level);
+/* 1: one JSON object per line ({"time","level","msg"}); 0: text. */
+void log_set_json(int json);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Per call site: the first occurrence in a window is logged, the rest counted

@@ -97,8 +97,14 @@ static void test_parse_whitespace_inside(void **state)
     assert_string_equal(err, "line 3: member contains whitespace");
     assert_null(parse_str("x\ty\n", err, sizeof err));
     assert_string_equal(err, "line 1: member contains whitespace");
-    /* A trailing comment is not a comment: it makes a member with a space. */
-    assert_null(parse_str("shop-1 # pilot\n", err, sizeof err));
+    /* '#' after whitespace starts a comment; inside a member it does not. */
+    set_members_t *m = parse_str("shop-1 # pilot\nshop-2\t#x\na#b\n", err, sizeof err);
+    assert_non_null(m);
+    assert_int_equal(set_members_count(m), 3);
+    assert_true(set_members_contains(m, "shop-1", 6));
+    assert_true(set_members_contains(m, "a#b", 3));
+    set_members_free(m);
+    assert_null(parse_str("shop 1 # two words\n", err, sizeof err));
     assert_string_equal(err, "line 1: member contains whitespace");
     /* A CR inside a line (not the one of a CRLF) is whitespace too. */
     assert_null(parse_str("a\rb\n", err, sizeof err));
