@@ -1127,6 +1127,8 @@ static const field_t server_fields[] = {
              UINT64_MAX),
     ROW_SIZE("retry_buffer_size", config_server_t, retry_buffer_bytes, DEFAULT_RETRY_BUFFER_BYTES,
              0, CONFIG_MAX_RETRY_BUFFER_BYTES),
+    ROW_DURATION("tunnel_idle_timeout", config_server_t, tunnel_idle_timeout_ms,
+                 DEFAULT_TUNNEL_IDLE_TIMEOUT_MS, 1, CONFIG_MAX_DURATION_MS),
     ROW_DURATION("drain_delay", config_server_t, drain_delay_ms, DEFAULT_DRAIN_DELAY_MS, 0,
                  CONFIG_MAX_DURATION_MS),
     ROW_DURATION("drain_timeout", config_server_t, drain_timeout_ms, DEFAULT_DRAIN_TIMEOUT_MS, 0,
@@ -1842,6 +1844,7 @@ static void match_in_set(ctx_t *c, const yaml_node_t *k, const yaml_node_t *v, c
                 ROUTER_MATCH_DATA_PAIRS - 1);
         else
             m->in_set_capture = (uint32_t)g;
+        m->in_set_capture_name = sdup(c, raw.capture);
     }
 }
 
@@ -2264,6 +2267,38 @@ static void f_headers_remove(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_n
     }
 }
 
+/* route.upgrades: Upgrade tokens tunnelled after a 101 (default [websocket]). */
+static void f_upgrades(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                       const char *path, void *obj)
+{
+    config_route_t *r = obj;
+    r->n_upgrades = 0;
+    r->upgrades = NULL;
+    if (!v) {
+        r->upgrades = alloc_array(c, 1, sizeof *r->upgrades);
+        if (r->upgrades)
+            r->upgrades[r->n_upgrades++] = sdup(c, "websocket");
+        return;
+    }
+    if (!want(c, v, YAML_SEQUENCE_NODE, path) || list_len(v) == 0)
+        return;
+    r->upgrades = alloc_array(c, list_len(v), sizeof *r->upgrades);
+    for (size_t i = 0; r->upgrades && i < list_len(v); i++) {
+        const yaml_node_t *it = list_item(c, v, i);
+        char p[PATH_BYTES];
+        qbuf_t q;
+        path_index(p, path, i);
+        const char *s = str(c, it, p);
+        if (!s)
+            continue;
+        if (!valid_token(s, strlen(s))) {
+            err(c, it, "%s: invalid protocol %s (a token, such as websocket)", p, qnode(&q, it));
+            continue;
+        }
+        r->upgrades[r->n_upgrades++] = sdup_lower(c, s, strlen(s));
+    }
+}
+
 static const field_t request_headers_fields[] = {
     ROW_CUSTOM("set", f_headers_set),
     ROW_CUSTOM("remove", f_headers_remove),
@@ -2290,6 +2325,7 @@ static const field_t route_fields[] = {
     ROW_CUSTOM("ip_allow", f_ip_allow),
     ROW_CUSTOM("ip_deny", f_ip_deny),
     ROW_CUSTOM("request_headers", f_request_headers),
+    ROW_CUSTOM("upgrades", f_upgrades),
     ROW_UNSUPPORTED("auth", "authentication"),
     ROW_UNSUPPORTED("clients", "restricting a route to clients"),
     ROW_UNSUPPORTED("rate_limit", "rate limiting"),

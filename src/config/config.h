@@ -34,6 +34,7 @@ typedef struct config_server {
     uint32_t max_connections;
     uint64_t header_timeout_ms;
     uint64_t idle_timeout_ms;
+    uint64_t tunnel_idle_timeout_ms; /* a tunnel with no bytes either way this long closes */
     uint64_t max_header_bytes;
     uint64_t max_body_bytes;
     uint64_t retry_buffer_bytes;
@@ -143,6 +144,7 @@ typedef struct config_match {
     size_t n_headers;
     size_t in_set;           /* set index or CONFIG_NONE */
     uint32_t in_set_capture; /* capture group number of in_set.capture */
+    char *in_set_capture_name;
 } config_match_t;
 
 typedef struct config_backend {
@@ -199,6 +201,8 @@ typedef struct config_route {
     size_t n_set_headers;
     char **remove_headers; /* lower-cased */
     size_t n_remove_headers;
+    char **upgrades; /* lower-case Upgrade tokens tunnelled after a 101; none = refused (400) */
+    size_t n_upgrades;
 } config_route_t;
 
 /* Keys a reload cannot change (config_restart_keys[]). */

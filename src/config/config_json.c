@@ -5,6 +5,37 @@
 
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
+/* A duration as the YAML writes it: the largest unit that divides it. */
+static json_t *dur(uint64_t ms)
+{
+    static const struct {
+        uint64_t ms;
+        const char *unit;
+    } units[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}};
+    char out[32];
+    for (size_t i = 0; i < 3; i++)
+        if (ms && ms % units[i].ms == 0) {
+            snprintf(out, sizeof out, "%llu%s", (unsigned long long)(ms / units[i].ms),
+                     units[i].unit);
+            return json_string(out);
+        }
+    snprintf(out, sizeof out, "%llums", (unsigned long long)ms);
+    return json_string(out);
+}
+
+/* A size as the YAML writes it: KiB/MiB when exact, else bytes. */
+static json_t *size(uint64_t bytes)
+{
+    char out[32];
+    if (bytes && bytes % (1024 * 1024) == 0)
+        snprintf(out, sizeof out, "%lluMiB", (unsigned long long)(bytes >> 20));
+    else if (bytes && bytes % 1024 == 0)
+        snprintf(out, sizeof out, "%lluKiB", (unsigned long long)(bytes >> 10));
+    else
+        return json_integer((json_int_t)bytes);
+    return json_string(out);
+}
+
 static json_t *cidrs(const cidr_t *c, size_t n)
 {
     json_t *a = json_array();
@@ -45,7 +76,8 @@ static json_t *match_json(const config_match_t *m, const config_t *cfg)
     }
     if (m->in_set != CONFIG_NONE)
         json_object_set_new(j, "in_set",
-                            json_pack("{s:i,s:s}", "capture_group", (int)m->in_set_capture, "set",
+                            json_pack("{s:s,s:s}", "capture",
+                                      m->in_set_capture_name ? m->in_set_capture_name : "", "set",
                                       cfg->sets[m->in_set].name));
     return j;
 }
@@ -75,7 +107,7 @@ static json_t *route_json(const config_route_t *r, const config_t *cfg)
     snprintf(st, sizeof st, "%s%s%s", sticky[r->sticky], r->sticky_name ? ":" : "",
              r->sticky_name ? r->sticky_name : "");
     json_object_set_new(j, "sticky", json_string(st));
-    json_object_set_new(j, "timeout_ms", json_integer((json_int_t)r->timeout_ms));
+    json_object_set_new(j, "timeout", dur(r->timeout_ms));
     if (r->has_retries) {
         const config_retries_t *rt = &r->retries;
         json_t *on = json_array();
@@ -87,10 +119,10 @@ static json_t *route_json(const config_route_t *r, const config_t *cfg)
         for (size_t i = 0; i < rt->n_retry_statuses; i++)
             json_array_append_new(on, json_integer(rt->retry_statuses[i]));
         json_object_set_new(j, "retries",
-                            json_pack("{s:i,s:I,s:o,s:I,s:i}", "attempts", (int)rt->attempts,
-                                      "per_try_timeout_ms", (json_int_t)rt->per_try_timeout_ms,
-                                      "retry_on", on, "backoff_ms", (json_int_t)rt->backoff_ms,
-                                      "budget_percent", (int)rt->budget_percent));
+                            json_pack("{s:i,s:o,s:o,s:o,s:i}", "attempts", (int)rt->attempts,
+                                      "per_try_timeout", dur(rt->per_try_timeout_ms), "retry_on",
+                                      on, "backoff", dur(rt->backoff_ms), "budget_percent",
+                                      (int)rt->budget_percent));
     }
     json_object_set_new(j, "retry_non_idempotent", json_boolean(r->retry_non_idempotent));
     json_object_set_new(j, "ip_allow", cidrs(r->ip_allow, r->n_ip_allow));
@@ -101,6 +133,10 @@ static json_t *route_json(const config_route_t *r, const config_t *cfg)
     for (size_t i = 0; i < r->n_remove_headers; i++)
         json_array_append_new(rm, json_string(r->remove_headers[i]));
     json_object_set_new(j, "request_headers", json_pack("{s:o,s:o}", "set", set, "remove", rm));
+    json_t *up = json_array();
+    for (size_t i = 0; i < r->n_upgrades; i++)
+        json_array_append_new(up, json_string(r->upgrades[i]));
+    json_object_set_new(j, "upgrades", up);
     return j;
 }
 
@@ -110,27 +146,26 @@ static json_t *group_json(const config_target_group_t *g)
     json_t *ts = json_array();
     for (size_t i = 0; i < g->n_targets; i++)
         json_array_append_new(ts, json_string(g->targets[i].name));
-    json_t *j = json_pack(
-        "{s:o,s:I,s:s,s:I,s:I,s:I,s:I,s:{s:I,s:I},s:b}", "targets", ts, "dns_refresh_ms",
-        (json_int_t)g->dns_refresh_ms, "balance", balance[g->balance], "connect_timeout_ms",
-        (json_int_t)g->connect_timeout_ms, "max_connections", (json_int_t)g->max_connections,
-        "max_pending", (json_int_t)g->max_pending, "max_requests", (json_int_t)g->max_requests,
-        "keepalive", "max_idle", (json_int_t)g->keepalive_max_idle, "idle_timeout_ms",
-        (json_int_t)g->keepalive_idle_timeout_ms, "required", g->required);
+    json_t *j = json_pack("{s:o,s:o,s:s,s:o,s:I,s:I,s:I,s:{s:I,s:o},s:b}", "targets", ts,
+                          "dns_refresh", dur(g->dns_refresh_ms), "balance", balance[g->balance],
+                          "connect_timeout", dur(g->connect_timeout_ms), "max_connections",
+                          (json_int_t)g->max_connections, "max_pending", (json_int_t)g->max_pending,
+                          "max_requests", (json_int_t)g->max_requests, "keepalive", "max_idle",
+                          (json_int_t)g->keepalive_max_idle, "idle_timeout",
+                          dur(g->keepalive_idle_timeout_ms), "required", g->required);
     if (g->has_health_check)
         json_object_set_new(j, "health_check",
-                            json_pack("{s:s,s:I,s:I,s:i,s:i}", "path", g->health_check.path,
-                                      "interval_ms", (json_int_t)g->health_check.interval_ms,
-                                      "timeout_ms", (json_int_t)g->health_check.timeout_ms,
-                                      "healthy_threshold", (int)g->health_check.healthy_threshold,
-                                      "unhealthy_threshold",
+                            json_pack("{s:s,s:o,s:o,s:i,s:i}", "path", g->health_check.path,
+                                      "interval", dur(g->health_check.interval_ms), "timeout",
+                                      dur(g->health_check.timeout_ms), "healthy_threshold",
+                                      (int)g->health_check.healthy_threshold, "unhealthy_threshold",
                                       (int)g->health_check.unhealthy_threshold));
     if (g->has_outlier)
-        json_object_set_new(
-            j, "outlier_detection",
-            json_pack("{s:i,s:I,s:i}", "consecutive_errors", (int)g->outlier.consecutive_errors,
-                      "base_ejection_time_ms", (json_int_t)g->outlier.base_ejection_ms,
-                      "max_ejection_percent", (int)g->outlier.max_ejection_percent));
+        json_object_set_new(j, "outlier_detection",
+                            json_pack("{s:i,s:o,s:i}", "consecutive_errors",
+                                      (int)g->outlier.consecutive_errors, "base_ejection_time",
+                                      dur(g->outlier.base_ejection_ms), "max_ejection_percent",
+                                      (int)g->outlier.max_ejection_percent));
     return j;
 }
 
@@ -141,14 +176,14 @@ json_t *config_json(const config_t *cfg)
     for (size_t i = 0; i < s->n_listeners; i++)
         json_array_append_new(listen, json_string(s->listeners[i].address));
     json_t *server = json_pack(
-        "{s:o,s:i,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:I,s:o,s:o}", "listen", listen, "workers",
-        (int)s->workers, "max_connections", (json_int_t)s->max_connections, "header_timeout_ms",
-        (json_int_t)s->header_timeout_ms, "idle_timeout_ms", (json_int_t)s->idle_timeout_ms,
-        "max_header_size", (json_int_t)s->max_header_bytes, "max_body_size",
-        (json_int_t)s->max_body_bytes, "retry_buffer_size", (json_int_t)s->retry_buffer_bytes,
-        "drain_delay_ms", (json_int_t)s->drain_delay_ms, "drain_timeout_ms",
-        (json_int_t)s->drain_timeout_ms, "control_socket", str_or_null(s->control_socket),
-        "trusted_proxies", cidrs(s->trusted_proxies, s->n_trusted_proxies));
+        "{s:o,s:i,s:I,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}", "listen", listen, "workers",
+        (int)s->workers, "max_connections", (json_int_t)s->max_connections, "header_timeout",
+        dur(s->header_timeout_ms), "idle_timeout", dur(s->idle_timeout_ms), "tunnel_idle_timeout",
+        dur(s->tunnel_idle_timeout_ms), "max_header_size", size(s->max_header_bytes),
+        "max_body_size", size(s->max_body_bytes), "retry_buffer_size", size(s->retry_buffer_bytes),
+        "drain_delay", dur(s->drain_delay_ms), "drain_timeout", dur(s->drain_timeout_ms),
+        "control_socket", str_or_null(s->control_socket), "trusted_proxies",
+        cidrs(s->trusted_proxies, s->n_trusted_proxies));
     json_t *prop = json_array();
     if (cfg->tracing.propagate_w3c)
         json_array_append_new(prop, json_string("w3c"));
@@ -160,9 +195,9 @@ json_t *config_json(const config_t *cfg)
     json_t *sets = json_object();
     for (size_t i = 0; i < cfg->n_sets; i++)
         json_object_set_new(sets, cfg->sets[i].name,
-                            json_pack("{s:o,s:o,s:I}", "file", str_or_null(cfg->sets[i].file),
-                                      "url", str_or_null(cfg->sets[i].url), "refresh_ms",
-                                      (json_int_t)cfg->sets[i].refresh_ms));
+                            json_pack("{s:o,s:o,s:o}", "file", str_or_null(cfg->sets[i].file),
+                                      "url", str_or_null(cfg->sets[i].url), "refresh",
+                                      dur(cfg->sets[i].refresh_ms)));
     json_t *routes = json_array();
     for (size_t r = 0; r < cfg->n_routes; r++)
         json_array_append_new(routes, route_json(&cfg->routes[r], cfg));

@@ -144,6 +144,8 @@ const char *http_status_code_name(int status)
         return "unavailable";
     case 504:
         return "gateway_timeout";
+    case 505:
+        return "http_version_not_supported";
     default:
         return "error";
     }

@@ -44,6 +44,8 @@ typedef struct hist {
 typedef struct route_stats {
     uint64_t codes[STATUS_SPAN];
     uint64_t rate_limited;
+    uint64_t in_flight; /* signed sums in two's complement (gauges) */
+    uint64_t tunnels;
     hist_t duration;
 } route_stats_t;
 
@@ -415,6 +417,20 @@ void metrics_request(metrics_worker_t *w, uint32_t route, int status, uint64_t d
     hist_observe(&s->duration, duration_us);
 }
 
+void metrics_route_in_flight(metrics_worker_t *w, uint32_t route, int delta)
+{
+    route_stats_t *s = worker_slot(w->routes, route, METRICS_MAX_ROUTES, sizeof *s);
+    if (s)
+        bump(&s->in_flight, (uint64_t)(int64_t)delta);
+}
+
+void metrics_tunnel(metrics_worker_t *w, uint32_t route, int delta)
+{
+    route_stats_t *s = worker_slot(w->routes, route, METRICS_MAX_ROUTES, sizeof *s);
+    if (s)
+        bump(&s->tunnels, (uint64_t)(int64_t)delta);
+}
+
 /* One upstream attempt ended with code (status or METRICS_UPSTREAM_*). */
 void metrics_upstream(metrics_worker_t *w, uint32_t group, uint32_t target, int code,
                       uint64_t duration_us)
@@ -746,6 +762,36 @@ static void render_requests(render_t *rt)
         label_t l[] = {{"route", r->routes.names[slot]}};
         if (seen)
             sample_hist(rt, "ficus_request_duration_seconds", l, 1, &h);
+    }
+
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } gauges[] = {
+        {"ficus_requests_in_flight", "Requests being served, by route.",
+         offsetof(route_stats_t, in_flight)},
+        {"ficus_tunnels", "Open tunnels (WebSocket and other upgrades), by route.",
+         offsetof(route_stats_t, tunnels)},
+    };
+    for (size_t gi = 0; gi < sizeof gauges / sizeof gauges[0]; gi++) {
+        family(rt, gauges[gi].name, "gauge", gauges[gi].help);
+        for (uint32_t slot = 0; slot < r->routes.n; slot++) {
+            uint64_t sum = 0; /* wraps back to the true signed sum */
+            bool seen = false;
+            for (size_t wi = 0; wi < r->n_workers; wi++) {
+                const route_stats_t *s = peek_slot(r->workers[wi]->routes, slot);
+                if (s) {
+                    seen = true;
+                    sum += load_u64((const uint64_t *)((const char *)s + gauges[gi].off));
+                }
+            }
+            if (!seen)
+                continue;
+            label_t l[] = {{"route", r->routes.names[slot]}};
+            sample_start(rt, gauges[gi].name, NULL, l, 1);
+            put_i64(rt, (int64_t)sum);
+            put(rt, "\n", 1);
+        }
     }
 }
 

@@ -58,6 +58,9 @@ uint32_t metrics_client_slot(metrics_registry_t *r, const char *client);
 uint32_t metrics_set_slot(metrics_registry_t *r, const char *set);
 
 /* --- hot path (the owning worker's thread) --- */
+/* Gauges by route (worker-local, summed at scrape): requests in flight, open tunnels. */
+void metrics_route_in_flight(metrics_worker_t *w, uint32_t route, int delta);
+void metrics_tunnel(metrics_worker_t *w, uint32_t route, int delta);
 void metrics_request(metrics_worker_t *w, uint32_t route, int status, uint64_t duration_us);
 /* code: HTTP status, or METRICS_UPSTREAM_*. */
 void metrics_upstream(metrics_worker_t *w, uint32_t group, uint32_t target, int code,

@@ -15,6 +15,7 @@
 #include "core/time.h"
 #include "http/response.h"
 #include "proxy/proxy.h"
+#include "proxy/tunnel.h"
 
 #define LINGER_MS 2000
 
@@ -231,6 +232,9 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
                     cc_reject(cc, 431, END_HEADER_TOO_LARGE, "too many header fields");
                 else if (e == HTTP_ERR_NOT_IMPLEMENTED)
                     cc_reject(cc, 501, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
+                else if (n >= 14 && memcmp(p, "PRI * HTTP/2.0", 14) == 0)
+                    cc_reject(cc, 505, END_BAD_REQUEST,
+                              "HTTP/2 is not enabled on this listener: use HTTP/1.1");
                 else
                     cc_reject(cc, 400, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
                 return len;
@@ -358,6 +362,13 @@ static void cc_process_input(client_conn_t *cc)
 static void cc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     client_conn_t *cc = cc_of(s);
+    if (cc->state == CC_ACTIVE && cc->req.phase == REQ_TUNNEL) {
+        if (n < 0)
+            tunnel_client_eof(&cc->req, n);
+        else
+            tunnel_client_data(&cc->req, buf->base, (size_t)n);
+        return;
+    }
     if (n < 0) {
         if (cc->state == CC_ACTIVE && cc->req.phase != REQ_DONE)
             proxy_client_gone(&cc->req, END_CLIENT_CLOSED);

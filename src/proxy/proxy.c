@@ -16,6 +16,7 @@
 #include "http/response.h"
 #include "proxy/proxy.h"
 #include "proxy/rewrite.h"
+#include "proxy/tunnel.h"
 
 /* A request re-sent on a fresh connection after a pooled one turned out to be
  * closed by the target: at most this many tries in all. */
@@ -63,6 +64,8 @@ const char *proxy_end_reason_name(end_reason_t r)
         return "circuit_open";
     case END_INTERNAL:
         return "internal_error";
+    case END_TUNNEL_IDLE:
+        return "tunnel_idle_timeout";
     }
     return "error";
 }
@@ -391,6 +394,19 @@ static void trace_request_end(proxy_worker_t *pw, request_t *req, uint64_t end_u
 
 /* ---------------------------------------------------------------- begin */
 
+/* The first element of a comma-separated header value, trimmed; NULL if none. */
+static const char *first_token(const char *v, size_t n, size_t *len)
+{
+    const char *end = v + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    const char *e = v;
+    while (e < end && *e != ',' && *e != ' ' && *e != '\t')
+        e++;
+    *len = (size_t)(e - v);
+    return *len ? v : NULL;
+}
+
 void proxy_request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
 
 void proxy_request_unbind(request_t *req)
@@ -495,6 +511,7 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     const config_route_t *r = m.route;
     req->route = r;
     g->route_inflight[r->index]++; /* until proxy_request_log */
+    metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], +1);
 
     /* Policies. */
     const char *ip;
@@ -508,6 +525,24 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         cc->close_after = 1;
         proxy_send_error(req, 413, END_BODY_TOO_LARGE, "request body too large");
         return;
+    }
+
+    /* An upgrade (contract 3.1): forwarded when the route allows its token. */
+    if (h->upgrade) {
+        cc->close_after = 1; /* a connection that asked to switch serves no more HTTP */
+        const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
+        size_t tl = 0;
+        const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
+        if (tok && r->n_upgrades == 0) {
+            proxy_send_error(req, 400, END_BAD_REQUEST, "upgrades are not allowed on this route");
+            return;
+        }
+        for (size_t i = 0; tok && i < r->n_upgrades; i++)
+            if (strlen(r->upgrades[i]) == tl && strncasecmp(r->upgrades[i], tok, tl) == 0 &&
+                tl < sizeof req->upgrade) {
+                memcpy(req->upgrade, tok, tl);
+                req->upgrade_len = (uint8_t)tl;
+            }
     }
 
     /* The backend, and the head it gets. */
@@ -539,6 +574,8 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         .request_id = req->request_id,
         .request_id_len = req->request_id_len,
         .route = r,
+        .upgrade = req->upgrade_len ? req->upgrade : NULL,
+        .upgrade_len = req->upgrade_len,
     };
     rewrite_trace_t rt = {0};
     if (req->trace_export) {
@@ -807,6 +844,10 @@ void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
 
 void proxy_upstream_drained(request_t *req, int status)
 {
+    if (req->phase == REQ_TUNNEL) {
+        tunnel_upstream_drained(req, status);
+        return;
+    }
     if (status < 0) {
         if (req->resp_started)
             proxy_client_gone(req, END_UPSTREAM_RESET);
@@ -819,6 +860,66 @@ void proxy_upstream_drained(request_t *req, int status)
 }
 
 /* ------------------------------------------------------------- response */
+
+/* A 101 to the upgrade the request asked for: the 101 (and whatever the
+ * upstream sent after it) goes to the client and the tunnel begins. A 101
+ * nobody asked for, or to another protocol, is an invalid response: 502. */
+static void start_tunnel(request_t *req, const http_head_t *h, const char *rest, size_t rest_len)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
+    size_t tl = 0;
+    const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
+    if (!req->upgrade_len || !tok || tl != req->upgrade_len ||
+        strncasecmp(tok, req->upgrade, tl) != 0) {
+        fail_attempt(req, FAIL_INVALID);
+        return;
+    }
+    uv_timer_stop(&req->cc->try_timer);
+    req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
+    metrics_upstream(pw->metrics, req->gen->groups[req->group].metrics_group,
+                     req->gen->groups[req->group].metrics_target[req->target], 101,
+                     (uint64_t)req->upstream_us);
+    req->attempt_counted = 1;
+    req->upstream_status = req->status = 101;
+    rewrite_response_t rw = {
+        .head = h,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .keep_alive = true,
+        .upgrade = req->upgrade,
+        .upgrade_len = req->upgrade_len,
+    };
+    long hl = rewrite_response_head(&rw, pw->scratch, pw->scratch_bytes);
+    if (hl < 0) {
+        fail_attempt(req, FAIL_INVALID);
+        return;
+    }
+    uv_buf_t iov[2] = {uv_buf_init(pw->scratch, (unsigned)hl),
+                       uv_buf_init((char *)rest, (unsigned)rest_len)};
+    req->resp_started = 1;
+    int rc = client_conn_write(req->cc, iov, rest_len ? 2 : 1);
+    if (rc < 0) {
+        proxy_client_gone(req, END_CLIENT_CLOSED);
+        return;
+    }
+    if (rc == 1)
+        upstream_pause(req->uc);
+    tunnel_start(req);
+}
+
+void proxy_tunnel_end(request_t *req, end_reason_t why)
+{
+    proxy_worker_t *pw = req->cc->pw;
+    metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], -1);
+    req->phase = REQ_DONE;
+    req->end = why;
+    end_attempt(req, 0, false, false);
+    proxy_request_log(req);
+    pbuf_put(&pw->w->pool, req->out);
+    req->out = NULL;
+    client_conn_abort(req->cc);
+}
 
 /* Relays response bytes: the rewritten head first (once), then the body as
  * it came (or decoded, for an HTTP/1.0 client of a chunked response). */
@@ -861,7 +962,11 @@ static void relay(request_t *req, const char *data, size_t len)
         }
         data += k;
         len -= (size_t)k;
-        if (h->status == 101 || h->status < 100) {
+        if (h->status == 101) {
+            start_tunnel(req, h, data, len);
+            return;
+        }
+        if (h->status < 100) {
             fail_attempt(req, FAIL_INVALID);
             return;
         }
@@ -993,6 +1098,10 @@ static void relay(request_t *req, const char *data, size_t len)
 
 void proxy_upstream_data(request_t *req, const char *data, size_t len)
 {
+    if (req->phase == REQ_TUNNEL) {
+        tunnel_upstream_data(req, data, len);
+        return;
+    }
     upstream_conn_t *uc = req->uc;
     if (req->phase == REQ_SENT && uc->in) {
         /* The rest of a head that came in pieces. */
@@ -1017,6 +1126,10 @@ void proxy_upstream_data(request_t *req, const char *data, size_t len)
 
 void proxy_upstream_eof(request_t *req, int status)
 {
+    if (req->phase == REQ_TUNNEL) {
+        tunnel_upstream_eof(req, status);
+        return;
+    }
     upstream_conn_t *uc = req->uc;
     if (req->phase == REQ_RESPONDING && req->resp_body == REWRITE_BODY_UNTIL_CLOSE &&
         http_parser_finish(&uc->parser) == 0) {
@@ -1035,6 +1148,10 @@ void proxy_upstream_eof(request_t *req, int status)
 
 void proxy_client_drained(request_t *req)
 {
+    if (req->phase == REQ_TUNNEL) {
+        tunnel_client_drained(req);
+        return;
+    }
     if (req->phase == REQ_RESPONDING && req->uc)
         upstream_resume(req->uc);
 }
@@ -1198,6 +1315,10 @@ static void fail_attempt(request_t *req, fail_t why)
 
 void proxy_request_timeout(request_t *req)
 {
+    if (req->phase == REQ_TUNNEL) {
+        tunnel_timeout(req);
+        return;
+    }
     if (req->resp_started) {
         req->end = END_UPSTREAM_TIMEOUT;
         proxy_client_gone(req, END_UPSTREAM_TIMEOUT);
@@ -1211,6 +1332,10 @@ void proxy_request_timeout(request_t *req)
 void proxy_client_gone(request_t *req, end_reason_t why)
 {
     client_conn_t *cc = req->cc;
+    if (req->phase == REQ_TUNNEL) {
+        proxy_tunnel_end(req, why);
+        return;
+    }
     if (!req->resp_started && (why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE)) {
         end_attempt(req, 0, false, false);
         cc->close_after = 1;
@@ -1303,6 +1428,7 @@ void proxy_request_log(request_t *req)
     proxy_gen_t *g = req->gen;
     if (r) {
         g->route_inflight[r->index]--;
+        metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], -1);
         if (req->retry_counted)
             g->route_retries[r->index]--;
         req->retry_counted = 0;

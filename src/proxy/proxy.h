@@ -50,7 +50,8 @@ typedef enum {
     END_UPSTREAM_INVALID,
     END_NO_TARGET,
     END_CIRCUIT_OPEN,
-    END_INTERNAL
+    END_INTERNAL,
+    END_TUNNEL_IDLE
 } end_reason_t;
 
 const char *proxy_end_reason_name(end_reason_t r); /* "upstream_timeout", NULL for END_OK */
@@ -93,7 +94,8 @@ typedef enum {
     REQ_CONNECTING, /* waiting for an upstream connection */
     REQ_SENT,       /* head (and body so far) written upstream, waiting for the response */
     REQ_RESPONDING, /* response head sent to the client, relaying the body */
-    REQ_DONE        /* response complete, waiting for the request body or the write queue */
+    REQ_DONE,       /* response complete, waiting for the request body or the write queue */
+    REQ_TUNNEL      /* after a 101: bytes relayed both ways (tunnel.c) */
 } req_phase_t;
 
 struct request {
@@ -146,6 +148,15 @@ struct request {
     uint32_t tp_off;         /* traceparent value in out; 0 = none */
     uint32_t dd_off;         /* x-datadog-parent-id value in out; 0 = none */
     uint64_t start_unix_ns;
+    /* An upgrade the route allows (contract 3.1): the token asked for, and
+     * the tunnel's state after the 101. */
+    uint8_t upgrade_len;
+    char upgrade[32];
+    uint8_t tun_client_eof;    /* the client half-closed */
+    uint8_t tun_upstream_eof;  /* the upstream half-closed */
+    uint8_t tun_shut_client;   /* pass the upstream's half-close on once written */
+    uint8_t tun_shut_upstream; /* pass the client's half-close on once written */
+    uint64_t tun_last_ms;      /* loop time of the last byte either way */
     /* Kept for the access log: copies, since the head they came from is gone. */
     char request_id[REQUEST_ID_MAX_BYTES + 1];
     uint8_t request_id_len;
@@ -324,6 +335,8 @@ void proxy_request_timeout(request_t *req);
 void proxy_send_error(request_t *req, int status, end_reason_t why, const char *message);
 /* Logs and counts a finished request. */
 void proxy_request_log(request_t *req);
+/* Ends a tunnel: both connections close, the request is logged (tunnel.c). */
+void proxy_tunnel_end(request_t *req, end_reason_t why);
 
 /* upstream.c, used by proxy.c */
 upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t target,

@@ -192,6 +192,10 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
             put_header(&o, "X-Forwarded-Host", 16, hv, hl);
     }
     put_header(&o, "X-Request-Id", 12, in->request_id, in->request_id_len);
+    if (in->upgrade) {
+        PUT_LIT(&o, "Connection: upgrade\r\n");
+        put_header(&o, "Upgrade", 7, in->upgrade, in->upgrade_len);
+    }
     if (in->trace && in->trace->w3c) {
         PUT_LIT(&o, "traceparent: ");
         in->trace->traceparent_off = (uint32_t)o.len;
@@ -237,7 +241,10 @@ long rewrite_response_head(const rewrite_response_t *in, char *buf, size_t cap)
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     put_header(&o, "X-Request-Id", 12, in->request_id, in->request_id_len);
-    if (!in->keep_alive)
+    if (in->upgrade) {
+        PUT_LIT(&o, "Connection: upgrade\r\n");
+        put_header(&o, "Upgrade", 7, in->upgrade, in->upgrade_len);
+    } else if (!in->keep_alive)
         PUT_LIT(&o, "Connection: close\r\n");
     else if (in->client_http10)
         PUT_LIT(&o, "Connection: keep-alive\r\n");

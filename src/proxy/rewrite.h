@@ -41,6 +41,8 @@ typedef struct rewrite_request {
     size_t request_id_len;
     const config_route_t *route; /* request_headers set/remove; may be NULL */
     rewrite_trace_t *trace;      /* NULL: the client's trace headers pass as they are */
+    const char *upgrade; /* Upgrade token to forward (with Connection: upgrade); NULL = none */
+    size_t upgrade_len;
 } rewrite_request_t;
 
 /* Writes the upstream head; returns its length or FE_TOOBIG. */
@@ -59,6 +61,8 @@ typedef struct rewrite_response {
     bool keep_alive;    /* the client connection stays open after this response */
     bool client_http10; /* answer as HTTP/1.1 but say keep-alive explicitly */
     rewrite_body_t body;
+    const char *upgrade; /* a 101: the Upgrade token, sent with Connection: upgrade */
+    size_t upgrade_len;
 } rewrite_response_t;
 
 long rewrite_response_head(const rewrite_response_t *in, char *out, size_t cap);
