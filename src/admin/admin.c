@@ -5,6 +5,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+
+#include <openssl/crypto.h>
 
 #include "core/errors.h"
 #include "core/addr.h"
@@ -42,53 +45,115 @@ static int path_is(const char *p, size_t n, const char *lit)
     return n == l && memcmp(p, lit, l) == 0;
 }
 
-int admin_handle(const admin_hooks_t *h, const char *method, size_t mlen, const char *path,
-                 size_t plen, const char *req_body, size_t req_body_len, buf_t *body,
-                 const char **ctype)
+static const char *const endpoints[] = {
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /config",
+    "GET /target_groups",
+    "GET /routes/NAME/weights",
+    "PUT /routes/NAME/weights",
+};
+
+static int reply(admin_response_t *resp, buf_t *body, int status, const char *code, const char *msg)
 {
+    resp->content_type = "application/json";
+    buf_printf(body, "{\"error\":\"%s\",\"message\":\"%s\"}\n", code, msg);
+    return resp->status = status;
+}
+
+static int not_allowed(admin_response_t *resp, buf_t *body, const char *allow)
+{
+    snprintf(resp->header_buf, sizeof resp->header_buf, "Allow: %s\r\n", allow);
+    resp->header = resp->header_buf;
+    return reply(resp, body, 405, "method_not_allowed", "method not allowed on this endpoint");
+}
+
+/* Authorization: Bearer <token>, compared in constant time. */
+static bool bearer_ok(const admin_request_t *r, const char *token)
+{
+    const char *a = r->authorization;
+    size_t n = r->authorization_len;
+    if (!a || n < 7 || strncasecmp(a, "Bearer ", 7) != 0)
+        return false;
+    a += 7;
+    n -= 7;
+    while (n && *a == ' ') {
+        a++;
+        n--;
+    }
+    size_t tl = strlen(token);
+    return n == tl && CRYPTO_memcmp(a, token, tl) == 0;
+}
+
+int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
+                 admin_response_t *resp)
+{
+    const char *path = r->path;
+    size_t plen = r->path_len;
     const char *q = memchr(path, '?', plen);
     if (q)
         plen = (size_t)(q - path);
-    *ctype = "text/plain; charset=utf-8";
-    bool get = (mlen == 3 && memcmp(method, "GET", 3) == 0) ||
-               (mlen == 4 && memcmp(method, "HEAD", 4) == 0);
+    resp->content_type = "text/plain; charset=utf-8";
+    resp->header = NULL;
+    bool get = (r->method_len == 3 && memcmp(r->method, "GET", 3) == 0) ||
+               (r->method_len == 4 && memcmp(r->method, "HEAD", 4) == 0);
     if (path_is(path, plen, "/healthz") || path_is(path, plen, "/readyz") ||
         path_is(path, plen, "/metrics")) {
-        if (!get) {
-            buf_append_str(body, "method not allowed\n");
-            return 405;
-        }
+        if (!get)
+            return not_allowed(resp, body, "GET, HEAD");
     }
     if (path_is(path, plen, "/healthz")) {
         buf_append_str(body, "ok\n");
-        return 200;
+        return resp->status = 200;
     }
     if (path_is(path, plen, "/readyz")) {
         char reason[256] = "";
         if (!h->ready || h->ready(h->ctx, reason, sizeof reason)) {
             buf_append_str(body, "ready\n");
-            return 200;
+            return resp->status = 200;
         }
         char esc[512];
         size_t n = http_json_escape(reason, strlen(reason), esc, sizeof esc);
-        *ctype = "application/json";
+        resp->content_type = "application/json";
         buf_printf(body, "{\"ready\":false,\"reason\":\"%.*s\"}\n", (int)n, esc);
-        return 503;
+        return resp->status = 503;
     }
     if (path_is(path, plen, "/metrics")) {
-        *ctype = "text/plain; version=0.0.4; charset=utf-8";
+        resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
         if (h->metrics)
             h->metrics(h->ctx, body);
-        return 200;
+        return resp->status = 200;
     }
-    *ctype = "application/json";
+    /* Everything else may change or reveal the configuration. */
+    const char *token = h->token ? h->token(h->ctx) : NULL;
+    if (token && !bearer_ok(r, token)) {
+        resp->header = "WWW-Authenticate: Bearer realm=\"ficus admin\"\r\n";
+        return reply(resp, body, 401, "unauthorized",
+                     "this endpoint needs Authorization: Bearer <admin token>");
+    }
+    resp->content_type = "application/json";
+    if (path_is(path, plen, "/")) {
+        if (!get)
+            return not_allowed(resp, body, "GET, HEAD");
+        buf_append_str(body, "{\"endpoints\":[");
+        for (size_t i = 0; i < sizeof endpoints / sizeof endpoints[0]; i++)
+            buf_printf(body, "%s\"%s\"", i ? "," : "", endpoints[i]);
+        buf_append_str(body, "]}\n");
+        return resp->status = 200;
+    }
     if (h->handle) {
-        int status = h->handle(h->ctx, method, mlen, path, plen, req_body, req_body_len, body);
+        const char *allow = NULL;
+        int status = h->handle(h->ctx, r->method, r->method_len, path, plen, r->body, r->body_len,
+                               body, &allow);
+        if (status == 405 && allow) {
+            snprintf(resp->header_buf, sizeof resp->header_buf, "Allow: %s\r\n", allow);
+            resp->header = resp->header_buf;
+        }
         if (status)
-            return status;
+            return resp->status = status;
     }
-    buf_append_str(body, "{\"error\":\"not_found\",\"message\":\"no such admin endpoint\"}\n");
-    return 404;
+    return reply(resp, body, 404, "not_found", "no such admin endpoint (GET / lists them)");
 }
 
 static void conn_handle_closed(admin_conn_t *c)
@@ -122,14 +187,14 @@ static void conn_on_alloc(stream_t *s, uv_buf_t *buf)
     *buf = uv_buf_init(c->in + c->in_len, (unsigned)(sizeof c->in - c->in_len));
 }
 
-static void respond(admin_conn_t *c, int status, const char *ctype, const buf_t *body,
-                    bool head_only)
+static void respond(admin_conn_t *c, int status, const char *ctype, const char *extra,
+                    const buf_t *body, bool head_only)
 {
-    char head[256];
+    char head[512];
     int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+                     "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s"
                      "Connection: close\r\n\r\n",
-                     status, http_status_reason(status), ctype, body->len);
+                     status, http_status_reason(status), ctype, body->len, extra ? extra : "");
     uv_buf_t b[2] = {uv_buf_init(head, (unsigned)n),
                      uv_buf_init(body->data, head_only ? 0 : (unsigned)body->len)};
     c->done = 1;
@@ -138,6 +203,23 @@ static void respond(admin_conn_t *c, int status, const char *ctype, const buf_t 
         log_warn("admin: response of %zu bytes too large to send", body->len);
     if (rc != 1)
         conn_close(c);
+}
+
+/* Could these bytes start an HTTP/1.x request? A method token, a space, then
+ * printable bytes up to the first line end. */
+static bool plausible_request_line(const char *p, size_t n)
+{
+    size_t i = 0;
+    while (i < n && p[i] >= 'A' && p[i] <= 'Z')
+        i++;
+    if (i == n)
+        return i <= 16;
+    if (i == 0 || i > 16 || p[i] != ' ')
+        return false;
+    for (; i < n && p[i] != '\r' && p[i] != '\n'; i++)
+        if ((unsigned char)p[i] < 0x20 || (unsigned char)p[i] == 0x7f)
+            return false;
+    return true;
 }
 
 static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
@@ -152,8 +234,16 @@ static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
     c->in_len += (size_t)n;
     size_t head_end = http_head_end(c->in, c->in_len, 0);
     if (!head_end) {
-        if (c->in_len >= sizeof c->in)
-            conn_close(c);
+        if (c->in_len >= sizeof c->in || !plausible_request_line(c->in, c->in_len)) {
+            /* Garbage, or TLS on a plain-HTTP port: say so now rather than
+             * after the timeout. */
+            buf_t body;
+            buf_init(&body, 0);
+            buf_append_str(&body, "{\"error\":\"bad_request\",\"message\":\"not an HTTP/1.x "
+                                  "request (the admin listener speaks plain HTTP)\"}\n");
+            respond(c, 400, "application/json", NULL, &body, false);
+            buf_deinit(&body);
+        }
         return;
     }
     /* The whole request (head and body) is read before it is handled. */
@@ -171,15 +261,25 @@ static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
     buf_t body;
     buf_init(&body, 0);
     if (k < 0 || !(ev & HTTP_EV_HEAD) || c->head.chunked) {
-        buf_append_str(&body, "{\"error\":\"bad_request\"}\n");
-        respond(c, 400, "application/json", &body, false);
+        buf_append_str(&body, "{\"error\":\"bad_request\",\"message\":\"malformed request\"}\n");
+        respond(c, 400, "application/json", NULL, &body, false);
     } else {
-        const char *ctype;
-        int status = admin_handle(&c->a->hooks, c->head.method, c->head.method_len, c->head.target,
-                                  c->head.target_len, c->in + head_end,
-                                  (size_t)c->head.content_length, &body, &ctype);
+        const http_header_t *authz =
+            http_header_find(c->head.headers, c->head.n_headers, "authorization", 13);
+        admin_request_t r = {
+            .method = c->head.method,
+            .method_len = c->head.method_len,
+            .path = c->head.target,
+            .path_len = c->head.target_len,
+            .body = c->in + head_end,
+            .body_len = (size_t)c->head.content_length,
+            .authorization = authz ? authz->value : NULL,
+            .authorization_len = authz ? authz->value_len : 0,
+        };
+        admin_response_t resp;
+        admin_handle(&c->a->hooks, &r, &body, &resp);
         bool head_only = c->head.method_len == 4 && memcmp(c->head.method, "HEAD", 4) == 0;
-        respond(c, status, ctype, &body, head_only);
+        respond(c, resp.status, resp.content_type, resp.header, &body, head_only);
     }
     buf_deinit(&body);
 }

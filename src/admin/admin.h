@@ -18,10 +18,28 @@ typedef struct admin_hooks {
     /* Appends the Prometheus exposition. */
     void (*metrics)(void *ctx, buf_t *out);
     /* Any other endpoint: returns the status (0 = no such endpoint) and fills
-     * out (JSON). body is the request body (may be empty). */
+     * out (JSON). body is the request body (may be empty). A 405 sets *allow
+     * to the methods the endpoint takes ("GET, PUT"). */
     int (*handle)(void *ctx, const char *method, size_t method_len, const char *path,
-                  size_t path_len, const char *body, size_t body_len, buf_t *out);
+                  size_t path_len, const char *body, size_t body_len, buf_t *out,
+                  const char **allow);
+    /* The bearer token every endpoint but /healthz, /readyz and /metrics
+     * needs, or NULL for none (admin.token_env). May be NULL. */
+    const char *(*token)(void *ctx);
 } admin_hooks_t;
+
+/* One admin request, and what admin_handle answers. */
+typedef struct admin_request {
+    const char *method, *path, *body, *authorization;
+    size_t method_len, path_len, body_len, authorization_len;
+} admin_request_t;
+
+typedef struct admin_response {
+    int status;
+    const char *content_type;
+    const char *header; /* one extra header line ("Allow: GET\r\n"), or NULL */
+    char header_buf[96];
+} admin_response_t;
 
 /* Listens on sa, or, when fd >= 0, on that listening socket (taken over from
  * another ficus; the admin owns it from now on). */
@@ -32,10 +50,9 @@ int admin_fd(const admin_t *a);
 /* Closes the listener and its connections. NULL is a no-op. */
 void admin_stop(admin_t *a);
 
-/* Routes one admin request (sans-I/O, for tests): fills status, content type
- * and body. */
-int admin_handle(const admin_hooks_t *hooks, const char *method, size_t method_len,
-                 const char *path, size_t path_len, const char *req_body, size_t req_body_len,
-                 buf_t *body, const char **content_type);
+/* Routes one admin request (sans-I/O, for tests): fills the response and
+ * body; returns the status. */
+int admin_handle(const admin_hooks_t *hooks, const admin_request_t *req, buf_t *body,
+                 admin_response_t *resp);
 
 #endif

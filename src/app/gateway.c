@@ -665,8 +665,14 @@ static int put_weights(gateway_t *gw, size_t r, const char *body, size_t len, bu
     return reply_json(out, route_weights_json(gw, r), 200);
 }
 
+static const char *gw_token(void *ctx)
+{
+    const gateway_t *gw = ctx;
+    return gw->cur->cfg->admin_token;
+}
+
 static int gw_handle(void *ctx, const char *method, size_t mlen, const char *path, size_t plen,
-                     const char *body, size_t blen, buf_t *out)
+                     const char *body, size_t blen, buf_t *out, const char **allow)
 {
     gateway_t *gw = ctx;
     const char *q = memchr(path, '?', plen);
@@ -675,14 +681,18 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
     bool get = mlen == 3 && memcmp(method, "GET", 3) == 0;
     bool put = mlen == 3 && memcmp(method, "PUT", 3) == 0;
     if (plen == 7 && memcmp(path, "/config", 7) == 0) {
-        if (!get)
+        if (!get) {
+            *allow = "GET";
             return reply_error(out, 405, "method_not_allowed", "use GET");
+        }
         json_t *j = config_json(gw->cur->cfg);
         return j ? reply_json(out, j, 200) : 500;
     }
     if (plen == 14 && memcmp(path, "/target_groups", 14) == 0) {
-        if (!get)
+        if (!get) {
+            *allow = "GET";
             return reply_error(out, 405, "method_not_allowed", "use GET");
+        }
         return target_groups_json(gw, out);
     }
     static const char pre[] = "/routes/", suf[] = "/weights";
@@ -701,6 +711,7 @@ static int gw_handle(void *ctx, const char *method, size_t mlen, const char *pat
             return reply_json(out, route_weights_json(gw, r), 200);
         if (put)
             return put_weights(gw, r, body, blen, out);
+        *allow = "GET, PUT";
         return reply_error(out, 405, "method_not_allowed", "use GET or PUT");
     }
     return 0;
@@ -1284,8 +1295,11 @@ int gateway_run(config_t *cfg)
         w->on_shed = proxy_worker_on_shed;
         w->on_stop = worker_on_stop;
     }
-    admin_hooks_t hooks = {
-        .ctx = &gw, .ready = gw_ready, .metrics = gw_metrics, .handle = gw_handle};
+    admin_hooks_t hooks = {.ctx = &gw,
+                           .ready = gw_ready,
+                           .metrics = gw_metrics,
+                           .handle = gw_handle,
+                           .token = gw_token};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,
                            plan.admin_fd, &hooks, err, sizeof err);
     if (!gw.admin) {

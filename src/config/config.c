@@ -1170,8 +1170,37 @@ static void f_admin_listen(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_nod
     }
 }
 
+/* admin.token_env: the bearer token comes from this environment variable,
+ * read when the file is loaded (an unset or empty variable is an error:
+ * an admin API meant to be protected must not open up silently). */
+static void f_admin_token_env(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                              const char *path, void *obj)
+{
+    config_t *cfg = obj;
+    cfg->admin_token_env = NULL;
+    cfg->admin_token = NULL;
+    if (!v)
+        return;
+    const char *s = str(c, v, path);
+    if (!s)
+        return;
+    qbuf_t q;
+    if (!valid_token(s, strlen(s))) {
+        err(c, v, "%s: %s is not an environment variable name", path, qnode(&q, v));
+        return;
+    }
+    const char *val = getenv(s);
+    if (!val || !*val) {
+        err(c, v, "%s: the environment variable %s is not set (or empty)", path, qnode(&q, v));
+        return;
+    }
+    cfg->admin_token_env = sdup(c, s);
+    cfg->admin_token = sdup(c, val);
+}
+
 static const field_t admin_fields[] = {
     ROW_CUSTOM("listen", f_admin_listen),
+    ROW_CUSTOM("token_env", f_admin_token_env),
 };
 
 static void sec_admin(ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v, const char *path,

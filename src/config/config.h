@@ -216,6 +216,8 @@ typedef struct config {
 
     config_server_t server;
     char *admin_listen;
+    char *admin_token_env; /* NULL: the admin API is open (bind it to a private address) */
+    char *admin_token;     /* the variable's value at load time; never printed */
     struct sockaddr_storage admin_addr;
     socklen_t admin_addrlen;
     char *access_log_path; /* NULL = off; "stdout"; or a file path */

@@ -211,6 +211,10 @@ json_t *config_json(const config_t *cfg)
         cfg->redis_address ? json_pack("{s:s}", "address", cfg->redis_address) : json_null(),
         "target_groups", groups, "sets", sets, "routes", routes);
     static const char *const levels[] = {"error", "warn", "info", "debug"};
+    if (out && cfg->admin_token_env) {
+        json_t *admin = json_object_get(out, "admin");
+        json_object_set_new(admin, "token_env", json_string(cfg->admin_token_env));
+    }
     if (out)
         json_object_set_new(
             out, "log",
