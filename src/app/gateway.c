@@ -305,23 +305,36 @@ static void each_weight(void *ctx, void (*emit)(void *, const char *, const char
         }
 }
 
-static void each_health(void *ctx, void (*emit)(void *, const char *, const char *, int),
+static void each_health(void *ctx, void (*emit)(void *, const char *, const char *, int, int),
                         void *ctx2)
 {
     gateway_t *gw = ctx;
     const config_t *cfg = gw->cur->cfg;
     uint64_t now = uv_now(gw->loop);
     for (size_t g = 0; g < cfg->n_target_groups; g++)
-        for (size_t t = 0; t < cfg->target_groups[g].n_targets; t++)
+        for (size_t t = 0; t < cfg->target_groups[g].n_targets; t++) {
+            const health_target_t *ht = &gw->cur->health->groups[g].targets[t];
             emit(ctx2, cfg->target_groups[g].name, cfg->target_groups[g].targets[t].name,
-                 health_target_usable(&gw->cur->health->groups[g].targets[t], now));
+                 health_target_usable(ht, now), health_target_ejected(ht, now));
+        }
+}
+
+static void each_panic(void *ctx, void (*emit)(void *, const char *, int), void *ctx2)
+{
+    gateway_t *gw = ctx;
+    const config_t *cfg = gw->cur->cfg;
+    for (size_t g = 0; g < cfg->n_target_groups; g++)
+        emit(ctx2, cfg->target_groups[g].name,
+             (int)atomic_load_explicit(&gw->cur->health->groups[g].panic, memory_order_relaxed));
 }
 
 static void gw_metrics(void *ctx, buf_t *out)
 {
     gateway_t *gw = ctx;
-    metrics_gauges_t g = {
-        .ctx = gw, .each_backend_weight = each_weight, .each_target_health = each_health};
+    metrics_gauges_t g = {.ctx = gw,
+                          .each_backend_weight = each_weight,
+                          .each_target_health = each_health,
+                          .each_group_panic = each_panic};
     metrics_render(gw->metrics, &g, out);
     /* Lines the access-log writer dropped rather than block a worker. */
     buf_printf(out,

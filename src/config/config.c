@@ -1551,6 +1551,8 @@ static const field_t group_fields[] = {
     ROW_CUSTOM("health_check", f_health_check),
     ROW_CUSTOM("outlier_detection", f_outlier),
     ROW_BOOL("required", config_target_group_t, required, false),
+    ROW_UINT("panic_threshold", config_target_group_t, panic_threshold, DEFAULT_PANIC_THRESHOLD, 0,
+             100),
 };
 
 /* A mapping of name -> object (target_groups, sets): the name checked, the

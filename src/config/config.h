@@ -89,6 +89,7 @@ typedef struct config_target_group {
     uint32_t max_connections;
     uint32_t max_pending;
     uint32_t max_requests;
+    uint32_t panic_threshold; /* percent healthy below which health is ignored; 0 = off */
     uint32_t keepalive_max_idle;
     uint64_t keepalive_idle_timeout_ms;
     bool has_health_check;

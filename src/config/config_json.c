@@ -153,6 +153,7 @@ static json_t *group_json(const config_target_group_t *g)
                           "max_requests", (json_int_t)g->max_requests, "keepalive", "max_idle",
                           (json_int_t)g->keepalive_max_idle, "idle_timeout",
                           dur(g->keepalive_idle_timeout_ms), "required", g->required);
+    json_object_set_new(j, "panic_threshold", json_integer((json_int_t)g->panic_threshold));
     if (g->has_health_check)
         json_object_set_new(j, "health_check",
                             json_pack("{s:s,s:o,s:o,s:i,s:i}", "path", g->health_check.path,

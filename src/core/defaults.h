@@ -7,6 +7,7 @@
 #define DEFAULT_LISTEN "0.0.0.0:8080"
 #define DEFAULT_MAX_CONNECTIONS 10000
 #define DEFAULT_HEADER_TIMEOUT_MS 10000
+#define DEFAULT_PANIC_THRESHOLD 50                      /* percent, as Envoy */
 #define DEFAULT_TUNNEL_IDLE_TIMEOUT_MS (60 * 60 * 1000) /* server.tunnel_idle_timeout */
 #define DEFAULT_IDLE_TIMEOUT_MS 60000
 #define DEFAULT_MAX_HEADER_BYTES (16 * 1024)

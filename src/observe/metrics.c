@@ -4,6 +4,11 @@
  * on first use and published with a release store, so /metrics never locks. */
 #include "observe/metrics.h"
 
+#include <dirent.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -105,6 +110,7 @@ struct metrics_registry {
     uint64_t reloads_ok;
     uint64_t reloads_failed;
     uint64_t last_reload_ok_ms;
+    uint64_t last_reload_ok; /* 0/1: ficus_config_last_reload_successful */
     int initial_load_seen;
     uint64_t redis_errors;
     uint64_t trace_dropped;
@@ -520,6 +526,7 @@ void metrics_outlier_ejection(metrics_registry_t *r, uint32_t group, uint32_t ta
  * sets the timestamp but is not a reload, so reloads_total starts at 0. */
 void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtime_ms)
 {
+    __atomic_store_n(&r->last_reload_ok, success ? 1 : 0, __ATOMIC_RELAXED);
     if (!success) {
         bump_shared(&r->reloads_failed, 1);
         return;
@@ -964,10 +971,24 @@ static void render_groups(render_t *rt)
     }
 }
 
-static void emit_health(void *ctx, const char *group, const char *target, int healthy)
+static void emit_health(void *ctx, const char *group, const char *target, int healthy, int ejected)
 {
+    (void)ejected;
     label_t l[] = {{"target_group", group ? group : ""}, {"target", target ? target : ""}};
     sample_u64(ctx, "ficus_target_healthy", l, 2, healthy ? 1 : 0);
+}
+
+static void emit_ejected(void *ctx, const char *group, const char *target, int healthy, int ejected)
+{
+    (void)healthy;
+    label_t l[] = {{"target_group", group ? group : ""}, {"target", target ? target : ""}};
+    sample_u64(ctx, "ficus_target_ejected", l, 2, ejected ? 1 : 0);
+}
+
+static void emit_panic(void *ctx, const char *group, int panic)
+{
+    label_t l[] = {{"target_group", group ? group : ""}};
+    sample_u64(ctx, "ficus_panic_mode", l, 1, panic ? 1 : 0);
 }
 
 static void emit_weight(void *ctx, const char *route, const char *group, uint32_t weight)
@@ -981,6 +1002,13 @@ static void render_gauges(render_t *rt, const metrics_gauges_t *g)
     family(rt, "ficus_target_healthy", "gauge", "1 while a target is healthy, else 0.");
     if (g && g->each_target_health)
         g->each_target_health(g->ctx, emit_health, rt);
+    family(rt, "ficus_target_ejected", "gauge", "1 while outlier detection ejects a target.");
+    if (g && g->each_target_health)
+        g->each_target_health(g->ctx, emit_ejected, rt);
+    family(rt, "ficus_panic_mode", "gauge",
+           "1 while a target group has too few healthy targets and ignores health.");
+    if (g && g->each_group_panic)
+        g->each_group_panic(g->ctx, emit_panic, rt);
     family(rt, "ficus_backend_weight", "gauge", "Current weight of each backend of each route.");
     if (g && g->each_backend_weight)
         g->each_backend_weight(g->ctx, emit_weight, rt);
@@ -1070,6 +1098,66 @@ static void render_limits(render_t *rt)
     }
 }
 
+/* The Prometheus client conventions' process_* family, from /proc/self. */
+static void render_os_process(render_t *rt)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    double cpu = 0, start = 0, rss = 0;
+    char buf[1024];
+    FILE *f = fopen("/proc/self/stat", "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f)
+        fclose(f);
+    buf[n] = '\0';
+    /* Fields after the command name (which may hold spaces): from ")". */
+    const char *p = strrchr(buf, ')');
+    unsigned long long utime = 0, stime = 0, starttime = 0;
+    long rss_pages = 0;
+    if (p &&
+        sscanf(p + 2,
+               "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d %*d "
+               "%*d %llu %*u %ld",
+               &utime, &stime, &starttime, &rss_pages) == 4 &&
+        tick > 0) {
+        cpu = (double)(utime + stime) / (double)tick;
+        rss = (double)rss_pages * (double)page;
+        unsigned long long btime = 0;
+        FILE *st = fopen("/proc/stat", "r");
+        char line[256];
+        while (st && fgets(line, sizeof line, st))
+            if (sscanf(line, "btime %llu", &btime) == 1)
+                break;
+        if (st)
+            fclose(st);
+        start = (double)btime + (double)starttime / (double)tick;
+    }
+    size_t fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));)
+        fds += e->d_name[0] != '.';
+    if (d) {
+        closedir(d);
+        fds--; /* the directory's own descriptor */
+    }
+    struct rlimit rl = {0};
+    getrlimit(RLIMIT_NOFILE, &rl);
+    char num[64];
+    family(rt, "process_cpu_seconds_total", "counter", "User and system CPU time, in seconds.");
+    snprintf(num, sizeof num, "process_cpu_seconds_total %.2f\n", cpu);
+    put(rt, num, strlen(num));
+    family(rt, "process_resident_memory_bytes", "gauge", "Resident memory size, in bytes.");
+    snprintf(num, sizeof num, "process_resident_memory_bytes %.0f\n", rss);
+    put(rt, num, strlen(num));
+    family(rt, "process_open_fds", "gauge", "Open file descriptors.");
+    sample_u64(rt, "process_open_fds", NULL, 0, fds);
+    family(rt, "process_max_fds", "gauge", "The open-file limit.");
+    sample_u64(rt, "process_max_fds", NULL, 0, (uint64_t)rl.rlim_cur);
+    family(rt, "process_start_time_seconds", "gauge",
+           "Start time of the process since the Unix epoch, in seconds.");
+    snprintf(num, sizeof num, "process_start_time_seconds %.2f\n", start);
+    put(rt, num, strlen(num));
+}
+
 static void render_process(render_t *rt)
 {
     metrics_registry_t *r = rt->r;
@@ -1097,6 +1185,10 @@ static void render_process(render_t *rt)
     sample_start(rt, "ficus_config_last_reload_success_timestamp_seconds", NULL, NULL, 0);
     put_fixed(rt, load_u64(&r->last_reload_ok_ms), 3);
     put(rt, "\n", 1);
+    family(rt, "ficus_config_last_reload_successful", "gauge",
+           "1 when the last configuration load (start or reload) succeeded, 0 after a failure.");
+    sample_u64(rt, "ficus_config_last_reload_successful", NULL, 0, load_u64(&r->last_reload_ok));
+    render_os_process(rt);
 
     family(rt, "ficus_build_info", "gauge", "Always 1; the version is a label.");
     label_t v[] = {{"version", r->version}};

@@ -94,11 +94,14 @@ typedef struct metrics_gauges {
                                 void (*emit)(void *ctx2, const char *route, const char *group,
                                              uint32_t weight),
                                 void *ctx2);
-    /* Calls emit(ctx2, group, target, healthy) for every target. May be NULL. */
+    /* Calls emit(ctx2, group, target, healthy, ejected) for every target. May be NULL. */
     void (*each_target_health)(void *ctx,
                                void (*emit)(void *ctx2, const char *group, const char *target,
-                                            int healthy),
+                                            int healthy, int ejected),
                                void *ctx2);
+    /* Calls emit(ctx2, group, panic) for every target group. May be NULL. */
+    void (*each_group_panic)(void *ctx, void (*emit)(void *ctx2, const char *group, int panic),
+                             void *ctx2);
 } metrics_gauges_t;
 
 /* Appends the whole exposition (text format 0.0.4) to out. Main thread. */

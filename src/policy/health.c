@@ -1,6 +1,8 @@
 /* Shared target state; see health.h. */
 #include "policy/health.h"
 
+#include "core/log.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -93,6 +95,23 @@ bool health_target_usable(const health_target_t *t, uint64_t now_ms)
            atomic_load_explicit(&t->addr, memory_order_relaxed) != NULL;
 }
 
+bool health_group_panic(health_group_t *g, size_t usable)
+{
+    uint32_t th = g->cfg->panic_threshold;
+    bool panic = th && usable * 100 < (size_t)th * g->n;
+    if (panic != (atomic_load_explicit(&g->panic, memory_order_relaxed) != 0) &&
+        atomic_exchange_explicit(&g->panic, panic, memory_order_relaxed) != panic) {
+        if (panic)
+            log_warn("target group %s: %zu of %zu targets healthy, below panic_threshold %u%%: "
+                     "spreading requests over all of them",
+                     g->cfg->name, usable, g->n, th);
+        else
+            log_info("target group %s: %zu of %zu targets healthy again: panic mode over",
+                     g->cfg->name, usable, g->n);
+    }
+    return panic;
+}
+
 size_t health_group_usable(const health_group_t *g, uint64_t now_ms)
 {
     size_t n = 0;
@@ -104,6 +123,11 @@ size_t health_group_usable(const health_group_t *g, uint64_t now_ms)
 bool health_record(health_group_t *g, size_t target, bool failure, uint64_t now_ms)
 {
     health_target_t *t = &g->targets[target];
+    if (atomic_load_explicit(&t->ejection_open, memory_order_relaxed) &&
+        !health_target_ejected(t, now_ms) &&
+        atomic_exchange_explicit(&t->ejection_open, 0, memory_order_relaxed))
+        log_info("outlier detection: %s %s back in rotation after its ejection", g->cfg->name,
+                 g->cfg->targets[target].name);
     if (!failure) {
         if (atomic_load_explicit(&t->consecutive_errors, memory_order_relaxed))
             atomic_store_explicit(&t->consecutive_errors, 0, memory_order_relaxed);
@@ -132,7 +156,11 @@ bool health_record(health_group_t *g, size_t target, bool failure, uint64_t now_
                 dur = cap;
             atomic_store(&t->ejected_until_ms, now_ms + dur);
             atomic_store(&t->consecutive_errors, 0);
+            atomic_store_explicit(&t->ejection_open, 1, memory_order_relaxed);
             ejected = true;
+            log_warn("outlier detection: %s %s ejected for %llu ms after %u consecutive errors "
+                     "(ejection #%u)",
+                     g->cfg->name, g->cfg->targets[target].name, (unsigned long long)dur, c, k);
         }
     }
     atomic_flag_clear_explicit(&g->eject_lock, memory_order_release);

@@ -25,6 +25,7 @@ typedef struct health_target {
     atomic_uint_fast64_t ejected_until_ms; /* monotonic; 0 = never ejected */
     atomic_uint ejections;                 /* times ejected so far */
     atomic_uint inflight;                  /* requests in flight, all workers */
+    atomic_uint ejection_open;             /* ejected, its return not logged yet */
     uint32_t hc_successes;                 /* health-check thread only */
     uint32_t hc_failures;
 } health_target_t;
@@ -37,6 +38,7 @@ typedef struct health_group {
     atomic_uint pending;     /* requests waiting for a connection */
     atomic_uint requests;    /* requests in flight */
     atomic_flag eject_lock;  /* serialises ejection decisions (failure path only) */
+    atomic_uint panic;       /* 1 while fewer than panic_threshold % are usable */
 } health_group_t;
 
 typedef struct health {
@@ -56,6 +58,11 @@ void health_inherit(health_t *h, const health_t *old);
 bool health_target_usable(const health_target_t *t, uint64_t now_ms);
 bool health_target_ejected(const health_target_t *t, uint64_t now_ms);
 size_t health_group_usable(const health_group_t *g, uint64_t now_ms);
+
+/* Panic mode (as Envoy): true when fewer than the group's panic_threshold
+ * percent of its targets are usable, given `usable` of them. Logs and
+ * records the transitions (ficus_panic_mode). */
+bool health_group_panic(health_group_t *g, size_t usable);
 
 /* Records the result of a try for outlier detection. Returns true when this
  * call ejected the target (for the ejection counter). */

@@ -57,8 +57,13 @@ static void verdict(hc_probe_t *p, int ok, const char *why)
     int t = health_check_result(g, p->target, ok);
     if (t) {
         const config_target_group_t *tg = &c->cfg->target_groups[p->group];
-        log_warn("health check: %s %s is now %s%s%s", tg->name, tg->targets[p->target].name,
-                 t > 0 ? "healthy" : "unhealthy", ok ? "" : ": ", ok ? "" : why);
+        if (t > 0)
+            log_info("health check: %s %s is now healthy", tg->name, tg->targets[p->target].name);
+        else
+            log_warn("health check: %s %s is now unhealthy: %s", tg->name,
+                     tg->targets[p->target].name, why);
+        /* Panic mode follows the verdicts even without traffic. */
+        health_group_panic(g, health_group_usable(g, uv_now(c->loop)));
         if (c->on_change)
             c->on_change(c->ctx, p->group, p->target, t);
     }

@@ -686,9 +686,25 @@ static void attempt(request_t *req)
         usable += u;
         fresh += gs->eligible[i];
     }
-    if (!fresh && usable)
+    if (health_group_panic(hg, usable)) {
+        /* Too few healthy targets to trust the checks: spread over all the
+         * resolved ones (not tried yet, where possible). */
+        usable = fresh = 0;
+        for (size_t i = 0; i < tg->n_targets; i++) {
+            uint8_t u = atomic_load_explicit(&hg->targets[i].addr, memory_order_relaxed) != NULL;
+            bool tried = i < 64 && (req->tried >> i) & 1;
+            gs->eligible[i] = u && !tried;
+            usable += u;
+            fresh += gs->eligible[i];
+        }
+        if (!fresh)
+            for (size_t i = 0; i < tg->n_targets; i++)
+                gs->eligible[i] =
+                    atomic_load_explicit(&hg->targets[i].addr, memory_order_relaxed) != NULL;
+    } else if (!fresh && usable) {
         for (size_t i = 0; i < tg->n_targets; i++)
             gs->eligible[i] = health_target_usable(&hg->targets[i], now);
+    }
     size_t t = usable ? balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
                                              tg->n_targets)
                       : SIZE_MAX;

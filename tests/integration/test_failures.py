@@ -489,7 +489,7 @@ def test_backend_killed_under_load_no_request_fails(ficus, mock):
 def test_required_group_down_then_back(ficus, mock, respawn):
     m = mock("core")
     f = ficus(config({"core": {
-        "targets": [m.addr], "required": True,
+        "targets": [m.addr], "required": True, "panic_threshold": 0,
         "health_check": {"path": "/healthz", "interval": "200ms", "timeout": "200ms",
                          "healthy_threshold": 1, "unhealthy_threshold": 1}}},
         [route("r", "/", "core")]))
@@ -723,3 +723,46 @@ def test_max_connections_not_exhausted_by_idle_connections(ficus, mock):
     # One request at a time never needs more than one upstream connection.
     statuses = [get(f, f"/{i}")[0].status for i in range(20)]
     assert statuses == [200] * 20, statuses
+
+
+# --- panic mode (panic_threshold) ------------------------------------------------------
+
+
+def panic_group(mocks, threshold):
+    return {"targets": [m.addr for m in mocks], "panic_threshold": threshold,
+            "health_check": {"path": "/healthz", "interval": "100ms", "timeout": "200ms",
+                             "healthy_threshold": 1, "unhealthy_threshold": 1}}
+
+
+def test_panic_mode_spreads_over_all_targets(ficus, mock, respawn):
+    """Two of three targets fail their checks: below panic_threshold 50 the
+    group ignores health (as Envoy) and spreads requests over all three (those
+    to the dead ones fail), ficus_panic_mode says so, and it ends when the
+    targets come back."""
+    ms = [mock(f"p{i}") for i in range(3)]
+    f = ficus(config({"g": panic_group(ms, 50)}, [route("r", "/", "g")]))
+    for m in ms[:2]:
+        m.stop()
+    assert wait_until(lambda: metric(f, "ficus_panic_mode", target_group="g") == 1, scaled(5))
+    assert "below panic_threshold 50%" in f.stderr
+    statuses = {get(f, f"/{i}")[0].status for i in range(30)}
+    assert statuses == {200, 502}, statuses
+    for m in ms[:2]:
+        respawn(m)
+    assert wait_until(lambda: metric(f, "ficus_panic_mode", target_group="g") == 0, scaled(5))
+    assert "panic mode over" in f.stderr
+    assert {get(f, f"/b{i}")[0].status for i in range(10)} == {200}
+
+
+def test_panic_threshold_0_keeps_to_the_healthy(ficus, mock):
+    ms = [mock(f"p{i}") for i in range(3)]
+    f = ficus(config({"g": panic_group(ms, 0)}, [route("r", "/", "g")]))
+    for m in ms[:2]:
+        m.stop()
+    assert wait_until(lambda: metric(f, "ficus_target_healthy", target_group="g",
+                                     target=ms[1].addr) == 0 and
+                      metric(f, "ficus_target_healthy", target_group="g",
+                             target=ms[0].addr) == 0, scaled(5))
+    seen = {get(f, f"/{i}")[0].header("X-Mock-Name") for i in range(30)}
+    assert seen == {"p2"}, seen
+    assert metric(f, "ficus_panic_mode", target_group="g") == 0

@@ -200,8 +200,13 @@ def test_target_up_and_scraped_without_error(scraped):
     got = p.wait_query('scrape_samples_scraped{job="ficus"}')
     exposed = [n for n, _, _ in parse_metrics(f.metrics_text())]
     assert got[0][1] == len(exposed), (got, len(exposed))
-    stored = p.query('count({job="ficus", __name__=~"ficus_.*"})')
+    stored = p.query('count({job="ficus", __name__=~"ficus_.*|process_.*"})')
     assert stored[0][1] == len(exposed), (stored, len(exposed))
+    # The Prometheus client conventions' process metrics are there too.
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+        got = p.query(f'{name}{{job="ficus"}}')
+        assert got and got[0][1] > 0, (name, got)
 
 
 def test_request_counters_match_traffic(scraped):

@@ -290,3 +290,40 @@ def test_a_configmap_symlink_swap_reloads(ficus, mock, tmp_path):
     os.replace(tmp, d / "..data")
     assert wait_until(lambda: mock_name(f) == (200, "b"), scaled(2)), f.stderr
     assert reloads(f, "success") == n + 1
+
+
+def test_last_reload_successful_stays_0_while_the_bad_file_is_there(ficus, mock):
+    """The documented alert must not clear itself while the file is still bad."""
+    a = mock("a")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+
+    def ok():
+        return metric_value(parse_metrics(f.metrics_text()), "ficus_config_last_reload_successful")
+
+    assert ok() == 1
+    f.config_path.write_text(f.config_text + "routes_typo: [\n")
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: ok() == 0, scaled(5)), f.stderr
+    f.write_config(config({"a": a.addr}, [route("r", "/", "a"), route("r2", "/x", "a")]))
+    assert wait_until(lambda: ok() == 1, scaled(5)), f.stderr
+
+
+def test_operability_gauges(ficus, mock):
+    a = mock("a", latency="300ms")
+    f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
+    t = threading.Thread(target=lambda: http_request(f.port, "GET", "/slow"))
+    t.start()
+    try:
+        assert wait_until(lambda: metric_value(parse_metrics(f.metrics_text()),
+                                               "ficus_requests_in_flight", route="r") == 1,
+                          scaled(5))
+    finally:
+        t.join()
+    s = parse_metrics(f.metrics_text())
+    assert metric_value(s, "ficus_requests_in_flight", route="r") == 0
+    assert metric_value(s, "ficus_target_ejected", target_group="a", target=a.addr) == 0
+    assert metric_value(s, "ficus_panic_mode", target_group="a") == 0
+    assert metric_value(s, "process_open_fds") > 0
+    assert metric_value(s, "process_max_fds") > 0
+    assert metric_value(s, "process_resident_memory_bytes") > 1e6
+    assert abs(metric_value(s, "process_start_time_seconds") - time.time()) < 3600
