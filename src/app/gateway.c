@@ -545,6 +545,7 @@ static int gen_activate(gateway_t *gw, gw_gen_t *gen, const gw_gen_t *old, proxy
     if (old)
         health_inherit(gen->health, old->health);
     proxy_shared_t shared = {.cfg = cfg,
+                             .id = gen->id ? gen->id : gw->generations + 1,
                              .sets = gen->sets,
                              .metrics = gw->metrics,
                              .health = gen->health,

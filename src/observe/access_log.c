@@ -228,6 +228,15 @@ size_t access_log_format(const access_log_entry_t *e, char *out, size_t cap)
     STR_FIELD(&o, ",\"user_agent\":", e->user_agent);
     access_log_str_t err = {e->error, e->error ? strlen(e->error) : 0};
     STR_FIELD(&o, ",\"error\":", err);
+    STR_FIELD(&o, ",\"upstream_path\":", e->upstream_path);
+    STR_FIELD(&o, ",\"protocol\":", e->protocol);
+    if (e->config) {
+        PUT_LIT(&o, ",\"config\":\"#");
+        put_u64(&o, e->config);
+        PUT_LIT(&o, "\"");
+    } else {
+        PUT_LIT(&o, ",\"config\":null");
+    }
     PUT_LIT(&o, "}\n");
     return o.full ? 0 : (size_t)(o.p - out);
 }

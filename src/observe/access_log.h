@@ -38,7 +38,10 @@ typedef struct access_log_entry {
     uint64_t bytes_in;
     uint64_t bytes_out;
     access_log_str_t user_agent;
-    const char *error; /* NUL-terminated code, NULL = null */
+    const char *error;              /* NUL-terminated code, NULL = null */
+    access_log_str_t upstream_path; /* the target sent upstream, after rewrites */
+    access_log_str_t protocol;      /* "HTTP/1.1" */
+    uint64_t config;                /* configuration number; 0 = null */
 } access_log_entry_t;
 
 /* path: "stdout" or a file (opened for append, created 0644). NULL with err

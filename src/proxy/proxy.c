@@ -363,6 +363,10 @@ static void trace_try_end(proxy_worker_t *pw, request_t *req, int metrics_code, 
     memcpy(s->span_id, req->try_span, sizeof s->span_id);
     memcpy(s->parent_id, req->trace_span, sizeof s->parent_id);
     s->status = req->attempt_counted ? (uint16_t)req->upstream_status : 0;
+    /* A try whose 5xx head was counted (and then retried or fallen back
+     * from) ends with code 0: its status says what went wrong. */
+    if (!metrics_code && s->status >= 500)
+        metrics_code = s->status;
     s->error = failure || s->status >= 500 || metrics_code < 0;
     s->retry = req->attempts > 1;
     s->attempt = (uint16_t)req->attempts;
@@ -442,6 +446,9 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     req->method_len = (uint8_t)n;
     copy_trunc(req->path, sizeof req->path, h->target, h->target_len, &n);
     req->path_len = (uint16_t)n;
+    req->has_head = 1;
+    req->upstream_path_len = 0;
+    req->client_ip_len = 0;
     const http_header_t *ua = http_header_find(h->headers, h->n_headers, "user-agent", 10);
     req->has_user_agent = ua != NULL;
     if (ua) {
@@ -501,6 +508,15 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     rr.headers = h->headers;
     rr.n_headers = h->n_headers;
 
+    /* The client's address, as the IP rules and the access log see it. */
+    const char *ip;
+    size_t ip_len;
+    client_ip(cc, h, &ip, &ip_len);
+    if (ip != cc->client_ip) {
+        copy_trunc(req->client_ip, sizeof req->client_ip, ip, ip_len, &n);
+        req->client_ip_len = (uint8_t)n;
+    }
+
     /* The route. */
     router_match_t m;
     proxy_gen_t *g = req->gen;
@@ -514,9 +530,6 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], +1);
 
     /* Policies. */
-    const char *ip;
-    size_t ip_len;
-    client_ip(cc, h, &ip, &ip_len);
     if (!ip_rules_allow(r, ip, ip_len)) {
         proxy_send_error(req, 403, END_FORBIDDEN, "client address not allowed on this route");
         return;
@@ -555,6 +568,10 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
     req->group = (uint32_t)req->backend->target_group;
     char *target = pw->scratch;
     long tlen = router_rewrite_target(r, req->backend, &rr, &m, target, pw->scratch_bytes);
+    if (tlen >= 0 && pw->alog) {
+        copy_trunc(req->upstream_path, sizeof req->upstream_path, target, (size_t)tlen, &n);
+        req->upstream_path_len = (uint16_t)n;
+    }
     req->out = pbuf_get(&pw->w->pool);
     if (tlen < 0 || !req->out) {
         proxy_send_error(req, tlen < 0 ? 414 : 500, END_INTERNAL,
@@ -649,6 +666,12 @@ static int switch_to_fallback(request_t *req)
     n->len = (uint32_t)(line + rest);
     pbuf_put(&pw->w->pool, req->out);
     req->out = n;
+    if (pw->alog) {
+        size_t k;
+        copy_trunc(req->upstream_path, sizeof req->upstream_path, req->alt->data, req->alt->len,
+                   &k);
+        req->upstream_path_len = (uint16_t)k;
+    }
     return 0;
 }
 
@@ -1469,10 +1492,11 @@ void proxy_request_log(request_t *req)
         .time_ms = req->start_unix_ns / 1000000,
         .request_id = S(req->request_id, req->request_id_len),
         .trace_id = req->has_trace ? S(trace_hex_id, sizeof trace_hex_id) : S(NULL, 0),
-        .client_ip = S(cc->client_ip, cc->client_ip_len),
+        .client_ip = req->has_head && req->client_ip_len ? S(req->client_ip, req->client_ip_len)
+                                                         : S(cc->client_ip, cc->client_ip_len),
         .client_id = S(NULL, 0),
-        .method = S(req->method, req->method_len),
-        .path = S(req->path, req->path_len),
+        .method = req->has_head ? S(req->method, req->method_len) : S(NULL, 0),
+        .path = req->has_head ? S(req->path, req->path_len) : S(NULL, 0),
         .route = r ? SZ(r->name) : S(NULL, 0),
         .target_group = tg ? SZ(tg->name) : S(NULL, 0),
         .target = t ? SZ(t->name) : S(NULL, 0),
@@ -1486,6 +1510,12 @@ void proxy_request_log(request_t *req)
         .bytes_out = req->bytes_out,
         .user_agent = req->has_user_agent ? S(req->user_agent, req->user_agent_len) : S(NULL, 0),
         .error = proxy_end_reason_name(req->end),
+        .upstream_path =
+            req->upstream_path_len ? S(req->upstream_path, req->upstream_path_len) : S(NULL, 0),
+        .protocol = !req->has_head       ? S(NULL, 0)
+                    : req->client_http10 ? S("HTTP/1.0", 8)
+                                         : S("HTTP/1.1", 8),
+        .config = g->id,
     };
 #undef S
 #undef SZ

@@ -164,6 +164,11 @@ struct request {
     uint8_t method_len;
     char path[256];
     uint16_t path_len;
+    char upstream_path[256]; /* the target as sent upstream (access log on) */
+    uint16_t upstream_path_len;
+    uint8_t has_head;   /* method, path and version were read */
+    char client_ip[46]; /* the address the IP rules used (X-Forwarded-For behind a trusted proxy) */
+    uint8_t client_ip_len;
     char user_agent[160];
     uint8_t user_agent_len;
     uint8_t has_user_agent;
@@ -219,6 +224,7 @@ typedef struct proxy_group_state {
  * the config stay valid for them. Worker-local: the count needs no atomics. */
 struct proxy_gen {
     config_t *cfg; /* one reference */
+    uint64_t id;   /* configuration number */
     set_t *const *sets;
     health_t *health;
     weights_t *shared_weights;
@@ -237,6 +243,7 @@ struct proxy_gen {
 /* Everything shared by the workers for one generation (built by the gateway). */
 typedef struct proxy_shared {
     config_t *cfg;
+    uint64_t id; /* configuration number (#N in logs and the access log) */
     set_t **sets;
     metrics_registry_t *metrics; /* for the generation's metric slots */
     health_t *health;

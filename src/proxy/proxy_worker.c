@@ -52,6 +52,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     config_t *cfg = sh->cfg;
     size_t nr = cfg->n_routes ? cfg->n_routes : 1;
     g->cfg = config_ref(cfg);
+    g->id = sh->id;
     g->sets = sh->sets;
     g->health = sh->health;
     g->shared_weights = sh->weights;

@@ -14,6 +14,7 @@ FIELDS = {
     "time", "request_id", "trace_id", "client_ip", "client_id", "method", "path", "route",
     "target_group", "target", "status", "upstream_status", "attempts", "fallback",
     "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "user_agent", "error",
+    "upstream_path", "protocol", "config",
 }
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)$")
 
@@ -207,3 +208,47 @@ def test_client_gone_before_response_is_499(ficus, echo_backend, raw_backend):
     e = by_id(lines, "log-499")
     assert e["status"] == 499, e
     assert e["error"] == "client_closed", e
+
+
+def test_upstream_path_protocol_and_config(ficus, echo_backend):
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr},
+                     [route("main", "/app", "echo", rewrite_prefix="/v2/app")]))
+    r = http_request(f.port, "GET", "/app/x?q=1", headers={"X-Request-Id": "log-up-1"})
+    assert r.status == 200
+    e = by_id(f.wait_access_log(1), "log-up-1")
+    assert e["upstream_path"] == "/v2/app/x?q=1", e
+    assert e["protocol"] == "HTTP/1.1" and e["config"] == "#1", e
+    # After a reload the next request says which configuration served it.
+    f.write_config(config({"echo": echo.addr}, [route("main", "/app", "echo")]))
+    import signal as sig
+    f.signal(sig.SIGHUP)
+    assert wait_until(lambda: "configuration #2 loaded" in f.stderr, scaled(5)), f.stderr
+    http_request(f.port, "GET", "/app/y", headers={"X-Request-Id": "log-up-2"})
+    assert wait_until(lambda: any(x.get("request_id") == "log-up-2" for x in f.access_log()),
+                      scaled(5))
+    e2 = by_id(f.access_log(), "log-up-2")
+    assert e2["config"] == "#2" and e2["upstream_path"] == "/app/y", e2
+
+
+def test_never_read_method_and_path_are_null(ficus, echo_backend):
+    from harness import RawConn
+    f, _ = gateway(ficus, echo_backend, server={"header_timeout": "300ms"})
+    with RawConn(f.port) as c:
+        c.send(b"GET /app/slow")  # never finished: 408 at header_timeout
+        r = c.read_final_response()
+        assert r.status == 408
+    lines = f.wait_access_log(1)
+    e = lines[-1]
+    assert e["status"] == 408 and e["method"] is None and e["path"] is None, e
+    assert e["protocol"] is None and e["upstream_path"] is None, e
+
+
+def test_client_ip_is_the_one_the_ip_rules_used(ficus, echo_backend):
+    echo = echo_backend("e1")
+    f = ficus(config({"echo": echo.addr}, [route("main", "/", "echo")],
+                     server={"trusted_proxies": ["127.0.0.0/8"]}))
+    http_request(f.port, "GET", "/", headers={"X-Forwarded-For": "203.0.113.9, 127.0.0.5",
+                                              "X-Request-Id": "xff-1"})
+    e = by_id(f.wait_access_log(1), "xff-1")
+    assert e["client_ip"] == "203.0.113.9", e

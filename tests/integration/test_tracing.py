@@ -226,3 +226,30 @@ def test_tracing_spans_metric_and_config(ficus, mock, receiver):
     assert metric_value(s, "ficus_trace_export_failures_total") == 0
     cfg = json.loads(f.admin_get("/config")[2])
     assert cfg["tracing"]["otlp_endpoint"] == receiver.endpoint
+
+
+@pytest.mark.parametrize("canary_fails", ["503", "down"])
+def test_a_fallen_back_canary_try_keeps_its_error_type(ficus, mock, receiver, canary_fails):
+    """The client saw the fallback's 200; the canary's failed try still says
+    why it failed (error.type), so a trace search finds masked failures."""
+    primary = mock("primary")
+    if canary_fails == "503":
+        canary = mock("canary", status=503).addr
+        want = "http_5xx"
+    else:
+        from harness import free_port
+        canary = f"127.0.0.1:{free_port()}"  # nothing listens
+        want = "connect_error"
+    cfg = traced({"primary": primary.addr, "canary": canary},
+                 [route("s", "/", [{"target_group": "primary", "weight": 0},
+                                   {"target_group": "canary", "weight": 1,
+                                    "fallback": "primary"}])],
+                 receiver.endpoint)
+    f = ficus(cfg)
+    assert http_request(f.port, "GET", "/").status == 200
+    spans = receiver.wait_for_spans(3, scaled(5))
+    tries = sorted(by_kind(spans, 3), key=lambda c: c["attrs"]["ficus.attempt"])
+    assert len(tries) == 2, tries
+    assert tries[0]["attrs"].get("error.type") == want, tries[0]
+    assert tries[0]["status"]["code"] == 2
+    assert "error.type" not in tries[1]["attrs"], tries[1]
