@@ -4,6 +4,8 @@
 #   make test       everything CI runs: unit + integration tests, optimised and
 #                   ASan+UBSan builds, fuzz smoke runs, format and lint checks
 #   make MODE=asan  build with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make install    install (PREFIX=/usr/local, DESTDIR for packaging): the binary,
+#                   the man page, docs and the example config, systemd units
 
 MODE    ?= release
 BUILD   := build/$(MODE)
@@ -45,7 +47,16 @@ FUZZ_SRC := $(shell find fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
 
 PYTEST   ?= /usr/bin/python3 -m pytest
 
-.PHONY: all deps deps-build demo test test-unit test-integration test-asan \
+PREFIX     ?= /usr/local
+BINDIR     ?= $(PREFIX)/bin
+MANDIR     ?= $(PREFIX)/share/man
+DOCDIR     ?= $(PREFIX)/share/doc/ficus
+SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
+UNITDIR    ?= $(PREFIX)/lib/systemd/system
+SUBST      := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+                  -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
+
+.PHONY: all deps deps-build demo test install uninstall test-unit test-integration test-asan \
         test-release fuzz format format-check lint clean bench layering
 
 all: ficus
@@ -144,6 +155,24 @@ layering:
 
 bench: ficus
 	bench/run.sh
+
+install: ficus
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples \
+	           $(DESTDIR)$(UNITDIR)
+	install -m 755 ficus $(DESTDIR)$(BINDIR)/ficus
+	$(SUBST) docs/ficus.1 > $(DESTDIR)$(MANDIR)/man1/ficus.1
+	chmod 644 $(DESTDIR)$(MANDIR)/man1/ficus.1
+	install -m 644 README.md CHANGELOG.md LICENSE docs/*.md $(DESTDIR)$(DOCDIR)/
+	install -m 644 examples/gateway.yaml examples/shops.txt $(DESTDIR)$(DOCDIR)/examples/
+	for u in deploy/systemd/*.service; do \
+	  $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ficus $(DESTDIR)$(MANDIR)/man1/ficus.1 \
+	      $(DESTDIR)$(UNITDIR)/ficus.service $(DESTDIR)$(UNITDIR)/ficus@.service
+	rm -rf $(DESTDIR)$(DOCDIR)
 
 clean:
 	rm -rf build ficus

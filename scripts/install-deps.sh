@@ -3,7 +3,7 @@
 # those missing, and the npm packages of tests/otlp (the OTLP protobuf check).
 # Used by `make demo`, `make test` and CI (runs as root or sudo).
 set -e
-BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev"
+BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev"
 TEST="libcmocka-dev python3 python3-pytest python3-websockets clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps bc"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
