@@ -4,6 +4,9 @@
 #   make test       everything CI runs: unit + integration tests, optimised and
 #                   ASan+UBSan builds, fuzz smoke runs, format and lint checks
 #   make MODE=asan  build with AddressSanitizer + UndefinedBehaviorSanitizer
+#   make install    install the binary, man page, example config and systemd
+#                   units under PREFIX (/usr/local), staged under DESTDIR if set;
+#                   make uninstall removes them
 
 MODE    ?= release
 BUILD   := build/$(MODE)
@@ -46,7 +49,8 @@ FUZZ_SRC := $(shell find fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
 PYTEST   ?= /usr/bin/python3 -m pytest
 
 .PHONY: all deps deps-build demo test test-unit test-integration test-asan \
-        test-release fuzz format format-check lint clean bench layering
+        test-release fuzz format format-check lint clean bench layering \
+        install uninstall
 
 all: ficus
 
@@ -144,6 +148,37 @@ layering:
 
 bench: ficus
 	bench/run.sh
+
+# Install layout (GNU conventions). The units' ExecStart names BINDIR's ficus.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/ficus
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+INSTALL     ?= install
+UNITS       := ficus.service ficus@.service
+EXAMPLES    := gateway.yaml shops.txt
+
+install: ficus
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR)
+	$(INSTALL) -m 755 ficus $(DESTDIR)$(BINDIR)/ficus
+	$(INSTALL) -m 644 docs/ficus.1 $(DESTDIR)$(MANDIR)/man1/ficus.1
+	$(INSTALL) -m 644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 644 $(addprefix examples/,$(EXAMPLES)) $(DESTDIR)$(DOCDIR)/examples/
+	@set -e; for u in $(UNITS); do \
+	  echo "install deploy/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u"; \
+	  sed 's|/usr/local/bin/ficus|$(BINDIR)/ficus|g' deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp; \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp; mv -f $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; \
+	done
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/ficus $(DESTDIR)$(MANDIR)/man1/ficus.1 \
+	  $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md) \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(EXAMPLES))
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
 
 clean:
 	rm -rf build ficus
