@@ -178,7 +178,7 @@ uninstall:
 	  $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
 	  $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md) \
 	  $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(EXAMPLES))
-	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+	rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf build ficus

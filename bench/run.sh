@@ -575,10 +575,10 @@ EOF
 
 # ---- starting things ---------------------------------------------------
 
-# start_backend NAME PORT BODY_FILE; sets STARTED.
+# start_backend NAME PORT BODY_FILE [KIND (default $BACKEND)]; sets STARTED.
 start_backend() {
-    local name=$1 port=$2 body=$3
-    if [[ $BACKEND == ficus ]]; then
+    local name=$1 port=$2 body=$3 kind=${4:-$BACKEND}
+    if [[ $kind == ficus ]]; then
         launch "$TMP/$name.log" taskset -c "$LOAD_CPU" "$FICUS_BIN" mock \
             --listen "127.0.0.1:$port" --body-file "$body" --workers 1 --name "$name"
     else
@@ -975,7 +975,8 @@ fi
 
 if [[ $MODE == trace || (($MODE == throughput || $MODE == all) && " $PROXIES " == *" ficus "*) ]]; then
     read -r COLLECTOR_PORT <<<"$(free_ports 1)"
-    start_backend collector "$COLLECTOR_PORT" "$TMP/small.body"
+    # Always the mock: NGINX's static file would answer the exporter's POST 405.
+    start_backend collector "$COLLECTOR_PORT" "$TMP/small.body" ficus
     note "OTLP collector (a ficus mock answering 200): 127.0.0.1:$COLLECTOR_PORT pid $STARTED"
     scenario small-trace "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 3
 fi
