@@ -164,7 +164,8 @@ install: ficus
 	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR)
 	$(INSTALL) -m 755 ficus $(DESTDIR)$(BINDIR)/ficus
-	$(INSTALL) -m 644 docs/ficus.1 $(DESTDIR)$(MANDIR)/man1/ficus.1
+	sed '1,/^\.TH/s/"ficus [0-9][^"]*"/"ficus $(VERSION)"/' docs/ficus.1 > $(DESTDIR)$(MANDIR)/man1/ficus.1
+	chmod 644 $(DESTDIR)$(MANDIR)/man1/ficus.1
 	$(INSTALL) -m 644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(DOCDIR)/
 	$(INSTALL) -m 644 $(addprefix examples/,$(EXAMPLES)) $(DESTDIR)$(DOCDIR)/examples/
 	@set -e; for u in $(UNITS); do \
