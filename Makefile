@@ -4,8 +4,9 @@
 #   make test       everything CI runs: unit + integration tests, optimised and
 #                   ASan+UBSan builds, fuzz smoke runs, format and lint checks
 #   make MODE=asan  build with AddressSanitizer + UndefinedBehaviorSanitizer
-#   make install    install (PREFIX=/usr/local, DESTDIR for packaging): the binary,
-#                   the man page, docs and the example config, systemd units
+#   make install    install the binary, man page, example config and systemd
+#                   units under PREFIX (/usr/local), staged under DESTDIR if set;
+#                   make uninstall removes them
 
 MODE    ?= release
 BUILD   := build/$(MODE)
@@ -47,17 +48,9 @@ FUZZ_SRC := $(shell find fuzz -name 'fuzz_*.c' 2>/dev/null | sort)
 
 PYTEST   ?= /usr/bin/python3 -m pytest
 
-PREFIX     ?= /usr/local
-BINDIR     ?= $(PREFIX)/bin
-MANDIR     ?= $(PREFIX)/share/man
-DOCDIR     ?= $(PREFIX)/share/doc/ficus
-SYSCONFDIR ?= $(if $(filter /usr,$(PREFIX)),/etc,$(PREFIX)/etc)
-UNITDIR    ?= $(PREFIX)/lib/systemd/system
-SUBST      := sed -e 's|@BINDIR@|$(BINDIR)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
-                  -e 's|@DOCDIR@|$(DOCDIR)|g' -e 's|@VERSION@|$(VERSION)|g'
-
-.PHONY: all deps deps-build demo test install uninstall test-unit test-integration test-asan \
-        test-release fuzz format format-check lint clean bench layering
+.PHONY: all deps deps-build demo test test-unit test-integration test-asan \
+        test-release fuzz format format-check lint clean bench layering \
+        install uninstall
 
 all: ficus
 
@@ -156,23 +149,37 @@ layering:
 bench: ficus
 	bench/run.sh
 
+# Install layout (GNU conventions). The units' ExecStart names BINDIR's ficus.
+PREFIX      ?= /usr/local
+DESTDIR     ?=
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+DOCDIR      ?= $(PREFIX)/share/doc/ficus
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+INSTALL     ?= install
+UNITS       := ficus.service ficus@.service
+EXAMPLES    := gateway.yaml shops.txt
+
 install: ficus
-	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(DOCDIR)/examples \
-	           $(DESTDIR)$(UNITDIR)
-	install -m 755 ficus $(DESTDIR)$(BINDIR)/ficus
-	$(SUBST) docs/ficus.1 > $(DESTDIR)$(MANDIR)/man1/ficus.1
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man1 \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(UNITDIR)
+	$(INSTALL) -m 755 ficus $(DESTDIR)$(BINDIR)/ficus
+	sed '1,/^\.TH/s/"ficus [0-9][^"]*"/"ficus $(VERSION)"/' docs/ficus.1 > $(DESTDIR)$(MANDIR)/man1/ficus.1
 	chmod 644 $(DESTDIR)$(MANDIR)/man1/ficus.1
-	install -m 644 README.md CHANGELOG.md LICENSE docs/*.md $(DESTDIR)$(DOCDIR)/
-	install -m 644 examples/gateway.yaml examples/shops.txt $(DESTDIR)$(DOCDIR)/examples/
-	for u in deploy/systemd/*.service; do \
-	  $(SUBST) $$u > $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
-	  chmod 644 $(DESTDIR)$(UNITDIR)/$$(basename $$u); \
+	$(INSTALL) -m 644 LICENSE CHANGELOG.md README.md $(DESTDIR)$(DOCDIR)/
+	$(INSTALL) -m 644 $(addprefix examples/,$(EXAMPLES)) $(DESTDIR)$(DOCDIR)/examples/
+	@set -e; for u in $(UNITS); do \
+	  echo "install deploy/systemd/$$u -> $(DESTDIR)$(UNITDIR)/$$u"; \
+	  sed 's|/usr/local/bin/ficus|$(BINDIR)/ficus|g' deploy/systemd/$$u > $(DESTDIR)$(UNITDIR)/$$u.tmp; \
+	  chmod 644 $(DESTDIR)$(UNITDIR)/$$u.tmp; mv -f $(DESTDIR)$(UNITDIR)/$$u.tmp $(DESTDIR)$(UNITDIR)/$$u; \
 	done
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/ficus $(DESTDIR)$(MANDIR)/man1/ficus.1 \
-	      $(DESTDIR)$(UNITDIR)/ficus.service $(DESTDIR)$(UNITDIR)/ficus@.service
-	rm -rf $(DESTDIR)$(DOCDIR)
+	  $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS)) \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/,LICENSE CHANGELOG.md README.md) \
+	  $(addprefix $(DESTDIR)$(DOCDIR)/examples/,$(EXAMPLES))
+	rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null || true
 
 clean:
 	rm -rf build ficus

@@ -245,6 +245,8 @@ def print_table(summary):
     print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
     print("x/hap, x/direct: median of per-round ratios (each run against the same round's);")
     print("  small-log has no haproxy/direct of its own: ratios of medians of 'small'.")
+    print("full-small, full-large: every proxy with four routes (regex, 90/10 split with")
+    print("  fallback, retries, header rules), its access log to a file, metrics scraped 1/s.")
     print("CPU s/100k: CPU seconds of the proxy process (all threads) per 100k requests;")
     print("  * for direct it is the backend's. errors = non-2xx + socket errors, all rounds.")
     print("others: median share of the proxy core / of the load core (wrk + backend) used by")
@@ -336,6 +338,8 @@ def cmd_report(args):
     if runs:
         doc["summary"] = summarise(runs)
         print()
+        print(f"backend: {doc['meta'].get('backend', '?')} (the ratios between proxies depend on "
+              f"it: bench/README.md)")
         print_table(doc["summary"])
         doc["runs"] = runs
     if mems:

@@ -4,11 +4,12 @@
 # of medians over interleaved rounds and writes the raw numbers to
 # bench/results/<timestamp>.json. See bench/README.md.
 #
-#   bench/run.sh [throughput|memory|all]      (default: throughput)
+#   bench/run.sh [throughput|full|memory|all|trace]      (default: throughput)
 #
 # Environment (defaults in brackets):
 #   FICUS_BIN [./ficus]  DURATION [5] seconds per run  ROUNDS [5]  CONNS [50]
-#   WARMUP [1] seconds   BACKEND [ficus] (ficus mock) or nginx
+#   WARMUP [1] seconds   BACKEND [nginx]: nginx (static file), ficus (ficus mock)
+#     or both (the whole run once per backend, one table each)
 #   PROXIES ["ficus haproxy nginx"]  MEM_CONNS [10000]  PROXY_CPU [1]  LOAD_CPU [0]
 #   NOISE_MAX_PCT [5] NOISE_RETRIES [2]: a run during which other processes used
 #     more than 5% of a core is measured again, at most twice
@@ -17,13 +18,13 @@ set -euo pipefail
 
 MODE=${1:-throughput}
 case "$MODE" in
-throughput | memory | all | trace) ;;
+throughput | full | memory | all | trace) ;;
 -h | --help)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
-    echo "usage: bench/run.sh [throughput|memory|all|trace]" >&2
+    echo "usage: bench/run.sh [throughput|full|memory|all|trace]" >&2
     exit 2
     ;;
 esac
@@ -36,7 +37,17 @@ CONNS=${CONNS:-50}
 WARMUP=${WARMUP:-1}
 NOISE_MAX_PCT=${NOISE_MAX_PCT:-5}
 NOISE_RETRIES=${NOISE_RETRIES:-2}
-BACKEND=${BACKEND:-ficus}
+BACKEND=${BACKEND:-nginx}
+if [[ $BACKEND == both ]]; then
+    # The ratios between proxies depend on the backend (bench/README.md): one
+    # whole run per backend, each with its own table and JSON.
+    rc=0
+    for b in nginx ficus; do
+        echo "==== backend: $b"
+        BACKEND=$b "$0" "$@" || rc=$?
+    done
+    exit "$rc"
+fi
 PROXIES=${PROXIES:-ficus haproxy nginx}
 MEM_CONNS=${MEM_CONNS:-10000}
 PROXY_CPU=${PROXY_CPU:-1}
@@ -64,7 +75,7 @@ for p in $PROXIES; do
     *) die "unknown proxy '$p' in PROXIES" ;;
     esac
 done
-[[ $BACKEND == ficus || $BACKEND == nginx ]] || die "BACKEND must be ficus or nginx"
+[[ $BACKEND == ficus || $BACKEND == nginx ]] || die "BACKEND must be nginx, ficus or both"
 [[ $BACKEND == nginx ]] && { command -v nginx >/dev/null || die "BACKEND=nginx needs nginx"; }
 [[ -x $FICUS_BIN ]] || die "no ficus binary at $FICUS_BIN (make ficus, or set FICUS_BIN)"
 FICUS_BIN=$(realpath "$FICUS_BIN")
@@ -243,6 +254,10 @@ EOF
 # to the primary; both groups are the same backend, so nothing fails and the
 # run measures what the machinery costs.
 ficus_yaml() {
+    if [[ ${8:-0} == 3 ]]; then
+        ficus_full_yaml "$@"
+        return
+    fi
     if [[ ${8:-0} == 2 ]]; then
         # Tracing at sample_ratio 1.0 to a live collector (a ficus mock on the
         # load core that answers 200): every request exports two spans.
@@ -309,8 +324,105 @@ routes:
 EOF
 }
 
-# haproxy_cfg FILE LISTEN_PORT BACKEND_PORT MAXCONN IDLE
+# The full profile (scenarios full-small, full-large), the same job in each
+# proxy: four routes tried in order (a regex route, two prefix routes, and the
+# catch-all that wrk requests, so every request runs the regex and two prefix
+# tests first); the catch-all splits 90/10 between two groups with the canary
+# falling back to the primary, has retries armed and rewrites request headers;
+# the access log is on, to a file; metrics are scraped once a second. Both
+# groups are the same backend, so nothing fails: what is measured is the cost
+# of the machinery when all is well.
+ficus_full_yaml() {
+    cat >"$1" <<EOF
+server:
+  listen: ["127.0.0.1:$2"]
+  workers: 1
+  max_connections: $6
+  idle_timeout: $7
+  drain_delay: 0s
+  drain_timeout: 2s
+admin:
+  listen: "127.0.0.1:$3"
+access_log:
+  path: $5
+target_groups:
+  primary:
+    targets: ["127.0.0.1:$4"]
+    keepalive: {max_idle: 64, idle_timeout: 60s}
+  canary:
+    targets: ["127.0.0.1:$4"]
+    keepalive: {max_idle: 64, idle_timeout: 60s}
+routes:
+  - name: orders
+    match: {path_regex: "/users/([0-9]+)/orders\$"}
+    backends: [{target_group: primary, weight: 100, path: "/orders/\$1"}]
+  - name: api
+    match: {path_prefix: /api/}
+    backends: [{target_group: primary, weight: 100}]
+  - name: static
+    match: {path_prefix: /static/}
+    backends: [{target_group: primary, weight: 100}]
+  - name: all
+    match: {path_prefix: /}
+    retries: {attempts: 2, per_try_timeout: 4s, retry_on: [5xx, connect-failure], backoff: 25ms}
+    request_headers: {set: {X-Gateway: bench, X-Route: all}, remove: [X-Debug, X-Internal]}
+    backends:
+      - {target_group: primary, weight: 90}
+      - {target_group: canary, weight: 10, fallback: primary}
+EOF
+}
+
+# haproxy_cfg FILE LISTEN_PORT BACKEND_PORT MAXCONN IDLE [FULL ACCESS_LOG METRICS_PORT]
+# FULL=1: the full profile (see ficus_full_yaml). HAProxy has no fallback
+# group: the split is two servers weighted 90/10 and a failed try is retried
+# on the other server (retry-on + option redispatch), the closest equivalent.
+# The access log goes to stdout, which start_proxy sends to ACCESS_LOG.
 haproxy_cfg() {
+    if [[ ${6:-0} == 1 ]]; then
+        cat >"$1" <<EOF
+global
+    nbthread 1
+    maxconn $4
+    no strict-limits
+    log stdout format raw local0
+defaults
+    mode http
+    log global
+    option httplog
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client $5
+    timeout server 60s
+    timeout http-keep-alive $5
+frontend metrics
+    bind 127.0.0.1:$8
+    no log
+    http-request use-service prometheus-exporter if { path /metrics }
+frontend fe
+    bind 127.0.0.1:$2
+    acl orders path_reg ^/users/([0-9]+)/orders\$
+    acl api path_beg /api/
+    acl static path_beg /static/
+    http-request replace-path ^/users/([0-9]+)/orders\$ /orders/\1 if orders
+    use_backend be_primary if orders or api or static
+    default_backend be_split
+backend be_primary
+    server s1 127.0.0.1:$3
+backend be_split
+    balance roundrobin
+    retries 1
+    retry-on conn-failure empty-response response-timeout 500 502 503 504
+    option redispatch 1
+    http-request set-header X-Gateway bench
+    http-request set-header X-Route all
+    http-request del-header X-Debug
+    http-request del-header X-Internal
+    server primary 127.0.0.1:$3 weight 90
+    server canary 127.0.0.1:$3 weight 10
+EOF
+        return
+    fi
     cat >"$1" <<EOF
 global
     nbthread 1
@@ -334,11 +446,73 @@ backend be
 EOF
 }
 
-# nginx_proxy_cfg FILE LISTEN_PORT BACKEND_PORT IDLE
+# nginx_proxy_cfg FILE LISTEN_PORT BACKEND_PORT IDLE [FULL ACCESS_LOG METRICS_PORT]
 # keepalive_requests is raised both ways: its default (1000) would make nginx
 # alone reconnect every 1000 requests, which the others never do.
+# FULL=1: the full profile (see ficus_full_yaml). NGINX has no fallback group
+# either: an upstream of two servers weighted 90/10, and proxy_next_upstream
+# (2 tries) sends a failed request to the other server. The access log is
+# buffered (64k, flushed every second), as ficus's is written by a thread;
+# metrics are stub_status on their own port.
 nginx_proxy_cfg() {
     local dir=${1%/*}
+    if [[ ${5:-0} == 1 ]]; then
+        cat >"$1" <<EOF
+worker_processes 1;
+daemon off;
+pid $1.pid;
+error_log $1.err warn;
+worker_rlimit_nofile $NOFILE;
+events { worker_connections $((NOFILE - 64)); }
+http {
+    access_log $6 combined buffer=64k flush=1s;
+    keepalive_timeout $4;
+    keepalive_requests 100000000;
+    client_body_temp_path $dir/nginx-body;
+    proxy_temp_path $dir/nginx-proxy;
+    fastcgi_temp_path $dir/nginx-fastcgi;
+    uwsgi_temp_path $dir/nginx-uwsgi;
+    scgi_temp_path $dir/nginx-scgi;
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    upstream primary {
+        server 127.0.0.1:$3;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    upstream split {
+        server 127.0.0.1:$3 weight=90;
+        server 127.0.0.1:$3 weight=10;
+        keepalive 64;
+        keepalive_requests 100000000;
+    }
+    server {
+        listen 127.0.0.1:$7;
+        access_log off;
+        location = /metrics { stub_status; }
+    }
+    server {
+        listen 127.0.0.1:$2;
+        location ~ ^/users/([0-9]+)/orders\$ {
+            proxy_pass http://primary/orders/\$1;
+        }
+        location /api/ { proxy_pass http://primary; }
+        location /static/ { proxy_pass http://primary; }
+        location / {
+            proxy_pass http://split;
+            proxy_next_upstream error timeout http_500 http_502 http_503 http_504;
+            proxy_next_upstream_tries 2;
+            proxy_set_header Connection "";
+            proxy_set_header X-Gateway bench;
+            proxy_set_header X-Route all;
+            proxy_set_header X-Debug "";
+            proxy_set_header X-Internal "";
+        }
+    }
+}
+EOF
+        return
+    fi
     cat >"$1" <<EOF
 worker_processes 1;
 daemon off;
@@ -401,10 +575,10 @@ EOF
 
 # ---- starting things ---------------------------------------------------
 
-# start_backend NAME PORT BODY_FILE; sets STARTED.
+# start_backend NAME PORT BODY_FILE [KIND (default $BACKEND)]; sets STARTED.
 start_backend() {
-    local name=$1 port=$2 body=$3
-    if [[ $BACKEND == ficus ]]; then
+    local name=$1 port=$2 body=$3 kind=${4:-$BACKEND}
+    if [[ $kind == ficus ]]; then
         launch "$TMP/$name.log" taskset -c "$LOAD_CPU" "$FICUS_BIN" mock \
             --listen "127.0.0.1:$port" --body-file "$body" --workers 1 --name "$name"
     else
@@ -422,8 +596,11 @@ start_backend() {
 # sets STARTED (0 when it failed to start; the reason is printed).
 start_proxy() {
     local kind=$1 tag=$2 port=$3 bport=$4 alog=${5:-off} maxc=${6:-4096} idle=${7:-60s}
-    local res=${8:-0}
+    local res=${8:-0} full=0
+    ((res == 3)) && full=1
     local log=$TMP/$tag.log
+    # HAProxy writes its access log to stdout: its log is the access log.
+    [[ $kind == haproxy && $full == 1 ]] && log=$alog
     STARTED=0
     case "$kind" in
     ficus)
@@ -437,11 +614,13 @@ start_proxy() {
         launch "$log" taskset -c "$PROXY_CPU" "$FICUS_BIN" run -c "$cfg"
         ;;
     haproxy)
-        haproxy_cfg "$TMP/$tag.cfg" "$port" "$bport" "$maxc" "$idle"
+        haproxy_cfg "$TMP/$tag.cfg" "$port" "$bport" "$maxc" "$idle" "$full" "$alog" \
+            "${ADMIN_PORT[$tag]}"
         launch "$log" taskset -c "$PROXY_CPU" haproxy -db -f "$TMP/$tag.cfg"
         ;;
     nginx)
-        nginx_proxy_cfg "$TMP/$tag.conf" "$port" "$bport" "$idle"
+        nginx_proxy_cfg "$TMP/$tag.conf" "$port" "$bport" "$idle" "$full" "$alog" \
+            "${ADMIN_PORT[$tag]}"
         launch "$log" taskset -c "$PROXY_CPU" nginx -p "$TMP" -c "$TMP/$tag.conf" \
             -e "$TMP/$tag.conf.err"
         ;;
@@ -477,7 +656,7 @@ ficus_requests_total() {
 
 CLK_TCK=$(getconf CLK_TCK)
 LOG_DROP_WARNINGS=0
-declare -A ADMIN_PORT PID_OF PORT_OF DEAD
+declare -A ADMIN_PORT PID_OF PORT_OF DEAD SCRAPE_URL ALOG_OF
 
 # one_run SCENARIO TAG ROUND URL BACKEND_PID [ADMIN_PORT] [ACCESS_LOG_FILE]
 # Measures one wrk run; a run during which other processes took more than
@@ -505,12 +684,12 @@ measure_once() {
         sleep 0.5 # let the lines of earlier requests (warm-up) reach the file
         l0=$(wc -l <"$alog")
     fi
-    if [[ -n $alog && -n $admin ]]; then
+    if [[ -n $alog && -n ${SCRAPE_URL[$tag]:-} ]]; then
         : >"$TMP/scrapes.txt"
         # shellcheck disable=SC2016 # expanded by the inner bash
         taskset -c "$LOAD_CPU" bash -c 'while :; do
-            curl -s -m 2 -o "$2" -w "%{http_code}\n" "http://127.0.0.1:$1/metrics" >>"$3"
-            sleep 1; done' scraper "$admin" "$TMP/metrics.last" "$TMP/scrapes.txt" &
+            curl -s -m 2 -o "$2" -w "%{http_code}\n" "$1" >>"$3"
+            sleep 1; done' scraper "${SCRAPE_URL[$tag]}" "$TMP/metrics.last" "$TMP/scrapes.txt" &
         scrape_pid=$!
         PIDS+=("$scrape_pid")
     fi
@@ -587,8 +766,13 @@ warm() {
 # 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
-    local targets=() kind tag ports i=0
-    if ((with_log == 3)); then
+    local targets=() kind tag ports i=0 full=0
+    if ((with_log == 4)); then
+        # The full profile: every proxy with its access log and metrics.
+        read -ra targets <<<"$PROXIES"
+        full=1
+        with_log=0
+    elif ((with_log == 3)); then
         targets=(ficus_trace ficus)
         with_log=0
     elif ((with_log == 2)); then
@@ -619,6 +803,15 @@ scenario() {
         local res=0
         [[ $kind == ficus_res ]] && res=1
         [[ $kind == ficus_trace ]] && res=2
+        if ((full)); then
+            res=3
+            log_path=$TMP/access-$tag.log
+            : >"$log_path"
+        fi
+        ALOG_OF[$tag]=""
+        [[ $log_path != off ]] && ALOG_OF[$tag]=$log_path
+        # ficus's admin port, or HAProxy's and NGINX's metrics port.
+        SCRAPE_URL[$tag]=http://127.0.0.1:${ADMIN_PORT[$tag]}/metrics
         start_proxy "${kind%%_*}" "$tag" "${PORT_OF[$tag]}" "$bport" "$log_path" 4096 60s "$res"
         if ((STARTED == 0)); then
             DEAD[$tag]=1
@@ -643,8 +836,7 @@ scenario() {
             [[ -n ${DEAD[$tag]:-} ]] && continue
             admin=""
             [[ $kind == ficus* ]] && admin=${ADMIN_PORT[$tag]}
-            local run_log=""
-            [[ $kind == ficus_log ]] && run_log=$alog
+            local run_log=${ALOG_OF[$tag]:-}
             one_run "$scen" "$tag" "$round" "http://127.0.0.1:${PORT_OF[$tag]}/" "$bpid" \
                 "$admin" "$run_log"
         done
@@ -654,6 +846,14 @@ scenario() {
         [[ $kind == direct || -z ${PID_OF[$tag]:-} ]] && continue
         stop_proxy "$tag" "${PID_OF[$tag]}"
     done
+    if ((full)); then
+        for kind in "${targets[@]}"; do
+            tag=$kind-$scen
+            [[ -n ${ALOG_OF[$tag]:-} && -s ${ALOG_OF[$tag]} ]] || continue
+            note "access log of $tag: $(wc -l <"${ALOG_OF[$tag]}") lines; first line:"
+            head -n 1 "${ALOG_OF[$tag]}" >&2 || true
+        done
+    fi
     if [[ -n $alog ]]; then
         note "access log $alog: $(wc -l <"$alog") lines; first line:"
         head -n 1 "$alog" >&2 || true
@@ -762,9 +962,21 @@ if [[ $MODE == throughput || $MODE == all ]]; then
     fi
 fi
 
+if [[ $MODE == full || $MODE == throughput || $MODE == all ]]; then
+    if [[ $MODE == full ]]; then
+        start_backend backend-large "$LARGE_PORT" "$TMP/large.body"
+        LARGE_PID=$STARTED
+    fi
+    note "full profile: four routes, regex, 90/10 split with fallback, retries, header"
+    note "  rules, access log to a file, metrics scraped every second; proxies: $PROXIES"
+    scenario full-small "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 4
+    scenario full-large "$LARGE_PORT" "$LARGE_PID" "$LARGE_BYTES" 4
+fi
+
 if [[ $MODE == trace || (($MODE == throughput || $MODE == all) && " $PROXIES " == *" ficus "*) ]]; then
     read -r COLLECTOR_PORT <<<"$(free_ports 1)"
-    start_backend collector "$COLLECTOR_PORT" "$TMP/small.body"
+    # Always the mock: NGINX's static file would answer the exporter's POST 405.
+    start_backend collector "$COLLECTOR_PORT" "$TMP/small.body" ficus
     note "OTLP collector (a ficus mock answering 200): 127.0.0.1:$COLLECTOR_PORT pid $STARTED"
     scenario small-trace "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 3
 fi
