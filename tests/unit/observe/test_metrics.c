@@ -155,6 +155,16 @@ static const char *const families[] = {
     "ficus_trace_spans_dropped_total counter",
     "ficus_trace_export_failures_total counter",
     "ficus_session_exchange_failures_total counter",
+    "ficus_config_last_reload_successful gauge",
+    "ficus_requests_in_flight gauge",
+    "ficus_tunnels gauge",
+    "ficus_target_ejected gauge",
+    "ficus_panic_mode gauge",
+    "process_cpu_seconds_total counter",
+    "process_resident_memory_bytes gauge",
+    "process_open_fds gauge",
+    "process_max_fds gauge",
+    "process_start_time_seconds gauge",
 };
 
 static void test_empty_registry_has_every_family(void **state)
@@ -287,12 +297,18 @@ static void each_weight(void *ctx, void (*emit)(void *, const char *, const char
     emit(ctx2, "search", "search-v2", 10);
 }
 
-static void each_health(void *ctx, void (*emit)(void *, const char *, const char *, int),
+static void each_health(void *ctx, void (*emit)(void *, const char *, const char *, int, int),
                         void *ctx2)
 {
     (void)ctx;
-    emit(ctx2, "search-v1", "10.0.0.1:80", 1);
-    emit(ctx2, "search-v1", "10.0.0.2:80", 0);
+    emit(ctx2, "search-v1", "10.0.0.1:80", 1, 0);
+    emit(ctx2, "search-v1", "10.0.0.2:80", 0, 1);
+}
+
+static void each_panic(void *ctx, void (*emit)(void *, const char *, int), void *ctx2)
+{
+    (void)ctx;
+    emit(ctx2, "search-v1", 1);
 }
 
 typedef struct auth_thread {
@@ -358,8 +374,14 @@ static void test_process_wide_and_gauges(void **state)
     for (int i = 0; i < 2; i++)
         pthread_join(th[i], NULL);
 
-    metrics_gauges_t g = {NULL, each_weight, each_health};
+    metrics_gauges_t g = {NULL, each_weight, each_health, each_panic};
     t = render(r, &g);
+    assert_true(value_of(t, "ficus_target_ejected{target_group=\"search-v1\","
+                            "target=\"10.0.0.2:80\"}") == 1);
+    assert_true(value_of(t, "ficus_target_ejected{target_group=\"search-v1\","
+                            "target=\"10.0.0.1:80\"}") == 0);
+    assert_true(value_of(t, "ficus_panic_mode{target_group=\"search-v1\"}") == 1);
+    assert_non_null(strstr(t, "\nficus_config_last_reload_successful "));
     assert_true(value_of(t, "ficus_config_reloads_total{result=\"success\"}") == 1);
     assert_true(value_of(t, "ficus_config_reloads_total{result=\"failure\"}") == 1);
     assert_non_null(
@@ -439,7 +461,7 @@ static void test_promtool_accepts(void **state)
     if (access("/usr/bin/promtool", X_OK) != 0 && system("command -v promtool >/dev/null") != 0)
         skip();
     metrics_registry_t *r = populated();
-    metrics_gauges_t g = {NULL, each_weight, each_health};
+    metrics_gauges_t g = {NULL, each_weight, each_health, each_panic};
     char *t = render(r, &g);
     for (size_t i = 0; i < sizeof families / sizeof families[0]; i++) {
         int n = (int)strcspn(families[i], " ");
