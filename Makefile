@@ -127,8 +127,14 @@ fuzz:
 	  echo "== $$n ($(FUZZ_SECONDS)s)"; \
 	  clang $(FUZZ_CFLAGS) $(WARN) -o $(FUZZ_BUILD)/$$n $$f $(FUZZ_BUILD)/lib/libficus.a $(LDLIBS); \
 	  mkdir -p fuzz/corpus-$$n; \
-	  $(FUZZ_BUILD)/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
-	     fuzz/corpus-$$n fuzz/seeds/$$n 2>&1 | tail -n 3; \
+	  rc=0; $(FUZZ_BUILD)/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=0 \
+	     -artifact_prefix=$(FUZZ_BUILD)/ fuzz/corpus-$$n fuzz/seeds/$$n \
+	     > $(FUZZ_BUILD)/$$n.log 2>&1 || rc=$$?; \
+	  tail -n 3 $(FUZZ_BUILD)/$$n.log; \
+	  if [ $$rc -ne 0 ]; then \
+	    grep -A40 -m1 -E 'ERROR|deadly signal|runtime error' $(FUZZ_BUILD)/$$n.log; \
+	    echo "fuzz: $$n failed (exit $$rc); the input is in $(FUZZ_BUILD)/"; exit 1; \
+	  fi; \
 	done
 
 format:

@@ -22,12 +22,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         p += 3;
         size -= 3;
     }
-    /* An independent reading of the format: trimmed, non-blank, non-'#'. */
+    /* An independent reading of the format: a '#' at the start or after
+     * whitespace starts a comment; then trimmed, non-blank. */
     const char *end = p + size;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
         const char *e = nl ? nl : end;
         const char *s = p;
+        for (const char *c = p; c < e; c++)
+            if (*c == '#' && (c == p || c[-1] == ' ' || c[-1] == '\t' || c[-1] == '\r' ||
+                              c[-1] == '\v' || c[-1] == '\f')) {
+                e = c;
+                break;
+            }
         while (s < e && is_trim(*s))
             s++;
         while (e > s && is_trim(e[-1]))
