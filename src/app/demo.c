@@ -125,10 +125,11 @@ int demo_main(int argc, char **argv)
     config_errors_deinit(&errs);
     fprintf(stderr,
             "\nficus demo: gateway http://127.0.0.1:8080  admin http://127.0.0.1:9901\n"
-            "  curl -i http://127.0.0.1:8080/search?q=shoes     # 90%% search-v1, 10%% search-v2 "
+            "  curl -i 'http://127.0.0.1:8080/search?q=shoes'   # 90%% search-v1, 10%% search-v2 "
             "(flaky canary)\n"
             "  curl -i http://127.0.0.1:8080/                   # the monolith\n"
-            "  for i in $(seq 20); do curl -s http://127.0.0.1:8080/search; done | sort | uniq -c\n"
+            "  for i in $(seq 20); do curl -s http://127.0.0.1:8080/search; done | sort | uniq -c"
+            "   # failed canary requests are answered by search-v1\n"
             "  curl -s http://127.0.0.1:9901/metrics | grep -E 'fallbacks_total|code=\"503\"'"
             "   # canary failures fell back\n"
             "  curl -s -X PUT -d '{\"search-v1\":50,\"search-v2\":50}' "
