@@ -22,7 +22,9 @@
  * closed by the target: at most this many tries in all. */
 #define STALE_CONNECTION_TRIES 3
 
-typedef enum { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_INVALID } fail_t;
+/* FAIL_SWITCH: a 101 to a request that asked for no upgrade, or for another
+ * protocol (an invalid response, with its own message). */
+typedef enum { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_INVALID, FAIL_SWITCH } fail_t;
 
 static void attempt(request_t *req);
 static void fail_attempt(request_t *req, fail_t why);
@@ -911,7 +913,7 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
     const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
     if (!req->upgrade_len || !tok || tl != req->upgrade_len ||
         strncasecmp(tok, req->upgrade, tl) != 0) {
-        fail_attempt(req, FAIL_INVALID);
+        fail_attempt(req, FAIL_SWITCH);
         return;
     }
     uv_timer_stop(&req->cc->try_timer);
@@ -1315,9 +1317,10 @@ static void fail_attempt(request_t *req, fail_t why)
 {
     bool was_reused = req->uc && req->uc->reused && req->uc->connected;
     static const int codes[] = {METRICS_UPSTREAM_CONNECT_ERROR, METRICS_UPSTREAM_RESET,
-                                METRICS_UPSTREAM_TIMEOUT, 502};
+                                METRICS_UPSTREAM_TIMEOUT, 502, 502};
     static const retry_outcome_t outcomes[] = {RETRY_OUTCOME_CONNECT_FAILURE, RETRY_OUTCOME_RESET,
-                                               RETRY_OUTCOME_TIMEOUT, RETRY_OUTCOME_RESET};
+                                               RETRY_OUTCOME_TIMEOUT, RETRY_OUTCOME_RESET,
+                                               RETRY_OUTCOME_RESET};
     /* A stale pooled connection says nothing about the target's health. */
     bool stale = why == FAIL_RESET && was_reused && !req->body_streamed;
     end_attempt(req, codes[why], false, !stale);
@@ -1348,6 +1351,13 @@ static void fail_attempt(request_t *req, fail_t why)
         break;
     case FAIL_INVALID:
         proxy_send_error(req, 502, END_UPSTREAM_INVALID, "invalid upstream response");
+        break;
+    case FAIL_SWITCH:
+        proxy_send_error(req, 502, END_UPSTREAM_INVALID,
+                         req->upgrade_len ? "upstream switched to another protocol than the "
+                                            "request asked for (101 Switching Protocols)"
+                                          : "upstream answered 101 Switching Protocols to a "
+                                            "request that asked for no upgrade");
         break;
     }
 }

@@ -155,6 +155,9 @@ def test_101_to_a_request_without_upgrade_is_502(ficus):
     f = ficus(ws_config(be.addr))
     r = http_request(f.port, "GET", "/ws")
     assert r.status == 502, repr(r)
+    assert r.json()["error"] == "bad_gateway"
+    assert "101 Switching Protocols to a request that asked for no upgrade" in \
+        r.json()["message"], repr(r)
     be.stop()
 
 
@@ -165,6 +168,7 @@ def test_101_to_another_protocol_is_502(ficus):
     r = http_request(f.port, "GET", "/ws", headers={"Connection": "Upgrade",
                                                     "Upgrade": "websocket"})
     assert r.status == 502, repr(r)
+    assert "another protocol than the request asked for" in r.json()["message"], repr(r)
     be.stop()
 
 
