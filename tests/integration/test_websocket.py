@@ -6,8 +6,10 @@ and through a drain, logs each when it closes and counts open ones."""
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -137,9 +139,14 @@ def test_websocket_echo_through_ficus(ficus, ws_echo):
             await ws.send(big)
             assert await ws.recv() == big
             open_now = tunnels(f)
-            return open_now
+            return open_now, f.metrics_text()
 
-    assert run(talk()) == 1
+    open_now, text = run(talk())
+    assert open_now == 1
+    if shutil.which("promtool"):
+        p = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
+                           text=True, timeout=scaled(10))
+        assert p.returncode == 0, f"promtool: {p.stdout}{p.stderr}"
     assert e.paths == ["/ws/chat?room=1"]
     assert wait_until(lambda: tunnels(f) == 0, scaled(5)), f.metrics_text()
     # One access-log line, written when the tunnel closed.
