@@ -222,6 +222,16 @@ static bool plausible_request_line(const char *p, size_t n)
     return true;
 }
 
+/* Does the part of the head received so far parse? A broken header line
+ * is as final as a broken request line. */
+static bool partial_head_ok(admin_conn_t *c)
+{
+    int ev = 0;
+    http_parser_t parser;
+    http_parser_init_request(&parser);
+    return http_parser_feed(&parser, &c->head, c->in, c->in_len, &ev) >= 0;
+}
+
 static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     (void)buf;
@@ -234,7 +244,8 @@ static void conn_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
     c->in_len += (size_t)n;
     size_t head_end = http_head_end(c->in, c->in_len, 0);
     if (!head_end) {
-        if (c->in_len >= sizeof c->in || !plausible_request_line(c->in, c->in_len)) {
+        if (c->in_len >= sizeof c->in || !plausible_request_line(c->in, c->in_len) ||
+            !partial_head_ok(c)) {
             /* Garbage, or TLS on a plain-HTTP port: say so now rather than
              * after the timeout. */
             buf_t body;

@@ -82,7 +82,10 @@ def test_garbage_and_tls_are_answered_at_once(ficus, mock):
     a = mock("a")
     f = ficus(config({"a": a.addr}, [route("r", "/", "a")]))
     client_hello = bytes.fromhex("16030100a5010000a10303") + b"\x00" * 32
-    for junk in (client_hello, b"\x00\x01\x02garbage", b"hello there\x07"):
+    for junk in (client_hello, b"\x00\x01\x02garbage", b"hello there\x07",
+                 # a request line, then a header line that cannot be one
+                 b"GET / HTTP/1.1\r\nHost x\r\n", b"GET / HTTP/1.1\r\n\x16\x03\x01\x00\xa5",
+                 b"GET / HTTP/1.1\r\nHost: a\r\n folded\r\n"):
         s = socket.create_connection(("127.0.0.1", f.admin_port), timeout=scaled(3))
         t0 = time.monotonic()
         s.sendall(junk)
