@@ -3,35 +3,24 @@
 
 #include <arpa/inet.h>
 
+#include "config/units.h"
+
 static json_t *str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
 
-/* A duration as the YAML writes it: the largest unit that divides it. */
+/* A duration as the YAML writes it ("250ms", "5s", "2m"; 0 is "0s"). */
 static json_t *dur(uint64_t ms)
 {
-    static const struct {
-        uint64_t ms;
-        const char *unit;
-    } units[] = {{3600000, "h"}, {60000, "m"}, {1000, "s"}};
     char out[32];
-    for (size_t i = 0; i < 3; i++)
-        if (ms && ms % units[i].ms == 0) {
-            snprintf(out, sizeof out, "%llu%s", (unsigned long long)(ms / units[i].ms),
-                     units[i].unit);
-            return json_string(out);
-        }
-    snprintf(out, sizeof out, "%llums", (unsigned long long)ms);
+    units_format_duration(ms, out, sizeof out);
     return json_string(out);
 }
 
-/* A size as the YAML writes it: KiB/MiB when exact, else bytes. */
+/* A size as the YAML writes it: KiB/MiB/GiB when exact, else a number. */
 static json_t *size(uint64_t bytes)
 {
     char out[32];
-    if (bytes && bytes % (1024 * 1024) == 0)
-        snprintf(out, sizeof out, "%lluMiB", (unsigned long long)(bytes >> 20));
-    else if (bytes && bytes % 1024 == 0)
-        snprintf(out, sizeof out, "%lluKiB", (unsigned long long)(bytes >> 10));
-    else
+    size_t n = units_format_size(bytes, out, sizeof out);
+    if (n && out[n - 1] != 'B')
         return json_integer((json_int_t)bytes);
     return json_string(out);
 }

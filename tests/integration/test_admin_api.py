@@ -130,3 +130,59 @@ def test_partial_weight_update_keeps_the_others(ficus, mock):
     st, _, body = admin(f, "PUT", "/routes/r/weights", body=b'{"b":30}')
     assert st == 200, body
     assert json.loads(body)["weights"] == {"a": 80, "b": 30, "c": 10}
+
+
+def same_keys_and_values(written, shown, where=""):
+    """Every key the file wrote is in /config under the same name, with the
+    value as the file wrote it."""
+    if isinstance(written, dict):
+        assert isinstance(shown, dict), f"{where}: {shown!r}"
+        for k, v in written.items():
+            assert k in shown, f"{where}.{k} missing from /config ({sorted(shown)})"
+            same_keys_and_values(v, shown[k], f"{where}.{k}")
+    elif isinstance(written, list):
+        assert isinstance(shown, list) and len(shown) == len(written), f"{where}: {shown!r}"
+        for i, (a, b) in enumerate(zip(written, shown)):
+            same_keys_and_values(a, b, f"{where}[{i}]")
+    else:
+        assert written == shown, f"{where}: file {written!r}, /config {shown!r}"
+
+
+def test_config_diffs_clean_against_the_file(ficus, mock, tmp_path):
+    """Every key of a file that sets most of them reads back unchanged: what
+    a diff of /config against the file (as JSON) shows is only defaults."""
+    m = mock("m")
+    members = tmp_path / "shops.txt"
+    members.write_text("acme\n")
+    group = {"targets": [m.addr], "dns_refresh": "30s", "balance": "least_request",
+             "connect_timeout": "1500ms", "max_connections": 100, "max_pending": 10,
+             "max_requests": 50, "keepalive": {"max_idle": 8, "idle_timeout": "1m"},
+             "health_check": {"path": "/", "interval": "5s", "timeout": "1s",
+                              "healthy_threshold": 2, "unhealthy_threshold": 3},
+             "outlier_detection": {"consecutive_errors": 5, "base_ejection_time": "30s",
+                                   "max_ejection_percent": 50},
+             "required": False}
+    shop = route("shop", {"path_regex": "^/shop/(?<shop>[a-z]+)", "methods": ["GET"],
+                          "in_set": {"capture": "shop", "set": "shops"}}, "g",
+                 timeout="5s", sticky="header:x-user",
+                 retries={"attempts": 2, "per_try_timeout": "2s",
+                          "retry_on": ["5xx", "connect-failure"], "backoff": "25ms",
+                          "budget_percent": 20},
+                 retry_non_idempotent=True, ip_allow=["10.0.0.0/8"], ip_deny=["10.9.0.0/16"],
+                 request_headers={"set": {"x-from": "ficus"}, "remove": ["x-internal"]})
+    rest = route("rest", "/api", "g", rewrite_prefix="/v1")
+    written = config({"g": group}, [shop, rest],
+                     server={"workers": 1, "max_connections": 500, "header_timeout": "10s",
+                             "idle_timeout": "1m", "max_header_size": "16KiB",
+                             "max_body_size": "1GiB", "retry_buffer_size": 1000,
+                             "drain_delay": "0s", "drain_timeout": "1s",
+                             "trusted_proxies": ["10.0.0.0/8"]},
+                     sets={"shops": {"file": str(members), "refresh": "30s"}},
+                     tracing={"service_name": "edge", "sample_ratio": 0.5,
+                              "propagation": ["w3c"]})
+    f = ficus(written)
+    status, _, text = admin(f, "GET", "/config")
+    assert status == 200, text
+    written["server"]["listen"] = [f.listen]
+    written["admin"] = {"listen": f.admin_listen}
+    same_keys_and_values(written, json.loads(text))
