@@ -252,7 +252,12 @@ static size_t check_file_lines(const char *path, void (*each)(json_t *, void *),
     return lines;
 }
 
-#define LINES_PER_THREAD 1500
+/* Lines per thread: as many as fill ACCESS_LOG_MAX_QUEUED_BUFS / 2 - 1
+ * buffers, measured from the line itself (it grows as fields are added), so
+ * that even a writer thread that has not run at all never has more than the
+ * drop threshold queued, while each thread still hands over several buffers. */
+static int lines_per_thread;
+#define LINES_PER_THREAD lines_per_thread
 
 typedef struct worker_arg {
     access_log_t *log;
@@ -298,9 +303,16 @@ static void test_two_writer_threads(void **state)
     snprintf(path, sizeof path, "%s/access.log", dir);
     access_log_t *log = access_log_open(path, err, sizeof err);
     assert_non_null(log);
-    /* ~0.7 MB per thread: about three buffers each, so even a writer thread
-     * that has not run at all never has more than the drop threshold queued. */
-    assert_true(2 * 3 <= ACCESS_LOG_MAX_QUEUED_BUFS);
+    static char ua[256], line[ACCESS_LOG_BUF_BYTES];
+    memset(ua, 'u', sizeof ua);
+    access_log_entry_t e = full_entry();
+    e.request_id = (access_log_str_t){"1-99999", 7};
+    e.user_agent = (access_log_str_t){ua, sizeof ua};
+    size_t len = access_log_format(&e, line, sizeof line);
+    assert_true(len > 0);
+    assert_true(ACCESS_LOG_MAX_QUEUED_BUFS >= 6);
+    lines_per_thread = (int)((ACCESS_LOG_MAX_QUEUED_BUFS / 2 - 1) * ACCESS_LOG_BUF_BYTES / len);
+    assert_true((size_t)lines_per_thread * len > 2 * ACCESS_LOG_BUF_BYTES);
     worker_arg_t args[2] = {{log, 0}, {log, 1}};
     pthread_t th[2];
     for (int i = 0; i < 2; i++)
