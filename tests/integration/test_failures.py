@@ -744,13 +744,13 @@ def test_panic_mode_spreads_over_all_targets(ficus, mock, respawn):
     for m in ms[:2]:
         m.stop()
     assert wait_until(lambda: metric(f, "ficus_panic_mode", target_group="g") == 1, scaled(5))
-    assert "below panic_threshold 50%" in f.stderr
+    assert wait_until(lambda: "below panic_threshold 50%" in f.stderr, scaled(5)), f.stderr
     statuses = {get(f, f"/{i}")[0].status for i in range(30)}
     assert statuses == {200, 502}, statuses
     for m in ms[:2]:
         respawn(m)
     assert wait_until(lambda: metric(f, "ficus_panic_mode", target_group="g") == 0, scaled(5))
-    assert "panic mode over" in f.stderr
+    assert wait_until(lambda: "panic mode over" in f.stderr, scaled(5)), f.stderr
     assert {get(f, f"/b{i}")[0].status for i in range(10)} == {200}
 
 

@@ -48,7 +48,7 @@ def test_sighup_applies_a_new_config_to_new_requests(ficus, mock):
     assert set(cfg["target_groups"]) == {"b"}
     assert metric_value(s, "ficus_backend_weight", route="new", target_group="b") == 1
     assert metric_value(s, "ficus_target_healthy", target_group="a", target=a.addr) is None
-    assert "configuration #2 loaded" in f.stderr
+    assert wait_until(lambda: "configuration #2 loaded" in f.stderr, scaled(5)), f.stderr
 
 
 def test_a_change_of_the_file_reloads_without_a_signal(ficus, mock):
@@ -94,7 +94,7 @@ def test_a_change_that_needs_a_restart_is_refused(ficus, mock):
     f.write_config(config({"b": b.addr}, [route("r", "/", "b")], server={"workers": 2}))
     f.signal(signal.SIGHUP)
     assert wait_until(lambda: reloads(f, "failure") >= 1, scaled(5)), f.stderr
-    assert "server.workers changed" in f.stderr
+    assert wait_until(lambda: "server.workers changed" in f.stderr, scaled(5)), f.stderr
     assert mock_name(f) == (200, "a")
 
 
