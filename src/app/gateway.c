@@ -1305,7 +1305,7 @@ int gateway_run(config_t *cfg)
         }
         gw.pws[i]->tracer = gw.tracer;
         w->app = gw.pws[i];
-        w->on_accept = proxy_worker_on_accept;
+        w->on_accept = proxy_on_accept;
         w->on_shed = proxy_worker_on_shed;
         w->on_stop = worker_on_stop;
     }

@@ -17,11 +17,16 @@ static uint64_t xorshift(uint64_t *s)
 
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
 {
+    if (o == RETRY_OUTCOME_NONE || o == RETRY_OUTCOME_UNAVAILABLE)
+        return false; /* the second is for a fallback alone */
     if (!r) {
         return o != RETRY_OUTCOME_STATUS || status >= 500;
     }
     uint32_t on = r->retry_on;
     switch (o) {
+    case RETRY_OUTCOME_NONE:
+    case RETRY_OUTCOME_UNAVAILABLE:
+        return false;
     case RETRY_OUTCOME_CONNECT_FAILURE:
         /* 5xx covers connect failures too, as in Envoy. */
         return (on & (RETRY_ON_CONNECT_FAILURE | RETRY_ON_5XX | RETRY_ON_GATEWAY_ERROR)) != 0;
@@ -53,7 +58,10 @@ bool retry_method_idempotent(const char *m, size_t n)
 
 bool retry_resend_allowed(bool idempotent, bool retry_non_idempotent, retry_outcome_t o)
 {
-    return idempotent || retry_non_idempotent || o == RETRY_OUTCOME_CONNECT_FAILURE;
+    if (o == RETRY_OUTCOME_NONE)
+        return false;
+    return idempotent || retry_non_idempotent || o == RETRY_OUTCOME_CONNECT_FAILURE ||
+           o == RETRY_OUTCOME_UNAVAILABLE;
 }
 
 uint64_t retry_backoff_ms(uint64_t base_ms, uint32_t n, uint64_t *rng)

@@ -11,10 +11,13 @@
 #include "config/config.h"
 
 typedef enum {
-    RETRY_OUTCOME_CONNECT_FAILURE = 0,
-    RETRY_OUTCOME_RESET,   /* closed or reset before a response, or an invalid response */
-    RETRY_OUTCOME_TIMEOUT, /* per-try timeout */
-    RETRY_OUTCOME_STATUS   /* a response with this status */
+    RETRY_OUTCOME_NONE = 0, /* not how a try ends (a bad request, ...): never sent again */
+    RETRY_OUTCOME_CONNECT_FAILURE,
+    RETRY_OUTCOME_RESET,      /* closed or reset before a response, or an invalid response */
+    RETRY_OUTCOME_TIMEOUT,    /* per-try timeout */
+    RETRY_OUTCOME_STATUS,     /* a response with this status */
+    RETRY_OUTCOME_UNAVAILABLE /* the group could not take it (no target, breaker): only a
+                                 fallback may, the request reached no target */
 } retry_outcome_t;
 
 /* Does the outcome qualify for a retry under `r` (NULL: the route has no

@@ -1,21 +1,12 @@
-/* A client (downstream) connection: reads request heads and bodies, hands
- * each request to the proxy, keeps the connection alive between requests,
- * holds pipelined requests until the previous response is out, and enforces
- * the header, idle and request timeouts with one timer armed by set_state().
- * Reads land in the worker's shared buffer; only a partial head or pipelined
- * bytes are copied into a pooled buffer of the connection's own. */
-#include <errno.h>
-#include <stdlib.h>
+/* A client connection's state machine; see client_conn.h. */
+#include "proxy/client_conn.h"
+
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "core/errors.h"
-#include "core/log.h"
-#include "core/time.h"
-#include "http/response.h"
-#include "proxy/proxy.h"
-#include "proxy/tunnel.h"
+#include "core/addr.h"
+#include "core/defaults.h"
 
 #define LINGER_MS 2000
 
@@ -28,7 +19,7 @@ static void cc_on_timer(uv_timer_t *t);
 
 static void set_state(client_conn_t *cc, cc_state_t st)
 {
-    const config_server_t *srv = &cc->pw->gen->cfg->server;
+    const config_server_t *srv = cc->env->server;
     cc_state_t prev = cc->state;
     cc->state = st;
     switch (st) {
@@ -41,8 +32,11 @@ static void set_state(client_conn_t *cc, cc_state_t st)
             uv_timer_start(&cc->timer, cc_on_timer, srv->header_timeout_ms, 0);
         break;
     case CC_ACTIVE:
-        uv_timer_stop(&cc->timer); /* the proxy arms the request deadline */
+        uv_timer_stop(&cc->timer); /* the owner arms the request deadline */
         break;
+    case CC_DONE:
+    case CC_TUNNEL:
+        break; /* the request deadline goes on */
     case CC_LINGER:
         uv_timer_start(&cc->timer, cc_on_timer, LINGER_MS, 0);
         break;
@@ -57,17 +51,25 @@ void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms)
     uv_timer_start(&cc->timer, cc_on_timer, timeout_ms, 0);
 }
 
+bool client_conn_keeps_alive(const client_conn_t *cc)
+{
+    return cc->keep_alive && cc->body_done && !cc->close_after && !cc->env->draining;
+}
+
+const char *client_conn_error_reason(const client_conn_t *cc)
+{
+    return http_parser_error_reason(&cc->parser);
+}
+
 /* --- teardown --- */
 
 static void cc_on_handle_closed(client_conn_t *cc)
 {
     if (--cc->n_handles)
         return;
-    proxy_worker_t *pw = cc->pw;
-    proxy_request_unbind(&cc->req);
-    pbuf_put(&pw->w->pool, cc->in);
-    worker_connection_closed(pw->w);
-    free(cc);
+    pbuf_put(cc->env->pool, cc->in);
+    cc->in = NULL;
+    cc->ops->on_close(cc);
 }
 
 static void cc_on_timer_closed(uv_handle_t *h) { cc_on_handle_closed(h->data); }
@@ -79,22 +81,20 @@ static void cc_close(client_conn_t *cc)
     if (cc->state == CC_CLOSING)
         return;
     set_state(cc, CC_CLOSING);
-    proxy_worker_t *pw = cc->pw;
+    client_conn_env_t *env = cc->env;
     if (cc->prev)
         cc->prev->next = cc->next;
     else
-        pw->clients = cc->next;
+        env->conns = cc->next;
     if (cc->next)
         cc->next->prev = cc->prev;
     cc->next = cc->prev = NULL;
-    metrics_downstream_connection(pw->metrics, -1);
-    if (pw->draining && !pw->clients && pw->on_drained) {
-        void (*done)(void *) = pw->on_drained;
-        pw->on_drained = NULL; /* once */
-        done(pw->drained_ctx);
+    if (env->draining && !env->conns && env->on_drained) {
+        void (*done)(void *) = env->on_drained;
+        env->on_drained = NULL; /* once */
+        done(env->drained_ctx);
     }
     uv_close((uv_handle_t *)&cc->timer, cc_on_timer_closed);
-    uv_close((uv_handle_t *)&cc->try_timer, cc_on_timer_closed);
     stream_close(&cc->s, false);
 }
 
@@ -114,32 +114,26 @@ static void cc_linger(client_conn_t *cc)
     stream_read_start(&cc->s);
 }
 
-void client_conn_abort(client_conn_t *cc)
-{
-    cc->req.phase = REQ_NONE;
-    cc_close(cc);
-}
+void client_conn_abort(client_conn_t *cc) { cc_close(cc); }
+
+int client_conn_shutdown(client_conn_t *cc) { return shutdown(stream_fd(&cc->s), SHUT_WR); }
 
 /* --- writing --- */
 
 int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
-        cc->req.bytes_out += bufs[i].len;
+        cc->bytes_out += bufs[i].len;
     return stream_write(&cc->s, bufs, n);
 }
 
-/* The request is over and its answer written (or queued): next request,
- * linger-close, or close. */
+/* The response is written (or queued): next request, linger-close, or close. */
 static void cc_finish_request(client_conn_t *cc)
 {
-    request_t *req = &cc->req;
     if (stream_write_pending(&cc->s))
         return; /* cc_on_drain comes back here */
-    bool keep = req->client_keep_alive && req->body_done && !cc->close_after && !cc->pw->draining;
-    bool had_body_left = !req->body_done;
-    req->phase = REQ_NONE;
-    proxy_request_unbind(req); /* a replaced generation may go now */
+    bool keep = client_conn_keeps_alive(cc);
+    bool had_body_left = !cc->body_done;
     cc->requests++;
     if (!keep) {
         if (had_body_left || cc->close_after)
@@ -164,28 +158,32 @@ static void cc_finish_request(client_conn_t *cc)
 
 void client_conn_response_done(client_conn_t *cc)
 {
-    cc->req.phase = REQ_DONE;
+    if (cc->state == CC_CLOSING || cc->state == CC_LINGER)
+        return;
+    set_state(cc, CC_DONE);
     cc_finish_request(cc);
 }
 
-/* ficus's own answer to a request that never reached the proxy (bad head,
- * header timeout): written, then the connection closes. */
-static void cc_reject(client_conn_t *cc, int status, end_reason_t why, const char *msg)
+/* ficus's own answer to a request that never began (bad head, header
+ * timeout): the owner writes it, then the connection closes. */
+static void cc_reject(client_conn_t *cc, end_reason_t why, const char *msg)
 {
-    request_t *req = &cc->req;
     cc->close_after = 1;
     if (cc->state != CC_ACTIVE) {
-        proxy_request_unbind(req);
-        memset(req, 0, sizeof *req);
-        req->cc = cc;
-        proxy_request_bind(req, cc->pw->gen);
-        req->group = req->target = UINT32_MAX;
-        req->upstream_us = -1;
-        req->start_us = uv_hrtime() / 1000;
-        req->start_unix_ns = time_now_realtime_ns();
+        cc->bytes_in = cc->bytes_out = 0;
+        cc->keep_alive = 0;
         set_state(cc, CC_ACTIVE);
     }
-    proxy_send_error(req, status, why, msg);
+    cc->ops->on_reject(cc, why, msg);
+}
+
+/* The request ends on the client's side (closed, broken body). */
+static void cc_gone(client_conn_t *cc, end_reason_t why)
+{
+    if (cc->state == CC_ACTIVE)
+        cc->ops->on_gone(cc, why);
+    else
+        cc_close(cc);
 }
 
 /* --- reading --- */
@@ -197,119 +195,157 @@ static void cc_on_alloc(stream_t *s, uv_buf_t *buf)
         pbuf_compact(cc->in);
         *buf = uv_buf_init(pbuf_tail(cc->in), (unsigned)pbuf_room(cc->in));
     } else {
-        *buf = uv_buf_init(cc->pw->w->rbuf, IO_BUF_BYTES);
+        *buf = uv_buf_init(cc->env->rbuf, IO_BUF_BYTES);
     }
+}
+
+/* A head the parser refused: the answer its error calls for. */
+static void cc_reject_head(client_conn_t *cc, const char *p, size_t n)
+{
+    http_err_t e = http_parser_error(&cc->parser);
+    if (e == HTTP_ERR_TOO_MANY)
+        cc_reject(cc, END_HEADER_TOO_LARGE, "too many header fields");
+    else if (e == HTTP_ERR_NOT_IMPLEMENTED)
+        cc_reject(cc, END_NOT_IMPLEMENTED, http_parser_error_reason(&cc->parser));
+    else if (n >= 14 && memcmp(p, "PRI * HTTP/2.0", 14) == 0)
+        cc_reject(cc, END_VERSION_NOT_SUPPORTED, NULL);
+    else
+        cc_reject(cc, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
+}
+
+/* A head: parsed once it is whole, then handed to the owner. Returns the
+ * bytes used, 0 to wait for more, -1 when the connection is answered. */
+static long cc_head(client_conn_t *cc, const char *p, size_t n)
+{
+    const config_server_t *srv = cc->env->server;
+    int ev;
+    if (cc->state == CC_HEAD) {
+        /* A head that came in pieces is parsed once, whole. */
+        size_t end = http_head_end(p, n, cc->head_scan);
+        if (!end) {
+            cc->head_scan = (uint32_t)n;
+            if (n > srv->max_header_bytes) {
+                cc_reject(cc, END_HEADER_TOO_LARGE, NULL);
+                return -1;
+            }
+            return 0;
+        }
+    }
+    long k = http_parser_feed(&cc->parser, cc->env->head, p, n, &ev);
+    if (k < 0) {
+        cc_reject_head(cc, p, n);
+        return -1;
+    }
+    if (!(ev & HTTP_EV_HEAD)) {
+        if (n > srv->max_header_bytes) {
+            cc_reject(cc, END_HEADER_TOO_LARGE, NULL);
+            return -1;
+        }
+        /* Keep the partial head; parse it again once it is whole. */
+        http_parser_reset(&cc->parser);
+        cc->head_scan = (uint32_t)n;
+        set_state(cc, CC_HEAD);
+        return 0;
+    }
+    if ((size_t)k > srv->max_header_bytes) {
+        cc_reject(cc, END_HEADER_TOO_LARGE, NULL);
+        return -1;
+    }
+    cc->head_scan = 0;
+    set_state(cc, CC_ACTIVE);
+    /* A message without a body ends right here: know it before routing. */
+    int ev2;
+    long z = http_parser_feed(&cc->parser, cc->env->head, p + k, 0, &ev2);
+    if (z < 0) {
+        cc_reject(cc, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
+        return -1;
+    }
+    const http_head_t *h = cc->env->head;
+    cc->body_done = (ev2 & HTTP_EV_END) != 0;
+    cc->keep_alive = h->keep_alive;
+    cc->bytes_in = (uint64_t)k;
+    cc->bytes_out = 0;
+    if (!cc->body_done)
+        cc->close_after = 0;
+    cc->ops->on_request(cc, h, p, (size_t)k);
+    return k;
+}
+
+/* Body bytes of the current request: as many as the owner takes. Returns the
+ * bytes used, or -1 when the request ended. */
+static long cc_body(client_conn_t *cc, const char *p, size_t n)
+{
+    client_conn_env_t *env = cc->env;
+    size_t room = cc->state == CC_ACTIVE ? cc->ops->body_room(cc) : SIZE_MAX;
+    if (room == 0) {
+        client_conn_pause(cc);
+        return 0;
+    }
+    if (n > room)
+        n = room;
+    bool chunked = http_parser_chunked_body(&cc->parser);
+    if (chunked) {
+        /* Re-framed by ficus into the scratch buffer, never as received. */
+        size_t cap = room < env->scratch_bytes ? room : env->scratch_bytes;
+        http_parser_set_sink(&cc->parser, env->scratch, cap);
+        http_parser_set_reframe(&cc->parser, true);
+    }
+    int ev;
+    long k = http_parser_feed(&cc->parser, env->head, p, n, &ev);
+    size_t framed = cc->parser.sink_len;
+    if (chunked)
+        http_parser_set_sink(&cc->parser, NULL, 0);
+    if (k < 0) {
+        cc_gone(cc, END_BAD_REQUEST);
+        return -1;
+    }
+    if (cc->parser.body_bytes > env->server->max_body_bytes) {
+        cc_gone(cc, END_BODY_TOO_LARGE);
+        return -1;
+    }
+    cc->bytes_in += (uint64_t)k;
+    bool end = (ev & HTTP_EV_END) != 0;
+    if (end)
+        cc->body_done = 1;
+    if (cc->state == CC_ACTIVE) {
+        /* Answered already (CC_DONE): the rest is read and dropped. */
+        if (chunked) {
+            if (framed || end)
+                cc->ops->on_body(cc, env->scratch, framed, end);
+        } else if (k > 0 || end) {
+            cc->ops->on_body(cc, p, (size_t)k, end);
+        }
+    }
+    return k;
 }
 
 /* Parses and dispatches as much of data as the request state allows; returns
  * the bytes consumed. What is left is kept by the caller. */
 static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
 {
-    proxy_worker_t *pw = cc->pw;
-    const config_server_t *srv = &pw->gen->cfg->server;
     size_t used = 0;
-    int ev;
-    while (cc->state == CC_IDLE || cc->state == CC_HEAD || cc->state == CC_ACTIVE) {
+    for (;;) {
         const char *p = data + used;
         size_t n = len - used;
-        if (cc->state != CC_ACTIVE) {
+        long k;
+        if (cc->state == CC_IDLE || cc->state == CC_HEAD) {
             if (n == 0)
                 break;
-            if (cc->state == CC_HEAD) {
-                /* A head that came in pieces is parsed once, whole. */
-                size_t end = http_head_end(p, n, cc->head_scan);
-                if (!end) {
-                    cc->head_scan = (uint32_t)n;
-                    if (n > srv->max_header_bytes)
-                        cc_reject(cc, 431, END_HEADER_TOO_LARGE, "request head too large");
-                    break;
-                }
-            }
-            long k = http_parser_feed(&cc->parser, &pw->head, p, n, &ev);
-            if (k < 0) {
-                http_err_t e = http_parser_error(&cc->parser);
-                if (e == HTTP_ERR_TOO_MANY)
-                    cc_reject(cc, 431, END_HEADER_TOO_LARGE, "too many header fields");
-                else if (e == HTTP_ERR_NOT_IMPLEMENTED)
-                    cc_reject(cc, 501, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
-                else if (n >= 14 && memcmp(p, "PRI * HTTP/2.0", 14) == 0)
-                    cc_reject(cc, 505, END_BAD_REQUEST,
-                              "HTTP/2 is not enabled on this listener: use HTTP/1.1");
-                else
-                    cc_reject(cc, 400, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
-                return len;
-            }
-            if (!(ev & HTTP_EV_HEAD)) {
-                if (n > srv->max_header_bytes) {
-                    cc_reject(cc, 431, END_HEADER_TOO_LARGE, "request head too large");
-                    return len;
-                }
-                /* Keep the partial head; parse it again once it is whole. */
-                http_parser_reset(&cc->parser);
-                cc->head_scan = (uint32_t)n;
-                set_state(cc, CC_HEAD);
-                break;
-            }
-            if ((size_t)k > srv->max_header_bytes) {
-                cc_reject(cc, 431, END_HEADER_TOO_LARGE, "request head too large");
-                return len;
-            }
+            k = cc_head(cc, p, n);
+            if (k <= 0)
+                return k < 0 ? len : used;
             used += (size_t)k;
-            cc->head_scan = 0;
-            set_state(cc, CC_ACTIVE);
-            /* A message without a body ends right here: know it before routing. */
-            int ev2;
-            long z = http_parser_feed(&cc->parser, &pw->head, data + used, 0, &ev2);
-            if (z < 0) {
-                cc_reject(cc, 400, END_BAD_REQUEST, http_parser_error_reason(&cc->parser));
-                return len;
-            }
-            cc->req.body_done = (ev2 & HTTP_EV_END) != 0;
-            proxy_request_begin(cc, &pw->head, (size_t)k);
             continue;
         }
-        /* CC_ACTIVE: the request body. */
-        request_t *req = &cc->req;
-        if (req->body_done)
-            break; /* pipelined bytes wait for the response */
-        size_t room = proxy_body_room(req);
-        if (room == 0) {
-            client_conn_pause(cc);
+        if (cc->state != CC_ACTIVE && cc->state != CC_DONE)
             break;
-        }
-        if (n > room)
-            n = room;
-        bool chunked = http_parser_chunked_body(&cc->parser);
-        if (chunked) {
-            /* Re-framed by ficus into the scratch buffer, never as received. */
-            size_t cap = room < pw->scratch_bytes ? room : pw->scratch_bytes;
-            http_parser_set_sink(&cc->parser, pw->scratch, cap);
-            http_parser_set_reframe(&cc->parser, true);
-        }
-        long k = http_parser_feed(&cc->parser, &pw->head, p, n, &ev);
-        size_t framed = cc->parser.sink_len;
-        if (chunked)
-            http_parser_set_sink(&cc->parser, NULL, 0);
-        if (k < 0) {
-            proxy_client_gone(req, END_BAD_REQUEST);
+        if (cc->body_done)
+            break; /* pipelined bytes wait for the response */
+        k = cc_body(cc, p, n);
+        if (k < 0)
             return len;
-        }
-        if (cc->parser.body_bytes > srv->max_body_bytes) {
-            proxy_client_gone(req, END_BODY_TOO_LARGE);
-            return len;
-        }
         used += (size_t)k;
-        req->bytes_in += (uint64_t)k;
-        bool end = (ev & HTTP_EV_END) != 0;
-        if (end)
-            req->body_done = 1;
-        if (chunked) {
-            if (framed || end)
-                proxy_request_body(req, pw->scratch, framed, end);
-        } else if (k > 0 || end) {
-            proxy_request_body(req, p, (size_t)k, end);
-        }
-        if (!end && (size_t)k == 0)
+        if (!cc->body_done && k == 0)
             break;
     }
     return used;
@@ -320,16 +356,16 @@ static void cc_keep(client_conn_t *cc, const char *data, size_t len, size_t used
 {
     if (cc->state == CC_CLOSING || cc->state == CC_LINGER)
         return;
-    proxy_worker_t *pw = cc->pw;
+    client_conn_env_t *env = cc->env;
     if (from_in) {
         cc->in->off += (uint32_t)used;
         cc->in->len -= (uint32_t)used;
         if (cc->in->len == 0) {
-            pbuf_put(&pw->w->pool, cc->in);
+            pbuf_put(env->pool, cc->in);
             cc->in = NULL;
         }
     } else if (used < len) {
-        cc->in = pbuf_get(&pw->w->pool);
+        cc->in = pbuf_get(env->pool);
         if (!cc->in) {
             client_conn_abort(cc);
             return;
@@ -362,18 +398,17 @@ static void cc_process_input(client_conn_t *cc)
 static void cc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     client_conn_t *cc = cc_of(s);
-    if (cc->state == CC_ACTIVE && cc->req.phase == REQ_TUNNEL) {
-        if (n < 0)
-            tunnel_client_eof(&cc->req, n);
-        else
-            tunnel_client_data(&cc->req, buf->base, (size_t)n);
+    if (cc->state == CC_TUNNEL) {
+        if (n < 0) {
+            cc->ops->on_raw_eof(cc, n);
+        } else {
+            cc->bytes_in += (uint64_t)n;
+            cc->ops->on_raw_data(cc, buf->base, (size_t)n);
+        }
         return;
     }
     if (n < 0) {
-        if (cc->state == CC_ACTIVE && cc->req.phase != REQ_DONE)
-            proxy_client_gone(&cc->req, END_CLIENT_CLOSED);
-        else
-            cc_close(cc);
+        cc_gone(cc, END_CLIENT_CLOSED);
         return;
     }
     if (cc->state == CC_LINGER)
@@ -395,6 +430,11 @@ void client_conn_pause(client_conn_t *cc)
 
 void client_conn_resume(client_conn_t *cc)
 {
+    if (cc->state == CC_TUNNEL) {
+        cc->reading_paused = 0;
+        stream_read_start(&cc->s);
+        return;
+    }
     if (cc->state != CC_ACTIVE)
         return;
     cc->reading_paused = 0;
@@ -409,22 +449,30 @@ void client_conn_resume(client_conn_t *cc)
         stream_read_start(&cc->s);
 }
 
+void client_conn_tunnel(client_conn_t *cc)
+{
+    set_state(cc, CC_TUNNEL);
+    pbuf_t *in = cc->in;
+    cc->in = NULL;
+    if (in && in->len) {
+        /* Sent by the client right after its request head. */
+        cc->bytes_in += in->len;
+        cc->ops->on_raw_data(cc, pbuf_head(in), in->len);
+    }
+    pbuf_put(cc->env->pool, in);
+}
+
 static void cc_on_drain(stream_t *s, int status)
 {
     client_conn_t *cc = cc_of(s);
     if (status < 0) {
-        if (cc->state == CC_ACTIVE && cc->req.phase != REQ_DONE)
-            proxy_client_gone(&cc->req, END_CLIENT_CLOSED);
-        else
-            cc_close(cc);
+        cc_gone(cc, END_CLIENT_CLOSED);
         return;
     }
-    if (cc->state != CC_ACTIVE)
-        return;
-    if (cc->req.phase == REQ_DONE)
+    if (cc->state == CC_DONE)
         cc_finish_request(cc);
-    else
-        proxy_client_drained(&cc->req);
+    else if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL)
+        cc->ops->on_drained(cc);
 }
 
 static void cc_on_timer(uv_timer_t *t)
@@ -433,16 +481,15 @@ static void cc_on_timer(uv_timer_t *t)
     switch (cc->state) {
     case CC_IDLE:
     case CC_LINGER:
+    case CC_DONE: /* the client is not reading its answer */
         cc_close(cc);
         break;
     case CC_HEAD:
-        cc_reject(cc, 408, END_HEADER_TIMEOUT, "request head not received in time");
+        cc_reject(cc, END_HEADER_TIMEOUT, NULL);
         break;
     case CC_ACTIVE:
-        if (cc->req.phase == REQ_DONE)
-            cc_close(cc); /* the client is not reading its answer */
-        else
-            proxy_request_timeout(&cc->req);
+    case CC_TUNNEL:
+        cc->ops->on_timeout(cc);
         break;
     case CC_CLOSING:
         break;
@@ -456,60 +503,47 @@ static const stream_ops_t client_ops = {
     .on_close = cc_on_close,
 };
 
-void client_conn_accept(proxy_worker_t *pw, int fd)
+int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_conn_ops_t *ops,
+                     int fd)
 {
-    client_conn_t *cc = calloc(1, sizeof *cc);
-    if (!cc) {
+    cc->env = env;
+    cc->ops = ops;
+    int rc = stream_init(env->loop, &cc->s, &client_ops, env->pool);
+    if (rc != 0) {
         close(fd);
-        worker_connection_closed(pw->w);
-        return;
-    }
-    cc->pw = pw;
-    cc->req.cc = cc;
-    if (stream_init(pw->loop, &cc->s, &client_ops, &pw->w->pool) != 0) {
-        close(fd);
-        free(cc);
-        worker_connection_closed(pw->w);
-        return;
+        return rc;
     }
     cc->n_handles = 1;
-    if (stream_open(&cc->s, fd) != 0) {
+    if ((rc = stream_open(&cc->s, fd)) != 0) {
         close(fd);
         cc->state = CC_CLOSING;
-        stream_close(&cc->s, false);
-        return;
+        stream_close(&cc->s, false); /* on_close follows */
+        return 0;
     }
-    uv_timer_init(pw->loop, &cc->timer);
+    uv_timer_init(env->loop, &cc->timer);
     cc->timer.data = cc;
-    uv_timer_init(pw->loop, &cc->try_timer);
-    cc->try_timer.data = cc;
-    cc->n_handles = 3;
+    cc->n_handles = 2;
     socklen_t plen = sizeof cc->peer;
-    if (getpeername(fd, (struct sockaddr *)&cc->peer, &plen) == 0) {
+    if (getpeername(fd, (struct sockaddr *)&cc->peer, &plen) == 0)
         cc->client_ip_len = (uint8_t)addr_format_ip((struct sockaddr *)&cc->peer, cc->client_ip,
                                                     sizeof cc->client_ip);
-        const config_server_t *srv = &pw->gen->cfg->server;
-        for (size_t i = 0; i < srv->n_trusted_proxies; i++)
-            if (cidr_match(&srv->trusted_proxies[i], (struct sockaddr *)&cc->peer))
-                cc->peer_trusted = 1;
-    }
     http_parser_init_request(&cc->parser);
-    http_parser_set_max_trailer(&cc->parser, (uint32_t)pw->gen->cfg->server.max_header_bytes);
-    cc->next = pw->clients;
-    if (pw->clients)
-        pw->clients->prev = cc;
-    pw->clients = cc;
-    metrics_downstream_connection(pw->metrics, +1);
+    http_parser_set_max_trailer(&cc->parser, (uint32_t)env->server->max_header_bytes);
+    cc->next = env->conns;
+    if (env->conns)
+        env->conns->prev = cc;
+    env->conns = cc;
     cc->state = CC_IDLE;
     set_state(cc, CC_IDLE);
     if (stream_read_start(&cc->s) != 0)
         cc_close(cc);
+    return 0;
 }
 
-void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms)
+void client_conn_env_drain(client_conn_env_t *env, uint64_t idle_grace_ms)
 {
-    pw->draining = true;
-    client_conn_t *cc = pw->clients, *next;
+    env->draining = true;
+    client_conn_t *cc = env->conns, *next;
     for (; cc; cc = next) {
         next = cc->next;
         if (cc->state != CC_IDLE)
@@ -522,26 +556,24 @@ void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms)
         else
             cc_close(cc);
     }
-    if (!pw->clients && pw->on_drained) {
-        void (*done)(void *) = pw->on_drained;
-        pw->on_drained = NULL;
-        done(pw->drained_ctx);
+    if (!env->conns && env->on_drained) {
+        void (*done)(void *) = env->on_drained;
+        env->on_drained = NULL;
+        done(env->drained_ctx);
     }
 }
 
-void proxy_worker_stop(proxy_worker_t *pw)
+void client_conn_env_stop(client_conn_env_t *env)
 {
-    pw->draining = true;
-    pw->stopping = true;
-    pw->on_drained = NULL;
-    while (pw->clients) {
-        client_conn_t *cc = pw->clients;
-        if (cc->state == CC_ACTIVE && cc->req.phase != REQ_DONE)
-            proxy_client_gone(&cc->req, END_CLIENT_CLOSED);
+    env->draining = true;
+    env->on_drained = NULL;
+    while (env->conns) {
+        client_conn_t *cc = env->conns;
+        if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL)
+            cc->ops->on_gone(cc, END_CLIENT_CLOSED);
         else
             cc_close(cc);
-        if (pw->clients == cc)
+        if (env->conns == cc)
             cc_close(cc); /* never loop on one that did not unlink */
     }
-    upstream_close_all(pw);
 }

@@ -1,78 +1,49 @@
 /* One request, from its head to its log line. Top to bottom:
- *   proxy_request_begin: target -> route -> policies -> backend -> upstream head
- *   attempt:             target of the group -> pooled or new connection
- *   send / body:         head and body upstream, buffered while connecting
- *   response:            head rewritten, body relayed with backpressure
- *   fail_attempt:        the one place that decides: retry, fall back, or answer
- *   finish:              connection back to the pool, log, metrics, next request */
+ *   on_request:  head checks -> route -> admission steps (which may make it
+ *                wait) -> backend -> upstream head
+ *   try_next:    an exchange to the request's group
+ *   send / body: head and body upstream, buffered while connecting
+ *   response:    head rewritten, body relayed with backpressure
+ *   try_failed / act: an ended try goes through decide(), and its verdict
+ *                (resend, retry, fallback, answer, cut) is carried out here
+ *   answer:      ficus's own error, or the end of a relayed response; log */
+#include "proxy/proxy.h"
+
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "core/errors.h"
 #include "core/fmt.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "http/response.h"
-#include "proxy/proxy.h"
+#include "policy/retry.h"
+#include "proxy/admission.h"
+#include "proxy/decide.h"
+#include "proxy/exchange.h"
+#include "proxy/request_trace.h"
 #include "proxy/rewrite.h"
 #include "proxy/tunnel.h"
 
-/* A request re-sent on a fresh connection after a pooled one turned out to be
- * closed by the target: at most this many tries in all. */
-#define STALE_CONNECTION_TRIES 3
+/* A client connection and the request slot it reuses. */
+typedef struct proxy_conn {
+    client_conn_t cc; /* first: client_conn callbacks cast back */
+    request_t req;
+} proxy_conn_t;
 
-/* FAIL_SWITCH: a 101 to a request that asked for no upgrade, or for another
- * protocol (an invalid response, with its own message). */
-typedef enum { FAIL_CONNECT, FAIL_RESET, FAIL_TIMEOUT, FAIL_INVALID, FAIL_SWITCH } fail_t;
+static inline request_t *req_of(client_conn_t *cc) { return &((proxy_conn_t *)cc)->req; }
 
-static void attempt(request_t *req);
-static void fail_attempt(request_t *req, fail_t why);
-static bool try_again(request_t *req, retry_outcome_t o, int status);
-static void retry(request_t *req);
-static void end_attempt(request_t *req, int metrics_code, bool reusable, bool failure);
+static void try_next(request_t *req);
+static void try_failed(request_t *req, end_reason_t why, const char *message);
+static void act(request_t *req, decision_t d, end_reason_t why, const char *message);
+static void answer_error(request_t *req, end_reason_t why, const char *message);
+static void client_gone(request_t *req, end_reason_t why);
 static void finish(request_t *req);
-
-const char *proxy_end_reason_name(end_reason_t r)
-{
-    switch (r) {
-    case END_OK:
-        return NULL;
-    case END_BAD_REQUEST:
-        return "bad_request";
-    case END_NO_ROUTE:
-        return "no_route";
-    case END_FORBIDDEN:
-        return "forbidden";
-    case END_BODY_TOO_LARGE:
-        return "body_too_large";
-    case END_HEADER_TOO_LARGE:
-        return "header_too_large";
-    case END_HEADER_TIMEOUT:
-        return "header_timeout";
-    case END_CLIENT_CLOSED:
-        return "client_closed";
-    case END_UPSTREAM_CONNECT_FAILURE:
-        return "upstream_connect_failure";
-    case END_UPSTREAM_TIMEOUT:
-        return "upstream_timeout";
-    case END_UPSTREAM_RESET:
-        return "upstream_reset";
-    case END_UPSTREAM_INVALID:
-        return "upstream_invalid_response";
-    case END_NO_TARGET:
-        return "no_healthy_target";
-    case END_CIRCUIT_OPEN:
-        return "circuit_open";
-    case END_INTERNAL:
-        return "internal_error";
-    case END_TUNNEL_IDLE:
-        return "tunnel_idle_timeout";
-    }
-    return "error";
-}
-
-static uint64_t now_us(void) { return uv_hrtime() / 1000; }
+static void request_log(request_t *req);
+static const upstream_conn_ops_t exchange_ops;
 
 static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t *out_len)
 {
@@ -94,18 +65,69 @@ static void new_request_id(proxy_worker_t *pw, request_t *req)
     req->request_id_len = 32;
 }
 
+/* ------------------------------------------------------------ lifetime */
+
+static void request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
+
+static void request_unbind(request_t *req)
+{
+    if (!req->gen)
+        return;
+    proxy_gen_t *g = req->gen;
+    req->gen = NULL;
+    proxy_gen_unref(g);
+}
+
+/* A fresh request on the connection, on the worker's current generation. */
+static void request_reset(request_t *req)
+{
+    request_unbind(req);
+    memset(req, 0, offsetof(request_t, request_id));
+    req->group = UINT32_MAX;
+    req->upstream_us = -1;
+    req->start_us = time_now_us();
+    req->start_unix_ns = time_now_realtime_ns();
+    exchange_reset(&req->ex);
+    request_bind(req, req->pw->gen);
+}
+
+/* The request's buffers go back; a step it waits in lets go of it. */
+static void request_release(request_t *req)
+{
+    pbuf_pool_t *pool = &req->pw->w->pool;
+    if (req->phase == REQ_ADMISSION && admission_steps[req->admitted].cancel)
+        admission_steps[req->admitted].cancel(req);
+    pbuf_put(pool, req->out);
+    pbuf_put(pool, req->alt);
+    pbuf_put(pool, req->held);
+    req->out = req->alt = req->held = NULL;
+}
+
+/* The answer is written or queued: the connection goes on to its next
+ * request (a replaced generation may go now). */
+static void request_over(request_t *req)
+{
+    req->phase = REQ_DONE;
+    request_release(req);
+    request_unbind(req);
+    client_conn_response_done(req->cc);
+}
+
+/* ---------------------------------------------------------- head checks */
+
 /* The client's address for policies and logs: the peer, or, when the peer is
  * a trusted proxy, the rightmost X-Forwarded-For entry that is not trusted. */
-static void client_ip(const client_conn_t *cc, const http_head_t *h, const char **ip, size_t *len)
+static void client_ip(const request_t *req, const http_head_t *h, const char **ip, size_t *len)
 {
+    const client_conn_t *cc = req->cc;
     *ip = cc->client_ip;
     *len = cc->client_ip_len;
-    if (!cc->peer_trusted)
+    if (!req->peer_trusted)
         return;
     const http_header_t *xff = http_header_find(h->headers, h->n_headers, "x-forwarded-for", 15);
     if (!xff)
         return;
-    const config_server_t *srv = &cc->req.gen->cfg->server;
+    const config_server_t *srv = &req->gen->cfg->server;
     const char *end = xff->value + xff->value_len;
     while (end > xff->value) {
         const char *p = end;
@@ -127,19 +149,6 @@ static void client_ip(const client_conn_t *cc, const http_head_t *h, const char 
         }
         end = p > xff->value ? p - 1 : p;
     }
-}
-
-static bool ip_rules_allow(const config_route_t *r, const char *ip, size_t len)
-{
-    for (size_t i = 0; i < r->n_ip_deny; i++)
-        if (cidr_match_text(&r->ip_deny[i], ip, len))
-            return false;
-    if (r->n_ip_allow == 0)
-        return true;
-    for (size_t i = 0; i < r->n_ip_allow; i++)
-        if (cidr_match_text(&r->ip_allow[i], ip, len))
-            return true;
-    return false;
 }
 
 /* Backend of the route: sticky hash when the key is there, else smooth WRR. */
@@ -231,175 +240,6 @@ static bool host_valid(const char *h, size_t n)
     return true;
 }
 
-/* ---------------------------------------------------------------- trace */
-
-static const http_header_t *find_header(const http_head_t *h, const char *name, size_t len)
-{
-    return http_header_find(h->headers, h->n_headers, name, len);
-}
-
-/* The request's trace: the caller's (traceparent; Datadog headers when that
- * propagation is on), else a new one. Spans are exported when the caller
- * sampled it, else at sample_ratio. With no exporter only an incoming
- * traceparent's id is kept, for the access log, and the headers pass as
- * they are. */
-static void trace_begin(proxy_worker_t *pw, request_t *req, const http_head_t *h,
-                        const config_tracing_t *tc)
-{
-    uint8_t flags = 0;
-    const http_header_t *tp =
-        !pw->tracer || tc->propagate_w3c ? find_header(h, "traceparent", 11) : NULL;
-    if (tp && trace_parse_traceparent(tp->value, tp->value_len, req->trace_id, req->trace_parent,
-                                      &flags) == 0)
-        req->has_trace = 1;
-    if (!pw->tracer)
-        return;
-    bool sampled = flags & TRACE_FLAG_SAMPLED;
-    if (!req->has_trace && tc->propagate_datadog) {
-        const http_header_t *t = find_header(h, "x-datadog-trace-id", 18);
-        const http_header_t *p = find_header(h, "x-datadog-parent-id", 19);
-        uint64_t tid, pid;
-        if (t && p && trace_parse_datadog_id(t->value, t->value_len, &tid) == 0 &&
-            trace_parse_datadog_id(p->value, p->value_len, &pid) == 0) {
-            memset(req->trace_id, 0, 8);
-            trace_span_id_from_u64(tid, req->trace_id + 8);
-            trace_span_id_from_u64(pid, req->trace_parent);
-            req->has_trace = 1;
-            const http_header_t *sp = find_header(h, "x-datadog-sampling-priority", 27);
-            sampled = sp && sp->value_len && sp->value[0] >= '1' && sp->value[0] <= '9';
-        }
-    }
-    if (!req->has_trace) {
-        trace_new_trace_id(&pw->rng, req->trace_id);
-        req->has_trace = 1;
-    }
-    req->trace_sampled = sampled || trace_sample(&pw->rng, tc->sample_ratio);
-    req->trace_export = 1;
-    trace_new_span_id(&pw->rng, req->trace_span, tc->propagate_datadog);
-}
-
-/* The trace headers of the upstream head, before the first try's span. */
-static void trace_headers(const request_t *req, const config_tracing_t *tc, rewrite_trace_t *rt)
-{
-    rt->w3c = tc->propagate_w3c;
-    rt->datadog = tc->propagate_datadog;
-    rt->sampled = req->trace_sampled;
-    if (rt->w3c)
-        trace_format_traceparent(rt->traceparent, req->trace_id, req->trace_span,
-                                 req->trace_sampled);
-    if (rt->datadog) {
-        rt->dd_trace_id_len =
-            (uint8_t)fmt_u64(rt->dd_trace_id, trace_span_id_u64(req->trace_id + 8));
-        trace_dd_format_id(rt->dd_parent_id, trace_span_id_u64(req->trace_span));
-    }
-}
-
-/* A new client span for a try, written into the head before it is sent. */
-static void trace_try_begin(proxy_worker_t *pw, request_t *req)
-{
-    bool dd = req->dd_off != 0;
-    trace_new_span_id(&pw->rng, req->try_span, dd);
-    if (req->tp_off)
-        trace_patch_span_id(req->out->data + req->tp_off, req->try_span);
-    if (dd)
-        trace_dd_format_id(req->out->data + req->dd_off, trace_span_id_u64(req->try_span));
-}
-
-static void span_str(char *dst, size_t cap, const char *src, size_t n)
-{
-    if (!src)
-        n = 0;
-    if (n >= cap)
-        n = cap - 1;
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
-}
-
-static void span_cstr(char *dst, size_t cap, const char *src)
-{
-    span_str(dst, cap, src, src ? strlen(src) : 0);
-}
-
-#define SPAN_STR(field, src, n) span_str(s->field, sizeof s->field, (src), (n))
-#define SPAN_CSTR(field, src) span_cstr(s->field, sizeof s->field, (src))
-
-/* Fills what server and client spans share. */
-static trace_span_t *span_start(proxy_worker_t *pw, request_t *req, uint8_t kind, const char *what,
-                                uint64_t start_us, uint64_t end_us)
-{
-    trace_span_t *s = tracer_reserve(pw->tracer, pw->w->index);
-    if (!s)
-        return NULL;
-    memcpy(s->trace_id, req->trace_id, sizeof s->trace_id);
-    s->kind = kind;
-    s->fallback = req->fallback;
-    s->start_unix_ns = req->start_unix_ns + (start_us - req->start_us) * 1000;
-    s->end_unix_ns = req->start_unix_ns + (end_us - req->start_us) * 1000;
-    /* name: "METHOD what", cut to fit */
-    size_t ml = req->method_len < sizeof s->name - 2 ? req->method_len : sizeof s->name - 2;
-    memcpy(s->name, req->method, ml);
-    s->name[ml] = ' ';
-    span_cstr(s->name + ml + 1, sizeof s->name - ml - 1, what);
-    SPAN_STR(method, req->method, req->method_len);
-    SPAN_CSTR(route, req->route ? req->route->name : NULL);
-    const char *q = memchr(req->path, '?', req->path_len);
-    SPAN_STR(path, req->path, q ? (size_t)(q - req->path) : req->path_len);
-    SPAN_STR(client_ip, req->cc->client_ip, req->cc->client_ip_len);
-    SPAN_STR(request_id, req->request_id, req->request_id_len);
-    const config_t *cfg = req->gen->cfg;
-    const config_target_group_t *tg =
-        req->group != UINT32_MAX ? &cfg->target_groups[req->group] : NULL;
-    SPAN_CSTR(target_group, tg ? tg->name : NULL);
-    SPAN_CSTR(target, tg && req->target != UINT32_MAX ? tg->targets[req->target].name : NULL);
-    return s;
-}
-
-/* The client span of the try that just ended. */
-static void trace_try_end(proxy_worker_t *pw, request_t *req, int metrics_code, bool failure)
-{
-    const config_target_group_t *tg = &req->gen->cfg->target_groups[req->group];
-    trace_span_t *s =
-        span_start(pw, req, TRACE_SPAN_CLIENT, tg->name, req->upstream_start_us, now_us());
-    if (!s)
-        return;
-    memcpy(s->span_id, req->try_span, sizeof s->span_id);
-    memcpy(s->parent_id, req->trace_span, sizeof s->parent_id);
-    s->status = req->attempt_counted ? (uint16_t)req->upstream_status : 0;
-    /* A try whose 5xx head was counted (and then retried or fallen back
-     * from) ends with code 0: its status says what went wrong. */
-    if (!metrics_code && s->status >= 500)
-        metrics_code = s->status;
-    s->error = failure || s->status >= 500 || metrics_code < 0;
-    s->retry = req->attempts > 1;
-    s->attempt = (uint16_t)req->attempts;
-    SPAN_CSTR(error_type, metrics_code < 0      ? metrics_upstream_failure_name(metrics_code)
-                          : metrics_code >= 500 ? "http_5xx"
-                                                : NULL);
-    tracer_commit(pw->tracer, pw->w->index);
-}
-
-/* The server span: the whole request as the client saw it. */
-static void trace_request_end(proxy_worker_t *pw, request_t *req, uint64_t end_us)
-{
-    trace_span_t *s = span_start(pw, req, TRACE_SPAN_SERVER, req->route ? req->route->name : NULL,
-                                 req->start_us, end_us);
-    if (!s)
-        return;
-    memcpy(s->span_id, req->trace_span, sizeof s->span_id);
-    memcpy(s->parent_id, req->trace_parent, sizeof s->parent_id);
-    s->status = (uint16_t)req->status;
-    s->error = req->status >= 500;
-    s->retry = req->retries > 0;
-    s->attempt = (uint16_t)req->attempts;
-    SPAN_CSTR(error_type, proxy_end_reason_name(req->end));
-    tracer_commit(pw->tracer, pw->w->index);
-}
-
-#undef SPAN_STR
-#undef SPAN_CSTR
-
-/* ---------------------------------------------------------------- begin */
-
 /* The first element of a comma-separated header value, trimmed; NULL if none. */
 static const char *first_token(const char *v, size_t n, size_t *len)
 {
@@ -413,44 +253,73 @@ static const char *first_token(const char *v, size_t n, size_t *len)
     return *len ? v : NULL;
 }
 
-void proxy_request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
+/* What routing made of a head: the target split, the host, the match. */
+typedef struct routed {
+    router_request_t rr;
+    router_match_t m;
+    const char *authority; /* of an absolute-form target */
+    size_t authority_len;
+    const char *ip; /* the client's address (the peer's, or from X-Forwarded-For) */
+    size_t ip_len;
+} routed_t;
 
-void proxy_request_unbind(request_t *req)
+/* Target, Host and route of a head: END_OK with rt filled, else why not
+ * (END_BAD_REQUEST with *message, END_NO_ROUTE). Has no side effects, so a
+ * request resumed after admission routes its kept head again. */
+static end_reason_t route_head(request_t *req, const http_head_t *h, routed_t *rt,
+                               const char **message)
 {
-    if (!req->gen)
-        return;
+    memset(&rt->rr, 0, sizeof rt->rr);
+    if (split_target(h->target, h->target_len, &rt->rr, &rt->authority, &rt->authority_len) != 0) {
+        *message = "invalid request target";
+        return END_BAD_REQUEST;
+    }
+    const http_header_t *host = NULL;
+    for (uint32_t i = 0; i < h->n_headers; i++) {
+        if (http_header_name_is(h->headers[i].name, h->headers[i].name_len, "host", 4)) {
+            if (host) {
+                *message = "more than one Host header";
+                return END_BAD_REQUEST;
+            }
+            host = &h->headers[i];
+        }
+    }
+    if (!host && !rt->authority && !req->client_http10) {
+        *message = "missing Host header";
+        return END_BAD_REQUEST;
+    }
+    router_request_t *rr = &rt->rr;
+    rr->host = rt->authority ? rt->authority : host ? host->value : NULL;
+    rr->host_len = rt->authority ? rt->authority_len : host ? host->value_len : 0;
+    if (((rr->host || host) && !host_valid(rr->host, rr->host_len)) ||
+        (rt->authority && host && !host_valid(host->value, host->value_len))) {
+        *message = "invalid Host";
+        return END_BAD_REQUEST;
+    }
+    rr->method_bit = config_method_bit(h->method, h->method_len);
+    rr->headers = h->headers;
+    rr->n_headers = h->n_headers;
+    client_ip(req, h, &rt->ip, &rt->ip_len);
     proxy_gen_t *g = req->gen;
-    req->gen = NULL;
-    proxy_gen_unref(g);
+    if (router_match(g->cfg, g->sets, req->pw->md, rr, &rt->m) != 0)
+        return END_NO_ROUTE;
+    return END_OK;
 }
 
-void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_bytes)
+/* Keeps what the log and the spans need of the head. */
+static void note_head(request_t *req, const http_head_t *h)
 {
-    proxy_worker_t *pw = cc->pw;
-    request_t *req = &cc->req;
-    uint8_t body_done = req->body_done;
-    proxy_request_unbind(req);
-    memset(req, 0, offsetof(request_t, request_id));
-    req->cc = cc;
-    proxy_request_bind(req, pw->gen);
-    req->body_done = body_done;
-    req->bytes_in = head_bytes;
-    req->group = req->target = UINT32_MAX;
-    req->upstream_us = -1;
-    req->start_us = now_us();
-    req->start_unix_ns = time_now_realtime_ns();
-    req->client_keep_alive = h->keep_alive;
+    size_t n;
     req->client_http10 = h->http_major == 1 && h->http_minor == 0;
     req->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
     req->idempotent = retry_method_idempotent(h->method, h->method_len);
-    size_t n;
+    req->has_content_length = h->has_content_length;
+    req->content_length = h->has_content_length ? h->content_length : 0;
     copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);
     req->method_len = (uint8_t)n;
     copy_trunc(req->path, sizeof req->path, h->target, h->target_len, &n);
     req->path_len = (uint16_t)n;
     req->has_head = 1;
-    req->upstream_path_len = 0;
-    req->client_ip_len = 0;
     const http_header_t *ua = http_header_find(h->headers, h->n_headers, "user-agent", 10);
     req->has_user_agent = ua != NULL;
     if (ua) {
@@ -463,93 +332,136 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         req->request_id_len = (uint8_t)rid->value_len;
         req->request_id[rid->value_len] = '\0';
     } else {
-        new_request_id(pw, req);
+        new_request_id(req->pw, req);
     }
-    if (!req->body_done)
-        cc->close_after = 0;
-    trace_begin(pw, req, h, &req->gen->cfg->tracing);
+}
 
-    /* The target and the host. */
-    router_request_t rr = {0};
-    const char *authority;
-    size_t authority_len;
-    if (split_target(h->target, h->target_len, &rr, &authority, &authority_len) != 0) {
-        cc->close_after = 1;
-        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid request target");
-        return;
-    }
-    const http_header_t *host = NULL;
-    for (uint32_t i = 0; i < h->n_headers; i++) {
-        if (http_header_name_is(h->headers[i].name, h->headers[i].name_len, "host", 4)) {
-            if (host) {
-                cc->close_after = 1;
-                proxy_send_error(req, 400, END_BAD_REQUEST, "more than one Host header");
-                return;
-            }
-            host = &h->headers[i];
-        }
-    }
-    if (!host && !authority && !req->client_http10) {
-        cc->close_after = 1;
-        proxy_send_error(req, 400, END_BAD_REQUEST, "missing Host header");
-        return;
-    }
-    rr.host = authority ? authority : host ? host->value : NULL;
-    rr.host_len = authority ? authority_len : host ? host->value_len : 0;
-    if ((rr.host || host) && !host_valid(rr.host, rr.host_len)) {
-        cc->close_after = 1;
-        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid Host");
-        return;
-    }
-    if (authority && host && !host_valid(host->value, host->value_len)) {
-        cc->close_after = 1;
-        proxy_send_error(req, 400, END_BAD_REQUEST, "invalid Host");
-        return;
-    }
-    rr.method_bit = config_method_bit(h->method, h->method_len);
-    rr.headers = h->headers;
-    rr.n_headers = h->n_headers;
+/* A request head refused: 400 (or the reason's own status) and the
+ * connection closes after it. */
+static void refuse_head(request_t *req, end_reason_t why, const char *message)
+{
+    client_conn_close_after(req->cc);
+    answer_error(req, why, message);
+}
 
-    /* The client's address, as the IP rules and the access log see it. */
-    const char *ip;
-    size_t ip_len;
-    client_ip(cc, h, &ip, &ip_len);
-    if (ip != cc->client_ip) {
-        copy_trunc(req->client_ip, sizeof req->client_ip, ip, ip_len, &n);
+/* ---------------------------------------------------------------- begin */
+
+static void forward(request_t *req, const http_head_t *h, routed_t *rt);
+static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char *raw,
+                  size_t head_bytes);
+
+static void on_request(client_conn_t *cc, const http_head_t *h, const char *raw, size_t head_bytes)
+{
+    request_t *req = req_of(cc);
+    proxy_worker_t *pw = req->pw;
+    request_reset(req);
+    note_head(req, h);
+    request_trace_begin(pw, req, h, &req->gen->cfg->tracing);
+
+    /* The target, the host, the route. */
+    routed_t rt;
+    const char *message = NULL;
+    end_reason_t why = route_head(req, h, &rt, &message);
+    if (rt.ip != cc->client_ip && why != END_BAD_REQUEST) {
+        /* The address the IP rules use, as the access log shows it. */
+        size_t n;
+        copy_trunc(req->client_ip, sizeof req->client_ip, rt.ip, rt.ip_len, &n);
         req->client_ip_len = (uint8_t)n;
     }
-
-    /* The route. */
-    router_match_t m;
+    if (why == END_BAD_REQUEST) {
+        refuse_head(req, why, message);
+        return;
+    }
+    if (why != END_OK) {
+        answer_error(req, why, NULL);
+        return;
+    }
+    const config_route_t *r = rt.m.route;
     proxy_gen_t *g = req->gen;
-    if (router_match(g->cfg, g->sets, pw->md, &rr, &m) != 0) {
-        proxy_send_error(req, 404, END_NO_ROUTE, "no route matches the request");
-        return;
-    }
-    const config_route_t *r = m.route;
     req->route = r;
-    g->route_inflight[r->index]++; /* until proxy_request_log */
+    g->route_inflight[r->index]++; /* until request_log */
     metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], +1);
+    /* The deadline covers admission steps that wait, and every try. */
+    client_conn_arm_deadline(cc, r->timeout_ms);
+    admit(req, h, &rt, raw, head_bytes);
+}
 
-    /* Policies. */
-    if (!ip_rules_allow(r, ip, ip_len)) {
-        proxy_send_error(req, 403, END_FORBIDDEN, "client address not allowed on this route");
+/* Runs the admission steps; a request that waits keeps its head (routed
+ * again when it resumes: the spans point into it). */
+static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char *raw,
+                  size_t head_bytes)
+{
+    admission_deny_t deny;
+    switch (admission_run(admission_steps, admission_n_steps, &req->admitted, req, &deny)) {
+    case ADMIT_NEXT:
+        forward(req, h, rt);
+        return;
+    case ADMIT_DENY:
+        answer_error(req, deny.why, deny.message);
+        return;
+    case ADMIT_WAIT:
+        break;
+    }
+    req->phase = REQ_ADMISSION;
+    if (req->held)
+        return; /* kept at the first wait */
+    req->held = pbuf_get(&req->pw->w->pool);
+    if (!req->held || head_bytes > req->held->cap) {
+        answer_error(req, !req->held ? END_INTERNAL : END_HEADER_TOO_LARGE, NULL);
         return;
     }
-    if (h->has_content_length && h->content_length > g->cfg->server.max_body_bytes) {
-        cc->close_after = 1;
-        proxy_send_error(req, 413, END_BODY_TOO_LARGE, "request body too large");
+    memcpy(req->held->data, raw, head_bytes);
+    req->held->len = (uint32_t)head_bytes;
+}
+
+void proxy_request_resume(request_t *req)
+{
+    if (req->phase != REQ_ADMISSION)
+        return;
+    admission_deny_t deny;
+    admit_t a = admission_run(admission_steps, admission_n_steps, &req->admitted, req, &deny);
+    if (a == ADMIT_WAIT)
+        return;
+    req->phase = REQ_NONE;
+    if (a == ADMIT_DENY) {
+        answer_error(req, deny.why, deny.message);
         return;
     }
+    /* The kept head, parsed and routed again as it was the first time. */
+    proxy_worker_t *pw = req->pw;
+    http_parser_t p;
+    int ev = 0;
+    http_parser_init_request(&p);
+    long k = http_parser_feed(&p, &pw->head, pbuf_head(req->held), req->held->len, &ev);
+    routed_t rt;
+    const char *message;
+    if (k < 0 || !(ev & HTTP_EV_HEAD) || route_head(req, &pw->head, &rt, &message) != END_OK ||
+        rt.m.route != req->route) {
+        /* A set the route matched on changed while the request waited. */
+        answer_error(req, END_NO_ROUTE, "the route no longer matches the request");
+        return;
+    }
+    forward(req, &pw->head, &rt);
+    pbuf_put(&pw->w->pool, req->held);
+    req->held = NULL;
+}
+
+/* The backend, and the head it gets; then the first try. */
+static void forward(request_t *req, const http_head_t *h, routed_t *rt)
+{
+    proxy_worker_t *pw = req->pw;
+    proxy_gen_t *g = req->gen;
+    const config_route_t *r = req->route;
 
     /* An upgrade (contract 3.1): forwarded when the route allows its token. */
     if (h->upgrade) {
-        cc->close_after = 1; /* a connection that asked to switch serves no more HTTP */
+        client_conn_close_after(
+            req->cc); /* a connection that asked to switch serves no more HTTP */
         const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
         size_t tl = 0;
         const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
         if (tok && r->n_upgrades == 0) {
-            proxy_send_error(req, 400, END_BAD_REQUEST, "upgrades are not allowed on this route");
+            answer_error(req, END_BAD_REQUEST, "upgrades are not allowed on this route");
             return;
         }
         for (size_t i = 0; tok && i < r->n_upgrades; i++)
@@ -560,35 +472,38 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
             }
     }
 
-    /* The backend, and the head it gets. */
-    size_t b = pick_backend(g, r, h, ip, ip_len);
+    size_t b = pick_backend(g, r, h, rt->ip, rt->ip_len);
     if (b == SIZE_MAX) {
-        proxy_send_error(req, 503, END_NO_TARGET, "every backend of the route has weight 0");
+        answer_error(req, END_NO_TARGET, "every backend of the route has weight 0");
         return;
     }
     req->backend = &r->backends[b];
     req->group = (uint32_t)req->backend->target_group;
     char *target = pw->scratch;
-    long tlen = router_rewrite_target(r, req->backend, &rr, &m, target, pw->scratch_bytes);
+    long tlen = router_rewrite_target(r, req->backend, &rt->rr, &rt->m, target, pw->scratch_bytes);
     if (tlen >= 0 && pw->alog) {
+        size_t n;
         copy_trunc(req->upstream_path, sizeof req->upstream_path, target, (size_t)tlen, &n);
         req->upstream_path_len = (uint16_t)n;
     }
+    if (tlen < 0) {
+        answer_error(req, END_URI_TOO_LONG, NULL);
+        return;
+    }
     req->out = pbuf_get(&pw->w->pool);
-    if (tlen < 0 || !req->out) {
-        proxy_send_error(req, tlen < 0 ? 414 : 500, END_INTERNAL,
-                         tlen < 0 ? "rewritten request target too long" : "out of memory");
+    if (!req->out) {
+        answer_error(req, END_INTERNAL, NULL);
         return;
     }
     rewrite_request_t rw = {
         .head = h,
         .target = target,
         .target_len = (size_t)tlen,
-        .host = authority,
-        .host_len = authority_len,
-        .peer_ip = cc->client_ip,
-        .peer_ip_len = cc->client_ip_len,
-        .peer_trusted = cc->peer_trusted,
+        .host = rt->authority,
+        .host_len = rt->authority_len,
+        .peer_ip = req->cc->client_ip,
+        .peer_ip_len = req->cc->client_ip_len,
+        .peer_trusted = req->peer_trusted,
         .proto = "http",
         .request_id = req->request_id,
         .request_id_len = req->request_id_len,
@@ -596,21 +511,20 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
         .upgrade = req->upgrade_len ? req->upgrade : NULL,
         .upgrade_len = req->upgrade_len,
     };
-    rewrite_trace_t rt = {0};
+    rewrite_trace_t trace = {0};
     if (req->trace_export) {
-        trace_headers(req, &g->cfg->tracing, &rt);
-        rw.trace = &rt;
+        request_trace_headers(req, &g->cfg->tracing, &trace);
+        rw.trace = &trace;
     }
     long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
     if (hl < 0) {
-        cc->close_after = 1;
-        proxy_send_error(req, 431, END_HEADER_TOO_LARGE, "request head too large to forward");
+        refuse_head(req, END_HEADER_TOO_LARGE, "request head too large to forward");
         return;
     }
     req->out->len = (uint32_t)hl;
     req->head_len = (uint32_t)hl;
-    req->tp_off = rt.w3c ? rt.traceparent_off : 0;
-    req->dd_off = rt.datadog ? rt.dd_parent_off : 0;
+    req->tp_off = trace.w3c ? trace.traceparent_off : 0;
+    req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
     if (req->backend->fallback != CONFIG_NONE) {
         /* The fallback backend's own rewrite, made now while the path is here. */
         const config_backend_t *fb = NULL;
@@ -618,9 +532,9 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
             if (r->backends[i].target_group == req->backend->fallback)
                 fb = &r->backends[i];
         req->alt = pbuf_get(&pw->w->pool);
-        long alen = req->alt && fb
-                        ? router_rewrite_target(r, fb, &rr, &m, req->alt->data, req->alt->cap)
-                        : -1;
+        long alen = req->alt && fb ? router_rewrite_target(r, fb, &rt->rr, &rt->m, req->alt->data,
+                                                           req->alt->cap)
+                                   : -1;
         if (alen < 0) {
             pbuf_put(&pw->w->pool, req->alt);
             req->alt = NULL;
@@ -628,16 +542,13 @@ void proxy_request_begin(client_conn_t *cc, const http_head_t *h, size_t head_by
             req->alt->len = (uint32_t)alen;
         }
     }
-    client_conn_arm_deadline(cc, r->timeout_ms);
-    attempt(req);
+    try_next(req);
 }
 
 /* Rewrites the request line of `out` for the fallback backend. */
 static int switch_to_fallback(request_t *req)
 {
-    proxy_worker_t *pw = req->cc->pw;
-    if (!req->alt)
-        return FE_INVAL;
+    proxy_worker_t *pw = req->pw;
     const char *eol = memchr(req->out->data, '\n', req->head_len);
     pbuf_t *n = pbuf_get(&pw->w->pool);
     if (!eol || !n) {
@@ -677,169 +588,175 @@ static int switch_to_fallback(request_t *req)
     return 0;
 }
 
-/* -------------------------------------------------------------- attempt */
-
-static void on_try_timer(uv_timer_t *t);
-
-/* The group cannot take the request (no healthy target, circuit open): the
- * canary's fallback takes it if there is one, else 503. The request never
- * reached a target, so any method may go. */
-static void unavailable(request_t *req, end_reason_t why, const char *message)
-{
-    if (req->backend && req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt &&
-        !req->resp_started && !req->body_streamed) {
-        retry(req);
-        return;
-    }
-    proxy_send_error(req, 503, why, message);
-}
-
-static void attempt(request_t *req)
-{
-    proxy_worker_t *pw = req->cc->pw;
-    proxy_gen_t *g = req->gen;
-    const config_target_group_t *tg = &g->cfg->target_groups[req->group];
-    proxy_group_state_t *gs = &g->groups[req->group];
-    health_group_t *hg = &g->health->groups[req->group];
-    uint64_t now = uv_now(pw->loop);
-    /* Usable targets not tried yet; if every usable one was tried, any usable. */
-    size_t usable = 0, fresh = 0;
-    for (size_t i = 0; i < tg->n_targets; i++) {
-        uint8_t u = health_target_usable(&hg->targets[i], now);
-        bool tried = i < 64 && (req->tried >> i) & 1;
-        gs->eligible[i] = u && !tried;
-        usable += u;
-        fresh += gs->eligible[i];
-    }
-    if (health_group_panic(hg, usable)) {
-        /* Too few healthy targets to trust the checks: spread over all the
-         * resolved ones (not tried yet, where possible). */
-        usable = fresh = 0;
-        for (size_t i = 0; i < tg->n_targets; i++) {
-            uint8_t u = atomic_load_explicit(&hg->targets[i].addr, memory_order_relaxed) != NULL;
-            bool tried = i < 64 && (req->tried >> i) & 1;
-            gs->eligible[i] = u && !tried;
-            usable += u;
-            fresh += gs->eligible[i];
-        }
-        if (!fresh)
-            for (size_t i = 0; i < tg->n_targets; i++)
-                gs->eligible[i] =
-                    atomic_load_explicit(&hg->targets[i].addr, memory_order_relaxed) != NULL;
-    } else if (!fresh && usable) {
-        for (size_t i = 0; i < tg->n_targets; i++)
-            gs->eligible[i] = health_target_usable(&hg->targets[i], now);
-    }
-    size_t t = usable ? balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
-                                             tg->n_targets)
-                      : SIZE_MAX;
-    if (t == SIZE_MAX) {
-        unavailable(req, END_NO_TARGET, "no healthy target");
-        return;
-    }
-    if (!health_acquire(&hg->requests, tg->max_requests)) {
-        metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
-                                          METRICS_LIMIT_MAX_REQUESTS);
-        unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_requests");
-        return;
-    }
-    req->target = (uint32_t)t;
-    if (t < 64)
-        req->tried |= 1ull << t;
-    req->in_attempt = 1;
-    req->attempt_counted = 0;
-    req->attempts++;
-    req->upstream_start_us = now_us();
-    req->out_sent = 0;
-    if (req->trace_export)
-        trace_try_begin(pw, req);
-    gs->inflight[t]++;
-    atomic_fetch_add_explicit(&hg->targets[t].inflight, 1, memory_order_relaxed);
-    if (!gs->pools[t].idle) {
-        /* A new connection: the request waits for it (max_pending). */
-        if (!health_acquire(&hg->pending, tg->max_pending)) {
-            metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
-                                              METRICS_LIMIT_MAX_PENDING);
-            end_attempt(req, 0, false, false);
-            req->attempts--; /* no try was made */
-            unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_pending");
-            return;
-        }
-        req->holds_pending = 1;
-    }
-    const config_route_t *r = req->route;
-    if (r->has_retries && r->retries.per_try_timeout_ms)
-        uv_timer_start(&req->cc->try_timer, on_try_timer, r->retries.per_try_timeout_ms, 0);
-    int err;
-    upstream_conn_t *uc = upstream_acquire(pw, req->group, req->target, req, &err);
-    if (!uc) {
-        if (err == FE_TOOBIG) {
-            metrics_circuit_breaker_rejection(pw->metrics, gs->metrics_group,
-                                              METRICS_LIMIT_MAX_CONNECTIONS);
-            end_attempt(req, 0, false, false);
-            req->attempts--; /* no try was made */
-            unavailable(req, END_CIRCUIT_OPEN, "circuit breaker open: max_connections");
-            return;
-        }
-        fail_attempt(req, FAIL_CONNECT);
-        return;
-    }
-    req->uc = uc;
-    req->phase = REQ_CONNECTING;
-    if (uc->connected)
-        proxy_upstream_connected(req, 0);
-}
+/* ------------------------------------------------------------ exchanges */
 
 static void on_try_timer(uv_timer_t *t)
 {
-    client_conn_t *cc = t->data;
-    request_t *req = &cc->req;
-    if (req->phase == REQ_BACKOFF) {
-        attempt(req);
+    exchange_t *ex = t->data;
+    request_t *req = ex->req;
+    if (req->phase == REQ_BACKOFF)
+        try_next(req);
+    else if (req->phase == REQ_CONNECTING || req->phase == REQ_SENT)
+        try_failed(req, END_UPSTREAM_TIMEOUT, NULL);
+}
+
+/* A try to the request's group; a group that cannot take it (no target,
+ * a breaker) goes to decide() like a failed try. */
+static void try_next(request_t *req)
+{
+    const char *message;
+    end_reason_t why = exchange_start(req->pw, &req->ex, &exchange_ops, on_try_timer, &message);
+    if (why == END_UPSTREAM_CONNECT_FAILURE) {
+        try_failed(req, why, NULL);
         return;
     }
-    if (req->phase == REQ_CONNECTING || req->phase == REQ_SENT)
-        fail_attempt(req, FAIL_TIMEOUT);
+    if (why != END_OK) {
+        try_failed(req, why, message);
+        return;
+    }
+    req->phase = REQ_CONNECTING;
+    if (req->ex.uc->connected)
+        exchange_ops.on_connected(&req->ex, 0);
+}
+
+/* Everything decide() looks at, from the request. */
+static decision_t decide_request(const request_t *req, end_reason_t why, int status, bool stale)
+{
+    const config_route_t *r = req->route;
+    const proxy_gen_t *g = req->gen;
+    decide_in_t in = {
+        .why = why,
+        .status = status,
+        .stale = stale,
+        .resp_started = req->resp_started,
+        .body_streamed = req->body_streamed,
+        .stopping = req->pw->stopping,
+        .idempotent = req->idempotent,
+        .fallback_ready =
+            req->backend && req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt,
+        .retry_counted = req->retry_counted,
+        .route = r,
+        .attempts = req->attempts,
+        .retries = req->retries,
+        .route_retries_in_flight = r ? g->route_retries[r->index] : 0,
+        .route_requests_in_flight = r ? g->route_inflight[r->index] : 0,
+    };
+    return decide(&in);
+}
+
+/* The try under way ended without a response the client can have (or never
+ * started: no target, a breaker): it is counted, then decided on. */
+static void try_failed(request_t *req, end_reason_t why, const char *message)
+{
+    exchange_t *ex = &req->ex;
+    /* A stale pooled connection says nothing about the target's health. */
+    bool stale = why == END_UPSTREAM_RESET && ex->uc && ex->uc->reused && ex->uc->connected &&
+                 !req->body_streamed;
+    exchange_end(req->pw, ex, end_reasons[why].try_code, false, !stale);
+    act(req, decide_request(req, why, 0, stale), why, message);
+}
+
+/* Sends the request again: to the fallback group at once, or to the same
+ * group after a full-jitter backoff, preferring a target not tried yet. */
+static void retry(request_t *req, bool to_fallback)
+{
+    proxy_worker_t *pw = req->pw;
+    proxy_gen_t *g = req->gen;
+    const config_route_t *r = req->route;
+    uint32_t from = req->group;
+    req->retries++;
+    if (!req->retry_counted) {
+        req->retry_counted = 1;
+        g->route_retries[r->index]++;
+    }
+    if (to_fallback) {
+        if (switch_to_fallback(req) != 0) {
+            answer_error(req, END_UPSTREAM_RESET, "fallback request too large");
+            return;
+        }
+        req->fallback = 1;
+        req->group = (uint32_t)req->backend->fallback;
+        req->tried = 0;
+        metrics_fallback(pw->metrics, g->metrics_route[r->index], g->groups[from].metrics_group,
+                         g->groups[req->group].metrics_group);
+    }
+    metrics_retry(pw->metrics, g->metrics_route[r->index], g->groups[req->group].metrics_group);
+    uint64_t delay = 0;
+    if (!to_fallback && r->has_retries)
+        delay = retry_backoff_ms(r->retries.backoff_ms, req->retries, &pw->rng);
+    if (delay == 0) {
+        try_next(req);
+        return;
+    }
+    req->phase = REQ_BACKOFF;
+    uv_timer_start(&req->ex.timer, on_try_timer, delay, 0);
+}
+
+/* Carries out decide()'s verdict on a try that ended as `why`. */
+static void act(request_t *req, decision_t d, end_reason_t why, const char *message)
+{
+    switch (d) {
+    case DECIDE_RESEND:
+        try_next(req); /* the request never reached the target: not a retry */
+        return;
+    case DECIDE_RETRY:
+        retry(req, false);
+        return;
+    case DECIDE_FALLBACK:
+        retry(req, true);
+        return;
+    case DECIDE_CUT:
+        client_gone(req, END_UPSTREAM_RESET);
+        return;
+    case DECIDE_ANSWER:
+        answer_error(req, why, message);
+        return;
+    }
 }
 
 /* ----------------------------------------------------------------- send */
 
-/* Writes what of `out` the upstream has not had yet. */
+/* Writes what of `out` the exchange's connection has not had yet. */
 static int send_buffered(request_t *req)
 {
-    if (req->out_sent >= req->out->len)
+    exchange_t *ex = &req->ex;
+    if (ex->out_sent >= req->out->len)
         return 0;
-    uv_buf_t b = uv_buf_init(req->out->data + req->out_sent, req->out->len - req->out_sent);
-    req->out_sent = req->out->len;
-    return upstream_write(req->uc, &b, 1);
+    uv_buf_t b = uv_buf_init(req->out->data + ex->out_sent, req->out->len - ex->out_sent);
+    ex->out_sent = req->out->len;
+    return upstream_conn_write(ex->uc, &b, 1);
 }
 
-void proxy_upstream_connected(request_t *req, int status)
+static void upstream_connected(request_t *req, int status)
 {
-    if (req->holds_pending) {
-        req->holds_pending = 0;
-        health_release(&req->gen->health->groups[req->group].pending);
+    exchange_t *ex = &req->ex;
+    if (ex->holds_pending) {
+        ex->holds_pending = 0;
+        health_release(&req->gen->health->groups[ex->group].pending);
     }
     if (status < 0) {
-        req->uc = NULL; /* upstream.c closed it */
-        fail_attempt(req, FAIL_CONNECT);
+        ex->uc = NULL; /* closed already */
+        try_failed(req, END_UPSTREAM_CONNECT_FAILURE, NULL);
         return;
     }
     req->phase = REQ_SENT;
-    http_parser_expect_no_body(&req->uc->parser, req->head_method);
+    http_parser_expect_no_body(&ex->uc->parser, req->head_method);
     int rc = send_buffered(req);
     if (rc < 0) {
-        fail_attempt(req, FAIL_RESET);
+        try_failed(req, END_UPSTREAM_RESET, NULL);
         return;
     }
-    if (rc == 0 && !req->body_done)
+    if (rc == 0 && !req->cc->body_done)
         client_conn_resume(req->cc);
 }
 
-size_t proxy_body_room(request_t *req)
+static size_t body_room(client_conn_t *cc)
 {
+    request_t *req = req_of(cc);
     if (req->phase == REQ_DONE || req->phase == REQ_NONE)
         return SIZE_MAX; /* answered already: the rest is read and dropped */
+    if (req->phase == REQ_ADMISSION)
+        return 0; /* nowhere to go yet */
     if (!req->body_streamed) {
         /* Keep the body for a resend while it is within retry_buffer_size. */
         size_t kept = req->out->len - req->head_len;
@@ -850,16 +767,19 @@ size_t proxy_body_room(request_t *req)
         if (can >= CHUNKED_OUT_SLACK)
             return can;
     }
-    bool writable = req->uc && req->phase >= REQ_SENT && req->out_sent == req->out->len &&
-                    !stream_write_pending(&req->uc->s);
+    const exchange_t *ex = &req->ex;
+    bool writable = ex->uc && req->phase >= REQ_SENT && ex->out_sent == req->out->len &&
+                    !stream_write_pending(&ex->uc->s);
     return writable ? SIZE_MAX : 0;
 }
 
-void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
+static void on_body(client_conn_t *cc, const char *data, size_t len, bool end)
 {
+    request_t *req = req_of(cc);
     (void)end;
     if (req->phase == REQ_DONE || req->phase == REQ_NONE || len == 0)
         return;
+    exchange_t *ex = &req->ex;
     int rc = 0;
     if (!req->body_streamed && len <= pbuf_room(req->out) &&
         req->out->len - req->head_len + len <= req->gen->cfg->server.retry_buffer_bytes) {
@@ -869,21 +789,21 @@ void proxy_request_body(request_t *req, const char *data, size_t len, bool end)
         if (req->phase >= REQ_SENT)
             rc = send_buffered(req);
     } else {
-        if (!req->uc || req->phase < REQ_SENT)
-            return; /* cannot happen: proxy_body_room said 0 */
+        if (!ex->uc || req->phase < REQ_SENT)
+            return; /* cannot happen: body_room said 0 */
         req->body_streamed = 1;
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-        rc = upstream_write(req->uc, &b, 1);
+        rc = upstream_conn_write(ex->uc, &b, 1);
     }
     if (rc < 0) {
-        fail_attempt(req, FAIL_RESET);
+        try_failed(req, END_UPSTREAM_RESET, NULL);
         return;
     }
     if (rc == 1)
-        client_conn_pause(req->cc); /* until the upstream drains */
+        client_conn_pause(cc); /* until the upstream drains */
 }
 
-void proxy_upstream_drained(request_t *req, int status)
+static void upstream_drained(request_t *req, int status)
 {
     if (req->phase == REQ_TUNNEL) {
         tunnel_upstream_drained(req, status);
@@ -891,37 +811,48 @@ void proxy_upstream_drained(request_t *req, int status)
     }
     if (status < 0) {
         if (req->resp_started)
-            proxy_client_gone(req, END_UPSTREAM_RESET);
+            client_gone(req, END_UPSTREAM_RESET);
         else
-            fail_attempt(req, FAIL_RESET);
+            try_failed(req, END_UPSTREAM_RESET, NULL);
         return;
     }
-    if (!req->body_done && req->phase != REQ_DONE)
+    if (!req->cc->body_done && req->phase != REQ_DONE)
         client_conn_resume(req->cc);
 }
 
 /* ------------------------------------------------------------- response */
+
+/* The exchange's response head arrived: counted, and its time kept. */
+static void count_response(request_t *req, int status)
+{
+    exchange_t *ex = &req->ex;
+    proxy_group_state_t *gs = &req->gen->groups[ex->group];
+    uv_timer_stop(&ex->timer);
+    req->upstream_us = (int64_t)(time_now_us() - ex->start_us);
+    metrics_upstream(req->pw->metrics, gs->metrics_group, gs->metrics_target[ex->target], status,
+                     (uint64_t)req->upstream_us);
+    ex->counted = 1;
+}
 
 /* A 101 to the upgrade the request asked for: the 101 (and whatever the
  * upstream sent after it) goes to the client and the tunnel begins. A 101
  * nobody asked for, or to another protocol, is an invalid response: 502. */
 static void start_tunnel(request_t *req, const http_head_t *h, const char *rest, size_t rest_len)
 {
-    proxy_worker_t *pw = req->cc->pw;
+    proxy_worker_t *pw = req->pw;
     const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
     size_t tl = 0;
     const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
     if (!req->upgrade_len || !tok || tl != req->upgrade_len ||
         strncasecmp(tok, req->upgrade, tl) != 0) {
-        fail_attempt(req, FAIL_SWITCH);
+        try_failed(req, END_UPSTREAM_INVALID,
+                   req->upgrade_len ? "upstream switched to another protocol than the request "
+                                      "asked for (101 Switching Protocols)"
+                                    : "upstream answered 101 Switching Protocols to a request "
+                                      "that asked for no upgrade");
         return;
     }
-    uv_timer_stop(&req->cc->try_timer);
-    req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
-    metrics_upstream(pw->metrics, req->gen->groups[req->group].metrics_group,
-                     req->gen->groups[req->group].metrics_target[req->target], 101,
-                     (uint64_t)req->upstream_us);
-    req->attempt_counted = 1;
+    count_response(req, 101);
     req->upstream_status = req->status = 101;
     rewrite_response_t rw = {
         .head = h,
@@ -933,7 +864,7 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
     };
     long hl = rewrite_response_head(&rw, pw->scratch, pw->scratch_bytes);
     if (hl < 0) {
-        fail_attempt(req, FAIL_INVALID);
+        try_failed(req, END_UPSTREAM_INVALID, NULL);
         return;
     }
     uv_buf_t iov[2] = {uv_buf_init(pw->scratch, (unsigned)hl),
@@ -941,51 +872,104 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
     req->resp_started = 1;
     int rc = client_conn_write(req->cc, iov, rest_len ? 2 : 1);
     if (rc < 0) {
-        proxy_client_gone(req, END_CLIENT_CLOSED);
+        client_gone(req, END_CLIENT_CLOSED);
         return;
     }
     if (rc == 1)
-        upstream_pause(req->uc);
+        upstream_conn_pause(req->ex.uc);
     tunnel_start(req);
 }
 
 void proxy_tunnel_end(request_t *req, end_reason_t why)
 {
-    proxy_worker_t *pw = req->cc->pw;
+    proxy_worker_t *pw = req->pw;
     metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], -1);
     req->phase = REQ_DONE;
     req->end = why;
-    end_attempt(req, 0, false, false);
-    proxy_request_log(req);
-    pbuf_put(&pw->w->pool, req->out);
-    req->out = NULL;
+    exchange_end(pw, &req->ex, 0, false, false);
+    request_log(req);
+    request_release(req);
     client_conn_abort(req->cc);
 }
 
+/* A final response head: relayed (rewritten), or, when decide() says so, not
+ * relayed and the request tried again. Returns false when the request went
+ * elsewhere. */
+static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, unsigned *n)
+{
+    proxy_worker_t *pw = req->pw;
+    upstream_conn_t *uc = req->ex.uc;
+    count_response(req, h->status);
+    req->upstream_status = h->status;
+    decision_t d = decide_request(req, END_OK, h->status, false);
+    if (d != DECIDE_ANSWER) {
+        /* Not relayed: the connection goes, with the body nobody reads. */
+        exchange_end(pw, &req->ex, 0, false, h->status >= 500);
+        act(req, d, END_OK, NULL);
+        return false;
+    }
+    req->status = h->status;
+    bool bodyless = req->head_method || h->status == 204 || h->status == 304;
+    if (h->chunked && !bodyless)
+        req->resp_body = req->client_http10 ? REWRITE_BODY_DECHUNK : REWRITE_BODY_AS_IS;
+    else if (h->has_content_length || bodyless)
+        req->resp_body = REWRITE_BODY_AS_IS;
+    else
+        req->resp_body = REWRITE_BODY_UNTIL_CLOSE;
+    req->upstream_reusable = h->keep_alive;
+    bool keep = client_conn_keeps_alive(req->cc) && req->resp_body == REWRITE_BODY_AS_IS;
+    if (!keep)
+        client_conn_close_after(req->cc);
+    rewrite_response_t rw = {
+        .head = h,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .keep_alive = keep,
+        .client_http10 = req->client_http10,
+        .body = (rewrite_body_t)req->resp_body,
+    };
+    long hl = rewrite_response_head(&rw, pw->scratch, pw->scratch_bytes);
+    if (hl < 0) {
+        try_failed(req, END_UPSTREAM_INVALID, NULL);
+        return false;
+    }
+    iov[(*n)++] = uv_buf_init(pw->scratch, (unsigned)hl);
+    req->phase = REQ_RESPONDING;
+    req->resp_started = 1;
+    if (h->chunked && !bodyless) {
+        /* Chunked again as ficus frames it, or decoded for HTTP/1.0. */
+        http_parser_set_sink(&uc->parser, pw->scratch + hl, pw->scratch_bytes - (size_t)hl);
+        http_parser_set_reframe(&uc->parser, req->resp_body != REWRITE_BODY_DECHUNK);
+    } else {
+        http_parser_set_sink(&uc->parser, NULL, 0);
+    }
+    return true;
+}
+
 /* Relays response bytes: the rewritten head first (once), then the body as
- * it came (or decoded, for an HTTP/1.0 client of a chunked response). */
+ * it came (or re-framed, or decoded for an HTTP/1.0 client). */
 static void relay(request_t *req, const char *data, size_t len)
 {
-    proxy_worker_t *pw = req->cc->pw;
-    upstream_conn_t *uc = req->uc;
+    proxy_worker_t *pw = req->pw;
+    upstream_conn_t *uc = req->ex.uc;
     uv_buf_t iov[2];
     unsigned n = 0;
     int ev = 0;
     while (req->phase == REQ_SENT) {
         long k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
         if (k < 0) {
-            fail_attempt(req, FAIL_INVALID);
+            try_failed(req, END_UPSTREAM_INVALID, NULL);
             return;
         }
         if (!(ev & HTTP_EV_HEAD)) {
             /* Partial head: keep it whole in the connection's buffer. */
             if (!uc->in && !(uc->in = pbuf_get(&pw->w->pool))) {
-                fail_attempt(req, FAIL_INVALID);
+                try_failed(req, END_UPSTREAM_INVALID, NULL);
                 return;
             }
             if (data != pbuf_head(uc->in)) {
                 if (pbuf_room(uc->in) < len) {
-                    fail_attempt(req, FAIL_INVALID);
+                    try_failed(req, END_UPSTREAM_INVALID, NULL);
                     return;
                 }
                 memcpy(pbuf_tail(uc->in), data, len);
@@ -998,7 +982,7 @@ static void relay(request_t *req, const char *data, size_t len)
         const http_head_t *h = &pw->head;
         if ((size_t)k > req->gen->cfg->server.max_header_bytes) {
             /* Response heads are held to max_header_size too (as HAProxy's bufsize). */
-            fail_attempt(req, FAIL_INVALID);
+            try_failed(req, END_UPSTREAM_INVALID, NULL);
             return;
         }
         data += k;
@@ -1008,7 +992,7 @@ static void relay(request_t *req, const char *data, size_t len)
             return;
         }
         if (h->status < 100) {
-            fail_attempt(req, FAIL_INVALID);
+            try_failed(req, END_UPSTREAM_INVALID, NULL);
             return;
         }
         if (h->status < 200) {
@@ -1018,63 +1002,15 @@ static void relay(request_t *req, const char *data, size_t len)
                               http_status_reason(h->status));
             uv_buf_t b = uv_buf_init(line, (unsigned)ll);
             if (client_conn_write(req->cc, &b, 1) < 0) {
-                proxy_client_gone(req, END_CLIENT_CLOSED);
+                client_gone(req, END_CLIENT_CLOSED);
                 return;
             }
             int ev2;
             http_parser_feed(&uc->parser, &pw->head, data, 0, &ev2); /* ends the 1xx */
             continue;
         }
-        uv_timer_stop(&req->cc->try_timer);
-        req->upstream_us = (int64_t)(now_us() - req->upstream_start_us);
-        metrics_upstream(pw->metrics, req->gen->groups[req->group].metrics_group,
-                         req->gen->groups[req->group].metrics_target[req->target], h->status,
-                         (uint64_t)req->upstream_us);
-        req->attempt_counted = 1;
-        if (try_again(req, RETRY_OUTCOME_STATUS, h->status)) {
-            /* Not relayed: the connection goes, with the body nobody reads. */
-            req->upstream_status = h->status;
-            end_attempt(req, 0, false, h->status >= 500);
-            retry(req);
+        if (!response_head(req, h, iov, &n))
             return;
-        }
-        req->upstream_status = h->status;
-        req->status = h->status;
-        bool bodyless = req->head_method || h->status == 204 || h->status == 304;
-        if (h->chunked && !bodyless)
-            req->resp_body = req->client_http10 ? REWRITE_BODY_DECHUNK : REWRITE_BODY_AS_IS;
-        else if (h->has_content_length || bodyless)
-            req->resp_body = REWRITE_BODY_AS_IS;
-        else
-            req->resp_body = REWRITE_BODY_UNTIL_CLOSE;
-        req->upstream_reusable = h->keep_alive;
-        bool keep = req->client_keep_alive && req->body_done && !req->cc->close_after &&
-                    req->resp_body == REWRITE_BODY_AS_IS && !pw->draining;
-        if (!keep)
-            req->cc->close_after = 1;
-        rewrite_response_t rw = {
-            .head = h,
-            .request_id = req->request_id,
-            .request_id_len = req->request_id_len,
-            .keep_alive = keep,
-            .client_http10 = req->client_http10,
-            .body = (rewrite_body_t)req->resp_body,
-        };
-        long hl = rewrite_response_head(&rw, pw->scratch, pw->scratch_bytes);
-        if (hl < 0) {
-            fail_attempt(req, FAIL_INVALID);
-            return;
-        }
-        iov[n++] = uv_buf_init(pw->scratch, (unsigned)hl);
-        req->phase = REQ_RESPONDING;
-        req->resp_started = 1;
-        if (h->chunked && !bodyless) {
-            /* Chunked again as ficus frames it, or decoded for HTTP/1.0. */
-            http_parser_set_sink(&uc->parser, pw->scratch + hl, pw->scratch_bytes - (size_t)hl);
-            http_parser_set_reframe(&uc->parser, req->resp_body != REWRITE_BODY_DECHUNK);
-        } else {
-            http_parser_set_sink(&uc->parser, NULL, 0);
-        }
     }
     if (req->phase != REQ_RESPONDING)
         return;
@@ -1089,13 +1025,13 @@ static void relay(request_t *req, const char *data, size_t len)
             req->resp_started = 0;
             req->phase = REQ_SENT;
             req->status = 0;
-            fail_attempt(req, FAIL_INVALID);
+            try_failed(req, END_UPSTREAM_INVALID, NULL);
             return;
         }
         /* The body broke its own framing mid-way: the client cannot be told
          * cleanly; the connection is cut. */
         req->end = END_UPSTREAM_INVALID;
-        proxy_client_gone(req, END_UPSTREAM_INVALID);
+        client_gone(req, END_UPSTREAM_INVALID);
         return;
     }
     if (uc->parser.sink) {
@@ -1105,7 +1041,7 @@ static void relay(request_t *req, const char *data, size_t len)
         if (!(ev & HTTP_EV_END) && (size_t)k < len) {
             /* The sink holds a read's worth: cannot happen; never drop bytes. */
             req->end = END_UPSTREAM_INVALID;
-            proxy_client_gone(req, END_UPSTREAM_INVALID);
+            client_gone(req, END_UPSTREAM_INVALID);
             return;
         }
     } else if (k > 0) {
@@ -1120,13 +1056,14 @@ static void relay(request_t *req, const char *data, size_t len)
          * worker, must find it (and its breaker slot) free. */
         held = uc->in; /* data may point into it: kept until written */
         uc->in = NULL;
-        bool reusable = req->upstream_reusable && req->body_done && !stream_write_pending(&uc->s);
-        end_attempt(req, 0, reusable, req->upstream_status >= 500);
+        bool reusable =
+            req->upstream_reusable && req->cc->body_done && !stream_write_pending(&uc->s);
+        exchange_end(pw, &req->ex, 0, reusable, req->upstream_status >= 500);
     }
     int rc = n ? client_conn_write(req->cc, iov, n) : 0;
     pbuf_put(&pw->w->pool, held);
     if (rc < 0) {
-        proxy_client_gone(req, END_CLIENT_CLOSED);
+        client_gone(req, END_CLIENT_CLOSED);
         return;
     }
     if (ev & HTTP_EV_END) {
@@ -1134,20 +1071,20 @@ static void relay(request_t *req, const char *data, size_t len)
         return;
     }
     if (rc == 1)
-        upstream_pause(uc); /* until the client drains */
+        upstream_conn_pause(uc); /* until the client drains */
 }
 
-void proxy_upstream_data(request_t *req, const char *data, size_t len)
+static void upstream_data(request_t *req, const char *data, size_t len)
 {
     if (req->phase == REQ_TUNNEL) {
         tunnel_upstream_data(req, data, len);
         return;
     }
-    upstream_conn_t *uc = req->uc;
+    upstream_conn_t *uc = req->ex.uc;
     if (req->phase == REQ_SENT && uc->in) {
         /* The rest of a head that came in pieces. */
         if (pbuf_room(uc->in) < len) {
-            fail_attempt(req, FAIL_INVALID);
+            try_failed(req, END_UPSTREAM_INVALID, NULL);
             return;
         }
         memcpy(pbuf_tail(uc->in), data, len);
@@ -1159,19 +1096,19 @@ void proxy_upstream_data(request_t *req, const char *data, size_t len)
     }
     relay(req, data, len);
     /* The head buffer is not needed once the head is through. */
-    if (req->uc == uc && uc->in && req->phase != REQ_SENT) {
-        pbuf_put(&req->cc->pw->w->pool, uc->in);
+    if (req->ex.uc == uc && uc->in && req->phase != REQ_SENT) {
+        pbuf_put(&req->pw->w->pool, uc->in);
         uc->in = NULL;
     }
 }
 
-void proxy_upstream_eof(request_t *req, int status)
+static void upstream_eof(request_t *req, int status)
 {
     if (req->phase == REQ_TUNNEL) {
         tunnel_upstream_eof(req, status);
         return;
     }
-    upstream_conn_t *uc = req->uc;
+    upstream_conn_t *uc = req->ex.uc;
     if (req->phase == REQ_RESPONDING && req->resp_body == REWRITE_BODY_UNTIL_CLOSE &&
         http_parser_finish(&uc->parser) == 0) {
         req->upstream_reusable = 0;
@@ -1180,300 +1117,173 @@ void proxy_upstream_eof(request_t *req, int status)
     }
     if (req->resp_started) {
         req->end = END_UPSTREAM_RESET;
-        proxy_client_gone(req, END_UPSTREAM_RESET);
+        client_gone(req, END_UPSTREAM_RESET);
         return;
     }
-    (void)status;
-    fail_attempt(req, FAIL_RESET);
+    try_failed(req, END_UPSTREAM_RESET, NULL);
 }
 
-void proxy_client_drained(request_t *req)
+static void on_exchange_connected(void *owner, int status)
 {
+    upstream_connected(((exchange_t *)owner)->req, status);
+}
+static void on_exchange_data(void *owner, const char *data, size_t len)
+{
+    upstream_data(((exchange_t *)owner)->req, data, len);
+}
+static void on_exchange_eof(void *owner, int status)
+{
+    upstream_eof(((exchange_t *)owner)->req, status);
+}
+static void on_exchange_drained(void *owner, int status)
+{
+    upstream_drained(((exchange_t *)owner)->req, status);
+}
+
+static const upstream_conn_ops_t exchange_ops = {
+    .on_connected = on_exchange_connected,
+    .on_data = on_exchange_data,
+    .on_eof = on_exchange_eof,
+    .on_drained = on_exchange_drained,
+};
+
+/* ----------------------------------------------------- the client's side */
+
+static void on_drained(client_conn_t *cc)
+{
+    request_t *req = req_of(cc);
     if (req->phase == REQ_TUNNEL) {
         tunnel_client_drained(req);
         return;
     }
-    if (req->phase == REQ_RESPONDING && req->uc)
-        upstream_resume(req->uc);
+    if (req->phase == REQ_RESPONDING && req->ex.uc)
+        upstream_conn_resume(req->ex.uc);
 }
 
-/* ------------------------------------------------------------- failures */
-
-/* Ends the current try: counts it, records it for outlier detection, gives
- * back its breaker units, and returns or closes its connection. */
-static void end_attempt(request_t *req, int metrics_code, bool reusable, bool failure)
+/* The request deadline passed. */
+static void on_timeout(client_conn_t *cc)
 {
-    proxy_worker_t *pw = req->cc->pw;
-    if (!req->in_attempt)
-        return;
-    req->in_attempt = 0;
-    uv_timer_stop(&req->cc->try_timer);
-    if (req->trace_sampled)
-        trace_try_end(pw, req, metrics_code, failure);
-    proxy_group_state_t *gs = &req->gen->groups[req->group];
-    health_group_t *hg = &req->gen->health->groups[req->group];
-    gs->inflight[req->target]--;
-    atomic_fetch_sub_explicit(&hg->targets[req->target].inflight, 1, memory_order_relaxed);
-    health_release(&hg->requests);
-    if (req->holds_pending) {
-        req->holds_pending = 0;
-        health_release(&hg->pending);
-    }
-    /* One sample per try: a try whose status was counted at its head is not
-     * counted again when its body turns out broken. */
-    if (metrics_code && !req->attempt_counted)
-        metrics_upstream(pw->metrics, gs->metrics_group, gs->metrics_target[req->target],
-                         metrics_code, now_us() - req->upstream_start_us);
-    if (health_record(hg, req->target, failure, uv_now(pw->loop)))
-        metrics_outlier_ejection(pw->registry, gs->metrics_group, gs->metrics_target[req->target]);
-    if (req->uc) {
-        upstream_conn_t *uc = req->uc;
-        req->uc = NULL;
-        if (uc->in) {
-            pbuf_put(&pw->w->pool, uc->in);
-            uc->in = NULL;
-        }
-        upstream_release(uc, reusable);
-    }
-}
-
-/* May this request be tried again after outcome o? Retries and the canary
- * fallback share the rules: nothing after a response byte reached the client,
- * nothing whose body was not kept, the idempotency gate, retry_on (or, with no
- * retries block, connect failure / reset / timeout / 5xx for a fallback), the
- * number of tries, and the route's budget. */
-static bool try_again(request_t *req, retry_outcome_t o, int status)
-{
-    const config_route_t *r = req->route;
-    proxy_worker_t *pw = req->cc->pw;
-    if (!r || req->resp_started || req->body_streamed || pw->stopping)
-        return false;
-    const config_retries_t *rt = r->has_retries ? &r->retries : NULL;
-    bool fb = req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt;
-    if (!rt && !fb)
-        return false;
-    if (!retry_resend_allowed(req->idempotent, r->retry_non_idempotent, o))
-        return false;
-    if (!retry_qualifies(rt, o, status))
-        return false;
-    /* A fallback is a retry pinned to the fallback group; it is always
-     * allowed one try, even where retries are off (attempts: 0). */
-    uint32_t allowed = rt ? rt->attempts : 0;
-    if (fb && allowed == 0)
-        allowed = 1;
-    if (req->retries >= allowed)
-        return false;
-    /* The budget caps retries, not the fallback: the canary's failure must
-     * still reach the old system when many fail at once. */
-    if (!fb && rt && !req->retry_counted &&
-        !retry_budget_allows(req->gen->route_retries[r->index], req->gen->route_inflight[r->index],
-                             rt->budget_percent))
-        return false;
-    return true;
-}
-
-/* Sends the request again: to the fallback group when the backend has one
- * (at once, and every later try too), else to the same group after a
- * full-jitter backoff, preferring a target not tried yet. */
-static void retry(request_t *req)
-{
-    proxy_worker_t *pw = req->cc->pw;
-    proxy_gen_t *g = req->gen;
-    const config_route_t *r = req->route;
-    uint32_t from = req->group;
-    req->retries++;
-    if (!req->retry_counted) {
-        req->retry_counted = 1;
-        g->route_retries[r->index]++;
-    }
-    bool to_fallback = req->backend->fallback != CONFIG_NONE && !req->fallback;
-    if (to_fallback) {
-        if (switch_to_fallback(req) != 0) {
-            proxy_send_error(req, 502, END_UPSTREAM_RESET, "fallback request too large");
-            return;
-        }
-        req->fallback = 1;
-        req->group = (uint32_t)req->backend->fallback;
-        req->tried = 0;
-        metrics_fallback(pw->metrics, g->metrics_route[r->index], g->groups[from].metrics_group,
-                         g->groups[req->group].metrics_group);
-    }
-    metrics_retry(pw->metrics, g->metrics_route[r->index], g->groups[req->group].metrics_group);
-    uint64_t delay = 0;
-    if (!to_fallback && r->has_retries)
-        delay = retry_backoff_ms(r->retries.backoff_ms, req->retries, &pw->rng);
-    if (delay == 0) {
-        attempt(req);
-        return;
-    }
-    req->phase = REQ_BACKOFF;
-    uv_timer_start(&req->cc->try_timer, on_try_timer, delay, 0);
-}
-
-/* The one place that decides what a failed try becomes: sent again on a
- * fresh connection (a pooled one the target had closed), retried, sent to the
- * fallback group, or answered with 502/504. */
-static void fail_attempt(request_t *req, fail_t why)
-{
-    bool was_reused = req->uc && req->uc->reused && req->uc->connected;
-    static const int codes[] = {METRICS_UPSTREAM_CONNECT_ERROR, METRICS_UPSTREAM_RESET,
-                                METRICS_UPSTREAM_TIMEOUT, 502, 502};
-    static const retry_outcome_t outcomes[] = {RETRY_OUTCOME_CONNECT_FAILURE, RETRY_OUTCOME_RESET,
-                                               RETRY_OUTCOME_TIMEOUT, RETRY_OUTCOME_RESET,
-                                               RETRY_OUTCOME_RESET};
-    /* A stale pooled connection says nothing about the target's health. */
-    bool stale = why == FAIL_RESET && was_reused && !req->body_streamed;
-    end_attempt(req, codes[why], false, !stale);
-    if (req->resp_started) {
-        proxy_client_gone(req, END_UPSTREAM_RESET);
-        return;
-    }
-    /* The request never reached the target: sending it again on a fresh
-     * connection is safe, and is not a retry. */
-    if (stale && req->attempts < STALE_CONNECTION_TRIES + req->retries) {
-        attempt(req);
-        return;
-    }
-    if (try_again(req, outcomes[why], 0)) {
-        retry(req);
-        return;
-    }
-    switch (why) {
-    case FAIL_CONNECT:
-        proxy_send_error(req, 502, END_UPSTREAM_CONNECT_FAILURE, "upstream connect failure");
-        break;
-    case FAIL_RESET:
-        proxy_send_error(req, 502, END_UPSTREAM_RESET,
-                         "upstream closed the connection before responding");
-        break;
-    case FAIL_TIMEOUT:
-        proxy_send_error(req, 504, END_UPSTREAM_TIMEOUT, "upstream timeout");
-        break;
-    case FAIL_INVALID:
-        proxy_send_error(req, 502, END_UPSTREAM_INVALID, "invalid upstream response");
-        break;
-    case FAIL_SWITCH:
-        proxy_send_error(req, 502, END_UPSTREAM_INVALID,
-                         req->upgrade_len ? "upstream switched to another protocol than the "
-                                            "request asked for (101 Switching Protocols)"
-                                          : "upstream answered 101 Switching Protocols to a "
-                                            "request that asked for no upgrade");
-        break;
-    }
-}
-
-void proxy_request_timeout(request_t *req)
-{
+    request_t *req = req_of(cc);
     if (req->phase == REQ_TUNNEL) {
         tunnel_timeout(req);
         return;
     }
     if (req->resp_started) {
         req->end = END_UPSTREAM_TIMEOUT;
-        proxy_client_gone(req, END_UPSTREAM_TIMEOUT);
+        client_gone(req, END_UPSTREAM_TIMEOUT);
         return;
     }
-    end_attempt(req, METRICS_UPSTREAM_TIMEOUT, false, true);
-    req->cc->close_after |= !req->body_done;
-    proxy_send_error(req, 504, END_UPSTREAM_TIMEOUT, "upstream timeout");
+    exchange_end(req->pw, &req->ex, METRICS_UPSTREAM_TIMEOUT, false, true);
+    if (!cc->body_done)
+        client_conn_close_after(cc);
+    answer_error(req, END_UPSTREAM_TIMEOUT, NULL);
 }
 
-void proxy_client_gone(request_t *req, end_reason_t why)
+static void on_gone(client_conn_t *cc, end_reason_t why) { client_gone(req_of(cc), why); }
+
+/* A request that never began (a bad head, the header timeout). */
+static void on_reject(client_conn_t *cc, end_reason_t why, const char *message)
+{
+    request_t *req = req_of(cc);
+    request_reset(req);
+    answer_error(req, why, message);
+}
+
+static void on_raw_data(client_conn_t *cc, const char *data, size_t len)
+{
+    tunnel_client_data(req_of(cc), data, len);
+}
+
+static void on_raw_eof(client_conn_t *cc, ssize_t status) { tunnel_client_eof(req_of(cc), status); }
+
+/* The client went away, broke the protocol mid-request, or the response
+ * cannot go on: answered if nothing was sent yet and the client can still
+ * be told, else the connection is cut. */
+static void client_gone(request_t *req, end_reason_t why)
 {
     client_conn_t *cc = req->cc;
     if (req->phase == REQ_TUNNEL) {
         proxy_tunnel_end(req, why);
         return;
     }
+    exchange_end(req->pw, &req->ex, 0, false, false);
     if (!req->resp_started && (why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE)) {
-        end_attempt(req, 0, false, false);
-        cc->close_after = 1;
-        proxy_send_error(req, why == END_BAD_REQUEST ? 400 : 413, why,
-                         why == END_BAD_REQUEST ? http_parser_error_reason(&cc->parser)
-                                                : "request body too large");
+        client_conn_close_after(cc);
+        answer_error(req, why, why == END_BAD_REQUEST ? client_conn_error_reason(cc) : NULL);
         return;
     }
-    end_attempt(req, 0, false, false);
     if (!req->end)
         req->end = why;
     if (!req->resp_started)
         req->status = why == END_CLIENT_CLOSED ? 499 : 502;
     if (req->phase != REQ_DONE)
-        proxy_request_log(req);
-    if (req->out) {
-        pbuf_put(&cc->pw->w->pool, req->out);
-        req->out = NULL;
-    }
+        request_log(req);
+    request_release(req);
+    req->phase = REQ_DONE;
     client_conn_abort(cc);
 }
 
 /* --------------------------------------------------------------- answer */
 
-void proxy_send_error(request_t *req, int status, end_reason_t why, const char *message)
+/* ficus's own answer: the reason's status and JSON error, message (or the
+ * reason's own), then the request is over. */
+static void answer_error(request_t *req, end_reason_t why, const char *message)
 {
     client_conn_t *cc = req->cc;
-    proxy_worker_t *pw = cc->pw;
-    end_attempt(req, 0, false, false);
-    if (!req->body_done || !req->client_keep_alive)
-        cc->close_after = 1;
-    http_error_t e = {
-        .status = status,
-        .message = message,
-        .request_id = req->request_id,
-        .request_id_len = req->request_id_len,
-        .close = cc->close_after || pw->draining,
-        .head_only = req->head_method,
-        .retry_after_s = status == 429 ? 1 : 0,
-    };
+    proxy_worker_t *pw = req->pw;
+    const end_reason_info_t *info = &end_reasons[why];
+    exchange_end(pw, &req->ex, 0, false, false);
+    if (!client_conn_keeps_alive(cc))
+        client_conn_close_after(cc);
     if (req->request_id_len == 0)
         new_request_id(pw, req);
-    e.request_id = req->request_id;
-    e.request_id_len = req->request_id_len;
+    http_error_t e = {
+        .status = info->status,
+        .code = info->code,
+        .message = message ? message : info->message,
+        .request_id = req->request_id,
+        .request_id_len = req->request_id_len,
+        .close = cc->close_after || cc->env->draining,
+        .head_only = req->head_method,
+        .retry_after_s = info->status == 429 ? 1 : 0,
+    };
     size_t n = http_error_format(&e, pw->scratch, pw->scratch_bytes);
-    req->status = status;
+    req->status = info->status;
     req->end = why;
     req->resp_started = 1;
     uv_buf_t b = uv_buf_init(pw->scratch, (unsigned)n);
     if (client_conn_write(cc, &b, 1) < 0) {
         req->status = 499;
         req->end = END_CLIENT_CLOSED;
-        proxy_request_log(req);
+        request_log(req);
+        request_release(req);
+        req->phase = REQ_DONE;
         client_conn_abort(cc);
         return;
     }
-    proxy_request_log(req);
-    if (req->out) {
-        pbuf_put(&pw->w->pool, req->out);
-        req->out = NULL;
-    }
-    client_conn_response_done(cc);
+    request_log(req);
+    request_over(req);
 }
 
-/* --------------------------------------------------------------- finish */
-
+/* A relayed response ended. */
 static void finish(request_t *req)
 {
-    client_conn_t *cc = req->cc;
-    proxy_worker_t *pw = cc->pw;
+    upstream_conn_t *uc = req->ex.uc;
     bool reusable =
-        req->upstream_reusable && req->body_done && req->uc && !stream_write_pending(&req->uc->s);
-    end_attempt(req, 0, reusable, req->upstream_status >= 500);
-    proxy_request_log(req);
-    if (req->out) {
-        pbuf_put(&pw->w->pool, req->out);
-        req->out = NULL;
-    }
-    client_conn_response_done(cc);
+        req->upstream_reusable && req->cc->body_done && uc && !stream_write_pending(&uc->s);
+    exchange_end(req->pw, &req->ex, 0, reusable, req->upstream_status >= 500);
+    request_log(req);
+    request_over(req);
 }
 
-void proxy_request_log(request_t *req)
+/* Logs and counts a finished request; its share of the retry budget goes. */
+static void request_log(request_t *req)
 {
     client_conn_t *cc = req->cc;
-    proxy_worker_t *pw = cc->pw;
-    uint64_t dur = now_us() - req->start_us;
+    proxy_worker_t *pw = req->pw;
+    uint64_t dur = time_now_us() - req->start_us;
     const config_route_t *r = req->route;
-    /* The request is over: its share of the retry budget and its buffers go. */
-    uv_timer_stop(&cc->try_timer);
+    uv_timer_stop(&req->ex.timer);
     proxy_gen_t *g = req->gen;
     if (r) {
         g->route_inflight[r->index]--;
@@ -1482,17 +1292,16 @@ void proxy_request_log(request_t *req)
             g->route_retries[r->index]--;
         req->retry_counted = 0;
     }
-    pbuf_put(&pw->w->pool, req->alt);
-    req->alt = NULL;
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
     if (req->trace_sampled)
-        trace_request_end(pw, req, req->start_us + dur);
+        request_trace_end(pw, req, req->start_us + dur);
     if (!pw->alog)
         return;
     const config_target_group_t *tg =
         req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
-    const config_target_t *t = tg && req->target != UINT32_MAX ? &tg->targets[req->target] : NULL;
+    uint32_t ti = request_target(req);
+    const config_target_t *t = tg && ti != UINT32_MAX ? &tg->targets[ti] : NULL;
     char trace_hex_id[32];
     if (req->has_trace)
         trace_hex(trace_hex_id, req->trace_id, sizeof req->trace_id);
@@ -1516,10 +1325,10 @@ void proxy_request_log(request_t *req)
         .fallback = req->fallback,
         .duration_us = dur,
         .upstream_us = req->upstream_us,
-        .bytes_in = req->bytes_in,
-        .bytes_out = req->bytes_out,
+        .bytes_in = cc->bytes_in,
+        .bytes_out = cc->bytes_out,
         .user_agent = req->has_user_agent ? S(req->user_agent, req->user_agent_len) : S(NULL, 0),
-        .error = proxy_end_reason_name(req->end),
+        .error = end_reason_name(req->end),
         .upstream_path =
             req->upstream_path_len ? S(req->upstream_path, req->upstream_path_len) : S(NULL, 0),
         .protocol = !req->has_head       ? S(NULL, 0)
@@ -1530,4 +1339,62 @@ void proxy_request_log(request_t *req)
 #undef S
 #undef SZ
     access_log_append(pw->alog, &e);
+}
+
+/* ---------------------------------------------------------- connections */
+
+static void on_conn_freed(uv_handle_t *h)
+{
+    exchange_t *ex = h->data;
+    proxy_conn_t *c = (proxy_conn_t *)ex->req->cc;
+    proxy_worker_t *pw = ex->req->pw;
+    metrics_downstream_connection(pw->metrics, -1);
+    worker_connection_closed(pw->w);
+    free(c);
+}
+
+static void on_close(client_conn_t *cc)
+{
+    request_t *req = req_of(cc);
+    request_release(req);
+    request_unbind(req);
+    uv_close((uv_handle_t *)&req->ex.timer, on_conn_freed);
+}
+
+static const client_conn_ops_t proxy_client_ops = {
+    .on_request = on_request,
+    .body_room = body_room,
+    .on_body = on_body,
+    .on_reject = on_reject,
+    .on_gone = on_gone,
+    .on_drained = on_drained,
+    .on_timeout = on_timeout,
+    .on_raw_data = on_raw_data,
+    .on_raw_eof = on_raw_eof,
+    .on_close = on_close,
+};
+
+void proxy_on_accept(worker_t *w, int fd, size_t listener)
+{
+    (void)listener;
+    proxy_worker_t *pw = w->app;
+    proxy_conn_t *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        worker_connection_closed(w);
+        return;
+    }
+    request_t *req = &c->req;
+    req->cc = &c->cc;
+    req->pw = pw;
+    exchange_init(&req->ex, req, pw->loop);
+    metrics_downstream_connection(pw->metrics, +1);
+    if (client_conn_open(&c->cc, &pw->clients, &proxy_client_ops, fd) != 0) {
+        uv_close((uv_handle_t *)&req->ex.timer, on_conn_freed);
+        return;
+    }
+    const config_server_t *srv = &pw->gen->cfg->server;
+    for (size_t i = 0; i < srv->n_trusted_proxies; i++)
+        if (cidr_match(&srv->trusted_proxies[i], (struct sockaddr *)&c->cc.peer))
+            req->peer_trusted = 1;
 }

@@ -9,7 +9,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
-#include "proxy/proxy.h"
+#include "proxy/proxy_worker.h"
 
 static void gen_free(proxy_gen_t *g)
 {
@@ -21,7 +21,7 @@ static void gen_free(proxy_gen_t *g)
     for (size_t i = 0; g->groups && i < cfg->n_target_groups; i++) {
         free(g->groups[i].inflight);
         free(g->groups[i].eligible);
-        free(g->groups[i].pools);
+        upstream_group_deinit(&g->groups[i].up);
         free(g->groups[i].metrics_target);
     }
     free(g->swrr);
@@ -42,6 +42,16 @@ static uint64_t seed(size_t index)
         s = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
     s ^= (index + 1) * 0xbf58476d1ce4e5b9ull;
     return s ? s : 1;
+}
+
+/* An upstream connection keeps its generation (its pools live there). */
+static void gen_hold(void *ctx, int delta)
+{
+    proxy_gen_t *g = ctx;
+    if (delta > 0)
+        g->refs++;
+    else
+        proxy_gen_unref(g);
 }
 
 proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
@@ -85,9 +95,9 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         size_t n = tg->n_targets ? tg->n_targets : 1;
         gs->inflight = calloc(n, sizeof *gs->inflight);
         gs->eligible = calloc(n, sizeof *gs->eligible);
-        gs->pools = calloc(n, sizeof *gs->pools);
         gs->metrics_target = calloc(n, sizeof *gs->metrics_target);
-        if (!gs->inflight || !gs->eligible || !gs->pools || !gs->metrics_target)
+        if (!gs->inflight || !gs->eligible || !gs->metrics_target ||
+            upstream_group_init(&gs->up, NULL, tg, &sh->health->groups[i], gen_hold, g) != 0)
             goto fail;
         gs->bal.rng = balancer_random(&rng) | 1;
         gs->bal.rr_cursor = (uint32_t)(index % n);
@@ -118,14 +128,33 @@ void proxy_gen_unref(proxy_gen_t *g)
         done(ctx);
 }
 
+/* The generation's pools on this worker's connections. */
+static void gen_attach(proxy_worker_t *pw, proxy_gen_t *g)
+{
+    for (size_t i = 0; i < g->cfg->n_target_groups; i++)
+        g->groups[i].up.env = &pw->upstreams;
+    pw->clients.server = &g->cfg->server;
+}
+
 void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen)
 {
     proxy_gen_t *old = pw->gen;
     pw->gen = gen;
+    gen_attach(pw, gen);
     if (!old)
         return;
-    upstream_close_idle(old);
+    for (size_t i = 0; i < old->cfg->n_target_groups; i++)
+        upstream_group_retire(&old->groups[i].up);
     proxy_gen_unref(old);
+}
+
+static void on_clients_drained(void *ctx)
+{
+    proxy_worker_t *pw = ctx;
+    void (*done)(void *) = pw->on_drained;
+    pw->on_drained = NULL; /* once */
+    if (done)
+        done(pw->drained_ctx);
 }
 
 static void on_log_flush(uv_timer_t *t)
@@ -144,6 +173,16 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->loop = &w->loop;
     pw->gen = gen;
     gen->refs = 1;
+    pw->upstreams = (upstream_env_t){.loop = pw->loop, .pool = &w->pool, .rbuf = w->rbuf};
+    pw->clients = (client_conn_env_t){
+        .loop = pw->loop,
+        .pool = &w->pool,
+        .rbuf = w->rbuf,
+        .head = &pw->head,
+        .on_drained = on_clients_drained,
+        .drained_ctx = pw,
+    };
+    gen_attach(pw, gen);
     pw->md = router_match_data_new();
     pw->registry = metrics;
     pw->metrics = metrics_worker_get(metrics, w->index);
@@ -151,6 +190,8 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->scratch_bytes = 2 * (w->pool.buf_bytes > IO_BUF_BYTES ? w->pool.buf_bytes : IO_BUF_BYTES) +
                         CHUNKED_OUT_SLACK;
     pw->scratch = malloc(pw->scratch_bytes);
+    pw->clients.scratch = pw->scratch;
+    pw->clients.scratch_bytes = pw->scratch_bytes;
     pw->rng = seed(w->index);
     if (!pw->md || !pw->scratch)
         goto fail;
@@ -183,14 +224,26 @@ void proxy_worker_free(proxy_worker_t *pw)
     free(pw);
 }
 
-void proxy_worker_on_accept(worker_t *w, int fd, size_t listener)
-{
-    (void)listener;
-    client_conn_accept(w->app, fd);
-}
-
 void proxy_worker_on_shed(worker_t *w)
 {
     proxy_worker_t *pw = w->app;
     metrics_downstream_rejected(pw->metrics);
+}
+
+void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms)
+{
+    pw->upstreams.draining = true;
+    pw->clients.on_drained = on_clients_drained; /* the gateway may have set pw->on_drained since */
+    client_conn_env_drain(&pw->clients, idle_grace_ms);
+}
+
+void proxy_worker_stop(proxy_worker_t *pw)
+{
+    pw->upstreams.draining = true;
+    pw->stopping = true;
+    pw->on_drained = NULL;
+    client_conn_env_stop(&pw->clients);
+    proxy_gen_t *g = pw->gen;
+    for (size_t i = 0; i < g->cfg->n_target_groups; i++)
+        upstream_group_close_idle(&g->groups[i].up);
 }

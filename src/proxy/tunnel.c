@@ -3,7 +3,7 @@
 
 #include <sys/socket.h>
 
-static void touch(request_t *req) { req->tun_last_ms = uv_now(req->cc->pw->loop); }
+static void touch(request_t *req) { req->tun_last_ms = uv_now(req->pw->loop); }
 
 /* Passes a half-close on once what was queued for that side is written. */
 static void shut_write(stream_t *s, uint8_t *pending)
@@ -19,42 +19,27 @@ static void shut_write(stream_t *s, uint8_t *pending)
 static int settled(request_t *req)
 {
     return req->tun_client_eof && req->tun_upstream_eof && !stream_write_pending(&req->cc->s) &&
-           !stream_write_pending(&req->uc->s);
+           !stream_write_pending(&req->ex.uc->s);
 }
 
 void tunnel_start(request_t *req)
 {
     client_conn_t *cc = req->cc;
-    proxy_worker_t *pw = cc->pw;
+    proxy_worker_t *pw = req->pw;
     req->phase = REQ_TUNNEL;
     metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], +1);
     touch(req);
     client_conn_arm_deadline(cc, req->gen->cfg->server.tunnel_idle_timeout_ms);
-    int rc = 0;
-    if (cc->in && cc->in->len) {
-        /* Sent by the client right after its request head. */
-        uv_buf_t b = uv_buf_init(pbuf_head(cc->in), cc->in->len);
-        req->bytes_in += cc->in->len;
-        rc = upstream_write(req->uc, &b, 1);
-    }
-    pbuf_put(&pw->w->pool, cc->in);
-    cc->in = NULL;
-    if (rc < 0) {
-        proxy_tunnel_end(req, END_UPSTREAM_RESET);
-        return;
-    }
-    if (rc == 1)
-        client_conn_pause(cc);
-    else
+    client_conn_tunnel(cc); /* what the client sent after its head goes first */
+    if (req->phase == REQ_TUNNEL && !stream_write_pending(&req->ex.uc->s))
         client_conn_resume(cc);
 }
 
 void tunnel_client_data(request_t *req, const char *data, size_t len)
 {
     touch(req);
-    req->bytes_in += len;
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int rc = upstream_write(req->uc, &b, 1);
+    int rc = upstream_conn_write(req->ex.uc, &b, 1);
     if (rc < 0)
         proxy_tunnel_end(req, END_UPSTREAM_RESET);
     else if (rc == 1)
@@ -70,7 +55,7 @@ void tunnel_client_eof(request_t *req, ssize_t status)
     touch(req);
     req->tun_client_eof = 1;
     client_conn_pause(req->cc);
-    shut_write(&req->uc->s, &req->tun_shut_upstream);
+    shut_write(&req->ex.uc->s, &req->tun_shut_upstream);
     if (settled(req))
         proxy_tunnel_end(req, END_OK);
 }
@@ -80,7 +65,7 @@ void tunnel_client_drained(request_t *req)
     if (req->tun_shut_client)
         shut_write(&req->cc->s, &req->tun_shut_client);
     if (!req->tun_upstream_eof)
-        upstream_resume(req->uc);
+        upstream_conn_resume(req->ex.uc);
     if (settled(req))
         proxy_tunnel_end(req, END_OK);
 }
@@ -93,7 +78,7 @@ void tunnel_upstream_data(request_t *req, const char *data, size_t len)
     if (rc < 0)
         proxy_tunnel_end(req, END_CLIENT_CLOSED);
     else if (rc == 1)
-        upstream_pause(req->uc); /* until the client drains */
+        upstream_conn_pause(req->ex.uc); /* until the client drains */
 }
 
 void tunnel_upstream_eof(request_t *req, int status)
@@ -104,7 +89,7 @@ void tunnel_upstream_eof(request_t *req, int status)
     }
     touch(req);
     req->tun_upstream_eof = 1;
-    upstream_pause(req->uc);
+    upstream_conn_pause(req->ex.uc);
     shut_write(&req->cc->s, &req->tun_shut_client);
     if (settled(req))
         proxy_tunnel_end(req, END_OK);
@@ -117,7 +102,7 @@ void tunnel_upstream_drained(request_t *req, int status)
         return;
     }
     if (req->tun_shut_upstream)
-        shut_write(&req->uc->s, &req->tun_shut_upstream);
+        shut_write(&req->ex.uc->s, &req->tun_shut_upstream);
     if (!req->tun_client_eof)
         client_conn_resume(req->cc);
     if (settled(req))
@@ -127,7 +112,7 @@ void tunnel_upstream_drained(request_t *req, int status)
 void tunnel_timeout(request_t *req)
 {
     uint64_t idle = req->gen->cfg->server.tunnel_idle_timeout_ms;
-    uint64_t quiet = uv_now(req->cc->pw->loop) - req->tun_last_ms;
+    uint64_t quiet = uv_now(req->pw->loop) - req->tun_last_ms;
     if (quiet >= idle) {
         proxy_tunnel_end(req, END_TUNNEL_IDLE);
         return;

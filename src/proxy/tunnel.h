@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include "proxy/proxy.h"
+#include "proxy/request.h"
 
 /* The 101 went to the client: relay from now on (bytes the client sent after
  * its request head go upstream first). */

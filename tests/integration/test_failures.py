@@ -193,6 +193,29 @@ def test_canary_port_closed_falls_back_to_primary(ficus, mock):
     assert_metric(f, "ficus_requests_total", n, route="search", code="200")
 
 
+def test_a_retry_stays_in_its_group_when_the_fallback_request_cannot_be_built(ficus, mock):
+    """A canary whose fallback request target cannot be built (here: longer than
+    a buffer) still retries in its own group; it used to be answered 502
+    "fallback request too large" because the retry took the fallback's way."""
+    primary, canary = mock("primary"), mock("canary")
+    backends = [
+        {"target_group": "primary", "weight": 0, "path": "/v1/" + "$1" * 12},
+        {"target_group": "canary", "weight": 1, "fallback": "primary", "path": "/v2/$1"},
+    ]
+    retries = {"attempts": 1, "retry_on": ["connect-failure"], "backoff": "1ms"}
+    f = ficus(config({"primary": primary.addr, "canary": [closed_addr(), canary.addr]},
+                     [route("search", {"path_regex": "/search/(.*)"}, backends, retries=retries)],
+                     server=ONE_WORKER))
+    long_path = "/search/" + "a" * 9000  # x12 in the fallback's target: over any buffer
+    for i in range(4):
+        r, _ = get(f, long_path)
+        assert r.status == 200, f"request {i}: {r!r}"
+        assert r.header("X-Mock-Name") == "canary", repr(r)
+    lines = log_lines(f, 4)
+    assert any(e["attempts"] == 2 and e["fallback"] is False for e in lines), lines
+    assert primary.stats()["total"] == 0
+
+
 # --- 2. canary answering 503 ---------------------------------------------------
 
 
@@ -508,7 +531,7 @@ def test_required_group_down_then_back(ficus, mock, respawn):
     assert admin(f, "GET", "/target_groups")[1]["core"]["healthy_targets"] == 0
     r, dt = get(f, "/")
     assert r.status == 503, repr(r)
-    assert r.json()["error"] == "unavailable" and "no healthy target" in r.json()["message"], r
+    assert r.json()["error"] == "no_healthy_target" and "no healthy target" in r.json()["message"], r
     assert dt < scaled(1.0), f"no-healthy-target answer took {dt:.2f}s"
     assert f.wait_access_log(2)[-1]["error"] == "no_healthy_target"
 
@@ -604,7 +627,7 @@ def test_circuit_breaker_fails_fast(ficus, mock, limit):
     assert len(ok) >= 2 and rejected, [o[0] for o in out]
     for status, dt, r in rejected:
         body = r.json()
-        assert body["error"] == "unavailable" and limit in body["message"], body
+        assert body["error"] == "circuit_open" and limit in body["message"], body
         assert dt < latency / 2, f"503 after {dt:.2f}s: not fast"
     for status, dt, r in ok:
         assert dt >= latency - 0.05, dt

@@ -191,6 +191,10 @@ class _Proc:
 
     @property
     def stderr(self):
+        """stderr so far; all of it once the process has exited (the reader
+        thread may trail the exit)."""
+        if self.proc is not None and self.proc.poll() is not None:
+            self._err.join(timeout=2)
         return "\n".join(self._err.lines)
 
     @property

@@ -1,14 +1,11 @@
-/* Upstream connections and their per-worker, per-target keep-alive pools.
- * A connection is bound to one request at a time; when the response ends
- * cleanly it goes back to its pool (LIFO, bounded by keepalive.max_idle and
- * idle_timeout) and keeps reading, so a close by the target is noticed while
- * it is idle rather than when the next request is written to it. */
+/* Upstream connections and their pools; see upstream_conn.h. */
+#include "proxy/upstream_conn.h"
+
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/defaults.h"
 #include "core/errors.h"
-#include "core/log.h"
-#include "proxy/proxy.h"
 
 static inline upstream_conn_t *uc_of(stream_t *s) { return (upstream_conn_t *)s; }
 
@@ -16,8 +13,9 @@ static void uc_on_handle_closed(upstream_conn_t *uc)
 {
     if (--uc->n_handles)
         return;
-    proxy_gen_unref(uc->gen);
+    upstream_group_t *g = uc->pool->group;
     free(uc);
+    g->hold(g->hold_ctx, -1);
 }
 
 static void uc_on_timer_closed(uv_handle_t *h) { uc_on_handle_closed(h->data); }
@@ -47,8 +45,12 @@ static void uc_close(upstream_conn_t *uc)
     idle_unlink(uc);
     uc->pool->n_open--;
     if (uc->counted)
-        health_release(&uc->gen->health->groups[uc->group].connections);
-    uc->req = NULL;
+        health_release(&uc->pool->group->hg->connections);
+    uc->owner = NULL;
+    if (uc->in) {
+        pbuf_put(uc->pool->group->env->pool, uc->in);
+        uc->in = NULL;
+    }
     uv_timer_stop(&uc->timer);
     uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
     stream_close(&uc->s, !uc->connected);
@@ -56,29 +58,28 @@ static void uc_close(upstream_conn_t *uc)
 
 static void uc_on_alloc(stream_t *s, uv_buf_t *buf)
 {
-    *buf = uv_buf_init(uc_of(s)->pw->w->rbuf, IO_BUF_BYTES);
+    *buf = uv_buf_init(uc_of(s)->pool->group->env->rbuf, IO_BUF_BYTES);
 }
 
 static void uc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     upstream_conn_t *uc = uc_of(s);
-    request_t *req = uc->req;
-    if (!req) {
+    if (!uc->owner) {
         /* Idle: the target closed it, or sent bytes nobody asked for. */
         uc_close(uc);
         return;
     }
     if (n < 0)
-        proxy_upstream_eof(req, (int)n);
+        uc->ops->on_eof(uc->owner, (int)n);
     else
-        proxy_upstream_data(req, buf->base, (size_t)n);
+        uc->ops->on_data(uc->owner, buf->base, (size_t)n);
 }
 
 static void uc_on_drain(stream_t *s, int status)
 {
     upstream_conn_t *uc = uc_of(s);
-    if (uc->req)
-        proxy_upstream_drained(uc->req, status);
+    if (uc->owner)
+        uc->ops->on_drained(uc->owner, status);
     else if (status < 0)
         uc_close(uc);
 }
@@ -90,16 +91,23 @@ static const stream_ops_t upstream_ops = {
     .on_close = uc_on_close,
 };
 
+/* Tells the owner the connection failed, after closing it. */
+static void uc_fail(upstream_conn_t *uc, int status)
+{
+    void *owner = uc->owner;
+    const upstream_conn_ops_t *ops = uc->ops;
+    uc_close(uc);
+    if (owner)
+        ops->on_connected(owner, status);
+}
+
 static void uc_on_timer(uv_timer_t *t)
 {
     upstream_conn_t *uc = t->data;
-    request_t *req = uc->req;
-    if (uc->connected || !req) {
+    if (uc->connected || !uc->owner)
         uc_close(uc); /* idle timeout */
-        return;
-    }
-    uc_close(uc);
-    proxy_upstream_connected(req, UV_ETIMEDOUT);
+    else
+        uc_fail(uc, UV_ETIMEDOUT);
 }
 
 static void uc_on_connect(uv_connect_t *creq, int status)
@@ -108,46 +116,78 @@ static void uc_on_connect(uv_connect_t *creq, int status)
     if (uc->closing)
         return;
     uv_timer_stop(&uc->timer);
-    request_t *req = uc->req;
     if (status < 0) {
-        uc_close(uc);
-        if (req)
-            proxy_upstream_connected(req, status);
+        uc_fail(uc, status);
         return;
     }
     uc->connected = 1;
     if (stream_read_start(&uc->s) != 0) {
-        uc_close(uc);
-        if (req)
-            proxy_upstream_connected(req, UV_ECONNRESET);
+        uc_fail(uc, UV_ECONNRESET);
         return;
     }
-    if (req)
-        proxy_upstream_connected(req, 0);
+    if (uc->owner)
+        uc->ops->on_connected(uc->owner, 0);
     else
-        upstream_release(uc, true);
+        upstream_conn_release(uc, true);
 }
 
-upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t target,
-                                  request_t *req, int *err)
+int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_target_group_t *tg,
+                        health_group_t *hg, void (*hold)(void *ctx, int delta), void *hold_ctx)
 {
-    proxy_gen_t *gen = req->gen;
-    proxy_group_state_t *gs = &gen->groups[group];
-    upstream_pool_t *pool = &gs->pools[target];
+    memset(g, 0, sizeof *g);
+    g->env = env;
+    g->tg = tg;
+    g->hg = hg;
+    g->hold = hold;
+    g->hold_ctx = hold_ctx;
+    g->pools = calloc(tg->n_targets ? tg->n_targets : 1, sizeof *g->pools);
+    if (!g->pools)
+        return FE_NOMEM;
+    for (size_t t = 0; t < tg->n_targets; t++) {
+        g->pools[t].group = g;
+        g->pools[t].target = (uint32_t)t;
+    }
+    return 0;
+}
+
+void upstream_group_deinit(upstream_group_t *g)
+{
+    free(g->pools);
+    g->pools = NULL;
+}
+
+void upstream_group_close_idle(upstream_group_t *g)
+{
+    for (size_t t = 0; g->pools && t < g->tg->n_targets; t++)
+        while (g->pools[t].idle)
+            uc_close(g->pools[t].idle);
+}
+
+void upstream_group_retire(upstream_group_t *g)
+{
+    g->retired = true;
+    upstream_group_close_idle(g);
+}
+
+upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_conn_ops_t *ops,
+                                       void *owner, int *err)
+{
+    upstream_group_t *g = pool->group;
     upstream_conn_t *uc = pool->idle;
     *err = 0;
     if (uc) {
         idle_unlink(uc);
         uv_timer_stop(&uc->timer);
-        uc->req = req;
+        uc->ops = ops;
+        uc->owner = owner;
         uc->reused = 1;
         http_parser_init_response(&uc->parser);
         return uc;
     }
-    const config_target_group_t *tg = &gen->cfg->target_groups[group];
-    health_group_t *hg = &gen->health->groups[group];
+    const config_target_group_t *tg = g->tg;
+    health_group_t *hg = g->hg;
     /* Read once: the address may be re-resolved meanwhile; libuv copies it. */
-    const health_addr_t *addr = atomic_load(&hg->targets[target].addr);
+    const health_addr_t *addr = atomic_load(&hg->targets[pool->target].addr);
     if (!addr) {
         *err = FE_NOTFOUND; /* a name that did not resolve */
         return NULL;
@@ -157,8 +197,8 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
          * slots: give them back and try once more. */
         bool freed = false;
         for (size_t t = 0; t < tg->n_targets; t++)
-            while (gs->pools[t].idle) {
-                uc_close(gs->pools[t].idle);
+            while (g->pools[t].idle) {
+                uc_close(g->pools[t].idle);
                 freed = true;
             }
         if (!freed || !health_acquire(&hg->connections, tg->max_connections)) {
@@ -173,28 +213,25 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
         return NULL;
     }
     uc->counted = 1;
-    uc->pw = pw;
-    uc->gen = proxy_gen_ref(gen);
     uc->pool = pool;
-    uc->group = group;
-    uc->target = target;
-    uc->req = req;
+    uc->ops = ops;
+    uc->owner = owner;
     http_parser_init_response(&uc->parser);
-    if (stream_init(pw->loop, &uc->s, &upstream_ops, &pw->w->pool) != 0) {
+    if (stream_init(g->env->loop, &uc->s, &upstream_ops, g->env->pool) != 0) {
         health_release(&hg->connections);
-        proxy_gen_unref(gen);
         free(uc);
         *err = FE_IO;
         return NULL;
     }
-    uv_timer_init(pw->loop, &uc->timer);
+    g->hold(g->hold_ctx, +1);
+    uv_timer_init(g->env->loop, &uc->timer);
     uc->timer.data = uc;
     uc->n_handles = 2;
     uc->creq.data = uc;
     pool->n_open++;
     int rc = stream_connect(&uc->s, &uc->creq, (const struct sockaddr *)&addr->ss, uc_on_connect);
     if (rc != 0) {
-        uc->req = NULL;
+        uc->owner = NULL;
         uc_close(uc);
         *err = rc;
         return NULL;
@@ -203,20 +240,23 @@ upstream_conn_t *upstream_acquire(proxy_worker_t *pw, uint32_t group, uint32_t t
     return uc;
 }
 
-void upstream_release(upstream_conn_t *uc, bool reusable)
+void upstream_conn_release(upstream_conn_t *uc, bool reusable)
 {
-    proxy_worker_t *pw = uc->pw;
     upstream_pool_t *pool = uc->pool;
-    const config_target_group_t *tg = &uc->gen->cfg->target_groups[uc->group];
-    uc->req = NULL;
+    upstream_group_t *g = pool->group;
+    const config_target_group_t *tg = g->tg;
+    uc->owner = NULL;
+    if (uc->in) {
+        pbuf_put(g->env->pool, uc->in);
+        uc->in = NULL;
+    }
     /* At the group's connection limit an idle connection would hold a slot
      * another worker may need: close it instead of pooling it. A connection
      * of a replaced generation is not pooled either. */
-    bool at_limit = atomic_load_explicit(&uc->gen->health->groups[uc->group].connections,
-                                         memory_order_relaxed) >= tg->max_connections;
-    if (!reusable || uc->closing || !uc->connected || pw->draining || at_limit ||
-        uc->gen != pw->gen || pool->n_idle >= tg->keepalive_max_idle ||
-        stream_write_pending(&uc->s)) {
+    bool at_limit =
+        atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
+    if (!reusable || uc->closing || !uc->connected || g->env->draining || at_limit || g->retired ||
+        pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
         uc_close(uc);
         return;
     }
@@ -232,27 +272,15 @@ void upstream_release(upstream_conn_t *uc, bool reusable)
     uv_timer_start(&uc->timer, uc_on_timer, tg->keepalive_idle_timeout_ms, 0);
 }
 
-int upstream_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
+int upstream_conn_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
 {
     return stream_write(&uc->s, bufs, n);
 }
 
-void upstream_pause(upstream_conn_t *uc) { stream_read_stop(&uc->s); }
+void upstream_conn_pause(upstream_conn_t *uc) { stream_read_stop(&uc->s); }
 
-void upstream_resume(upstream_conn_t *uc)
+void upstream_conn_resume(upstream_conn_t *uc)
 {
     if (!uc->closing)
         stream_read_start(&uc->s);
 }
-
-void upstream_close_idle(proxy_gen_t *gen)
-{
-    for (size_t g = 0; g < gen->cfg->n_target_groups; g++) {
-        proxy_group_state_t *gs = &gen->groups[g];
-        for (size_t t = 0; t < gen->cfg->target_groups[g].n_targets; t++)
-            while (gs->pools[t].idle)
-                uc_close(gs->pools[t].idle);
-    }
-}
-
-void upstream_close_all(proxy_worker_t *pw) { upstream_close_idle(pw->gen); }

@@ -1,0 +1,133 @@
+/* A client (downstream) connection: reads request heads and bodies and hands
+ * each request to its owner through a callback table, keeps the connection
+ * alive between requests, holds pipelined requests until the previous
+ * response is out, switches to a raw byte relay after an upgrade, and
+ * enforces the header, idle and request timeouts with one timer armed by
+ * set_state(). Reads land in the worker's shared buffer; only a partial head
+ * or pipelined bytes are copied into a pooled buffer of the connection's own.
+ * The owner embeds the struct and frees it in on_close. */
+#ifndef FICUS_PROXY_CLIENT_CONN_H
+#define FICUS_PROXY_CLIENT_CONN_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/parser.h"
+#include "net/stream.h"
+#include "proxy/end_reason.h"
+
+typedef struct client_conn client_conn_t;
+
+/* What a connection tells its owner, in the order a request goes. */
+typedef struct client_conn_ops {
+    /* A request head arrived: raw[0..head_bytes) holds it, h its spans (both
+     * valid during the call only). */
+    void (*on_request)(client_conn_t *cc, const http_head_t *h, const char *raw, size_t head_bytes);
+    /* How many body bytes the owner can take now (0: reading pauses until
+     * client_conn_resume). */
+    size_t (*body_room)(client_conn_t *cc);
+    /* Body bytes (chunked ones re-framed by ficus); end: the message is whole. */
+    void (*on_body)(client_conn_t *cc, const char *data, size_t len, bool end);
+    /* Before any request began (a bad head, the header timeout): answer why
+     * (with message) and call client_conn_response_done. */
+    void (*on_reject)(client_conn_t *cc, end_reason_t why, const char *message);
+    /* During a request: the client went away (END_CLIENT_CLOSED) or broke the
+     * protocol (END_BAD_REQUEST, END_BODY_TOO_LARGE). */
+    void (*on_gone)(client_conn_t *cc, end_reason_t why);
+    /* The write queue emptied while the response is still going. */
+    void (*on_drained)(client_conn_t *cc);
+    /* The deadline set by client_conn_arm_deadline passed. */
+    void (*on_timeout)(client_conn_t *cc);
+    /* After client_conn_tunnel: bytes from the client, and its close. */
+    void (*on_raw_data)(client_conn_t *cc, const char *data, size_t len);
+    void (*on_raw_eof)(client_conn_t *cc, ssize_t status);
+    /* Every handle is closed: the owner may free the memory. */
+    void (*on_close)(client_conn_t *cc);
+} client_conn_ops_t;
+
+/* What a worker's client connections share (the worker owns it). */
+typedef struct client_conn_env {
+    uv_loop_t *loop;
+    pbuf_pool_t *pool;
+    char *rbuf;        /* IO_BUF_BYTES, shared by every read */
+    http_head_t *head; /* scratch: the head being parsed */
+    char *scratch;     /* scratch: re-framed request chunks */
+    size_t scratch_bytes;
+    const config_server_t *server; /* limits and timeouts for new requests */
+    struct client_conn *conns;     /* every open connection */
+    bool draining;                 /* no keep-alive: connections close after their request */
+    void (*on_drained)(void *ctx); /* once, when draining and no connection is left */
+    void *drained_ctx;
+} client_conn_env_t;
+
+typedef enum {
+    CC_IDLE = 0, /* keep-alive, waiting for a request */
+    CC_HEAD,     /* part of a head received */
+    CC_ACTIVE,   /* a request is in progress */
+    CC_DONE,     /* the response is complete, waiting for its bytes to leave */
+    CC_TUNNEL,   /* bytes relayed as they come (client_conn_tunnel) */
+    CC_LINGER,   /* final answer sent: draining input before the close */
+    CC_CLOSING
+} cc_state_t;
+
+struct client_conn {
+    stream_t s; /* first: stream callbacks cast back */
+    uv_timer_t timer;
+    client_conn_env_t *env;
+    const client_conn_ops_t *ops;
+    client_conn_t *next;
+    client_conn_t *prev;
+    http_parser_t parser;
+    pbuf_t *in;         /* unparsed input: a partial head, pipelined requests */
+    uint32_t head_scan; /* bytes of a partial head already scanned for its end */
+    cc_state_t state;
+    uint8_t n_handles;
+    uint8_t reading_paused;
+    uint8_t in_process;  /* inside the parse loop: do not re-enter it */
+    uint8_t close_after; /* close once the current response is out */
+    uint8_t keep_alive;  /* the current request allows keep-alive */
+    uint8_t body_done;   /* the current request's body was read whole */
+    uint8_t client_ip_len;
+    uint32_t requests;
+    uint64_t bytes_in;  /* the current request's, head included */
+    uint64_t bytes_out; /* the current request's */
+    char client_ip[46];
+    struct sockaddr_storage peer;
+};
+
+/* Adopts an accepted socket: 0, or an error (fd closed, nothing to free). */
+int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_conn_ops_t *ops,
+                     int fd);
+/* Writes response bytes: 0 written, 1 queued (on_drained follows), < 0 error. */
+int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n);
+/* Stop / resume reading (upstream backpressure). */
+void client_conn_pause(client_conn_t *cc);
+void client_conn_resume(client_conn_t *cc);
+/* The response is complete; the connection goes on (keep-alive) or closes. */
+void client_conn_response_done(client_conn_t *cc);
+/* Ends the connection now (after an aborted response). */
+void client_conn_abort(client_conn_t *cc);
+/* Re-arms the connection timer for the request deadline (on_timeout). */
+void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms);
+/* The connection closes once the current response is out. */
+static inline void client_conn_close_after(client_conn_t *cc) { cc->close_after = 1; }
+/* May the connection serve another request after this response? */
+bool client_conn_keeps_alive(const client_conn_t *cc);
+/* Why the request's bytes were refused (after on_gone(END_BAD_REQUEST)). */
+const char *client_conn_error_reason(const client_conn_t *cc);
+/* From now on bytes are relayed raw: what the client sent after the head is
+ * handed to on_raw_data first. */
+void client_conn_tunnel(client_conn_t *cc);
+/* Half-closes the sending side (a tunnel passing on a close). */
+int client_conn_shutdown(client_conn_t *cc);
+
+/* Graceful: idle connections close now (or once idle for idle_grace_ms, if
+ * not 0), the others after their response; env->on_drained when none is left. */
+void client_conn_env_drain(client_conn_env_t *env, uint64_t idle_grace_ms);
+/* Closes every connection now (requests in progress end as client_closed). */
+void client_conn_env_stop(client_conn_env_t *env);
+
+#endif

@@ -1,0 +1,126 @@
+/* A worker's proxy state: the generation built from each config snapshot
+ * (per-route balancer state, per-group target state and connection pools,
+ * metric slots), and what outlives generations (client connections, the
+ * access-log writer, scratch buffers, the random state). All of it runs on
+ * the worker's loop; nothing here locks. */
+#ifndef FICUS_PROXY_PROXY_WORKER_H
+#define FICUS_PROXY_PROXY_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "config/config.h"
+#include "http/parser.h"
+#include "net/worker.h"
+#include "observe/access_log.h"
+#include "observe/metrics.h"
+#include "observe/trace.h"
+#include "policy/health.h"
+#include "proxy/client_conn.h"
+#include "proxy/upstream_conn.h"
+#include "routing/balancer.h"
+#include "routing/router.h"
+#include "routing/set.h"
+#include "routing/weights.h"
+
+typedef struct proxy_worker proxy_worker_t;
+typedef struct proxy_gen proxy_gen_t;
+
+typedef struct proxy_group_state {
+    upstream_group_t up; /* connection pools, per target */
+    balancer_targets_t bal;
+    uint32_t *inflight; /* per target */
+    uint8_t *eligible;  /* per target, scratch */
+    uint32_t metrics_group;
+    uint32_t *metrics_target; /* per target */
+} proxy_group_state_t;
+
+/* What one worker derives from one config snapshot: a generation. A reload
+ * installs a new one for new requests; a request and an upstream connection
+ * keep the generation they started with (a reference each), so indexes into
+ * the config stay valid for them. Worker-local: the count needs no atomics. */
+struct proxy_gen {
+    config_t *cfg; /* one reference */
+    uint64_t id;   /* configuration number */
+    set_t *const *sets;
+    health_t *health;
+    weights_t *shared_weights;
+    int64_t **swrr;     /* per route: smooth WRR current weights */
+    uint32_t **weights; /* per route: backend weights (copied from shared_weights) */
+    uint32_t *weights_version;
+    uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
+    uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
+    uint32_t *metrics_route;
+    proxy_group_state_t *groups;
+    uint32_t refs;
+    void (*on_free)(void *ctx); /* in the worker thread, when the last reference goes */
+    void *free_ctx;
+};
+
+/* Everything shared by the workers for one generation (built by the gateway). */
+typedef struct proxy_shared {
+    config_t *cfg;
+    uint64_t id; /* configuration number (#N in logs and the access log) */
+    set_t **sets;
+    metrics_registry_t *metrics; /* for the generation's metric slots */
+    health_t *health;
+    weights_t *weights;
+    void (*gen_freed)(void *ctx); /* a worker let go of this generation (any thread) */
+    void *gen_ctx;
+} proxy_shared_t;
+
+struct proxy_worker {
+    worker_t *w;
+    uv_loop_t *loop;
+    proxy_gen_t *gen; /* the current generation (one reference) */
+    client_conn_env_t clients;
+    upstream_env_t upstreams;
+    pcre2_match_data *md;
+    metrics_registry_t *registry;
+    metrics_worker_t *metrics;
+    access_log_writer_t *alog;
+    tracer_t *tracer; /* NULL: no export (trace headers pass through) */
+    uv_timer_t log_flush;
+    http_head_t head; /* scratch: the head being parsed */
+    char *scratch;    /* scratch: a head being written */
+    size_t scratch_bytes;
+    uint64_t rng;
+    uint64_t request_seq;
+    bool stopping;                 /* closing everything now */
+    void (*on_drained)(void *ctx); /* called once when draining and no client is left */
+    void *drained_ctx;
+};
+
+/* A generation for worker `index` (main thread: it takes metric slots). */
+proxy_gen_t *proxy_gen_new(const proxy_shared_t *shared, size_t index);
+/* Drops a generation nobody installed (main thread, set-up failures). */
+void proxy_gen_discard(proxy_gen_t *gen);
+static inline proxy_gen_t *proxy_gen_ref(proxy_gen_t *g)
+{
+    g->refs++;
+    return g;
+}
+/* Worker thread: frees the generation with its last reference. */
+void proxy_gen_unref(proxy_gen_t *g);
+/* Worker thread: new requests use gen from now on (the worker takes the
+ * caller's reference); the previous one closes its idle upstream
+ * connections and goes when its last request does. */
+void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen);
+
+/* Worker hooks (installed on the worker by the gateway). */
+/* Main thread, before the worker starts; gen (from proxy_gen_new) becomes
+ * the worker's current generation (the worker takes it). */
+proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, access_log_t *access_log,
+                                 proxy_gen_t *gen);
+/* After the worker stopped; the current generation's on_free is not called. */
+void proxy_worker_free(proxy_worker_t *pw);
+void proxy_worker_on_accept(worker_t *w, int fd, size_t listener);
+void proxy_worker_on_shed(worker_t *w);
+void proxy_worker_stop(proxy_worker_t *pw); /* closes every connection */
+/* Graceful: idle connections close now (or when idle for idle_grace_ms, if
+ * not 0), the others after their response (with Connection: close);
+ * on_drained is called when none is left. */
+void proxy_worker_drain(proxy_worker_t *pw, uint64_t idle_grace_ms);
+
+#endif
