@@ -99,7 +99,7 @@ static long feed_head(reply_t *r, const char *data, size_t len)
 /* Appends body bytes; past the bound, what fits is kept. */
 static int keep(reply_t *r, const char *p, size_t n)
 {
-    size_t room = r->body.limit - r->body.len;
+    size_t room = r->body.limit > r->body.len ? r->body.limit - r->body.len : 0;
     int rc = buf_append(&r->body, p, n < room ? n : room);
     if (rc == 0 && n > room)
         rc = FE_TOOBIG;

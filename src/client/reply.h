@@ -35,6 +35,7 @@ typedef struct reply {
     const char *error; /* why the last call failed (a static string) */
 } reply_t;
 
+/* max_body_bytes 0: no body is kept (a body that is read is too large). */
 void reply_init(reply_t *r, size_t max_head_bytes, size_t max_body_bytes, reply_body_t mode);
 void reply_deinit(reply_t *r);
 /* Forgets the answer, for the next one on the same connection. */
