@@ -9,14 +9,15 @@ allowed() {
     config) echo "core" ;;
     net) echo "core" ;;
     http) echo "core" ;;
-    routing) echo "core config http" ;;
-    observe) echo "core config" ;;
-    proxy) echo "core config net http routing observe policy" ;;
-    policy) echo "core config net http" ;;
-    admin) echo "core net http observe" ;;
-    tools) echo "core config net http" ;;
-    app) echo "core config net http routing observe policy proxy admin tools" ;;
-    *) echo "core config net http routing observe policy proxy admin tools app" ;;
+    client) echo "core net http" ;;
+    routing) echo "core config http client" ;;
+    observe) echo "core config client" ;;
+    proxy) echo "core config net http client routing observe policy" ;;
+    policy) echo "core config net http client" ;;
+    admin) echo "core net http client observe" ;;
+    tools) echo "core config net http client" ;;
+    app) echo "core config net http client routing observe policy proxy admin tools" ;;
+    *) echo "core config net http client routing observe policy proxy admin tools app" ;;
     esac
 }
 bad=0

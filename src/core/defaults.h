@@ -101,7 +101,7 @@
 #define MOCK_MAX_BODY_BYTES (16 * 1024 * 1024) /* --body / --body-file */
 #define PROBE_MAX_PARALLEL 64                  /* endpoint checks (threads) at once */
 #define PROBE_DEFAULT_TIMEOUT_MS 5000    /* per endpoint: DNS, connect, TLS and the status line */
-#define PROBE_MAX_STATUS_LINE_BYTES 1024 /* a longer first line is "bad status line" */
+#define PROBE_MAX_HEAD_BYTES (16 * 1024) /* a longer response head is "bad status line" */
 #define PROBE_MAX_EXPECT 8               /* statuses in one endpoint's expect list */
 #define PROBE_DNS_GRACE_MS 1000          /* past its deadline, a check stuck in DNS is given up */
 

@@ -1,16 +1,9 @@
 /* Tracing: trace-context headers, ids and sampling (sans-I/O), the OTLP/JSON
  * encoder, and the exporter: per-worker single-producer/single-consumer rings
  * drained by one thread that POSTs batches over a kept-alive HTTP/1.1
- * connection with blocking, time-bounded sockets. */
+ * connection (client/fetch: blocking, time-bounded). */
 #include "observe/trace.h"
 
-#include <errno.h>
-#include <fcntl.h>
-#include <llhttp.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -18,11 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
-#include <unistd.h>
 
+#include "client/fetch.h"
 #include "config/config.h"
 #include "core/defaults.h"
 #include "core/errors.h"
@@ -582,8 +573,7 @@ struct tracer {
     uint64_t stop_ms; /* set with stop: the final flush's clock starts here */
 
     /* exporter thread only */
-    int fd;              /* kept-alive connection, or -1 */
-    uint64_t fd_answers; /* responses read on fd: a reused connection may be stale */
+    fetch_t http; /* the kept-alive connection to the collector */
     uint64_t backoff_until_ms;
     size_t next_ring; /* batches start at a rotating ring so no worker starves */
     buf_t body;
@@ -647,283 +637,30 @@ static int endpoint_parse(const char *url, endpoint_t *ep, char *err, size_t err
     return 0;
 }
 
-static uint64_t remaining_ms(uint64_t deadline_ms)
-{
-    uint64_t now = time_now_ms();
-    return now >= deadline_ms ? 0 : deadline_ms - now;
-}
-
-/* Bounds the next blocking send/recv by what is left of the deadline. */
-static int set_io_timeout(int fd, uint64_t deadline_ms)
-{
-    uint64_t ms = remaining_ms(deadline_ms);
-    if (ms == 0)
-        return FE_AGAIN;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) != 0)
-        return FE_IO;
-    return 0;
-}
-
-static void conn_close(tracer_t *t)
-{
-    if (t->fd >= 0)
-        close(t->fd);
-    t->fd = -1;
-    t->fd_answers = 0;
-}
-
-/* Connects to one of the endpoint's addresses before the deadline; the
- * socket is left blocking. 0 or FE_*, with why filled. */
-static int conn_open(tracer_t *t, uint64_t deadline_ms, char *why, size_t whylen)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
-    struct addrinfo *res;
-    /* Resolved on every connect so a moved collector is found again; the
-     * resolver's own timeouts bound this call, not the deadline. */
-    int g = getaddrinfo(t->ep.host, t->ep.port, &hints, &res);
-    if (g != 0) {
-        errf(why, whylen, "resolving %s: %s", t->ep.host, gai_strerror(g));
-        return FE_IO;
-    }
-    int fd = -1, rc = FE_IO, saved = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        rc = 0;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            if (errno != EINPROGRESS) {
-                rc = FE_IO;
-                saved = errno;
-            } else {
-                int pr;
-                do {
-                    struct pollfd p = {.fd = fd, .events = POLLOUT};
-                    pr = poll(&p, 1, (int)remaining_ms(deadline_ms));
-                } while (pr < 0 && errno == EINTR);
-                int soerr = 0;
-                socklen_t sl = sizeof soerr;
-                if (pr == 0) {
-                    rc = FE_AGAIN;
-                    saved = ETIMEDOUT;
-                } else if (pr < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) != 0 ||
-                           soerr != 0) {
-                    rc = FE_IO;
-                    saved = pr < 0 ? errno : soerr ? soerr : errno;
-                }
-            }
-        }
-        if (rc == 0) {
-            int one = 1;
-            int fl = fcntl(fd, F_GETFL);
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            if (fl >= 0 && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) == 0)
-                break;
-            rc = FE_IO;
-            saved = errno;
-        }
-        close(fd);
-        fd = -1;
-        if (rc == FE_AGAIN)
-            break; /* the deadline covers every address */
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        errf(why, whylen, "connect %s:%s: %s", t->ep.host, t->ep.port,
-             saved == ETIMEDOUT ? "timed out" : strerror(saved));
-        return rc ? rc : FE_IO;
-    }
-    t->fd = fd;
-    t->fd_answers = 0;
-    return 0;
-}
-
-/* Sends all of iov (blocking, time-bounded). 0, FE_AGAIN (timeout) or FE_IO. */
-static int send_all(int fd, struct iovec *iov, int iovcnt, uint64_t deadline_ms)
-{
-    while (iovcnt > 0) {
-        int rc = set_io_timeout(fd, deadline_ms);
-        if (rc)
-            return rc;
-        struct msghdr m = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
-        ssize_t w = sendmsg(fd, &m, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return errno == EAGAIN || errno == EWOULDBLOCK ? FE_AGAIN : FE_IO;
-        }
-        size_t left = (size_t)w;
-        while (iovcnt > 0 && left >= iov->iov_len) {
-            left -= iov->iov_len;
-            iov++;
-            iovcnt--;
-        }
-        if (iovcnt > 0) {
-            iov->iov_base = (char *)iov->iov_base + left;
-            iov->iov_len -= left;
-        }
-    }
-    return 0;
-}
-
-typedef struct response {
-    int status;
-    bool done;
-    bool keep_alive;
-} response_t;
-
-static int resp_on_headers_complete(llhttp_t *p)
-{
-    response_t *r = p->data;
-    r->status = p->status_code;
-    return 0;
-}
-
-static int resp_on_message_complete(llhttp_t *p)
-{
-    response_t *r = p->data;
-    if (r->status >= 100 && r->status < 200 && r->status != 101)
-        return 0; /* an interim answer: the real one follows */
-    r->done = true;
-    r->keep_alive = llhttp_should_keep_alive(p);
-    return HPE_PAUSED;
-}
-
-/* Outcome of one POST beyond the FE_* codes: the connection was closed (or
- * reset) before any byte of an answer, which on a kept-alive connection
- * means the collector timed it out meanwhile. */
-#define POST_STALE 1
-
-/* Reads one response: 0 with r filled, POST_STALE, or FE_* with why. */
-static int read_response(tracer_t *t, response_t *r, uint64_t deadline_ms, char *why, size_t whylen)
-{
-    llhttp_settings_t settings;
-    llhttp_settings_init(&settings);
-    settings.on_headers_complete = resp_on_headers_complete;
-    settings.on_message_complete = resp_on_message_complete;
-    llhttp_t parser;
-    llhttp_init(&parser, HTTP_RESPONSE, &settings);
-    parser.data = r;
-
-    char in[4096];
-    size_t received = 0;
-    while (!r->done) {
-        int rc = set_io_timeout(t->fd, deadline_ms);
-        if (rc) {
-            errf(why, whylen, "no answer within %d ms", TRACE_EXPORT_TIMEOUT_MS);
-            return rc;
-        }
-        ssize_t n = recv(t->fd, in, sizeof in, 0);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            errf(why, whylen, "no answer within %d ms", TRACE_EXPORT_TIMEOUT_MS);
-            return FE_AGAIN;
-        }
-        if (n < 0 && errno == ECONNRESET && received == 0)
-            return POST_STALE;
-        if (n < 0) {
-            errf(why, whylen, "receive: %s", strerror(errno));
-            return FE_IO;
-        }
-        if (n == 0) {
-            if (received == 0)
-                return POST_STALE;
-            /* EOF ends a close-delimited body; anywhere else it is a cut. */
-            llhttp_errno_t fe = llhttp_finish(&parser); /* HPE_PAUSED: our callback ran */
-            if (r->done && (fe == HPE_OK || fe == HPE_PAUSED)) {
-                r->keep_alive = false;
-                return 0;
-            }
-            errf(why, whylen, "connection closed in the middle of the answer");
-            return FE_PARSE;
-        }
-        received += (size_t)n;
-        llhttp_errno_t e = llhttp_execute(&parser, in, (size_t)n);
-        if (e == HPE_PAUSED) {
-            /* Bytes past the answer would be read as the next one's start. */
-            if (llhttp_get_error_pos(&parser) != in + n)
-                r->keep_alive = false;
-            return 0;
-        }
-        if (e != HPE_OK) {
-            errf(why, whylen, "invalid HTTP answer (%s)", llhttp_errno_name(e));
-            return FE_PARSE;
-        }
-        if (received > TRACE_RESPONSE_MAX_BYTES) {
-            /* A 2xx status is all that matters; the rest is not worth reading. */
-            if (r->status >= 200 && r->status <= 299) {
-                r->done = true;
-                r->keep_alive = false;
-                return 0;
-            }
-            errf(why, whylen, "answer longer than %d bytes", TRACE_RESPONSE_MAX_BYTES);
-            return FE_TOOBIG;
-        }
-    }
-    return 0;
-}
-
-/* POSTs body (one JSON document) once; a stale kept-alive connection is
- * replaced and the request sent again. 0 on a 2xx answer, else FE_* with why. */
+/* POSTs body (one JSON document) on the kept-alive connection. 0 on a 2xx
+ * answer, else FE_* with why. */
 static int post(tracer_t *t, const char *body, size_t len, uint64_t deadline_ms, char *why,
                 size_t whylen)
 {
-    char head[1024];
-    int hn = snprintf(head, sizeof head,
-                      "POST %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus/" FICUS_VERSION
-                      "\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                      t->ep.path, t->ep.host_header, len);
-    if (hn < 0 || (size_t)hn >= sizeof head) {
-        errf(why, whylen, "endpoint URL too long");
-        return FE_TOOBIG;
+    request_t rq = {.method = "POST",
+                    .target = t->ep.path,
+                    .host = t->ep.host_header,
+                    .headers =
+                        "User-Agent: ficus/" FICUS_VERSION "\r\nContent-Type: application/json\r\n",
+                    .body = body,
+                    .body_len = len};
+    int rc = fetch_do(&t->http, &rq, deadline_ms);
+    int status = reply_status(&t->http.reply);
+    /* The status is all that matters: an answer too long to read still has one. */
+    if (rc != 0 && !(t->http.fail == FETCH_TOOBIG && status)) {
+        errf(why, whylen, "%s", t->http.why);
+        return rc;
     }
-    for (int attempt = 0; attempt < 2; attempt++) {
-        if (t->fd < 0) {
-            int rc = conn_open(t, deadline_ms, why, whylen);
-            if (rc)
-                return rc;
-        }
-        bool reused = t->fd_answers > 0;
-        struct iovec iov[2] = {{head, (size_t)hn}, {(void *)body, len}};
-        int rc = send_all(t->fd, iov, 2, deadline_ms);
-        if (rc == FE_IO && reused) { /* EPIPE, ECONNRESET: closed while idle */
-            conn_close(t);
-            continue;
-        }
-        if (rc) {
-            errf(why, whylen, "send: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
-            conn_close(t);
-            return rc;
-        }
-        response_t r = {0};
-        rc = read_response(t, &r, deadline_ms, why, whylen);
-        if (rc == POST_STALE) {
-            conn_close(t);
-            if (reused)
-                continue;
-            errf(why, whylen, "connection closed without an answer");
-            return FE_IO;
-        }
-        if (rc) {
-            conn_close(t);
-            return rc;
-        }
-        t->fd_answers++;
-        if (!r.keep_alive)
-            conn_close(t);
-        if (r.status < 200 || r.status > 299) {
-            errf(why, whylen, "HTTP %d", r.status);
-            return FE_IO;
-        }
-        return 0;
+    if (status < 200 || status > 299) {
+        errf(why, whylen, "HTTP %d", status);
+        return FE_IO;
     }
-    errf(why, whylen, "connection closed without an answer");
-    return FE_IO;
+    return 0;
 }
 
 /* Moves up to max committed spans into the body as one document; returns
@@ -989,7 +726,7 @@ static size_t export_round(tracer_t *t, bool final, uint64_t final_deadline_ms)
         uint64_t deadline_ms = time_now_ms() + TRACE_EXPORT_TIMEOUT_MS;
         if (final && deadline_ms > final_deadline_ms)
             deadline_ms = final_deadline_ms;
-        if (final && remaining_ms(deadline_ms) == 0)
+        if (final && time_now_ms() >= deadline_ms)
             return sent; /* the rest is counted by tracer_free */
         size_t n = drain_into_body(t, TRACE_BATCH_SPANS);
         if (n == 0)
@@ -1050,7 +787,6 @@ static void *exporter_main(void *arg)
     uint64_t final_deadline_ms = t->stop_ms + TRACE_EXPORT_TIMEOUT_MS;
     pthread_mutex_unlock(&t->mu);
     export_round(t, true, final_deadline_ms);
-    conn_close(t);
     return NULL;
 }
 
@@ -1070,12 +806,13 @@ tracer_t *tracer_new(const config_tracing_t *cfg, size_t n_workers, metrics_regi
         errf(err, errlen, "out of memory");
         return NULL;
     }
-    t->fd = -1;
     t->n_workers = n_workers;
     t->metrics = metrics;
     buf_init(&t->body, TRACE_EXPORT_MAX_BYTES);
     if (endpoint_parse(cfg->otlp_endpoint, &t->ep, err, errlen) != 0)
         goto fail_free;
+    fetch_init(&t->http, t->ep.host, t->ep.port, NULL, TRACE_RESPONSE_MAX_BYTES,
+               TRACE_RESPONSE_MAX_BYTES, REPLY_BODY_ALL);
     t->service_name =
         strdup(cfg->service_name && *cfg->service_name ? cfg->service_name : DEFAULT_SERVICE_NAME);
     size_t rings_bytes = (n_workers * sizeof(ring_t) + 63) / 64 * 64;
@@ -1126,6 +863,7 @@ fail_free_parts:
     free(t->slots);
     free(t->rings);
     free(t->service_name);
+    fetch_deinit(&t->http);
     endpoint_deinit(&t->ep);
 fail_free:
     buf_deinit(&t->body);
@@ -1149,6 +887,7 @@ void tracer_free(tracer_t *t)
     free(t->slots);
     free(t->rings);
     free(t->service_name);
+    fetch_deinit(&t->http);
     endpoint_deinit(&t->ep);
     buf_deinit(&t->body);
     free(t);

@@ -5,18 +5,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <llhttp.h>
-#include <netdb.h>
-#include <poll.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include "client/fetch.h"
 #include "core/buf.h"
 #include "core/defaults.h"
 #include "core/errors.h"
@@ -355,128 +352,6 @@ static int read_file(const char *path, buf_t *out, char *err, size_t errlen)
 
 /* ---- an http:// GET ---- */
 
-static int remaining_ms(uint64_t deadline_ms)
-{
-    uint64_t now = time_now_ms();
-    return now >= deadline_ms ? 0 : (int)(deadline_ms - now);
-}
-
-/* Waits for ev on fd until the deadline: 0, or FE_AGAIN when it passed. */
-static int wait_fd(int fd, short ev, uint64_t deadline_ms)
-{
-    for (;;) {
-        int ms = remaining_ms(deadline_ms);
-        if (ms == 0)
-            return FE_AGAIN;
-        struct pollfd p = {.fd = fd, .events = ev};
-        int r = poll(&p, 1, ms);
-        if (r > 0)
-            return 0;
-        if (r == 0)
-            return FE_AGAIN;
-        if (errno != EINTR)
-            return FE_IO;
-    }
-}
-
-/* A non-blocking connected socket to one of the URL's addresses, or < 0. */
-static int http_connect(const url_http_t *u, uint64_t deadline_ms, char *err, size_t errlen)
-{
-    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_family = AF_UNSPEC};
-    struct addrinfo *res;
-    /* getaddrinfo cannot be bounded by the deadline; the resolver's own
-     * timeouts apply to it. */
-    int g = getaddrinfo(u->host, u->port, &hints, &res);
-    if (g != 0) {
-        errf(err, errlen, "resolving %s: %s", u->host, gai_strerror(g));
-        return FE_IO;
-    }
-    int fd = -1, rc = FE_IO, saved = ECONNREFUSED;
-    for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next) {
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            saved = errno;
-            continue;
-        }
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0 && errno != EINPROGRESS) {
-            saved = errno;
-            close(fd);
-            fd = -1;
-            continue;
-        }
-        rc = wait_fd(fd, POLLOUT, deadline_ms);
-        int soerr = 0;
-        socklen_t sl = sizeof soerr;
-        if (rc == 0 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &sl) == 0 && soerr == 0)
-            break;
-        saved = rc == FE_AGAIN ? ETIMEDOUT : (soerr ? soerr : errno);
-        close(fd);
-        fd = -1;
-        if (rc == FE_AGAIN)
-            break; /* the deadline covers every address */
-    }
-    freeaddrinfo(res);
-    if (fd < 0) {
-        errf(err, errlen, "connect: %s", saved == ETIMEDOUT ? "timed out" : strerror(saved));
-        return rc == FE_AGAIN ? FE_AGAIN : FE_IO;
-    }
-    return fd;
-}
-
-static int send_all(int fd, const char *p, size_t n, uint64_t deadline_ms)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w > 0) {
-            p += w;
-            n -= (size_t)w;
-            continue;
-        }
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            int rc = wait_fd(fd, POLLOUT, deadline_ms);
-            if (rc)
-                return rc;
-            continue;
-        }
-        return FE_IO;
-    }
-    return 0;
-}
-
-typedef struct fetch {
-    buf_t *body;
-    int status;
-    bool done;
-    bool too_big;
-} fetch_t;
-
-static int fetch_on_headers_complete(llhttp_t *p)
-{
-    fetch_t *f = p->data;
-    f->status = p->status_code;
-    /* Only a 2xx body is wanted: stop reading anything else at once. */
-    return (f->status < 200 || f->status > 299) ? -1 : 0;
-}
-
-static int fetch_on_body(llhttp_t *p, const char *at, size_t len)
-{
-    fetch_t *f = p->data;
-    if (buf_append(f->body, at, len) != 0) {
-        f->too_big = true;
-        return -1;
-    }
-    return 0;
-}
-
-static int fetch_on_message_complete(llhttp_t *p)
-{
-    fetch_t *f = p->data;
-    f->done = true;
-    return HPE_PAUSED; /* a second message would be the server's mistake */
-}
-
 /* The response body of GET url into body (bounded by MAX_SET_BYTES). */
 static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
 {
@@ -484,92 +359,42 @@ static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
     int rc = url_parse_http(url, &u, err, errlen);
     if (rc)
         return rc;
-    uint64_t deadline_ms = time_now_ms() + SET_FETCH_TIMEOUT_MS;
-    int fd = http_connect(&u, deadline_ms, err, errlen);
-    if (fd < 0)
-        return fd;
-
-    char req[2048], host[300];
+    char target[2048], host[300];
     const char *path = u.path_len ? u.path : "/";
     int path_len = u.path_len ? (int)u.path_len : 1;
-    url_host_header(&u, host, sizeof host);
-    int n = snprintf(req, sizeof req,
-                     "GET %s%.*s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus\r\n"
-                     "Accept: */*\r\nConnection: close\r\n\r\n",
-                     path[0] == '?' ? "/" : "", path_len, path, host);
-    if (n < 0 || (size_t)n >= sizeof req) {
+    int n = snprintf(target, sizeof target, "%s%.*s", path[0] == '?' ? "/" : "", path_len, path);
+    if (n < 0 || (size_t)n >= sizeof target) {
         errf(err, errlen, "URL too long");
-        close(fd);
         return FE_TOOBIG;
     }
-    rc = send_all(fd, req, (size_t)n, deadline_ms);
-    if (rc) {
-        errf(err, errlen, "send: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
-        close(fd);
-        return rc;
-    }
-
-    llhttp_settings_t settings;
-    llhttp_settings_init(&settings);
-    settings.on_headers_complete = fetch_on_headers_complete;
-    settings.on_body = fetch_on_body;
-    settings.on_message_complete = fetch_on_message_complete;
-    llhttp_t parser;
-    llhttp_init(&parser, HTTP_RESPONSE, &settings);
-    fetch_t f = {.body = body};
-    parser.data = &f;
-
-    char in[16 * 1024];
-    llhttp_errno_t perr = HPE_OK;
-    /* Bounds the head too: llhttp would take endless header lines. */
-    size_t received = 0;
-    while (!f.done && perr == HPE_OK) {
-        ssize_t r = recv(fd, in, sizeof in, 0);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            rc = wait_fd(fd, POLLIN, deadline_ms);
-            if (rc == 0)
-                continue;
-            errf(err, errlen, "receive: %s", rc == FE_AGAIN ? "timed out" : strerror(errno));
-            break;
-        }
-        if (r < 0) {
-            rc = FE_IO;
-            errf(err, errlen, "receive: %s", strerror(errno));
-            break;
-        }
-        received += (size_t)r;
-        if (received > MAX_SET_BYTES + SET_FETCH_HEAD_BYTES) {
-            f.too_big = true;
-            break;
-        }
-        /* EOF ends a close-delimited body; anywhere else llhttp_finish says so. */
-        perr = r == 0 ? llhttp_finish(&parser) : llhttp_execute(&parser, in, (size_t)r);
-        if (r == 0 && perr == HPE_OK && !f.done)
-            perr = HPE_INVALID_EOF_STATE;
-        if (r == 0)
-            break;
-    }
-    close(fd);
-    if (rc)
-        return rc;
-    if (f.status && (f.status < 200 || f.status > 299)) {
-        errf(err, errlen, "HTTP %d", f.status);
-        return FE_IO;
-    }
-    if (f.too_big) {
+    url_host_header(&u, host, sizeof host);
+    request_t rq = {.method = "GET",
+                    .target = target,
+                    .host = host,
+                    .headers = "User-Agent: ficus\r\nAccept: */*\r\n",
+                    .close = true};
+    /* Only a 2xx body is wanted: any other answer ends at its head. */
+    fetch_t f;
+    fetch_init(&f, u.host, u.port, NULL, SET_FETCH_HEAD_BYTES, MAX_SET_BYTES, REPLY_BODY_2XX);
+    rc = fetch_do(&f, &rq, time_now_ms() + SET_FETCH_TIMEOUT_MS);
+    int status = reply_status(&f.reply);
+    if (status && (status < 200 || status > 299)) {
+        errf(err, errlen, "HTTP %d", status);
+        rc = FE_IO;
+    } else if (f.fail == FETCH_TOOBIG) {
         errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
-        return FE_TOOBIG;
+        rc = FE_TOOBIG;
+    } else if (rc) {
+        errf(err, errlen, "%s", f.why);
+        rc = f.fail == FETCH_CUT || f.fail == FETCH_CLOSED ? FE_PARSE : rc;
+    } else {
+        /* The fetched body becomes the caller's. */
+        buf_t tmp = *body;
+        *body = f.reply.body;
+        f.reply.body = tmp;
     }
-    if (!f.done) {
-        if (perr == HPE_OK || perr == HPE_INVALID_EOF_STATE)
-            errf(err, errlen, "connection closed before the response was complete");
-        else
-            errf(err, errlen, "invalid HTTP response (%s)", llhttp_errno_name(perr));
-        return FE_PARSE;
-    }
-    return 0;
+    fetch_deinit(&f);
+    return rc;
 }
 
 int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen)

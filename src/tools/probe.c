@@ -1,6 +1,6 @@
 /* `ficus probe`: loads the endpoint file (libyaml, every error as
- * FILE:LINE:COL), checks each endpoint on its own thread with blocking-style
- * I/O bounded by poll() and a deadline (OpenSSL for https), and reports in
+ * FILE:LINE:COL), checks each endpoint on its own thread with client/fetch
+ * (blocking, bounded by a deadline, OpenSSL for https), and reports in
  * file order. The main thread schedules and gives up on a stuck DNS lookup. */
 #include "tools/probe.h"
 
@@ -8,13 +8,8 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -24,14 +19,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 #include <yaml.h>
 
+#include "client/fetch.h"
 #include "config/units.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/time.h"
 
 typedef struct probe_result {
     int status; /* 0 = no status line */
@@ -85,13 +80,6 @@ typedef struct probe_job {
     probe_list_t *list;
     probe_endpoint_t *ep;
 } probe_job_t;
-
-static uint64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* ---- loading the file --------------------------------------------------- */
 
@@ -501,24 +489,6 @@ static void list_free(probe_list_t *l)
 
 /* ---- one check ---------------------------------------------------------- */
 
-/* Waits for events on fd until deadline: 0, FE_AGAIN (deadline passed) or FE_IO. */
-static int wait_fd(int fd, short events, uint64_t deadline)
-{
-    for (;;) {
-        uint64_t now = now_ms();
-        if (now >= deadline)
-            return FE_AGAIN;
-        struct pollfd pfd = {.fd = fd, .events = events};
-        int r = poll(&pfd, 1, (int)(deadline - now));
-        if (r > 0)
-            return 0;
-        if (r == 0)
-            return FE_AGAIN;
-        if (errno != EINTR)
-            return FE_IO;
-    }
-}
-
 static void fail(probe_result_t *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void fail(probe_result_t *r, const char *fmt, ...)
 {
@@ -532,6 +502,8 @@ static void fail(probe_result_t *r, const char *fmt, ...)
 static const char *connect_reason(int err)
 {
     switch (err) {
+    case ETIMEDOUT:
+        return "connect timeout";
     case ECONNREFUSED:
         return "connect refused";
     case ENETUNREACH:
@@ -543,197 +515,52 @@ static const char *connect_reason(int err)
     }
 }
 
-/* A connected non-blocking socket, or -1 with r->reason set. */
-static int connect_any(const struct addrinfo *ai, uint64_t deadline, probe_result_t *r)
+/* Why the connection could not be opened, in the table's words. */
+static void fail_open(probe_result_t *r, const blocking_conn_t *c)
 {
-    int last = 0;
-    for (; ai; ai = ai->ai_next) {
-        int fd =
-            socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
-        if (fd < 0) {
-            last = errno;
-            continue;
-        }
-        int err = 0;
-        if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
-            err = errno;
-            if (err == EINPROGRESS) {
-                int w = wait_fd(fd, POLLOUT, deadline);
-                if (w == FE_AGAIN) {
-                    close(fd);
-                    fail(r, "connect timeout");
-                    return -1;
-                }
-                socklen_t len = sizeof err;
-                if (w != 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-                    err = errno;
-            }
-        }
-        if (err == 0) {
-            int one = 1;
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            return fd;
-        }
-        close(fd);
-        last = err;
-    }
-    const char *why = connect_reason(last);
-    if (why)
+    const char *why = connect_reason(c->err);
+    if (c->step == BLOCKING_CONN_RESOLVE)
+        fail(r, "dns: %s", c->gai_err == EAI_SYSTEM ? strerror(c->err) : gai_strerror(c->gai_err));
+    else if (c->step == BLOCKING_CONN_CONNECT && why)
         fail(r, "%s", why);
+    else if (c->step == BLOCKING_CONN_CONNECT)
+        fail(r, "connect: %s", strerror(c->err));
+    else if (c->err == ETIMEDOUT)
+        fail(r, "tls timeout");
     else
-        fail(r, "connect: %s", strerror(last));
-    return -1;
+        fail(r, "tls: %s", c->tls_why);
 }
 
-typedef struct conn {
-    int fd;
-    SSL *ssl;
-} conn_t;
-
-enum { TLS_EOF = 0, TLS_RETRY = 1 };
-
-/* After a TLS call returned rc: TLS_RETRY once the socket is ready again,
- * TLS_EOF on the peer's close_notify, FE_AGAIN at the deadline, else FE_IO. */
-static int tls_wait(conn_t *c, int rc, uint64_t deadline)
+/* Why a check got no status, in the table's words. */
+static void fail_fetch(probe_result_t *r, const fetch_t *f)
 {
-    int e = SSL_get_error(c->ssl, rc);
-    short ev = e == SSL_ERROR_WANT_READ ? POLLIN : e == SSL_ERROR_WANT_WRITE ? POLLOUT : 0;
-    if (!ev)
-        return e == SSL_ERROR_ZERO_RETURN ? TLS_EOF : FE_IO;
-    int w = wait_fd(c->fd, ev, deadline);
-    return w == 0 ? TLS_RETRY : w;
-}
-
-static int tls_handshake(conn_t *c, SSL_CTX *ctx, const probe_endpoint_t *ep, uint64_t deadline,
-                         probe_result_t *r)
-{
-    c->ssl = SSL_new(ctx);
-    if (!c->ssl || SSL_set_fd(c->ssl, c->fd) != 1) {
-        fail(r, "tls: cannot set up");
-        return FE_NOMEM;
-    }
-    unsigned char ip[16];
-    bool is_ip = inet_pton(AF_INET, ep->host, ip) == 1 || inet_pton(AF_INET6, ep->host, ip) == 1;
-    /* SNI carries names only; the peer check matches the name or the IP. */
-    if (!is_ip)
-        SSL_set_tlsext_host_name(c->ssl, ep->host);
-    X509_VERIFY_PARAM *param = SSL_get0_param(c->ssl);
-    if (is_ip)
-        X509_VERIFY_PARAM_set1_ip_asc(param, ep->host);
-    else
-        SSL_set1_host(c->ssl, ep->host);
-    for (;;) {
-        ERR_clear_error();
-        int rc = SSL_connect(c->ssl);
-        if (rc == 1)
-            return 0;
-        int w = tls_wait(c, rc, deadline);
-        if (w == TLS_RETRY)
-            continue;
-        if (w == FE_AGAIN) {
-            fail(r, "tls timeout");
-        } else {
-            long v = SSL_get_verify_result(c->ssl);
-            unsigned long e = ERR_peek_last_error();
-            if (v != X509_V_OK)
-                fail(r, "tls: %s", X509_verify_cert_error_string(v));
-            else if (e)
-                fail(r, "tls: %s", ERR_reason_error_string(e));
-            else
-                fail(r, "tls: handshake failed");
-        }
-        return FE_IO;
-    }
-}
-
-/* Sends all of buf before deadline: 0, or FE_* with r->reason set. */
-static int conn_write_all(conn_t *c, const char *buf, size_t len, uint64_t deadline,
-                          probe_result_t *r)
-{
-    while (len) {
-        ssize_t n;
-        if (c->ssl) {
-            ERR_clear_error();
-            int rc = SSL_write(c->ssl, buf, (int)len);
-            if (rc <= 0) {
-                int w = tls_wait(c, rc, deadline);
-                if (w == TLS_RETRY)
-                    continue;
-                fail(r, w == FE_AGAIN ? "timeout" : "send failed");
-                return FE_IO;
-            }
-            n = rc;
-        } else {
-            n = send(c->fd, buf, len, MSG_NOSIGNAL);
-            if (n < 0) {
-                if (errno == EAGAIN || errno == EINTR) {
-                    if (wait_fd(c->fd, POLLOUT, deadline) == 0)
-                        continue;
-                    fail(r, "timeout");
-                } else {
-                    fail(r, "%s", errno == ECONNRESET || errno == EPIPE ? "reset" : "send failed");
-                }
-                return FE_IO;
-            }
-        }
-        buf += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
-/* Reads some bytes: > 0, 0 on EOF, or FE_* with r->reason set. */
-static ssize_t conn_read(conn_t *c, char *buf, size_t len, uint64_t deadline, probe_result_t *r)
-{
-    for (;;) {
-        if (c->ssl) {
-            ERR_clear_error();
-            int rc = SSL_read(c->ssl, buf, (int)len);
-            if (rc > 0)
-                return rc;
-            int w = tls_wait(c, rc, deadline);
-            if (w == TLS_RETRY)
-                continue;
-            if (w == TLS_EOF)
-                return 0;
-            if (w == FE_AGAIN) {
-                fail(r, "timeout");
-                return FE_AGAIN;
-            }
-            /* A peer that closes without close_notify still said "no answer". */
-            if (errno == ECONNRESET) {
-                fail(r, "reset");
-                return FE_IO;
-            }
-            return 0;
-        }
-        ssize_t n = recv(c->fd, buf, len, 0);
-        if (n >= 0)
-            return n;
-        if (errno == EAGAIN || errno == EINTR) {
-            if (wait_fd(c->fd, POLLIN, deadline) == 0)
-                continue;
-            fail(r, "timeout");
-            return FE_AGAIN;
-        }
-        if (errno == ECONNRESET)
-            fail(r, "reset");
+    int err = f->conn.err;
+    switch (f->fail) {
+    case FETCH_OPEN:
+        fail_open(r, &f->conn);
+        break;
+    case FETCH_REQUEST:
+        fail(r, "%s", f->why);
+        break;
+    case FETCH_SEND:
+        fail(r, "%s",
+             err == ETIMEDOUT                    ? "timeout"
+             : err == ECONNRESET || err == EPIPE ? "reset"
+                                                 : "send failed");
+        break;
+    case FETCH_RECV:
+        if (err == ETIMEDOUT || err == ECONNRESET)
+            fail(r, "%s", err == ETIMEDOUT ? "timeout" : "reset");
         else
-            fail(r, "recv: %s", strerror(errno));
-        return FE_IO;
+            fail(r, "recv: %s", strerror(err));
+        break;
+    case FETCH_CLOSED:
+        fail(r, "closed without a response");
+        break;
+    default: /* cut short, malformed or too long before its status was known */
+        fail(r, "bad status line");
+        break;
     }
-}
-
-/* "HTTP/1.1 200 OK" -> 200; 0 if not a status line. */
-static int status_of(const char *line)
-{
-    if (strncmp(line, "HTTP/", 5) != 0)
-        return 0;
-    const char *sp = strchr(line, ' ');
-    if (!sp || sp[1] < '1' || sp[1] > '5' || sp[2] < '0' || sp[2] > '9' || sp[3] < '0' ||
-        sp[3] > '9' || (sp[4] != ' ' && sp[4] != '\r' && sp[4] != '\n' && sp[4] != '\0'))
-        return 0;
-    return (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
 }
 
 static void expect_text(const probe_endpoint_t *ep, char *buf, size_t n)
@@ -746,72 +573,32 @@ static void expect_text(const probe_endpoint_t *ep, char *buf, size_t n)
 
 static void check(const probe_endpoint_t *ep, SSL_CTX *ctx, probe_result_t *r)
 {
-    uint64_t t0 = now_ms(), deadline = t0 + ep->timeout_ms;
-    conn_t c = {.fd = -1, .ssl = NULL};
-    char req[4096 + 512];
+    uint64_t t0 = time_now_ms();
     memset(r, 0, sizeof *r);
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_ADDRCONFIG};
-    struct addrinfo *ai = NULL;
-    int g = getaddrinfo(ep->host, ep->port, &hints, &ai);
-    if (g != 0) {
-        fail(r, "dns: %s", g == EAI_SYSTEM ? strerror(errno) : gai_strerror(g));
-        goto done;
-    }
-    c.fd = connect_any(ai, deadline, r);
-    freeaddrinfo(ai);
-    if (c.fd < 0)
-        goto done;
-    if (ep->https && tls_handshake(&c, ctx, ep, deadline, r) != 0)
-        goto done;
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: ficus-probe\r\nAccept: */*\r\n"
-                     "Connection: close\r\n\r\n",
-                     ep->target, ep->host_header);
-    if (n < 0 || (size_t)n >= sizeof req) {
-        fail(r, "URL too long");
-        goto done;
-    }
-    if (conn_write_all(&c, req, (size_t)n, deadline, r) != 0)
-        goto done;
-    char line[PROBE_MAX_STATUS_LINE_BYTES + 1] = "";
-    size_t got = 0;
-    while (!memchr(line, '\n', got)) {
-        if (got == sizeof line - 1) {
-            fail(r, "bad status line");
-            goto done;
+    blocking_conn_opts_t o = {.tls = ep->https ? ctx : NULL, .addrconfig = true};
+    request_t rq = {.method = "GET",
+                    .target = ep->target,
+                    .host = ep->host_header,
+                    .headers = "User-Agent: ficus-probe\r\nAccept: */*\r\n",
+                    .close = true};
+    /* The status is the answer: the body is never read. */
+    fetch_t f;
+    fetch_init(&f, ep->host, ep->port, &o, PROBE_MAX_HEAD_BYTES, 0, REPLY_BODY_NONE);
+    if (fetch_do(&f, &rq, t0 + ep->timeout_ms) != 0) {
+        fail_fetch(r, &f);
+    } else {
+        r->status = reply_status(&f.reply);
+        for (int i = 0; i < ep->n_expect; i++)
+            if (ep->expect[i] == r->status)
+                r->ok = true;
+        if (!r->ok) {
+            char want[64];
+            expect_text(ep, want, sizeof want);
+            fail(r, "expected %s", want);
         }
-        ssize_t k = conn_read(&c, line + got, sizeof line - 1 - got, deadline, r);
-        if (k < 0)
-            goto done;
-        if (k == 0) {
-            fail(r, got ? "bad status line" : "closed without a response");
-            goto done;
-        }
-        got += (size_t)k;
     }
-    line[got] = '\0';
-    r->status = status_of(line);
-    if (!r->status) {
-        fail(r, "bad status line");
-        goto done;
-    }
-    r->ok = false;
-    for (int i = 0; i < ep->n_expect; i++)
-        if (ep->expect[i] == r->status)
-            r->ok = true;
-    if (!r->ok) {
-        char want[64];
-        expect_text(ep, want, sizeof want);
-        fail(r, "expected %s", want);
-    }
-done:
-    r->latency_ms = now_ms() - t0;
-    if (c.ssl) {
-        SSL_free(c.ssl);
-    }
-    if (c.fd >= 0)
-        close(c.fd);
+    fetch_deinit(&f);
+    r->latency_ms = time_now_ms() - t0;
 }
 
 /* ---- scheduling --------------------------------------------------------- */
@@ -856,7 +643,7 @@ static bool run_all(probe_list_t *l)
         while (l->running < PROBE_MAX_PARALLEL && next < l->n_eps) {
             probe_endpoint_t *ep = &l->eps[next++];
             probe_job_t *job = malloc(sizeof *job);
-            ep->started_ms = now_ms();
+            ep->started_ms = time_now_ms();
             ep->running = true;
             l->running++;
             if (job) {
@@ -875,7 +662,7 @@ static bool run_all(probe_list_t *l)
         }
         /* Count what finished; give up on checks stuck past their deadline. */
         finished = 0;
-        uint64_t now = now_ms(), wake = UINT64_MAX;
+        uint64_t now = time_now_ms(), wake = UINT64_MAX;
         for (size_t i = 0; i < next; i++) {
             probe_endpoint_t *ep = &l->eps[i];
             if (ep->running) {

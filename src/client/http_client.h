@@ -1,0 +1,41 @@
+/* An HTTP/1.1 request from an event loop (health checks now; session,
+ * JWKS and BFF calls next): one request to one address over net/stream, a
+ * timeout covering connect to the end of the answer, the answer read by
+ * client/reply within its bounds, and one completion callback. The client
+ * owns its handles and memory, frees them from its close callbacks, and
+ * closes itself after the callback or a cancel. */
+#ifndef FICUS_CLIENT_HTTP_CLIENT_H
+#define FICUS_CLIENT_HTTP_CLIENT_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "client/reply.h"
+#include "client/request.h"
+
+typedef struct http_client http_client_t;
+
+typedef struct http_client_opts {
+    uint64_t timeout_ms; /* connect, send and the whole answer */
+    size_t max_head_bytes;
+    size_t max_body_bytes; /* the body kept; more is an error ("response body too large") */
+    reply_body_t body_mode;
+} http_client_opts_t;
+
+/* Called once, on the loop, unless cancelled first. error is NULL when the
+ * answer is complete (reply_status, reply_header, reply->body), else why it
+ * failed ("timeout", "connection refused", "connection closed before the
+ * response", ...), with reply's head known if its state is past REPLY_HEAD.
+ * reply is valid during the call only; the client is gone once it returns. */
+typedef void (*http_client_done_fn)(void *ctx, const reply_t *reply, const char *error);
+
+/* Connects to sa and sends rq (copied). NULL when it cannot start (out of
+ * memory, or libuv refused the connect at once): no callback follows. */
+http_client_t *http_client_start(uv_loop_t *loop, const struct sockaddr *sa, const request_t *rq,
+                                 const http_client_opts_t *o, http_client_done_fn on_done,
+                                 void *ctx);
+/* Stops a request whose callback has not run: no callback follows and the
+ * client frees itself once its handles have closed. */
+void http_client_cancel(http_client_t *c);
+
+#endif
