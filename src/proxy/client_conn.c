@@ -337,6 +337,14 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
             used += (size_t)k;
             continue;
         }
+        if (cc->state == CC_TUNNEL) {
+            /* Switched while this read was parsed: the rest is the tunnel's. */
+            if (n) {
+                cc->bytes_in += n;
+                cc->ops->on_raw_data(cc, p, n);
+            }
+            return len;
+        }
         if (cc->state != CC_ACTIVE && cc->state != CC_DONE)
             break;
         if (cc->body_done)
