@@ -1,14 +1,23 @@
-/* libFuzzer target: client bytes fed as client_conn feeds them (first read
- * as it came, a partial head again whole once http_head_end finds its end,
- * bodies in pieces, pipelined requests after), each head then rewritten.
- * Input byte 0 seeds the read sizes; the rest is what the client sent. */
+/* libFuzzer target: client bytes fed through the real client connection
+ * (proxy/client_conn) over a socketpair, in pieces whose sizes input byte 0
+ * seeds; an owner of the fuzzer's own checks each head the connection hands
+ * over (spans inside the raw head, the strict grammar held, the rewritten
+ * upstream head read back framing the body the same way) and each body piece
+ * (Content-Length bodies counted exactly, chunked ones re-framed by ficus),
+ * then answers so that pipelined requests follow. */
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <uv.h>
 
+#include "core/defaults.h"
 #include "core/errors.h"
 #include "http/parser.h"
+#include "proxy/client_conn.h"
 #include "proxy/rewrite.h"
 
 #define CHECK(c)                                                                                   \
@@ -17,9 +26,7 @@
             abort();                                                                               \
     } while (0)
 
-#define MAX_MESSAGES 64
-
-static http_head_t head;
+static http_head_t head; /* the connection parses into it */
 static http_head_t reparsed;
 static char big[64 * 1024];
 static char small[128 + 1];
@@ -118,88 +125,151 @@ static void check_rewrite(uint32_t seed)
           memcmp(reparsed.method, head.method, head.method_len) == 0);
 }
 
-/* One message from m: returns the bytes it took, or 0 to stop. */
-static size_t one_message(http_parser_t *p, const char *m, size_t n, uint32_t *seed)
+/* --- the owner of the connection --- */
+
+typedef struct owner {
+    client_conn_t cc; /* first: the ops get the client_conn_t */
+    uint32_t seed;
+    int closed;
+    bool has_cl;
+    uint64_t content_length;
+    uint64_t body; /* bytes handed over so far */
+} owner_t;
+
+static void answer(owner_t *o)
 {
-    int ev;
-    size_t first = next_size(seed, n);
-    long k = http_parser_feed(p, &head, m, first, &ev);
-    CHECK(k <= (long)first);
-    if (k < 0) {
-        CHECK(http_parser_error(p) == HTTP_ERR_BAD || http_parser_error(p) == HTTP_ERR_TOO_MANY ||
-              http_parser_error(p) == HTTP_ERR_NOT_IMPLEMENTED);
-        return 0;
+    static const char resp[] = "HTTP/1.1 204 No Content\r\n\r\n";
+    uv_buf_t b = uv_buf_init((char *)resp, sizeof resp - 1);
+    if (client_conn_write(&o->cc, &b, 1) < 0) {
+        client_conn_abort(&o->cc);
+        return;
     }
-    CHECK(!(ev & HTTP_EV_END) || (ev & HTTP_EV_HEAD));
-    if (!(ev & HTTP_EV_HEAD)) {
-        CHECK(k == (long)first);
-        /* The rest arrives; the head is parsed again once whole. */
-        http_parser_reset(p);
-        if (!http_head_end(m, n, first))
-            return 0;
-        k = http_parser_feed(p, &head, m, n, &ev);
-        CHECK(k <= (long)n);
-        if (k < 0 || !(ev & HTTP_EV_HEAD))
-            return 0;
-    }
-    CHECK(k > 0);
-    check_head(m, (size_t)k);
-    size_t used = (size_t)k;
-    const char *method = head.method;
-    uint32_t n_headers = head.n_headers;
-    uint64_t raw = 0;
-    /* A message without a body ends right after its head; client_conn asks
-     * before routing. A head that was reported is one ficus routes: its
-     * framing must not be refused afterwards. */
-    long z = http_parser_feed(p, &head, m + used, 0, &ev);
-    CHECK(z == 0 && !(ev & HTTP_EV_HEAD));
-    check_rewrite(*seed);
-    bool end = (ev & HTTP_EV_END) != 0;
-    if (end)
-        CHECK(!head.chunked && head.content_length == 0);
-    while (!end) {
-        if (used == n)
-            return 0; /* the client stopped sending */
-        size_t piece = next_size(seed, n - used);
-        k = http_parser_feed(p, &head, m + used, piece, &ev);
-        CHECK(k <= (long)piece);
-        if (k < 0)
-            return 0;
-        CHECK(!(ev & HTTP_EV_HEAD));
-        /* The head stays valid while its body streams. */
-        CHECK(head.method == method && head.n_headers == n_headers);
-        end = (ev & HTTP_EV_END) != 0;
-        CHECK(end || k == (long)piece);
-        used += (size_t)k;
-        raw += (uint64_t)k;
-        CHECK(p->body_bytes <= raw);
-        if (head.has_content_length) {
-            CHECK(p->body_bytes == raw && raw <= head.content_length);
-            if (end)
-                CHECK(raw == head.content_length);
-        }
-    }
-    return used;
+    client_conn_response_done(&o->cc);
 }
+
+static void on_request(client_conn_t *cc, const http_head_t *h, const char *raw, size_t n)
+{
+    owner_t *o = (owner_t *)cc;
+    CHECK(h == &head);
+    check_head(raw, n);
+    check_rewrite(o->seed++);
+    o->has_cl = h->has_content_length;
+    o->content_length = h->content_length;
+    o->body = 0;
+    if (cc->body_done) {
+        CHECK(!h->chunked && h->content_length == 0);
+        answer(o);
+    }
+}
+
+static size_t body_room(client_conn_t *cc)
+{
+    owner_t *o = (owner_t *)cc;
+    return 1 + o->seed % 4096; /* the proxy takes what it can keep */
+}
+
+static void on_body(client_conn_t *cc, const char *data, size_t len, bool end)
+{
+    owner_t *o = (owner_t *)cc;
+    (void)data;
+    o->body += len;
+    if (o->has_cl)
+        CHECK(o->body <= o->content_length && (!end || o->body == o->content_length));
+    if (end)
+        answer(o);
+}
+
+static void on_reject(client_conn_t *cc, end_reason_t why, const char *message)
+{
+    (void)message;
+    CHECK(why != END_OK);
+    answer((owner_t *)cc);
+}
+
+static void on_gone(client_conn_t *cc, end_reason_t why)
+{
+    CHECK(why == END_CLIENT_CLOSED || why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE);
+    client_conn_abort(cc);
+}
+
+static void on_drained(client_conn_t *cc) { (void)cc; }
+static void on_timeout(client_conn_t *cc) { client_conn_abort(cc); }
+static void on_raw_data(client_conn_t *cc, const char *data, size_t len)
+{
+    (void)cc;
+    (void)data;
+    (void)len;
+}
+static void on_raw_eof(client_conn_t *cc, ssize_t status)
+{
+    (void)status;
+    client_conn_abort(cc);
+}
+static void on_close(client_conn_t *cc) { ((owner_t *)cc)->closed = 1; }
+
+static const client_conn_ops_t ops = {
+    on_request, body_room,  on_body,     on_reject,  on_gone,
+    on_drained, on_timeout, on_raw_data, on_raw_eof, on_close,
+};
+
+static uv_loop_t loop;
+static pbuf_pool_t pool;
+static char rbuf[IO_BUF_BYTES];
+static char scratch[2 * IO_BUF_BYTES + CHUNKED_OUT_SLACK];
+static config_server_t server;
+static client_conn_env_t env;
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static bool ready;
+    if (!ready) {
+        CHECK(uv_loop_init(&loop) == 0);
+        pbuf_pool_init(&pool, IO_BUF_BYTES + 16 * 1024 + 8192, 64);
+        server.header_timeout_ms = 60000;
+        server.idle_timeout_ms = 60000;
+        server.max_header_bytes = 16 * 1024;
+        server.max_body_bytes = 1u << 20;
+        env = (client_conn_env_t){.loop = &loop,
+                                  .pool = &pool,
+                                  .rbuf = rbuf,
+                                  .head = &head,
+                                  .scratch = scratch,
+                                  .scratch_bytes = sizeof scratch,
+                                  .server = &server};
+        ready = true;
+    }
     if (size < 2)
         return 0;
     uint32_t seed = 0x9e3779b9u ^ ((uint32_t)data[0] * 0x01000193u);
     const char *in = (const char *)data + 1;
     size_t len = size - 1;
-    http_parser_t p;
-    http_parser_init_request(&p);
-    size_t off = 0;
-    for (int i = 0; i < MAX_MESSAGES && off < len; i++) {
-        size_t used = one_message(&p, in + off, len - off, &seed);
-        if (!used)
-            break;
-        off += used;
-        CHECK(off <= len);
+    int sv[2];
+    CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0);
+    int sndbuf = 1 << 20;
+    setsockopt(sv[1], SOL_SOCKET, SO_SNDBUF, &sndbuf, sizeof sndbuf);
+    owner_t *o = calloc(1, sizeof *o);
+    CHECK(o);
+    o->seed = seed;
+    CHECK(client_conn_open(&o->cc, &env, &ops, sv[0]) == 0);
+    for (size_t off = 0; off < len && !o->closed;) {
+        size_t piece = next_size(&seed, len - off);
+        ssize_t w = write(sv[1], in + off, piece);
+        if (w > 0)
+            off += (size_t)w;
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (w <= 0)
+            break; /* the connection stopped reading (paused, lingering) */
     }
+    for (int i = 0; i < 4 && !o->closed; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    close(sv[1]);
+    for (int i = 0; i < 100 && !o->closed; i++)
+        uv_run(&loop, UV_RUN_NOWAIT);
+    client_conn_env_stop(&env);
+    while (!o->closed)
+        uv_run(&loop, UV_RUN_ONCE);
+    free(o);
     return 0;
 }
