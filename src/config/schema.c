@@ -100,7 +100,7 @@ void schema_ctx_flush(schema_ctx_t *c, config_errors_t *errs)
 
 /* ------------------------------------------------------------ node access */
 
-const yaml_node_t *schema_node(schema_ctx_t *c, int id)
+static const yaml_node_t *node_at(schema_ctx_t *c, int id)
 {
     return yaml_document_get_node(c->doc, id);
 }
@@ -112,7 +112,7 @@ size_t schema_list_len(const yaml_node_t *n)
 
 const yaml_node_t *schema_list_item(schema_ctx_t *c, const yaml_node_t *n, size_t i)
 {
-    return schema_node(c, n->data.sequence.items.start[i]);
+    return node_at(c, n->data.sequence.items.start[i]);
 }
 
 size_t schema_map_len(const yaml_node_t *n)
@@ -122,12 +122,12 @@ size_t schema_map_len(const yaml_node_t *n)
 
 const yaml_node_t *schema_map_key(schema_ctx_t *c, const yaml_node_t *n, size_t i)
 {
-    return schema_node(c, n->data.mapping.pairs.start[i].key);
+    return node_at(c, n->data.mapping.pairs.start[i].key);
 }
 
 const yaml_node_t *schema_map_value(schema_ctx_t *c, const yaml_node_t *n, size_t i)
 {
-    return schema_node(c, n->data.mapping.pairs.start[i].value);
+    return node_at(c, n->data.mapping.pairs.start[i].value);
 }
 
 const char *schema_sval(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }

@@ -156,7 +156,6 @@ void schema_err_at(schema_ctx_t *c, size_t line, size_t col, const char *fmt, ..
 
 /* ---- nodes */
 
-const yaml_node_t *schema_node(schema_ctx_t *c, int id);
 size_t schema_list_len(const yaml_node_t *n);
 const yaml_node_t *schema_list_item(schema_ctx_t *c, const yaml_node_t *n, size_t i);
 size_t schema_map_len(const yaml_node_t *n);
