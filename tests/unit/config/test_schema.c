@@ -132,29 +132,24 @@ static void unload(loaded_t *l)
     arena_deinit(&l->arena);
 }
 
-/* The load gives exactly these errors, in this order. */
-static void expect_errors_(const char *yaml, const char *const *want, size_t n)
+/* The load gives exactly these errors (a NULL-ended list), in this order. */
+static void expect_errors(const char *yaml, const char *const *want)
 {
     loaded_t l;
+    size_t n = 0;
     load(&l, yaml);
-    bool same = l.errs.n == n;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(l.errs.items[i], want[i]) == 0;
-    if (!same) {
-        for (size_t i = 0; i < n; i++)
-            print_message("want: %s\n", want[i]);
+    while (want[n])
+        n++;
+    if (l.errs.n != n)
         for (size_t i = 0; i < l.errs.n; i++)
-            print_message("got:  %s\n", l.errs.items[i]);
-    }
+            print_message("got: %s\n", l.errs.items[i]);
+    assert_int_equal(l.errs.n, n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(l.errs.items[i], want[i]);
     unload(&l);
-    assert_true(same);
 }
 
-#define expect_errors(yaml, ...)                                                                   \
-    do {                                                                                           \
-        const char *const want_[] = {__VA_ARGS__};                                                 \
-        expect_errors_(yaml, want_, sizeof want_ / sizeof want_[0]);                               \
-    } while (0)
+#define ERRORS(...) ((const char *const[]){__VA_ARGS__, NULL})
 
 static void load_ok(loaded_t *l, const char *yaml)
 {
@@ -166,43 +161,60 @@ static void load_ok(loaded_t *l, const char *yaml)
 
 /* ------------------------------------------------------------------ tests */
 
-static void test_defaults(void **state)
+/* The file reads as want (strings compared as strings). */
+static void expect_obj(const char *yaml, const obj_t *want, bool raw_seen)
 {
     loaded_t l;
-    load_ok(&l, "id: 1\n");
-    assert_int_equal(l.obj.timeout_ms, 5000);
-    assert_int_equal(l.obj.max_bytes, 1024);
-    assert_int_equal(l.obj.count, 3);
-    assert_false(l.obj.on);
-    assert_true(l.obj.ratio == 0.5);
-    assert_string_equal(l.obj.name, "dflt");
-    assert_null(l.obj.note);
-    assert_int_equal(l.obj.mode, 0);
-    assert_false(l.obj.has_inner);
-    assert_int_equal(l.obj.inner.n, 7); /* an absent table still gets its defaults */
-    assert_false(l.raw_seen);
+    load_ok(&l, yaml);
+    const obj_t *o = &l.obj;
+    assert_int_equal(o->timeout_ms, want->timeout_ms);
+    assert_int_equal(o->max_bytes, want->max_bytes);
+    assert_int_equal(o->count, want->count);
+    assert_int_equal(o->id, want->id);
+    assert_int_equal(o->on, want->on);
+    assert_true(o->ratio == want->ratio);
+    assert_string_equal(o->name, want->name);
+    if (want->note)
+        assert_string_equal(o->note, want->note);
+    else
+        assert_null(o->note);
+    assert_int_equal(o->mode, want->mode);
+    assert_int_equal(o->has_inner, want->has_inner);
+    assert_int_equal(o->inner.n, want->inner.n);
+    assert_int_equal(o->inner.wait_ms, want->inner.wait_ms);
+    assert_int_equal(l.raw_seen, raw_seen); /* RAW rows are read by the caller */
     unload(&l);
+}
+
+static void test_defaults(void **state)
+{
+    /* An absent table still gets its defaults. */
+    const obj_t want = {.timeout_ms = 5000,
+                        .max_bytes = 1024,
+                        .count = 3,
+                        .id = 1,
+                        .ratio = 0.5,
+                        .name = "dflt",
+                        .inner = {.n = 7}};
+    expect_obj("id: 1\n", &want, false);
 }
 
 static void test_every_kind_read(void **state)
 {
-    loaded_t l;
-    load_ok(&l, "timeout: 2s\nmax_size: 4KiB\ncount: 10\nid: 42\non: true\nratio: 0.25\n"
-                "name: edge\nnote: hi\nmode: slow\ninner: {n: 0, wait: 1m}\nraw: [anything]\n");
-    assert_int_equal(l.obj.timeout_ms, 2000);
-    assert_int_equal(l.obj.max_bytes, 4096);
-    assert_int_equal(l.obj.count, 10);
-    assert_int_equal(l.obj.id, 42);
-    assert_true(l.obj.on);
-    assert_true(l.obj.ratio == 0.25);
-    assert_string_equal(l.obj.name, "edge");
-    assert_string_equal(l.obj.note, "hi");
-    assert_int_equal(l.obj.mode, 1);
-    assert_true(l.obj.has_inner);
-    assert_int_equal(l.obj.inner.n, 0);
-    assert_int_equal(l.obj.inner.wait_ms, 60000);
-    assert_true(l.raw_seen); /* read by the caller, not by the engine */
-    unload(&l);
+    const obj_t want = {.timeout_ms = 2000,
+                        .max_bytes = 4096,
+                        .count = 10,
+                        .id = 42,
+                        .on = true,
+                        .ratio = 0.25,
+                        .name = "edge",
+                        .note = "hi",
+                        .mode = 1,
+                        .has_inner = true,
+                        .inner = {.n = 0, .wait_ms = 60000}};
+    expect_obj("timeout: 2s\nmax_size: 4KiB\ncount: 10\nid: 42\non: true\nratio: 0.25\n"
+               "name: edge\nnote: hi\nmode: slow\ninner: {n: 0, wait: 1m}\nraw: [anything]\n",
+               &want, true);
 }
 
 static void test_null_value_is_the_default(void **state)
@@ -218,51 +230,53 @@ static void test_null_value_is_the_default(void **state)
 static void test_unknown_keys(void **state)
 {
     expect_errors("id: 1\ntimout: 1s\nzzzzzz: 1\ninner: {wat: 1}\n<<: {}\n",
-                  "t.yaml:2:1: timout: unknown key (did you mean \"timeout\"?)",
-                  "t.yaml:3:1: zzzzzz: unknown key",
-                  "t.yaml:4:9: inner.wat: unknown key (did you mean \"wait\"?)",
-                  "t.yaml:5:1: <<: YAML merge keys are not supported; write the keys out");
+                  ERRORS("t.yaml:2:1: timout: unknown key (did you mean \"timeout\"?)",
+                         "t.yaml:3:1: zzzzzz: unknown key",
+                         "t.yaml:4:9: inner.wat: unknown key (did you mean \"wait\"?)",
+                         "t.yaml:5:1: <<: YAML merge keys are not supported; write the keys out"));
 }
 
 static void test_wrong_types(void **state)
 {
     expect_errors("id: 1\ncount: [1]\ninner: 5\non: maybe\nratio: 2\nname: \"\"\n[a]: 1\n",
-                  "t.yaml:2:8: count: expected a string, got a list",
-                  "t.yaml:3:8: inner: expected a mapping, got a string",
-                  "t.yaml:4:5: on: expected true or false, got \"maybe\"",
-                  "t.yaml:5:8: ratio: expected a number from 0 to 1, got \"2\"",
-                  "t.yaml:6:7: name: must not be empty",
-                  "t.yaml:7:1: top level: keys must be strings, got a list");
+                  ERRORS("t.yaml:2:8: count: expected a string, got a list",
+                         "t.yaml:3:8: inner: expected a mapping, got a string",
+                         "t.yaml:4:5: on: expected true or false, got \"maybe\"",
+                         "t.yaml:5:8: ratio: expected a number from 0 to 1, got \"2\"",
+                         "t.yaml:6:7: name: must not be empty",
+                         "t.yaml:7:1: top level: keys must be strings, got a list"));
 }
 
 static void test_bounds(void **state)
 {
     expect_errors("id: 100\ntimeout: 5ms\nmax_size: 2MiB\ncount: 0\ninner:\n  wait: 2m\n",
-                  "t.yaml:1:5: id: \"100\" is out of range (1 to 99)",
-                  "t.yaml:2:10: timeout: \"5ms\" is too short (the minimum is 10ms)",
-                  "t.yaml:3:11: max_size: \"2MiB\" is too large (the maximum is 1MiB)",
-                  "t.yaml:4:8: count: \"0\" is out of range (1 to 10)",
-                  "t.yaml:6:9: inner.wait: \"2m\" is too long (the maximum is 1m)");
-    expect_errors("id: 1\ntimeout: 1x\nmax_size: 0\ncount: ten\n",
-                  "t.yaml:2:10: timeout: invalid duration \"1x\" (use a unit: 250ms, 5s, 2m, 1h)",
-                  "t.yaml:3:11: max_size: \"0\" is too small (the minimum is 1)",
-                  "t.yaml:4:8: count: expected a whole number from 1 to 10, got \"ten\"");
+                  ERRORS("t.yaml:1:5: id: \"100\" is out of range (1 to 99)",
+                         "t.yaml:2:10: timeout: \"5ms\" is too short (the minimum is 10ms)",
+                         "t.yaml:3:11: max_size: \"2MiB\" is too large (the maximum is 1MiB)",
+                         "t.yaml:4:8: count: \"0\" is out of range (1 to 10)",
+                         "t.yaml:6:9: inner.wait: \"2m\" is too long (the maximum is 1m)"));
+    expect_errors(
+        "id: 1\ntimeout: 1x\nmax_size: 0\ncount: ten\n",
+        ERRORS("t.yaml:2:10: timeout: invalid duration \"1x\" (use a unit: 250ms, 5s, 2m, 1h)",
+               "t.yaml:3:11: max_size: \"0\" is too small (the minimum is 1)",
+               "t.yaml:4:8: count: expected a whole number from 1 to 10, got \"ten\""));
 }
 
 static void test_required_duplicate_unsupported(void **state)
 {
     /* Errors come in file order, whatever the order of the rows. */
-    expect_errors("count: 2\ncount: 3\nlegacy: 1\nid:\n",
-                  "t.yaml:2:1: count: duplicate key (first at line 1)",
-                  "t.yaml:3:1: legacy: the legacy thing is not supported by this version of ficus",
-                  "t.yaml:4:1: id: needs a value");
-    expect_errors("\n  count: 2\n", "t.yaml:2:3: id: required key is missing");
+    expect_errors(
+        "count: 2\ncount: 3\nlegacy: 1\nid:\n",
+        ERRORS("t.yaml:2:1: count: duplicate key (first at line 1)",
+               "t.yaml:3:1: legacy: the legacy thing is not supported by this version of ficus",
+               "t.yaml:4:1: id: needs a value"));
+    expect_errors("\n  count: 2\n", ERRORS("t.yaml:2:3: id: required key is missing"));
 }
 
 static void test_custom_row_error_has_its_path(void **state)
 {
     expect_errors("id: 1\nmode: \"turbo\\tx\"\n",
-                  "t.yaml:2:7: mode: \"turbo\\x09x\" is not fast or slow");
+                  ERRORS("t.yaml:2:7: mode: \"turbo\\x09x\" is not fast or slow"));
 }
 
 static void test_restart_keys_positions(void **state)
