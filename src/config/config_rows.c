@@ -374,6 +374,15 @@ static void f_control_socket(schema_ctx_t *c, const yaml_node_t *k UNUSED, const
     s->control_socket = schema_strdup(c, t);
 }
 
+static void cidr_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i,
+                      const char *s, void *arr)
+{
+    schema_quote_t q;
+    if (cidr_parse(s, &((cidr_t *)arr)[i]) != 0)
+        schema_err(c, it, "%s: invalid CIDR %s (e.g. 10.0.0.0/8, 2001:db8::/32 or one address)", p,
+                   schema_qnode(&q, it));
+}
+
 static void cidr_list(schema_ctx_t *c, const yaml_node_t *v, const char *path, cidr_t **out,
                       size_t *n)
 {
@@ -384,16 +393,7 @@ static void cidr_list(schema_ctx_t *c, const yaml_node_t *v, const char *path, c
     cidr_t *arr = schema_alloc_array(c, schema_list_len(v), sizeof *arr);
     if (!arr)
         return;
-    for (size_t i = 0; i < schema_list_len(v); i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (s && cidr_parse(s, &arr[i]) != 0)
-            schema_err(c, it, "%s: invalid CIDR %s (e.g. 10.0.0.0/8, 2001:db8::/32 or one address)",
-                       p, schema_qnode(&q, it));
-    }
+    schema_each_str(c, v, path, cidr_item, arr);
     *out = arr;
     *n = schema_list_len(v);
 }
@@ -645,30 +645,27 @@ static void f_otlp_endpoint(schema_ctx_t *c, const yaml_node_t *k UNUSED, const 
         t->otlp_endpoint = schema_strdup(c, s);
 }
 
+static void propagation_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
+                             const char *s, void *obj)
+{
+    config_tracing_t *t = obj;
+    schema_quote_t q;
+    if (strcmp(s, "w3c") == 0)
+        t->propagate_w3c = true;
+    else if (strcmp(s, "datadog") == 0)
+        t->propagate_datadog = true;
+    else
+        schema_err(c, it, "%s: unknown propagation %s (w3c or datadog)", p, schema_qnode(&q, it));
+}
+
 static void f_propagation(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                           const char *path, void *obj)
 {
     config_tracing_t *t = obj;
     t->propagate_w3c = v == NULL;
     t->propagate_datadog = false;
-    if (!v || !schema_want(c, v, YAML_SEQUENCE_NODE, path))
-        return;
-    for (size_t i = 0; i < schema_list_len(v); i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (!s)
-            continue;
-        if (strcmp(s, "w3c") == 0)
-            t->propagate_w3c = true;
-        else if (strcmp(s, "datadog") == 0)
-            t->propagate_datadog = true;
-        else
-            schema_err(c, it, "%s: unknown propagation %s (w3c or datadog)", p,
-                       schema_qnode(&q, it));
-    }
+    if (v && schema_want(c, v, YAML_SEQUENCE_NODE, path))
+        schema_each_str(c, v, path, propagation_item, t);
 }
 
 static json_t *j_propagation(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
@@ -723,10 +720,48 @@ static json_t *j_redis(const schema_row_t *f UNUSED, const void *obj, const void
 
 /* ---------------------------------------------------------- target groups */
 
+/* The targets being read, and their names so far. */
+typedef struct targets_read {
+    config_target_group_t *g;
+    name_set_t names;
+    const char *path;
+} targets_read_t;
+
+static void target_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i,
+                        const char *s, void *obj)
+{
+    targets_read_t *tr = obj;
+    config_target_t *t = &tr->g->targets[i];
+    addr_hostport_t hp;
+    const char *why;
+    schema_quote_t q;
+    if (addr_split(s, &hp, &why) != 0) {
+        schema_err(c, it, "%s: invalid target %s (%s)", p, schema_qnode(&q, it), why);
+        return;
+    }
+    if (!hp.host[0]) {
+        schema_err(c, it, "%s: %s needs a host (e.g. 10.0.0.5:80 or app.internal:80)", p,
+                   schema_qnode(&q, it));
+        return;
+    }
+    t->numeric = addr_numeric(&hp, &t->addr, &t->addrlen) == 0;
+    if (!t->numeric && !valid_hostname(hp.host, strlen(hp.host))) {
+        schema_err(c, it, "%s: invalid host name in %s", p, schema_qnode(&q, it));
+        return;
+    }
+    t->name = schema_strdup(c, s);
+    t->host = schema_strdup(c, hp.host);
+    t->port = hp.port;
+    const name_slot_t *first = names_add(&tr->names, s, strlen(s), i, it);
+    if (first)
+        schema_err(c, it, "%s: %s is already %s[%zu]", p, schema_qnode(&q, it), tr->path,
+                   first->value);
+}
+
 static void f_targets(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                       const char *path, void *obj)
 {
-    config_target_group_t *g = obj;
+    targets_read_t tr = {.g = obj, .path = path};
     if (!schema_want(c, v, YAML_SEQUENCE_NODE, path))
         return;
     size_t n = schema_list_len(v);
@@ -734,46 +769,13 @@ static void f_targets(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_n
         schema_err(c, v, "%s: needs at least one target (host:port)", path);
         return;
     }
-    g->targets = schema_alloc_array(c, n, sizeof *g->targets);
-    if (!g->targets)
+    tr.g->targets = schema_alloc_array(c, n, sizeof *tr.g->targets);
+    if (!tr.g->targets)
         return;
-    g->n_targets = n;
-    name_set_t names;
-    names_init(c, &names, n, false);
-    for (size_t i = 0; i < n; i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        config_target_t *t = &g->targets[i];
-        addr_hostport_t hp;
-        const char *why;
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (!s)
-            continue;
-        if (addr_split(s, &hp, &why) != 0) {
-            schema_err(c, it, "%s: invalid target %s (%s)", p, schema_qnode(&q, it), why);
-            continue;
-        }
-        if (!hp.host[0]) {
-            schema_err(c, it, "%s: %s needs a host (e.g. 10.0.0.5:80 or app.internal:80)", p,
-                       schema_qnode(&q, it));
-            continue;
-        }
-        t->numeric = addr_numeric(&hp, &t->addr, &t->addrlen) == 0;
-        if (!t->numeric && !valid_hostname(hp.host, strlen(hp.host))) {
-            schema_err(c, it, "%s: invalid host name in %s", p, schema_qnode(&q, it));
-            continue;
-        }
-        t->name = schema_strdup(c, s);
-        t->host = schema_strdup(c, hp.host);
-        t->port = hp.port;
-        const name_slot_t *first = names_add(&names, s, strlen(s), i, it);
-        if (first)
-            schema_err(c, it, "%s: %s is already %s[%zu]", p, schema_qnode(&q, it), path,
-                       first->value);
-    }
-    names_free(&names);
+    tr.g->n_targets = n;
+    names_init(c, &tr.names, n, false);
+    schema_each_str(c, v, path, target_item, &tr);
+    names_free(&tr.names);
 }
 
 static void f_balance(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -1018,6 +1020,30 @@ static void f_route_name(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yam
                    schema_qnode(&q, v), first->value);
 }
 
+static void method_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
+                        const char *s, void *obj)
+{
+    config_match_t *m = obj;
+    schema_quote_t q;
+    uint32_t bit = config_method_bit(s, strlen(s));
+    if (bit != METHOD_OTHER) {
+        m->methods |= bit;
+        return;
+    }
+    char upper[16];
+    size_t len = strlen(s);
+    for (size_t j = 0; j < len && j < sizeof upper; j++)
+        upper[j] = (s[j] >= 'a' && s[j] <= 'z') ? (char)(s[j] - 32) : s[j];
+    if (len <= sizeof upper && config_method_bit(upper, len) != METHOD_OTHER)
+        schema_err(c, it, "%s: unknown method %s (methods are case-sensitive: %.*s)", p,
+                   schema_qnode(&q, it), (int)len, upper);
+    else
+        schema_err(c, it,
+                   "%s: unknown method %s (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE or "
+                   "CONNECT)",
+                   p, schema_qnode(&q, it));
+}
+
 static void f_methods(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                       const char *path, void *obj)
 {
@@ -1025,37 +1051,10 @@ static void f_methods(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_n
     m->methods = 0;
     if (!v || !schema_want(c, v, YAML_SEQUENCE_NODE, path))
         return;
-    if (schema_list_len(v) == 0) {
+    if (schema_list_len(v) == 0)
         schema_err(c, v, "%s: must not be empty (omit it to match every method)", path);
-        return;
-    }
-    for (size_t i = 0; i < schema_list_len(v); i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (!s)
-            continue;
-        uint32_t bit = config_method_bit(s, strlen(s));
-        if (bit != METHOD_OTHER) {
-            m->methods |= bit;
-            continue;
-        }
-        char upper[16];
-        size_t len = strlen(s);
-        for (size_t j = 0; j < len && j < sizeof upper; j++)
-            upper[j] = (s[j] >= 'a' && s[j] <= 'z') ? (char)(s[j] - 32) : s[j];
-        if (len <= sizeof upper && config_method_bit(upper, len) != METHOD_OTHER)
-            schema_err(c, it, "%s: unknown method %s (methods are case-sensitive: %.*s)", p,
-                       schema_qnode(&q, it), (int)len, upper);
-        else
-            schema_err(
-                c, it,
-                "%s: unknown method %s (GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE or "
-                "CONNECT)",
-                p, schema_qnode(&q, it));
-    }
+    else
+        schema_each_str(c, v, path, method_item, m);
 }
 
 static void f_host(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -1595,6 +1594,39 @@ static const struct {
     {"timeout", RETRY_ON_TIMEOUT},
 };
 
+static void retry_on_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
+                          const char *s, void *obj)
+{
+    config_retries_t *rt = obj;
+    schema_quote_t q;
+    size_t j = 0;
+    while (j < ARRAY_LEN(retry_conditions) && strcmp(retry_conditions[j].name, s) != 0)
+        j++;
+    if (j < ARRAY_LEN(retry_conditions)) {
+        rt->retry_on |= retry_conditions[j].bit;
+        return;
+    }
+    uint64_t status;
+    const char *why;
+    int rc = units_parse_uint(s, 100, 599, &status, &why);
+    if (rc == FE_TOOBIG) {
+        schema_err(c, it, "%s: status %s is out of range (100 to 599)", p, schema_qnode(&q, it));
+        return;
+    }
+    if (rc != 0) {
+        schema_err(c, it,
+                   "%s: unknown retry condition %s (5xx, gateway-error, connect-failure, reset, "
+                   "timeout or a status code such as 429)",
+                   p, schema_qnode(&q, it));
+        return;
+    }
+    bool known = false;
+    for (size_t x = 0; x < rt->n_retry_statuses; x++)
+        known = known || rt->retry_statuses[x] == status;
+    if (!known)
+        rt->retry_statuses[rt->n_retry_statuses++] = (uint16_t)status;
+}
+
 static void f_retry_on(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                        const char *path, void *obj)
 {
@@ -1606,43 +1638,8 @@ static void f_retry_on(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_
         return;
     }
     rt->retry_statuses = schema_alloc_array(c, schema_list_len(v), sizeof *rt->retry_statuses);
-    for (size_t i = 0; rt->retry_statuses && i < schema_list_len(v); i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (!s)
-            continue;
-        size_t j = 0;
-        while (j < ARRAY_LEN(retry_conditions) && strcmp(retry_conditions[j].name, s) != 0)
-            j++;
-        if (j < ARRAY_LEN(retry_conditions)) {
-            rt->retry_on |= retry_conditions[j].bit;
-            continue;
-        }
-        uint64_t status;
-        const char *why;
-        int rc = units_parse_uint(s, 100, 599, &status, &why);
-        if (rc == FE_TOOBIG) {
-            schema_err(c, it, "%s: status %s is out of range (100 to 599)", p,
-                       schema_qnode(&q, it));
-            continue;
-        }
-        if (rc != 0) {
-            schema_err(
-                c, it,
-                "%s: unknown retry condition %s (5xx, gateway-error, connect-failure, reset, "
-                "timeout or a status code such as 429)",
-                p, schema_qnode(&q, it));
-            continue;
-        }
-        bool known = false;
-        for (size_t x = 0; x < rt->n_retry_statuses; x++)
-            known = known || rt->retry_statuses[x] == status;
-        if (!known)
-            rt->retry_statuses[rt->n_retry_statuses++] = (uint16_t)status;
-    }
+    if (rt->retry_statuses)
+        schema_each_str(c, v, path, retry_on_item, rt);
 }
 
 /* The conditions in RETRY_ON_* bit order, then the status codes. */
@@ -1704,24 +1701,31 @@ static void f_headers_set(schema_ctx_t *c, const yaml_node_t *k UNUSED, const ya
 
 /* A list of tokens (header names, Upgrade protocols) into *out,
  * lower-cased; a bad one is an "invalid <what>" error, with the hint. */
+/* A list of tokens being read: where they go, and what a bad one is. */
+typedef struct tokens_read {
+    char **out;
+    size_t *n;
+    const char *what, *hint;
+} tokens_read_t;
+
+static void token_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
+                       const char *s, void *obj)
+{
+    tokens_read_t *tr = obj;
+    schema_quote_t q;
+    if (!valid_token(s, strlen(s)))
+        schema_err(c, it, "%s: invalid %s %s%s", p, tr->what, schema_qnode(&q, it), tr->hint);
+    else
+        tr->out[(*tr->n)++] = schema_strdup_lower(c, s, strlen(s));
+}
+
 static void token_list(schema_ctx_t *c, const yaml_node_t *v, const char *path, const char *what,
                        const char *hint, char ***out, size_t *n)
 {
     *out = schema_alloc_array(c, schema_list_len(v), sizeof **out);
-    for (size_t i = 0; *out && i < schema_list_len(v); i++) {
-        const yaml_node_t *it = schema_list_item(c, v, i);
-        char p[SCHEMA_PATH_BYTES];
-        schema_quote_t q;
-        schema_path_index(p, path, i);
-        const char *s = schema_str(c, it, p);
-        if (!s)
-            continue;
-        if (!valid_token(s, strlen(s))) {
-            schema_err(c, it, "%s: invalid %s %s%s", p, what, schema_qnode(&q, it), hint);
-            continue;
-        }
-        (*out)[(*n)++] = schema_strdup_lower(c, s, strlen(s));
-    }
+    tokens_read_t tr = {*out, n, what, hint};
+    if (*out)
+        schema_each_str(c, v, path, token_item, &tr);
 }
 
 static void f_headers_remove(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,

@@ -277,6 +277,19 @@ const char *schema_str(schema_ctx_t *c, const yaml_node_t *n, const char *path)
     return schema_sval(n);
 }
 
+void schema_each_str(schema_ctx_t *c, const yaml_node_t *list, const char *path, schema_item_fn fn,
+                     void *obj)
+{
+    for (size_t i = 0; i < schema_list_len(list); i++) {
+        const yaml_node_t *it = schema_list_item(c, list, i);
+        char p[SCHEMA_PATH_BYTES];
+        schema_path_index(p, path, i);
+        const char *s = schema_str(c, it, p);
+        if (s)
+            fn(c, it, p, i, s, obj);
+    }
+}
+
 /* ------------------------------------------------------------------ arena */
 
 void *schema_alloc_array(schema_ctx_t *c, size_t n, size_t size)

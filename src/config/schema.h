@@ -175,6 +175,12 @@ bool schema_want(schema_ctx_t *c, const yaml_node_t *n, yaml_node_type_t type, c
 const char *schema_str(schema_ctx_t *c, const yaml_node_t *n, const char *path);
 /* The i-th key of map as a string; NULL (with an error) when it is not one. */
 const char *schema_key_str(schema_ctx_t *c, const yaml_node_t *map, size_t i, const char *path);
+/* Calls fn with each item of list that is a string (the others are errors),
+ * its index and its path ("path[i]"). */
+typedef void (*schema_item_fn)(schema_ctx_t *c, const yaml_node_t *item, const char *path, size_t i,
+                               const char *s, void *obj);
+void schema_each_str(schema_ctx_t *c, const yaml_node_t *list, const char *path, schema_item_fn fn,
+                     void *obj);
 
 /* ---- message pieces */
 
