@@ -379,6 +379,42 @@ static void test_json_lists(void **state)
     json_decref(j);
 }
 
+/* What schema_each_str() handed over: "i path=s" per item. */
+static void note_item(schema_ctx_t *c, const yaml_node_t *it, const char *path, size_t i,
+                      const char *s, void *obj)
+{
+    char *out = obj;
+    snprintf(out + strlen(out), 256 - strlen(out), "%zu %s=%s;", i, path, s);
+}
+
+static void test_each_str(void **state)
+{
+    static const char yaml[] = "[a, [b], c, {d: 1}, \"\"]\n";
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    schema_ctx_t c;
+    arena_t arena;
+    config_errors_t errs;
+    char got[256] = "";
+    arena_init(&arena, 1024);
+    config_errors_init(&errs);
+    assert_true(yaml_parser_initialize(&parser));
+    yaml_parser_set_input_string(&parser, (const unsigned char *)yaml, strlen(yaml));
+    assert_true(yaml_parser_load(&parser, &doc));
+    schema_ctx_init(&c, "t.yaml", &arena);
+    c.doc = &doc;
+    schema_each_str(&c, yaml_document_get_root_node(&doc), "list", note_item, got);
+    schema_ctx_flush(&c, &errs);
+    assert_string_equal(got, "0 list[0]=a;2 list[2]=c;4 list[4]=;");
+    assert_int_equal(errs.n, 2);
+    assert_string_equal(errs.items[0], "t.yaml:1:5: list[1]: expected a string, got a list");
+    assert_string_equal(errs.items[1], "t.yaml:1:13: list[3]: expected a string, got a mapping");
+    config_errors_deinit(&errs);
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    arena_deinit(&arena);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +430,7 @@ int main(void)
         cmocka_unit_test(test_restart_diff),
         cmocka_unit_test(test_json),
         cmocka_unit_test(test_json_lists),
+        cmocka_unit_test(test_each_str),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
