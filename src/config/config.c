@@ -175,7 +175,7 @@ config_t *config_load_string(const char *yaml, size_t len, const char *name, con
     if (c.oom)
         schema_err_at(&c, 0, 0, "out of memory");
     bool ok = c.n_diags == 0 && !c.oom;
-    schema_ctx_flush(&c, errs);
+    schema_ctx_deinit(&c, errs);
     if (!ok) {
         config_destroy(cfg);
         return NULL;

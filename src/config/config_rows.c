@@ -1886,19 +1886,18 @@ void config_rows_load(schema_ctx_t *c, const yaml_node_t *root, config_t *cfg)
 {
     schema_seen_t seen;
     rows_state_t st;
-    memset(&st, 0, sizeof st);
-    c->user = &st;
     if (root->type != YAML_MAPPING_NODE) {
         schema_err(c, root,
                    "the top level must be a mapping of sections (server:, routes:, ...), got %s",
                    schema_kind_name(root));
-        c->user = NULL;
         return;
     }
+    memset(&st, 0, sizeof st);
+    c->user = &st;
     schema_apply(c, root, root, "", config_rows, config_rows_n, cfg, &seen);
     /* Their names point into the document, which dies next. */
-    names_free(&state(c)->groups);
-    names_free(&state(c)->sets);
-    names_free(&state(c)->route_names);
+    names_free(&st.groups);
+    names_free(&st.sets);
+    names_free(&st.route_names);
     c->user = NULL;
 }

@@ -79,7 +79,7 @@ static int diag_cmp(const void *a, const void *b)
 
 /* Hands the errors over in file order. A node reached through several YAML
  * aliases is checked once per alias: its identical errors are shown once. */
-void schema_ctx_flush(schema_ctx_t *c, config_errors_t *errs)
+void schema_ctx_deinit(schema_ctx_t *c, config_errors_t *errs)
 {
     if (c->n_diags)
         qsort(c->diags, c->n_diags, sizeof *c->diags, diag_cmp);

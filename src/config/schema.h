@@ -138,7 +138,7 @@ size_t schema_row_of(const schema_row_t *tab, size_t n, const char *key);
 void schema_ctx_init(schema_ctx_t *c, const char *file, arena_t *arena);
 /* Hands the errors over to errs in file order (identical ones at one
  * position once) and frees them. errs may be NULL. */
-void schema_ctx_flush(schema_ctx_t *c, config_errors_t *errs);
+void schema_ctx_deinit(schema_ctx_t *c, config_errors_t *errs);
 
 /* Applies table tab to mapping map (NULL: absent, so only defaults) into
  * obj: unknown, duplicate and unsupported keys are errors; a missing

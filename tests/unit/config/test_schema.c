@@ -121,7 +121,7 @@ static void load(loaded_t *l, const char *yaml)
     schema_apply(&c, root, root, "", rows, N_ROWS, &l->obj, &l->seen);
     l->raw_seen = SCHEMA_SEEN_VAL(rows, l->seen, "raw") != NULL;
     l->key_pos = c.key_pos;
-    schema_ctx_flush(&c, &l->errs);
+    schema_ctx_deinit(&c, &l->errs);
     yaml_document_delete(&doc);
     yaml_parser_delete(&parser);
 }
@@ -404,7 +404,7 @@ static void test_each_str(void **state)
     schema_ctx_init(&c, "t.yaml", &arena);
     c.doc = &doc;
     schema_each_str(&c, yaml_document_get_root_node(&doc), "list", note_item, got);
-    schema_ctx_flush(&c, &errs);
+    schema_ctx_deinit(&c, &errs);
     assert_string_equal(got, "0 list[0]=a;2 list[2]=c;4 list[4]=;");
     assert_int_equal(errs.n, 2);
     assert_string_equal(errs.items[0], "t.yaml:1:5: list[1]: expected a string, got a list");
