@@ -759,33 +759,7 @@ static uint64_t file_hash(const char *path, bool *ok)
  * that changes one is refused (a takeover restart applies it). */
 static const char *restart_only_change(const config_t *a, const config_t *b)
 {
-#define SAME_STR(x, y) ((!(x) && !(y)) || ((x) && (y) && strcmp((x), (y)) == 0))
-    if (a->server.n_listeners != b->server.n_listeners)
-        return "server.listen";
-    for (size_t i = 0; i < a->server.n_listeners; i++)
-        if (a->server.listeners[i].addrlen != b->server.listeners[i].addrlen ||
-            memcmp(&a->server.listeners[i].addr, &b->server.listeners[i].addr,
-                   a->server.listeners[i].addrlen) != 0)
-            return "server.listen";
-    if (a->server.workers != b->server.workers)
-        return "server.workers";
-    if (a->server.max_connections != b->server.max_connections)
-        return "server.max_connections";
-    if (a->server.max_header_bytes != b->server.max_header_bytes)
-        return "server.max_header_size";
-    if (!SAME_STR(a->server.control_socket, b->server.control_socket))
-        return "server.control_socket";
-    if (a->admin_addrlen != b->admin_addrlen ||
-        memcmp(&a->admin_addr, &b->admin_addr, a->admin_addrlen) != 0)
-        return "admin.listen";
-    if (!SAME_STR(a->access_log_path, b->access_log_path))
-        return "access_log.path";
-    if (!SAME_STR(a->tracing.otlp_endpoint, b->tracing.otlp_endpoint))
-        return "tracing.otlp_endpoint";
-    if (!SAME_STR(a->tracing.service_name, b->tracing.service_name))
-        return "tracing.service_name";
-    return NULL;
-#undef SAME_STR
+    return config_restart_only_change(a, b);
 }
 
 static void reload_work(uv_work_t *w)

@@ -127,10 +127,14 @@ enum {
 /* Bit for a method token ("GET" -> METHOD_GET); METHOD_OTHER if unknown. */
 uint32_t config_method_bit(const char *m, size_t len);
 
-typedef struct config_header_match {
-    char *name; /* lower-cased at load */
+/* A header name and value: what a route matches (the name lower-cased at
+ * load) or sets on the request (as written). */
+typedef struct config_header {
+    char *name;
     char *value;
-} config_header_match_t;
+} config_header_t;
+typedef config_header_t config_header_match_t;
+typedef config_header_t config_header_set_t;
 
 typedef struct config_match {
     config_match_kind_t kind;
@@ -176,11 +180,6 @@ typedef struct config_retries {
     uint32_t budget_percent;
 } config_retries_t;
 
-typedef struct config_header_set {
-    char *name;
-    char *value;
-} config_header_set_t;
-
 typedef struct config_route {
     char *name;
     size_t index;
@@ -206,9 +205,13 @@ typedef struct config_route {
     size_t n_upgrades;
 } config_route_t;
 
-/* Keys a reload cannot change (config_restart_keys[]). */
-#define CONFIG_RESTART_KEYS 9
-extern const char *const config_restart_keys[CONFIG_RESTART_KEYS];
+/* Where a restart-only key is written in the file (the rows marked
+ * ROW_RESTART in config_rows.c). */
+typedef struct config_key_pos {
+    const char *key; /* its path: "server.listen" */
+    size_t line, col;
+    struct config_key_pos *next;
+} config_key_pos_t;
 
 typedef struct config {
     atomic_int refs;
@@ -233,12 +236,9 @@ typedef struct config {
     size_t n_sets;
     config_route_t *routes;
     size_t n_routes;
-    /* Where restart-only keys are written (line 0 = not written), so that a
-     * reload refusing a change can point at the key. */
-    struct {
-        const char *key;
-        size_t line, col;
-    } key_pos[CONFIG_RESTART_KEYS];
+    /* Where the restart-only keys written are, so that a reload refusing a
+     * change can point at the key. */
+    config_key_pos_t *key_pos;
 } config_t;
 
 /* Errors collected while loading: every one, in file order, each formatted
@@ -274,5 +274,11 @@ size_t config_find_set(const config_t *c, const char *name);
 
 /* Line and column of a restart-only key in the file, or 0 when not written. */
 void config_key_position(const config_t *cfg, const char *key, size_t *line, size_t *col);
+
+/* The path of the first restart-only key ("server.listen") whose value
+ * differs from old to new, or NULL: settings bound to sockets, threads and
+ * files opened at start, which a reload cannot change. The string lives
+ * until this thread's next call. */
+const char *config_restart_only_change(const config_t *old, const config_t *new);
 
 #endif

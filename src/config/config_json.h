@@ -1,6 +1,7 @@
 /* The effective configuration as JSON, for GET /config: every value after
- * defaults were applied, durations in ms, sizes in bytes. Secrets (none in
- * this version's keys; API keys and JWT keys later) are "<redacted>". */
+ * defaults were applied, under the file's key names, durations and sizes as
+ * a file writes them. Secrets (none in this version's keys; API keys and
+ * JWT keys later) are "<redacted>". */
 #ifndef FICUS_CONFIG_CONFIG_JSON_H
 #define FICUS_CONFIG_CONFIG_JSON_H
 

@@ -1230,6 +1230,80 @@ static void test_nul_byte_in_value(void **state)
                   "t.yaml:1:26: server.control_socket: contains a NUL byte");
 }
 
+/* What a reload may not change, from the rows marked ROW_RESTART: each key
+ * by its path, the first in file-section order, addresses compared as
+ * bound (not as written), and where each is written. */
+static void test_restart_only_change(void **state)
+{
+    static const char base[] = "server:\n"
+                               "  listen: [\"127.0.0.1:8080\"]\n"
+                               "  workers: 2\n"
+                               "  max_connections: 100\n"
+                               "  max_header_size: 16KiB\n"
+                               "  idle_timeout: 1m\n"
+                               "admin: {listen: \"[::1]:9901\"}\n"
+                               "access_log: {path: off}\n"
+                               "tracing: {service_name: a, sample_ratio: 0.5}\n";
+    static const struct {
+        const char *yaml, *key;
+    } cases[] = {
+        /* Reloadable keys and an address written another way: no change. */
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16384\n  idle_timeout: 5s\nadmin: {listen: \"[0::1]:9901\"}\n"
+         "access_log: {path: off}\ntracing: {service_name: a, sample_ratio: 1}\n",
+         NULL},
+        {"server:\n  listen: [\"127.0.0.1:8081\"]\n  workers: 3\n", "server.listen"},
+        {"server:\n  listen: [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\n", "server.listen"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 3\n  max_connections: 1\n",
+         "server.workers"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 1\n",
+         "server.max_connections"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 32KiB\n",
+         "server.max_header_size"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16KiB\n  control_socket: /tmp/f.sock\n",
+         "server.control_socket"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16KiB\nadmin: {listen: \"[::1]:9902\"}\n",
+         "admin.listen"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16KiB\nadmin: {listen: \"[::1]:9901\"}\n",
+         "access_log.path"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16KiB\nadmin: {listen: \"[::1]:9901\"}\naccess_log: {path: off}\n"
+         "tracing: {service_name: a, otlp_endpoint: \"http://127.0.0.1:4318/v1/traces\"}\n",
+         "tracing.otlp_endpoint"},
+        {"server:\n  listen: [\"127.0.0.1:8080\"]\n  workers: 2\n  max_connections: 100\n"
+         "  max_header_size: 16KiB\nadmin: {listen: \"[::1]:9901\"}\naccess_log: {path: off}\n",
+         "tracing.service_name"},
+    };
+    config_t *a = load_ok(base);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        config_t *b = load_ok(cases[i].yaml);
+        const char *key = config_restart_only_change(a, b);
+        if (!cases[i].key && key)
+            print_message("case %zu: %s\n", i, key);
+        if (cases[i].key)
+            assert_string_equal(key, cases[i].key);
+        else
+            assert_null(key);
+        config_unref(b);
+    }
+    size_t line, col;
+    config_key_position(a, "admin.listen", &line, &col);
+    assert_int_equal(line, 7);
+    assert_int_equal(col, 9);
+    config_key_position(a, "server.workers", &line, &col);
+    assert_int_equal(line, 3);
+    assert_int_equal(col, 3);
+    config_key_position(a, "server.control_socket", &line, &col); /* not written */
+    assert_int_equal(line, 0);
+    config_key_position(a, "server.idle_timeout", &line, &col); /* not restart-only */
+    assert_int_equal(line, 0);
+    config_unref(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1269,6 +1343,7 @@ int main(void)
         cmocka_unit_test(test_too_many_backends),
         cmocka_unit_test(test_alias_expansion_is_bounded),
         cmocka_unit_test(test_nul_byte_in_value),
+        cmocka_unit_test(test_restart_only_change),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
