@@ -117,13 +117,10 @@ static bool has_names(const config_target_group_t *tg)
 dns_refresh_t *dns_refresh_start(uv_loop_t *loop, const config_t *cfg, health_t *health,
                                  worker_group_t *workers)
 {
-    dns_refresh_t *r = calloc(1, sizeof *r);
+    dns_refresh_t *r = malloc(sizeof *r);
     if (!r)
         return NULL;
-    r->loop = loop;
-    r->cfg = cfg;
-    r->health = health;
-    r->workers = workers;
+    *r = (dns_refresh_t){.loop = loop, .cfg = cfg, .health = health, .workers = workers};
     r->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *r->groups);
     if (!r->groups)
         goto fail_free;

@@ -76,13 +76,10 @@ static void on_drain_delay(uv_timer_t *t)
 
 drain_t *drain_new(uv_loop_t *loop, worker_group_t *workers, void (*on_done)(void *ctx), void *ctx)
 {
-    drain_t *d = calloc(1, sizeof *d);
+    drain_t *d = malloc(sizeof *d);
     if (!d)
         return NULL;
-    d->loop = loop;
-    d->workers = workers;
-    d->on_done = on_done;
-    d->ctx = ctx;
+    *d = (drain_t){.loop = loop, .workers = workers, .on_done = on_done, .ctx = ctx};
     uv_timer_init(loop, &d->timer);
     d->timer.data = d;
     uv_async_init(loop, &d->drained, on_drained_async);

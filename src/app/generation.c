@@ -114,12 +114,10 @@ static void retire(generations_t *gs, generation_t *gen)
 generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
                                metrics_registry_t *metrics)
 {
-    generations_t *gs = calloc(1, sizeof *gs);
+    generations_t *gs = malloc(sizeof *gs);
     if (!gs)
         return NULL;
-    gs->loop = loop;
-    gs->workers = workers;
-    gs->metrics = metrics;
+    *gs = (generations_t){.loop = loop, .workers = workers, .metrics = metrics};
     uv_timer_init(loop, &gs->reclaim);
     gs->reclaim.data = gs;
     return gs;

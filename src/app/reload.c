@@ -241,13 +241,10 @@ static void on_watch(uv_fs_event_t *e, const char *filename, int events, int sta
 reload_t *reload_new(uv_loop_t *loop, generations_t *gens, metrics_registry_t *metrics,
                      const drain_t *drain)
 {
-    reload_t *r = calloc(1, sizeof *r);
+    reload_t *r = malloc(sizeof *r);
     if (!r)
         return NULL;
-    r->loop = loop;
-    r->gens = gens;
-    r->metrics = metrics;
-    r->drain = drain;
+    *r = (reload_t){.loop = loop, .gens = gens, .metrics = metrics, .drain = drain};
     return r;
 }
 

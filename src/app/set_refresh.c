@@ -91,12 +91,10 @@ static void on_set_timer(uv_timer_t *t)
 set_refresh_t *set_refresh_new(const config_t *cfg, metrics_registry_t *metrics,
                                worker_group_t *workers)
 {
-    set_refresh_t *s = calloc(1, sizeof *s);
+    set_refresh_t *s = malloc(sizeof *s);
     if (!s)
         return NULL;
-    s->cfg = cfg;
-    s->metrics = metrics;
-    s->workers = workers;
+    *s = (set_refresh_t){.cfg = cfg, .metrics = metrics, .workers = workers};
     if (!cfg->n_sets)
         return s;
     s->sets = calloc(cfg->n_sets, sizeof *s->sets);
