@@ -9,6 +9,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admin/endpoints.h"
 #include "core/errors.h"
 #include "core/addr.h"
 #include "core/log.h"
@@ -109,7 +110,7 @@ int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
     }
     if (path_is(path, plen, "/readyz")) {
         char reason[256] = "";
-        if (!h->ready || h->ready(h->ctx, reason, sizeof reason)) {
+        if (endpoints_ready(h, reason, sizeof reason)) {
             buf_append_str(body, "ready\n");
             return resp->status = 200;
         }
@@ -121,8 +122,7 @@ int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
     }
     if (path_is(path, plen, "/metrics")) {
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        if (h->metrics)
-            h->metrics(h->ctx, body);
+        endpoints_metrics(h, body);
         return resp->status = 200;
     }
     /* Everything else may change or reveal the configuration. */
@@ -142,17 +142,15 @@ int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
         buf_append_str(body, "]}\n");
         return resp->status = 200;
     }
-    if (h->handle) {
-        const char *allow = NULL;
-        int status = h->handle(h->ctx, r->method, r->method_len, path, plen, r->body, r->body_len,
-                               body, &allow);
-        if (status == 405 && allow) {
-            snprintf(resp->header_buf, sizeof resp->header_buf, "Allow: %s\r\n", allow);
-            resp->header = resp->header_buf;
-        }
-        if (status)
-            return resp->status = status;
+    const char *allow = NULL;
+    int status = endpoints_handle(h, r->method, r->method_len, path, plen, r->body, r->body_len,
+                                  body, &allow);
+    if (status == 405 && allow) {
+        snprintf(resp->header_buf, sizeof resp->header_buf, "Allow: %s\r\n", allow);
+        resp->header = resp->header_buf;
     }
+    if (status)
+        return resp->status = status;
     return reply(resp, body, 404, "not_found", "no such admin endpoint (GET / lists them)");
 }
 

@@ -1,31 +1,73 @@
-/* The admin listener (main thread): liveness, readiness and metrics. One
- * request per connection; answers are built by hooks the gateway provides. */
+/* The admin listener (main thread): liveness, readiness, metrics and the
+ * admin API. One request per connection; the gateway supplies the data
+ * through hooks (admin/ never sees its internals). */
 #ifndef FICUS_ADMIN_ADMIN_H
 #define FICUS_ADMIN_ADMIN_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <uv.h>
 
+#include <jansson.h>
+
 #include "core/buf.h"
+#include "core/defaults.h"
+#include "observe/access_log.h"
+#include "observe/metrics.h"
 
 typedef struct admin admin_t;
 
+/* Target group g as the gateway sees it now (plain data for the endpoints). */
+typedef struct admin_group_info {
+    const char *name;
+    size_t n_targets;
+    bool required;
+    int panic;                               /* 1 while fewer than panic_threshold % are usable */
+    size_t usable_targets;                   /* healthy, resolved and not ejected */
+    uint32_t connections, pending, requests; /* circuit breaker counts */
+    uint32_t max_connections, max_pending, max_requests;
+} admin_group_info_t;
+
+/* One target of a group. */
+typedef struct admin_target_info {
+    const char *name;
+    const char *address; /* NULL while unresolved, else address_buf */
+    char address_buf[80];
+    bool usable, health_check_ok, ejected;
+    uint64_t ejected_for_ms;
+    uint32_t ejections, consecutive_errors, inflight;
+} admin_target_info_t;
+
+/* One route's backends (target group names) and their weights now. */
+typedef struct admin_route_info {
+    const char *name;
+    size_t n_backends;
+    const char *backends[MAX_ROUTE_BACKENDS];
+    uint32_t weights[MAX_ROUTE_BACKENDS];
+} admin_route_info_t;
+
+/* What the endpoints learn from the gateway, all on the main thread. Any
+ * callback may be NULL (nothing to say: no groups, no routes, no token). */
 typedef struct admin_hooks {
     void *ctx;
-    /* 1 when ready; else 0 with a short reason written into reason. */
-    int (*ready)(void *ctx, char *reason, size_t n);
-    /* Appends the Prometheus exposition. */
-    void (*metrics)(void *ctx, buf_t *out);
-    /* Any other endpoint: returns the status (0 = no such endpoint) and fills
-     * out (JSON). body is the request body (may be empty). A 405 sets *allow
-     * to the methods the endpoint takes ("GET, PUT"). */
-    int (*handle)(void *ctx, const char *method, size_t method_len, const char *path,
-                  size_t path_len, const char *body, size_t body_len, buf_t *out,
-                  const char **allow);
+    /* True while draining or stopping: /readyz answers 503. */
+    bool (*draining)(void *ctx);
+    size_t (*n_groups)(void *ctx);
+    void (*group)(void *ctx, size_t g, admin_group_info_t *out);
+    void (*target)(void *ctx, size_t g, size_t t, admin_target_info_t *out);
+    size_t (*n_routes)(void *ctx);
+    void (*route)(void *ctx, size_t r, admin_route_info_t *out);
+    /* Installs route r's weights (one per backend, validated, not all 0). */
+    void (*set_weights)(void *ctx, size_t r, const uint32_t *weights);
+    /* The configuration as /config shows it (a new reference), NULL on failure. */
+    json_t *(*config)(void *ctx);
     /* The bearer token every endpoint but /healthz, /readyz and /metrics
-     * needs, or NULL for none (admin.token_env). May be NULL. */
+     * needs, or NULL for none (admin.token_env). */
     const char *(*token)(void *ctx);
+    metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
+    access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;
 
 /* One admin request, and what admin_handle answers. */

@@ -1,0 +1,228 @@
+/* Generations and their lifetimes; see generation.h. A retired generation
+ * is checked every 100 ms until the workers and the main loop are done
+ * with it. */
+#include "app/generation.h"
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "app/dns_refresh.h"
+#include "app/set_refresh.h"
+#include "core/log.h"
+#include "policy/health_check.h"
+
+struct generation {
+    uint64_t id;
+    config_t *cfg;
+    set_refresh_t *sets;
+    health_t *health;
+    weights_t *weights;
+    health_checker_t *checker;
+    dns_refresh_t *dns;
+    atomic_uint workers_holding;
+    bool retired;
+    generation_t *next_retired;
+};
+
+struct generations {
+    uv_loop_t *loop;
+    worker_group_t *workers;
+    metrics_registry_t *metrics;
+    generation_t *cur;
+    generation_t *retired;
+    uint64_t made;      /* activated so far */
+    uv_timer_t reclaim; /* frees retired generations */
+    bool closed;
+};
+
+config_t *generation_config(const generation_t *gen) { return gen->cfg; }
+health_t *generation_health(const generation_t *gen) { return gen->health; }
+weights_t *generation_weights(const generation_t *gen) { return gen->weights; }
+uint64_t generation_id(const generation_t *gen) { return gen->id; }
+
+/* Stops everything of gen that runs on the main loop: set refreshes, DNS,
+ * health checks. Its callbacks still to come find it stopped. */
+static void gen_stop(generation_t *gen)
+{
+    if (gen->retired)
+        return;
+    gen->retired = true;
+    health_checker_stop(gen->checker);
+    gen->checker = NULL;
+    if (gen->sets)
+        set_refresh_stop(gen->sets);
+    if (gen->dns)
+        dns_refresh_stop(gen->dns);
+}
+
+static bool gen_released(const generation_t *gen)
+{
+    return atomic_load(&gen->workers_holding) == 0 &&
+           (!gen->sets || set_refresh_pending(gen->sets) == 0) &&
+           (!gen->dns || dns_refresh_pending(gen->dns) == 0);
+}
+
+static void gen_free(generation_t *gen)
+{
+    if (!gen)
+        return;
+    dns_refresh_free(gen->dns);
+    health_free(gen->health);
+    weights_free(gen->weights);
+    set_refresh_free(gen->sets);
+    config_unref(gen->cfg);
+    free(gen);
+}
+
+/* Worker thread: a worker freed its part of gen. */
+static void gen_worker_let_go(void *ctx)
+{
+    generation_t *gen = ctx;
+    atomic_fetch_sub(&gen->workers_holding, 1);
+}
+
+static void on_reclaim(uv_timer_t *t)
+{
+    generations_t *gs = t->data;
+    generation_t **pp = &gs->retired;
+    while (*pp) {
+        generation_t *gen = *pp;
+        if (gen_released(gen)) {
+            *pp = gen->next_retired;
+            if (gen->id)
+                log_info("configuration #%llu released: its last request is done",
+                         (unsigned long long)gen->id);
+            gen_free(gen);
+        } else {
+            pp = &gen->next_retired;
+        }
+    }
+    if (!gs->retired)
+        uv_timer_stop(&gs->reclaim);
+}
+
+static void retire(generations_t *gs, generation_t *gen)
+{
+    gen_stop(gen);
+    gen->next_retired = gs->retired; /* its handles may be closing */
+    gs->retired = gen;
+    if (!gs->closed && !uv_is_active((uv_handle_t *)&gs->reclaim))
+        uv_timer_start(&gs->reclaim, on_reclaim, 100, 100);
+}
+
+generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
+                               metrics_registry_t *metrics)
+{
+    generations_t *gs = malloc(sizeof *gs);
+    if (!gs)
+        return NULL;
+    *gs = (generations_t){.loop = loop, .workers = workers, .metrics = metrics};
+    uv_timer_init(loop, &gs->reclaim);
+    gs->reclaim.data = gs;
+    return gs;
+}
+
+generation_t *generation_prepare(generations_t *gs, config_t *cfg)
+{
+    generation_t *gen = calloc(1, sizeof *gen);
+    if (!gen)
+        return NULL;
+    gen->cfg = config_ref(cfg);
+    dns_refresh_resolve(cfg);
+    gen->sets = set_refresh_new(cfg, gs->metrics, gs->workers);
+    if (!gen->sets) {
+        gen_free(gen);
+        return NULL;
+    }
+    return gen;
+}
+
+int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens)
+{
+    config_t *cfg = gen->cfg;
+    generation_t *old = gs->cur;
+    gen->health = health_new(cfg);
+    gen->weights = weights_new(cfg);
+    if (!gen->health || !gen->weights)
+        return -1;
+    if (old)
+        health_inherit(gen->health, old->health);
+    proxy_shared_t shared = {.cfg = cfg,
+                             .id = gs->made + 1,
+                             .sets = set_refresh_sets(gen->sets),
+                             .metrics = gs->metrics,
+                             .health = gen->health,
+                             .weights = gen->weights,
+                             .gen_freed = gen_worker_let_go,
+                             .gen_ctx = gen};
+    for (size_t i = 0; i < gs->workers->n; i++) {
+        pgens[i] = proxy_gen_new(&shared, i);
+        if (!pgens[i])
+            return -1;
+    }
+    gen->dns = dns_refresh_start(gs->loop, cfg, gen->health, gs->workers);
+    if (!gen->dns)
+        return -1;
+    set_refresh_start(gen->sets, gs->loop, old ? old->sets : NULL);
+    gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
+    atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
+    gen->id = ++gs->made;
+    gs->cur = gen;
+    if (old)
+        retire(gs, old);
+    return 0;
+}
+
+static void worker_install(worker_t *w, void *arg)
+{
+    proxy_gen_t *g = arg;
+    proxy_gen_ref(g);
+    proxy_worker_install(w->app, g);
+}
+
+int generations_install(generations_t *gs, generation_t *gen)
+{
+    size_t n = gs->workers->n;
+    proxy_gen_t **pgens = calloc(n, sizeof *pgens);
+    int rc = pgens ? generations_activate(gs, gen, pgens) : -1;
+    for (size_t i = 0; pgens && i < n; i++) {
+        if (rc == 0)
+            worker_post(&gs->workers->workers[i], worker_install, pgens[i]);
+        else
+            proxy_gen_discard(pgens[i]);
+    }
+    free(pgens);
+    return rc;
+}
+
+void generations_discard(generations_t *gs, generation_t *gen)
+{
+    atomic_store(&gen->workers_holding, 0);
+    retire(gs, gen);
+}
+
+generation_t *generations_current(const generations_t *gs) { return gs->cur; }
+
+void generations_close(generations_t *gs)
+{
+    if (gs->cur)
+        gen_stop(gs->cur);
+    if (!gs->closed) {
+        gs->closed = true;
+        uv_close((uv_handle_t *)&gs->reclaim, NULL);
+    }
+}
+
+void generations_free(generations_t *gs)
+{
+    if (!gs)
+        return;
+    gen_free(gs->cur);
+    while (gs->retired) {
+        generation_t *g = gs->retired;
+        gs->retired = g->next_retired;
+        gen_free(g);
+    }
+    free(gs);
+}
