@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 allowed() {
     case "$1" in
     core) echo "" ;;
-    config) echo "core" ;;
+    config) echo "core http" ;;
     net) echo "core" ;;
     http) echo "core" ;;
     client) echo "core net http" ;;

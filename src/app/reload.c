@@ -4,6 +4,7 @@
  * finish on the old one. Otherwise the old one keeps serving, every error is
  * logged and the failure counted. */
 #include "app/reload.h"
+#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,7 +39,7 @@ struct reload {
 /* FNV-1a of the file, to tell a real change from an editor's touch. */
 uint64_t reload_file_hash(const char *path, bool *ok)
 {
-    uint64_t h = 0xcbf29ce484222325ull;
+    uint64_t h = HASH_FNV1A_INIT;
     *ok = false;
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -46,8 +47,7 @@ uint64_t reload_file_hash(const char *path, bool *ok)
     char buf[8192];
     size_t n;
     while ((n = fread(buf, 1, sizeof buf, f)) > 0)
-        for (size_t i = 0; i < n; i++)
-            h = (h ^ (uint8_t)buf[i]) * 0x100000001b3ull;
+        h = hash_fnv1a(h, buf, n);
     *ok = !ferror(f);
     fclose(f);
     return h;

@@ -300,20 +300,3 @@ size_t config_find_set(const config_t *c, const char *name)
     }
     return CONFIG_NONE;
 }
-
-uint32_t config_method_bit(const char *m, size_t len)
-{
-    static const struct {
-        const char *name;
-        uint32_t bit;
-    } methods[] = {
-        {"GET", METHOD_GET},         {"HEAD", METHOD_HEAD},     {"POST", METHOD_POST},
-        {"PUT", METHOD_PUT},         {"DELETE", METHOD_DELETE}, {"PATCH", METHOD_PATCH},
-        {"OPTIONS", METHOD_OPTIONS}, {"TRACE", METHOD_TRACE},   {"CONNECT", METHOD_CONNECT},
-    };
-    for (size_t i = 0; i < ARRAY_LEN(methods); i++) {
-        if (strlen(methods[i].name) == len && memcmp(methods[i].name, m, len) == 0)
-            return methods[i].bit;
-    }
-    return METHOD_OTHER;
-}

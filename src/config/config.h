@@ -16,6 +16,7 @@
 
 #include "core/addr.h"
 #include "core/arena.h"
+#include "http/method.h"
 
 #define CONFIG_NONE ((size_t)-1)
 
@@ -111,21 +112,19 @@ typedef struct config_set {
 
 typedef enum { MATCH_PATH = 0, MATCH_PREFIX, MATCH_REGEX } config_match_kind_t;
 
-/* Method bits for config_match_t.methods (0 = any method). */
+/* Method bits for config_match_t.methods (0 = any method): bit
+ * http_method_t, METHOD_OTHER for any method http/method.h does not list. */
 enum {
-    METHOD_GET = 1u << 0,
-    METHOD_HEAD = 1u << 1,
-    METHOD_POST = 1u << 2,
-    METHOD_PUT = 1u << 3,
-    METHOD_DELETE = 1u << 4,
-    METHOD_PATCH = 1u << 5,
-    METHOD_OPTIONS = 1u << 6,
-    METHOD_TRACE = 1u << 7,
-    METHOD_CONNECT = 1u << 8,
-    METHOD_OTHER = 1u << 9 /* any method not listed above */
+#define CONFIG_METHOD_BIT(id, token, idempotent) METHOD_##id = 1u << HTTP_METHOD_##id,
+    HTTP_METHODS(CONFIG_METHOD_BIT)
+#undef CONFIG_METHOD_BIT
+        METHOD_OTHER = 1u << HTTP_METHOD_OTHER
 };
-/* Bit for a method token ("GET" -> METHOD_GET); METHOD_OTHER if unknown. */
-uint32_t config_method_bit(const char *m, size_t len);
+/* Bit for a method token ("GET" -> 1 << HTTP_METHOD_GET); METHOD_OTHER if unknown. */
+static inline uint32_t config_method_bit(const char *m, size_t len)
+{
+    return 1u << http_method_parse(m, len);
+}
 
 /* A header name and value: what a route matches (the name lower-cased at
  * load) or sets on the request (as written). */

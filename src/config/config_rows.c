@@ -1170,15 +1170,13 @@ static json_t *j_match_path(const schema_row_t *f, const void *obj, const void *
 
 static json_t *j_methods(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
 {
-    static const char *const names[] = {"GET",   "HEAD",    "POST",  "PUT",     "DELETE",
-                                        "PATCH", "OPTIONS", "TRACE", "CONNECT", "OTHER"};
     const config_match_t *m = obj;
     if (!m->methods)
         return NULL;
     json_t *a = json_array();
-    for (unsigned i = 0; a && i < ARRAY_LEN(names); i++)
+    for (unsigned i = 0; a && i < HTTP_METHOD_COUNT; i++)
         if (m->methods & (1u << i))
-            json_array_append_new(a, json_string(names[i]));
+            json_array_append_new(a, json_string(http_method_name((http_method_t)i)));
     return a;
 }
 

@@ -3,6 +3,7 @@
  * use atomic read-modify-write on the registry. Per-slot storage is allocated
  * on first use and published with a release store, so /metrics never locks. */
 #include "observe/metrics.h"
+#include "core/hash.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -169,19 +170,11 @@ static const void *peek_slot(void *const *slots, uint32_t slot)
     return __atomic_load_n(&slots[slot], __ATOMIC_ACQUIRE);
 }
 
-static inline uint64_t mix64(uint64_t k)
-{
-    k ^= k >> 33;
-    k *= UINT64_C(0xff51afd7ed558ccd);
-    k ^= k >> 33;
-    return k;
-}
-
 /* Per-worker pair counter (single writer). NULL when the neighbourhood is
  * full: the table is bounded, the sample is dropped and said so. */
 static uint64_t *pair_counter(pair_entry_t *t, uint64_t key)
 {
-    size_t i = (size_t)mix64(key) & (METRICS_PAIR_SLOTS - 1);
+    size_t i = (size_t)hash_mix(key) & (METRICS_PAIR_SLOTS - 1);
     for (size_t probe = 0; probe < METRICS_PAIR_MAX_PROBES; probe++) {
         uint64_t k = __atomic_load_n(&t[i].key, __ATOMIC_RELAXED);
         if (k == key)
@@ -199,7 +192,7 @@ static uint64_t *pair_counter(pair_entry_t *t, uint64_t key)
 /* The same for a table written by any thread: entries are claimed by CAS. */
 static uint64_t *shared_pair_counter(pair_entry_t *t, uint64_t key)
 {
-    size_t i = (size_t)mix64(key) & (METRICS_PAIR_SLOTS - 1);
+    size_t i = (size_t)hash_mix(key) & (METRICS_PAIR_SLOTS - 1);
     for (size_t probe = 0; probe < METRICS_PAIR_MAX_PROBES; probe++) {
         uint64_t k = __atomic_load_n(&t[i].key, __ATOMIC_ACQUIRE);
         /* On a lost race k becomes the winner's key, which may be ours. */
@@ -269,10 +262,7 @@ static void names_deinit(name_table_t *t)
 
 static uint32_t names_hash(uint32_t group, const char *s)
 {
-    uint64_t h = UINT64_C(0xcbf29ce484222325) ^ group;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * UINT64_C(0x100000001b3);
-    return (uint32_t)mix64(h);
+    return (uint32_t)hash_mix(hash_fnv1a(HASH_FNV1A_INIT ^ group, s, strlen(s)));
 }
 
 /* Finds or adds (group, name); group is 0 for tables that have none. */

@@ -3,6 +3,7 @@
  * drained by one thread that POSTs batches over a kept-alive HTTP/1.1
  * connection (client/fetch: blocking, time-bounded). */
 #include "observe/trace.h"
+#include "core/rand.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -157,16 +158,6 @@ void trace_dd_format_id(char out[TRACE_DD_ID_DIGITS], uint64_t id)
 
 /* ------------------------------------------------------- ids and sampling */
 
-/* splitmix64: any seed works (zero included) and each call is a few
- * multiplies, cheap enough for every request. */
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 uint64_t trace_span_id_u64(const uint8_t id[8])
 {
     uint64_t v = 0;
@@ -187,8 +178,8 @@ void trace_new_trace_id(uint64_t *rng, uint8_t out[16])
 {
     uint64_t hi, lo;
     do {
-        hi = rng_next(rng);
-        lo = rng_next(rng);
+        hi = rand_next(rng);
+        lo = rand_next(rng);
     } while ((hi | lo) == 0);
     trace_span_id_from_u64(hi, out);
     trace_span_id_from_u64(lo, out + 8);
@@ -201,11 +192,11 @@ void trace_new_span_id(uint64_t *rng, uint8_t out[8], bool dd_compatible)
         /* Rejection keeps the draw uniform (a modulo would favour the low
          * ids); 89% of 63-bit draws are in range. */
         do
-            v = rng_next(rng) >> 1;
+            v = rand_next(rng) >> 1;
         while (v < TRACE_DD_ID_MIN);
     } else {
         do
-            v = rng_next(rng);
+            v = rand_next(rng);
         while (v == 0);
     }
     trace_span_id_from_u64(v, out);
@@ -217,7 +208,7 @@ bool trace_sample(uint64_t *rng, double ratio)
         return false;
     if (ratio >= 1)
         return true;
-    return (double)(rng_next(rng) >> 11) * 0x1p-53 < ratio;
+    return rand_unit(rng) < ratio;
 }
 
 /* ------------------------------------------------------------- OTLP/JSON */

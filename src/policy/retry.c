@@ -1,19 +1,10 @@
 /* Retry and fallback rules; see retry.h. */
 #include "policy/retry.h"
+#include "core/rand.h"
 
 #include <string.h>
 
 #include "core/defaults.h"
-
-static uint64_t xorshift(uint64_t *s)
-{
-    uint64_t x = *s ? *s : 0x9e3779b97f4a7c15ull;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *s = x;
-    return x * 0x2545f4914f6cdd1dull;
-}
 
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
 {
@@ -49,11 +40,7 @@ bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
 
 bool retry_method_idempotent(const char *m, size_t n)
 {
-    static const char *const ok[] = {"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"};
-    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
-        if (strlen(ok[i]) == n && memcmp(ok[i], m, n) == 0)
-            return true;
-    return false;
+    return http_method_idempotent(http_method_parse(m, n));
 }
 
 bool retry_resend_allowed(bool idempotent, bool retry_non_idempotent, retry_outcome_t o)
@@ -74,7 +61,7 @@ uint64_t retry_backoff_ms(uint64_t base_ms, uint32_t n, uint64_t *rng)
         v *= 2;
     if (v > cap)
         v = cap;
-    return xorshift(rng) % (v + 1);
+    return rand_next(rng) % (v + 1);
 }
 
 bool retry_budget_allows(uint32_t retries_in_flight, uint32_t requests_in_flight,

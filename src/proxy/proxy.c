@@ -8,6 +8,8 @@
  *                (resend, retry, fallback, answer, cut) is carried out here
  *   answer:      ficus's own error, or the end of a relayed response; log */
 #include "proxy/proxy.h"
+#include "core/rand.h"
+#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +21,7 @@
 #include "core/fmt.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "http/method.h"
 #include "http/response.h"
 #include "policy/retry.h"
 #include "proxy/admission.h"
@@ -56,7 +59,7 @@ static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t 
 static void new_request_id(proxy_worker_t *pw, request_t *req)
 {
     static const char hex[] = "0123456789abcdef";
-    uint64_t a = balancer_random(&pw->rng), b = ++pw->request_seq ^ balancer_random(&pw->rng);
+    uint64_t a = rand_next(&pw->rng), b = ++pw->request_seq ^ rand_next(&pw->rng);
     for (int i = 0; i < 16; i++) {
         req->request_id[i] = hex[(a >> (i * 4)) & 15];
         req->request_id[16 + i] = hex[(b >> (i * 4)) & 15];
@@ -183,7 +186,7 @@ static size_t pick_backend(proxy_gen_t *g, const config_route_t *r, const http_h
                     key = NULL;
     }
     if (key)
-        return balancer_hash_pick(weights, r->n_backends, balancer_hash(key, key_len));
+        return balancer_hash_pick(weights, r->n_backends, hash_bytes(key, key_len));
     return balancer_swrr_pick(g->swrr[r->index], weights, r->n_backends);
 }
 
@@ -296,7 +299,7 @@ static end_reason_t route_head(request_t *req, const http_head_t *h, routed_t *r
         *message = "invalid Host";
         return END_BAD_REQUEST;
     }
-    rr->method_bit = config_method_bit(h->method, h->method_len);
+    rr->method_bit = 1u << req->method_id;
     rr->headers = h->headers;
     rr->n_headers = h->n_headers;
     client_ip(req, h, &rt->ip, &rt->ip_len);
@@ -311,8 +314,10 @@ static void note_head(request_t *req, const http_head_t *h)
 {
     size_t n;
     req->client_http10 = h->http_major == 1 && h->http_minor == 0;
-    req->head_method = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;
-    req->idempotent = retry_method_idempotent(h->method, h->method_len);
+    http_method_t method = http_method_parse(h->method, h->method_len);
+    req->method_id = (uint8_t)method;
+    req->head_method = method == HTTP_METHOD_HEAD;
+    req->idempotent = http_method_idempotent(method);
     req->has_content_length = h->has_content_length;
     req->content_length = h->has_content_length ? h->content_length : 0;
     copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);

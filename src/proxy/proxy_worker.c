@@ -4,10 +4,10 @@
  * scratch buffers, the random state). */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "core/rand.h"
 #include "core/log.h"
 #include "proxy/proxy_worker.h"
 
@@ -33,15 +33,6 @@ static void gen_free(proxy_gen_t *g)
     free(g->groups);
     config_unref(g->cfg);
     free(g);
-}
-
-static uint64_t seed(size_t index)
-{
-    uint64_t s = 0;
-    if (getrandom(&s, sizeof s, 0) != sizeof s)
-        s = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
-    s ^= (index + 1) * 0xbf58476d1ce4e5b9ull;
-    return s ? s : 1;
 }
 
 /* An upstream connection keeps its generation (its pools live there). */
@@ -88,7 +79,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         g->weights_version[i] = weights_version(sh->weights, i);
         g->metrics_route[i] = metrics_route_slot(sh->metrics, r->name);
     }
-    uint64_t rng = seed(index);
+    uint64_t rng = rand_seed(index);
     for (size_t i = 0; i < cfg->n_target_groups; i++) {
         const config_target_group_t *tg = &cfg->target_groups[i];
         proxy_group_state_t *gs = &g->groups[i];
@@ -99,7 +90,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         if (!gs->inflight || !gs->eligible || !gs->metrics_target ||
             upstream_group_init(&gs->up, NULL, tg, &sh->health->groups[i], gen_hold, g) != 0)
             goto fail;
-        gs->bal.rng = balancer_random(&rng) | 1;
+        gs->bal.rng = rand_next(&rng) | 1;
         gs->bal.rr_cursor = (uint32_t)(index % n);
         gs->metrics_group = metrics_group_slot(sh->metrics, tg->name);
         for (size_t t = 0; t < tg->n_targets; t++)
@@ -192,7 +183,7 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->scratch = malloc(pw->scratch_bytes);
     pw->clients.scratch = pw->scratch;
     pw->clients.scratch_bytes = pw->scratch_bytes;
-    pw->rng = seed(w->index);
+    pw->rng = rand_seed(w->index);
     if (!pw->md || !pw->scratch)
         goto fail;
     if (access_log) {

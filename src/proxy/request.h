@@ -68,6 +68,7 @@ struct request {
     uint64_t tried;        /* targets of the current group tried (first 64) */
     uint8_t body_streamed; /* body bytes went upstream without a copy in out */
     uint8_t resp_started;  /* a byte of the response reached the client stream */
+    uint8_t method_id;     /* http_method_t */
     uint8_t head_method;   /* HEAD request */
     uint8_t client_http10;
     uint8_t resp_body; /* rewrite_body_t of the response */

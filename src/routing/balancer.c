@@ -2,6 +2,7 @@
  * and target choice in a group (round robin, least request, random).
  * Pure functions over the caller's per-worker state: no locks, no clocks. */
 #include "routing/balancer.h"
+#include "core/rand.h"
 
 #include <stdbool.h>
 
@@ -39,40 +40,10 @@ size_t balancer_hash_pick(const uint32_t *weights, size_t n, uint64_t hash)
     return SIZE_MAX; /* not reached: point < total */
 }
 
-uint64_t balancer_hash(const void *p, size_t n)
-{
-    /* FNV-1a is simple and stable but mixes its last bytes poorly; the
-     * murmur3 finaliser spreads them over every bit, which `% total` needs. */
-    const unsigned char *b = p;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n; i++) {
-        h ^= b[i];
-        h *= 0x100000001b3ULL;
-    }
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
-}
-
-uint64_t balancer_random(uint64_t *rng)
-{
-    uint64_t x = *rng;
-    if (x == 0) /* xorshift's one fixed point: never leave it at zero */
-        x = 0x9e3779b97f4a7c15ULL;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    *rng = x;
-    return x * 0x2545f4914f6cdd1dULL;
-}
-
 /* Uniform in [0, k) for 0 < k <= 2^32, without the bias of a modulo. */
 static uint32_t random_below(uint64_t *rng, size_t k)
 {
-    return (uint32_t)(((balancer_random(rng) >> 32) * (uint64_t)k) >> 32);
+    return (uint32_t)(((rand_next(rng) >> 32) * (uint64_t)k) >> 32);
 }
 
 /* Index of the k-th (from 0) eligible target. */

@@ -17,9 +17,6 @@ size_t balancer_swrr_pick(int64_t *current, const uint32_t *weights, size_t n);
  * the same index for a given weight table. SIZE_MAX when every weight is 0. */
 size_t balancer_hash_pick(const uint32_t *weights, size_t n, uint64_t hash);
 
-/* A 64-bit hash of bytes, stable across runs and builds. */
-uint64_t balancer_hash(const void *p, size_t n);
-
 /* Per-worker state for choosing among a group's targets. */
 typedef struct balancer_targets {
     uint32_t rr_cursor;
@@ -31,7 +28,5 @@ typedef struct balancer_targets {
  * ties to the cursor), random. SIZE_MAX when none is eligible. */
 size_t balancer_pick_target(config_balance_t kind, balancer_targets_t *st, const uint8_t *eligible,
                             const uint32_t *inflight, size_t n);
-
-uint64_t balancer_random(uint64_t *rng);
 
 #endif

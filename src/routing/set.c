@@ -2,6 +2,7 @@
  * the live set that workers read lock-free while a reload (file or http://
  * GET, blocking, meant for a thread-pool thread) swaps in a new table. */
 #include "routing/set.h"
+#include "core/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -168,7 +169,7 @@ static set_members_t *members_parse(const char *data, size_t len, char *err, siz
     s = (scan_t){data, len, 0, 0};
     size_t used = 0;
     while (scan_next(&s, &key, &klen, NULL, 0) == 1)
-        members_insert(m, key, klen, balancer_hash(key, klen), &used);
+        members_insert(m, key, klen, hash_bytes(key, klen), &used);
     *rc = 0;
     return m;
 
@@ -201,7 +202,7 @@ bool set_members_contains(const set_members_t *m, const char *key, size_t len)
 {
     if (!m || len == 0 || m->count == 0)
         return false;
-    uint64_t h = balancer_hash(key, len);
+    uint64_t h = hash_bytes(key, len);
     for (size_t i = (size_t)h & m->mask;; i = (i + 1) & m->mask) {
         const slot_t *sl = &m->slots[i];
         if (sl->len == 0)

@@ -3,6 +3,8 @@
  * requests in order and answers every due one in a single write. Stats are
  * counted per worker thread with relaxed atomics and merged only when asked. */
 #include "tools/mock.h"
+#include "core/rand.h"
+#include "core/hash.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -156,29 +158,6 @@ static pthread_once_t parser_settings_once = PTHREAD_ONCE_INIT;
 
 static uint64_t clock_ms(void) { return uv_hrtime() / 1000000u; }
 
-static uint64_t rng_next(mock_server_t *s)
-{
-    /* xorshift64*: per thread, so no shared state on the request path. */
-    uint64_t x = s->rng;
-    x ^= x >> 12;
-    x ^= x << 25;
-    x ^= x >> 27;
-    s->rng = x;
-    return x * 0x2545F4914F6CDD1DULL;
-}
-
-static double rng_unit(mock_server_t *s) { return (double)(rng_next(s) >> 11) * 0x1.0p-53; }
-
-static uint32_t hash_bytes(const char *p, size_t n)
-{
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= (uint8_t)p[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static const char *reason_phrase(int status)
 {
     static const struct {
@@ -261,7 +240,7 @@ static void stats_count(mock_stats_t *st, uint8_t method, const char *path, size
         atomic_fetch_add_explicit(&st->other, 1, memory_order_relaxed);
         return;
     }
-    uint32_t h = hash_bytes(path, len);
+    uint32_t h = (uint32_t)hash_bytes(path, len);
     for (uint32_t i = h & (PATH_SLOTS - 1);; i = (i + 1) & (PATH_SLOTS - 1)) {
         mock_slot_t *slot = &st->slots[i];
         mock_path_t *k = atomic_load_explicit(&slot->key, memory_order_relaxed);
@@ -641,14 +620,14 @@ static void conn_flush(mock_conn_t *c)
         const mock_resp_t *r = NULL;
         switch ((entry_kind_t)e.kind) {
         case KIND_ANSWER:
-            if (sh->reset_rate > 0 && rng_unit(s) < sh->reset_rate) {
+            if (sh->reset_rate > 0 && rand_unit(&s->rng) < sh->reset_rate) {
                 if (n)
                     (void)uv_try_write((uv_stream_t *)&c->tcp, s->iov, n);
                 conn_reset(c);
                 return;
             }
-            r = sh->fail_rate > 0 && rng_unit(s) < sh->fail_rate ? &sh->fail[e.hdr]
-                                                                 : &sh->ok[e.hdr];
+            r = sh->fail_rate > 0 && rand_unit(&s->rng) < sh->fail_rate ? &sh->fail[e.hdr]
+                                                                        : &sh->ok[e.hdr];
             break;
         case KIND_BAD:
             r = &sh->bad;

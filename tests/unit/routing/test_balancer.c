@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "core/hash.h"
 #include "routing/balancer.h"
 
 static uint64_t gcd(uint64_t a, uint64_t b)
@@ -105,18 +106,6 @@ static void test_swrr_all_zero(void **state)
     assert_int_equal(cur[1], 0);
 }
 
-static void test_hash_stable(void **state)
-{
-    (void)state;
-    /* Fixed values: a sticky user must land on the same backend after an
-     * upgrade, so the hash may never change between builds. */
-    assert_true(balancer_hash("", 0) == 0xefd01f60ba992926ULL);
-    assert_true(balancer_hash("a", 1) == 0x82a2a958a9bece5bULL);
-    assert_true(balancer_hash("user-42", 7) == 0xa39532c7ab051e8dULL);
-    assert_true(balancer_hash("shop-1234", 9) == 0xdaaf0007ad67ac5aULL);
-    assert_true(balancer_hash("user-43", 7) != balancer_hash("user-42", 7));
-}
-
 static void test_hash_pick_ranges(void **state)
 {
     (void)state;
@@ -140,26 +129,13 @@ static void test_hash_pick_sticky_and_spread(void **state)
     char key[32];
     for (int i = 0; i < 10000; i++) {
         int n = snprintf(key, sizeof key, "user-%d", i);
-        uint64_t h = balancer_hash(key, (size_t)n);
+        uint64_t h = hash_bytes(key, (size_t)n);
         size_t a = balancer_hash_pick(w, 2, h);
-        assert_int_equal(balancer_hash_pick(w, 2, balancer_hash(key, (size_t)n)), a);
+        assert_int_equal(balancer_hash_pick(w, 2, hash_bytes(key, (size_t)n)), a);
         count[a]++;
     }
     /* Loose bounds: a good hash spreads sequential ids close to 90/10. */
     assert_in_range(count[1], 800, 1200);
-}
-
-static void test_random_xorshift(void **state)
-{
-    (void)state;
-    uint64_t a = 1, b = 1, z = 0;
-    for (int i = 0; i < 100; i++)
-        assert_true(balancer_random(&a) == balancer_random(&b));
-    assert_true(balancer_random(&z) != 0);
-    assert_true(z != 0);
-    /* The first output of xorshift64* from state 1. */
-    uint64_t s = 1;
-    assert_true(balancer_random(&s) == 0x47e4ce4b896cdd1dULL);
 }
 
 static void test_pick_none_eligible(void **state)
@@ -268,10 +244,8 @@ int main(void)
         cmocka_unit_test(test_swrr_90_10_interleaved),
         cmocka_unit_test(test_swrr_ties_lowest_index),
         cmocka_unit_test(test_swrr_all_zero),
-        cmocka_unit_test(test_hash_stable),
         cmocka_unit_test(test_hash_pick_ranges),
         cmocka_unit_test(test_hash_pick_sticky_and_spread),
-        cmocka_unit_test(test_random_xorshift),
         cmocka_unit_test(test_pick_none_eligible),
         cmocka_unit_test(test_pick_round_robin),
         cmocka_unit_test(test_pick_single_eligible),
