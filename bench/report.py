@@ -207,6 +207,12 @@ def summarise(runs):
             s["cpu_vs_ficus_untraced"] = paired(
                 s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
             s["p99_vs_ficus_untraced"] = paired(s, "ficus", ("p99_ms", "p99_ms"))
+        if s["proxy"] == "ficus" and (s["scenario"], "base") in by:
+            s["rps_vs_base"] = paired(s, "base", ("rps", "rps"))
+            s["cpu_vs_base"] = paired(
+                s, "base", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
+            s["p50_vs_base"] = paired(s, "base", ("p50_ms", "p50_ms"))
+            s["p99_vs_base"] = paired(s, "base", ("p99_ms", "p99_ms"))
         if s["proxy"] == "ficus_log" and (s["scenario"], "ficus") in by:
             s["rps_vs_ficus_log_off"] = paired(s, "ficus", ("rps", "rps"))
             s["cpu_vs_ficus_log_off"] = paired(
@@ -258,6 +264,11 @@ def print_table(summary):
                          f"x{fmt(s['cpu_vs_ficus_log_off'], '.2f')}, p99 "
                          f"x{fmt(s['p99_vs_ficus_log_off'], '.2f')} vs ficus with the log off "
                          f"(paired per round)")
+        if "rps_vs_base" in s:
+            notes.append(f"req/s x{fmt(s['rps_vs_base'], '.3f')}, CPU per request "
+                         f"x{fmt(s['cpu_vs_base'], '.3f')}, p50 x{fmt(s['p50_vs_base'], '.3f')}, "
+                         f"p99 x{fmt(s['p99_vs_base'], '.3f')} vs base (FICUS_BASE_BIN, "
+                         f"paired per round)")
         if "rps_vs_ficus_plain" in s:
             notes.append(f"req/s x{fmt(s['rps_vs_ficus_plain'], '.2f')}, CPU per request "
                          f"x{fmt(s['cpu_vs_ficus_plain'], '.2f')}, p99 "

@@ -11,16 +11,19 @@
 #   WARMUP [1] seconds   BACKEND [nginx]: nginx (static file), ficus (ficus mock)
 #     or both (the whole run once per backend, one table each)
 #   PROXIES ["ficus haproxy nginx"]  MEM_CONNS [10000]  PROXY_CPU [1]  LOAD_CPU [0]
+#     "base" in PROXIES runs FICUS_BASE_BIN (another ficus build, e.g. the one
+#     before a change) with the same config, in the same interleaved rounds
 #   NOISE_MAX_PCT [5] NOISE_RETRIES [2]: a run during which other processes used
 #     more than 5% of a core is measured again, at most twice
 #   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, wrk outputs)
+#   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large"
 set -euo pipefail
 
 MODE=${1:-throughput}
 case "$MODE" in
 throughput | full | memory | all | trace) ;;
 -h | --help)
-    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
     exit 0
     ;;
 *)
@@ -71,6 +74,7 @@ done
 for p in $PROXIES; do
     case "$p" in
     ficus) ;;
+    base) [[ -x ${FICUS_BASE_BIN:-} ]] || die "PROXIES has base: set FICUS_BASE_BIN to a ficus binary" ;;
     haproxy | nginx) command -v "$p" >/dev/null || die "$p is required (or drop it from PROXIES)" ;;
     *) die "unknown proxy '$p' in PROXIES" ;;
     esac
@@ -603,15 +607,16 @@ start_proxy() {
     [[ $kind == haproxy && $full == 1 ]] && log=$alog
     STARTED=0
     case "$kind" in
-    ficus)
-        local cfg=$TMP/$tag.yaml
+    ficus | base)
+        local cfg=$TMP/$tag.yaml bin=$FICUS_BIN
+        [[ $kind == base ]] && bin=$(realpath "$FICUS_BASE_BIN")
         ficus_yaml "$cfg" "$port" "${ADMIN_PORT[$tag]}" "$bport" "$alog" "$maxc" "$idle" "$res"
-        if ! "$FICUS_BIN" check -c "$cfg" >"$log" 2>&1; then
+        if ! "$bin" check -c "$cfg" >"$log" 2>&1; then
             note "ficus check -c $cfg failed:"
             cat "$log" >&2
             return 0
         fi
-        launch "$log" taskset -c "$PROXY_CPU" "$FICUS_BIN" run -c "$cfg"
+        launch "$log" taskset -c "$PROXY_CPU" "$bin" run -c "$cfg"
         ;;
     haproxy)
         haproxy_cfg "$TMP/$tag.cfg" "$port" "$bport" "$maxc" "$idle" "$full" "$alog" \
@@ -767,6 +772,9 @@ warm() {
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0 full=0
+    if [[ -n ${SCENARIOS:-} && " $SCENARIOS " != *" $scen "* ]]; then
+        return 0
+    fi
     if ((with_log == 4)); then
         # The full profile: every proxy with its access log and metrics.
         read -ra targets <<<"$PROXIES"

@@ -4,13 +4,13 @@
  * finish on the old one. Otherwise the old one keeps serving, every error is
  * logged and the failure counted. */
 #include "app/reload.h"
-#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/defaults.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/time.h"
 

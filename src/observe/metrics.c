@@ -3,7 +3,6 @@
  * use atomic read-modify-write on the registry. Per-slot storage is allocated
  * on first use and published with a release store, so /metrics never locks. */
 #include "observe/metrics.h"
-#include "core/hash.h"
 
 #include <dirent.h>
 #include <stdio.h>
@@ -13,9 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/fmt.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/fmt.h"
+#include "core/hash.h"
 #include "core/log.h"
 
 #define N_BUCKETS 17

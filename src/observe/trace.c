@@ -3,7 +3,6 @@
  * drained by one thread that POSTs batches over a kept-alive HTTP/1.1
  * connection (client/fetch: blocking, time-bounded). */
 #include "observe/trace.h"
-#include "core/rand.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -20,6 +19,7 @@
 #include "core/errors.h"
 #include "core/fmt.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "core/time.h"
 #include "core/url.h"
 

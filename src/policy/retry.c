@@ -1,10 +1,10 @@
 /* Retry and fallback rules; see retry.h. */
 #include "policy/retry.h"
-#include "core/rand.h"
 
 #include <string.h>
 
 #include "core/defaults.h"
+#include "core/rand.h"
 
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
 {

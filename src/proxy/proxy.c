@@ -8,8 +8,6 @@
  *                (resend, retry, fallback, answer, cut) is carried out here
  *   answer:      ficus's own error, or the end of a relayed response; log */
 #include "proxy/proxy.h"
-#include "core/rand.h"
-#include "core/hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +16,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
-#include "core/fmt.h"
-#include "core/log.h"
+#include "core/hash.h"
 #include "core/time.h"
 #include "http/method.h"
 #include "http/response.h"
@@ -45,7 +42,6 @@ static void act(request_t *req, decision_t d, end_reason_t why, const char *mess
 static void answer_error(request_t *req, end_reason_t why, const char *message);
 static void client_gone(request_t *req, end_reason_t why);
 static void finish(request_t *req);
-static void request_log(request_t *req);
 static const upstream_conn_ops_t exchange_ops;
 
 static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t *out_len)
@@ -54,66 +50,6 @@ static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t 
         n = cap;
     memcpy(dst, src, n);
     *out_len = n;
-}
-
-static void new_request_id(proxy_worker_t *pw, request_t *req)
-{
-    static const char hex[] = "0123456789abcdef";
-    uint64_t a = rand_next(&pw->rng), b = ++pw->request_seq ^ rand_next(&pw->rng);
-    for (int i = 0; i < 16; i++) {
-        req->request_id[i] = hex[(a >> (i * 4)) & 15];
-        req->request_id[16 + i] = hex[(b >> (i * 4)) & 15];
-    }
-    req->request_id[32] = '\0';
-    req->request_id_len = 32;
-}
-
-/* ------------------------------------------------------------ lifetime */
-
-static void request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
-
-static void request_unbind(request_t *req)
-{
-    if (!req->gen)
-        return;
-    proxy_gen_t *g = req->gen;
-    req->gen = NULL;
-    proxy_gen_unref(g);
-}
-
-/* A fresh request on the connection, on the worker's current generation. */
-static void request_reset(request_t *req)
-{
-    request_unbind(req);
-    memset(req, 0, offsetof(request_t, request_id));
-    req->group = UINT32_MAX;
-    req->upstream_us = -1;
-    req->start_us = time_now_us();
-    req->start_unix_ns = time_now_realtime_ns();
-    exchange_reset(&req->ex);
-    request_bind(req, req->pw->gen);
-}
-
-/* The request's buffers go back; a step it waits in lets go of it. */
-static void request_release(request_t *req)
-{
-    pbuf_pool_t *pool = &req->pw->w->pool;
-    if (req->phase == REQ_ADMISSION && admission_steps[req->admitted].cancel)
-        admission_steps[req->admitted].cancel(req);
-    pbuf_put(pool, req->out);
-    pbuf_put(pool, req->alt);
-    pbuf_put(pool, req->held);
-    req->out = req->alt = req->held = NULL;
-}
-
-/* The answer is written or queued: the connection goes on to its next
- * request (a replaced generation may go now). */
-static void request_over(request_t *req)
-{
-    req->phase = REQ_DONE;
-    request_release(req);
-    request_unbind(req);
-    client_conn_response_done(req->cc);
 }
 
 /* ---------------------------------------------------------- head checks */
@@ -337,7 +273,7 @@ static void note_head(request_t *req, const http_head_t *h)
         req->request_id_len = (uint8_t)rid->value_len;
         req->request_id[rid->value_len] = '\0';
     } else {
-        new_request_id(req->pw, req);
+        request_new_id(req);
     }
 }
 
@@ -620,7 +556,7 @@ static void try_next(request_t *req)
         return;
     }
     req->phase = REQ_CONNECTING;
-    if (req->ex.uc->connected)
+    if (upstream_conn_connected(req->ex.uc))
         exchange_ops.on_connected(&req->ex, 0);
 }
 
@@ -655,8 +591,8 @@ static void try_failed(request_t *req, end_reason_t why, const char *message)
 {
     exchange_t *ex = &req->ex;
     /* A stale pooled connection says nothing about the target's health. */
-    bool stale = why == END_UPSTREAM_RESET && ex->uc && ex->uc->reused && ex->uc->connected &&
-                 !req->body_streamed;
+    bool stale = why == END_UPSTREAM_RESET && ex->uc && ex->uc->reused &&
+                 upstream_conn_connected(ex->uc) && !req->body_streamed;
     exchange_end(req->pw, ex, end_reasons[why].try_code, false, !stale);
     act(req, decide_request(req, why, 0, stale), why, message);
 }
@@ -883,18 +819,6 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
     if (rc == 1)
         upstream_conn_pause(req->ex.uc);
     tunnel_start(req);
-}
-
-void proxy_tunnel_end(request_t *req, end_reason_t why)
-{
-    proxy_worker_t *pw = req->pw;
-    metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], -1);
-    req->phase = REQ_DONE;
-    req->end = why;
-    exchange_end(pw, &req->ex, 0, false, false);
-    request_log(req);
-    request_release(req);
-    client_conn_abort(req->cc);
 }
 
 /* A final response head: relayed (rewritten), or, when decide() says so, not
@@ -1208,7 +1132,7 @@ static void client_gone(request_t *req, end_reason_t why)
 {
     client_conn_t *cc = req->cc;
     if (req->phase == REQ_TUNNEL) {
-        proxy_tunnel_end(req, why);
+        tunnel_end(req, why);
         return;
     }
     exchange_end(req->pw, &req->ex, 0, false, false);
@@ -1241,7 +1165,7 @@ static void answer_error(request_t *req, end_reason_t why, const char *message)
     if (!client_conn_keeps_alive(cc))
         client_conn_close_after(cc);
     if (req->request_id_len == 0)
-        new_request_id(pw, req);
+        request_new_id(req);
     http_error_t e = {
         .status = info->status,
         .code = info->code,
@@ -1279,71 +1203,6 @@ static void finish(request_t *req)
     exchange_end(req->pw, &req->ex, 0, reusable, req->upstream_status >= 500);
     request_log(req);
     request_over(req);
-}
-
-/* Logs and counts a finished request; its share of the retry budget goes. */
-static void request_log(request_t *req)
-{
-    client_conn_t *cc = req->cc;
-    proxy_worker_t *pw = req->pw;
-    uint64_t dur = time_now_us() - req->start_us;
-    const config_route_t *r = req->route;
-    uv_timer_stop(&req->ex.timer);
-    proxy_gen_t *g = req->gen;
-    if (r) {
-        g->route_inflight[r->index]--;
-        metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], -1);
-        if (req->retry_counted)
-            g->route_retries[r->index]--;
-        req->retry_counted = 0;
-    }
-    metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
-                    dur);
-    if (req->trace_sampled)
-        request_trace_end(pw, req, req->start_us + dur);
-    if (!pw->alog)
-        return;
-    const config_target_group_t *tg =
-        req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
-    uint32_t ti = request_target(req);
-    const config_target_t *t = tg && ti != UINT32_MAX ? &tg->targets[ti] : NULL;
-    char trace_hex_id[32];
-    if (req->has_trace)
-        trace_hex(trace_hex_id, req->trace_id, sizeof req->trace_id);
-#define S(p, n) ((access_log_str_t){(p), (n)})
-#define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))
-    access_log_entry_t e = {
-        .time_ms = req->start_unix_ns / 1000000,
-        .request_id = S(req->request_id, req->request_id_len),
-        .trace_id = req->has_trace ? S(trace_hex_id, sizeof trace_hex_id) : S(NULL, 0),
-        .client_ip = req->has_head && req->client_ip_len ? S(req->client_ip, req->client_ip_len)
-                                                         : S(cc->client_ip, cc->client_ip_len),
-        .client_id = S(NULL, 0),
-        .method = req->has_head ? S(req->method, req->method_len) : S(NULL, 0),
-        .path = req->has_head ? S(req->path, req->path_len) : S(NULL, 0),
-        .route = r ? SZ(r->name) : S(NULL, 0),
-        .target_group = tg ? SZ(tg->name) : S(NULL, 0),
-        .target = t ? SZ(t->name) : S(NULL, 0),
-        .status = req->status,
-        .upstream_status = req->upstream_status,
-        .attempts = req->attempts,
-        .fallback = req->fallback,
-        .duration_us = dur,
-        .upstream_us = req->upstream_us,
-        .bytes_in = cc->bytes_in,
-        .bytes_out = cc->bytes_out,
-        .user_agent = req->has_user_agent ? S(req->user_agent, req->user_agent_len) : S(NULL, 0),
-        .error = end_reason_name(req->end),
-        .upstream_path =
-            req->upstream_path_len ? S(req->upstream_path, req->upstream_path_len) : S(NULL, 0),
-        .protocol = !req->has_head       ? S(NULL, 0)
-                    : req->client_http10 ? S("HTTP/1.0", 8)
-                                         : S("HTTP/1.1", 8),
-        .config = g->id,
-    };
-#undef S
-#undef SZ
-    access_log_append(pw->alog, &e);
 }
 
 /* ---------------------------------------------------------- connections */

@@ -21,7 +21,4 @@ void proxy_on_accept(worker_t *w, int fd, size_t listener);
 /* A suspended admission step is done: the request goes on (or is answered). */
 void proxy_request_resume(request_t *req);
 
-/* Ends a tunnel: both connections close, the request is logged (tunnel.c). */
-void proxy_tunnel_end(request_t *req, end_reason_t why);
-
 #endif

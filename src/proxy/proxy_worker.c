@@ -7,8 +7,8 @@
 #include <unistd.h>
 
 #include "core/errors.h"
-#include "core/rand.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "proxy/proxy_worker.h"
 
 static void gen_free(proxy_gen_t *g)

@@ -123,6 +123,22 @@ struct request {
     uint8_t peer_trusted;
 };
 
+/* Per request: a fresh one on the connection, bound to the worker's
+ * current generation (whose reference it holds until request_unbind). */
+void request_reset(request_t *req);
+void request_bind(request_t *req, proxy_gen_t *gen);
+void request_unbind(request_t *req); /* no-op when unbound */
+/* A new X-Request-Id (32 hex digits). */
+void request_new_id(request_t *req);
+/* Its buffers go back; an admission step it waits in is cancelled. */
+void request_release(request_t *req);
+/* The answer is written or queued: released, unbound, and the connection
+ * goes on to its next request. */
+void request_over(request_t *req);
+/* Counts the finished request (metrics, retry budget, its server span) and
+ * writes its access-log line. */
+void request_log(request_t *req);
+
 /* The target of the request's group its latest try went to (UINT32_MAX:
  * none yet in that group). */
 static inline uint32_t request_target(const request_t *req)

@@ -3,6 +3,8 @@
 
 #include <sys/socket.h>
 
+#include "proxy/exchange.h"
+
 static void touch(request_t *req) { req->tun_last_ms = uv_now(req->pw->loop); }
 
 /* Passes a half-close on once what was queued for that side is written. */
@@ -41,7 +43,7 @@ void tunnel_client_data(request_t *req, const char *data, size_t len)
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int rc = upstream_conn_write(req->ex.uc, &b, 1);
     if (rc < 0)
-        proxy_tunnel_end(req, END_UPSTREAM_RESET);
+        tunnel_end(req, END_UPSTREAM_RESET);
     else if (rc == 1)
         client_conn_pause(req->cc); /* until the upstream drains */
 }
@@ -49,7 +51,7 @@ void tunnel_client_data(request_t *req, const char *data, size_t len)
 void tunnel_client_eof(request_t *req, ssize_t status)
 {
     if (status != UV_EOF) {
-        proxy_tunnel_end(req, END_CLIENT_CLOSED);
+        tunnel_end(req, END_CLIENT_CLOSED);
         return;
     }
     touch(req);
@@ -57,7 +59,7 @@ void tunnel_client_eof(request_t *req, ssize_t status)
     client_conn_pause(req->cc);
     shut_write(&req->ex.uc->s, &req->tun_shut_upstream);
     if (settled(req))
-        proxy_tunnel_end(req, END_OK);
+        tunnel_end(req, END_OK);
 }
 
 void tunnel_client_drained(request_t *req)
@@ -67,7 +69,7 @@ void tunnel_client_drained(request_t *req)
     if (!req->tun_upstream_eof)
         upstream_conn_resume(req->ex.uc);
     if (settled(req))
-        proxy_tunnel_end(req, END_OK);
+        tunnel_end(req, END_OK);
 }
 
 void tunnel_upstream_data(request_t *req, const char *data, size_t len)
@@ -76,7 +78,7 @@ void tunnel_upstream_data(request_t *req, const char *data, size_t len)
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
     int rc = client_conn_write(req->cc, &b, 1);
     if (rc < 0)
-        proxy_tunnel_end(req, END_CLIENT_CLOSED);
+        tunnel_end(req, END_CLIENT_CLOSED);
     else if (rc == 1)
         upstream_conn_pause(req->ex.uc); /* until the client drains */
 }
@@ -84,7 +86,7 @@ void tunnel_upstream_data(request_t *req, const char *data, size_t len)
 void tunnel_upstream_eof(request_t *req, int status)
 {
     if (status != UV_EOF) {
-        proxy_tunnel_end(req, END_UPSTREAM_RESET);
+        tunnel_end(req, END_UPSTREAM_RESET);
         return;
     }
     touch(req);
@@ -92,13 +94,13 @@ void tunnel_upstream_eof(request_t *req, int status)
     upstream_conn_pause(req->ex.uc);
     shut_write(&req->cc->s, &req->tun_shut_client);
     if (settled(req))
-        proxy_tunnel_end(req, END_OK);
+        tunnel_end(req, END_OK);
 }
 
 void tunnel_upstream_drained(request_t *req, int status)
 {
     if (status < 0) {
-        proxy_tunnel_end(req, END_UPSTREAM_RESET);
+        tunnel_end(req, END_UPSTREAM_RESET);
         return;
     }
     if (req->tun_shut_upstream)
@@ -106,7 +108,7 @@ void tunnel_upstream_drained(request_t *req, int status)
     if (!req->tun_client_eof)
         client_conn_resume(req->cc);
     if (settled(req))
-        proxy_tunnel_end(req, END_OK);
+        tunnel_end(req, END_OK);
 }
 
 void tunnel_timeout(request_t *req)
@@ -114,8 +116,20 @@ void tunnel_timeout(request_t *req)
     uint64_t idle = req->gen->cfg->server.tunnel_idle_timeout_ms;
     uint64_t quiet = uv_now(req->pw->loop) - req->tun_last_ms;
     if (quiet >= idle) {
-        proxy_tunnel_end(req, END_TUNNEL_IDLE);
+        tunnel_end(req, END_TUNNEL_IDLE);
         return;
     }
     client_conn_arm_deadline(req->cc, idle - quiet);
+}
+
+void tunnel_end(request_t *req, end_reason_t why)
+{
+    proxy_worker_t *pw = req->pw;
+    metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], -1);
+    req->phase = REQ_DONE;
+    req->end = why;
+    exchange_end(pw, &req->ex, 0, false, false);
+    request_log(req);
+    request_release(req);
+    client_conn_abort(req->cc);
 }

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 
-#include "proxy/proxy.h"
+#include "proxy/proxy_worker.h"
 #include "proxy/request.h"
 
 /* The 101 went to the client: relay from now on (bytes the client sent after
@@ -24,5 +24,7 @@ void tunnel_upstream_eof(request_t *req, int status);
 void tunnel_upstream_drained(request_t *req, int status);
 /* The connection timer fired: closes an idle tunnel, or waits for the rest. */
 void tunnel_timeout(request_t *req);
+/* Ends the tunnel: both connections close, the request is logged. */
+void tunnel_end(request_t *req, end_reason_t why);
 
 #endif

@@ -21,10 +21,31 @@ static void uc_on_handle_closed(upstream_conn_t *uc)
 static void uc_on_timer_closed(uv_handle_t *h) { uc_on_handle_closed(h->data); }
 static void uc_on_close(stream_t *s) { uc_on_handle_closed(uc_of(s)); }
 
+static void uc_on_timer(uv_timer_t *t);
+
+/* Moves the state and arms the timer for it. */
+static void set_state(upstream_conn_t *uc, uc_state_t st)
+{
+    const config_target_group_t *tg = uc->pool->group->tg;
+    uc->state = st;
+    switch (st) {
+    case UC_CONNECTING:
+        uv_timer_start(&uc->timer, uc_on_timer, tg->connect_timeout_ms, 0);
+        break;
+    case UC_IDLE:
+        uv_timer_start(&uc->timer, uc_on_timer, tg->keepalive_idle_timeout_ms, 0);
+        break;
+    case UC_BUSY:
+    case UC_CLOSING:
+        uv_timer_stop(&uc->timer);
+        break;
+    }
+}
+
 static void idle_unlink(upstream_conn_t *uc)
 {
     upstream_pool_t *pool = uc->pool;
-    if (!uc->idle)
+    if (uc->state != UC_IDLE)
         return;
     if (uc->prev_idle)
         uc->prev_idle->next_idle = uc->next_idle;
@@ -33,16 +54,15 @@ static void idle_unlink(upstream_conn_t *uc)
     if (uc->next_idle)
         uc->next_idle->prev_idle = uc->prev_idle;
     uc->next_idle = uc->prev_idle = NULL;
-    uc->idle = 0;
     pool->n_idle--;
 }
 
 static void uc_close(upstream_conn_t *uc)
 {
-    if (uc->closing)
+    if (uc->state == UC_CLOSING)
         return;
-    uc->closing = 1;
     idle_unlink(uc);
+    set_state(uc, UC_CLOSING);
     uc->pool->n_open--;
     if (uc->counted)
         health_release(&uc->pool->group->hg->connections);
@@ -51,9 +71,8 @@ static void uc_close(upstream_conn_t *uc)
         pbuf_put(uc->pool->group->env->pool, uc->in);
         uc->in = NULL;
     }
-    uv_timer_stop(&uc->timer);
     uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
-    stream_close(&uc->s, !uc->connected);
+    stream_close(&uc->s, !uc->ever_connected);
 }
 
 static void uc_on_alloc(stream_t *s, uv_buf_t *buf)
@@ -104,23 +123,23 @@ static void uc_fail(upstream_conn_t *uc, int status)
 static void uc_on_timer(uv_timer_t *t)
 {
     upstream_conn_t *uc = t->data;
-    if (uc->connected || !uc->owner)
-        uc_close(uc); /* idle timeout */
-    else
+    if (uc->state == UC_CONNECTING && uc->owner)
         uc_fail(uc, UV_ETIMEDOUT);
+    else
+        uc_close(uc); /* idle timeout */
 }
 
 static void uc_on_connect(uv_connect_t *creq, int status)
 {
     upstream_conn_t *uc = creq->data;
-    if (uc->closing)
+    if (uc->state == UC_CLOSING)
         return;
-    uv_timer_stop(&uc->timer);
     if (status < 0) {
         uc_fail(uc, status);
         return;
     }
-    uc->connected = 1;
+    uc->ever_connected = 1;
+    set_state(uc, UC_BUSY);
     if (stream_read_start(&uc->s) != 0) {
         uc_fail(uc, UV_ECONNRESET);
         return;
@@ -177,7 +196,7 @@ upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_con
     *err = 0;
     if (uc) {
         idle_unlink(uc);
-        uv_timer_stop(&uc->timer);
+        set_state(uc, UC_BUSY);
         uc->ops = ops;
         uc->owner = owner;
         uc->reused = 1;
@@ -228,6 +247,7 @@ upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_con
     uc->timer.data = uc;
     uc->n_handles = 2;
     uc->creq.data = uc;
+    uc->state = UC_CONNECTING;
     pool->n_open++;
     int rc = stream_connect(&uc->s, &uc->creq, (const struct sockaddr *)&addr->ss, uc_on_connect);
     if (rc != 0) {
@@ -236,7 +256,7 @@ upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_con
         *err = rc;
         return NULL;
     }
-    uv_timer_start(&uc->timer, uc_on_timer, tg->connect_timeout_ms, 0);
+    set_state(uc, UC_CONNECTING);
     return uc;
 }
 
@@ -255,21 +275,20 @@ void upstream_conn_release(upstream_conn_t *uc, bool reusable)
      * of a replaced generation is not pooled either. */
     bool at_limit =
         atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
-    if (!reusable || uc->closing || !uc->connected || g->env->draining || at_limit || g->retired ||
+    if (!reusable || uc->state != UC_BUSY || g->env->draining || at_limit || g->retired ||
         pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
         uc_close(uc);
         return;
     }
     if (!uc->s.reading)
         stream_read_start(&uc->s);
-    uc->idle = 1;
     uc->prev_idle = NULL;
     uc->next_idle = pool->idle;
     if (pool->idle)
         pool->idle->prev_idle = uc;
     pool->idle = uc;
     pool->n_idle++;
-    uv_timer_start(&uc->timer, uc_on_timer, tg->keepalive_idle_timeout_ms, 0);
+    set_state(uc, UC_IDLE);
 }
 
 int upstream_conn_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
@@ -281,6 +300,6 @@ void upstream_conn_pause(upstream_conn_t *uc) { stream_read_stop(&uc->s); }
 
 void upstream_conn_resume(upstream_conn_t *uc)
 {
-    if (!uc->closing)
+    if (uc->state != UC_CLOSING)
         stream_read_start(&uc->s);
 }

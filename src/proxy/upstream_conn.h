@@ -61,10 +61,18 @@ struct upstream_pool {
     uint32_t n_open;
 };
 
+typedef enum {
+    UC_CONNECTING = 0, /* connect under way (connect_timeout) */
+    UC_BUSY,           /* connected, serving its owner */
+    UC_IDLE,           /* in its pool (keepalive.idle_timeout) */
+    UC_CLOSING
+} uc_state_t;
+
 struct upstream_conn {
     stream_t s; /* first: stream callbacks cast back */
     uv_connect_t creq;
-    uv_timer_t timer; /* connect timeout, then idle timeout */
+    uv_timer_t timer; /* armed by set_state(): connect timeout, then idle timeout */
+    uc_state_t state;
     upstream_pool_t *pool;
     const upstream_conn_ops_t *ops;
     void *owner; /* NULL when idle */
@@ -73,12 +81,16 @@ struct upstream_conn {
     http_parser_t parser; /* the owner's: responses on this connection */
     pbuf_t *in;           /* the owner's: a response head that came in pieces */
     uint32_t n_handles;   /* open libuv handles; freed at 0 */
-    uint8_t connected;
-    uint8_t idle;
-    uint8_t reused; /* has served an owner before */
-    uint8_t closing;
+    uint8_t ever_connected;
+    uint8_t reused;  /* has served an owner before */
     uint8_t counted; /* holds one unit of the group's max_connections */
 };
+
+/* Connected and not closing: bytes can be written. */
+static inline bool upstream_conn_connected(const upstream_conn_t *uc)
+{
+    return uc->state == UC_BUSY || uc->state == UC_IDLE;
+}
 
 /* Sets up a group's per-target pools (calloc'ed; upstream_group_deinit frees). */
 int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_target_group_t *tg,

@@ -2,9 +2,10 @@
  * and target choice in a group (round robin, least request, random).
  * Pure functions over the caller's per-worker state: no locks, no clocks. */
 #include "routing/balancer.h"
-#include "core/rand.h"
 
 #include <stdbool.h>
+
+#include "core/rand.h"
 
 size_t balancer_swrr_pick(int64_t *current, const uint32_t *weights, size_t n)
 {

@@ -2,7 +2,6 @@
  * the live set that workers read lock-free while a reload (file or http://
  * GET, blocking, meant for a thread-pool thread) swaps in a new table. */
 #include "routing/set.h"
-#include "core/hash.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +17,7 @@
 #include "core/buf.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/hash.h"
 #include "core/time.h"
 #include "core/url.h"
 #include "routing/balancer.h"

@@ -3,8 +3,6 @@
  * requests in order and answers every due one in a single write. Stats are
  * counted per worker thread with relaxed atomics and merged only when asked. */
 #include "tools/mock.h"
-#include "core/rand.h"
-#include "core/hash.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -25,7 +23,9 @@
 #include "core/addr.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/hash.h"
 #include "core/log.h"
+#include "core/rand.h"
 #include "llhttp.h"
 
 #define METHOD_SLOTS 64  /* llhttp numbers its methods below this */

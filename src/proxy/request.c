@@ -1,0 +1,130 @@
+/* A request's own lifetime and its record; see request.h. */
+#include "proxy/request.h"
+
+#include <string.h>
+
+#include "core/rand.h"
+#include "core/time.h"
+#include "proxy/admission.h"
+#include "proxy/exchange.h"
+#include "proxy/proxy_worker.h"
+#include "proxy/request_trace.h"
+
+void request_new_id(request_t *req)
+{
+    proxy_worker_t *pw = req->pw;
+    static const char hex[] = "0123456789abcdef";
+    uint64_t a = rand_next(&pw->rng), b = ++pw->request_seq ^ rand_next(&pw->rng);
+    for (int i = 0; i < 16; i++) {
+        req->request_id[i] = hex[(a >> (i * 4)) & 15];
+        req->request_id[16 + i] = hex[(b >> (i * 4)) & 15];
+    }
+    req->request_id[32] = '\0';
+    req->request_id_len = 32;
+}
+
+void request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
+
+void request_unbind(request_t *req)
+{
+    if (!req->gen)
+        return;
+    proxy_gen_t *g = req->gen;
+    req->gen = NULL;
+    proxy_gen_unref(g);
+}
+
+void request_reset(request_t *req)
+{
+    request_unbind(req);
+    memset(req, 0, offsetof(request_t, request_id));
+    req->group = UINT32_MAX;
+    req->upstream_us = -1;
+    req->start_us = time_now_us();
+    req->start_unix_ns = time_now_realtime_ns();
+    exchange_reset(&req->ex);
+    request_bind(req, req->pw->gen);
+}
+
+void request_release(request_t *req)
+{
+    pbuf_pool_t *pool = &req->pw->w->pool;
+    if (req->phase == REQ_ADMISSION && admission_steps[req->admitted].cancel)
+        admission_steps[req->admitted].cancel(req);
+    pbuf_put(pool, req->out);
+    pbuf_put(pool, req->alt);
+    pbuf_put(pool, req->held);
+    req->out = req->alt = req->held = NULL;
+}
+
+void request_over(request_t *req)
+{
+    request_release(req);
+    req->phase = REQ_DONE;
+    request_unbind(req);
+    client_conn_response_done(req->cc);
+}
+
+void request_log(request_t *req)
+{
+    client_conn_t *cc = req->cc;
+    proxy_worker_t *pw = req->pw;
+    uint64_t dur = time_now_us() - req->start_us;
+    const config_route_t *r = req->route;
+    uv_timer_stop(&req->ex.timer);
+    proxy_gen_t *g = req->gen;
+    if (r) {
+        g->route_inflight[r->index]--;
+        metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], -1);
+        if (req->retry_counted)
+            g->route_retries[r->index]--;
+        req->retry_counted = 0;
+    }
+    metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
+                    dur);
+    if (req->trace_sampled)
+        request_trace_end(pw, req, req->start_us + dur);
+    if (!pw->alog)
+        return;
+    const config_target_group_t *tg =
+        req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
+    uint32_t ti = request_target(req);
+    const config_target_t *t = tg && ti != UINT32_MAX ? &tg->targets[ti] : NULL;
+    char trace_hex_id[32];
+    if (req->has_trace)
+        trace_hex(trace_hex_id, req->trace_id, sizeof req->trace_id);
+#define S(p, n) ((access_log_str_t){(p), (n)})
+#define SZ(p) ((p) ? S((p), strlen(p)) : S(NULL, 0))
+    access_log_entry_t e = {
+        .time_ms = req->start_unix_ns / 1000000,
+        .request_id = S(req->request_id, req->request_id_len),
+        .trace_id = req->has_trace ? S(trace_hex_id, sizeof trace_hex_id) : S(NULL, 0),
+        .client_ip = req->has_head && req->client_ip_len ? S(req->client_ip, req->client_ip_len)
+                                                         : S(cc->client_ip, cc->client_ip_len),
+        .client_id = S(NULL, 0),
+        .method = req->has_head ? S(req->method, req->method_len) : S(NULL, 0),
+        .path = req->has_head ? S(req->path, req->path_len) : S(NULL, 0),
+        .route = r ? SZ(r->name) : S(NULL, 0),
+        .target_group = tg ? SZ(tg->name) : S(NULL, 0),
+        .target = t ? SZ(t->name) : S(NULL, 0),
+        .status = req->status,
+        .upstream_status = req->upstream_status,
+        .attempts = req->attempts,
+        .fallback = req->fallback,
+        .duration_us = dur,
+        .upstream_us = req->upstream_us,
+        .bytes_in = cc->bytes_in,
+        .bytes_out = cc->bytes_out,
+        .user_agent = req->has_user_agent ? S(req->user_agent, req->user_agent_len) : S(NULL, 0),
+        .error = end_reason_name(req->end),
+        .upstream_path =
+            req->upstream_path_len ? S(req->upstream_path, req->upstream_path_len) : S(NULL, 0),
+        .protocol = !req->has_head       ? S(NULL, 0)
+                    : req->client_http10 ? S("HTTP/1.0", 8)
+                                         : S("HTTP/1.1", 8),
+        .config = g->id,
+    };
+#undef S
+#undef SZ
+    access_log_append(pw->alog, &e);
+}
