@@ -186,6 +186,19 @@ static void iov_advance(struct iovec **iov, int *iovcnt, size_t n)
 }
 
 /* One send of (part of) iov: bytes sent, or a negative FE_* code. */
+/* After a plain send or recv failed: 0 to try again (interrupted, or the
+ * socket is ready now), else the error (FE_AGAIN past the deadline). */
+static int io_again(blocking_conn_t *c, short events, uint64_t deadline_ms)
+{
+    if (errno == EINTR)
+        return 0;
+    if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        c->err = errno;
+        return FE_IO;
+    }
+    return wait_fd(c, events, deadline_ms);
+}
+
 static ssize_t send_some(blocking_conn_t *c, struct iovec *iov, int iovcnt, uint64_t deadline_ms)
 {
     for (;;) {
@@ -205,15 +218,9 @@ static ssize_t send_some(blocking_conn_t *c, struct iovec *iov, int iovcnt, uint
         ssize_t n = sendmsg(c->fd, &m, MSG_NOSIGNAL);
         if (n >= 0)
             return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            c->err = errno;
-            return FE_IO;
-        }
-        int w = wait_fd(c, POLLOUT, deadline_ms);
-        if (w != 0)
-            return w;
+        int r = io_again(c, POLLOUT, deadline_ms);
+        if (r != 0)
+            return r;
     }
 }
 
@@ -247,15 +254,9 @@ ssize_t blocking_conn_read(blocking_conn_t *c, char *buf, size_t len, uint64_t d
         ssize_t n = recv(c->fd, buf, len, 0);
         if (n >= 0)
             return n;
-        if (errno == EINTR)
-            continue;
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            c->err = errno;
-            return FE_IO;
-        }
-        int w = wait_fd(c, POLLIN, deadline_ms);
-        if (w != 0)
-            return w;
+        int r = io_again(c, POLLIN, deadline_ms);
+        if (r != 0)
+            return r;
     }
 }
 
