@@ -387,6 +387,50 @@ void proxy_request_resume(request_t *req)
     req->held = NULL;
 }
 
+/* An upgrade (contract 3.1): kept when the route allows its token (it is
+ * forwarded then); false when the request was answered. */
+static bool accept_upgrade(request_t *req, const http_head_t *h)
+{
+    const config_route_t *r = req->route;
+    client_conn_close_after(req->cc); /* a connection that asked to switch serves no more HTTP */
+    const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
+    size_t tl = 0;
+    const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
+    if (tok && r->n_upgrades == 0) {
+        answer_error(req, END_BAD_REQUEST, "upgrades are not allowed on this route");
+        return false;
+    }
+    for (size_t i = 0; tok && i < r->n_upgrades; i++)
+        if (strlen(r->upgrades[i]) == tl && strncasecmp(r->upgrades[i], tok, tl) == 0 &&
+            tl < sizeof req->upgrade) {
+            memcpy(req->upgrade, tok, tl);
+            req->upgrade_len = (uint8_t)tl;
+        }
+    return true;
+}
+
+/* The fallback backend's own request target, made now while the path is
+ * here; none (req->alt NULL) when it cannot be built. */
+static void build_fallback_target(request_t *req, const routed_t *rt)
+{
+    const config_route_t *r = req->route;
+    pbuf_pool_t *pool = &req->pw->w->pool;
+    const config_backend_t *fb = NULL;
+    for (size_t i = 0; i < r->n_backends && !fb; i++)
+        if (r->backends[i].target_group == req->backend->fallback)
+            fb = &r->backends[i];
+    req->alt = pbuf_get(pool);
+    long alen = req->alt && fb
+                    ? router_rewrite_target(r, fb, &rt->rr, &rt->m, req->alt->data, req->alt->cap)
+                    : -1;
+    if (alen < 0) {
+        pbuf_put(pool, req->alt);
+        req->alt = NULL;
+    } else {
+        req->alt->len = (uint32_t)alen;
+    }
+}
+
 /* The backend, and the head it gets; then the first try. */
 static void forward(request_t *req, const http_head_t *h, routed_t *rt)
 {
@@ -394,24 +438,8 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     proxy_gen_t *g = req->gen;
     const config_route_t *r = req->route;
 
-    /* An upgrade (contract 3.1): forwarded when the route allows its token. */
-    if (h->upgrade) {
-        client_conn_close_after(
-            req->cc); /* a connection that asked to switch serves no more HTTP */
-        const http_header_t *up = http_header_find(h->headers, h->n_headers, "upgrade", 7);
-        size_t tl = 0;
-        const char *tok = up ? first_token(up->value, up->value_len, &tl) : NULL;
-        if (tok && r->n_upgrades == 0) {
-            answer_error(req, END_BAD_REQUEST, "upgrades are not allowed on this route");
-            return;
-        }
-        for (size_t i = 0; tok && i < r->n_upgrades; i++)
-            if (strlen(r->upgrades[i]) == tl && strncasecmp(r->upgrades[i], tok, tl) == 0 &&
-                tl < sizeof req->upgrade) {
-                memcpy(req->upgrade, tok, tl);
-                req->upgrade_len = (uint8_t)tl;
-            }
-    }
+    if (h->upgrade && !accept_upgrade(req, h))
+        return;
 
     size_t b = pick_backend(g, r, h, rt->ip, rt->ip_len);
     if (b == SIZE_MAX) {
@@ -466,23 +494,8 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     req->head_len = (uint32_t)hl;
     req->tp_off = trace.w3c ? trace.traceparent_off : 0;
     req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
-    if (req->backend->fallback != CONFIG_NONE) {
-        /* The fallback backend's own rewrite, made now while the path is here. */
-        const config_backend_t *fb = NULL;
-        for (size_t i = 0; i < r->n_backends && !fb; i++)
-            if (r->backends[i].target_group == req->backend->fallback)
-                fb = &r->backends[i];
-        req->alt = pbuf_get(&pw->w->pool);
-        long alen = req->alt && fb ? router_rewrite_target(r, fb, &rt->rr, &rt->m, req->alt->data,
-                                                           req->alt->cap)
-                                   : -1;
-        if (alen < 0) {
-            pbuf_put(&pw->w->pool, req->alt);
-            req->alt = NULL;
-        } else {
-            req->alt->len = (uint32_t)alen;
-        }
-    }
+    if (req->backend->fallback != CONFIG_NONE)
+        build_fallback_target(req, rt);
     try_next(req);
 }
 
@@ -875,54 +888,54 @@ static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, u
     return true;
 }
 
-/* Relays response bytes: the rewritten head first (once), then the body as
- * it came (or re-framed, or decoded for an HTTP/1.0 client). */
-static void relay(request_t *req, const char *data, size_t len)
+/* Reads the response head (kept whole in the connection's buffer while it
+ * comes in pieces; interim 1xx heads passed on; a 101 starts the tunnel) and
+ * puts the rewritten final head in iov. True when the body follows from
+ * *data; false when the request waits for more, went elsewhere or ended. */
+static bool read_response_head(request_t *req, const char **data, size_t *len, uv_buf_t *iov,
+                               unsigned *n, int *ev)
 {
     proxy_worker_t *pw = req->pw;
     upstream_conn_t *uc = req->ex.uc;
-    uv_buf_t iov[2];
-    unsigned n = 0;
-    int ev = 0;
     while (req->phase == REQ_SENT) {
-        long k = http_parser_feed(&uc->parser, &pw->head, data, len, &ev);
+        long k = http_parser_feed(&uc->parser, &pw->head, *data, *len, ev);
         if (k < 0) {
             try_failed(req, END_UPSTREAM_INVALID, NULL);
-            return;
+            return false;
         }
-        if (!(ev & HTTP_EV_HEAD)) {
+        if (!(*ev & HTTP_EV_HEAD)) {
             /* Partial head: keep it whole in the connection's buffer. */
             if (!uc->in && !(uc->in = pbuf_get(&pw->w->pool))) {
                 try_failed(req, END_UPSTREAM_INVALID, NULL);
-                return;
+                return false;
             }
-            if (data != pbuf_head(uc->in)) {
-                if (pbuf_room(uc->in) < len) {
+            if (*data != pbuf_head(uc->in)) {
+                if (pbuf_room(uc->in) < *len) {
                     try_failed(req, END_UPSTREAM_INVALID, NULL);
-                    return;
+                    return false;
                 }
-                memcpy(pbuf_tail(uc->in), data, len);
-                uc->in->len += (uint32_t)len;
+                memcpy(pbuf_tail(uc->in), *data, *len);
+                uc->in->len += (uint32_t)*len;
             }
             http_parser_init_response(&uc->parser);
             http_parser_expect_no_body(&uc->parser, req->head_method);
-            return;
+            return false;
         }
         const http_head_t *h = &pw->head;
         if ((size_t)k > req->gen->cfg->server.max_header_bytes) {
             /* Response heads are held to max_header_size too (as HAProxy's bufsize). */
             try_failed(req, END_UPSTREAM_INVALID, NULL);
-            return;
+            return false;
         }
-        data += k;
-        len -= (size_t)k;
+        *data += k;
+        *len -= (size_t)k;
         if (h->status == 101) {
-            start_tunnel(req, h, data, len);
-            return;
+            start_tunnel(req, h, *data, *len);
+            return false;
         }
         if (h->status < 100) {
             try_failed(req, END_UPSTREAM_INVALID, NULL);
-            return;
+            return false;
         }
         if (h->status < 200) {
             /* Interim (100 Continue, 103): pass it on, wait for the final one. */
@@ -932,15 +945,29 @@ static void relay(request_t *req, const char *data, size_t len)
             uv_buf_t b = uv_buf_init(line, (unsigned)ll);
             if (client_conn_write(req->cc, &b, 1) < 0) {
                 client_gone(req, END_CLIENT_CLOSED);
-                return;
+                return false;
             }
             int ev2;
-            http_parser_feed(&uc->parser, &pw->head, data, 0, &ev2); /* ends the 1xx */
+            http_parser_feed(&uc->parser, &pw->head, *data, 0, &ev2); /* ends the 1xx */
             continue;
         }
-        if (!response_head(req, h, iov, &n))
-            return;
+        if (!response_head(req, h, iov, n))
+            return false;
     }
+    return req->phase == REQ_RESPONDING;
+}
+
+/* Relays response bytes: the rewritten head first (once), then the body as
+ * it came (or re-framed, or decoded for an HTTP/1.0 client). */
+static void relay(request_t *req, const char *data, size_t len)
+{
+    proxy_worker_t *pw = req->pw;
+    upstream_conn_t *uc = req->ex.uc;
+    uv_buf_t iov[2];
+    unsigned n = 0;
+    int ev = 0;
+    if (req->phase == REQ_SENT && !read_response_head(req, &data, &len, iov, &n, &ev))
+        return;
     if (req->phase != REQ_RESPONDING)
         return;
     long k = 0;
