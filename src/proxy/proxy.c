@@ -333,7 +333,7 @@ static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char
                   size_t head_bytes)
 {
     admission_deny_t deny;
-    switch (admission_run(admission_steps, admission_n_steps, &req->admitted, req, &deny)) {
+    switch (admission_run(req->pw->steps, req->pw->n_steps, &req->admitted, req, &deny)) {
     case ADMIT_NEXT:
         forward(req, h, rt);
         return;
@@ -360,7 +360,7 @@ void proxy_request_resume(request_t *req)
     if (req->phase != REQ_ADMISSION)
         return;
     admission_deny_t deny;
-    admit_t a = admission_run(admission_steps, admission_n_steps, &req->admitted, req, &deny);
+    admit_t a = admission_run(req->pw->steps, req->pw->n_steps, &req->admitted, req, &deny);
     if (a == ADMIT_WAIT)
         return;
     req->phase = REQ_NONE;

@@ -184,6 +184,8 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->clients.scratch = pw->scratch;
     pw->clients.scratch_bytes = pw->scratch_bytes;
     pw->rng = rand_seed(w->index);
+    pw->steps = admission_steps;
+    pw->n_steps = admission_n_steps;
     if (!pw->md || !pw->scratch)
         goto fail;
     if (access_log) {

@@ -17,6 +17,7 @@
 #include "observe/metrics.h"
 #include "observe/trace.h"
 #include "policy/health.h"
+#include "proxy/admission.h"
 #include "proxy/client_conn.h"
 #include "proxy/upstream_conn.h"
 #include "routing/balancer.h"
@@ -81,6 +82,8 @@ struct proxy_worker {
     metrics_worker_t *metrics;
     access_log_writer_t *alog;
     tracer_t *tracer; /* NULL: no export (trace headers pass through) */
+    const admission_step_t *steps; /* admission, in order (admission_steps; tests swap them) */
+    size_t n_steps;
     uv_timer_t log_flush;
     http_head_t head; /* scratch: the head being parsed */
     char *scratch;    /* scratch: a head being written */

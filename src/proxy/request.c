@@ -49,8 +49,8 @@ void request_reset(request_t *req)
 void request_release(request_t *req)
 {
     pbuf_pool_t *pool = &req->pw->w->pool;
-    if (req->phase == REQ_ADMISSION && admission_steps[req->admitted].cancel)
-        admission_steps[req->admitted].cancel(req);
+    if (req->phase == REQ_ADMISSION && req->pw->steps[req->admitted].cancel)
+        req->pw->steps[req->admitted].cancel(req);
     pbuf_put(pool, req->out);
     pbuf_put(pool, req->alt);
     pbuf_put(pool, req->held);
