@@ -81,7 +81,7 @@ struct proxy_worker {
     metrics_registry_t *registry;
     metrics_worker_t *metrics;
     access_log_writer_t *alog;
-    tracer_t *tracer; /* NULL: no export (trace headers pass through) */
+    tracer_t *tracer;              /* NULL: no export (trace headers pass through) */
     const admission_step_t *steps; /* admission, in order (admission_steps; tests swap them) */
     size_t n_steps;
     uv_timer_t log_flush;
