@@ -10,8 +10,9 @@
 #include <openssl/crypto.h>
 
 #include "admin/endpoints.h"
-#include "core/errors.h"
 #include "core/addr.h"
+#include "core/errors.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "http/parser.h"
 #include "http/response.h"
@@ -115,7 +116,7 @@ int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
             return resp->status = 200;
         }
         char esc[512];
-        size_t n = http_json_escape(reason, strlen(reason), esc, sizeof esc);
+        size_t used, n = json_escape(esc, sizeof esc, reason, strlen(reason), &used);
         resp->content_type = "application/json";
         buf_printf(body, "{\"ready\":false,\"reason\":\"%.*s\"}\n", (int)n, esc);
         return resp->status = 503;

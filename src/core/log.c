@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/json.h"
 #include "core/time.h"
 
 int log_current_level = LOG_INFO;
@@ -15,27 +16,6 @@ void log_set_level(log_level_t level) { log_current_level = (int)level; }
 void log_set_json(int json) { log_json = json; }
 
 /* The message as a JSON string body (quotes and controls escaped). */
-static size_t json_escape(char *out, size_t cap, const char *in, size_t n)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n && o + 6 < cap; i++) {
-        unsigned char ch = (unsigned char)in[i];
-        if (ch == '"' || ch == '\\') {
-            out[o++] = '\\';
-            out[o++] = (char)ch;
-        } else if (ch < 0x20) {
-            memcpy(out + o, "\\u00", 4);
-            out[o + 4] = hex[ch >> 4];
-            out[o + 5] = hex[ch & 15];
-            o += 6;
-        } else {
-            out[o++] = (char)ch;
-        }
-    }
-    return o;
-}
-
 void log_write(log_level_t level, const char *fmt, ...)
 {
     static const char *names[] = {"error", "warn", "info", "debug"};
@@ -51,7 +31,8 @@ void log_write(log_level_t level, const char *fmt, ...)
         size_t ml = m < 0 ? 0 : ((size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1);
         int n = snprintf(line, sizeof line, "{\"time\":\"%s\",\"level\":\"%s\",\"msg\":\"", ts,
                          names[level]);
-        len = (size_t)n + json_escape(line + n, sizeof line - (size_t)n - 4, msg, ml);
+        size_t used; /* a message longer than the line is cut, never split mid-escape */
+        len = (size_t)n + json_escape(line + n, sizeof line - (size_t)n - 4, msg, ml, &used);
         memcpy(line + len, "\"}", 2);
         len += 2;
     } else {

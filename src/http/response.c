@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/json.h"
+
 const char *http_status_reason(int status)
 {
     switch (status) {
@@ -151,33 +153,6 @@ const char *http_status_code_name(int status)
     }
 }
 
-size_t http_json_escape(const char *s, size_t n, char *out, size_t cap)
-{
-    static const char hex[] = "0123456789abcdef";
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        size_t need = (c == '"' || c == '\\') ? 2 : (c < 0x20 || c >= 0x7f) ? 6 : 1;
-        if (o + need > cap)
-            return 0;
-        if (need == 2) {
-            out[o++] = '\\';
-            out[o++] = (char)c;
-        } else if (need == 6) {
-            /* Non-ASCII is escaped byte-wise: messages are ficus's own ASCII. */
-            out[o++] = '\\';
-            out[o++] = 'u';
-            out[o++] = '0';
-            out[o++] = '0';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
-        } else {
-            out[o++] = (char)c;
-        }
-    }
-    return o;
-}
-
 size_t http_error_format(const http_error_t *e, char *out, size_t cap)
 {
     char body[2048];
@@ -187,9 +162,10 @@ size_t http_error_format(const http_error_t *e, char *out, size_t cap)
     size_t mn = strlen(m);
     if (mn > 255)
         mn = 255; /* every byte escaped still fits msg */
-    size_t mlen = http_json_escape(m, mn, msg, sizeof msg);
+    size_t used;
+    size_t mlen = json_escape(msg, sizeof msg, m, mn, &used);
     size_t rlen =
-        e->request_id ? http_json_escape(e->request_id, e->request_id_len, rid, sizeof rid) : 0;
+        e->request_id ? json_escape(rid, sizeof rid, e->request_id, e->request_id_len, &used) : 0;
     int blen = snprintf(
         body, sizeof body, "{\"error\":\"%s\",\"message\":\"%.*s\",\"request_id\":\"%.*s\"}\n",
         e->code ? e->code : http_status_code_name(e->status), (int)mlen, msg, (int)rlen, rid);

@@ -25,8 +25,4 @@ typedef struct http_error {
  * small (1 KiB always suffices for messages under 256 bytes). */
 size_t http_error_format(const http_error_t *e, char *out, size_t cap);
 
-/* Appends s as a JSON string body (without quotes), escaped; returns bytes
- * written or 0 if it does not fit. */
-size_t http_json_escape(const char *s, size_t n, char *out, size_t cap);
-
 #endif

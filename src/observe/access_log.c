@@ -17,6 +17,7 @@
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/json.h"
 #include "core/time.h"
 
 /* A buffer of lines, or (reopen_fd >= 0) a marker telling the writer thread
@@ -100,71 +101,17 @@ static void put_ms(out_t *o, uint64_t us)
     put(o, b, n);
 }
 
-static inline bool is_cont(unsigned char c) { return (c & 0xc0) == 0x80; }
-
-/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlongs, no
- * surrogates, nothing above U+10FFFF), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0], lo = 0x80, hi = 0xbf;
-    if (c >= 0xc2 && c <= 0xdf)
-        return n >= 2 && is_cont(s[1]) ? 2 : 0;
-    if (c >= 0xe0 && c <= 0xef) {
-        if (c == 0xe0)
-            lo = 0xa0;
-        else if (c == 0xed)
-            hi = 0x9f;
-        return n >= 3 && s[1] >= lo && s[1] <= hi && is_cont(s[2]) ? 3 : 0;
-    }
-    if (c >= 0xf0 && c <= 0xf4) {
-        if (c == 0xf0)
-            lo = 0x90;
-        else if (c == 0xf4)
-            hi = 0x8f;
-        return n >= 4 && s[1] >= lo && s[1] <= hi && is_cont(s[2]) && is_cont(s[3]) ? 4 : 0;
-    }
-    return 0;
-}
-
-static inline bool is_plain(unsigned char c)
-{
-    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
-}
-
-/* Request bytes are hostile: the output must stay valid JSON and valid UTF-8
- * whatever they hold. Controls become \u00XX, bytes that are not UTF-8
- * become U+FFFD, well-formed UTF-8 is copied as is. */
+/* Request bytes are hostile: core/json keeps the line valid JSON and valid
+ * UTF-8 whatever they hold. */
 static void put_escaped(out_t *o, const unsigned char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && is_plain(s[j]))
-            j++;
-        put(o, s + i, j - i);
-        if (j == n)
-            return;
-        unsigned char c = s[j];
-        size_t u;
-        if (c == '"') {
-            PUT_LIT(o, "\\\"");
-            i = j + 1;
-        } else if (c == '\\') {
-            PUT_LIT(o, "\\\\");
-            i = j + 1;
-        } else if (c < 0x80) {
-            char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            put(o, esc, sizeof esc);
-            i = j + 1;
-        } else if ((u = utf8_len(s + j, n - j)) != 0) {
-            put(o, s + j, u);
-            i = j + u;
-        } else {
-            PUT_LIT(o, "\\ufffd");
-            i = j + 1;
-        }
+    size_t used, w = json_escape(o->p, (size_t)(o->end - o->p), (const char *)s, n, &used);
+    if (used < n) {
+        o->full = true;
+        o->end = o->p; /* nothing after a failed put may land */
+        return;
     }
+    o->p += w;
 }
 
 /* ,"key": then the string or null. */

@@ -264,28 +264,6 @@ static void test_cap_bounds_head_only(void **state)
     check_caps(&e);
 }
 
-static void test_json_escape(void **state)
-{
-    (void)state;
-    char out[64];
-    assert_int_equal(http_json_escape("a\"b\\c\n", 6, out, sizeof out), 13);
-    assert_memory_equal(out, "a\\\"b\\\\c\\u000a", 13);
-    /* What does not fit is 0, and no byte lands past cap. */
-    memset(out, '#', sizeof out);
-    assert_int_equal(http_json_escape("\x01\x02\x03", 3, out, 8), 0);
-    for (size_t i = 8; i < sizeof out; i++)
-        assert_int_equal(out[i], '#');
-}
-
-/* "returns bytes written or 0 if it does not fit": an exact fit fits. */
-static void test_json_escape_exact_fit(void **state)
-{
-    (void)state;
-    char out[8];
-    assert_int_equal(http_json_escape("ab", 2, out, 2), 2);
-    assert_int_equal(http_json_escape("\x01", 1, out, 6), 6);
-}
-
 static void test_reason_phrases(void **state)
 {
     (void)state;
@@ -335,8 +313,6 @@ int main(void)
         cmocka_unit_test(test_long_message_fits_1k),
         cmocka_unit_test(test_cap_bounds),
         cmocka_unit_test(test_cap_bounds_head_only),
-        cmocka_unit_test(test_json_escape),
-        cmocka_unit_test(test_json_escape_exact_fit),
         cmocka_unit_test(test_reason_phrases),
         cmocka_unit_test(test_code_names),
     };
