@@ -140,6 +140,8 @@ bool health_record(health_group_t *g, size_t target, bool failure, uint64_t now_
     if (c < o->consecutive_errors)
         return false;
     bool ejected = false;
+    uint64_t dur = 0;
+    uint32_t k = 0;
     while (atomic_flag_test_and_set_explicit(&g->eject_lock, memory_order_acquire))
         ;
     if (!health_target_ejected(t, now_ms)) {
@@ -148,22 +150,24 @@ bool health_record(health_group_t *g, size_t target, bool failure, uint64_t now_
             already += health_target_ejected(&g->targets[i], now_ms);
         /* Never more than max_ejection_percent of the group. */
         if ((already + 1) * 100 <= g->n * o->max_ejection_percent) {
-            uint32_t k = atomic_fetch_add(&t->ejections, 1) + 1;
+            k = atomic_fetch_add(&t->ejections, 1) + 1;
             uint64_t cap =
                 o->base_ejection_ms > MAX_EJECTION_MS ? o->base_ejection_ms : MAX_EJECTION_MS;
-            uint64_t dur = o->base_ejection_ms * k;
+            dur = o->base_ejection_ms * k;
             if (dur > cap)
                 dur = cap;
             atomic_store(&t->ejected_until_ms, now_ms + dur);
             atomic_store(&t->consecutive_errors, 0);
             atomic_store_explicit(&t->ejection_open, 1, memory_order_relaxed);
             ejected = true;
-            log_warn("outlier detection: %s %s ejected for %llu ms after %u consecutive errors "
-                     "(ejection #%u)",
-                     g->cfg->name, g->cfg->targets[target].name, (unsigned long long)dur, c, k);
         }
     }
     atomic_flag_clear_explicit(&g->eject_lock, memory_order_release);
+    /* Logged once the other workers may take the lock again. */
+    if (ejected)
+        log_warn("outlier detection: %s %s ejected for %llu ms after %u consecutive errors "
+                 "(ejection #%u)",
+                 g->cfg->name, g->cfg->targets[target].name, (unsigned long long)dur, c, k);
     return ejected;
 }
 
