@@ -1,0 +1,513 @@
+/* The request path (proxy.c) through its entry points, on a real loop: a
+ * worker set up as the gateway sets one up, backends on 127.0.0.1, clients
+ * over TCP. The rewritten head the backend receives and the answer the
+ * client gets; keep-alive and the pooled upstream connection; pipelining;
+ * bodies (Content-Length, chunked re-framed); retries on a 5xx and on a
+ * connect failure; the canary's fallback; ficus's own 503s (no healthy
+ * target, circuit open), 403 and 413 from admission, 504 on a per-try and a
+ * route timeout; a client leaving mid-request and mid-response. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "proxy_test.h"
+
+/* Group g on be[0] unless `g` says otherwise, h on be[1], dead on the
+ * dead port; route r matches everything, with `route` (its backends and
+ * options; "" = all to g). Ports are %1$u, %2$u, %3$u. */
+static pt_fixture_t *setup(const char *server, const char *g, const char *route)
+{
+    char yaml[2048];
+    snprintf(yaml, sizeof yaml,
+             "server: {listen: [\"127.0.0.1:8080\"], workers: 1%s}\n"
+             "target_groups:\n"
+             "  g: %s\n"
+             "  h: {targets: [\"127.0.0.1:%%2$u\"]}\n"
+             "  dead: {targets: [\"127.0.0.1:%%3$u\"]}\n"
+             "routes:\n"
+             "  - name: r\n"
+             "    match: {path_prefix: /}\n"
+             "%s",
+             server, g ? g : "{targets: [\"127.0.0.1:%1$u\"]}",
+             *route ? route : "    backends: [{target_group: g}]\n");
+    return pt_setup(yaml);
+}
+
+static pt_fixture_t *setup_basic(void) { return setup("", NULL, ""); }
+
+static char buf[32768];
+static const char *const ok_line = "HTTP/1.1 200 OK\r\n";
+
+/* The value of header `name` (as written, "Name: ") in s, up to its CRLF. */
+static const char *header_value(const char *s, const char *name, char *out, size_t cap)
+{
+    const char *p = strstr(s, name);
+    if (!p)
+        return NULL;
+    p += strlen(name);
+    size_t n = strcspn(p, "\r");
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(out, p, n);
+    out[n] = '\0';
+    return out;
+}
+
+static void test_get_rewritten_and_kept_alive(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_ask(f, c,
+           "GET /a?x=1 HTTP/1.1\r\nHost: shop\r\nConnection: keep-alive, x-hop\r\n"
+           "X-Hop: secret\r\nKeep-Alive: timeout=5\r\nX-Forwarded-For: 10.1.1.1\r\n"
+           "X-Request-Id: abc-1.2:3\r\nX-Test: kept\r\n\r\n",
+           buf, sizeof buf, "one /a?x=1");
+    assert_int_equal(f->be[0].accepted, 1);
+    const char *got = f->be[0].conns[0]->got;
+    assert_memory_equal(got, "GET /a?x=1 HTTP/1.1\r\n", 21);
+    assert_non_null(strstr(got, "\r\nHost: shop\r\n"));
+    assert_non_null(strstr(got, "\r\nX-Test: kept\r\n"));
+    assert_non_null(strstr(got, "\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n"));
+    /* Hop-by-hop headers (and those Connection names) do not go upstream. */
+    assert_null(strcasestr(got, "x-hop"));
+    assert_null(strcasestr(got, "keep-alive"));
+    assert_null(strcasestr(got, "\r\nConnection:"));
+    /* A sane incoming request id is kept, once. */
+    char id[64], id2[64];
+    assert_non_null(header_value(got, "\r\nX-Request-Id: ", id, sizeof id));
+    assert_string_equal(id, "abc-1.2:3");
+    assert_null(strstr(strstr(got, "X-Request-Id") + 1, "X-Request-Id"));
+    /* The client gets the backend's answer with the same request id. */
+    assert_memory_equal(buf, ok_line, 17);
+    assert_non_null(strstr(buf, "X-Backend: one\r\n"));
+    assert_non_null(header_value(buf, "\r\nX-Request-Id: ", id2, sizeof id2));
+    assert_string_equal(id, id2);
+    assert_null(strstr(buf, "Connection: close"));
+
+    /* Kept alive: a second request on the same connection, over the pooled
+     * upstream connection. */
+    pt_ask(f, c, "GET /b HTTP/1.1\r\nHost: shop\r\n\r\n", buf, sizeof buf, "one /b");
+    assert_int_equal(f->be[0].accepted, 1);
+    assert_int_equal(f->be[0].conns[0]->requests, 2);
+    assert_non_null(header_value(buf, "\r\nX-Request-Id: ", id2, sizeof id2));
+    assert_int_equal(strlen(id2), 32); /* none came: a fresh one */
+    assert_int_equal(strspn(id2, "0123456789abcdef"), 32);
+    assert_non_null(strstr(f->be[0].conns[0]->got, id2));
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_pipelined_in_order(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_send(c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"
+               "GET /3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    pt_answer_ending(f, c, buf, sizeof buf, "one /3");
+    const char *a = strstr(buf, "one /1"), *b = strstr(buf, "one /2"), *d = strstr(buf, "one /3");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(d);
+    assert_true(a < b && b < d);
+    assert_int_equal(f->be[0].requests, 3);
+    assert_int_equal(f->be[0].accepted, 1);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_bodies(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_ask(f, c, "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", buf, sizeof buf,
+           "one /p");
+    const char *got = f->be[0].conns[0]->got;
+    assert_non_null(strstr(got, "POST /p HTTP/1.1\r\n"));
+    assert_non_null(strcasestr(got, "\r\ncontent-length: 5\r\n"));
+    assert_non_null(strstr(got, "\r\n\r\nhello"));
+    assert_int_equal(f->be[0].conns[0]->requests, 1);
+
+    /* Chunked: ficus re-frames the chunks (one per read), the backend sees
+     * the same bytes of body and the last chunk. */
+    size_t before = f->be[0].conns[0]->len;
+    pt_ask(f, c,
+           "POST /q HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "3\r\nabc\r\n4;ext=1\r\ndefg\r\n0\r\nX-Trailer: t\r\n\r\n",
+           buf, sizeof buf, "one /q");
+    got = f->be[0].conns[0]->got + before;
+    assert_non_null(strstr(got, "POST /q HTTP/1.1\r\n"));
+    assert_non_null(strcasestr(got, "\r\ntransfer-encoding: chunked\r\n"));
+    const char *body = strstr(got, "\r\n\r\n") + 4;
+    /* Decode what the backend got: the chunk data must be "abcdefg". */
+    char data[64] = "";
+    size_t dl = 0;
+    const char *p = body;
+    for (;;) {
+        unsigned long n = strtoul(p, NULL, 16);
+        p = strstr(p, "\r\n");
+        assert_non_null(p);
+        p += 2;
+        if (n == 0)
+            break;
+        assert_true(dl + n < sizeof data);
+        memcpy(data + dl, p, n);
+        dl += n;
+        p += n;
+        assert_memory_equal(p, "\r\n", 2);
+        p += 2;
+    }
+    data[dl] = '\0';
+    assert_string_equal(data, "abcdefg");
+    assert_null(strstr(body, "ext=1")); /* re-framed, not copied */
+    assert_int_equal(f->be[0].conns[0]->requests, 2);
+    close(c);
+    pt_teardown(f);
+}
+
+/* ficus's own answer: its status line and JSON error code. */
+static void own_error(const char *answer, const char *status_line, const char *code)
+{
+    char want[64];
+    assert_memory_equal(answer, status_line, strlen(status_line));
+    snprintf(want, sizeof want, "\"error\":\"%s\"", code);
+    assert_non_null(strstr(answer, want));
+    assert_non_null(strstr(answer, "\r\nX-Request-Id: "));
+}
+
+/* Sends a GET of path on a new client and reads ficus's own answer. */
+static void ask_own(pt_fixture_t *f, const char *path)
+{
+    char req[256];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: a\r\n\r\n", path);
+    int c = pt_client(f);
+    pt_ask(f, c, req, buf, sizeof buf, "}");
+    close(c);
+}
+
+/* Two targets on g (be[0] then be[1]), retries on 5xx. */
+#define TWO_TARGETS "{targets: [\"127.0.0.1:%1$u\", \"127.0.0.1:%2$u\"]}"
+#define RETRY_5XX                                                                                  \
+    "    backends: [{target_group: g}]\n"                                                          \
+    "    retries: {attempts: 1, retry_on: [5xx], backoff: 1ms}\n"
+
+static void test_retry_on_5xx(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX);
+    f->be[0].mode = PT_503;
+    int c = pt_client(f);
+    /* Target one always answers 503: a request sent there is retried on
+     * two. Round robin sends one of two requests to one first. */
+    pt_ask(f, c, "GET /r HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "two /r");
+    assert_memory_equal(buf, ok_line, 17);
+    pt_ask(f, c, "GET /s HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "two /s");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_int_equal(f->be[1].requests, 2);
+    assert_true(f->be[0].requests >= 1);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_retry_on_connect_failure(void **state)
+{
+    (void)state;
+    pt_fixture_t *f =
+        setup("", "{targets: [\"127.0.0.1:%3$u\", \"127.0.0.1:%1$u\"]}",
+              "    backends: [{target_group: g}]\n"
+              "    retries: {attempts: 1, retry_on: [connect-failure], backoff: 1ms}\n");
+    int c = pt_client(f);
+    /* Twice, so that one of them tries the dead target first. */
+    pt_ask(f, c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /x");
+    assert_memory_equal(buf, ok_line, 17);
+    pt_ask(f, c, "GET /y HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /y");
+    assert_memory_equal(buf, ok_line, 17);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_connect_failure_without_retries_is_502(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", NULL, "    backends: [{target_group: dead}]\n");
+    ask_own(f, "/x");
+    own_error(buf, "HTTP/1.1 502 ", "bad_gateway");
+    pt_teardown(f);
+}
+
+static void test_canary_falls_back(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", NULL,
+                            "    backends:\n"
+                            "      - {target_group: dead, weight: 100, fallback: h}\n"
+                            "      - {target_group: h, weight: 0}\n");
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /c HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "two /c");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_int_equal(f->be[1].requests, 1);
+    assert_int_equal(f->be[0].requests, 0);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_no_healthy_target(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", "{targets: [\"127.0.0.1:%1$u\"], panic_threshold: 0}", "");
+    atomic_store(&f->health->groups[0].targets[0].checked_healthy, 0);
+    ask_own(f, "/x");
+    own_error(buf, "HTTP/1.1 503 ", "no_healthy_target");
+    assert_int_equal(f->be[0].accepted, 0);
+    pt_teardown(f);
+}
+
+static void test_circuit_open(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", "{targets: [\"127.0.0.1:%1$u\"], max_requests: 1}", "");
+    f->be[0].mode = PT_SILENT;
+    int c1 = pt_client(f);
+    pt_send(c1, "GET /held HTTP/1.1\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 1);
+    ask_own(f, "/x");
+    own_error(buf, "HTTP/1.1 503 ", "circuit_open");
+    assert_int_equal(f->be[0].requests, 1);
+    close(c1);
+    pt_teardown(f);
+}
+
+static void test_ip_rule_forbidden(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", NULL,
+                            "    backends: [{target_group: g}]\n"
+                            "    ip_deny: [\"127.0.0.0/8\"]\n");
+    ask_own(f, "/x");
+    own_error(buf, "HTTP/1.1 403 Forbidden\r\n", "forbidden");
+    assert_int_equal(f->be[0].accepted, 0);
+    pt_teardown(f);
+}
+
+static void test_body_too_large(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup(", max_body_size: 10", NULL, "");
+    int c = pt_client(f);
+    pt_ask(f, c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world", buf,
+           sizeof buf, "}");
+    own_error(buf, "HTTP/1.1 413 ", "body_too_large");
+    assert_int_equal(f->be[0].accepted, 0);
+    close(c);
+    pt_teardown(f);
+}
+
+static void timeout_case(const char *route_timeouts)
+{
+    char route[512];
+    snprintf(route, sizeof route, "    backends: [{target_group: g}]\n%s", route_timeouts);
+    pt_fixture_t *f = setup("", NULL, route);
+    f->be[0].mode = PT_SILENT;
+    ask_own(f, "/slow");
+    own_error(buf, "HTTP/1.1 504 ", "gateway_timeout");
+    assert_int_equal(f->be[0].requests, 1);
+    /* The connection that timed out is not pooled: the backend sees it go. */
+    PT_WAIT(f, f->be[0].conns[0]->closed);
+    pt_teardown(f);
+}
+
+static void test_per_try_timeout(void **state)
+{
+    (void)state;
+    timeout_case("    retries: {attempts: 0, per_try_timeout: 50ms, retry_on: [5xx]}\n");
+}
+
+static void test_route_timeout(void **state)
+{
+    (void)state;
+    timeout_case("    timeout: 50ms\n");
+}
+
+/* A client whose request reached be[0] (which stays silent). */
+static int client_in_flight(pt_fixture_t *f, const char *request, const char *seen)
+{
+    f->be[0].mode = PT_SILENT;
+    int c = pt_client(f);
+    pt_send(c, request);
+    PT_WAIT(f, f->be[0].accepted && strstr(f->be[0].conns[0]->got, seen));
+    return c;
+}
+
+/* be[0] answers (by hand) the request in flight; c reads up to tail. */
+static void relay(pt_fixture_t *f, int c, const char *response, const char *tail)
+{
+    pt_write(f->be[0].conns[0], response);
+    pt_answer_ending(f, c, buf, sizeof buf, tail);
+}
+
+static void test_client_gone_mid_request(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    /* Half the body: the head went upstream with what came of the body. */
+    int c = client_in_flight(f, "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\nhalf",
+                             "half");
+    close(c);
+    PT_WAIT(f, f->be[0].conns[0]->closed); /* not pooled: its request is cut */
+    assert_int_equal(f->be[0].requests, 0);
+    pt_teardown(f);
+}
+
+static void test_client_gone_mid_response(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    /* The backend starts a long response: the head and part of the body. */
+    relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\npartial", "partial");
+    close(c);
+    PT_WAIT(f, f->be[0].conns[0]->closed); /* not pooled mid-response */
+    pt_teardown(f);
+}
+
+static void test_retried_body_goes_whole(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX "    retry_non_idempotent: true\n");
+    f->be[0].mode = PT_503;
+    int c = pt_client(f);
+    /* Until a request went to one first (round robin: within two). */
+    for (int i = 0; i < 2 && f->be[0].requests == 0; i++) {
+        pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part", buf,
+               sizeof buf, "two /w");
+        assert_memory_equal(buf, ok_line, 17);
+    }
+    assert_int_equal(f->be[0].requests, 1);
+    /* Both targets got the whole body. */
+    assert_non_null(strstr(f->be[0].conns[0]->got, "\r\n\r\npart1part"));
+    const char *last = f->be[1].conns[0]->got;
+    for (const char *p = last; (p = strstr(p, "POST /w ")) != NULL; p++)
+        last = p;
+    assert_non_null(strstr(last, "\r\n\r\npart1part"));
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_non_idempotent_not_retried(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX);
+    f->be[0].mode = PT_503;
+    f->be[1].mode = PT_503;
+    int c = pt_client(f);
+    pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi", buf, sizeof buf,
+           "busy");
+    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    pt_spin(f, 20);
+    assert_int_equal(f->be[0].requests + f->be[1].requests, 1);
+    /* A GET on the same route is retried (and answered 503 by the other). */
+    pt_ask(f, c, "GET /g HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "busy");
+    pt_spin(f, 20);
+    assert_int_equal(f->be[0].requests + f->be[1].requests, 3);
+    close(c);
+    pt_teardown(f);
+}
+
+static const char *const chunked_answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                          "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\n\r\n";
+
+static void test_chunked_response(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /c HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    relay(f, c, chunked_answer, "\r\n0\r\n\r\n");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_non_null(strcasestr(buf, "\r\ntransfer-encoding: chunked\r\n"));
+    assert_non_null(strstr(buf, "hello"));
+    assert_non_null(strstr(buf, " world"));
+
+    /* An HTTP/1.0 client gets the body decoded, and the connection ends. */
+    int c10 = pt_client(f);
+    pt_send(c10, "GET /d HTTP/1.0\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 2);
+    pt_write(f->be[0].conns[0], chunked_answer);
+    int eof = 0;
+    pt_read_until(f, c10, buf, sizeof buf, "never", 1, &eof);
+    assert_true(eof);
+    assert_memory_equal(buf, ok_line, 17); /* its highest version */
+    assert_null(strcasestr(buf, "transfer-encoding"));
+    const char *body = strstr(buf, "\r\n\r\n");
+    assert_non_null(body);
+    assert_string_equal(body + 4, "hello world");
+    close(c10);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_pooled_connection_closed_by_backend(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /1 HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /1");
+    /* The backend closes the idle connection ficus pooled. */
+    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
+    pt_spin(f, 20);
+    pt_ask(f, c, "GET /2 HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /2");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_int_equal(f->be[0].accepted, 2);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_upstream_gone_mid_body(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /cut HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "short");
+    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
+    /* The client cannot be told otherwise: its connection is closed, with
+     * nothing more after the bytes that came. */
+    int eof = 0;
+    size_t len = strlen(buf);
+    pt_read_until(f, c, buf + len, sizeof buf - len, "never", 1, &eof);
+    assert_true(eof);
+    assert_memory_equal(buf, ok_line, 17);
+    assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "short");
+    close(c);
+    pt_teardown(f);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_get_rewritten_and_kept_alive),
+        cmocka_unit_test(test_pipelined_in_order),
+        cmocka_unit_test(test_bodies),
+        cmocka_unit_test(test_retry_on_5xx),
+        cmocka_unit_test(test_retry_on_connect_failure),
+        cmocka_unit_test(test_connect_failure_without_retries_is_502),
+        cmocka_unit_test(test_canary_falls_back),
+        cmocka_unit_test(test_no_healthy_target),
+        cmocka_unit_test(test_circuit_open),
+        cmocka_unit_test(test_ip_rule_forbidden),
+        cmocka_unit_test(test_body_too_large),
+        cmocka_unit_test(test_per_try_timeout),
+        cmocka_unit_test(test_route_timeout),
+        cmocka_unit_test(test_client_gone_mid_request),
+        cmocka_unit_test(test_client_gone_mid_response),
+        cmocka_unit_test(test_retried_body_goes_whole),
+        cmocka_unit_test(test_non_idempotent_not_retried),
+        cmocka_unit_test(test_chunked_response),
+        cmocka_unit_test(test_pooled_connection_closed_by_backend),
+        cmocka_unit_test(test_upstream_gone_mid_body),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
