@@ -328,12 +328,41 @@ static void pt_answer_ending(pt_fixture_t *f, int fd, char *buf, size_t cap, con
     assert_non_null(strstr(buf, tail));
 }
 
+/* Reads what comes on fd (after the `kept` bytes already in buf) until the
+ * end of the connection, which must come. */
+static void pt_read_to_eof(pt_fixture_t *f, int fd, char *buf, size_t cap, size_t kept)
+{
+    int eof = 0;
+    pt_read_until(f, fd, buf + kept, cap - kept, "\x01never", 1, &eof);
+    assert_true(eof);
+}
+
 /* Sends request on fd and reads its answer, ending in `tail`, into buf. */
 static void pt_ask(pt_fixture_t *f, int fd, const char *request, char *buf, size_t cap,
                    const char *tail)
 {
     pt_send(fd, request);
     pt_answer_ending(f, fd, buf, cap, tail);
+}
+
+/* Nothing is left counted: requests in flight and on a retry per route,
+ * per target, and the group's breaker counters. */
+static void pt_assert_released(const proxy_gen_t *g)
+{
+    for (size_t r = 0; r < g->cfg->n_routes; r++) {
+        assert_int_equal(g->route_inflight[r], 0);
+        assert_int_equal(g->route_retries[r], 0);
+    }
+    for (size_t i = 0; i < g->cfg->n_target_groups; i++) {
+        const health_group_t *hg = &g->health->groups[i];
+        assert_int_equal(atomic_load(&hg->connections), 0);
+        assert_int_equal(atomic_load(&hg->pending), 0);
+        assert_int_equal(atomic_load(&hg->requests), 0);
+        for (size_t t = 0; t < hg->n; t++) {
+            assert_int_equal(g->groups[i].inflight[t], 0);
+            assert_int_equal(atomic_load(&hg->targets[t].inflight), 0);
+        }
+    }
 }
 
 static void pt_teardown(pt_fixture_t *f)
@@ -348,6 +377,7 @@ static void pt_teardown(pt_fixture_t *f)
     uv_run(&f->w.loop, UV_RUN_DEFAULT);
     assert_int_equal(uv_loop_close(&f->w.loop), 0); /* no handle left */
     assert_int_equal(f->w.n_connections, 0);
+    pt_assert_released(f->pw->gen);
     for (int i = 0; i < PT_BACKENDS; i++)
         for (int k = 0; k < f->be[i].accepted; k++)
             free(f->be[i].conns[k]);

@@ -437,9 +437,7 @@ static void test_chunked_response(void **state)
     pt_send(c10, "GET /d HTTP/1.0\r\nHost: a\r\n\r\n");
     PT_WAIT(f, f->be[0].requests == 2);
     pt_write(f->be[0].conns[0], chunked_answer);
-    int eof = 0;
-    pt_read_until(f, c10, buf, sizeof buf, "never", 1, &eof);
-    assert_true(eof);
+    pt_read_to_eof(f, c10, buf, sizeof buf, 0);
     assert_memory_equal(buf, ok_line, 17); /* its highest version */
     assert_null(strcasestr(buf, "transfer-encoding"));
     const char *body = strstr(buf, "\r\n\r\n");
@@ -475,12 +473,154 @@ static void test_upstream_gone_mid_body(void **state)
     uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
     /* The client cannot be told otherwise: its connection is closed, with
      * nothing more after the bytes that came. */
-    int eof = 0;
-    size_t len = strlen(buf);
-    pt_read_until(f, c, buf + len, sizeof buf - len, "never", 1, &eof);
-    assert_true(eof);
+    pt_read_to_eof(f, c, buf, sizeof buf, strlen(buf));
     assert_memory_equal(buf, ok_line, 17);
     assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "short");
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_head_then_keep_alive(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "HEAD /h HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    /* A HEAD's answer declares a length but carries no body. */
+    relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", "\r\n\r\n");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_non_null(strstr(buf, "Content-Length: 42\r\n"));
+    f->be[0].mode = PT_OK;
+    pt_ask(f, c, "GET /next HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /next");
+    assert_memory_equal(buf, ok_line, 17); /* nothing was taken for a body */
+    assert_int_equal(f->be[0].accepted, 1);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_body_until_close(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /u HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    /* No length: the body ends when the backend closes. */
+    relay(f, c, "HTTP/1.1 200 OK\r\n\r\nuntil", "until");
+    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
+    /* The client's answer ends the same way: Connection: close, then EOF. */
+    pt_read_to_eof(f, c, buf, sizeof buf, strlen(buf));
+    assert_memory_equal(buf, ok_line, 17);
+    assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
+    assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "until");
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_no_route_404(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = pt_setup("server: {listen: [\"127.0.0.1:8080\"], workers: 1}\n"
+                               "target_groups: {g: {targets: [\"127.0.0.1:%u\"]}}\n"
+                               "routes: [{name: r, match: {path_prefix: /api},"
+                               " backends: [{target_group: g}]}]\n");
+    ask_own(f, "/other");
+    own_error(buf, "HTTP/1.1 404 ", "no_route");
+    assert_int_equal(f->be[0].accepted, 0);
+    pt_teardown(f);
+}
+
+static void test_insane_request_id_replaced(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /i HTTP/1.1\r\nHost: a\r\nX-Request-Id: no spaces/allowed\r\n\r\n", buf,
+           sizeof buf, "one /i");
+    char id[64];
+    assert_non_null(header_value(f->be[0].conns[0]->got, "\r\nX-Request-Id: ", id, sizeof id));
+    assert_int_equal(strspn(id, "0123456789abcdef"), 32);
+    assert_int_equal(strlen(id), 32);
+    assert_null(strstr(f->be[0].conns[0]->got, "no spaces"));
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_retries_exhausted(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX);
+    f->be[0].mode = PT_503;
+    f->be[1].mode = PT_503;
+    int c = pt_client(f);
+    /* Both tries answer 503: the client gets the last one, as it came. */
+    pt_ask(f, c, "GET /e HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "busy");
+    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    assert_int_equal(f->be[0].requests, 1);
+    assert_int_equal(f->be[1].requests, 1);
+    /* The connection is still usable. */
+    f->be[0].mode = PT_OK;
+    f->be[1].mode = PT_OK;
+    pt_ask(f, c, "GET /f HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, " /f");
+    assert_memory_equal(buf, ok_line, 17);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_expect_continue(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(
+        f, "POST /e HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n",
+        "\r\n\r\n");
+    const char *got = f->be[0].conns[0]->got;
+    assert_non_null(strstr(got, "\r\nExpect: 100-continue\r\n")); /* forwarded */
+    /* The backend's interim answer reaches the client, then the final one. */
+    relay(f, c, "HTTP/1.1 100 Continue\r\n\r\n", "100 Continue\r\n\r\n");
+    assert_memory_equal(buf, "HTTP/1.1 100 Continue\r\n", 23);
+    pt_send(c, "body");
+    PT_WAIT(f, strstr(got, "\r\n\r\nbody") != NULL);
+    relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", "\r\n\r\nok");
+    assert_memory_equal(buf, ok_line, 17);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_pipelined_mixed(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = pt_setup("server: {listen: [\"127.0.0.1:8080\"], workers: 1}\n"
+                               "target_groups: {g: {targets: [\"127.0.0.1:%u\"]}}\n"
+                               "routes: [{name: r, match: {path_prefix: /api},"
+                               " backends: [{target_group: g}]}]\n");
+    int c = pt_client(f);
+    /* A proxied POST with its body, one ficus answers itself, a GET. */
+    pt_send(c, "POST /api/1 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+               "GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n"
+               "GET /api/3 HTTP/1.1\r\nHost: a\r\n\r\n");
+    pt_answer_ending(f, c, buf, sizeof buf, "one /api/3");
+    const char *a = strstr(buf, "one /api/1"), *b = strstr(buf, "\"error\":\"no_route\""),
+               *d = strstr(buf, "one /api/3");
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_true(a < b && b < d);
+    assert_int_equal(f->be[0].requests, 2);
+    assert_non_null(strstr(f->be[0].conns[0]->got, "\r\n\r\nabcGET /api/3 "));
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_extra_bytes_after_response_not_pooled(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    /* More than the declared length: the connection cannot be reused. */
+    relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokGARBAGE", "\r\n\r\nok");
+    assert_null(strstr(buf, "GARBAGE"));
+    f->be[0].mode = PT_OK;
+    pt_ask(f, c, "GET /y HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /y");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_int_equal(f->be[0].accepted, 2);
+    assert_true(f->be[0].conns[0]->closed);
     close(c);
     pt_teardown(f);
 }
@@ -508,6 +648,14 @@ int main(void)
         cmocka_unit_test(test_chunked_response),
         cmocka_unit_test(test_pooled_connection_closed_by_backend),
         cmocka_unit_test(test_upstream_gone_mid_body),
+        cmocka_unit_test(test_head_then_keep_alive),
+        cmocka_unit_test(test_body_until_close),
+        cmocka_unit_test(test_no_route_404),
+        cmocka_unit_test(test_insane_request_id_replaced),
+        cmocka_unit_test(test_retries_exhausted),
+        cmocka_unit_test(test_expect_continue),
+        cmocka_unit_test(test_pipelined_mixed),
+        cmocka_unit_test(test_extra_bytes_after_response_not_pooled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -132,17 +132,14 @@ static void test_drain(void **state)
     f->pw->on_drained = count;
     f->pw->drained_ctx = &drained;
     proxy_worker_drain(f->pw, 0);
-    int eof = 0;
-    pt_read_until(f, idle, buf, sizeof buf, "never", 1, &eof);
-    assert_true(eof); /* the idle connection closes at once */
+    pt_read_to_eof(f, idle, buf, sizeof buf, 0);
     assert_int_equal(buf[0], '\0');
     close(idle);
     pt_spin(f, 20);
     assert_int_equal(drained, 0); /* the busy one is still there */
 
     pt_write(f->be[0].conns[0], "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlast");
-    pt_read_until(f, busy, buf, sizeof buf, "never", 1, &eof);
-    assert_true(eof); /* closed after its response */
+    pt_read_to_eof(f, busy, buf, sizeof buf, 0); /* closed after its response */
     assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
     assert_non_null(strcasestr(buf, "\r\nConnection: close\r\n"));
     assert_non_null(strstr(buf, "\r\n\r\nlast"));
@@ -155,12 +152,69 @@ static void test_drain(void **state)
     assert_int_equal(drained, 1);
 }
 
+static void test_stop_frees_old_generation(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_counted();
+    f->be[0].mode = PT_SILENT;
+    int c = pt_client(f);
+    pt_send(c, "GET /old HTTP/1.1\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 1);
+    proxy_worker_install(f->pw, proxy_gen_ref(pt_gen(f, f->cfg, 2, NULL, NULL)));
+    pt_spin(f, 20);
+    assert_int_equal(freed, 0);
+    /* Stopped with the request still in flight: its generation goes with
+     * the request and the connection. */
+    close(c);
+    pt_teardown(f);
+    assert_int_equal(freed, 1);
+}
+
+static void test_drain_without_clients(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = pt_setup(on_one);
+    drained = 0;
+    f->pw->on_drained = count;
+    f->pw->drained_ctx = &drained;
+    proxy_worker_drain(f->pw, 0);
+    pt_spin(f, 5);
+    assert_int_equal(drained, 1);
+    pt_teardown(f);
+    assert_int_equal(drained, 1);
+}
+
+static void test_drain_idle_grace(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = pt_setup(on_one);
+    drained = 0;
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /i HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /i");
+    f->pw->on_drained = count;
+    f->pw->drained_ctx = &drained;
+    proxy_worker_drain(f->pw, 60000);
+    pt_spin(f, 5);
+    assert_int_equal(drained, 0); /* idle, but within its grace */
+    /* A request within the grace is still answered, with Connection: close. */
+    pt_ask(f, c, "GET /j HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /j");
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+    pt_read_to_eof(f, c, buf, sizeof buf, 0);
+    close(c);
+    PT_WAIT(f, drained == 1);
+    pt_teardown(f);
+    assert_int_equal(drained, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_install_while_in_flight),
         cmocka_unit_test(test_old_generation_freed_when_idle),
         cmocka_unit_test(test_drain),
+        cmocka_unit_test(test_stop_frees_old_generation),
+        cmocka_unit_test(test_drain_without_clients),
+        cmocka_unit_test(test_drain_idle_grace),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
