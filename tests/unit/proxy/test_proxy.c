@@ -67,32 +67,33 @@ static void test_get_rewritten_and_kept_alive(void **state)
            "X-Request-Id: abc-1.2:3\r\nX-Test: kept\r\n\r\n",
            buf, sizeof buf, "one /a?x=1");
     assert_int_equal(f->be[0].accepted, 1);
+    /* The head as rewritten, to the byte: hop-by-hop headers (and those
+     * Connection names) gone, the peer appended to X-Forwarded-For, the
+     * forwarded proto and host added, a sane incoming request id kept. */
     const char *got = f->be[0].conns[0]->got;
-    assert_memory_equal(got, "GET /a?x=1 HTTP/1.1\r\n", 21);
-    assert_non_null(strstr(got, "\r\nHost: shop\r\n"));
-    assert_non_null(strstr(got, "\r\nX-Test: kept\r\n"));
-    assert_non_null(strstr(got, "\r\nX-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n"));
-    /* Hop-by-hop headers (and those Connection names) do not go upstream. */
-    assert_null(strcasestr(got, "x-hop"));
-    assert_null(strcasestr(got, "keep-alive"));
-    assert_null(strcasestr(got, "\r\nConnection:"));
-    /* A sane incoming request id is kept, once. */
-    char id[64], id2[64];
-    assert_non_null(header_value(got, "\r\nX-Request-Id: ", id, sizeof id));
-    assert_string_equal(id, "abc-1.2:3");
-    assert_null(strstr(strstr(got, "X-Request-Id") + 1, "X-Request-Id"));
-    /* The client gets the backend's answer with the same request id. */
-    assert_memory_equal(buf, ok_line, 17);
-    assert_non_null(strstr(buf, "X-Backend: one\r\n"));
-    assert_non_null(header_value(buf, "\r\nX-Request-Id: ", id2, sizeof id2));
-    assert_string_equal(id, id2);
-    assert_null(strstr(buf, "Connection: close"));
+    assert_string_equal(got, "GET /a?x=1 HTTP/1.1\r\n"
+                             "Host: shop\r\n"
+                             "X-Test: kept\r\n"
+                             "X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n"
+                             "X-Forwarded-Proto: http\r\n"
+                             "X-Forwarded-Host: shop\r\n"
+                             "X-Request-Id: abc-1.2:3\r\n"
+                             "\r\n");
+    /* The client gets the backend's answer with the request id (and no
+     * Connection: close). */
+    assert_string_equal(buf, "HTTP/1.1 200 OK\r\n"
+                             "Content-Length: 10\r\n"
+                             "X-Backend: one\r\n"
+                             "X-Request-Id: abc-1.2:3\r\n"
+                             "\r\n"
+                             "one /a?x=1");
 
     /* Kept alive: a second request on the same connection, over the pooled
      * upstream connection. */
     pt_ask(f, c, "GET /b HTTP/1.1\r\nHost: shop\r\n\r\n", buf, sizeof buf, "one /b");
     assert_int_equal(f->be[0].accepted, 1);
     assert_int_equal(f->be[0].conns[0]->requests, 2);
+    char id2[64];
     assert_non_null(header_value(buf, "\r\nX-Request-Id: ", id2, sizeof id2));
     assert_int_equal(strlen(id2), 32); /* none came: a fresh one */
     assert_int_equal(strspn(id2, "0123456789abcdef"), 32);
