@@ -64,27 +64,27 @@ typedef struct pt_fixture {
     int lfd;            /* where the test's clients connect */
 } pt_fixture_t;
 
-static void pt_written(uv_write_t *w, int status)
+static inline void pt_written(uv_write_t *w, int status)
 {
     (void)status;
     free(w);
 }
 
-static void pt_conn_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
+static inline void pt_conn_alloc(uv_handle_t *h, size_t n, uv_buf_t *b)
 {
     (void)n;
     pt_conn_t *c = h->data;
     *b = uv_buf_init(c->got + c->len, (unsigned)(sizeof c->got - c->len - 1));
 }
 
-static void pt_conn_closed(uv_handle_t *h)
+static inline void pt_conn_closed(uv_handle_t *h)
 {
     pt_conn_t *c = h->data;
     c->closed = 1;
 }
 
 /* The length of the whole request at the start of s, 0 if not all there. */
-static size_t pt_request_len(const char *s)
+static inline size_t pt_request_len(const char *s)
 {
     const char *end = strstr(s, "\r\n\r\n");
     if (!end)
@@ -104,7 +104,7 @@ static size_t pt_request_len(const char *s)
 }
 
 /* Writes s on a backend's connection (the test answering by hand). */
-static void pt_write(pt_conn_t *c, const char *s)
+static inline void pt_write(pt_conn_t *c, const char *s)
 {
     size_t n = strlen(s);
     uv_write_t *w = malloc(sizeof *w + n);
@@ -113,7 +113,7 @@ static void pt_write(pt_conn_t *c, const char *s)
     uv_write(w, (uv_stream_t *)&c->tcp, &b, 1, pt_written);
 }
 
-static void pt_answer(pt_conn_t *c, const char *req)
+static inline void pt_answer(pt_conn_t *c, const char *req)
 {
     pt_backend_t *be = c->be;
     char body[512], target[256] = "";
@@ -131,7 +131,7 @@ static void pt_answer(pt_conn_t *c, const char *req)
     pt_write(c, out);
 }
 
-static void pt_conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+static inline void pt_conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     (void)b;
     pt_conn_t *c = s->data;
@@ -151,7 +151,7 @@ static void pt_conn_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
 }
 
-static void pt_accept(uv_stream_t *l, int status)
+static inline void pt_accept(uv_stream_t *l, int status)
 {
     assert_int_equal(status, 0);
     pt_backend_t *be = l->data;
@@ -165,7 +165,7 @@ static void pt_accept(uv_stream_t *l, int status)
     uv_read_start((uv_stream_t *)&c->tcp, pt_conn_alloc, pt_conn_read);
 }
 
-static unsigned pt_listen(uv_loop_t *loop, uv_tcp_t *t, void *data)
+static inline unsigned pt_listen(uv_loop_t *loop, uv_tcp_t *t, void *data)
 {
     struct sockaddr_in sa;
     uv_ip4_addr("127.0.0.1", 0, &sa);
@@ -180,7 +180,7 @@ static unsigned pt_listen(uv_loop_t *loop, uv_tcp_t *t, void *data)
 }
 
 /* A plain socket bound to 127.0.0.1:0 (listening when `backlog` > 0). */
-static int pt_socket(int backlog, unsigned *port)
+static inline int pt_socket(int backlog, unsigned *port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     assert_true(fd >= 0);
@@ -194,7 +194,7 @@ static int pt_socket(int backlog, unsigned *port)
     return fd;
 }
 
-static config_t *pt_config(const pt_fixture_t *f, const char *yaml_fmt)
+static inline config_t *pt_config(const pt_fixture_t *f, const char *yaml_fmt)
 {
     char yaml[4096];
     /* The format takes the ports of be[0], be[1] and the dead port, in order. */
@@ -203,8 +203,8 @@ static config_t *pt_config(const pt_fixture_t *f, const char *yaml_fmt)
 }
 
 /* A generation of cfg for the fixture's worker (nobody's reference yet). */
-static proxy_gen_t *pt_gen(pt_fixture_t *f, config_t *cfg, uint64_t id, void (*on_free)(void *),
-                           void *ctx)
+static inline proxy_gen_t *pt_gen(pt_fixture_t *f, config_t *cfg, uint64_t id,
+                                  void (*on_free)(void *), void *ctx)
 {
     proxy_shared_t shared = {.cfg = cfg,
                              .id = id,
@@ -219,7 +219,7 @@ static proxy_gen_t *pt_gen(pt_fixture_t *f, config_t *cfg, uint64_t id, void (*o
 }
 
 /* yaml_fmt: a config whose "%u"s are be[0]'s port, be[1]'s, the dead port. */
-static pt_fixture_t *pt_setup(const char *yaml_fmt)
+static inline pt_fixture_t *pt_setup(const char *yaml_fmt)
 {
     pt_fixture_t *f = calloc(1, sizeof *f);
     assert_int_equal(uv_loop_init(&f->w.loop), 0);
@@ -250,7 +250,7 @@ static pt_fixture_t *pt_setup(const char *yaml_fmt)
 }
 
 /* A client connected to the worker: returns the test's end (non-blocking). */
-static int pt_client(pt_fixture_t *f)
+static inline int pt_client(pt_fixture_t *f)
 {
     struct sockaddr_in sa;
     socklen_t len = sizeof sa;
@@ -267,12 +267,12 @@ static int pt_client(pt_fixture_t *f)
     return c;
 }
 
-static void pt_send(int fd, const char *s)
+static inline void pt_send(int fd, const char *s)
 {
     assert_int_equal(write(fd, s, strlen(s)), (ssize_t)strlen(s));
 }
 
-static void pt_spin(pt_fixture_t *f, int turns)
+static inline void pt_spin(pt_fixture_t *f, int turns)
 {
     for (int i = 0; i < turns; i++) {
         uv_run(&f->w.loop, UV_RUN_NOWAIT);
@@ -292,8 +292,8 @@ static void pt_spin(pt_fixture_t *f, int turns)
 /* Runs the loop until `count` answers of ficus's (or backends') whose text
  * holds `want` have all arrived on fd, or the client's end saw EOF; bounded.
  * Returns the bytes read. buf is NUL-terminated. */
-static size_t pt_read_until(pt_fixture_t *f, int fd, char *buf, size_t cap, const char *want,
-                            int count, int *eof)
+static inline size_t pt_read_until(pt_fixture_t *f, int fd, char *buf, size_t cap, const char *want,
+                                   int count, int *eof)
 {
     size_t len = 0;
     buf[0] = '\0';
@@ -322,7 +322,8 @@ static size_t pt_read_until(pt_fixture_t *f, int fd, char *buf, size_t cap, cons
 }
 
 /* One whole answer ending in `tail` (the end of its body). */
-static void pt_answer_ending(pt_fixture_t *f, int fd, char *buf, size_t cap, const char *tail)
+static inline void pt_answer_ending(pt_fixture_t *f, int fd, char *buf, size_t cap,
+                                    const char *tail)
 {
     pt_read_until(f, fd, buf, cap, tail, 1, NULL);
     assert_non_null(strstr(buf, tail));
@@ -330,7 +331,7 @@ static void pt_answer_ending(pt_fixture_t *f, int fd, char *buf, size_t cap, con
 
 /* Reads what comes on fd (after the `kept` bytes already in buf) until the
  * end of the connection, which must come. */
-static void pt_read_to_eof(pt_fixture_t *f, int fd, char *buf, size_t cap, size_t kept)
+static inline void pt_read_to_eof(pt_fixture_t *f, int fd, char *buf, size_t cap, size_t kept)
 {
     int eof = 0;
     pt_read_until(f, fd, buf + kept, cap - kept, "\x01never", 1, &eof);
@@ -338,8 +339,8 @@ static void pt_read_to_eof(pt_fixture_t *f, int fd, char *buf, size_t cap, size_
 }
 
 /* Sends request on fd and reads its answer, ending in `tail`, into buf. */
-static void pt_ask(pt_fixture_t *f, int fd, const char *request, char *buf, size_t cap,
-                   const char *tail)
+static inline void pt_ask(pt_fixture_t *f, int fd, const char *request, char *buf, size_t cap,
+                          const char *tail)
 {
     pt_send(fd, request);
     pt_answer_ending(f, fd, buf, cap, tail);
@@ -347,7 +348,7 @@ static void pt_ask(pt_fixture_t *f, int fd, const char *request, char *buf, size
 
 /* Nothing is left counted: requests in flight and on a retry per route,
  * per target, and the group's breaker counters. */
-static void pt_assert_released(const proxy_gen_t *g)
+static inline void pt_assert_released(const proxy_gen_t *g)
 {
     for (size_t r = 0; r < g->cfg->n_routes; r++) {
         assert_int_equal(g->route_inflight[r], 0);
@@ -365,7 +366,7 @@ static void pt_assert_released(const proxy_gen_t *g)
     }
 }
 
-static void pt_teardown(pt_fixture_t *f)
+static inline void pt_teardown(pt_fixture_t *f)
 {
     proxy_worker_stop(f->pw);
     for (int i = 0; i < PT_BACKENDS; i++) {
