@@ -376,19 +376,34 @@ static void test_client_gone_mid_response(void **state)
     pt_teardown(f);
 }
 
+/* With target one failing: asks until a request went to one first (round
+ * robin: within two); each must be answered 200 by two (ending in tail). */
+static void ask_until_one_tried(pt_fixture_t *f, int c, const char *request, const char *tail)
+{
+    for (int i = 0; i < 2 && f->be[0].requests == 0; i++) {
+        pt_ask(f, c, request, buf, sizeof buf, tail);
+        assert_memory_equal(buf, ok_line, 17);
+    }
+    assert_int_equal(f->be[0].requests, 1);
+}
+
+/* The backend closes the connection of the request in flight; the client
+ * reads the rest of its answer and the end of its connection. */
+static void backend_closes(pt_fixture_t *f, int c)
+{
+    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
+    pt_read_to_eof(f, c, buf, sizeof buf, strlen(buf));
+    assert_memory_equal(buf, ok_line, 17);
+}
+
 static void test_retried_body_goes_whole(void **state)
 {
     (void)state;
     pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX "    retry_non_idempotent: true\n");
     f->be[0].mode = PT_503;
     int c = pt_client(f);
-    /* Until a request went to one first (round robin: within two). */
-    for (int i = 0; i < 2 && f->be[0].requests == 0; i++) {
-        pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part", buf,
-               sizeof buf, "two /w");
-        assert_memory_equal(buf, ok_line, 17);
-    }
-    assert_int_equal(f->be[0].requests, 1);
+    ask_until_one_tried(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part",
+                        "two /w");
     /* Both targets got the whole body. */
     assert_non_null(strstr(f->be[0].conns[0]->got, "\r\n\r\npart1part"));
     const char *last = f->be[1].conns[0]->got;
@@ -471,11 +486,9 @@ static void test_upstream_gone_mid_body(void **state)
     pt_fixture_t *f = setup_basic();
     int c = client_in_flight(f, "GET /cut HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
     relay(f, c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort", "short");
-    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
     /* The client cannot be told otherwise: its connection is closed, with
      * nothing more after the bytes that came. */
-    pt_read_to_eof(f, c, buf, sizeof buf, strlen(buf));
-    assert_memory_equal(buf, ok_line, 17);
+    backend_closes(f, c);
     assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "short");
     close(c);
     pt_teardown(f);
@@ -505,10 +518,8 @@ static void test_body_until_close(void **state)
     int c = client_in_flight(f, "GET /u HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
     /* No length: the body ends when the backend closes. */
     relay(f, c, "HTTP/1.1 200 OK\r\n\r\nuntil", "until");
-    uv_close((uv_handle_t *)&f->be[0].conns[0]->tcp, pt_conn_closed);
     /* The client's answer ends the same way: Connection: close, then EOF. */
-    pt_read_to_eof(f, c, buf, sizeof buf, strlen(buf));
-    assert_memory_equal(buf, ok_line, 17);
+    backend_closes(f, c);
     assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
     assert_string_equal(strstr(buf, "\r\n\r\n") + 4, "until");
     close(c);
@@ -626,6 +637,39 @@ static void test_extra_bytes_after_response_not_pooled(void **state)
     pt_teardown(f);
 }
 
+static void test_per_try_timeout_retried(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", TWO_TARGETS,
+                            "    backends: [{target_group: g}]\n"
+                            "    retries: {attempts: 1, per_try_timeout: 50ms, retry_on: [timeout],"
+                            " backoff: 1ms}\n");
+    f->be[0].mode = PT_SILENT;
+    int c = pt_client(f);
+    ask_until_one_tried(f, c, "GET /t HTTP/1.1\r\nHost: a\r\n\r\n", "two /t");
+    /* The late answer of the first try reaches nobody: its connection is
+     * closed. */
+    PT_WAIT(f, f->be[0].conns[0]->closed);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_circuit_open_max_connections(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup("", "{targets: [\"127.0.0.1:%1$u\"], max_connections: 1}",
+                            "    backends: [{target_group: g}]\n    timeout: 30s\n");
+    f->be[0].mode = PT_SILENT;
+    int c1 = pt_client(f);
+    pt_send(c1, "GET /held HTTP/1.1\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 1);
+    ask_own(f, "/x");
+    own_error(buf, "HTTP/1.1 503 ", "circuit_open");
+    assert_int_equal(f->be[0].accepted, 1);
+    close(c1);
+    pt_teardown(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -657,6 +701,8 @@ int main(void)
         cmocka_unit_test(test_expect_continue),
         cmocka_unit_test(test_pipelined_mixed),
         cmocka_unit_test(test_extra_bytes_after_response_not_pooled),
+        cmocka_unit_test(test_per_try_timeout_retried),
+        cmocka_unit_test(test_circuit_open_max_connections),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -38,34 +38,57 @@ static int freed, drained;
 
 static void count(void *ctx) { (*(int *)ctx)++; }
 
-/* Generation 1 (on_one) counts its frees in `freed`. */
-static pt_fixture_t *setup_counted(void)
+/* Generation 1 (of yaml) counts its frees in `freed`. */
+static pt_fixture_t *setup_counted(const char *yaml)
 {
-    pt_fixture_t *f = pt_setup(on_one);
+    pt_fixture_t *f = pt_setup(yaml);
     freed = 0;
     f->pw->gen->on_free = count;
     f->pw->gen->free_ctx = &freed;
     return f;
 }
 
+/* A reload's shared parts (its own config, health and weights). */
+typedef struct reload {
+    config_t *cfg;
+    health_t *health;
+    weights_t *weights;
+} reload_t;
+
+/* Installs a generation of yaml on the fixture's worker. */
+static reload_t reload(pt_fixture_t *f, const char *yaml)
+{
+    reload_t r = {.cfg = pt_config(f, yaml)};
+    r.health = health_new(r.cfg);
+    r.weights = weights_new(r.cfg);
+    proxy_shared_t shared = {
+        .cfg = r.cfg, .id = 2, .metrics = f->reg, .health = r.health, .weights = r.weights};
+    proxy_gen_t *gen = proxy_gen_new(&shared, 0);
+    assert_non_null(gen);
+    proxy_worker_install(f->pw, proxy_gen_ref(gen));
+    assert_ptr_equal(f->pw->gen, gen);
+    return r;
+}
+
+/* After pt_teardown (which frees the current generation). */
+static void reload_free(reload_t *r)
+{
+    weights_free(r->weights);
+    health_free(r->health);
+    config_unref(r->cfg);
+}
+
 static void test_install_while_in_flight(void **state)
 {
     (void)state;
-    pt_fixture_t *f = setup_counted();
+    pt_fixture_t *f = setup_counted(on_one);
     f->be[0].mode = PT_SILENT;
     int c1 = pt_client(f);
     pt_send(c1, "GET /old HTTP/1.1\r\nHost: a\r\n\r\n");
     PT_WAIT(f, f->be[0].requests == 1);
 
     /* Reload: generation 2 sends g to be[1]. */
-    config_t *cfg2 = pt_config(f, on_two);
-    health_t *h2 = health_new(cfg2);
-    weights_t *w2 = weights_new(cfg2);
-    proxy_shared_t shared = {.cfg = cfg2, .id = 2, .metrics = f->reg, .health = h2, .weights = w2};
-    proxy_gen_t *gen2 = proxy_gen_new(&shared, 0);
-    assert_non_null(gen2);
-    proxy_worker_install(f->pw, proxy_gen_ref(gen2));
-    assert_ptr_equal(f->pw->gen, gen2);
+    reload_t r = reload(f, on_two);
     pt_spin(f, 20);
     assert_int_equal(freed, 0); /* its request still runs */
 
@@ -91,17 +114,15 @@ static void test_install_while_in_flight(void **state)
     assert_int_equal(freed, 1); /* once */
     close(c1);
     close(c2);
-    pt_teardown(f); /* frees generation 2 (the current one) */
-    weights_free(w2);
-    health_free(h2);
-    config_unref(cfg2);
+    pt_teardown(f);
+    reload_free(&r);
     assert_int_equal(freed, 1);
 }
 
 static void test_old_generation_freed_when_idle(void **state)
 {
     (void)state;
-    pt_fixture_t *f = setup_counted();
+    pt_fixture_t *f = setup_counted(on_one);
     int c = pt_client(f);
     pt_ask(f, c, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /x");
     /* Only a pooled idle upstream connection holds generation 1 now. */
@@ -155,7 +176,7 @@ static void test_drain(void **state)
 static void test_stop_frees_old_generation(void **state)
 {
     (void)state;
-    pt_fixture_t *f = setup_counted();
+    pt_fixture_t *f = setup_counted(on_one);
     f->be[0].mode = PT_SILENT;
     int c = pt_client(f);
     pt_send(c, "GET /old HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -206,6 +227,32 @@ static void test_drain_idle_grace(void **state)
     assert_int_equal(drained, 1);
 }
 
+static void test_install_during_backoff(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_counted("server: {listen: [\"127.0.0.1:8080\"], workers: 1}\n"
+                                    "target_groups: {g: {targets: [\"127.0.0.1:%1$u\"]}}\n"
+                                    "routes: [{name: r, match: {path_prefix: /},"
+                                    " backends: [{target_group: g}],"
+                                    " retries: {attempts: 1, retry_on: [5xx], backoff: 300ms}}]\n");
+    f->be[0].mode = PT_503;
+    int c = pt_client(f);
+    pt_send(c, "GET /r HTTP/1.1\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 1);
+    f->be[0].mode = PT_OK;
+    /* Reloaded while the request waits to retry: the retry stays with the
+     * request's generation (g on be[0]), not the new one (g on be[1]). */
+    reload_t r = reload(f, on_two);
+    pt_answer_ending(f, c, buf, sizeof buf, "one /r");
+    assert_memory_equal(buf, "HTTP/1.1 200 OK\r\n", 17);
+    assert_int_equal(f->be[1].requests, 0);
+    PT_WAIT(f, freed == 1);
+    close(c);
+    pt_teardown(f);
+    reload_free(&r);
+    assert_int_equal(freed, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_stop_frees_old_generation),
         cmocka_unit_test(test_drain_without_clients),
         cmocka_unit_test(test_drain_idle_grace),
+        cmocka_unit_test(test_install_during_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
