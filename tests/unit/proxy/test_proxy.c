@@ -670,6 +670,47 @@ static void test_circuit_open_max_connections(void **state)
     pt_teardown(f);
 }
 
+static void test_fallback_uses_its_own_path(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = pt_setup("server: {listen: [\"127.0.0.1:8080\"], workers: 1}\n"
+                               "target_groups:\n"
+                               "  h: {targets: [\"127.0.0.1:%2$u\"]}\n"
+                               "  dead: {targets: [\"127.0.0.1:%3$u\"]}\n"
+                               "  g: {targets: [\"127.0.0.1:%1$u\"]}\n"
+                               "routes:\n"
+                               "  - name: r\n"
+                               "    match: {path_regex: \"/s/([a-z]+)\"}\n"
+                               "    backends:\n"
+                               "      - {target_group: dead, weight: 100, fallback: h,"
+                               " path: \"/canary/$1\"}\n"
+                               "      - {target_group: h, weight: 0, path: \"/fb/$1\"}\n");
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /s/abc?q=1 HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "two /fb/abc?q=1");
+    assert_memory_equal(buf, ok_line, 17);
+    assert_memory_equal(f->be[1].conns[0]->got, "GET /fb/abc?q=1 HTTP/1.1\r\n", 26);
+    close(c);
+    pt_teardown(f);
+}
+
+static void test_body_beyond_retry_buffer_not_retried(void **state)
+{
+    (void)state;
+    pt_fixture_t *f =
+        setup(", retry_buffer_size: 8", TWO_TARGETS, RETRY_5XX "    retry_non_idempotent: true\n");
+    f->be[0].mode = PT_503;
+    f->be[1].mode = PT_503;
+    int c = pt_client(f);
+    /* 9 bytes of body, the buffer keeps 8: the 503 is the answer. */
+    pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part", buf,
+           sizeof buf, "busy");
+    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    pt_spin(f, 20);
+    assert_int_equal(f->be[0].requests + f->be[1].requests, 1);
+    close(c);
+    pt_teardown(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -703,6 +744,8 @@ int main(void)
         cmocka_unit_test(test_extra_bytes_after_response_not_pooled),
         cmocka_unit_test(test_per_try_timeout_retried),
         cmocka_unit_test(test_circuit_open_max_connections),
+        cmocka_unit_test(test_fallback_uses_its_own_path),
+        cmocka_unit_test(test_body_beyond_retry_buffer_not_retried),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
