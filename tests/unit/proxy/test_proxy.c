@@ -268,10 +268,11 @@ static void test_no_healthy_target(void **state)
     pt_teardown(f);
 }
 
-static void test_circuit_open(void **state)
+/* A request held by a silent backend fills the breaker g_opts sets; the
+ * next request is refused at once. */
+static void circuit_case(const char *g)
 {
-    (void)state;
-    pt_fixture_t *f = setup("", "{targets: [\"127.0.0.1:%1$u\"], max_requests: 1}", "");
+    pt_fixture_t *f = setup("", g, "    backends: [{target_group: g}]\n    timeout: 30s\n");
     f->be[0].mode = PT_SILENT;
     int c1 = pt_client(f);
     pt_send(c1, "GET /held HTTP/1.1\r\nHost: a\r\n\r\n");
@@ -279,8 +280,15 @@ static void test_circuit_open(void **state)
     ask_own(f, "/x");
     own_error(buf, "HTTP/1.1 503 ", "circuit_open");
     assert_int_equal(f->be[0].requests, 1);
+    assert_int_equal(f->be[0].accepted, 1);
     close(c1);
     pt_teardown(f);
+}
+
+static void test_circuit_open(void **state)
+{
+    (void)state;
+    circuit_case("{targets: [\"127.0.0.1:%1$u\"], max_requests: 1}");
 }
 
 static void test_ip_rule_forbidden(void **state)
@@ -414,17 +422,24 @@ static void test_retried_body_goes_whole(void **state)
     pt_teardown(f);
 }
 
+/* Both targets answer 503: a client's request on the fixture's route
+ * (retries on 5xx) is answered 503; returns the client. */
+static int both_busy(pt_fixture_t *f, const char *request)
+{
+    f->be[0].mode = PT_503;
+    f->be[1].mode = PT_503;
+    int c = pt_client(f);
+    pt_ask(f, c, request, buf, sizeof buf, "busy");
+    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    pt_spin(f, 20);
+    return c;
+}
+
 static void test_non_idempotent_not_retried(void **state)
 {
     (void)state;
     pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX);
-    f->be[0].mode = PT_503;
-    f->be[1].mode = PT_503;
-    int c = pt_client(f);
-    pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi", buf, sizeof buf,
-           "busy");
-    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
-    pt_spin(f, 20);
+    int c = both_busy(f, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi");
     assert_int_equal(f->be[0].requests + f->be[1].requests, 1);
     /* A GET on the same route is retried (and answered 503 by the other). */
     pt_ask(f, c, "GET /g HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "busy");
@@ -559,12 +574,8 @@ static void test_retries_exhausted(void **state)
 {
     (void)state;
     pt_fixture_t *f = setup("", TWO_TARGETS, RETRY_5XX);
-    f->be[0].mode = PT_503;
-    f->be[1].mode = PT_503;
-    int c = pt_client(f);
     /* Both tries answer 503: the client gets the last one, as it came. */
-    pt_ask(f, c, "GET /e HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "busy");
-    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
+    int c = both_busy(f, "GET /e HTTP/1.1\r\nHost: a\r\n\r\n");
     assert_int_equal(f->be[0].requests, 1);
     assert_int_equal(f->be[1].requests, 1);
     /* The connection is still usable. */
@@ -657,17 +668,7 @@ static void test_per_try_timeout_retried(void **state)
 static void test_circuit_open_max_connections(void **state)
 {
     (void)state;
-    pt_fixture_t *f = setup("", "{targets: [\"127.0.0.1:%1$u\"], max_connections: 1}",
-                            "    backends: [{target_group: g}]\n    timeout: 30s\n");
-    f->be[0].mode = PT_SILENT;
-    int c1 = pt_client(f);
-    pt_send(c1, "GET /held HTTP/1.1\r\nHost: a\r\n\r\n");
-    PT_WAIT(f, f->be[0].requests == 1);
-    ask_own(f, "/x");
-    own_error(buf, "HTTP/1.1 503 ", "circuit_open");
-    assert_int_equal(f->be[0].accepted, 1);
-    close(c1);
-    pt_teardown(f);
+    circuit_case("{targets: [\"127.0.0.1:%1$u\"], max_connections: 1}");
 }
 
 static void test_fallback_uses_its_own_path(void **state)
@@ -698,14 +699,8 @@ static void test_body_beyond_retry_buffer_not_retried(void **state)
     (void)state;
     pt_fixture_t *f =
         setup(", retry_buffer_size: 8", TWO_TARGETS, RETRY_5XX "    retry_non_idempotent: true\n");
-    f->be[0].mode = PT_503;
-    f->be[1].mode = PT_503;
-    int c = pt_client(f);
     /* 9 bytes of body, the buffer keeps 8: the 503 is the answer. */
-    pt_ask(f, c, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part", buf,
-           sizeof buf, "busy");
-    assert_memory_equal(buf, "HTTP/1.1 503 Service Unavailable\r\n", 34);
-    pt_spin(f, 20);
+    int c = both_busy(f, "POST /w HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\npart1part");
     assert_int_equal(f->be[0].requests + f->be[1].requests, 1);
     close(c);
     pt_teardown(f);
