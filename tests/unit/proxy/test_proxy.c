@@ -706,6 +706,51 @@ static void test_body_beyond_retry_buffer_not_retried(void **state)
     pt_teardown(f);
 }
 
+static void test_large_response_relayed_whole(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = client_in_flight(f, "GET /big HTTP/1.1\r\nHost: a\r\n\r\n", "\r\n\r\n");
+    /* 8 MiB, more than the buffers and the sockets on the way hold while
+     * the client does not read yet: relayed whole and in order. */
+    enum { BODY = 8 << 20 };
+    char head[64];
+    int hl = snprintf(head, sizeof head, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", BODY);
+    char *resp = malloc((size_t)hl + BODY + 1);
+    memcpy(resp, head, (size_t)hl);
+    for (int i = 0; i < BODY; i++)
+        resp[hl + i] = (char)('a' + (i * 7 + i / 4096) % 26);
+    resp[hl + BODY] = '\0';
+    pt_write(f->be[0].conns[0], resp);
+    pt_spin(f, 200); /* the client reads nothing yet */
+    char *got = malloc((size_t)hl + BODY + 4096);
+    size_t len = 0;
+    for (int i = 0; i < 400000 && (len < 4 || !strstr(got, "\r\n\r\n") ||
+                                   len < (size_t)(strstr(got, "\r\n\r\n") + 4 - got) + BODY);
+         i++) {
+        uv_run(&f->w.loop, UV_RUN_NOWAIT);
+        ssize_t k = recv(c, got + len, (size_t)hl + BODY + 4095 - len, 0);
+        if (k > 0)
+            len += (size_t)k;
+        else
+            usleep(100);
+        got[len] = '\0';
+    }
+    const char *body = strstr(got, "\r\n\r\n");
+    assert_non_null(body);
+    body += 4;
+    assert_int_equal(len - (size_t)(body - got), BODY);
+    assert_memory_equal(body, resp + hl, BODY);
+    free(got);
+    free(resp);
+    /* The connection goes on, over the same upstream connection. */
+    f->be[0].mode = PT_OK;
+    pt_ask(f, c, "GET /after HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /after");
+    assert_int_equal(f->be[0].accepted, 1);
+    close(c);
+    pt_teardown(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -741,6 +786,7 @@ int main(void)
         cmocka_unit_test(test_circuit_open_max_connections),
         cmocka_unit_test(test_fallback_uses_its_own_path),
         cmocka_unit_test(test_body_beyond_retry_buffer_not_retried),
+        cmocka_unit_test(test_large_response_relayed_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
