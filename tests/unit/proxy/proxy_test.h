@@ -284,7 +284,7 @@ static inline void pt_spin(pt_fixture_t *f, int turns)
  * the line. */
 #define PT_WAIT(f, cond)                                                                           \
     do {                                                                                           \
-        for (int i_ = 0; i_ < 5000 && !(cond); i_++)                                               \
+        for (int i_ = 0; i_ < 20000 && !(cond); i_++)                                              \
             pt_spin(f, 1);                                                                         \
         assert_true(cond);                                                                         \
     } while (0)

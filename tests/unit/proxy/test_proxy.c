@@ -751,6 +751,57 @@ static void test_large_response_relayed_whole(void **state)
     pt_teardown(f);
 }
 
+/* A request whose first try was answered 503 and which now waits out a
+ * backoff before its retry (route: `extra`). The backoff is jittered (up
+ * to 10 s): should the retry go out early, it finds the backend silent. */
+static int client_in_backoff(pt_fixture_t **fp, const char *extra)
+{
+    char route[512];
+    snprintf(route, sizeof route,
+             "    backends: [{target_group: g}]\n"
+             "    retries: {attempts: 1, retry_on: [5xx], backoff: 10s}\n%s",
+             extra);
+    pt_fixture_t *f = *fp = setup("", NULL, route);
+    f->be[0].mode = PT_503;
+    int c = pt_client(f);
+    pt_send(c, "GET /b HTTP/1.1\r\nHost: a\r\n\r\n");
+    PT_WAIT(f, f->be[0].requests == 1);
+    f->be[0].mode = PT_SILENT;
+    PT_WAIT(f, f->pw->gen->route_retries[0] == 1); /* a retry is decided */
+    return c;
+}
+
+static void test_client_gone_during_backoff(void **state)
+{
+    (void)state;
+    pt_fixture_t *f;
+    int c = client_in_backoff(&f, "");
+    close(c);
+    pt_spin(f, 50);
+    pt_assert_released(f->pw->gen); /* nothing left counted for it */
+    pt_teardown(f);
+}
+
+static void test_stop_during_backoff(void **state)
+{
+    (void)state;
+    pt_fixture_t *f;
+    int c = client_in_backoff(&f, "");
+    pt_teardown(f); /* its timer and connections closed: the loop ends */
+    close(c);
+}
+
+static void test_route_timeout_during_backoff(void **state)
+{
+    (void)state;
+    pt_fixture_t *f;
+    int c = client_in_backoff(&f, "    timeout: 100ms\n");
+    pt_answer_ending(f, c, buf, sizeof buf, "}");
+    own_error(buf, "HTTP/1.1 504 ", "gateway_timeout");
+    close(c);
+    pt_teardown(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -787,6 +838,9 @@ int main(void)
         cmocka_unit_test(test_fallback_uses_its_own_path),
         cmocka_unit_test(test_body_beyond_retry_buffer_not_retried),
         cmocka_unit_test(test_large_response_relayed_whole),
+        cmocka_unit_test(test_client_gone_during_backoff),
+        cmocka_unit_test(test_stop_during_backoff),
+        cmocka_unit_test(test_route_timeout_during_backoff),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
