@@ -303,19 +303,6 @@ static void test_ip_rule_forbidden(void **state)
     pt_teardown(f);
 }
 
-static void test_body_too_large(void **state)
-{
-    (void)state;
-    pt_fixture_t *f = setup(", max_body_size: 10", NULL, "");
-    int c = pt_client(f);
-    pt_ask(f, c, "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world", buf,
-           sizeof buf, "}");
-    own_error(buf, "HTTP/1.1 413 ", "body_too_large");
-    assert_int_equal(f->be[0].accepted, 0);
-    close(c);
-    pt_teardown(f);
-}
-
 static void timeout_case(const char *route_timeouts)
 {
     char route[512];
@@ -802,6 +789,54 @@ static void test_route_timeout_during_backoff(void **state)
     pt_teardown(f);
 }
 
+/* ficus answers itself a request whose body it did not read: the bytes
+ * after the head are not taken for a next request (what follows the body
+ * would be smuggled past the answer); the connection closes instead. */
+static void own_answer_with_body_closes(const char *server, const char *route, const char *req,
+                                        const char *status_line, const char *code)
+{
+    pt_fixture_t *f = setup(server, NULL, route);
+    int c = pt_client(f);
+    pt_send(c, req);
+    pt_read_to_eof(f, c, buf, sizeof buf, 0);
+    own_error(buf, status_line, code);
+    assert_non_null(strstr(buf, "\r\nConnection: close\r\n"));
+    assert_null(strstr(buf + 1, "HTTP/1.1 "));
+    assert_int_equal(f->be[0].accepted, 0);
+    close(c);
+    pt_teardown(f);
+}
+
+/* 413 (over max_body_size) and 403 (IP rules) with a body. */
+static void test_own_answers_with_body_close(void **state)
+{
+    (void)state;
+    own_answer_with_body_closes(", max_body_size: 10", "",
+                                "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
+                                "hello worldGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+                                "HTTP/1.1 413 ", "body_too_large");
+    own_answer_with_body_closes("",
+                                "    backends: [{target_group: g}]\n"
+                                "    ip_deny: [\"127.0.0.0/8\"]\n",
+                                "POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                "5\r\nhello\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: a\r\n\r\n",
+                                "HTTP/1.1 403 Forbidden\r\n", "forbidden");
+}
+
+static void test_http10_keep_alive(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_basic();
+    int c = pt_client(f);
+    pt_ask(f, c, "GET /x HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n", buf, sizeof buf,
+           "one /x");
+    assert_non_null(strstr(buf, "\r\nConnection: keep-alive\r\n"));
+    pt_ask(f, c, "GET /y HTTP/1.1\r\nHost: a\r\n\r\n", buf, sizeof buf, "one /y");
+    assert_int_equal(f->be[0].accepted, 1);
+    close(c);
+    pt_teardown(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -815,7 +850,6 @@ int main(void)
         cmocka_unit_test(test_no_healthy_target),
         cmocka_unit_test(test_circuit_open),
         cmocka_unit_test(test_ip_rule_forbidden),
-        cmocka_unit_test(test_body_too_large),
         cmocka_unit_test(test_per_try_timeout),
         cmocka_unit_test(test_route_timeout),
         cmocka_unit_test(test_client_gone_mid_request),
@@ -841,6 +875,8 @@ int main(void)
         cmocka_unit_test(test_client_gone_during_backoff),
         cmocka_unit_test(test_stop_during_backoff),
         cmocka_unit_test(test_route_timeout_during_backoff),
+        cmocka_unit_test(test_own_answers_with_body_close),
+        cmocka_unit_test(test_http10_keep_alive),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
