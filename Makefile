@@ -77,7 +77,7 @@ $(BUILD)/llhttp/%.o: $(LLHTTP)/%.c
 
 $(BUILD)/tests/unit/%: tests/unit/%.c $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(WARN) -Itests/unit $(LDOPT) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
+	$(CC) $(CFLAGS) $(WARN) -MMD -MP -Itests/unit $(LDOPT) -o $@ $< $(LIB) $(LDLIBS) -lcmocka
 
 deps:
 	@sh scripts/install-deps.sh all
