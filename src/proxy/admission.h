@@ -1,8 +1,10 @@
 /* Admission: the ordered steps a request passes after its route is known and
- * before any exchange starts. A step lets the request on, denies it (an end
- * reason and a message), or makes it wait: it started something (a lookup,
- * a call) and the request resumes when that ends, at the same step, which is
- * run again and answers from what it stored. Today's steps are the route's
+ * before any exchange starts. A step reads the request and, while it runs,
+ * the client's head (request_t.head). It lets the request on, denies it (an
+ * end reason and a message), or makes it wait: it started something (a
+ * lookup, a call) and the request resumes when that ends, at the same step,
+ * which is run again (with the head parsed again) and answers from what it
+ * stored. Today's steps are the route's
  * IP rules and the body size limit; authentication and rate limits come next. */
 #ifndef FICUS_PROXY_ADMISSION_H
 #define FICUS_PROXY_ADMISSION_H

@@ -333,7 +333,10 @@ static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char
                   size_t head_bytes)
 {
     admission_deny_t deny;
-    switch (admission_run(req->pw->steps, req->pw->n_steps, &req->admitted, req, &deny)) {
+    req->head = h;
+    admit_t a = admission_run(req->pw->steps, req->pw->n_steps, &req->admitted, req, &deny);
+    req->head = NULL;
+    switch (a) {
     case ADMIT_NEXT:
         forward(req, h, rt);
         return;
@@ -359,8 +362,20 @@ void proxy_request_resume(request_t *req)
 {
     if (req->phase != REQ_ADMISSION)
         return;
+    /* The kept head, parsed again: the steps read it, then the rest of the way. */
+    proxy_worker_t *pw = req->pw;
+    http_parser_t p;
+    int ev = 0;
+    http_parser_init_request(&p);
+    long k = http_parser_feed(&p, &pw->head, pbuf_head(req->held), req->held->len, &ev);
+    if (k < 0 || !(ev & HTTP_EV_HEAD)) {
+        answer_error(req, END_INTERNAL, "request head lost while admission waited");
+        return;
+    }
     admission_deny_t deny;
-    admit_t a = admission_run(req->pw->steps, req->pw->n_steps, &req->admitted, req, &deny);
+    req->head = &pw->head;
+    admit_t a = admission_run(pw->steps, pw->n_steps, &req->admitted, req, &deny);
+    req->head = NULL;
     if (a == ADMIT_WAIT)
         return;
     req->phase = REQ_NONE;
@@ -368,16 +383,9 @@ void proxy_request_resume(request_t *req)
         answer_error(req, deny.why, deny.message);
         return;
     }
-    /* The kept head, parsed and routed again as it was the first time. */
-    proxy_worker_t *pw = req->pw;
-    http_parser_t p;
-    int ev = 0;
-    http_parser_init_request(&p);
-    long k = http_parser_feed(&p, &pw->head, pbuf_head(req->held), req->held->len, &ev);
     routed_t rt;
     const char *message;
-    if (k < 0 || !(ev & HTTP_EV_HEAD) || route_head(req, &pw->head, &rt, &message) != END_OK ||
-        rt.m.route != req->route) {
+    if (route_head(req, &pw->head, &rt, &message) != END_OK || rt.m.route != req->route) {
         /* A set the route matched on changed while the request waited. */
         answer_error(req, END_NO_ROUTE, "the route no longer matches the request");
         return;

@@ -55,14 +55,15 @@ struct request {
     proxy_gen_t *gen; /* one reference from begin to the end of the request */
     const config_route_t *route;
     const config_backend_t *backend;
-    uint32_t group;      /* the group tries go to (the fallback's after a fallback) */
-    uint32_t admitted;   /* admission steps passed */
-    pbuf_t *out;         /* upstream head + buffered body prefix */
-    pbuf_t *alt;         /* the fallback backend's request target, when it has one */
-    pbuf_t *held;        /* the client's head, kept while an admission step waits */
-    uint32_t head_len;   /* upstream head length in out */
-    int status;          /* status sent to the client */
-    int upstream_status; /* 0 = none */
+    uint32_t group;          /* the group tries go to (the fallback's after a fallback) */
+    uint32_t admitted;       /* admission steps passed */
+    const http_head_t *head; /* the client's head while admission steps run, else NULL */
+    pbuf_t *out;             /* upstream head + buffered body prefix */
+    pbuf_t *alt;             /* the fallback backend's request target, when it has one */
+    pbuf_t *held;            /* the client's head, kept while an admission step waits */
+    uint32_t head_len;       /* upstream head length in out */
+    int status;              /* status sent to the client */
+    int upstream_status;     /* 0 = none */
     uint32_t attempts;
     uint32_t retries;      /* tries after the first */
     uint64_t tried;        /* targets of the current group tried (first 64) */

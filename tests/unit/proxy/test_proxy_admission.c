@@ -22,6 +22,15 @@ static bool deny_after_wait;
 
 static admit_t wait_run(void *subject, admission_deny_t *deny)
 {
+    /* The step reads the client's head, on its first run and when resumed
+     * (then parsed again from the kept copy). */
+    const request_t *req = subject;
+    assert_non_null(req->head);
+    const http_header_t *host =
+        http_header_find(req->head->headers, req->head->n_headers, "host", 4);
+    assert_non_null(host);
+    assert_int_equal(host->value_len, 4);
+    assert_memory_equal(host->value, "shop", 4);
     runs++;
     if (runs == 1) {
         waiting = subject;
@@ -86,6 +95,7 @@ static void test_resumed_request_goes_out_whole(void **state)
                        "Content-Length: 5\r\n\r\nhello");
     pt_spin(f->pt, 50);
     assert_non_null(waiting);
+    assert_null(waiting->head); /* only while the steps run */
     assert_int_equal(runs, 1);
     assert_int_equal(f->pt->be[0].accepted, 0); /* nothing went out while it waits */
     proxy_request_resume(waiting);
