@@ -253,6 +253,24 @@ for name, n in (("small", small), ("large", large)):
 EOF
 }
 
+# ficus_yaml_head FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE:
+# what every ficus configuration of the bench starts with (written anew).
+ficus_yaml_head() {
+    cat >"$1" <<EOF
+server:
+  listen: ["127.0.0.1:$2"]
+  workers: 1
+  max_connections: $6
+  idle_timeout: $7
+  drain_delay: 0s     # the bench stops it with SIGTERM between scenarios
+  drain_timeout: 2s
+admin:
+  listen: "127.0.0.1:$3"
+access_log:
+  path: $5
+EOF
+}
+
 # ficus_yaml FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE [RESILIENCE]
 # RESILIENCE=1: the route has retries and a 90/10 split whose canary falls back
 # to the primary; both groups are the same backend, so nothing fails and the
@@ -274,18 +292,8 @@ EOF
         return
     fi
     if [[ ${8:-0} == 1 ]]; then
-        cat >"$1" <<EOF
-server:
-  listen: ["127.0.0.1:$2"]
-  workers: 1
-  max_connections: $6
-  idle_timeout: $7
-  drain_delay: 0s
-  drain_timeout: 2s
-admin:
-  listen: "127.0.0.1:$3"
-access_log:
-  path: $5
+        ficus_yaml_head "$@"
+        cat >>"$1" <<EOF
 target_groups:
   primary:
     targets: ["127.0.0.1:$4"]
@@ -305,18 +313,8 @@ routes:
 EOF
         return
     fi
-    cat >"$1" <<EOF
-server:
-  listen: ["127.0.0.1:$2"]
-  workers: 1
-  max_connections: $6
-  idle_timeout: $7
-  drain_delay: 0s     # the bench stops it with SIGTERM between scenarios
-  drain_timeout: 2s
-admin:
-  listen: "127.0.0.1:$3"
-access_log:
-  path: $5
+    ficus_yaml_head "$@"
+    cat >>"$1" <<EOF
 target_groups:
   backend:
     targets: ["127.0.0.1:$4"]
@@ -337,18 +335,8 @@ EOF
 # groups are the same backend, so nothing fails: what is measured is the cost
 # of the machinery when all is well.
 ficus_full_yaml() {
-    cat >"$1" <<EOF
-server:
-  listen: ["127.0.0.1:$2"]
-  workers: 1
-  max_connections: $6
-  idle_timeout: $7
-  drain_delay: 0s
-  drain_timeout: 2s
-admin:
-  listen: "127.0.0.1:$3"
-access_log:
-  path: $5
+    ficus_yaml_head "$@"
+    cat >>"$1" <<EOF
 target_groups:
   primary:
     targets: ["127.0.0.1:$4"]
