@@ -17,6 +17,7 @@ import pytest
 
 websockets = pytest.importorskip("websockets")
 
+from harness.backends import recv_head  # noqa: E402
 from harness import (RawConn, config, http_request, metric_value, parse_metrics,  # noqa: E402
                      route, scaled, wait_until)
 
@@ -72,14 +73,11 @@ class RawUpgrade:
         except OSError:
             return
         c.settimeout(5)
-        buf = b""
         try:
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
-            head, rest = buf.split(b"\r\n\r\n", 1)
+            got = recv_head(c)
+            if got is None:
+                return
+            head, rest = got
             self.heads.append(head)
             c.sendall(self.response)
             while True:

@@ -161,6 +161,19 @@ class EchoBackend:
         self.server.server_close()
 
 
+def recv_head(c):
+    """Reads from socket c up to the end of a message head: (head, bytes after
+    it), or None if the peer closed first."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        d = c.recv(65536)
+        if not d:
+            return None
+        buf += d
+    head, rest = buf.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
 def echo_header(echo_json, name):
     """Values of a header as the echo backend saw it (case-insensitive)."""
     return [v for k, v in echo_json["headers"] if k.lower() == name.lower()]
@@ -210,13 +223,9 @@ class RawBackend:
 
     def _answer(self, c):
         c.settimeout(5)
-        buf = b""
         try:
-            while b"\r\n\r\n" not in buf:
-                d = c.recv(65536)
-                if not d:
-                    return
-                buf += d
+            if recv_head(c) is None:
+                return
             if self.mode == "truncate":
                 c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n"
                           b"Content-Type: application/octet-stream\r\n\r\n" + b"x" * 1000)
