@@ -1,8 +1,6 @@
 /* Retry and fallback rules; see retry.h. */
 #include "policy/retry.h"
 
-#include <string.h>
-
 #include "core/defaults.h"
 #include "core/rand.h"
 
@@ -36,11 +34,6 @@ bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
         return false;
     }
     return false;
-}
-
-bool retry_method_idempotent(const char *m, size_t n)
-{
-    return http_method_idempotent(http_method_parse(m, n));
 }
 
 bool retry_resend_allowed(bool idempotent, bool retry_non_idempotent, retry_outcome_t o)

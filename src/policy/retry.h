@@ -1,6 +1,6 @@
 /* Retry and fallback rules, sans-I/O: does a failed try qualify, may this
  * request be sent again, how long to wait, and does the route's budget allow
- * one more retry in flight. proxy.c's fail_attempt() asks; this answers. */
+ * one more retry in flight. proxy/decide.c asks; this answers. */
 #ifndef FICUS_POLICY_RETRY_H
 #define FICUS_POLICY_RETRY_H
 
@@ -25,8 +25,6 @@ typedef enum {
  * per-try timeout or 5xx)? */
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status);
 
-/* GET, HEAD, OPTIONS, PUT, DELETE (and TRACE). */
-bool retry_method_idempotent(const char *method, size_t len);
 
 /* May a request be sent again after this outcome? Idempotent ones always; the
  * others with retry_non_idempotent, or after a connect failure (they never

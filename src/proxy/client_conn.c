@@ -116,8 +116,6 @@ static void cc_linger(client_conn_t *cc)
 
 void client_conn_abort(client_conn_t *cc) { cc_close(cc); }
 
-int client_conn_shutdown(client_conn_t *cc) { return shutdown(stream_fd(&cc->s), SHUT_WR); }
-
 /* --- writing --- */
 
 int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n)

@@ -121,8 +121,6 @@ const char *client_conn_error_reason(const client_conn_t *cc);
 /* From now on bytes are relayed raw: what the client sent after the head is
  * handed to on_raw_data first. */
 void client_conn_tunnel(client_conn_t *cc);
-/* Half-closes the sending side (a tunnel passing on a close). */
-int client_conn_shutdown(client_conn_t *cc);
 
 /* Graceful: idle connections close now (or once idle for idle_grace_ms, if
  * not 0), the others after their response; env->on_drained when none is left. */

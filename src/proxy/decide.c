@@ -58,9 +58,3 @@ decision_t decide(const decide_in_t *in)
         return DECIDE_ANSWER;
     return in->fallback_ready ? DECIDE_FALLBACK : DECIDE_RETRY;
 }
-
-const char *decide_name(decision_t d)
-{
-    static const char *const names[] = {"answer", "resend", "retry", "fallback", "cut"};
-    return (unsigned)d < sizeof names / sizeof names[0] ? names[d] : "?";
-}

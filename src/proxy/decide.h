@@ -43,7 +43,4 @@ typedef struct decide_in {
 /* The decision for a try that ended as `in` says. */
 decision_t decide(const decide_in_t *in);
 
-/* "answer", "retry", ... (logs and tests). */
-const char *decide_name(decision_t d);
-
 #endif

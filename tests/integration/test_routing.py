@@ -312,3 +312,20 @@ def test_a_reload_keeps_a_set_it_cannot_read(ficus, echo_backend, tmp_path):
     assert who(f, "/shops/1")[0] == "a"
     assert who(f, "/shops/2")[0] == "a"
     assert who(f, "/shops/3")[0] == "b"
+
+
+def test_rewritten_target_too_long_is_414(ficus, mock):
+    """A backend path template that makes the upstream target longer than
+    ficus can build is answered 414 uri_too_long (JSON and access log), and
+    nothing reaches the backend."""
+    m = mock("m")
+    f = ficus(config({"m": m.addr},
+                     [route("long", {"path_regex": "/x/(.*)"},
+                            [{"target_group": "m", "weight": 1, "path": "/" + "$1" * 13}])]))
+    r = http_request(f.port, "GET", "/x/" + "a" * 15000)
+    assert r.status == 414, repr(r)
+    assert r.json()["error"] == "uri_too_long", r.json()
+    lines = f.wait_access_log(1)
+    assert lines and lines[-1]["error"] == "uri_too_long" and lines[-1]["status"] == 414, lines
+    assert m.stats()["total"] == 0
+    assert http_request(f.port, "GET", "/x/ok").status == 200

@@ -296,4 +296,6 @@ def test_connect_refused(gw):
     f, be = gw()
     r = refused(f, be, "CONNECT a:80 HTTP/1.1\r\nHost: a:80\r\n\r\n", 501)
     assert "CONNECT" in r.json()["message"]
+    refusal = [e for e in f.wait_access_log(2) if e["status"] == 501]
+    assert refusal and refusal[0]["error"] == "not_implemented", f.access_log()
     assert b"CONNECT" not in be.seen()

@@ -279,3 +279,6 @@ def test_http2_preface_gets_a_clear_error(ficus, mock):
         assert r.status == 505, repr(r)
         assert "HTTP/2 is not enabled" in r.json()["message"]
         assert c.closed_within(3)
+    lines = f.wait_access_log(1)
+    assert lines and lines[-1]["status"] == 505, lines
+    assert lines[-1]["error"] == "http_version_not_supported", lines

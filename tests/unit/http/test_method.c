@@ -30,11 +30,16 @@ static void test_idempotent(void **state)
 {
     (void)state;
     assert_true(http_method_idempotent(HTTP_METHOD_GET));
+    assert_true(http_method_idempotent(HTTP_METHOD_HEAD));
+    assert_true(http_method_idempotent(HTTP_METHOD_OPTIONS));
+    assert_true(http_method_idempotent(HTTP_METHOD_TRACE));
     assert_true(http_method_idempotent(HTTP_METHOD_PUT));
     assert_true(http_method_idempotent(HTTP_METHOD_DELETE));
     assert_false(http_method_idempotent(HTTP_METHOD_POST));
     assert_false(http_method_idempotent(HTTP_METHOD_PATCH));
+    assert_false(http_method_idempotent(HTTP_METHOD_CONNECT));
     assert_false(http_method_idempotent(HTTP_METHOD_OTHER));
+    assert_false(http_method_idempotent(http_method_parse("GE", 2)));
 }
 
 static void test_config_bits(void **state)

@@ -68,14 +68,6 @@ static void test_fallback_defaults(void **state)
 static void test_idempotency_gate(void **state)
 {
     (void)state;
-    assert_true(retry_method_idempotent("GET", 3));
-    assert_true(retry_method_idempotent("HEAD", 4));
-    assert_true(retry_method_idempotent("OPTIONS", 7));
-    assert_true(retry_method_idempotent("PUT", 3));
-    assert_true(retry_method_idempotent("DELETE", 6));
-    assert_false(retry_method_idempotent("POST", 4));
-    assert_false(retry_method_idempotent("PATCH", 5));
-    assert_false(retry_method_idempotent("GE", 2));
     assert_true(retry_resend_allowed(true, false, RETRY_OUTCOME_STATUS));
     assert_false(retry_resend_allowed(false, false, RETRY_OUTCOME_STATUS));
     assert_false(retry_resend_allowed(false, false, RETRY_OUTCOME_RESET));

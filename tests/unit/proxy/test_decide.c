@@ -225,7 +225,6 @@ static void test_end_reason_table(void **state)
     assert_int_equal(end_reasons[END_UPSTREAM_TIMEOUT].try_code, METRICS_UPSTREAM_TIMEOUT);
     assert_string_equal(end_reasons[END_CIRCUIT_OPEN].code, "circuit_open");
     assert_string_equal(end_reasons[END_NO_TARGET].code, "no_healthy_target");
-    assert_string_equal(decide_name(DECIDE_FALLBACK), "fallback");
 }
 
 int main(void)
