@@ -25,7 +25,6 @@ typedef enum {
  * per-try timeout or 5xx)? */
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status);
 
-
 /* May a request be sent again after this outcome? Idempotent ones always; the
  * others with retry_non_idempotent, or after a connect failure (they never
  * reached the target). */
