@@ -179,6 +179,23 @@ typedef struct config_retries {
     uint32_t budget_percent;
 } config_retries_t;
 
+/* Where a limit or a throttle counts: this instance (shared by its
+ * workers) or every instance (through redis). */
+typedef enum { SCOPE_LOCAL = 0, SCOPE_GLOBAL } config_scope_t;
+
+/* route.auth.client */
+typedef enum { AUTH_CLIENT_NONE = 0, AUTH_CLIENT_OPTIONAL, AUTH_CLIENT_REQUIRED } config_auth_client_t;
+
+/* route.rate_limit.by */
+typedef enum { RATE_BY_CLIENT = 0, RATE_BY_IP, RATE_BY_USER, RATE_BY_ROUTE } config_rate_by_t;
+
+typedef struct config_rate_limit {
+    double requests_per_second; /* refill rate */
+    double burst;               /* bucket size */
+    config_rate_by_t by;
+    config_scope_t scope;
+} config_rate_limit_t;
+
 typedef struct config_route {
     char *name;
     size_t index;
@@ -202,7 +219,72 @@ typedef struct config_route {
     size_t n_remove_headers;
     char **upgrades; /* lower-case Upgrade tokens tunnelled after a 101; none = refused (400) */
     size_t n_upgrades;
+    config_auth_client_t auth_client;
+    size_t auth_provider; /* auth.user.provider: jwt_providers index, CONFIG_NONE = no user auth */
+    bool auth_user_required;
+    size_t *clients; /* client indexes allowed on the route; none = every client */
+    size_t n_clients;
+    bool has_rate_limit;
+    config_rate_limit_t rate_limit;
 } config_route_t;
+
+/* An API client: X-Api-Key is checked against the SHA-256 of its keys. */
+typedef struct config_client {
+    char *id;
+    size_t index;
+    uint8_t (*key_sha256)[32]; /* api_keys_sha256, then the api_keys_env values hashed at load */
+    size_t n_keys;
+    char **api_keys_env; /* the variables' names, as written */
+    size_t n_api_keys_env;
+    uint32_t max_concurrent_requests; /* 0 = no throttle */
+    config_scope_t concurrency_scope;
+} config_client_t;
+
+/* JWS algorithms a provider accepts (bits). */
+enum {
+    JWT_ALG_RS256 = 1u << 0,
+    JWT_ALG_RS384 = 1u << 1,
+    JWT_ALG_RS512 = 1u << 2,
+    JWT_ALG_PS256 = 1u << 3,
+    JWT_ALG_PS384 = 1u << 4,
+    JWT_ALG_PS512 = 1u << 5,
+    JWT_ALG_ES256 = 1u << 6,
+    JWT_ALG_ES384 = 1u << 7,
+    JWT_ALG_HS256 = 1u << 8,
+    JWT_ALG_HS384 = 1u << 9,
+    JWT_ALG_HS512 = 1u << 10,
+    JWT_ALG_EDDSA = 1u << 11
+};
+
+/* A forwarded claim: its value goes upstream in header (as written). */
+typedef struct config_claim_header {
+    char *claim;
+    char *header;
+} config_claim_header_t;
+
+typedef struct config_jwt_provider {
+    char *name;
+    size_t index;
+    char *issuer; /* NULL: iss not checked */
+    char **audiences;
+    size_t n_audiences; /* 0: aud not checked */
+    char *jwks_file;    /* exactly one of jwks_file | jwks_url */
+    char *jwks_url;
+    uint64_t jwks_refresh_ms;
+    uint32_t algorithms; /* JWT_ALG_* bits */
+    uint64_t leeway_ms;  /* clock skew allowed on exp and nbf */
+    config_claim_header_t *forward_claims;
+    size_t n_forward_claims;
+} config_jwt_provider_t;
+
+typedef struct config_session_exchange {
+    char *cookie; /* exactly one of cookie | header (lower-cased) */
+    char *header;
+    char *url;
+    size_t provider; /* jwt_providers index */
+    uint64_t cache_ttl_ms;
+    uint64_t timeout_ms; /* one exchange: connect to the end of the answer */
+} config_session_exchange_t;
 
 /* Where a restart-only key is written in the file (the rows marked
  * ROW_RESTART in config_rows.c). */
@@ -228,6 +310,14 @@ typedef struct config {
     bool log_json;         /* JSON lines instead of text */
     config_tracing_t tracing;
     char *redis_address; /* NULL = unset */
+    uint64_t redis_timeout_ms;
+
+    config_client_t *clients;
+    size_t n_clients;
+    config_jwt_provider_t *jwt_providers;
+    size_t n_jwt_providers;
+    bool has_session_exchange;
+    config_session_exchange_t session_exchange;
 
     config_target_group_t *target_groups;
     size_t n_target_groups;
