@@ -20,6 +20,7 @@ struct generation {
     weights_t *weights;
     health_checker_t *checker;
     dns_refresh_t *dns;
+    api_key_index_t *api_keys;
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -71,6 +72,7 @@ static void gen_free(generation_t *gen)
     health_free(gen->health);
     weights_free(gen->weights);
     set_refresh_free(gen->sets);
+    api_key_index_free(gen->api_keys);
     config_unref(gen->cfg);
     free(gen);
 }
@@ -131,7 +133,8 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     gen->cfg = config_ref(cfg);
     dns_refresh_resolve(cfg);
     gen->sets = set_refresh_new(cfg, gs->metrics, gs->workers);
-    if (!gen->sets) {
+    gen->api_keys = api_key_index_new(cfg);
+    if (!gen->sets || !gen->api_keys) {
         gen_free(gen);
         return NULL;
     }
@@ -154,6 +157,7 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .metrics = gs->metrics,
                              .health = gen->health,
                              .weights = gen->weights,
+                             .api_keys = gen->api_keys,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {

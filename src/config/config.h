@@ -184,7 +184,11 @@ typedef struct config_retries {
 typedef enum { SCOPE_LOCAL = 0, SCOPE_GLOBAL } config_scope_t;
 
 /* route.auth.client */
-typedef enum { AUTH_CLIENT_NONE = 0, AUTH_CLIENT_OPTIONAL, AUTH_CLIENT_REQUIRED } config_auth_client_t;
+typedef enum {
+    AUTH_CLIENT_NONE = 0,
+    AUTH_CLIENT_OPTIONAL,
+    AUTH_CLIENT_REQUIRED
+} config_auth_client_t;
 
 /* route.rate_limit.by */
 typedef enum { RATE_BY_CLIENT = 0, RATE_BY_IP, RATE_BY_USER, RATE_BY_ROUTE } config_rate_by_t;
@@ -259,7 +263,8 @@ enum {
 /* A forwarded claim: its value goes upstream in header (as written). */
 typedef struct config_claim_header {
     char *claim;
-    char *header;
+    char *header;    /* as written: sent so */
+    char *header_lc; /* lower-cased: dropped from what the client sent */
 } config_claim_header_t;
 
 typedef struct config_jwt_provider {

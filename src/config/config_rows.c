@@ -12,6 +12,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "config/config_auth.h"
+#include "config/names.h"
 #include "config/units.h"
 #include "core/defaults.h"
 #include "core/errors.h"
@@ -20,67 +22,9 @@
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 #define UNUSED __attribute__((unused)) /* a callback that needs no key node or root */
 
-/* Names seen while loading, for duplicate checks and lookups: hashed, so
- * that a large generated file does not make the checks quadratic. */
-typedef struct name_slot {
-    const char *s; /* NULL: free */
-    size_t len;
-    size_t value; /* an index into what the names name */
-    size_t line;  /* where the name was written */
-} name_slot_t;
-
-typedef struct name_set {
-    name_slot_t *slots;
-    size_t cap; /* a power of two, at least twice the names added */
-    bool nocase;
-} name_set_t;
-
-/* What the rows remember while a file is read (schema_ctx_t.user). */
-typedef struct rows_state {
-    name_set_t groups, sets, route_names;
-    /* The route being read: some of its keys depend on its match. */
-    config_route_t *route;
-    bool match_known;    /* route->match.kind is final */
-    bool captures_known; /* route->match.n_captures is final */
-} rows_state_t;
-
-static rows_state_t *state(schema_ctx_t *c) { return c->user; }
+static config_rows_state_t *state(schema_ctx_t *c) { return c->user; }
 
 /* ----------------------------------------------------------- value checks */
-
-static bool is_alnum(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9');
-}
-
-/* Route, target group and set names: [A-Za-z0-9][A-Za-z0-9_.-]* */
-static bool valid_name(const char *s)
-{
-    size_t len = strlen(s);
-    if (len == 0 || len > CONFIG_MAX_NAME_BYTES || !is_alnum(s[0]))
-        return false;
-    for (size_t i = 1; i < len; i++) {
-        if (!is_alnum(s[i]) && s[i] != '_' && s[i] != '.' && s[i] != '-')
-            return false;
-    }
-    return true;
-}
-
-static const char name_rule[] =
-    "use letters, digits, '_', '.' and '-', starting with a letter or digit";
-
-/* An HTTP token (RFC 9110 tchar): header names, cookie names. */
-static bool valid_token(const char *s, size_t len)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    if (len == 0)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (!is_alnum(s[i]) && (s[i] == '\0' || !strchr(extra, s[i])))
-            return false;
-    }
-    return true;
-}
 
 /* A DNS name as written in a target or a host match (no port). */
 static bool valid_hostname(const char *s, size_t len)
@@ -88,7 +32,7 @@ static bool valid_hostname(const char *s, size_t len)
     if (len == 0 || len > 253 || s[0] == '.' || s[0] == '-')
         return false;
     for (size_t i = 0; i < len; i++) {
-        if (!is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
+        if (!names_is_alnum(s[i]) && s[i] != '-' && s[i] != '_' && s[i] != '.')
             return false;
         if (s[i] == '.' && i + 1 < len && s[i + 1] == '.')
             return false;
@@ -119,84 +63,6 @@ static bool check_path(schema_ctx_t *c, const yaml_node_t *v, const char *path, 
         }
     }
     return true;
-}
-
-static void names_init(schema_ctx_t *c, name_set_t *set, size_t n, bool nocase)
-{
-    set->cap = 16;
-    while (set->cap < 2 * n)
-        set->cap *= 2;
-    set->nocase = nocase;
-    set->slots = calloc(set->cap, sizeof *set->slots);
-    if (!set->slots) {
-        set->cap = 0;
-        c->oom = true;
-    }
-}
-
-static void names_free(name_set_t *set)
-{
-    free(set->slots);
-    set->slots = NULL;
-    set->cap = 0;
-}
-
-/* The slot holding s, or the free slot where it belongs; NULL without a
- * table. */
-static name_slot_t *names_slot(const name_set_t *set, const char *s, size_t len)
-{
-    if (set->cap == 0)
-        return NULL;
-    uint64_t h = 1469598103934665603ull; /* FNV-1a */
-    for (size_t i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (set->nocase && ch >= 'A' && ch <= 'Z')
-            ch = (unsigned char)(ch | 0x20);
-        h = (h ^ ch) * 1099511628211ull;
-    }
-    for (size_t i = (size_t)h & (set->cap - 1);; i = (i + 1) & (set->cap - 1)) {
-        name_slot_t *slot = &set->slots[i];
-        if (!slot->s || (slot->len == len && (set->nocase ? strncasecmp(slot->s, s, len) == 0
-                                                          : memcmp(slot->s, s, len) == 0)))
-            return slot;
-    }
-}
-
-/* Adds s (written at node at) -> value. Returns the earlier equal name,
- * and adds nothing then; else NULL. At most the n given to names_init. */
-static const name_slot_t *names_add(name_set_t *set, const char *s, size_t len, size_t value,
-                                    const yaml_node_t *at)
-{
-    name_slot_t *slot = names_slot(set, s, len);
-    if (!slot || slot->s)
-        return slot;
-    slot->s = s;
-    slot->len = len;
-    slot->value = value;
-    slot->line = at ? at->start_mark.line + 1 : 1;
-    return NULL;
-}
-
-static size_t names_find(const name_set_t *set, const char *s)
-{
-    const name_slot_t *slot = names_slot(set, s, strlen(s));
-    return slot && slot->s ? slot->value : CONFIG_NONE;
-}
-
-static const char *key_unique(schema_ctx_t *c, const yaml_node_t *map, size_t i, const char *path,
-                              name_set_t *names, size_t value)
-{
-    const char *name = schema_key_str(c, map, i, path);
-    if (!name)
-        return NULL;
-    const yaml_node_t *k = schema_map_key(c, map, i);
-    const name_slot_t *first = names_add(names, name, schema_slen(k), value, k);
-    if (!first)
-        return name;
-    char p[SCHEMA_PATH_BYTES];
-    schema_path_key(p, path, name, schema_slen(k));
-    schema_err(c, k, "%s: duplicate key (first at line %zu)", p, first->line);
-    return NULL;
 }
 
 /* ---------------------------------------------------------------- server */
@@ -490,7 +356,7 @@ static void f_admin_token_env(schema_ctx_t *c, const yaml_node_t *k UNUSED, cons
     if (!s)
         return;
     schema_quote_t q;
-    if (!valid_token(s, strlen(s))) {
+    if (!names_valid_token(s, strlen(s))) {
         schema_err(c, v, "%s: %s is not an environment variable name", path, schema_qnode(&q, v));
         return;
     }
@@ -605,8 +471,8 @@ static const schema_row_t access_log_fields[] = {
                ROW_JSON(j_access_log_path), ROW_RESTART),
 };
 
-/* An http:// URL (what the runtime can fetch); NULL with an error else. */
-static const char *http_url(schema_ctx_t *c, const yaml_node_t *v, const char *path, const char *s)
+const char *config_rows_http_url(schema_ctx_t *c, const yaml_node_t *v, const char *path,
+                                 const char *s)
 {
     schema_quote_t q;
     if (strncmp(s, "https://", 8) == 0) {
@@ -641,7 +507,7 @@ static void f_otlp_endpoint(schema_ctx_t *c, const yaml_node_t *k UNUSED, const 
     config_tracing_t *t = obj;
     t->otlp_endpoint = NULL;
     const char *s = v ? schema_str(c, v, path) : NULL;
-    if (s && *s && http_url(c, v, path, s))
+    if (s && *s && config_rows_http_url(c, v, path, s))
         t->otlp_endpoint = schema_strdup(c, s);
 }
 
@@ -707,6 +573,7 @@ static void f_redis_address(schema_ctx_t *c, const yaml_node_t *k UNUSED, const 
 
 static const schema_row_t redis_fields[] = {
     ROW_CUSTOM_REQ("address", f_redis_address, ROW_AS(SCHEMA_STRING, config_t, redis_address)),
+    ROW_DURATION("timeout", config_t, redis_timeout_ms, DEFAULT_REDIS_TIMEOUT_MS, 1, 60000),
 };
 
 /* null when the section is not written. */
@@ -871,23 +738,6 @@ static const schema_row_t group_fields[] = {
               ROW_HAS(config_target_group_t, has_outlier)),
 };
 
-/* A mapping of name -> object (target_groups, sets): the name checked, the
- * object registered even when it has errors, so that references to it do
- * not add errors of their own. Returns the name or NULL to skip the pair. */
-static const char *named_entry(schema_ctx_t *c, const yaml_node_t *map, size_t i, const char *path,
-                               char *p, name_set_t *names, size_t value)
-{
-    const char *name = key_unique(c, map, i, path, names, value);
-    if (!name)
-        return NULL;
-    const yaml_node_t *k = schema_map_key(c, map, i);
-    schema_quote_t q;
-    schema_path_key(p, path, name, schema_slen(k));
-    if (!valid_name(name))
-        schema_err(c, k, "%s: invalid name %s (%s)", p, schema_qnode(&q, k), name_rule);
-    return name;
-}
-
 static void sec_target_groups(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                               const char *path, void *obj)
 {
@@ -900,7 +750,7 @@ static void sec_target_groups(schema_ctx_t *c, const yaml_node_t *k UNUSED, cons
     names_init(c, &state(c)->groups, schema_map_len(v), false);
     for (size_t i = 0; i < schema_map_len(v); i++) {
         char p[SCHEMA_PATH_BYTES];
-        const char *name = named_entry(c, v, i, path, p, &state(c)->groups, cfg->n_target_groups);
+        const char *name = names_entry(c, v, i, path, p, &state(c)->groups, cfg->n_target_groups);
         if (!name)
             continue;
         config_target_group_t *g = &cfg->target_groups[cfg->n_target_groups];
@@ -932,7 +782,7 @@ static void f_set_url(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_n
     config_set_t *s = obj;
     s->url = NULL;
     const char *u = v ? schema_str(c, v, path) : NULL;
-    if (u && http_url(c, v, path, u))
+    if (u && config_rows_http_url(c, v, path, u))
         s->url = schema_strdup(c, u);
 }
 
@@ -955,7 +805,7 @@ static void sec_sets(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
     names_init(c, &state(c)->sets, schema_map_len(v), false);
     for (size_t i = 0; i < schema_map_len(v); i++) {
         char p[SCHEMA_PATH_BYTES];
-        const char *name = named_entry(c, v, i, path, p, &state(c)->sets, cfg->n_sets);
+        const char *name = names_entry(c, v, i, path, p, &state(c)->sets, cfg->n_sets);
         if (!name)
             continue;
         config_set_t *s = &cfg->sets[cfg->n_sets];
@@ -972,18 +822,8 @@ static void sec_sets(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
             s->file_line = file->start_mark.line + 1;
             s->file_col = file->start_mark.column + 1;
         }
-        if (file && s->file && s->file[0] != '/' && strchr(c->file, '/')) {
-            /* Relative to the configuration file's directory, not to the
-             * working directory (systemd starts ficus in /). */
-            const char *slash = strrchr(c->file, '/');
-            char full[4096];
-            int w =
-                snprintf(full, sizeof full, "%.*s/%s", (int)(slash - c->file), c->file, s->file);
-            if (w > 0 && (size_t)w < sizeof full)
-                s->file = schema_strdup(c, full);
-            else
-                schema_err(c, file, "%s.file: path too long", p);
-        }
+        if (file && s->file)
+            s->file = config_rows_relative_path(c, file, s->file);
         if (!file && !url)
             schema_err(c, schema_is_null(sv) ? schema_map_key(c, v, i) : sv,
                        "%s: needs file or url", p);
@@ -1001,6 +841,21 @@ static json_t *j_sets(const schema_row_t *f UNUSED, const void *obj, const void 
                              cfg->n_sets, offsetof(config_set_t, name), root);
 }
 
+/* A relative file name made relative to the configuration file's
+ * directory, not to the working directory (systemd starts ficus in /). */
+char *config_rows_relative_path(schema_ctx_t *c, const yaml_node_t *at, char *name)
+{
+    if (name[0] == '/' || !strchr(c->file, '/'))
+        return name;
+    const char *slash = strrchr(c->file, '/');
+    char full[4096];
+    int w = snprintf(full, sizeof full, "%.*s/%s", (int)(slash - c->file), c->file, name);
+    if (w > 0 && (size_t)w < sizeof full)
+        return schema_strdup(c, full);
+    schema_err(c, at, "%s: path too long", name);
+    return name;
+}
+
 /* ---------------------------------------------------------------- routes */
 
 static void f_route_name(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -1011,8 +866,8 @@ static void f_route_name(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yam
     const char *s = schema_str(c, v, path);
     if (!s)
         return;
-    if (!valid_name(s))
-        schema_err(c, v, "%s: invalid name %s (%s)", path, schema_qnode(&q, v), name_rule);
+    if (!names_valid(s))
+        schema_err(c, v, "%s: invalid name %s (%s)", path, schema_qnode(&q, v), NAMES_RULE);
     r->name = schema_strdup(c, s);
     const name_slot_t *first = names_add(&state(c)->route_names, s, strlen(s), r->index, v);
     if (first)
@@ -1078,7 +933,7 @@ static void f_host(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node
     if (!wild && len > 2 && h[0] == '[') {
         ok = h[len - 1] == ']';
         for (size_t i = 1; ok && i + 1 < len; i++)
-            ok = is_alnum(h[i]) || h[i] == ':' || h[i] == '.';
+            ok = names_is_alnum(h[i]) || h[i] == ':' || h[i] == '.';
     } else {
         ok = valid_hostname(name, name_len);
     }
@@ -1097,18 +952,6 @@ static void f_host(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node
 }
 
 /* Headers that frame the message or the connection: ficus writes them. */
-static bool framing_header(const char *name)
-{
-    static const char *const names[] = {"connection", "content-length",   "transfer-encoding",
-                                        "keep-alive", "proxy-connection", "te",
-                                        "trailer",    "upgrade"};
-    for (size_t i = 0; i < ARRAY_LEN(names); i++) {
-        if (strcasecmp(name, names[i]) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* A mapping of header name -> value into *out: the names tokens, each
  * written once whatever its case. Names to match are lower-cased; headers
  * to set are no framing headers and have no line break in their value. */
@@ -1123,7 +966,7 @@ static void header_map(schema_ctx_t *c, const yaml_node_t *v, const char *path, 
     name_set_t names;
     names_init(c, &names, schema_map_len(v), true);
     for (size_t i = 0; h && i < schema_map_len(v); i++) {
-        const char *name = key_unique(c, v, i, path, &names, i);
+        const char *name = names_key_unique(c, v, i, path, &names, i);
         if (!name)
             continue;
         const yaml_node_t *kn = schema_map_key(c, v, i), *vn = schema_map_value(c, v, i);
@@ -1131,9 +974,9 @@ static void header_map(schema_ctx_t *c, const yaml_node_t *v, const char *path, 
         char p[SCHEMA_PATH_BYTES];
         schema_quote_t q;
         schema_path_key(p, path, name, schema_slen(kn));
-        if (!valid_token(name, schema_slen(kn)))
+        if (!names_valid_token(name, schema_slen(kn)))
             schema_err(c, kn, "%s: invalid header name %s", p, schema_qnode(&q, kn));
-        else if (setting && framing_header(name))
+        else if (setting && names_framing_header(name))
             schema_err(c, kn, "%s: %s cannot be set (ficus manages it)", p, schema_qnode(&q, kn));
         else
             value = schema_str(c, vn, p);
@@ -1569,10 +1412,10 @@ static void f_sticky(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_no
         return;
     if (strcmp(s, "client_ip") == 0) {
         r->sticky = STICKY_CLIENT_IP;
-    } else if (strncmp(s, "header:", 7) == 0 && valid_token(s + 7, strlen(s + 7))) {
+    } else if (strncmp(s, "header:", 7) == 0 && names_valid_token(s + 7, strlen(s + 7))) {
         r->sticky = STICKY_HEADER;
         r->sticky_name = schema_strdup_lower(c, s + 7, strlen(s + 7));
-    } else if (strncmp(s, "cookie:", 7) == 0 && valid_token(s + 7, strlen(s + 7))) {
+    } else if (strncmp(s, "cookie:", 7) == 0 && names_valid_token(s + 7, strlen(s + 7))) {
         r->sticky = STICKY_COOKIE;
         r->sticky_name = schema_strdup(c, s + 7);
     } else {
@@ -1711,7 +1554,7 @@ static void token_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, si
 {
     tokens_read_t *tr = obj;
     schema_quote_t q;
-    if (!valid_token(s, strlen(s)))
+    if (!names_valid_token(s, strlen(s)))
         schema_err(c, it, "%s: invalid %s %s%s", p, tr->what, schema_qnode(&q, it), tr->hint);
     else
         tr->out[(*tr->n)++] = schema_strdup_lower(c, s, strlen(s));
@@ -1797,9 +1640,10 @@ static const schema_row_t route_fields[] = {
     ROW_CUSTOM("ip_deny", f_ip_deny, ROW_JSON(j_ip_deny)),
     ROW_TABLE_SELF("request_headers", request_headers_fields),
     ROW_CUSTOM("upgrades", f_upgrades, ROW_JSON(j_upgrades)),
-    ROW_UNSUPPORTED("auth", "authentication"),
-    ROW_UNSUPPORTED("clients", "restricting a route to clients"),
-    ROW_UNSUPPORTED("rate_limit", "rate limiting"),
+    ROW_CUSTOM("auth", config_auth_f_route_auth, ROW_JSON(config_auth_j_route_auth)),
+    ROW_CUSTOM("clients", config_auth_f_route_clients, ROW_JSON(config_auth_j_route_clients)),
+    ROW_CUSTOM("rate_limit", config_auth_f_route_rate_limit,
+               ROW_JSON(config_auth_j_route_rate_limit)),
     ROW_UNSUPPORTED("aggregate", "aggregation (BFF)"),
 };
 
@@ -1842,6 +1686,7 @@ static void sec_routes(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_
         char p[SCHEMA_PATH_BYTES];
         r->index = i;
         r->match.in_set = CONFIG_NONE;
+        r->auth_provider = CONFIG_NONE;
         schema_path_index(p, path, i);
         parse_route(c, schema_list_item(c, v, i), p, r);
     }
@@ -1857,7 +1702,9 @@ static json_t *j_routes(const schema_row_t *f UNUSED, const void *obj, const voi
 
 /* ------------------------------------------------------------ the file */
 
-/* Sections in dependency order: routes refer to target groups and sets. */
+/* Sections in dependency order: routes refer to target groups, sets,
+ * clients and JWT providers; the session exchange to a provider; global
+ * scopes need redis. */
 const schema_row_t config_rows[] = {
     ROW_TABLE("server", config_t, server, server_fields),
     ROW_TABLE_SELF("admin", admin_fields),
@@ -1867,10 +1714,12 @@ const schema_row_t config_rows[] = {
     ROW_TABLE_SELF("redis", redis_fields, ROW_JSON(j_redis)),
     ROW_CUSTOM("target_groups", sec_target_groups, ROW_JSON(j_target_groups)),
     ROW_CUSTOM("sets", sec_sets, ROW_JSON(j_sets)),
+    ROW_CUSTOM("clients", config_auth_sec_clients, ROW_JSON(config_auth_j_clients)),
+    ROW_CUSTOM("jwt_providers", config_auth_sec_jwt_providers,
+               ROW_JSON(config_auth_j_jwt_providers)),
+    ROW_CUSTOM("session_exchange", config_auth_sec_session_exchange,
+               ROW_JSON(config_auth_j_session_exchange)),
     ROW_CUSTOM("routes", sec_routes, ROW_JSON(j_routes)),
-    ROW_UNSUPPORTED("clients", "client authentication"),
-    ROW_UNSUPPORTED("jwt_providers", "JWT authentication"),
-    ROW_UNSUPPORTED("session_exchange", "session exchange"),
 };
 
 const size_t config_rows_n = ARRAY_LEN(config_rows);
@@ -1883,7 +1732,7 @@ _Static_assert(ARRAY_LEN(route_fields) <= SCHEMA_MAX_ROWS, "schema_seen_t too sm
 void config_rows_load(schema_ctx_t *c, const yaml_node_t *root, config_t *cfg)
 {
     schema_seen_t seen;
-    rows_state_t st;
+    config_rows_state_t st;
     if (root->type != YAML_MAPPING_NODE) {
         schema_err(c, root,
                    "the top level must be a mapping of sections (server:, routes:, ...), got %s",
@@ -1891,11 +1740,14 @@ void config_rows_load(schema_ctx_t *c, const yaml_node_t *root, config_t *cfg)
         return;
     }
     memset(&st, 0, sizeof st);
+    st.cfg = cfg;
     c->user = &st;
     schema_apply(c, root, root, "", config_rows, config_rows_n, cfg, &seen);
     /* Their names point into the document, which dies next. */
     names_free(&st.groups);
     names_free(&st.sets);
     names_free(&st.route_names);
+    names_free(&st.clients);
+    names_free(&st.providers);
     c->user = NULL;
 }

@@ -105,6 +105,13 @@
 #define PROBE_MAX_EXPECT 8               /* statuses in one endpoint's expect list */
 #define PROBE_DNS_GRACE_MS 1000          /* past its deadline, a check stuck in DNS is given up */
 
+/* edge security: API clients, JWT users, sessions, limits */
+#define DEFAULT_JWKS_REFRESH_MS (10 * 60 * 1000) /* jwks_url re-read */
+#define DEFAULT_JWT_LEEWAY_MS 30000              /* clock skew allowed on exp and nbf */
+#define DEFAULT_SESSION_CACHE_TTL_MS 30000
+#define DEFAULT_SESSION_TIMEOUT_MS 1000 /* one exchange with the session service */
+#define DEFAULT_REDIS_TIMEOUT_MS 100    /* one redis call; the request's deadline bounds it too */
+
 /* config file: defaults without a line above, and the bounds beyond which
  * a value is a typo rather than a choice */
 #define DEFAULT_ACCESS_LOG "stdout"

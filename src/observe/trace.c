@@ -423,7 +423,7 @@ static char *put_u64_q(char *w, uint64_t v)
           sizeof(((trace_span_t *)0)->route) + sizeof(((trace_span_t *)0)->target_group) +         \
           2 * sizeof(((trace_span_t *)0)->target) + sizeof(((trace_span_t *)0)->path) +            \
           sizeof(((trace_span_t *)0)->client_ip) + sizeof(((trace_span_t *)0)->request_id) +       \
-          2 * sizeof(((trace_span_t *)0)->error_type)))
+          sizeof(((trace_span_t *)0)->client_id) + 2 * sizeof(((trace_span_t *)0)->error_type)))
 
 /* One Span object. */
 static int span_json(buf_t *o, const trace_span_t *s)
@@ -476,6 +476,7 @@ static int span_json(buf_t *o, const trace_span_t *s)
         ATTR_BOOL(w, first, "ficus.retry", s->retry);
     ATTR_BOOL(w, first, "ficus.fallback", s->fallback);
     ATTR_STR(w, first, "ficus.request_id", FIELD(s->request_id));
+    ATTR_STR(w, first, "ficus.client_id", FIELD(s->client_id));
     ATTR_STR(w, first, "error.type", FIELD(s->error_type));
     *w++ = ']';
 

@@ -99,6 +99,7 @@ typedef struct trace_span {
     char path[192];
     char client_ip[46];
     char request_id[40];
+    char client_id[64];  /* the API client; "" = none */
     char error_type[32]; /* "" or e.g. "upstream_timeout" */
 } trace_span_t;
 

@@ -4,8 +4,9 @@
  * end reason and a message), or makes it wait: it started something (a
  * lookup, a call) and the request resumes when that ends, at the same step,
  * which is run again (with the head parsed again) and answers from what it
- * stored. Today's steps are the route's
- * IP rules and the body size limit; authentication and rate limits come next. */
+ * stored. The steps: the route's IP rules, the body size limit, the API
+ * client (X-Api-Key) and the route's clients list, the user (JWT or session
+ * exchange), the client's concurrency throttle, the route's rate limit. */
 #ifndef FICUS_PROXY_ADMISSION_H
 #define FICUS_PROXY_ADMISSION_H
 
@@ -38,6 +39,10 @@ typedef struct admission_step {
  * ADMIT_NEXT once all did, ADMIT_WAIT when step *at waits, ADMIT_DENY. */
 admit_t admission_run(const admission_step_t *steps, size_t n, uint32_t *at, void *subject,
                       admission_deny_t *deny);
+
+/* What the request's steps hold goes back (a throttle count): at its end,
+ * whichever way it ended. Safe to call more than once. */
+void admission_release(request_t *req);
 
 /* The request path's steps, in order (subject: a request_t). */
 extern const admission_step_t admission_steps[];

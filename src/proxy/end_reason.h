@@ -26,6 +26,16 @@
       RETRY_OUTCOME_NONE)                                                                          \
     X(FORBIDDEN, "forbidden", 403, "forbidden", "client address not allowed on this route", 0,     \
       RETRY_OUTCOME_NONE)                                                                          \
+    X(UNAUTHORIZED, "unauthorized", 401, "unauthorized", "missing or invalid credentials", 0,      \
+      RETRY_OUTCOME_NONE)                                                                          \
+    X(CLIENT_FORBIDDEN, "client_forbidden", 403, "forbidden",                                      \
+      "this client may not use this route", 0, RETRY_OUTCOME_NONE)                                 \
+    X(THROTTLED, "throttled", 429, "too_many_requests",                                            \
+      "too many requests in flight for this client", 0, RETRY_OUTCOME_NONE)                        \
+    X(RATE_LIMITED, "rate_limited", 429, "too_many_requests", "rate limit exceeded", 0,            \
+      RETRY_OUTCOME_NONE)                                                                          \
+    X(AUTH_UNAVAILABLE, "auth_unavailable", 503, "auth_unavailable",                               \
+      "the session service is unavailable", 0, RETRY_OUTCOME_NONE)                                 \
     X(BODY_TOO_LARGE, "body_too_large", 413, "body_too_large", "request body too large", 0,        \
       RETRY_OUTCOME_NONE)                                                                          \
     X(HEADER_TOO_LARGE, "header_too_large", 431, "header_too_large", "request head too large", 0,  \

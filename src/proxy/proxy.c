@@ -487,6 +487,15 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
         .route = r,
         .upgrade = req->upgrade_len ? req->upgrade : NULL,
         .upgrade_len = req->upgrade_len,
+        .drop = g->identity,
+        .n_drop = req->ident_session ? g->n_identity_session : g->n_identity,
+        .drop_cookie = req->ident_session ? g->cfg->session_exchange.cookie : NULL,
+        .drop_cookie_len = req->ident_session && g->cfg->session_exchange.cookie
+                               ? strlen(g->cfg->session_exchange.cookie)
+                               : 0,
+        .add = req->ident ? req->ident->data : NULL,
+        .add_len = req->ident ? req->ident->len : 0,
+        .client_id = req->client != UINT32_MAX ? g->cfg->clients[req->client].id : NULL,
     };
     rewrite_trace_t trace = {0};
     if (req->trace_export) {
@@ -1209,7 +1218,9 @@ static void answer_error(request_t *req, end_reason_t why, const char *message)
         .request_id_len = req->request_id_len,
         .close = cc->close_after || cc->env->draining,
         .head_only = req->head_method,
-        .retry_after_s = info->status == 429 ? 1 : 0,
+        .retry_after_s = info->status != 429  ? 0
+                         : req->retry_after_s ? req->retry_after_s
+                                              : 1,
     };
     size_t n = http_error_format(&e, pw->scratch, pw->scratch_bytes);
     req->status = info->status;

@@ -31,6 +31,8 @@ static void gen_free(proxy_gen_t *g)
     free(g->route_inflight);
     free(g->route_retries);
     free(g->groups);
+    free(g->identity);
+    free(g->metrics_client);
     config_unref(g->cfg);
     free(g);
 }
@@ -43,6 +45,36 @@ static void gen_hold(void *ctx, int delta)
         g->refs++;
     else
         proxy_gen_unref(g);
+}
+
+/* The headers of cfg a client must not send (rewrite_request_t.drop):
+ * each provider's forwarded-claim headers once, then Authorization and the
+ * session header, which only requests given a bearer token by ficus drop. */
+static int identity_headers(proxy_gen_t *g, const config_t *cfg)
+{
+    size_t n = 2;
+    for (size_t i = 0; i < cfg->n_jwt_providers; i++)
+        n += cfg->jwt_providers[i].n_forward_claims;
+    g->identity = calloc(n, sizeof *g->identity);
+    if (!g->identity)
+        return FE_NOMEM;
+    for (size_t i = 0; i < cfg->n_jwt_providers; i++) {
+        const config_jwt_provider_t *jp = &cfg->jwt_providers[i];
+        for (size_t c = 0; c < jp->n_forward_claims; c++) {
+            const char *h = jp->forward_claims[c].header_lc;
+            bool seen = false;
+            for (size_t j = 0; j < g->n_identity && !seen; j++)
+                seen = strcmp(g->identity[j].name, h) == 0;
+            if (!seen)
+                g->identity[g->n_identity++] = (rewrite_name_t){h, strlen(h)};
+        }
+    }
+    g->n_identity_session = g->n_identity;
+    g->identity[g->n_identity_session++] = (rewrite_name_t){"authorization", 13};
+    if (cfg->has_session_exchange && cfg->session_exchange.header)
+        g->identity[g->n_identity_session++] =
+            (rewrite_name_t){cfg->session_exchange.header, strlen(cfg->session_exchange.header)};
+    return 0;
 }
 
 proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
@@ -66,9 +98,14 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->route_inflight = calloc(nr, sizeof *g->route_inflight);
     g->route_retries = calloc(nr, sizeof *g->route_retries);
     g->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *g->groups);
+    g->api_keys = sh->api_keys;
+    g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);
     if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
-        !g->route_inflight || !g->route_retries)
+        !g->route_inflight || !g->route_retries || !g->metrics_client ||
+        identity_headers(g, cfg) != 0)
         goto fail;
+    for (size_t i = 0; i < cfg->n_clients; i++)
+        g->metrics_client[i] = metrics_client_slot(sh->metrics, cfg->clients[i].id);
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const config_route_t *r = &cfg->routes[i];
         g->swrr[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **g->swrr);
@@ -186,7 +223,7 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->rng = rand_seed(w->index);
     pw->steps = admission_steps;
     pw->n_steps = admission_n_steps;
-    if (!pw->md || !pw->scratch)
+    if (!pw->md || !pw->scratch || api_key_hasher_init(&pw->hasher) != 0)
         goto fail;
     if (access_log) {
         pw->alog = access_log_writer_new(access_log);
@@ -213,6 +250,7 @@ void proxy_worker_free(proxy_worker_t *pw)
         pcre2_match_data_free(pw->md);
     /* The gateway frees the shared parts of the current generation itself. */
     gen_free(pw->gen);
+    api_key_hasher_deinit(&pw->hasher);
     free(pw->scratch);
     free(pw);
 }

@@ -16,9 +16,11 @@
 #include "observe/access_log.h"
 #include "observe/metrics.h"
 #include "observe/trace.h"
+#include "policy/api_key.h"
 #include "policy/health.h"
 #include "proxy/admission.h"
 #include "proxy/client_conn.h"
+#include "proxy/rewrite.h"
 #include "proxy/upstream_conn.h"
 #include "routing/balancer.h"
 #include "routing/router.h"
@@ -47,8 +49,15 @@ struct proxy_gen {
     set_t *const *sets;
     health_t *health;
     weights_t *shared_weights;
-    int64_t **swrr;     /* per route: smooth WRR current weights */
-    uint32_t **weights; /* per route: backend weights (copied from shared_weights) */
+    const api_key_index_t *api_keys;
+    /* Headers a client must not send: every provider's forwarded-claim
+     * headers; with_session adds Authorization and the session header, for
+     * requests whose bearer token ficus writes itself. */
+    rewrite_name_t *identity;
+    size_t n_identity, n_identity_session;
+    uint32_t *metrics_client; /* per client: ficus_throttled_total slot */
+    int64_t **swrr;           /* per route: smooth WRR current weights */
+    uint32_t **weights;       /* per route: backend weights (copied from shared_weights) */
     uint32_t *weights_version;
     uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
     uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
@@ -67,7 +76,8 @@ typedef struct proxy_shared {
     metrics_registry_t *metrics; /* for the generation's metric slots */
     health_t *health;
     weights_t *weights;
-    void (*gen_freed)(void *ctx); /* a worker let go of this generation (any thread) */
+    const api_key_index_t *api_keys; /* the clients' keys */
+    void (*gen_freed)(void *ctx);    /* a worker let go of this generation (any thread) */
     void *gen_ctx;
 } proxy_shared_t;
 
@@ -85,8 +95,9 @@ struct proxy_worker {
     const admission_step_t *steps; /* admission, in order (admission_steps; tests swap them) */
     size_t n_steps;
     uv_timer_t log_flush;
-    http_head_t head; /* scratch: the head being parsed */
-    char *scratch;    /* scratch: a head being written */
+    api_key_hasher_t hasher; /* SHA-256 of presented API keys */
+    http_head_t head;        /* scratch: the head being parsed */
+    char *scratch;           /* scratch: a head being written */
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;

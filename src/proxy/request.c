@@ -39,6 +39,7 @@ void request_reset(request_t *req)
     request_unbind(req);
     memset(req, 0, offsetof(request_t, request_id));
     req->group = UINT32_MAX;
+    req->client = UINT32_MAX;
     req->upstream_us = -1;
     req->start_us = time_now_us();
     req->start_unix_ns = time_now_realtime_ns();
@@ -51,10 +52,12 @@ void request_release(request_t *req)
     pbuf_pool_t *pool = &req->pw->w->pool;
     if (req->phase == REQ_ADMISSION && req->pw->steps[req->admitted].cancel)
         req->pw->steps[req->admitted].cancel(req);
+    admission_release(req);
     pbuf_put(pool, req->out);
     pbuf_put(pool, req->alt);
     pbuf_put(pool, req->held);
-    req->out = req->alt = req->held = NULL;
+    pbuf_put(pool, req->ident);
+    req->out = req->alt = req->held = req->ident = NULL;
 }
 
 void request_over(request_t *req)
@@ -101,7 +104,7 @@ void request_log(request_t *req)
         .trace_id = req->has_trace ? S(trace_hex_id, sizeof trace_hex_id) : S(NULL, 0),
         .client_ip = req->has_head && req->client_ip_len ? S(req->client_ip, req->client_ip_len)
                                                          : S(cc->client_ip, cc->client_ip_len),
-        .client_id = S(NULL, 0),
+        .client_id = req->client != UINT32_MAX ? SZ(g->cfg->clients[req->client].id) : S(NULL, 0),
         .method = req->has_head ? S(req->method, req->method_len) : S(NULL, 0),
         .path = req->has_head ? S(req->path, req->path_len) : S(NULL, 0),
         .route = r ? SZ(r->name) : S(NULL, 0),

@@ -82,6 +82,13 @@ struct request {
     int64_t upstream_us;     /* -1 = none */
     uint64_t content_length; /* declared; 0 when none */
     uint8_t has_content_length;
+    /* Who is asking (admission): the API client, the user's forwarded
+     * claims and bearer token, and the limits the request holds. */
+    uint32_t client;        /* cfg->clients index, UINT32_MAX = none */
+    uint32_t retry_after_s; /* a 429's Retry-After; 0 = 1 s */
+    pbuf_t *ident;          /* header lines ficus adds for the user (claims, Authorization) */
+    uint8_t ident_session;  /* ident carries a bearer token from the session exchange */
+    uint8_t throttle_held;  /* counted in the client's local throttle */
     /* Tracing: the trace the request belongs to (continued or started) and
      * ficus's spans in it; the head's trace headers are patched per try. */
     uint8_t has_trace;     /* trace_id is set (also when not exporting) */

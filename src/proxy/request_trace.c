@@ -120,6 +120,7 @@ static trace_span_t *span_start(proxy_worker_t *pw, const request_t *req, uint8_
     SPAN_STR(client_ip, req->cc->client_ip, req->cc->client_ip_len);
     SPAN_STR(request_id, req->request_id, req->request_id_len);
     const config_t *cfg = req->gen->cfg;
+    SPAN_CSTR(client_id, req->client != UINT32_MAX ? cfg->clients[req->client].id : NULL);
     const config_target_group_t *tg =
         req->group != UINT32_MAX ? &cfg->target_groups[req->group] : NULL;
     uint32_t t = request_target(req);

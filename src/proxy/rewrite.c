@@ -114,6 +114,51 @@ static bool route_removes(const config_route_t *r, const http_header_t *h)
     return false;
 }
 
+static bool dropped(const rewrite_request_t *in, const http_header_t *h)
+{
+    for (size_t i = 0; i < in->n_drop; i++)
+        if (name_is(h, in->drop[i].name, in->drop[i].len))
+            return true;
+    return false;
+}
+
+/* A Cookie line without the cookie named in->drop_cookie; nothing when no
+ * cookie is left. */
+static void put_cookie_without(out_t *o, const rewrite_request_t *in, const http_header_t *h)
+{
+    const char *p = h->value, *end = h->value + h->value_len;
+    bool first = true;
+    while (p < end) {
+        while (p < end && (*p == ' ' || *p == ';'))
+            p++;
+        const char *pair = p;
+        while (p < end && *p != ';')
+            p++;
+        const char *pe = p;
+        while (pe > pair && (pe[-1] == ' ' || pe[-1] == '\t'))
+            pe--;
+        if (pe == pair)
+            continue;
+        const char *eq = memchr(pair, '=', (size_t)(pe - pair));
+        const char *ne = eq ? eq : pe;
+        while (ne > pair && (ne[-1] == ' ' || ne[-1] == '\t'))
+            ne--;
+        if ((size_t)(ne - pair) == in->drop_cookie_len &&
+            memcmp(pair, in->drop_cookie, in->drop_cookie_len) == 0)
+            continue;
+        if (first) {
+            put(o, h->name, h->name_len);
+            PUT_LIT(o, ": ");
+        } else {
+            PUT_LIT(o, "; ");
+        }
+        put(o, pair, (size_t)(pe - pair));
+        first = false;
+    }
+    if (!first)
+        PUT_LIT(o, "\r\n");
+}
+
 long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
 {
     const http_head_t *h = in->head;
@@ -150,8 +195,12 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
                    !in->peer_trusted) {
             continue;
         }
-        if (route_removes(in->route, hd))
+        if (route_removes(in->route, hd) || dropped(in, hd))
             continue;
+        if (in->drop_cookie && NAME_IS(hd, "cookie")) {
+            put_cookie_without(&o, in, hd);
+            continue;
+        }
         if (in->trace && ((in->trace->w3c && NAME_IS(hd, "traceparent")) ||
                           (in->trace->datadog && (NAME_IS(hd, "x-datadog-trace-id") ||
                                                   NAME_IS(hd, "x-datadog-parent-id") ||
@@ -216,6 +265,10 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         for (size_t i = 0; i < in->route->n_set_headers; i++)
             put_header(&o, in->route->set_headers[i].name, strlen(in->route->set_headers[i].name),
                        in->route->set_headers[i].value, strlen(in->route->set_headers[i].value));
+    if (in->client_id)
+        put_header(&o, "X-Client-Id", 11, in->client_id, strlen(in->client_id));
+    if (in->add_len)
+        put(&o, in->add, in->add_len);
     PUT_LIT(&o, "\r\n");
     return o.overflow ? FE_TOOBIG : (long)o.len;
 }

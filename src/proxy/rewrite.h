@@ -27,6 +27,11 @@ typedef struct rewrite_trace {
     uint32_t dd_parent_off;
 } rewrite_trace_t;
 
+typedef struct rewrite_name {
+    const char *name; /* lower-case */
+    size_t len;
+} rewrite_name_t;
+
 typedef struct rewrite_request {
     const http_head_t *head;
     const char *target; /* upstream request target (path?query) */
@@ -43,6 +48,18 @@ typedef struct rewrite_request {
     rewrite_trace_t *trace;      /* NULL: the client's trace headers pass as they are */
     const char *upgrade; /* Upgrade token to forward (with Connection: upgrade); NULL = none */
     size_t upgrade_len;
+    /* Identity: headers a client must not send (lower-case; the forwarded
+     * claims' headers, and Authorization and the session header when ficus
+     * writes its own), a cookie taken out of Cookie (the session's), and
+     * header lines ficus adds (X-Client-Id, claims, Authorization), each
+     * ending in CRLF. X-Api-Key and X-Client-Id are always dropped. */
+    const rewrite_name_t *drop;
+    size_t n_drop;
+    const char *drop_cookie; /* NULL = none */
+    size_t drop_cookie_len;
+    const char *add;
+    size_t add_len;
+    const char *client_id; /* X-Client-Id to send; NULL = none */
 } rewrite_request_t;
 
 /* Writes the upstream head; returns its length or FE_TOOBIG. */

@@ -993,34 +993,146 @@ static void test_unsupported_features(void **state)
 {
     (void)state;
     expect_errors(GROUPS "routes:\n"
-                         "  - name: search\n"
-                         "    match: {path_prefix: /search}\n"
-                         "    backends: [{target_group: g}]\n"
-                         "    auth: {client: required}\n"
-                         "    clients: [ios-app]\n"
-                         "    rate_limit: {requests_per_second: 100}\n"
                          "  - name: home\n"
                          "    match: {path: /home}\n"
                          "    aggregate:\n"
-                         "      timeout: 800ms\n"
-                         "clients:\n"
-                         "  - id: ios-app\n"
-                         "jwt_providers: {}\n"
-                         "session_exchange: {cookie: sid}\n",
-                  "t.yaml:8:5: routes[0].auth: authentication is not supported by this version "
-                  "of ficus",
-                  "t.yaml:9:5: routes[0].clients: restricting a route to clients is not "
-                  "supported by this version of ficus",
-                  "t.yaml:10:5: routes[0].rate_limit: rate limiting is not supported by this "
-                  "version of ficus",
-                  "t.yaml:13:5: routes[1].aggregate: aggregation (BFF) is not supported by this "
-                  "version of ficus",
-                  "t.yaml:15:1: clients: client authentication is not supported by this version "
-                  "of ficus",
-                  "t.yaml:17:1: jwt_providers: JWT authentication is not supported by this "
-                  "version of ficus",
-                  "t.yaml:18:1: session_exchange: session exchange is not supported by this "
+                         "      timeout: 800ms\n",
+                  "t.yaml:7:5: routes[0].aggregate: aggregation (BFF) is not supported by this "
                   "version of ficus");
+}
+
+/* API clients, JWT providers, the session exchange and a route's auth,
+ * clients and rate_limit: each mistake located and named. */
+static void test_edge_security_errors(void **state)
+{
+    (void)state;
+    setenv("T_KEY", "foo", 1); /* sha256("foo") = 2c26b4... */
+    unsetenv("T_UNSET");
+    expect_errors(GROUPS
+                  "clients:\n"
+                  "  - id: a\n"
+                  "    api_keys_sha256: "
+                  "[\"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"]\n"
+                  "    api_keys_env: [T_KEY, T_UNSET]\n"
+                  "  - id: b\n"
+                  "    api_keys_sha256: [\"zz\"]\n"
+                  "    concurrency_scope: global\n"
+                  "  - id: a\n"
+                  "jwt_providers:\n"
+                  "  main:\n"
+                  "    jwks_file: k.json\n"
+                  "    jwks_url: http://127.0.0.1:1/k\n"
+                  "    algorithms: [RS256, none, XX1]\n"
+                  "    forward_claims: {sub: X-User-Id, role: Host, r2: x-user-id}\n"
+                  "  other: {issuer: i}\n"
+                  "session_exchange: {cookie: sid, header: X-S, url: http://s/x, provider: nope}\n"
+                  "routes:\n"
+                  "  - name: r\n"
+                  "    match: {path_prefix: /}\n"
+                  "    backends: [{target_group: g}]\n"
+                  "    auth: {client: maybe, user: {provider: mainx}}\n"
+                  "    clients: [a]\n"
+                  "    rate_limit: {requests_per_second: 0, by: user, scope: global}\n",
+                  "t.yaml:7:20: clients[0].api_keys_env[0]: the same key twice",
+                  "t.yaml:7:27: clients[0].api_keys_env[1]: the environment variable \"T_UNSET\" "
+                  "is not set (or empty)",
+                  "t.yaml:9:23: clients[1].api_keys_sha256[0]: expected the SHA-256 of a key as 64 "
+                  "hex digits (2 characters)",
+                  "t.yaml:10:24: clients[1].concurrency_scope: global counts live in redis: set "
+                  "redis.address",
+                  "t.yaml:11:5: clients[2]: needs api_keys_sha256 or api_keys_env (the keys it "
+                  "presents)",
+                  "t.yaml:11:9: clients[2].id: duplicate client id \"a\" (first at line 5)",
+                  "t.yaml:15:5: jwt_providers.main.jwks_url: set jwks_file or jwks_url, not both",
+                  "t.yaml:16:25: jwt_providers.main.algorithms[1]: \"none\" (unsigned tokens) is "
+                  "never accepted",
+                  "t.yaml:16:31: jwt_providers.main.algorithms[2]: unknown algorithm \"XX1\" "
+                  "(RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, HS256, HS384, HS512, "
+                  "EdDSA)",
+                  "t.yaml:17:44: jwt_providers.main.forward_claims.role: \"Host\" is a header "
+                  "ficus writes or frames the request with",
+                  "t.yaml:17:54: jwt_providers.main.forward_claims.r2: header x-user-id already "
+                  "carries claim sub",
+                  "t.yaml:18:10: jwt_providers.other: needs jwks_file or jwks_url (where its keys "
+                  "are)",
+                  "t.yaml:19:33: session_exchange.header: set cookie or header, not both",
+                  "t.yaml:19:73: session_exchange.provider: unknown JWT provider \"nope\" (see "
+                  "jwt_providers)",
+                  "t.yaml:24:20: routes[0].auth.client: unknown value \"maybe\" (none, optional or "
+                  "required)",
+                  "t.yaml:24:44: routes[0].auth.user.provider: unknown JWT provider \"mainx\" (see "
+                  "jwt_providers)",
+                  "t.yaml:25:14: routes[0].clients: only a known client can be let in: set "
+                  "auth.client: required on the route",
+                  "t.yaml:26:39: routes[0].rate_limit.requests_per_second: expected a number from "
+                  "0.001 to 1e9, got \"0\"",
+                  "t.yaml:26:46: routes[0].rate_limit.by: by user needs auth.user on the route",
+                  "t.yaml:26:59: routes[0].rate_limit.scope: global counts live in redis: set "
+                  "redis.address");
+}
+
+/* Their values: defaults, keys from the environment hashed, indexes. */
+static void test_edge_security_values(void **state)
+{
+    (void)state;
+    setenv("T_KEY", "foo", 1);
+    config_t *cfg =
+        load_ok("redis: {address: \"127.0.0.1:6379\"}\n" GROUPS "clients:\n"
+                "  - {id: a, api_keys_env: [T_KEY], max_concurrent_requests: 3,"
+                " concurrency_scope: global}\n"
+                "  - {id: b, api_keys_sha256: "
+                "[\"2C26B46B68FFC68FF99B453C1D30413413422D706483BFA0F98A5E886266E7AF\"]}\n"
+                "jwt_providers:\n"
+                "  main: {jwks_file: /k.json, forward_claims: {sub: X-User-Id}}\n"
+                "session_exchange: {header: X-Session, url: \"http://127.0.0.1:9/j\","
+                " provider: main}\n"
+                "routes:\n"
+                "  - name: r\n"
+                "    match: {path_prefix: /}\n"
+                "    backends: [{target_group: g}]\n"
+                "    auth: {client: required, user: {provider: main, required: true}}\n"
+                "    clients: [b]\n"
+                "    rate_limit: {requests_per_second: 2.5, by: client, scope: global}\n"
+                "  - name: s\n"
+                "    match: {path_prefix: /s}\n"
+                "    backends: [{target_group: g}]\n"
+                "    rate_limit: {requests_per_second: 0.5}\n");
+    assert_int_equal(cfg->n_clients, 2);
+    assert_string_equal(cfg->clients[0].id, "a");
+    assert_int_equal(cfg->clients[0].n_keys, 1);
+    assert_int_equal(cfg->clients[0].key_sha256[0][0], 0x2c);
+    assert_int_equal(cfg->clients[0].key_sha256[0][31], 0xae);
+    assert_int_equal(cfg->clients[1].key_sha256[0][31], 0xaf);
+    assert_int_equal(cfg->clients[0].max_concurrent_requests, 3);
+    assert_int_equal(cfg->clients[0].concurrency_scope, SCOPE_GLOBAL);
+    assert_int_equal(cfg->clients[1].concurrency_scope, SCOPE_LOCAL);
+    const config_jwt_provider_t *jp = &cfg->jwt_providers[0];
+    assert_int_equal(jp->algorithms, JWT_ALG_RS256 | JWT_ALG_ES256);
+    assert_int_equal(jp->leeway_ms, 30000);
+    assert_int_equal(jp->jwks_refresh_ms, 600000);
+    assert_string_equal(jp->forward_claims[0].header, "X-User-Id");
+    assert_string_equal(jp->forward_claims[0].header_lc, "x-user-id");
+    assert_true(cfg->has_session_exchange);
+    assert_string_equal(cfg->session_exchange.header, "x-session");
+    assert_int_equal(cfg->session_exchange.provider, 0);
+    assert_int_equal(cfg->session_exchange.cache_ttl_ms, 30000);
+    const config_route_t *r = &cfg->routes[0];
+    assert_int_equal(r->auth_client, AUTH_CLIENT_REQUIRED);
+    assert_int_equal(r->auth_provider, 0);
+    assert_true(r->auth_user_required);
+    assert_int_equal(r->n_clients, 1);
+    assert_int_equal(r->clients[0], 1);
+    assert_true(r->has_rate_limit);
+    assert_true(r->rate_limit.requests_per_second == 2.5);
+    assert_true(r->rate_limit.burst == 3);
+    assert_int_equal(r->rate_limit.by, RATE_BY_CLIENT);
+    assert_int_equal(r->rate_limit.scope, SCOPE_GLOBAL);
+    r = &cfg->routes[1];
+    assert_int_equal(r->auth_client, AUTH_CLIENT_NONE);
+    assert_int_equal(r->auth_provider, CONFIG_NONE);
+    assert_true(r->rate_limit.burst == 1);
+    assert_int_equal(r->rate_limit.by, RATE_BY_IP);
+    config_unref(cfg);
 }
 
 static void test_dangling_references(void **state)
@@ -1335,6 +1447,8 @@ int main(void)
         cmocka_unit_test(test_tracing_values),
         cmocka_unit_test(test_all_errors_in_file_order),
         cmocka_unit_test(test_unsupported_features),
+        cmocka_unit_test(test_edge_security_errors),
+        cmocka_unit_test(test_edge_security_values),
         cmocka_unit_test(test_dangling_references),
         cmocka_unit_test(test_in_set),
         cmocka_unit_test(test_regex_errors),

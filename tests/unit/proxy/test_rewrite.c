@@ -304,6 +304,42 @@ static void test_trace_headers(void **state)
     assert_one("x-datadog-parent-id", "1000000000000000007");
 }
 
+/* Identity: the client's copies of what ficus vouches for never pass
+ * (X-Api-Key, X-Client-Id, claim headers, Authorization when replaced),
+ * the session cookie leaves Cookie with the others kept, and ficus's own
+ * lines are added once. */
+static void test_identity_vouched_for(void **state)
+{
+    (void)state;
+    static const rewrite_name_t drop[] = {{"x-user-id", 9}, {"authorization", 13}};
+    rewrite_request_t rw = request("GET / HTTP/1.1\r\nHost: a\r\n"
+                                   "X-Api-Key: secret\r\n"
+                                   "x-client-id: forged\r\n"
+                                   "X-User-Id: admin\r\n"
+                                   "X-User-Id-Not: 1\r\n"
+                                   "Authorization: Bearer forged\r\n"
+                                   "Cookie: a=1; sid=opaque; b=2\r\n"
+                                   "Cookie: sid=again\r\n"
+                                   "Cookie: sidx=3;  c = 4 \r\n\r\n");
+    rw.drop = drop;
+    rw.n_drop = 2;
+    rw.drop_cookie = "sid";
+    rw.drop_cookie_len = 3;
+    rw.add = "X-Client-Id: ios-app\r\nX-User-Id: u-7\r\nAuthorization: Bearer a.b.c\r\n";
+    rw.add_len = strlen(rw.add);
+    rewrite_req(&rw);
+    assert_absent("x-api-key");
+    assert_one("x-client-id", "ios-app");
+    assert_one("x-user-id", "u-7");
+    assert_one("x-user-id-not", "1");
+    assert_one("authorization", "Bearer a.b.c");
+    assert_int_equal(count("cookie"), 2);
+    assert_non_null(strstr(out, "Cookie: a=1; b=2\r\n"));
+    assert_non_null(strstr(out, "Cookie: sidx=3; c = 4\r\n"));
+    assert_null(strstr(out, "opaque"));
+    assert_null(strstr(out, "again"));
+}
+
 static void test_route_headers(void **state)
 {
     (void)state;
@@ -543,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_trace_headers),
         cmocka_unit_test(test_is_hop_by_hop),
         cmocka_unit_test(test_connection_cannot_drop_framing),
+        cmocka_unit_test(test_identity_vouched_for),
         cmocka_unit_test(test_framing_kept),
         cmocka_unit_test(test_forwarded_for_appended),
         cmocka_unit_test(test_forwarded_for_several_lines),
