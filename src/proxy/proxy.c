@@ -347,6 +347,7 @@ static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char
         break;
     }
     req->phase = REQ_ADMISSION;
+    proxy_worker_wait_add(req->pw, req);
     if (req->held)
         return; /* kept at the first wait */
     req->held = pbuf_get(&req->pw->w->pool);
@@ -362,6 +363,7 @@ void proxy_request_resume(request_t *req)
 {
     if (req->phase != REQ_ADMISSION)
         return;
+    proxy_worker_wait_remove(req);
     /* The kept head, parsed again: the steps read it, then the rest of the way. */
     proxy_worker_t *pw = req->pw;
     http_parser_t p;
@@ -376,8 +378,10 @@ void proxy_request_resume(request_t *req)
     req->head = &pw->head;
     admit_t a = admission_run(pw->steps, pw->n_steps, &req->admitted, req, &deny);
     req->head = NULL;
-    if (a == ADMIT_WAIT)
+    if (a == ADMIT_WAIT) {
+        proxy_worker_wait_add(pw, req);
         return;
+    }
     req->phase = REQ_NONE;
     if (a == ADMIT_DENY) {
         answer_error(req, deny.why, deny.message);

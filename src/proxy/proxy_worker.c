@@ -9,6 +9,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
 
 static void gen_free(proxy_gen_t *g)
@@ -191,6 +192,62 @@ static void on_log_flush(uv_timer_t *t)
     access_log_writer_flush(pw->alog);
 }
 
+void proxy_worker_wait_add(proxy_worker_t *pw, request_t *req)
+{
+    if (req->wait_pprev)
+        return;
+    req->wait_next = pw->waiting;
+    if (pw->waiting)
+        pw->waiting->wait_pprev = &req->wait_next;
+    req->wait_pprev = &pw->waiting;
+    pw->waiting = req;
+}
+
+void proxy_worker_wait_remove(request_t *req)
+{
+    if (!req->wait_pprev)
+        return;
+    *req->wait_pprev = req->wait_next;
+    if (req->wait_next)
+        req->wait_next->wait_pprev = req->wait_pprev;
+    req->wait_next = NULL;
+    req->wait_pprev = NULL;
+}
+
+/* In the worker: every waiting request runs its step again. The list is
+ * taken whole first: a request that waits on joins the new one. */
+static void on_wake(uv_async_t *a)
+{
+    proxy_worker_t *pw = a->data;
+    request_t *list = pw->waiting;
+    pw->waiting = NULL;
+    if (list)
+        list->wait_pprev = &list;
+    while (list) {
+        request_t *req = list;
+        proxy_worker_wait_remove(req);
+        proxy_request_resume(req);
+    }
+}
+
+void proxy_worker_wake(proxy_worker_t *pw)
+{
+    uv_mutex_lock(&pw->wake_lock);
+    if (!pw->wake_closed)
+        uv_async_send(&pw->wake); /* sends while one is pending are one */
+    uv_mutex_unlock(&pw->wake_lock);
+}
+
+static void close_wake(proxy_worker_t *pw)
+{
+    uv_mutex_lock(&pw->wake_lock);
+    bool was = pw->wake_closed;
+    pw->wake_closed = true;
+    uv_mutex_unlock(&pw->wake_lock);
+    if (!was && !uv_is_closing((uv_handle_t *)&pw->wake))
+        uv_close((uv_handle_t *)&pw->wake, NULL);
+}
+
 proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, access_log_t *access_log,
                                  proxy_gen_t *gen)
 {
@@ -223,8 +280,16 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     pw->rng = rand_seed(w->index);
     pw->steps = admission_steps;
     pw->n_steps = admission_n_steps;
-    if (!pw->md || !pw->scratch || api_key_hasher_init(&pw->hasher) != 0)
+    if (!pw->md || !pw->scratch || api_key_hasher_init(&pw->hasher) != 0 ||
+        uv_mutex_init(&pw->wake_lock) != 0)
         goto fail;
+    pw->wake_lock_ready = true;
+    if (uv_async_init(pw->loop, &pw->wake, on_wake) != 0) {
+        pw->wake_closed = true;
+        goto fail;
+    }
+    pw->wake.data = pw;
+    uv_unref((uv_handle_t *)&pw->wake); /* it keeps no loop alive */
     if (access_log) {
         pw->alog = access_log_writer_new(access_log);
         if (!pw->alog)
@@ -251,6 +316,8 @@ void proxy_worker_free(proxy_worker_t *pw)
     /* The gateway frees the shared parts of the current generation itself. */
     gen_free(pw->gen);
     api_key_hasher_deinit(&pw->hasher);
+    if (pw->wake_lock_ready)
+        uv_mutex_destroy(&pw->wake_lock);
     free(pw->scratch);
     free(pw);
 }
@@ -273,6 +340,7 @@ void proxy_worker_stop(proxy_worker_t *pw)
     pw->upstreams.draining = true;
     pw->stopping = true;
     pw->on_drained = NULL;
+    close_wake(pw);
     client_conn_env_stop(&pw->clients);
     proxy_gen_t *g = pw->gen;
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)

@@ -6,6 +6,7 @@
 #ifndef FICUS_PROXY_PROXY_WORKER_H
 #define FICUS_PROXY_PROXY_WORKER_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
@@ -29,6 +30,7 @@
 
 typedef struct proxy_worker proxy_worker_t;
 typedef struct proxy_gen proxy_gen_t;
+typedef struct request request_t;
 
 typedef struct proxy_group_state {
     upstream_group_t up; /* connection pools, per target */
@@ -101,6 +103,11 @@ struct proxy_worker {
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;
+    request_t *waiting; /* requests an admission step suspended */
+    uv_async_t wake;    /* runs them again (proxy_worker_wake) */
+    uv_mutex_t wake_lock;
+    bool wake_closed; /* under wake_lock: the handle is closing */
+    bool wake_lock_ready;
     bool stopping;                 /* closing everything now */
     void (*on_drained)(void *ctx); /* called once when draining and no client is left */
     void *drained_ctx;
@@ -121,6 +128,14 @@ void proxy_gen_unref(proxy_gen_t *g);
  * caller's reference); the previous one closes its idle upstream
  * connections and goes when its last request does. */
 void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen);
+
+/* Any thread: the requests waiting in an admission step are run again on
+ * the worker's loop soon (each step looks again for what it waited for and
+ * waits on if it is not there yet). Wakes while one is pending are one. */
+void proxy_worker_wake(proxy_worker_t *pw);
+/* Worker thread: request req waits / no longer waits. */
+void proxy_worker_wait_add(proxy_worker_t *pw, request_t *req);
+void proxy_worker_wait_remove(request_t *req);
 
 /* Worker hooks (installed on the worker by the gateway). */
 /* Main thread, before the worker starts; gen (from proxy_gen_new) becomes

@@ -52,6 +52,7 @@ void request_release(request_t *req)
     pbuf_pool_t *pool = &req->pw->w->pool;
     if (req->phase == REQ_ADMISSION && req->pw->steps[req->admitted].cancel)
         req->pw->steps[req->admitted].cancel(req);
+    proxy_worker_wait_remove(req);
     admission_release(req);
     pbuf_put(pool, req->out);
     pbuf_put(pool, req->alt);

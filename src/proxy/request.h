@@ -124,6 +124,10 @@ struct request {
     char upstream_path[256]; /* the target as sent upstream (access log on) */
     char client_ip[46]; /* the address the IP rules used (X-Forwarded-For behind a trusted proxy) */
     char user_agent[160];
+    /* While an admission step makes it wait: its place in the worker's
+     * list of waiting requests (proxy_worker_wake runs them again). */
+    request_t *wait_next;
+    request_t **wait_pprev; /* NULL: not in the list */
     /* The connection's, for every request on it. */
     client_conn_t *cc;
     proxy_worker_t *pw;

@@ -19,6 +19,7 @@
 static request_t *waiting; /* the request the step holds */
 static int runs, cancels;
 static bool deny_after_wait;
+static int ready_at; /* with wait_until_ready: the run that lets on */
 
 static admit_t wait_run(void *subject, admission_deny_t *deny)
 {
@@ -53,6 +54,19 @@ static void wait_cancel(void *subject)
 }
 
 static const admission_step_t steps[] = {{"wait", wait_run, wait_cancel}};
+
+/* A step that waits for something another thread makes ready: run again
+ * on every wake, it lets the request on once runs reaches ready_at. */
+static admit_t wait_until_ready(void *subject, admission_deny_t *deny)
+{
+    (void)subject;
+    (void)deny;
+    return ++runs >= ready_at ? ADMIT_NEXT : ADMIT_WAIT;
+}
+
+static const admission_step_t wake_steps[] = {{"ready", wait_until_ready, NULL}};
+
+static void wake_from_thread(void *arg) { proxy_worker_wake(arg); }
 
 /* --- one worker, as the gateway sets it up, with the step --- */
 
@@ -143,12 +157,43 @@ static void test_client_gone_while_waiting_cancels_the_step(void **state)
     teardown_fixture(f);
 }
 
+/* proxy_worker_wake (from any thread) runs every waiting request's step
+ * again: those still waiting wait on, the others go out. */
+static void test_wake_runs_waiting_requests_again(void **state)
+{
+    (void)state;
+    fixture_t fx = setup_fixture(), *f = &fx;
+    f->pt->pw->steps = wake_steps;
+    ready_at = 5; /* two requests: first runs 1, 2; one wake: 3, 4; the next: 5 and 6 */
+    int second = pt_client(f->pt);
+    pt_send(f->client, "GET /a HTTP/1.1\r\nHost: shop\r\n\r\n");
+    pt_send(second, "GET /b HTTP/1.1\r\nHost: shop\r\n\r\n");
+    PT_WAIT(f->pt, runs == 2);
+    assert_non_null(f->pt->pw->waiting);
+    uv_thread_t t;
+    assert_int_equal(uv_thread_create(&t, wake_from_thread, f->pt->pw), 0);
+    uv_thread_join(&t);
+    PT_WAIT(f->pt, runs == 4);
+    assert_int_equal(f->pt->be[0].accepted, 0); /* both wait on */
+    assert_non_null(f->pt->pw->waiting);
+    proxy_worker_wake(f->pt->pw);
+    proxy_worker_wake(f->pt->pw); /* one run for both wakes */
+    char buf[4096];
+    pt_answer_ending(f->pt, f->client, buf, sizeof buf, "one /a");
+    pt_answer_ending(f->pt, second, buf, sizeof buf, "one /b");
+    assert_int_equal(runs, 6);
+    assert_null(f->pt->pw->waiting);
+    close(second);
+    teardown_fixture(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_resumed_request_goes_out_whole),
         cmocka_unit_test(test_denied_after_waiting),
         cmocka_unit_test(test_client_gone_while_waiting_cancels_the_step),
+        cmocka_unit_test(test_wake_runs_waiting_requests_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
