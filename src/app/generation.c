@@ -11,6 +11,8 @@
 #include "app/set_refresh.h"
 #include "core/log.h"
 #include "policy/health_check.h"
+#include "policy/rate_limit.h"
+#include "policy/throttle.h"
 
 struct generation {
     uint64_t id;
@@ -21,6 +23,7 @@ struct generation {
     health_checker_t *checker;
     dns_refresh_t *dns;
     api_key_index_t *api_keys;
+    atomic_uint **client_inflight; /* per client: its throttle counter (the instance's) */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -32,6 +35,10 @@ struct generations {
     metrics_registry_t *metrics;
     generation_t *cur;
     generation_t *retired;
+    /* What outlives configurations: in-flight counts per client and the
+     * rate-limit buckets (a reload neither resets nor doubles them). */
+    throttle_t *throttle;
+    rate_limit_t *rates;
     uint64_t made;      /* activated so far */
     uv_timer_t reclaim; /* frees retired generations */
     bool closed;
@@ -73,6 +80,7 @@ static void gen_free(generation_t *gen)
     weights_free(gen->weights);
     set_refresh_free(gen->sets);
     api_key_index_free(gen->api_keys);
+    free(gen->client_inflight);
     config_unref(gen->cfg);
     free(gen);
 }
@@ -120,6 +128,14 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     if (!gs)
         return NULL;
     *gs = (generations_t){.loop = loop, .workers = workers, .metrics = metrics};
+    gs->throttle = throttle_new();
+    gs->rates = rate_limit_new(RATE_LIMIT_BUCKETS);
+    if (!gs->throttle || !gs->rates) {
+        throttle_free(gs->throttle);
+        rate_limit_free(gs->rates);
+        free(gs);
+        return NULL;
+    }
     uv_timer_init(loop, &gs->reclaim);
     gs->reclaim.data = gs;
     return gs;
@@ -134,7 +150,12 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     dns_refresh_resolve(cfg);
     gen->sets = set_refresh_new(cfg, gs->metrics, gs->workers);
     gen->api_keys = api_key_index_new(cfg);
-    if (!gen->sets || !gen->api_keys) {
+    gen->client_inflight =
+        calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *gen->client_inflight);
+    bool counters = gen->client_inflight != NULL;
+    for (size_t i = 0; counters && i < cfg->n_clients; i++)
+        counters = (gen->client_inflight[i] = throttle_counter(gs->throttle, cfg->clients[i].id));
+    if (!gen->sets || !gen->api_keys || !counters) {
         gen_free(gen);
         return NULL;
     }
@@ -158,6 +179,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .health = gen->health,
                              .weights = gen->weights,
                              .api_keys = gen->api_keys,
+                             .client_inflight = gen->client_inflight,
+                             .rates = gs->rates,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -228,5 +251,7 @@ void generations_free(generations_t *gs)
         gs->retired = g->next_retired;
         gen_free(g);
     }
+    throttle_free(gs->throttle);
+    rate_limit_free(gs->rates);
     free(gs);
 }

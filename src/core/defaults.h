@@ -111,6 +111,7 @@
 #define DEFAULT_SESSION_CACHE_TTL_MS 30000
 #define DEFAULT_SESSION_TIMEOUT_MS 1000 /* one exchange with the session service */
 #define DEFAULT_REDIS_TIMEOUT_MS 100    /* one redis call; the request's deadline bounds it too */
+#define RATE_LIMIT_BUCKETS 65536        /* per instance, 16 bytes each: rate-limit keys tracked */
 
 /* config file: defaults without a line above, and the bounds beyond which
  * a value is a typo rather than a choice */

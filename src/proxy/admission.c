@@ -1,7 +1,10 @@
 /* Admission steps and their runner; see admission.h. */
 #include "proxy/admission.h"
 
+#include <string.h>
+
 #include "core/addr.h"
+#include "core/hash.h"
 #include "policy/api_key.h"
 #include "proxy/proxy_worker.h"
 
@@ -109,12 +112,78 @@ static admit_t route_clients(void *subject, admission_deny_t *deny)
     return ADMIT_DENY;
 }
 
-void admission_release(request_t *req) { (void)req; }
+/* The client's max_concurrent_requests: one more than that in flight on
+ * this instance gets 429 at once. */
+static admit_t throttle(void *subject, admission_deny_t *deny)
+{
+    request_t *req = subject;
+    if (req->client == UINT32_MAX || req->throttle_held)
+        return ADMIT_NEXT;
+    const config_client_t *cl = &req->gen->cfg->clients[req->client];
+    if (cl->max_concurrent_requests == 0 || cl->concurrency_scope != SCOPE_LOCAL)
+        return ADMIT_NEXT;
+    if (throttle_acquire(req->gen->client_inflight[req->client], cl->max_concurrent_requests)) {
+        req->throttle_held = 1;
+        return ADMIT_NEXT;
+    }
+    metrics_throttled(req->pw->metrics, req->gen->metrics_client[req->client]);
+    deny->why = END_THROTTLED;
+    return ADMIT_DENY;
+}
+
+/* The bucket a request draws from: the route's, and within it the
+ * client's, the address's or the user's. An anonymous request on a
+ * by-client limit counts under its address. */
+static uint64_t rate_key(const request_t *req, const config_rate_limit_t *rl)
+{
+    const proxy_gen_t *g = req->gen;
+    uint64_t k = g->route_key[req->route->index] * UINT64_C(0x9e3779b97f4a7c15);
+    const char *v = NULL;
+    size_t n = 0;
+    config_rate_by_t by = rl->by;
+    if (by == RATE_BY_CLIENT && req->client != UINT32_MAX) {
+        v = g->cfg->clients[req->client].id;
+        n = strlen(v);
+    } else if (by == RATE_BY_USER && req->user_len) {
+        v = req->user;
+        n = req->user_len;
+    } else if (by != RATE_BY_ROUTE) {
+        by = RATE_BY_IP;
+        v = req->client_ip_len ? req->client_ip : req->cc->client_ip;
+        n = req->client_ip_len ? req->client_ip_len : req->cc->client_ip_len;
+    }
+    return hash_mix(k ^ (uint64_t)by ^ (n ? hash_bytes(v, n) : 0));
+}
+
+/* The route's rate_limit: a token from its bucket, or 429 with the wait. */
+static admit_t rate_limit(void *subject, admission_deny_t *deny)
+{
+    request_t *req = subject;
+    const config_route_t *r = req->route;
+    if (!r->has_rate_limit)
+        return ADMIT_NEXT;
+    const config_rate_limit_t *rl = &r->rate_limit;
+    uint64_t wait_ms = 0;
+    if (rate_limit_take(req->gen->rates, rate_key(req, rl), rl->requests_per_second, rl->burst,
+                        uv_now(req->pw->loop), &wait_ms))
+        return ADMIT_NEXT;
+    metrics_rate_limited(req->pw->metrics, req->gen->metrics_route[r->index]);
+    req->retry_after_s = (uint32_t)((wait_ms + 999) / 1000);
+    deny->why = END_RATE_LIMITED;
+    return ADMIT_DENY;
+}
+
+void admission_release(request_t *req)
+{
+    if (req->throttle_held) {
+        throttle_release(req->gen->client_inflight[req->client]);
+        req->throttle_held = 0;
+    }
+}
 
 const admission_step_t admission_steps[] = {
-    {"ip_rules", ip_rules, NULL},
-    {"body_limit", body_limit, NULL},
-    {"client_key", client_key, NULL},
-    {"route_clients", route_clients, NULL},
+    {"ip_rules", ip_rules, NULL},     {"body_limit", body_limit, NULL},
+    {"client_key", client_key, NULL}, {"route_clients", route_clients, NULL},
+    {"throttle", throttle, NULL},     {"rate_limit", rate_limit, NULL},
 };
 const size_t admission_n_steps = sizeof admission_steps / sizeof admission_steps[0];

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "core/errors.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/rand.h"
 #include "proxy/proxy.h"
@@ -33,6 +34,7 @@ static void gen_free(proxy_gen_t *g)
     free(g->route_retries);
     free(g->groups);
     free(g->identity);
+    free(g->route_key);
     free(g->metrics_client);
     config_unref(g->cfg);
     free(g);
@@ -100,9 +102,12 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->route_retries = calloc(nr, sizeof *g->route_retries);
     g->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *g->groups);
     g->api_keys = sh->api_keys;
+    g->client_inflight = sh->client_inflight;
+    g->rates = sh->rates;
+    g->route_key = calloc(nr, sizeof *g->route_key);
     g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);
     if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
-        !g->route_inflight || !g->route_retries || !g->metrics_client ||
+        !g->route_inflight || !g->route_retries || !g->metrics_client || !g->route_key ||
         identity_headers(g, cfg) != 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_clients; i++)
@@ -116,6 +121,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         weights_load(sh->weights, i, g->weights[i]);
         g->weights_version[i] = weights_version(sh->weights, i);
         g->metrics_route[i] = metrics_route_slot(sh->metrics, r->name);
+        g->route_key[i] = hash_bytes(r->name, strlen(r->name));
     }
     uint64_t rng = rand_seed(index);
     for (size_t i = 0; i < cfg->n_target_groups; i++) {

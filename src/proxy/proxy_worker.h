@@ -19,6 +19,8 @@
 #include "observe/trace.h"
 #include "policy/api_key.h"
 #include "policy/health.h"
+#include "policy/rate_limit.h"
+#include "policy/throttle.h"
 #include "proxy/admission.h"
 #include "proxy/client_conn.h"
 #include "proxy/rewrite.h"
@@ -52,6 +54,9 @@ struct proxy_gen {
     health_t *health;
     weights_t *shared_weights;
     const api_key_index_t *api_keys;
+    atomic_uint *const *client_inflight;
+    rate_limit_t *rates;
+    uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
      * requests whose bearer token ficus writes itself. */
@@ -78,8 +83,10 @@ typedef struct proxy_shared {
     metrics_registry_t *metrics; /* for the generation's metric slots */
     health_t *health;
     weights_t *weights;
-    const api_key_index_t *api_keys; /* the clients' keys */
-    void (*gen_freed)(void *ctx);    /* a worker let go of this generation (any thread) */
+    const api_key_index_t *api_keys;     /* the clients' keys */
+    atomic_uint *const *client_inflight; /* per client: in flight on this instance */
+    rate_limit_t *rates;                 /* this instance's token buckets */
+    void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
 } proxy_shared_t;
 
