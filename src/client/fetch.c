@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "core/errors.h"
+#include "core/time.h"
+#include "core/url.h"
 
 /* The request head, on the caller's stack. */
 #define FETCH_HEAD_BYTES 8192
@@ -139,4 +141,49 @@ int fetch_do(fetch_t *f, const request_t *rq, uint64_t deadline_ms)
         return 0;
     }
     return failed(f, FETCH_CLOSED, FE_IO, "connection closed before the response");
+}
+
+int fetch_get(const char *url, size_t max_head_bytes, size_t max_body_bytes, uint64_t timeout_ms,
+              buf_t *body, char *err, size_t errlen)
+{
+    url_http_t u;
+    int rc = url_parse_http(url, &u, err, errlen);
+    if (rc)
+        return rc;
+    char target[2048], host[300];
+    const char *path = u.path_len ? u.path : "/";
+    int path_len = u.path_len ? (int)u.path_len : 1;
+    int n = snprintf(target, sizeof target, "%s%.*s", path[0] == '?' ? "/" : "", path_len, path);
+    if (n < 0 || (size_t)n >= sizeof target) {
+        snprintf(err, errlen, "URL too long");
+        return FE_TOOBIG;
+    }
+    url_host_header(&u, host, sizeof host);
+    request_t rq = {.method = "GET",
+                    .target = target,
+                    .host = host,
+                    .headers = "User-Agent: ficus\r\nAccept: */*\r\n",
+                    .close = true};
+    /* Only a 2xx body is wanted: any other answer ends at its head. */
+    fetch_t f;
+    fetch_init(&f, u.host, u.port, NULL, max_head_bytes, max_body_bytes, REPLY_BODY_2XX);
+    rc = fetch_do(&f, &rq, time_now_ms() + timeout_ms);
+    int status = reply_status(&f.reply);
+    if (status && (status < 200 || status > 299)) {
+        snprintf(err, errlen, "HTTP %d", status);
+        rc = FE_IO;
+    } else if (f.fail == FETCH_TOOBIG) {
+        snprintf(err, errlen, "larger than %zu bytes", max_body_bytes);
+        rc = FE_TOOBIG;
+    } else if (rc) {
+        snprintf(err, errlen, "%s", f.why);
+        rc = f.fail == FETCH_CUT || f.fail == FETCH_CLOSED ? FE_PARSE : rc;
+    } else {
+        /* The fetched body becomes the caller's. */
+        buf_t tmp = *body;
+        *body = f.reply.body;
+        f.reply.body = tmp;
+    }
+    fetch_deinit(&f);
+    return rc;
 }

@@ -48,4 +48,12 @@ void fetch_deinit(fetch_t *f);
  * keep it alive. */
 int fetch_do(fetch_t *f, const request_t *rq, uint64_t deadline_ms);
 
+/* The body of a 2xx answer to GET url (http://) into body, within
+ * timeout_ms: 0, or FE_IO ("HTTP 503", connect or read errors), FE_TOOBIG
+ * (a body over max_body_bytes, a head over max_head_bytes), FE_PARSE (an
+ * answer cut short) or FE_INVAL (a bad URL), with the reason in err. For
+ * threads that may block. */
+int fetch_get(const char *url, size_t max_head_bytes, size_t max_body_bytes, uint64_t timeout_ms,
+              buf_t *body, char *err, size_t errlen);
+
 #endif

@@ -17,6 +17,7 @@
 #include "core/buf.h"
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/file.h"
 #include "core/hash.h"
 #include "core/time.h"
 #include "core/url.h"
@@ -311,93 +312,6 @@ uint64_t set_reload_failures(const set_t *s)
     return atomic_load_explicit(&((set_t *)s)->reload_failures, memory_order_relaxed);
 }
 
-/* ---- reading a file ---- */
-
-static int read_file(const char *path, buf_t *out, char *err, size_t errlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        errf(err, errlen, "%s", strerror(errno));
-        return FE_IO;
-    }
-    int rc = 0;
-    for (;;) {
-        if (out->len > MAX_SET_BYTES) {
-            errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
-            rc = FE_TOOBIG;
-            break;
-        }
-        /* One byte past the cap is read to tell "exactly the cap" from "more". */
-        size_t want = MAX_SET_BYTES + 1 - out->len;
-        if (want > 64 * 1024)
-            want = 64 * 1024;
-        if ((rc = buf_reserve(out, want)) != 0) {
-            errf(err, errlen, "out of memory");
-            break;
-        }
-        ssize_t n = read(fd, out->data + out->len, want);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0) {
-            errf(err, errlen, "%s", strerror(errno));
-            rc = FE_IO;
-            break;
-        }
-        if (n == 0)
-            break;
-        out->len += (size_t)n;
-    }
-    close(fd);
-    return rc;
-}
-
-/* ---- an http:// GET ---- */
-
-/* The response body of GET url into body (bounded by MAX_SET_BYTES). */
-static int http_get(const char *url, buf_t *body, char *err, size_t errlen)
-{
-    url_http_t u;
-    int rc = url_parse_http(url, &u, err, errlen);
-    if (rc)
-        return rc;
-    char target[2048], host[300];
-    const char *path = u.path_len ? u.path : "/";
-    int path_len = u.path_len ? (int)u.path_len : 1;
-    int n = snprintf(target, sizeof target, "%s%.*s", path[0] == '?' ? "/" : "", path_len, path);
-    if (n < 0 || (size_t)n >= sizeof target) {
-        errf(err, errlen, "URL too long");
-        return FE_TOOBIG;
-    }
-    url_host_header(&u, host, sizeof host);
-    request_t rq = {.method = "GET",
-                    .target = target,
-                    .host = host,
-                    .headers = "User-Agent: ficus\r\nAccept: */*\r\n",
-                    .close = true};
-    /* Only a 2xx body is wanted: any other answer ends at its head. */
-    fetch_t f;
-    fetch_init(&f, u.host, u.port, NULL, SET_FETCH_HEAD_BYTES, MAX_SET_BYTES, REPLY_BODY_2XX);
-    rc = fetch_do(&f, &rq, time_now_ms() + SET_FETCH_TIMEOUT_MS);
-    int status = reply_status(&f.reply);
-    if (status && (status < 200 || status > 299)) {
-        errf(err, errlen, "HTTP %d", status);
-        rc = FE_IO;
-    } else if (f.fail == FETCH_TOOBIG) {
-        errf(err, errlen, "larger than %d bytes", MAX_SET_BYTES);
-        rc = FE_TOOBIG;
-    } else if (rc) {
-        errf(err, errlen, "%s", f.why);
-        rc = f.fail == FETCH_CUT || f.fail == FETCH_CLOSED ? FE_PARSE : rc;
-    } else {
-        /* The fetched body becomes the caller's. */
-        buf_t tmp = *body;
-        *body = f.reply.body;
-        f.reply.body = tmp;
-    }
-    fetch_deinit(&f);
-    return rc;
-}
-
 int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen)
 {
     const char *what = s->file ? s->file : s->url;
@@ -407,9 +321,10 @@ int set_fetch(set_t *s, set_members_t **out, char *err, size_t errlen)
     int rc;
     *out = NULL;
     if (s->file)
-        rc = read_file(s->file, &data, why, sizeof why);
+        rc = file_read(s->file, MAX_SET_BYTES, &data, why, sizeof why);
     else if (s->url)
-        rc = http_get(s->url, &data, why, sizeof why);
+        rc = fetch_get(s->url, SET_FETCH_HEAD_BYTES, MAX_SET_BYTES, SET_FETCH_TIMEOUT_MS, &data,
+                       why, sizeof why);
     else {
         snprintf(why, sizeof why, "neither file nor url");
         rc = FE_INVAL;
