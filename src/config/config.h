@@ -275,6 +275,7 @@ typedef struct config_jwt_provider {
     size_t n_audiences; /* 0: aud not checked */
     char *jwks_file;    /* exactly one of jwks_file | jwks_url */
     char *jwks_url;
+    size_t jwks_line, jwks_col; /* where the one written is, for `ficus check` */
     uint64_t jwks_refresh_ms;
     uint32_t algorithms; /* JWT_ALG_* bits */
     uint64_t leeway_ms;  /* clock skew allowed on exp and nbf */

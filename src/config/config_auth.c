@@ -469,6 +469,11 @@ void config_auth_sec_jwt_providers(schema_ctx_t *c, const yaml_node_t *k UNUSED,
                        "%s.jwks_url: set jwks_file or jwks_url, not both", p);
         if (file && jp->jwks_file)
             jp->jwks_file = config_rows_relative_path(c, file, jp->jwks_file);
+        const yaml_node_t *at = file ? file : url;
+        if (at) {
+            jp->jwks_line = at->start_mark.line + 1;
+            jp->jwks_col = at->start_mark.column + 1;
+        }
     }
 }
 

@@ -111,6 +111,9 @@
 #define DEFAULT_SESSION_CACHE_TTL_MS 30000
 #define DEFAULT_SESSION_TIMEOUT_MS 1000 /* one exchange with the session service */
 #define DEFAULT_REDIS_TIMEOUT_MS 100    /* one redis call; the request's deadline bounds it too */
+#define JWKS_FETCH_TIMEOUT_MS 5000       /* jwks_url: connect and the whole answer */
+#define JWKS_FETCH_HEAD_BYTES (64 * 1024) /* jwks_url: response head allowed */
+#define JWKS_REFETCH_MIN_MS 5000          /* an unknown kid re-reads jwks_url at most this often */
 #define RATE_LIMIT_BUCKETS 65536        /* per instance, 16 bytes each: rate-limit keys tracked */
 
 /* config file: defaults without a line above, and the bounds beyond which
