@@ -381,7 +381,7 @@ void session_store_done(session_store_t *s, const char *token, size_t len, sessi
 {
     if (len == 0 || len > SESSION_TOKEN_MAX_BYTES)
         return;
-    if (result != SESSION_USER && result != SESSION_NO_USER)
+    if (result != SESSION_USER && result != SESSION_NO_USER && result != SESSION_PENDING)
         result = SESSION_UNAVAILABLE;
     if (result == SESSION_USER && (!jwt || jwt_len == 0 || jwt_len > SESSION_JWT_MAX_BYTES))
         result = SESSION_UNAVAILABLE;
@@ -392,6 +392,12 @@ void session_store_done(session_store_t *s, const char *token, size_t len, sessi
     entry_t *e = find(s, token, len, h);
     if (!e)
         goto unlock;
+    if (result == SESSION_PENDING) {
+        /* Abandoned: an answer that came meanwhile (a second owner's) stays. */
+        if (e->state == SESSION_PENDING)
+            evict(s, e, &wl);
+        goto unlock;
+    }
     /* Held by this call alone while it is changed: in neither the pending
      * list nor the heap, so room is never made by evicting it. */
     if (e->state == SESSION_PENDING) {

@@ -65,12 +65,14 @@ session_state_t session_store_get(session_store_t *s, const char *token, size_t 
 
 /* Ends the exchange of token that get gave the caller (SESSION_MINE):
  * result SESSION_USER with the JWT, SESSION_NO_USER, or SESSION_UNAVAILABLE
- * (any other value, or a JWT of 0 or more than SESSION_JWT_MAX_BYTES bytes,
- * is taken as SESSION_UNAVAILABLE); the entry then answers until expires_ms
+ * (SESSION_MINE, or a JWT of 0 or more than SESSION_JWT_MAX_BYTES bytes, is
+ * taken as SESSION_UNAVAILABLE); the entry then answers until expires_ms
  * (USER: now + cache_ttl, no later than the JWT's exp; NO_USER: now +
- * cache_ttl; UNAVAILABLE: now + SESSION_STORE_UNAVAILABLE_MS). Every worker
- * waiting for it is woken once. A token whose entry was evicted meanwhile is
- * not stored again. */
+ * cache_ttl; UNAVAILABLE: now + SESSION_STORE_UNAVAILABLE_MS). Or
+ * SESSION_PENDING: the exchange was abandoned without an answer (its
+ * request went away): the entry is dropped, so that a waiter exchanges the
+ * token again rather than fail. Every worker waiting for it is woken once.
+ * A token whose entry was evicted meanwhile is not stored again. */
 void session_store_done(session_store_t *s, const char *token, size_t len, session_state_t result,
                         const char *jwt, size_t jwt_len, uint64_t expires_ms);
 

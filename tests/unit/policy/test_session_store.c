@@ -126,6 +126,26 @@ static void test_unavailable_seen_then_retried(void **state)
     session_store_free(s);
 }
 
+static void test_abandoned_exchange_taken_over(void **state)
+{
+    (void)state;
+    session_store_t *s = make(16, BIG, 2);
+    assert_int_equal(get(s, "t", 0, 0), SESSION_MINE);
+    assert_int_equal(get(s, "t", 0, 1), SESSION_PENDING);
+    done(s, "t", SESSION_PENDING, NULL, 0);
+    assert_int_equal(atomic_load(&wakes[1]), 1);
+    assert_int_equal(session_store_entries(s), 0);
+    /* The waiter exchanges it now; nobody else does at the same time. */
+    assert_int_equal(get(s, "t", 1, 1), SESSION_MINE);
+    assert_int_equal(get(s, "t", 1, 0), SESSION_PENDING);
+    done(s, "t", SESSION_USER, JWT, 1000);
+    assert_int_equal(atomic_load(&wakes[0]), 1);
+    /* Abandoning an answered token changes nothing. */
+    done(s, "t", SESSION_PENDING, NULL, 0);
+    assert_int_equal(get(s, "t", 2, 0), SESSION_USER);
+    session_store_free(s);
+}
+
 static void test_token_bounds(void **state)
 {
     (void)state;
@@ -358,6 +378,7 @@ int main(void)
         cmocka_unit_test(test_one_owner_waiters_woken_once),
         cmocka_unit_test(test_no_user_cached_until_expiry),
         cmocka_unit_test(test_unavailable_seen_then_retried),
+        cmocka_unit_test(test_abandoned_exchange_taken_over),
         cmocka_unit_test(test_token_bounds),
         cmocka_unit_test(test_entries_bound_evicts_soonest_expiry),
         cmocka_unit_test(test_eviction_order),
