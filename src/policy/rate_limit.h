@@ -15,28 +15,37 @@
 /* Above this many buckets rate_limit_new refuses (2^28: 4 GiB). */
 #define RATE_LIMIT_MAX_BUCKETS ((size_t)1 << 28)
 
-/* A bucket is the GCRA form of a token bucket: one word, the time (in 1/16
- * us) at which it will be full again; 0 or a time past is a full bucket.
- * Taking a token moves that time 1/rate later, allowed while it stays within
- * burst/rate of now. Exactly the token bucket of the contract: burst = bucket
- * size, refilled at rate per second, fractions of tokens included.
+/* A bucket is the GCRA form of a token bucket: one word holding the time (in
+ * 1/16 us of the caller's clock) at which it will be full again, 0 or a time
+ * past being a full bucket, and the slot's 8-bit generation. Taking a token
+ * moves that time 1/rate later, allowed while it stays within burst/rate of
+ * now. Exactly the token bucket of the contract: burst = bucket size,
+ * refilled at rate per second, fractions of tokens included.
  *
- * Bounded table. A key hashes (with a per-table random seed, so an attacker
- * cannot aim at one group) to one group. A new key that finds its group full
+ * Bounded table. A key hashes (with a per-table random seed, so that an
+ * attacker who cannot see the table cannot aim at one group; not a
+ * cryptographic guarantee) to one group. A new key that finds its group full
  * evicts the bucket that will be full soonest: a full bucket first (it carries
- * no information), else the one with the least debt left in time. An evicted
- * key that comes back starts again with a full bucket: the worst an attacker
- * can cause by flooding with new keys is one extra burst for a key whose
- * bucket was the nearest to full in its group, and to evict a drained bucket
- * the group's seven other buckets must be further from full than it.
+ * no information), else the one with the least debt left in time, which is
+ * usually but not always the least recently used. An evicted key that comes
+ * back starts again with a full bucket: the worst an attacker can cause by
+ * flooding with new keys is one extra burst for a key whose bucket was the
+ * nearest to full in its group; to have a drained bucket evicted, the seven
+ * others of its group must all be further from full than it. A group can fill
+ * while the table is far from full: sized at twice the keys active at once,
+ * under 1% of new keys evict (5% at three quarters, 14% when as many).
  *
- * Races. Two workers inserting the same key choose the same slot unless the
- * group changed between their two scans; then the one that sees the other
- * removes the duplicate at the later slot (one of them always sees it), so two
- * buckets for a key live only for that moment and can hand out at most one
- * token more each. A worker charging a key while that key is evicted may
- * charge its token to the new key's fresh bucket (conservative: never lets
- * more through) and then charges its own key again. */
+ * Races. A worker that gives a slot to a new key first resets its bucket
+ * under the next generation, then writes the key; a compare-and-swap on the
+ * bucket word read before the key means it can never reset a bucket that
+ * someone else has claimed and charged since it looked, even one whose time
+ * reads the same. Two workers inserting the same key choose the same slot
+ * unless the group changed between their two scans; then the one that sees
+ * the other removes the duplicate at the later slot (one of them always
+ * sees it), so two buckets for a key live only for that moment and can hand
+ * out at most one token more each. A worker charging a key at the moment that
+ * key is evicted may charge its token to the new key's fresh bucket
+ * (conservative: never lets more through), then charges its own key again. */
 typedef struct rate_limit rate_limit_t;
 
 /* Room for max_buckets (rounded up to a power of two, at least
