@@ -5,7 +5,8 @@
 #
 # BUILD: the compiler and the libraries the Makefile's pkg-config line links
 #   (libuv, OpenSSL, libyaml, PCRE2, jansson, hiredis) and llhttp's sources.
-# TEST: cmocka (unit tests); pytest and python3-websockets (black-box tests);
+# TEST: cmocka (unit tests); pytest, python3-websockets and python3-cryptography
+#   (keys and JWTs made in the black-box tests);
 #   clang with its sanitizer/fuzzer runtime (ASan build, fuzzing); curl,
 #   openssl (probe's TLS test), util-linux (prlimit, taskset), wrk, haproxy,
 #   nginx-light (backends and bench), prometheus (promtool check metrics),
@@ -13,7 +14,7 @@
 #   page test), redis-server (global throttles and rate limits).
 set -e
 BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev"
-TEST="libcmocka-dev python3 python3-pytest python3-websockets clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base"
+TEST="libcmocka-dev python3 python3-pytest python3-websockets python3-cryptography clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
   *) WANT="$BUILD $TEST"

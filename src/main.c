@@ -8,6 +8,7 @@
 
 #include "app/demo.h"
 #include "app/gateway.h"
+#include "app/jwks_refresh.h"
 #include "config/config.h"
 #include "routing/set.h"
 #include "llhttp.h"
@@ -99,8 +100,8 @@ static int cmd_check(int argc, char **argv)
     config_t *cfg = load(path);
     if (!cfg)
         return 1;
-    /* Every file the configuration names is read too (sets' files; URLs are
-     * not fetched: a CI job may have no route to them). */
+    /* Every file the configuration names is read too (sets' files, JWKS
+     * files; URLs are not fetched: a CI job may have no route to them). */
     int bad = 0;
     for (size_t i = 0; i < cfg->n_sets; i++) {
         const config_set_t *s = &cfg->sets[i];
@@ -108,6 +109,15 @@ static int cmd_check(int argc, char **argv)
         if (s->file && set_check(s, err, sizeof err) != 0) {
             fprintf(stderr, "%s:%zu:%zu: sets.%s: %s\n", path, s->file_line ? s->file_line : 1,
                     s->file_col ? s->file_col : 1, s->name, err);
+            bad = 1;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_jwt_providers; i++) {
+        const config_jwt_provider_t *p = &cfg->jwt_providers[i];
+        char err[600];
+        if (p->jwks_file && jwks_refresh_check_file(p, err, sizeof err) != 0) {
+            fprintf(stderr, "%s:%zu:%zu: %s\n", path, p->jwks_line ? p->jwks_line : 1,
+                    p->jwks_col ? p->jwks_col : 1, err);
             bad = 1;
         }
     }

@@ -8,10 +8,12 @@
 #include <stdlib.h>
 
 #include "app/dns_refresh.h"
+#include "app/jwks_refresh.h"
 #include "app/set_refresh.h"
 #include "core/log.h"
 #include "policy/health_check.h"
 #include "policy/rate_limit.h"
+#include "policy/session_store.h"
 #include "policy/throttle.h"
 
 struct generation {
@@ -24,6 +26,7 @@ struct generation {
     dns_refresh_t *dns;
     api_key_index_t *api_keys;
     atomic_uint **client_inflight; /* per client: its throttle counter (the instance's) */
+    jwks_refresh_t *jwks;
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -39,8 +42,9 @@ struct generations {
      * rate-limit buckets (a reload neither resets nor doubles them). */
     throttle_t *throttle;
     rate_limit_t *rates;
-    uint64_t made;      /* activated so far */
-    uv_timer_t reclaim; /* frees retired generations */
+    session_store_t *sessions; /* session tokens exchanged or being exchanged */
+    uint64_t made;             /* activated so far */
+    uv_timer_t reclaim;        /* frees retired generations */
     bool closed;
 };
 
@@ -62,13 +66,16 @@ static void gen_stop(generation_t *gen)
         set_refresh_stop(gen->sets);
     if (gen->dns)
         dns_refresh_stop(gen->dns);
+    if (gen->jwks)
+        jwks_refresh_stop(gen->jwks);
 }
 
 static bool gen_released(const generation_t *gen)
 {
     return atomic_load(&gen->workers_holding) == 0 &&
            (!gen->sets || set_refresh_pending(gen->sets) == 0) &&
-           (!gen->dns || dns_refresh_pending(gen->dns) == 0);
+           (!gen->dns || dns_refresh_pending(gen->dns) == 0) &&
+           (!gen->jwks || jwks_refresh_pending(gen->jwks) == 0);
 }
 
 static void gen_free(generation_t *gen)
@@ -81,6 +88,7 @@ static void gen_free(generation_t *gen)
     set_refresh_free(gen->sets);
     api_key_index_free(gen->api_keys);
     free(gen->client_inflight);
+    jwks_refresh_free(gen->jwks);
     config_unref(gen->cfg);
     free(gen);
 }
@@ -130,9 +138,12 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     *gs = (generations_t){.loop = loop, .workers = workers, .metrics = metrics};
     gs->throttle = throttle_new();
     gs->rates = rate_limit_new(RATE_LIMIT_BUCKETS);
-    if (!gs->throttle || !gs->rates) {
+    gs->sessions =
+        session_store_new(SESSION_STORE_MAX_ENTRIES, SESSION_STORE_MAX_BYTES, (unsigned)workers->n);
+    if (!gs->throttle || !gs->rates || !gs->sessions) {
         throttle_free(gs->throttle);
         rate_limit_free(gs->rates);
+        session_store_free(gs->sessions);
         free(gs);
         return NULL;
     }
@@ -150,16 +161,26 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     dns_refresh_resolve(cfg);
     gen->sets = set_refresh_new(cfg, gs->metrics, gs->workers);
     gen->api_keys = api_key_index_new(cfg);
+    gen->jwks = jwks_refresh_new(cfg, gs->workers);
     gen->client_inflight =
         calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *gen->client_inflight);
     bool counters = gen->client_inflight != NULL;
     for (size_t i = 0; counters && i < cfg->n_clients; i++)
         counters = (gen->client_inflight[i] = throttle_counter(gs->throttle, cfg->clients[i].id));
-    if (!gen->sets || !gen->api_keys || !counters) {
+    if (!gen->sets || !gen->api_keys || !counters || !gen->jwks) {
         gen_free(gen);
         return NULL;
     }
     return gen;
+}
+
+/* Main thread: requests waiting in an admission step look again. */
+static void wake_workers(void *ctx)
+{
+    generations_t *gs = ctx;
+    for (size_t i = 0; i < gs->workers->n; i++)
+        if (gs->workers->workers[i].app)
+            proxy_worker_wake(gs->workers->workers[i].app);
 }
 
 int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens)
@@ -181,6 +202,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .api_keys = gen->api_keys,
                              .client_inflight = gen->client_inflight,
                              .rates = gs->rates,
+                             .sessions = gs->sessions,
+                             .jwks = jwks_refresh_slots(gen->jwks),
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -192,6 +215,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     if (!gen->dns)
         return -1;
     set_refresh_start(gen->sets, gs->loop, old ? old->sets : NULL);
+    if (jwks_refresh_start(gen->jwks, gs->loop, old ? old->jwks : NULL, wake_workers, gs) != 0)
+        return -1;
     gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
     gen->id = ++gs->made;
@@ -253,5 +278,6 @@ void generations_free(generations_t *gs)
     }
     throttle_free(gs->throttle);
     rate_limit_free(gs->rates);
+    session_store_free(gs->sessions);
     free(gs);
 }

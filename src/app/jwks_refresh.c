@@ -22,7 +22,7 @@ typedef struct jwks_entry {
     jwks_t *fetched; /* the work's result */
     bool busy;
     bool timer_open;
-    char err[256];
+    char err[512];
 } jwks_entry_t;
 
 struct jwks_refresh {
@@ -44,7 +44,7 @@ struct jwks_refresh {
 static jwks_t *read_keys(const config_jwt_provider_t *p, char *err, size_t errlen)
 {
     buf_t b;
-    buf_init(&b);
+    buf_init(&b, JWKS_MAX_BYTES + 1);
     char why[256] = "";
     int rc = p->jwks_file ? file_read(p->jwks_file, JWKS_MAX_BYTES, &b, why, sizeof why)
                           : fetch_get(p->jwks_url, JWKS_FETCH_HEAD_BYTES, JWKS_MAX_BYTES,
@@ -58,7 +58,7 @@ static jwks_t *read_keys(const config_jwt_provider_t *p, char *err, size_t errle
             k = NULL;
         }
     }
-    buf_free(&b);
+    buf_deinit(&b);
     if (!k)
         snprintf(err, errlen, "jwt_providers.%s: %s: %s", p->name,
                  p->jwks_file ? p->jwks_file : p->jwks_url, why);
@@ -75,6 +75,8 @@ int jwks_refresh_check_file(const config_jwt_provider_t *p, char *err, size_t er
 }
 
 static void unref_keys(void *k) { jwks_unref(k); }
+
+static bool want(void *ctx, jwks_slot_t *slot, uint64_t now_ms);
 
 /* Main thread: keys become the provider's; the old set is retired. */
 static void install(jwks_refresh_t *r, size_t i, jwks_t *keys)
@@ -93,8 +95,7 @@ static bool same_source(const config_jwt_provider_t *a, const config_jwt_provide
     return b->jwks_url && strcmp(a->jwks_url, b->jwks_url) == 0;
 }
 
-jwks_refresh_t *jwks_refresh_new(const config_t *cfg, worker_group_t *workers,
-                                 const jwks_refresh_t *old)
+jwks_refresh_t *jwks_refresh_new(const config_t *cfg, worker_group_t *workers)
 {
     jwks_refresh_t *r = calloc(1, sizeof *r);
     if (!r)
@@ -118,19 +119,11 @@ jwks_refresh_t *jwks_refresh_new(const config_t *cfg, worker_group_t *workers,
         const config_jwt_provider_t *p = &cfg->jwt_providers[i];
         char err[512];
         jwks_t *k = read_keys(p, err, sizeof err);
-        for (size_t o = 0; !k && old && o < old->cfg->n_jwt_providers; o++) {
-            if (!same_source(p, &old->cfg->jwt_providers[o]))
-                continue;
-            jwks_t *ok = atomic_load(&old->slots[o].keys);
-            k = ok ? jwks_ref(ok) : NULL;
-            if (k)
-                log_warn("%s (keeping the %zu keys it had)", err, jwks_count(k));
-        }
         if (!k)
-            log_error("%s (no keys: its tokens are refused until a read succeeds)", err);
-        else if (!old)
-            log_info("jwt_providers.%s: %zu keys", p->name, jwks_count(k));
+            snprintf(r->entries[i].err, sizeof r->entries[i].err, "%s", err);
         atomic_init(&r->slots[i].keys, k);
+        r->slots[i].want = want;
+        r->slots[i].want_ctx = r;
         r->entries[i].owner = r;
         r->entries[i].index = i;
     }
@@ -200,8 +193,32 @@ static void on_asked(uv_async_t *a)
             start_read(&r->entries[i]);
 }
 
-int jwks_refresh_start(jwks_refresh_t *r, uv_loop_t *loop, void (*wake)(void *ctx), void *ctx)
+/* The first read of provider i failed: old's keys of the same provider,
+ * when it had some. */
+static void adopt(jwks_refresh_t *r, size_t i, const jwks_refresh_t *old)
 {
+    const config_jwt_provider_t *p = &r->cfg->jwt_providers[i];
+    for (size_t o = 0; old && o < old->cfg->n_jwt_providers; o++) {
+        jwks_t *ok = atomic_load(&old->slots[o].keys);
+        if (!ok || !same_source(p, &old->cfg->jwt_providers[o]))
+            continue;
+        atomic_store(&r->slots[i].keys, jwks_ref(ok));
+        log_warn("%s (keeping the %zu keys it had)", r->entries[i].err, jwks_count(ok));
+        return;
+    }
+    log_error("%s (no keys: its tokens are refused until a read succeeds)", r->entries[i].err);
+}
+
+int jwks_refresh_start(jwks_refresh_t *r, uv_loop_t *loop, const jwks_refresh_t *old,
+                       void (*wake)(void *ctx), void *ctx)
+{
+    for (size_t i = 0; i < r->cfg->n_jwt_providers; i++) {
+        jwks_t *k = atomic_load(&r->slots[i].keys);
+        if (!k)
+            adopt(r, i, old);
+        else
+            log_info("jwt_providers.%s: %zu keys", r->cfg->jwt_providers[i].name, jwks_count(k));
+    }
     r->loop = loop;
     r->wake = wake;
     r->wake_ctx = ctx;
@@ -224,8 +241,9 @@ int jwks_refresh_start(jwks_refresh_t *r, uv_loop_t *loop, void (*wake)(void *ct
     return 0;
 }
 
-bool jwks_refresh_want(jwks_refresh_t *r, jwks_slot_t *slot, uint64_t now_ms)
+static bool want(void *ctx, jwks_slot_t *slot, uint64_t now_ms)
 {
+    jwks_refresh_t *r = ctx;
     size_t i = (size_t)(slot - r->slots);
     if (!r->cfg->jwt_providers[i].jwks_url)
         return false;

@@ -18,38 +18,28 @@
 #include "config/config.h"
 #include "net/worker.h"
 #include "policy/jwks.h"
-
-/* What the workers read of one provider. */
-typedef struct jwks_slot {
-    _Atomic(jwks_t *) keys;   /* NULL: none yet */
-    atomic_uint_fast64_t seq; /* reads finished (whatever their outcome) */
-    atomic_uint_fast64_t next_ms; /* an unknown kid may start a read from then on */
-    atomic_bool wanted;           /* a read is asked for or under way */
-} jwks_slot_t;
+#include "policy/jwks_slot.h"
 
 typedef struct jwks_refresh jwks_refresh_t;
 
-/* Any thread, blocking: reads every provider's keys once. A provider whose
- * read fails takes the keys of old's provider of the same name and source
- * (old may be NULL). NULL when out of memory. cfg outlives the result. */
-jwks_refresh_t *jwks_refresh_new(const config_t *cfg, worker_group_t *workers,
-                                 const jwks_refresh_t *old);
-/* One per cfg->jwt_providers (NULL when there is none). */
+/* Any thread, blocking: reads every provider's keys once. NULL when out of
+ * memory. cfg outlives the result. */
+jwks_refresh_t *jwks_refresh_new(const config_t *cfg, worker_group_t *workers);
+/* One per cfg->jwt_providers (NULL when there is none); a slot's want
+ * asks for a read of a jwks_url now, at most once per JWKS_REFETCH_MIN_MS. */
 jwks_slot_t *jwks_refresh_slots(jwks_refresh_t *r);
-/* Main thread: starts the periodic reads; wake(ctx) is called after each
- * read that ends (requests waiting for a kid look again). */
-int jwks_refresh_start(jwks_refresh_t *r, uv_loop_t *loop, void (*wake)(void *ctx), void *ctx);
+/* Main thread: a provider whose first read failed takes the keys of old's
+ * provider of the same name and source (old may be NULL); the periodic
+ * reads start; wake(ctx) is called after each read that ends (requests
+ * waiting for a kid look again). 0 or FE_NOMEM. */
+int jwks_refresh_start(jwks_refresh_t *r, uv_loop_t *loop, const jwks_refresh_t *old,
+                       void (*wake)(void *ctx), void *ctx);
 /* Main thread: cancels what it can; the callbacks still to come change
  * nothing. */
 void jwks_refresh_stop(jwks_refresh_t *r);
 /* Callbacks still to come: free only at 0. */
 unsigned jwks_refresh_pending(const jwks_refresh_t *r);
 void jwks_refresh_free(jwks_refresh_t *r); /* NULL is a no-op */
-
-/* Any thread: a token named a kid that slot's set lacks. true when a read
- * is asked for or under way (wait for slot->seq to move), false when none
- * will be made (a jwks_file, or the last read was too recent). */
-bool jwks_refresh_want(jwks_refresh_t *r, jwks_slot_t *slot, uint64_t now_ms);
 
 /* `ficus check`: reads a provider's jwks_file and parses it. 0, or an
  * error with the reason in err (unreadable, not a JWKS, no usable key). */

@@ -109,12 +109,17 @@
 #define DEFAULT_JWKS_REFRESH_MS (10 * 60 * 1000) /* jwks_url re-read */
 #define DEFAULT_JWT_LEEWAY_MS 30000              /* clock skew allowed on exp and nbf */
 #define DEFAULT_SESSION_CACHE_TTL_MS 30000
-#define DEFAULT_SESSION_TIMEOUT_MS 1000 /* one exchange with the session service */
-#define DEFAULT_REDIS_TIMEOUT_MS 100    /* one redis call; the request's deadline bounds it too */
-#define JWKS_FETCH_TIMEOUT_MS 5000       /* jwks_url: connect and the whole answer */
+#define DEFAULT_SESSION_TIMEOUT_MS 1000   /* one exchange with the session service */
+#define DEFAULT_REDIS_TIMEOUT_MS 100      /* one redis call; the request's deadline bounds it too */
+#define JWKS_FETCH_TIMEOUT_MS 5000        /* jwks_url: connect and the whole answer */
 #define JWKS_FETCH_HEAD_BYTES (64 * 1024) /* jwks_url: response head allowed */
 #define JWKS_REFETCH_MIN_MS 5000          /* an unknown kid re-reads jwks_url at most this often */
-#define RATE_LIMIT_BUCKETS 65536        /* per instance, 16 bytes each: rate-limit keys tracked */
+#define SESSION_STORE_MAX_ENTRIES 16384   /* session tokens one instance remembers */
+#define SESSION_STORE_MAX_BYTES (64 * 1024 * 1024) /* ... and their bytes (tokens and JWTs) */
+#define TOKEN_CACHE_MAX_ENTRIES 8192               /* per worker: verified tokens */
+#define TOKEN_CACHE_MAX_BYTES (16 * 1024 * 1024)   /* per worker, each of its two caches */
+#define JWT_CACHE_MAX_MS (10 * 60 * 1000)          /* a token without exp is verified again after */
+#define RATE_LIMIT_BUCKETS 65536 /* per instance, 16 bytes each: rate-limit keys tracked */
 
 /* config file: defaults without a line above, and the bounds beyond which
  * a value is a typo rather than a choice */

@@ -7,6 +7,7 @@
 #include "core/hash.h"
 #include "policy/api_key.h"
 #include "proxy/proxy_worker.h"
+#include "proxy/user_auth.h"
 
 admit_t admission_run(const admission_step_t *steps, size_t n, uint32_t *at, void *subject,
                       admission_deny_t *deny)
@@ -181,9 +182,17 @@ void admission_release(request_t *req)
     }
 }
 
+/* In the contract's order: who may reach the route at all, then who is
+ * asking, then how much they may ask. */
+/* clang-format off */
 const admission_step_t admission_steps[] = {
-    {"ip_rules", ip_rules, NULL},     {"body_limit", body_limit, NULL},
-    {"client_key", client_key, NULL}, {"route_clients", route_clients, NULL},
-    {"throttle", throttle, NULL},     {"rate_limit", rate_limit, NULL},
+    {"ip_rules", ip_rules, NULL},
+    {"body_limit", body_limit, NULL},
+    {"client_key", client_key, NULL},
+    {"route_clients", route_clients, NULL},
+    {"user", user_auth_run, NULL},
+    {"throttle", throttle, NULL},
+    {"rate_limit", rate_limit, NULL},
 };
+/* clang-format on */
 const size_t admission_n_steps = sizeof admission_steps / sizeof admission_steps[0];

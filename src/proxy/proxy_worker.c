@@ -12,6 +12,7 @@
 #include "core/rand.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
+#include "proxy/user_auth.h"
 
 static void gen_free(proxy_gen_t *g)
 {
@@ -104,6 +105,8 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->api_keys = sh->api_keys;
     g->client_inflight = sh->client_inflight;
     g->rates = sh->rates;
+    g->sessions = sh->sessions;
+    g->jwks = sh->jwks;
     g->route_key = calloc(nr, sizeof *g->route_key);
     g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);
     if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
@@ -296,6 +299,8 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     }
     pw->wake.data = pw;
     uv_unref((uv_handle_t *)&pw->wake); /* it keeps no loop alive */
+    if (user_auth_worker_init(pw) != 0)
+        goto fail;
     if (access_log) {
         pw->alog = access_log_writer_new(access_log);
         if (!pw->alog)
@@ -322,6 +327,7 @@ void proxy_worker_free(proxy_worker_t *pw)
     /* The gateway frees the shared parts of the current generation itself. */
     gen_free(pw->gen);
     api_key_hasher_deinit(&pw->hasher);
+    user_auth_worker_deinit(pw);
     if (pw->wake_lock_ready)
         uv_mutex_destroy(&pw->wake_lock);
     free(pw->scratch);
@@ -347,6 +353,7 @@ void proxy_worker_stop(proxy_worker_t *pw)
     pw->stopping = true;
     pw->on_drained = NULL;
     close_wake(pw);
+    user_auth_worker_stop(pw);
     client_conn_env_stop(&pw->clients);
     proxy_gen_t *g = pw->gen;
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)

@@ -19,7 +19,10 @@
 #include "observe/trace.h"
 #include "policy/api_key.h"
 #include "policy/health.h"
+#include "policy/jwks_slot.h"
 #include "policy/rate_limit.h"
+#include "policy/session_store.h"
+#include "policy/token_cache.h"
 #include "policy/throttle.h"
 #include "proxy/admission.h"
 #include "proxy/client_conn.h"
@@ -56,6 +59,8 @@ struct proxy_gen {
     const api_key_index_t *api_keys;
     atomic_uint *const *client_inflight;
     rate_limit_t *rates;
+    session_store_t *sessions;
+    jwks_slot_t *jwks;
     uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
@@ -86,6 +91,8 @@ typedef struct proxy_shared {
     const api_key_index_t *api_keys;     /* the clients' keys */
     atomic_uint *const *client_inflight; /* per client: in flight on this instance */
     rate_limit_t *rates;                 /* this instance's token buckets */
+    session_store_t *sessions;           /* this instance's session tokens */
+    jwks_slot_t *jwks;                   /* per JWT provider: its keys */
     void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
 } proxy_shared_t;
@@ -104,9 +111,12 @@ struct proxy_worker {
     const admission_step_t *steps; /* admission, in order (admission_steps; tests swap them) */
     size_t n_steps;
     uv_timer_t log_flush;
-    api_key_hasher_t hasher; /* SHA-256 of presented API keys */
-    http_head_t head;        /* scratch: the head being parsed */
-    char *scratch;           /* scratch: a head being written */
+    api_key_hasher_t hasher;         /* SHA-256 of presented API keys */
+    token_cache_t *jwt_cache;        /* bearer token -> what verifying it gave (user_auth.c) */
+    token_cache_t *session_cache;    /* session token -> what its exchange gave */
+    struct user_exchange *exchanges; /* session exchanges this worker runs */
+    http_head_t head;                /* scratch: the head being parsed */
+    char *scratch;                   /* scratch: a head being written */
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;

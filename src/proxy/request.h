@@ -89,6 +89,8 @@ struct request {
     pbuf_t *ident;          /* header lines ficus adds for the user (claims, Authorization) */
     uint8_t ident_session;  /* ident carries a bearer token from the session exchange */
     uint8_t throttle_held;  /* counted in the client's local throttle */
+    uint8_t kid_waited;     /* waited once for a read of the provider's keys */
+    uint64_t kid_seq;       /* ... started after this many reads */
     uint8_t user_len;       /* the user's subject (rate limits by user), 0 = none */
     char user[64];
     /* Tracing: the trace the request belongs to (continued or started) and

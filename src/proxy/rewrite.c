@@ -7,6 +7,7 @@
 
 #include "core/errors.h"
 #include "core/fmt.h"
+#include "http/cookie.h"
 #include "http/response.h"
 
 typedef struct out {
@@ -128,23 +129,10 @@ static void put_cookie_without(out_t *o, const rewrite_request_t *in, const http
 {
     const char *p = h->value, *end = h->value + h->value_len;
     bool first = true;
-    while (p < end) {
-        while (p < end && (*p == ' ' || *p == ';'))
-            p++;
-        const char *pair = p;
-        while (p < end && *p != ';')
-            p++;
-        const char *pe = p;
-        while (pe > pair && (pe[-1] == ' ' || pe[-1] == '\t'))
-            pe--;
-        if (pe == pair)
-            continue;
-        const char *eq = memchr(pair, '=', (size_t)(pe - pair));
-        const char *ne = eq ? eq : pe;
-        while (ne > pair && (ne[-1] == ' ' || ne[-1] == '\t'))
-            ne--;
-        if ((size_t)(ne - pair) == in->drop_cookie_len &&
-            memcmp(pair, in->drop_cookie, in->drop_cookie_len) == 0)
+    http_cookie_t c;
+    while (http_cookie_next(&p, end, &c)) {
+        if (c.name_len == in->drop_cookie_len &&
+            memcmp(c.name, in->drop_cookie, in->drop_cookie_len) == 0)
             continue;
         if (first) {
             put(o, h->name, h->name_len);
@@ -152,7 +140,7 @@ static void put_cookie_without(out_t *o, const rewrite_request_t *in, const http
         } else {
             PUT_LIT(o, "; ");
         }
-        put(o, pair, (size_t)(pe - pair));
+        put(o, c.pair, c.pair_len);
         first = false;
     }
     if (!first)
