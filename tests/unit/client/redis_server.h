@@ -8,7 +8,9 @@
 #include <arpa/inet.h>
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -102,8 +104,10 @@ static bool redis_server_start(redis_server_t *s)
     if (pid < 0)
         return false;
     if (pid == 0) {
-        FILE *null = freopen("/dev/null", "w", stdout);
-        (void)null;
+        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a test that fails half-way leaves none behind */
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
         execl("/usr/bin/redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1",
               "--save", "", "--appendonly", "no", "--loglevel", "warning", "--dir", "/tmp",
               (char *)NULL);
@@ -134,6 +138,26 @@ static void redis_server_stop(redis_server_t *s)
     kill(s->pid, SIGKILL);
     waitpid(s->pid, NULL, 0);
     s->pid = 0;
+}
+
+/* cmocka group setup: *state = a zeroed fixture of size bytes whose first
+ * member is the redis_server_t, started. */
+__attribute__((unused)) static int redis_server_group_setup(void **state, size_t size)
+{
+    redis_server_t *s = calloc(1, size);
+    if (!s || !redis_server_start(s)) {
+        free(s);
+        return -1;
+    }
+    *state = s;
+    return 0;
+}
+
+__attribute__((unused)) static int redis_server_group_teardown(void **state)
+{
+    redis_server_stop(*state);
+    free(*state);
+    return 0;
 }
 
 static void redis_test_on_tick(uv_timer_t *t) { (void)t; }

@@ -65,24 +65,7 @@ static void fx_end(fx_t *f)
     assert_int_equal(uv_loop_close(&f->loop), 0);
 }
 
-static int setup(void **state)
-{
-    fx_t *f = calloc(1, sizeof *f);
-    if (!f || !redis_server_start(&f->srv)) {
-        free(f);
-        return -1;
-    }
-    *state = f;
-    return 0;
-}
-
-static int teardown(void **state)
-{
-    fx_t *f = *state;
-    redis_server_stop(&f->srv);
-    free(f);
-    return 0;
-}
+static int setup(void **state) { return redis_server_group_setup(state, sizeof(fx_t)); }
 
 /* Sends add_one(key, x); NULL if refused. */
 static kv_call_t *send_add(fx_t *f, const char *x, uint64_t timeout_ms, got_t *g)
@@ -406,5 +389,5 @@ int main(void)
         cmocka_unit_test(test_redis_killed_and_restarted),
         cmocka_unit_test(test_never_up),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
 }
