@@ -1,0 +1,393 @@
+/* client/kv against a real redis-server on 127.0.0.1: scripts answering an
+ * integer or an array, the EVAL fallback after SCRIPT FLUSH, replies of the
+ * wrong shape, a deadline passing (CLIENT PAUSE) with the late reply ignored,
+ * cancel, close with calls pending, the bound on calls in flight, a name
+ * resolved, and redis killed mid-test and restarted: calls fail fast while it
+ * is down, errors are counted, kv reconnects by itself. Every test ends with
+ * the loop closed and no handle left. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "client/kv.h"
+#include "client/redis_server.h"
+#include "core/errors.h"
+
+#define WAIT_MS 5000 /* the longest any step may take before the test fails */
+
+typedef struct got {
+    int calls; /* callbacks seen */
+    int status;
+    long long ints[KV_MAX_INTS];
+    size_t n;
+} got_t;
+
+static void on_done(void *ctx, int status, const long long *ints, size_t n)
+{
+    got_t *g = ctx;
+    g->calls++;
+    g->status = status;
+    g->n = n;
+    if (n)
+        memcpy(g->ints, ints, n * sizeof *ints);
+}
+
+static bool got_one(void *arg) { return ((got_t *)arg)->calls > 0; }
+static bool is_up(void *arg) { return kv_connected(arg); }
+static bool is_down(void *arg) { return !kv_connected(arg); }
+
+typedef struct fx {
+    redis_server_t srv;
+    uv_loop_t loop;
+    kv_t *kv;
+} fx_t;
+
+static const kv_opts_t OPTS = {.timeout_ms = 1000, .backoff_min_ms = 20, .backoff_max_ms = 200};
+
+static kv_script_t add_one = {.source = "return {tonumber(ARGV[1]) + 1, #KEYS, #ARGV}"};
+
+static void fx_start(fx_t *f, const char *address)
+{
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    f->kv = kv_new(&f->loop, address ? address : f->srv.address, &OPTS);
+    assert_non_null(f->kv);
+    assert_true(redis_test_run_until(&f->loop, is_up, f->kv, WAIT_MS));
+}
+
+/* Closes the kv; the loop must end empty. */
+static void fx_end(fx_t *f)
+{
+    kv_close(f->kv);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+}
+
+static int setup(void **state) { return redis_server_group_setup(state, sizeof(fx_t)); }
+
+/* Sends add_one(key, x); NULL if refused. */
+static kv_call_t *send_add(fx_t *f, const char *x, uint64_t timeout_ms, got_t *g)
+{
+    const char *args[] = {"k", x};
+    size_t lens[] = {1, strlen(x)};
+    return kv_eval(f->kv, &add_one, 1, args, lens, 2, timeout_ms, on_done, g);
+}
+
+/* CLIENT PAUSE ms ALL: redis holds every client's commands that long. */
+static void pause_redis(const redis_server_t *s, int ms)
+{
+    redisReply *r = redis_server_cmd(s, "CLIENT PAUSE %d ALL", ms);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+}
+
+/* Sends add_one(key, x) and waits for its end. */
+static got_t eval_add(fx_t *f, const char *x)
+{
+    got_t g = {0};
+    assert_non_null(send_add(f, x, 0, &g));
+    assert_int_equal(g.calls, 0); /* never from inside kv_eval */
+    assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+    return g;
+}
+
+static void test_eval_array_and_integer(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    got_t g = eval_add(f, "41");
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.ints[0], 42);
+    assert_int_equal(g.ints[1], 1); /* one key */
+    assert_int_equal(g.ints[2], 1); /* one argument */
+    static kv_script_t seven = {.source = "return 7"};
+    got_t h = {0};
+    assert_non_null(kv_eval(f->kv, &seven, 0, NULL, NULL, 0, 0, on_done, &h));
+    assert_true(redis_test_run_until(&f->loop, got_one, &h, WAIT_MS));
+    assert_int_equal(h.status, 0);
+    assert_int_equal(h.n, 1);
+    assert_int_equal(h.ints[0], 7);
+    assert_int_equal(kv_errors(f->kv), 0);
+    fx_end(f);
+}
+
+static void test_noscript_falls_back_to_eval(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    assert_int_equal(eval_add(f, "1").ints[0], 2);
+    assert_string_not_equal(add_one.sha1, "");
+    /* The first call loaded it (EVALSHA -> NOSCRIPT -> EVAL). */
+    redisReply *r = redis_server_cmd(&f->srv, "SCRIPT EXISTS %s", add_one.sha1);
+    assert_non_null(r);
+    assert_int_equal(r->element[0]->integer, 1);
+    freeReplyObject(r);
+    r = redis_server_cmd(&f->srv, "SCRIPT FLUSH");
+    assert_non_null(r);
+    freeReplyObject(r);
+    got_t g = eval_add(f, "9");
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.ints[0], 10);
+    r = redis_server_cmd(&f->srv, "SCRIPT EXISTS %s", add_one.sha1);
+    assert_int_equal(r->element[0]->integer, 1); /* loaded again by EVAL */
+    freeReplyObject(r);
+    assert_int_equal(kv_errors(f->kv), 0);
+    fx_end(f);
+}
+
+static void test_wrong_shapes_and_script_errors(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    static kv_script_t text = {.source = "return 'text'"};
+    static kv_script_t mixed = {.source = "return {1, 'two'}"};
+    static kv_script_t many = {.source = "local t = {} for i = 1, 17 do t[i] = i end return t"};
+    static kv_script_t broken = {.source = "return redis.call('NOSUCHCOMMAND')"};
+    kv_script_t *scripts[] = {&text, &mixed, &many, &broken};
+    int want[] = {FE_PARSE, FE_PARSE, FE_PARSE, FE_IO};
+    for (size_t i = 0; i < 4; i++) {
+        got_t g = {0};
+        assert_non_null(kv_eval(f->kv, scripts[i], 0, NULL, NULL, 0, 0, on_done, &g));
+        assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+        assert_int_equal(g.status, want[i]);
+        assert_int_equal(g.n, 0);
+    }
+    assert_int_equal(kv_errors(f->kv), 4);
+    assert_true(kv_connected(f->kv)); /* errors of a call are not errors of the connection */
+    assert_int_equal(eval_add(f, "1").status, 0);
+    /* Bad arguments: refused at once. */
+    const char *args[] = {"a"};
+    size_t lens[] = {1};
+    got_t g = {0};
+    assert_null(kv_eval(f->kv, &add_one, 2, args, lens, 1, 0, on_done, &g)); /* nkeys > nargs */
+    assert_null(kv_eval(f->kv, &add_one, 0, NULL, NULL, KV_MAX_ARGS + 1, 0, on_done, &g));
+    fx_end(f);
+}
+
+static void test_timeout_then_late_reply_ignored(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    pause_redis(&f->srv, 600);
+    got_t slow = {0};
+    assert_non_null(send_add(f, "1", 100, &slow));
+    assert_true(redis_test_run_until(&f->loop, got_one, &slow, WAIT_MS));
+    assert_int_equal(slow.status, FE_AGAIN);
+    assert_int_equal(kv_errors(f->kv), 1);
+    /* After the pause: the late reply comes and is dropped, the next call works. */
+    got_t g = eval_add(f, "5");
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.ints[0], 6);
+    assert_int_equal(slow.calls, 1);
+    assert_true(kv_connected(f->kv));
+    fx_end(f);
+}
+
+static void test_cancel(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    got_t cancelled = {0};
+    kv_call_t *c = send_add(f, "1", 0, &cancelled);
+    assert_non_null(c);
+    kv_cancel(c);
+    got_t g = eval_add(f, "2"); /* answered after the cancelled one */
+    assert_int_equal(g.status, 0);
+    assert_int_equal(cancelled.calls, 0);
+    /* Cancelled while redis is paused: no callback at the deadline either. */
+    pause_redis(&f->srv, 300);
+    c = send_add(f, "1", 50, &cancelled);
+    kv_cancel(c);
+    redis_test_run_for(&f->loop, 150);
+    assert_int_equal(cancelled.calls, 0);
+    assert_int_equal(eval_add(f, "3").status, 0);
+    assert_int_equal(cancelled.calls, 0);
+    assert_int_equal(kv_errors(f->kv), 0);
+    fx_end(f);
+}
+
+static void test_close_with_calls_pending(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    pause_redis(&f->srv, 300);
+    got_t g[3] = {{0}};
+    for (int i = 0; i < 3; i++)
+        assert_non_null(send_add(f, "1", 0, &g[i]));
+    redis_test_run_for(&f->loop, 20); /* sent, waiting */
+    kv_close(f->kv);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(g[i].calls, 1);
+        assert_int_equal(g[i].status, FE_IO);
+    }
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(g[i].calls, 1);
+}
+
+/* Callbacks that close the kv from inside a reply. */
+typedef struct closer {
+    kv_t *kv;
+    int calls;
+    int status[2];
+} closer_t;
+
+static void on_done_close(void *ctx, int status, const long long *ints, size_t n)
+{
+    closer_t *c = ctx;
+    if (c->calls < 2)
+        c->status[c->calls] = status;
+    c->calls++;
+    kv_close(c->kv);
+}
+
+static void test_close_from_a_callback(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    closer_t c = {.kv = f->kv};
+    const char *args[] = {"k", "1"};
+    size_t lens[] = {1, 1};
+    assert_non_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done_close, &c));
+    assert_non_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done_close, &c));
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&f->loop), 0);
+    assert_int_equal(c.calls, 2);
+    assert_int_equal(c.status[0], 0);
+    assert_true(c.status[1] == 0 || c.status[1] == FE_IO); /* closed while pending: an error */
+}
+
+static void test_bound_on_calls_in_flight(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    pause_redis(&f->srv, 200);
+    static got_t g[KV_MAX_INFLIGHT];
+    memset(g, 0, sizeof g);
+    for (int i = 0; i < KV_MAX_INFLIGHT; i++)
+        assert_non_null(send_add(f, "1", 0, &g[i]));
+    got_t over = {0};
+    assert_null(send_add(f, "1", 0, &over));
+    assert_int_equal(kv_errors(f->kv), 1);
+    assert_true(redis_test_run_until(&f->loop, got_one, &g[KV_MAX_INFLIGHT - 1], WAIT_MS));
+    for (int i = 0; i < KV_MAX_INFLIGHT; i++) {
+        assert_int_equal(g[i].calls, 1);
+        assert_int_equal(g[i].status, 0);
+    }
+    assert_int_equal(eval_add(f, "1").status, 0); /* room again */
+    fx_end(f);
+}
+
+static void test_name_resolved(void **state)
+{
+    fx_t *f = *state;
+    char address[64];
+    snprintf(address, sizeof address, "localhost:%d", f->srv.port);
+    fx_start(f, address);
+    assert_int_equal(eval_add(f, "1").ints[0], 2);
+    fx_end(f);
+}
+
+static void test_bad_addresses(void **state)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    assert_null(kv_new(&loop, "no-port", &OPTS));
+    assert_null(kv_new(&loop, "127.0.0.1:0", &OPTS));
+    assert_null(kv_new(&loop, ":6379", &OPTS));
+    kv_opts_t zero = {0};
+    assert_null(kv_new(&loop, "127.0.0.1:6379", &zero));
+    kv_close(NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+typedef struct errors_wait {
+    kv_t *kv;
+    uint64_t want;
+} errors_wait_t;
+
+static bool errors_reached(void *arg)
+{
+    errors_wait_t *w = arg;
+    return kv_errors(w->kv) >= w->want;
+}
+
+/* Killed mid-test: the call in flight fails, calls fail fast while it is
+ * down, attempts are counted; restarted on the same port: kv comes back. */
+static void test_redis_killed_and_restarted(void **state)
+{
+    fx_t f = {0};
+    assert_true(redis_server_start(&f.srv));
+    fx_start(&f, NULL);
+    assert_int_equal(eval_add(&f, "1").status, 0);
+    pause_redis(&f.srv, 2000);
+    got_t lost = {0};
+    assert_non_null(send_add(&f, "1", 3000, &lost));
+    redis_test_run_for(&f.loop, 20);
+    redis_server_stop(&f.srv);
+    assert_true(redis_test_run_until(&f.loop, got_one, &lost, WAIT_MS));
+    assert_int_equal(lost.status, FE_IO); /* the connection was reset, long before its deadline */
+    assert_true(redis_test_run_until(&f.loop, is_down, f.kv, WAIT_MS));
+    uint64_t before = kv_errors(f.kv);
+    got_t g = {0};
+    assert_null(send_add(&f, "1", 0, &g)); /* fails fast */
+    assert_int_equal(kv_errors(f.kv), before + 1);
+    /* Reconnection attempts are refused and counted, with backoff. */
+    errors_wait_t w = {f.kv, before + 4};
+    assert_true(redis_test_run_until(&f.loop, errors_reached, &w, WAIT_MS));
+    assert_false(kv_connected(f.kv));
+    assert_true(redis_server_start(&f.srv));
+    assert_true(redis_test_run_until(&f.loop, is_up, f.kv, WAIT_MS));
+    g = eval_add(&f, "7"); /* the script cache was lost with the restart: EVAL again */
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.ints[0], 8);
+    assert_int_equal(g.calls, 1);
+    fx_end(&f);
+    redis_server_stop(&f.srv);
+}
+
+/* Nothing listens there: never connected, calls refused, attempts counted. */
+static void test_never_up(void **state)
+{
+    uv_loop_t loop;
+    char address[32];
+    snprintf(address, sizeof address, "127.0.0.1:%d", redis_server_free_port());
+    assert_int_equal(uv_loop_init(&loop), 0);
+    kv_t *kv = kv_new(&loop, address, &OPTS);
+    assert_non_null(kv);
+    assert_false(kv_connected(kv));
+    got_t g = {0};
+    assert_null(kv_eval(kv, &add_one, 0, NULL, NULL, 0, 0, on_done, &g));
+    errors_wait_t w = {kv, 3};
+    assert_true(redis_test_run_until(&loop, errors_reached, &w, WAIT_MS));
+    assert_false(kv_connected(kv));
+    assert_int_equal(g.calls, 0);
+    kv_close(kv);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_eval_array_and_integer),
+        cmocka_unit_test(test_noscript_falls_back_to_eval),
+        cmocka_unit_test(test_wrong_shapes_and_script_errors),
+        cmocka_unit_test(test_timeout_then_late_reply_ignored),
+        cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_close_with_calls_pending),
+        cmocka_unit_test(test_close_from_a_callback),
+        cmocka_unit_test(test_bound_on_calls_in_flight),
+        cmocka_unit_test(test_name_resolved),
+        cmocka_unit_test(test_bad_addresses),
+        cmocka_unit_test(test_redis_killed_and_restarted),
+        cmocka_unit_test(test_never_up),
+    };
+    return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
+}
