@@ -334,8 +334,6 @@ int gateway_run(config_t *cfg)
         gw.takeover =
             listeners_serve_takeover(gw.loop, cfg->server.control_socket, gw.fds, gw.n_fds,
                                      gw.admin ? admin_fd(gw.admin) : -1, on_handover, &gw);
-    if (cfg->redis_address)
-        log_warn("redis.address is set, but nothing in this version uses Redis");
     if (gw.tracer)
         log_info("tracing: spans go to %s (sample_ratio %g)", cfg->tracing.otlp_endpoint,
                  cfg->tracing.sample_ratio);

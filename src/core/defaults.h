@@ -119,6 +119,7 @@
 #define TOKEN_CACHE_MAX_ENTRIES 8192               /* per worker: verified tokens */
 #define TOKEN_CACHE_MAX_BYTES (16 * 1024 * 1024)   /* per worker, each of its two caches */
 #define JWT_CACHE_MAX_MS (10 * 60 * 1000)          /* a token without exp is verified again after */
+#define RATE_LIMIT_MAX_RETRY_AFTER_MS (24 * 3600 * 1000) /* a 429's Retry-After, at most a day */
 #define RATE_LIMIT_BUCKETS 65536 /* per instance, 16 bytes each: rate-limit keys tracked */
 
 /* config file: defaults without a line above, and the bounds beyond which

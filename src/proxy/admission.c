@@ -1,11 +1,13 @@
 /* Admission steps and their runner; see admission.h. */
 #include "proxy/admission.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "core/addr.h"
 #include "core/hash.h"
 #include "policy/api_key.h"
+#include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/user_auth.h"
 
@@ -113,50 +115,165 @@ static admit_t route_clients(void *subject, admission_deny_t *deny)
     return ADMIT_DENY;
 }
 
-/* The client's max_concurrent_requests: one more than that in flight on
- * this instance gets 429 at once. */
-static admit_t throttle(void *subject, admission_deny_t *deny)
+/* ---- fleet-wide counts: one redis call the request waits for ---- */
+
+static void on_fleet_answer(void *ctx, fleet_verdict_t v, uint64_t retry_after_ms)
+{
+    request_t *req = ctx;
+    req->fleet_op = NULL;
+    req->fleet_state = FLEET_STATE_ANSWERED;
+    req->fleet_verdict = (uint8_t)v;
+    req->fleet_retry_ms = retry_after_ms;
+    proxy_request_resume(req);
+}
+
+/* The redis call's timeout: redis.timeout, and never past the request's
+ * deadline. */
+static uint64_t fleet_timeout(const request_t *req)
+{
+    uint64_t t = req->gen->cfg->redis_timeout_ms;
+    uint64_t left = client_conn_deadline_left_ms(req->cc);
+    return left && left < t ? left : t;
+}
+
+/* The answer a step waited for, consumed (FLEET_ERROR counted: redis did
+ * not answer in time, or was not there). */
+static fleet_verdict_t fleet_take(request_t *req, uint64_t *retry_ms)
+{
+    req->fleet_state = FLEET_STATE_NONE;
+    *retry_ms = req->fleet_retry_ms;
+    if (req->fleet_verdict == FLEET_ERROR)
+        metrics_redis_error(req->pw->registry);
+    return (fleet_verdict_t)req->fleet_verdict;
+}
+
+/* A call could not even be asked: the same as an error answer. */
+static fleet_verdict_t fleet_unasked(request_t *req)
+{
+    metrics_redis_error(req->pw->registry);
+    return FLEET_ERROR;
+}
+
+static void fleet_step_cancel(void *subject)
 {
     request_t *req = subject;
-    if (req->client == UINT32_MAX || req->throttle_held)
-        return ADMIT_NEXT;
-    const config_client_t *cl = &req->gen->cfg->clients[req->client];
-    if (cl->max_concurrent_requests == 0 || cl->concurrency_scope != SCOPE_LOCAL)
-        return ADMIT_NEXT;
-    if (throttle_acquire(req->gen->client_inflight[req->client], cl->max_concurrent_requests)) {
-        req->throttle_held = 1;
-        return ADMIT_NEXT;
-    }
+    if (req->fleet_op)
+        fleet_cancel(req->fleet_op);
+    req->fleet_op = NULL;
+    req->fleet_state = FLEET_STATE_NONE;
+}
+
+/* ---- throttle ---- */
+
+static admit_t throttled(request_t *req, admission_deny_t *deny)
+{
     metrics_throttled(req->pw->metrics, req->gen->metrics_client[req->client]);
     deny->why = END_THROTTLED;
     return ADMIT_DENY;
 }
 
-/* The bucket a request draws from: the route's, and within it the
- * client's, the address's or the user's. An anonymous request on a
- * by-client limit counts under its address. */
-static uint64_t rate_key(const request_t *req, const config_rate_limit_t *rl)
+/* The client's max_concurrent_requests: one more than that in flight gets
+ * 429 at once. local: this instance's count; global: the fleet's, in redis
+ * (redis down or late: the request goes on, counted). */
+static admit_t throttle(void *subject, admission_deny_t *deny)
+{
+    request_t *req = subject;
+    if (req->client == UINT32_MAX || req->throttle_held || req->throttle_global)
+        return ADMIT_NEXT;
+    const config_client_t *cl = &req->gen->cfg->clients[req->client];
+    if (cl->max_concurrent_requests == 0)
+        return ADMIT_NEXT;
+    if (cl->concurrency_scope == SCOPE_LOCAL) {
+        if (!throttle_acquire(req->gen->client_inflight[req->client], cl->max_concurrent_requests))
+            return throttled(req, deny);
+        req->throttle_held = 1;
+        return ADMIT_NEXT;
+    }
+    fleet_verdict_t v;
+    uint64_t retry_ms;
+    switch (req->fleet_state) {
+    case FLEET_STATE_ASKED:
+        return ADMIT_WAIT;
+    case FLEET_STATE_ANSWERED:
+        v = fleet_take(req, &retry_ms);
+        break;
+    default:
+        req->fleet_op =
+            req->pw->fleet
+                ? fleet_throttle_acquire(req->pw->fleet, cl->id, cl->max_concurrent_requests,
+                                         fleet_timeout(req), on_fleet_answer, req)
+                : NULL;
+        if (req->fleet_op) {
+            req->fleet_state = FLEET_STATE_ASKED;
+            return ADMIT_WAIT;
+        }
+        v = fleet_unasked(req);
+    }
+    if (v == FLEET_DENY)
+        return throttled(req, deny);
+    req->throttle_global = v == FLEET_ALLOW;
+    return ADMIT_NEXT; /* allowed, or redis failed: fail open */
+}
+
+/* What a request's bucket is by: the client's id, the user, or the
+ * address (an anonymous request on a by-client or by-user limit counts
+ * under its address); nothing for by route. */
+static config_rate_by_t rate_by(const request_t *req, const config_rate_limit_t *rl, const char **v,
+                                size_t *n)
 {
     const proxy_gen_t *g = req->gen;
-    uint64_t k = g->route_key[req->route->index] * UINT64_C(0x9e3779b97f4a7c15);
-    const char *v = NULL;
-    size_t n = 0;
-    config_rate_by_t by = rl->by;
-    if (by == RATE_BY_CLIENT && req->client != UINT32_MAX) {
-        v = g->cfg->clients[req->client].id;
-        n = strlen(v);
-    } else if (by == RATE_BY_USER && req->user_len) {
-        v = req->user;
-        n = req->user_len;
-    } else if (by != RATE_BY_ROUTE) {
-        by = RATE_BY_IP;
-        v = req->client_ip_len ? req->client_ip : req->cc->client_ip;
-        n = req->client_ip_len ? req->client_ip_len : req->cc->client_ip_len;
+    *v = NULL;
+    *n = 0;
+    if (rl->by == RATE_BY_ROUTE)
+        return RATE_BY_ROUTE;
+    if (rl->by == RATE_BY_CLIENT && req->client != UINT32_MAX) {
+        *v = g->cfg->clients[req->client].id;
+        *n = strlen(*v);
+        return RATE_BY_CLIENT;
     }
+    if (rl->by == RATE_BY_USER && req->user_len) {
+        *v = req->user;
+        *n = req->user_len;
+        return RATE_BY_USER;
+    }
+    *v = req->client_ip_len ? req->client_ip : req->cc->client_ip;
+    *n = req->client_ip_len ? req->client_ip_len : req->cc->client_ip_len;
+    return RATE_BY_IP;
+}
+
+/* The local bucket: the route's name hashed, with what it is by. */
+static uint64_t rate_key(const request_t *req, const config_rate_limit_t *rl)
+{
+    const char *v;
+    size_t n;
+    config_rate_by_t by = rate_by(req, rl, &v, &n);
+    uint64_t k = req->gen->route_key[req->route->index] * UINT64_C(0x9e3779b97f4a7c15);
     return hash_mix(k ^ (uint64_t)by ^ (n ? hash_bytes(v, n) : 0));
 }
 
-/* The route's rate_limit: a token from its bucket, or 429 with the wait. */
+static admit_t rate_limited(request_t *req, admission_deny_t *deny, uint64_t wait_ms)
+{
+    metrics_rate_limited(req->pw->metrics, req->gen->metrics_route[req->route->index]);
+    wait_ms = wait_ms < RATE_LIMIT_MAX_RETRY_AFTER_MS ? wait_ms : RATE_LIMIT_MAX_RETRY_AFTER_MS;
+    req->retry_after_s = (uint32_t)((wait_ms + 999) / 1000);
+    deny->why = END_RATE_LIMITED;
+    return ADMIT_DENY;
+}
+
+/* The fleet-wide bucket's name in redis: the route, then what it is by. */
+static size_t rate_name(const request_t *req, const config_rate_limit_t *rl, char *out, size_t cap)
+{
+    static const char *const by_names[] = {"client", "ip", "user", "route"};
+    const char *v;
+    size_t n;
+    config_rate_by_t by = rate_by(req, rl, &v, &n);
+    int w = snprintf(out, cap, "%s:%s:%.*s", req->route->name, by_names[by], (int)n, v ? v : "");
+    return w > 0 && (size_t)w < cap ? (size_t)w : 0;
+}
+
+/* The route's rate_limit: a token from its bucket, or 429 with the wait.
+ * global: the fleet's bucket in redis; when redis fails, this instance's
+ * bucket decides (counted). */
 static admit_t rate_limit(void *subject, admission_deny_t *deny)
 {
     request_t *req = subject;
@@ -165,13 +282,39 @@ static admit_t rate_limit(void *subject, admission_deny_t *deny)
         return ADMIT_NEXT;
     const config_rate_limit_t *rl = &r->rate_limit;
     uint64_t wait_ms = 0;
+    if (rl->scope == SCOPE_GLOBAL) {
+        fleet_verdict_t v;
+        switch (req->fleet_state) {
+        case FLEET_STATE_ASKED:
+            return ADMIT_WAIT;
+        case FLEET_STATE_ANSWERED:
+            v = fleet_take(req, &wait_ms);
+            break;
+        default: {
+            char name[FLEET_MAX_KEY_BYTES];
+            size_t n = rate_name(req, rl, name, sizeof name);
+            req->fleet_op =
+                req->pw->fleet && n
+                    ? fleet_rate_take(req->pw->fleet, name, rl->requests_per_second, rl->burst,
+                                      fleet_timeout(req), on_fleet_answer, req)
+                    : NULL;
+            if (req->fleet_op) {
+                req->fleet_state = FLEET_STATE_ASKED;
+                return ADMIT_WAIT;
+            }
+            v = fleet_unasked(req);
+        }
+        }
+        if (v == FLEET_ALLOW)
+            return ADMIT_NEXT;
+        if (v == FLEET_DENY)
+            return rate_limited(req, deny, wait_ms);
+        /* redis failed: the local bucket stands in */
+    }
     if (rate_limit_take(req->gen->rates, rate_key(req, rl), rl->requests_per_second, rl->burst,
                         uv_now(req->pw->loop), &wait_ms))
         return ADMIT_NEXT;
-    metrics_rate_limited(req->pw->metrics, req->gen->metrics_route[r->index]);
-    req->retry_after_s = (uint32_t)((wait_ms + 999) / 1000);
-    deny->why = END_RATE_LIMITED;
-    return ADMIT_DENY;
+    return rate_limited(req, deny, wait_ms);
 }
 
 void admission_release(request_t *req)
@@ -179,6 +322,11 @@ void admission_release(request_t *req)
     if (req->throttle_held) {
         throttle_release(req->gen->client_inflight[req->client]);
         req->throttle_held = 0;
+    }
+    if (req->throttle_global) {
+        if (req->pw->fleet)
+            fleet_throttle_release(req->pw->fleet, req->gen->cfg->clients[req->client].id);
+        req->throttle_global = 0;
     }
 }
 
@@ -191,8 +339,8 @@ const admission_step_t admission_steps[] = {
     {"client_key", client_key, NULL},
     {"route_clients", route_clients, NULL},
     {"user", user_auth_run, NULL},
-    {"throttle", throttle, NULL},
-    {"rate_limit", rate_limit, NULL},
+    {"throttle", throttle, fleet_step_cancel},
+    {"rate_limit", rate_limit, fleet_step_cancel},
 };
 /* clang-format on */
 const size_t admission_n_steps = sizeof admission_steps / sizeof admission_steps[0];

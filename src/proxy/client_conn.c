@@ -51,6 +51,14 @@ void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms)
     uv_timer_start(&cc->timer, cc_on_timer, timeout_ms, 0);
 }
 
+uint64_t client_conn_deadline_left_ms(const client_conn_t *cc)
+{
+    if (!uv_is_active((const uv_handle_t *)&cc->timer))
+        return 0;
+    uint64_t left = uv_timer_get_due_in(&cc->timer);
+    return left ? left : 1;
+}
+
 bool client_conn_keeps_alive(const client_conn_t *cc)
 {
     return cc->keep_alive && cc->body_done && !cc->close_after && !cc->env->draining;

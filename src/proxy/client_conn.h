@@ -112,6 +112,8 @@ void client_conn_response_done(client_conn_t *cc);
 void client_conn_abort(client_conn_t *cc);
 /* Re-arms the connection timer for the request deadline (on_timeout). */
 void client_conn_arm_deadline(client_conn_t *cc, uint64_t timeout_ms);
+/* Milliseconds until that deadline (at least 1 while armed), 0 when none. */
+uint64_t client_conn_deadline_left_ms(const client_conn_t *cc);
 /* The connection closes once the current response is out. */
 static inline void client_conn_close_after(client_conn_t *cc) { cc->close_after = 1; }
 /* May the connection serve another request after this response? */

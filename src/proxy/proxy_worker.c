@@ -2,6 +2,7 @@
  * (per-route balancer state, per-group target state and connection pools,
  * metric slots), and what outlives generations (the access-log writer,
  * scratch buffers, the random state). */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -10,6 +11,7 @@
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/rand.h"
+#include "core/time.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/user_auth.h"
@@ -167,11 +169,40 @@ void proxy_gen_unref(proxy_gen_t *g)
 }
 
 /* The generation's pools on this worker's connections. */
+/* The worker's redis member follows the configuration's redis.address: made
+ * when one is set, replaced when it changes (counts held through the old one
+ * expire with its lease), closed when it goes. */
+static void fleet_follow(proxy_worker_t *pw, const config_t *cfg)
+{
+    const char *want = cfg->redis_address;
+    if (pw->fleet_address && want && strcmp(pw->fleet_address, want) == 0)
+        return;
+    fleet_close(pw->fleet);
+    free(pw->fleet_address);
+    pw->fleet = NULL;
+    pw->fleet_address = NULL;
+    if (!want)
+        return;
+    char host[128] = "ficus", member[256];
+    gethostname(host, sizeof host - 1);
+    snprintf(member, sizeof member, "%s:%ld:%llu:%zu", host, (long)getpid(),
+             (unsigned long long)pw->started_ms, pw->w->index);
+    fleet_opts_t o = {.address = want, .member = member, .timeout_ms = cfg->redis_timeout_ms};
+    pw->fleet = fleet_new(pw->loop, &o);
+    if (pw->fleet)
+        pw->fleet_address = strdup(want);
+    if (!pw->fleet || !pw->fleet_address)
+        log_limited(LOG_ERROR, "redis %s: cannot set up the connection (global limits fail open)",
+                    want);
+}
+
 static void gen_attach(proxy_worker_t *pw, proxy_gen_t *g)
 {
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)
         g->groups[i].up.env = &pw->upstreams;
     pw->clients.server = &g->cfg->server;
+    if (!pw->stopping)
+        fleet_follow(pw, g->cfg);
 }
 
 void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen)
@@ -276,6 +307,7 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
         .on_drained = on_clients_drained,
         .drained_ctx = pw,
     };
+    pw->started_ms = time_now_realtime_ms();
     gen_attach(pw, gen);
     pw->md = router_match_data_new();
     pw->registry = metrics;
@@ -328,6 +360,7 @@ void proxy_worker_free(proxy_worker_t *pw)
     gen_free(pw->gen);
     api_key_hasher_deinit(&pw->hasher);
     user_auth_worker_deinit(pw);
+    free(pw->fleet_address);
     if (pw->wake_lock_ready)
         uv_mutex_destroy(&pw->wake_lock);
     free(pw->scratch);
@@ -354,6 +387,8 @@ void proxy_worker_stop(proxy_worker_t *pw)
     pw->on_drained = NULL;
     close_wake(pw);
     user_auth_worker_stop(pw);
+    fleet_close(pw->fleet);
+    pw->fleet = NULL;
     client_conn_env_stop(&pw->clients);
     proxy_gen_t *g = pw->gen;
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)

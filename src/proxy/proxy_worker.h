@@ -18,6 +18,7 @@
 #include "observe/metrics.h"
 #include "observe/trace.h"
 #include "policy/api_key.h"
+#include "policy/fleet.h"
 #include "policy/health.h"
 #include "policy/jwks_slot.h"
 #include "policy/rate_limit.h"
@@ -115,6 +116,9 @@ struct proxy_worker {
     token_cache_t *jwt_cache;        /* bearer token -> what verifying it gave (user_auth.c) */
     token_cache_t *session_cache;    /* session token -> what its exchange gave */
     struct user_exchange *exchanges; /* session exchanges this worker runs */
+    fleet_t *fleet;                  /* fleet-wide counts in redis (redis.address set), else NULL */
+    char *fleet_address;             /* the address it talks to */
+    uint64_t started_ms;             /* names this worker's redis member */
     http_head_t head;                /* scratch: the head being parsed */
     char *scratch;                   /* scratch: a head being written */
     size_t scratch_bytes;

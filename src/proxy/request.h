@@ -34,6 +34,8 @@ typedef enum {
     REQ_TUNNEL      /* after a 101: bytes relayed both ways (tunnel.c) */
 } req_phase_t;
 
+enum { FLEET_STATE_NONE = 0, FLEET_STATE_ASKED, FLEET_STATE_ANSWERED };
+
 typedef struct exchange {
     request_t *req;
     upstream_conn_t *uc;
@@ -84,14 +86,21 @@ struct request {
     uint8_t has_content_length;
     /* Who is asking (admission): the API client, the user's forwarded
      * claims and bearer token, and the limits the request holds. */
-    uint32_t client;        /* cfg->clients index, UINT32_MAX = none */
-    uint32_t retry_after_s; /* a 429's Retry-After; 0 = 1 s */
-    pbuf_t *ident;          /* header lines ficus adds for the user (claims, Authorization) */
-    uint8_t ident_session;  /* ident carries a bearer token from the session exchange */
-    uint8_t throttle_held;  /* counted in the client's local throttle */
-    uint8_t kid_waited;     /* waited once for a read of the provider's keys */
-    uint64_t kid_seq;       /* ... started after this many reads */
-    uint8_t user_len;       /* the user's subject (rate limits by user), 0 = none */
+    uint32_t client;         /* cfg->clients index, UINT32_MAX = none */
+    uint32_t retry_after_s;  /* a 429's Retry-After; 0 = 1 s */
+    pbuf_t *ident;           /* header lines ficus adds for the user (claims, Authorization) */
+    uint8_t ident_session;   /* ident carries a bearer token from the session exchange */
+    uint8_t throttle_held;   /* counted in the client's local throttle */
+    uint8_t throttle_global; /* counted in the client's fleet-wide throttle (redis) */
+    /* A redis call an admission step waits for (fleet-wide throttle or
+     * rate limit), and its answer once it came. */
+    uint8_t fleet_state; /* FLEET_STATE_* */
+    uint8_t fleet_verdict;
+    uint64_t fleet_retry_ms;
+    struct fleet_op *fleet_op;
+    uint8_t kid_waited; /* waited once for a read of the provider's keys */
+    uint64_t kid_seq;   /* ... started after this many reads */
+    uint8_t user_len;   /* the user's subject (rate limits by user), 0 = none */
     char user[64];
     /* Tracing: the trace the request belongs to (continued or started) and
      * ficus's spans in it; the head's trace headers are patched per try. */

@@ -96,13 +96,6 @@ def test_drain_timeout_bounds_the_shutdown(ficus, raw_backend):
     s.close()
 
 
-def test_keys_not_in_effect_yet_are_warned_about(ficus, mock):
-    m = mock("m")
-    f = ficus(config({"m": m.addr}, [route("r", "/", "m")],
-                     redis={"address": "127.0.0.1:6379"}))
-    assert wait_until(lambda: "nothing in this version uses Redis" in f.stderr, scaled(2)), f.stderr
-
-
 def test_dropped_access_log_lines_are_exposed(ficus, mock):
     from harness import metric_value, parse_metrics
     m = mock("m")
