@@ -26,7 +26,8 @@ typedef struct jwks_key jwks_key_t;
  * err, when it is not one (not JSON, no "keys" array, over JWKS_MAX_BYTES);
  * a key ficus cannot use (unknown kty/crv/alg, "use" other than "sig",
  * key_ops without "verify", bad base64url, RSA modulus under 2048 bits,
- * HMAC secret under 32 bytes, anything malformed) is skipped and counted.
+ * HMAC secret under 32 bytes, anything malformed) is skipped and counted,
+ * and err then says why the first was ("" when none was: for `ficus check`).
  * The set returned holds one reference. */
 jwks_t *jwks_parse(const char *json, size_t len, char *err, size_t err_cap);
 

@@ -55,12 +55,18 @@ static jwks_t *parse(const char *doc)
 /* Keys kept and skipped of a one-key document. */
 static void assert_one_key(const char *jwk, size_t kept)
 {
-    char doc[2048];
+    char doc[2048], err[160] = "junk";
     snprintf(doc, sizeof doc, "{\"keys\":[%s]}", jwk);
-    jwks_t *k = parse(doc);
+    jwks_t *k = jwks_parse(doc, strlen(doc), err, sizeof err);
+    assert_non_null(k);
     if (jwks_count(k) != kept)
-        fail_msg("%s: kept %zu, expected %zu", jwk, jwks_count(k), kept);
+        fail_msg("%s: kept %zu, expected %zu (%s)", jwk, jwks_count(k), kept, err);
     assert_int_equal(jwks_skipped(k), 1 - kept);
+    /* A skipped key's reason is told, for `ficus check`. */
+    if (kept)
+        assert_string_equal(err, "");
+    else
+        assert_true(strncmp(err, "keys[0] skipped: ", 17) == 0 && strlen(err) > 17);
     jwks_unref(k);
 }
 
@@ -74,8 +80,8 @@ static void test_not_a_jwks(void **state)
                          "{\"keys\":[]",
                          "\"keys\"",
                          "{\"keys\":[],\"keys\":[]}",
-                         "{\"keys\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                         "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"};
+                         ("{\"keys\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                          "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[160] = "";
         assert_null(jwks_parse(bad[i], strlen(bad[i]), err, sizeof err));
@@ -172,9 +178,12 @@ static void test_max_keys(void **state)
     for (size_t i = 0; i < n; i++)
         p += sprintf(p, "{\"kty\":\"oct\",\"k\":\"" K32 "\"}%s", i + 1 < n ? "," : "");
     strcpy(p, "]}");
-    jwks_t *k = parse(doc);
+    char err[160];
+    jwks_t *k = jwks_parse(doc, strlen(doc), err, sizeof err);
+    assert_non_null(k);
     assert_int_equal(jwks_count(k), JWKS_MAX_KEYS);
     assert_int_equal(jwks_skipped(k), 3);
+    assert_string_equal(err, "keys[256] and on skipped: over 256 keys");
     jwks_unref(k);
     free(doc);
 }
