@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -691,6 +692,46 @@ static void test_audience(void **state)
     assert_int_equal(with_aud(&any, "5"), JWT_OK);
 }
 
+/* Workers share one set: each takes a reference and verifies at once. */
+enum { THREADS = 4, ROUNDS = 25 };
+static char *shared_tokens[4];
+
+static void *verify_many(void *arg)
+{
+    jwks_t *mine = jwks_ref(keys);
+    intptr_t failures = 0;
+    for (int i = 0; i < ROUNDS; i++)
+        for (size_t t = 0; t < 4; t++) {
+            const char *tk = shared_tokens[(t + (size_t)(intptr_t)arg) % 4];
+            jwt_verified_t v;
+            if (jwt_verify(tk, strlen(tk), mine, &prov, NOW, &v) != JWT_OK)
+                failures++;
+            else
+                json_decref(v.claims);
+        }
+    jwks_unref(mine);
+    return (void *)failures;
+}
+
+static void test_shared_across_threads(void **state)
+{
+    (void)state;
+    const char *use[] = {"RS256", "ES384", "EdDSA", "HS512"};
+    for (size_t i = 0; i < 4; i++)
+        shared_tokens[i] = tok(use[i], claims(""));
+    pthread_t th[THREADS];
+    for (intptr_t i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, verify_many, (void *)i), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *failures = NULL;
+        assert_int_equal(pthread_join(th[i], &failures), 0);
+        assert_null(failures);
+    }
+    for (size_t i = 0; i < 4; i++)
+        free(shared_tokens[i]);
+    assert_int_equal(jwks_count(keys), 6);
+}
+
 static void test_result_names(void **state)
 {
     (void)state;
@@ -776,6 +817,7 @@ int main(void)
         cmocka_unit_test(test_exp_nbf),
         cmocka_unit_test(test_issuer),
         cmocka_unit_test(test_audience),
+        cmocka_unit_test(test_shared_across_threads),
         cmocka_unit_test(test_result_names),
         cmocka_unit_test(test_claim_text),
     };
