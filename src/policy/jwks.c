@@ -467,14 +467,20 @@ const jwks_key_t *jwks_next(const jwks_t *k, const char *kid, size_t kid_len, ui
 {
     if (!k || alg == 0)
         return NULL;
-    for (size_t i = *pos; i < k->n; i++) {
-        const jwks_key_t *key = &k->keys[i];
-        if ((key->algs & alg) == alg && (!kid || kid_equal(key, kid, kid_len))) {
+    /* *pos < n: the first pass (kid equal, or every key without a kid);
+     * n <= *pos < 2n: with a kid, the second pass over the keys without one. */
+    for (size_t i = *pos; i < 2 * k->n; i++) {
+        const jwks_key_t *key = &k->keys[i % k->n];
+        int second = i >= k->n;
+        if (second && !kid)
+            break;
+        int kid_ok = !kid || (second ? key->kid == NULL : kid_equal(key, kid, kid_len));
+        if (kid_ok && (key->algs & alg) == alg) {
             *pos = i + 1;
             return key;
         }
     }
-    *pos = k->n;
+    *pos = 2 * k->n;
     return NULL;
 }
 

@@ -213,10 +213,12 @@ static void test_lookup(void **state)
     assert_int_equal(count_next(k, "a", JWT_ALG_HS256), 1);
     assert_int_equal(count_next(k, "a", JWT_ALG_ES256), 1);
     assert_int_equal(count_next(k, "a", JWT_ALG_ES384), 0);
-    assert_int_equal(count_next(k, "a", JWT_ALG_RS256), 0);
+    assert_int_equal(count_next(k, "a", JWT_ALG_RS256), 1); /* the RSA key without kid */
     assert_int_equal(count_next(k, NULL, JWT_ALG_RS256), 2);
     assert_int_equal(count_next(k, NULL, JWT_ALG_PS256), 1); /* "r" says RS256 only */
-    assert_int_equal(count_next(k, "r", JWT_ALG_PS256), 0);
+    assert_int_equal(count_next(k, "r", JWT_ALG_PS256), 1);  /* the RSA key without kid */
+    assert_int_equal(count_next(k, "r", JWT_ALG_RS256), 2);
+    assert_int_equal(count_next(k, "zz", JWT_ALG_RS512), 1);
     assert_int_equal(count_next(k, "", JWT_ALG_HS256), 0);
     assert_int_equal(count_next(k, "ab", JWT_ALG_HS256), 0);
     assert_int_equal(count_next(k, NULL, 0), 0);

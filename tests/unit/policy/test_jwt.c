@@ -483,6 +483,21 @@ static void test_unknown_kid(void **state)
     assert_int_equal(run_with(tok("RS256", claims("")), NULL, &prov), JWT_UNKNOWN_KID);
 }
 
+/* A key without kid verifies tokens of any kid, after the keys of that kid. */
+static void test_key_without_kid(void **state)
+{
+    (void)state;
+    char k[100], doc[200];
+    b64url(hmac_key, sizeof hmac_key, k);
+    snprintf(doc, sizeof doc, "{\"keys\":[{\"kty\":\"oct\",\"k\":\"%s\"}]}", k);
+    jwks_t *plain = parse_or_fail(doc);
+    assert_int_equal(run_with(tok_kid("HS256", "key-2024", claims("")), plain, &prov), JWT_OK);
+    assert_int_equal(run_with(tok_kid("HS384", NULL, claims("")), plain, &prov), JWT_OK);
+    assert_int_equal(run_with(tok_kid("RS256", "key-2024", claims("")), plain, &prov),
+                     JWT_UNKNOWN_KID);
+    jwks_unref(plain);
+}
+
 /* Replaces the signature segment of t by sig[0..n) (freeing t). */
 static char *with_sig(char *t, const unsigned char *sig, size_t n)
 {
@@ -812,6 +827,7 @@ int main(void)
         cmocka_unit_test(test_alg_refused),
         cmocka_unit_test(test_algorithm_confusion),
         cmocka_unit_test(test_unknown_kid),
+        cmocka_unit_test(test_key_without_kid),
         cmocka_unit_test(test_bad_signature),
         cmocka_unit_test(test_tries_bounded),
         cmocka_unit_test(test_exp_nbf),
