@@ -395,10 +395,10 @@ jwks_t *jwks_parse(const char *json, size_t len, char *err, size_t err_cap)
         set_err(err, err_cap, "JWKS over %d bytes", JWKS_MAX_BYTES);
         return NULL;
     }
-    char why[160];
-    json_t *doc = jwks_json_object(json, len, why, sizeof why);
+    char reason[160];
+    json_t *doc = jwks_json_object(json, len, reason, sizeof reason);
     if (!doc) {
-        set_err(err, err_cap, "not a JWKS: %s", why);
+        set_err(err, err_cap, "not a JWKS: %s", reason);
         return NULL;
     }
     const json_t *keys = json_object_get(doc, "keys");
@@ -418,16 +418,20 @@ jwks_t *jwks_parse(const char *json, size_t len, char *err, size_t err_cap)
     atomic_init(&k->refs, 1);
     for (size_t i = 0; i < n; i++) {
         if (k->n == cap) {
+            if (k->skipped == 0)
+                set_err(err, err_cap, "keys[%zu] and on skipped: over %d keys", i, JWKS_MAX_KEYS);
             k->skipped += n - i;
             break;
         }
         jwks_key_t *key = &k->keys[k->n];
-        if (key_init(key, json_array_get(keys, i)) == NULL) {
+        const char *why = key_init(key, json_array_get(keys, i));
+        if (!why) {
             k->n++;
-        } else {
-            key_deinit(key);
-            k->skipped++;
+            continue;
         }
+        if (k->skipped++ == 0)
+            set_err(err, err_cap, "keys[%zu] skipped: %s", i, why);
+        key_deinit(key);
     }
     json_decref(doc);
     return k;
@@ -463,14 +467,20 @@ const jwks_key_t *jwks_next(const jwks_t *k, const char *kid, size_t kid_len, ui
 {
     if (!k || alg == 0)
         return NULL;
-    for (size_t i = *pos; i < k->n; i++) {
-        const jwks_key_t *key = &k->keys[i];
-        if ((key->algs & alg) == alg && (!kid || kid_equal(key, kid, kid_len))) {
+    /* *pos < n: the first pass (kid equal, or every key without a kid);
+     * n <= *pos < 2n: with a kid, the second pass over the keys without one. */
+    for (size_t i = *pos; i < 2 * k->n; i++) {
+        const jwks_key_t *key = &k->keys[i % k->n];
+        int second = i >= k->n;
+        if (second && !kid)
+            break;
+        int kid_ok = !kid || (second ? key->kid == NULL : kid_equal(key, kid, kid_len));
+        if (kid_ok && (key->algs & alg) == alg) {
             *pos = i + 1;
             return key;
         }
     }
-    *pos = k->n;
+    *pos = 2 * k->n;
     return NULL;
 }
 

@@ -26,7 +26,8 @@ typedef struct jwks_key jwks_key_t;
  * err, when it is not one (not JSON, no "keys" array, over JWKS_MAX_BYTES);
  * a key ficus cannot use (unknown kty/crv/alg, "use" other than "sig",
  * key_ops without "verify", bad base64url, RSA modulus under 2048 bits,
- * HMAC secret under 32 bytes, anything malformed) is skipped and counted.
+ * HMAC secret under 32 bytes, anything malformed) is skipped and counted,
+ * and err then says why the first was ("" when none was: for `ficus check`).
  * The set returned holds one reference. */
 jwks_t *jwks_parse(const char *json, size_t len, char *err, size_t err_cap);
 
@@ -41,9 +42,11 @@ size_t jwks_count(const jwks_t *k);
 size_t jwks_skipped(const jwks_t *k);
 
 /* The keys that may verify a token of algorithm alg (one JWT_ALG_* bit) with
- * this kid (NULL: a token without kid, any key allows), in document order:
- * start with *pos = 0, call until NULL. A key whose type or own "alg" does
- * not allow alg is never returned (no algorithm confusion). */
+ * this kid: start with *pos = 0, call until NULL. With a kid, the keys of that
+ * kid come first, then the keys without one (as Envoy: a hand-written set of
+ * HMAC secrets often names none); kid NULL (a token without kid) allows every
+ * key. Document order within each. A key whose type or own "alg" does not
+ * allow alg is never returned (no algorithm confusion). */
 const jwks_key_t *jwks_next(const jwks_t *k, const char *kid, size_t kid_len, uint32_t alg,
                             size_t *pos);
 

@@ -35,9 +35,9 @@ const char *jwt_result_name(jwt_result_t r)
     return result_names[r];
 }
 
-static int64_t clamp_ms(int64_t v)
+static int64_t clamp_s(int64_t s)
 {
-    return v > TIME_LIMIT_MS ? TIME_LIMIT_MS : v < -TIME_LIMIT_MS ? -TIME_LIMIT_MS : v;
+    return s > TIME_LIMIT_S ? TIME_LIMIT_S : s < -TIME_LIMIT_S ? -TIME_LIMIT_S : s;
 }
 
 /* A NumericDate claim in milliseconds: 1 and *ms when present, 0 when
@@ -48,9 +48,7 @@ static int numeric_date_ms(const json_t *claims, const char *name, int64_t *ms)
     if (!v)
         return 0;
     if (json_is_integer(v)) {
-        json_int_t s = json_integer_value(v);
-        s = s > TIME_LIMIT_S ? TIME_LIMIT_S : s < -TIME_LIMIT_S ? -TIME_LIMIT_S : s;
-        *ms = (int64_t)s * 1000;
+        *ms = clamp_s((int64_t)json_integer_value(v)) * 1000;
         return 1;
     }
     if (json_is_real(v)) {
@@ -79,7 +77,11 @@ static jwt_result_t check_audience(const json_t *aud, const config_jwt_provider_
             return JWT_OK;
         size_t j;
         const json_t *a;
-        json_array_foreach(aud, j, a) if (string_is(a, p->audiences[i])) return JWT_OK;
+        json_array_foreach(aud, j, a)
+        {
+            if (string_is(a, p->audiences[i]))
+                return JWT_OK;
+        }
     }
     return JWT_BAD_AUDIENCE;
 }
@@ -87,9 +89,7 @@ static jwt_result_t check_audience(const json_t *aud, const config_jwt_provider_
 static jwt_result_t check_claims(const json_t *claims, const config_jwt_provider_t *p,
                                  int64_t now_s, int64_t *exp_s)
 {
-    int64_t now_ms = clamp_ms(now_s > TIME_LIMIT_S    ? TIME_LIMIT_MS
-                              : now_s < -TIME_LIMIT_S ? -TIME_LIMIT_MS
-                                                      : now_s * 1000);
+    int64_t now_ms = clamp_s(now_s) * 1000;
     int64_t leeway_ms =
         p->leeway_ms > (uint64_t)TIME_LIMIT_MS ? TIME_LIMIT_MS : (int64_t)p->leeway_ms;
     int64_t exp_ms = 0, nbf_ms = 0;

@@ -55,12 +55,18 @@ static jwks_t *parse(const char *doc)
 /* Keys kept and skipped of a one-key document. */
 static void assert_one_key(const char *jwk, size_t kept)
 {
-    char doc[2048];
+    char doc[2048], err[160] = "junk";
     snprintf(doc, sizeof doc, "{\"keys\":[%s]}", jwk);
-    jwks_t *k = parse(doc);
+    jwks_t *k = jwks_parse(doc, strlen(doc), err, sizeof err);
+    assert_non_null(k);
     if (jwks_count(k) != kept)
-        fail_msg("%s: kept %zu, expected %zu", jwk, jwks_count(k), kept);
+        fail_msg("%s: kept %zu, expected %zu (%s)", jwk, jwks_count(k), kept, err);
     assert_int_equal(jwks_skipped(k), 1 - kept);
+    /* A skipped key's reason is told, for `ficus check`. */
+    if (kept)
+        assert_string_equal(err, "");
+    else
+        assert_true(strncmp(err, "keys[0] skipped: ", 17) == 0 && strlen(err) > 17);
     jwks_unref(k);
 }
 
@@ -74,8 +80,8 @@ static void test_not_a_jwks(void **state)
                          "{\"keys\":[]",
                          "\"keys\"",
                          "{\"keys\":[],\"keys\":[]}",
-                         "{\"keys\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
-                         "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}"};
+                         ("{\"keys\":[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["
+                          "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}")};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         char err[160] = "";
         assert_null(jwks_parse(bad[i], strlen(bad[i]), err, sizeof err));
@@ -172,9 +178,12 @@ static void test_max_keys(void **state)
     for (size_t i = 0; i < n; i++)
         p += sprintf(p, "{\"kty\":\"oct\",\"k\":\"" K32 "\"}%s", i + 1 < n ? "," : "");
     strcpy(p, "]}");
-    jwks_t *k = parse(doc);
+    char err[160];
+    jwks_t *k = jwks_parse(doc, strlen(doc), err, sizeof err);
+    assert_non_null(k);
     assert_int_equal(jwks_count(k), JWKS_MAX_KEYS);
     assert_int_equal(jwks_skipped(k), 3);
+    assert_string_equal(err, "keys[256] and on skipped: over 256 keys");
     jwks_unref(k);
     free(doc);
 }
@@ -204,10 +213,12 @@ static void test_lookup(void **state)
     assert_int_equal(count_next(k, "a", JWT_ALG_HS256), 1);
     assert_int_equal(count_next(k, "a", JWT_ALG_ES256), 1);
     assert_int_equal(count_next(k, "a", JWT_ALG_ES384), 0);
-    assert_int_equal(count_next(k, "a", JWT_ALG_RS256), 0);
+    assert_int_equal(count_next(k, "a", JWT_ALG_RS256), 1); /* the RSA key without kid */
     assert_int_equal(count_next(k, NULL, JWT_ALG_RS256), 2);
     assert_int_equal(count_next(k, NULL, JWT_ALG_PS256), 1); /* "r" says RS256 only */
-    assert_int_equal(count_next(k, "r", JWT_ALG_PS256), 0);
+    assert_int_equal(count_next(k, "r", JWT_ALG_PS256), 1);  /* the RSA key without kid */
+    assert_int_equal(count_next(k, "r", JWT_ALG_RS256), 2);
+    assert_int_equal(count_next(k, "zz", JWT_ALG_RS512), 1);
     assert_int_equal(count_next(k, "", JWT_ALG_HS256), 0);
     assert_int_equal(count_next(k, "ab", JWT_ALG_HS256), 0);
     assert_int_equal(count_next(k, NULL, 0), 0);

@@ -14,6 +14,7 @@
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/rsa.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,7 @@ typedef struct signer {
 } signer_t;
 
 static EVP_PKEY *rsa, *rsa2, *p256, *p384, *ed;
+static int pss_saltlen = RSA_PSS_SALTLEN_DIGEST; /* what RFC 7518 3.5 asks */
 static unsigned char hmac_key[64];
 static jwks_t *keys; /* all of them, kids "rsa" "rsa2" "p256" "p384" "ed" "hs" */
 
@@ -80,7 +82,7 @@ static size_t sign(const signer_t *s, const char *alg, const char *msg, unsigned
     assert_int_equal(EVP_DigestSignInit_ex(ctx, &pctx, md_of(alg), NULL, NULL, s->pkey, NULL), 1);
     if (alg[0] == 'P') {
         assert_int_equal(EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING), 1);
-        assert_int_equal(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST), 1);
+        assert_int_equal(EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, pss_saltlen), 1);
     }
     unsigned char der[1024];
     unsigned char *out = alg[0] == 'E' && alg[1] == 'S' ? der : sig;
@@ -481,6 +483,21 @@ static void test_unknown_kid(void **state)
     assert_int_equal(run_with(tok("RS256", claims("")), NULL, &prov), JWT_UNKNOWN_KID);
 }
 
+/* A key without kid verifies tokens of any kid, after the keys of that kid. */
+static void test_key_without_kid(void **state)
+{
+    (void)state;
+    char k[100], doc[200];
+    b64url(hmac_key, sizeof hmac_key, k);
+    snprintf(doc, sizeof doc, "{\"keys\":[{\"kty\":\"oct\",\"k\":\"%s\"}]}", k);
+    jwks_t *plain = parse_or_fail(doc);
+    assert_int_equal(run_with(tok_kid("HS256", "key-2024", claims("")), plain, &prov), JWT_OK);
+    assert_int_equal(run_with(tok_kid("HS384", NULL, claims("")), plain, &prov), JWT_OK);
+    assert_int_equal(run_with(tok_kid("RS256", "key-2024", claims("")), plain, &prov),
+                     JWT_UNKNOWN_KID);
+    jwks_unref(plain);
+}
+
 /* Replaces the signature segment of t by sig[0..n) (freeing t). */
 static char *with_sig(char *t, const unsigned char *sig, size_t n)
 {
@@ -514,6 +531,12 @@ static void test_bad_signature(void **state)
     assert_int_equal(run(make(&other, "RS256", "{\"alg\":\"RS256\"}", claims(""))), JWT_OK);
     assert_int_equal(run(make(&other, "PS384", "{\"alg\":\"PS384\",\"kid\":\"rsa2\"}", claims(""))),
                      JWT_OK);
+
+    /* PSS with a salt other than the hash's length. */
+    pss_saltlen = RSA_PSS_SALTLEN_MAX;
+    assert_int_equal(run(tok("PS256", claims(""))), JWT_BAD_SIGNATURE);
+    pss_saltlen = RSA_PSS_SALTLEN_DIGEST;
+    assert_int_equal(run(tok("PS256", claims(""))), JWT_OK);
 
     /* Signature lengths: exact or nothing. */
     for (size_t i = 0; i < sizeof algs / sizeof algs[0]; i++) {
@@ -684,6 +707,46 @@ static void test_audience(void **state)
     assert_int_equal(with_aud(&any, "5"), JWT_OK);
 }
 
+/* Workers share one set: each takes a reference and verifies at once. */
+enum { THREADS = 4, ROUNDS = 25 };
+static char *shared_tokens[4];
+
+static void *verify_many(void *arg)
+{
+    jwks_t *mine = jwks_ref(keys);
+    intptr_t failures = 0;
+    for (int i = 0; i < ROUNDS; i++)
+        for (size_t t = 0; t < 4; t++) {
+            const char *tk = shared_tokens[(t + (size_t)(intptr_t)arg) % 4];
+            jwt_verified_t v;
+            if (jwt_verify(tk, strlen(tk), mine, &prov, NOW, &v) != JWT_OK)
+                failures++;
+            else
+                json_decref(v.claims);
+        }
+    jwks_unref(mine);
+    return (void *)failures;
+}
+
+static void test_shared_across_threads(void **state)
+{
+    (void)state;
+    const char *use[] = {"RS256", "ES384", "EdDSA", "HS512"};
+    for (size_t i = 0; i < 4; i++)
+        shared_tokens[i] = tok(use[i], claims(""));
+    pthread_t th[THREADS];
+    for (intptr_t i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, verify_many, (void *)i), 0);
+    for (int i = 0; i < THREADS; i++) {
+        void *failures = NULL;
+        assert_int_equal(pthread_join(th[i], &failures), 0);
+        assert_null(failures);
+    }
+    for (size_t i = 0; i < 4; i++)
+        free(shared_tokens[i]);
+    assert_int_equal(jwks_count(keys), 6);
+}
+
 static void test_result_names(void **state)
 {
     (void)state;
@@ -764,11 +827,13 @@ int main(void)
         cmocka_unit_test(test_alg_refused),
         cmocka_unit_test(test_algorithm_confusion),
         cmocka_unit_test(test_unknown_kid),
+        cmocka_unit_test(test_key_without_kid),
         cmocka_unit_test(test_bad_signature),
         cmocka_unit_test(test_tries_bounded),
         cmocka_unit_test(test_exp_nbf),
         cmocka_unit_test(test_issuer),
         cmocka_unit_test(test_audience),
+        cmocka_unit_test(test_shared_across_threads),
         cmocka_unit_test(test_result_names),
         cmocka_unit_test(test_claim_text),
     };
