@@ -115,11 +115,14 @@ static int cmd_check(int argc, char **argv)
     for (size_t i = 0; i < cfg->n_jwt_providers; i++) {
         const config_jwt_provider_t *p = &cfg->jwt_providers[i];
         char err[600];
-        if (p->jwks_file && jwks_refresh_check_file(p, err, sizeof err) != 0) {
-            fprintf(stderr, "%s:%zu:%zu: %s\n", path, p->jwks_line ? p->jwks_line : 1,
-                    p->jwks_col ? p->jwks_col : 1, err);
+        if (!p->jwks_file)
+            continue;
+        int prc = jwks_refresh_check_file(p, err, sizeof err);
+        if (prc != 0 || err[0])
+            fprintf(stderr, "%s:%zu:%zu: %s%s\n", path, p->jwks_line ? p->jwks_line : 1,
+                    p->jwks_col ? p->jwks_col : 1, prc ? "" : "warning: ", err);
+        if (prc != 0)
             bad = 1;
-        }
     }
     if (!bad)
         printf("%s: ok (%zu route%s, %zu target group%s)\n", path, cfg->n_routes,

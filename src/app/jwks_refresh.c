@@ -70,6 +70,12 @@ int jwks_refresh_check_file(const config_jwt_provider_t *p, char *err, size_t er
     jwks_t *k = read_keys(p, err, errlen);
     if (!k)
         return FE_INVAL;
+    /* A key it skipped: worth a warning, not a failure. */
+    if (jwks_skipped(k))
+        snprintf(err, errlen, "jwt_providers.%s: %s: %zu key%s skipped, %zu usable", p->name,
+                 p->jwks_file, jwks_skipped(k), jwks_skipped(k) == 1 ? "" : "s", jwks_count(k));
+    else if (errlen)
+        err[0] = '\0';
     jwks_unref(k);
     return 0;
 }

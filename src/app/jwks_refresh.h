@@ -41,8 +41,9 @@ void jwks_refresh_stop(jwks_refresh_t *r);
 unsigned jwks_refresh_pending(const jwks_refresh_t *r);
 void jwks_refresh_free(jwks_refresh_t *r); /* NULL is a no-op */
 
-/* `ficus check`: reads a provider's jwks_file and parses it. 0, or an
- * error with the reason in err (unreadable, not a JWKS, no usable key). */
+/* `ficus check`: reads a provider's jwks_file and parses it. 0 (err then
+ * says how many keys were skipped, or is ""), or an error with the reason
+ * in err (unreadable, not a JWKS, no usable key). */
 int jwks_refresh_check_file(const config_jwt_provider_t *p, char *err, size_t errlen);
 
 #endif
