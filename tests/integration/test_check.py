@@ -237,6 +237,11 @@ def test_demo_routes_search_and_default():
         r = http_request(8080, "GET", "/")
         assert r.status == 200, repr(r)
         assert "monolith" in (r.header("X-Mock-Name") or r.body.decode("latin-1")), repr(r)
+        # The README's API-client step: no key 401, the demo key 200, then 429s.
+        assert http_request(8080, "GET", "/partner").status == 401
+        key = {"X-Api-Key": "demo-partner-key"}
+        codes = [http_request(8080, "GET", "/partner", headers=key).status for _ in range(12)]
+        assert codes[0] == 200 and 429 in codes, codes
         status = http_request(9901, "GET", "/healthz").status
         assert status == 200
         printed = "\n".join(out.lines + err.lines)
