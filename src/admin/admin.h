@@ -66,6 +66,9 @@ typedef struct admin_hooks {
     /* The bearer token every endpoint but /healthz, /readyz and /metrics
      * needs, or NULL for none (admin.token_env). */
     const char *(*token)(void *ctx);
+    /* Rate-limit buckets evicted so far to make room for new keys (the
+     * table is fixed in size); may be NULL. */
+    uint64_t (*rate_limit_evictions)(void *ctx);
     metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
     access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;

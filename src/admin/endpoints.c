@@ -104,6 +104,14 @@ void endpoints_metrics(const admin_hooks_t *h, buf_t *out)
                "# TYPE ficus_access_log_dropped_lines_total counter\n"
                "ficus_access_log_dropped_lines_total %llu\n",
                (unsigned long long)(h->access_log ? access_log_dropped_lines(h->access_log) : 0));
+    if (h->rate_limit_evictions)
+        buf_printf(
+            out,
+            "# HELP ficus_rate_limit_evictions_total Rate-limit buckets evicted to make room "
+            "for new keys (the table is fixed in size).\n"
+            "# TYPE ficus_rate_limit_evictions_total counter\n"
+            "ficus_rate_limit_evictions_total %llu\n",
+            (unsigned long long)h->rate_limit_evictions(h->ctx));
 }
 
 /* --- JSON endpoints: /config, /target_groups and /routes/NAME/weights --- */

@@ -146,6 +146,12 @@ static json_t *gw_config(void *ctx) { return config_json(current_config(ctx)); }
 
 static const char *gw_token(void *ctx) { return current_config(ctx)->admin_token; }
 
+static uint64_t gw_rate_limit_evictions(void *ctx)
+{
+    gateway_t *gw = ctx;
+    return generations_rate_limit_evictions(gw->gens);
+}
+
 /* --- stop, handover and signals --- */
 
 static void gateway_stop(gateway_t *gw)
@@ -307,6 +313,7 @@ int gateway_run(config_t *cfg)
                            .set_weights = gw_set_weights,
                            .config = gw_config,
                            .token = gw_token,
+                           .rate_limit_evictions = gw_rate_limit_evictions,
                            .metrics = gw.metrics,
                            .access_log = gw.access_log};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

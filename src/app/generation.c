@@ -49,6 +49,10 @@ struct generations {
 };
 
 config_t *generation_config(const generation_t *gen) { return gen->cfg; }
+uint64_t generations_rate_limit_evictions(const generations_t *gs)
+{
+    return rate_limit_evictions(gs->rates);
+}
 health_t *generation_health(const generation_t *gen) { return gen->health; }
 weights_t *generation_weights(const generation_t *gen) { return gen->weights; }
 uint64_t generation_id(const generation_t *gen) { return gen->id; }

@@ -43,6 +43,9 @@ void generations_close(generations_t *gs);
 /* Once the loop has ended: frees every generation. NULL is a no-op. */
 void generations_free(generations_t *gs);
 
+/* Rate-limit buckets evicted so far (the instance's table). */
+uint64_t generations_rate_limit_evictions(const generations_t *gs);
+
 config_t *generation_config(const generation_t *gen);
 health_t *generation_health(const generation_t *gen);
 weights_t *generation_weights(const generation_t *gen);

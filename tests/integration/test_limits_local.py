@@ -78,6 +78,7 @@ def test_rate_limit_by_ip_token_bucket(ficus, echo_backend):
     assert 1 <= int(r.header("Retry-After")) <= 2, r.header("Retry-After")
     m = parse_metrics(f.metrics_text())
     assert metric_value(m, "ficus_rate_limited_total", route="limited") == 3
+    assert metric_value(m, "ficus_rate_limit_evictions_total") == 0  # one key: room to spare
     assert echo.count() == 3
 
 

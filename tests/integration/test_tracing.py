@@ -253,3 +253,23 @@ def test_a_fallen_back_canary_try_keeps_its_error_type(ficus, mock, receiver, ca
     assert tries[0]["attrs"].get("error.type") == want, tries[0]
     assert tries[0]["status"]["code"] == 2
     assert "error.type" not in tries[1]["attrs"], tries[1]
+
+
+def test_spans_carry_the_api_client(ficus, echo_backend, receiver):
+    """The seeds tag their traces with the calling client: so does ficus
+    (ficus.client_id), and only when a key was checked."""
+    import hashlib
+    e = echo_backend("e")
+    cfg = traced({"e": e.addr}, [route("api", "/", "e", auth={"client": "optional"})],
+                 receiver.endpoint)
+    cfg["clients"] = [{"id": "ios-app",
+                       "api_keys_sha256": [hashlib.sha256(b"trace-key").hexdigest()]}]
+    f = ficus(cfg)
+    assert http_request(f.port, "GET", "/a", headers={"X-Api-Key": "trace-key"}).status == 200
+    assert http_request(f.port, "GET", "/b", headers={"X-Client-Id": "ios-app"}).status == 200
+    spans = receiver.wait_for_spans(4, scaled(5))
+    servers = {s["attrs"]["url.path"]: s for s in by_kind(spans, 2)}
+    assert servers["/a"]["attrs"]["ficus.client_id"] == "ios-app"
+    assert "ficus.client_id" not in servers["/b"]["attrs"]
+    clients = [s for s in by_kind(spans, 3) if s["attrs"].get("ficus.client_id")]
+    assert len(clients) == 1
