@@ -152,11 +152,11 @@ static void work_done(uv_work_t *w, int status)
     e->busy = false;
     r->pending--;
     if (r->stopped) {
+        /* A retired configuration: its keys stay as they were, but requests
+         * that waited for this read look again (and give up). */
         jwks_unref(e->fetched);
         e->fetched = NULL;
-        return;
-    }
-    if (e->fetched) {
+    } else if (e->fetched) {
         jwks_t *cur = atomic_load(&slot->keys);
         if (!cur || jwks_count(cur) != jwks_count(e->fetched))
             log_info("jwt_providers.%s: %zu keys", r->cfg->jwt_providers[e->index].name,
