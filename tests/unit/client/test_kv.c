@@ -2,8 +2,9 @@
  * integer or an array, the EVAL fallback after SCRIPT FLUSH, replies of the
  * wrong shape, a deadline passing (CLIENT PAUSE) with the late reply ignored,
  * cancel, close with calls pending, the bound on calls in flight, a name
- * resolved, and redis killed mid-test and restarted: calls fail fast while it
- * is down, errors are counted, kv reconnects by itself. Every test ends with
+ * resolved, a connection silent for too long dropped and made again, and
+ * redis killed mid-test and restarted: calls fail fast while it is down,
+ * errors are counted, kv reconnects by itself. Every test ends with
  * the loop closed and no handle left. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -352,6 +353,59 @@ static void test_redis_killed_and_restarted(void **state)
     redis_server_stop(&f.srv);
 }
 
+/* Keeps two calls in flight (100 ms deadlines) and records how they end. */
+typedef struct pump {
+    kv_t *kv;
+    int timeouts, resets, oks;
+} pump_t;
+
+static void pump_send(pump_t *p);
+
+static void on_pumped(void *ctx, int status, const long long *ints, size_t n)
+{
+    pump_t *p = ctx;
+    p->timeouts += status == FE_AGAIN;
+    p->resets += status == FE_IO;
+    p->oks += status == 0;
+    if (!p->resets)
+        pump_send(p);
+}
+
+static void pump_send(pump_t *p)
+{
+    const char *args[] = {"k", "1"};
+    size_t lens[] = {1, 1};
+    kv_eval(p->kv, &add_one, 1, args, lens, 2, 100, on_pumped, p);
+}
+
+static bool pump_reset(void *arg) { return ((pump_t *)arg)->resets > 0; }
+
+/* Redis holds every reply (CLIENT PAUSE) while calls keep timing out: after
+ * KV_STALL_MIN_MS of silence the connection is dropped (the call still
+ * waiting fails) and made again, and calls work once redis answers. */
+static void test_silent_connection_is_replaced(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    kv_opts_t o = {.timeout_ms = 100, .backoff_min_ms = 20, .backoff_max_ms = 200};
+    f->kv = kv_new(&f->loop, f->srv.address, &o);
+    assert_true(redis_test_run_until(&f->loop, is_up, f->kv, WAIT_MS));
+    pause_redis(&f->srv, KV_STALL_MIN_MS + 700);
+    pump_t p = {.kv = f->kv};
+    pump_send(&p);
+    pump_send(&p);
+    assert_true(redis_test_run_until(&f->loop, pump_reset, &p, WAIT_MS));
+    assert_true(p.timeouts >= KV_STALL_MIN_MS / 100 - 1); /* not before the silence lasted */
+    assert_int_equal(p.oks, 0);
+    assert_int_equal(kv_errors(f->kv), (uint64_t)(p.timeouts + p.resets + 1)); /* + the drop */
+    assert_true(redis_test_run_until(&f->loop, is_up, f->kv, WAIT_MS));
+    got_t g = {0};
+    assert_non_null(send_add(f, "1", 3000, &g)); /* waits out the pause */
+    assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+    assert_int_equal(g.status, 0);
+    fx_end(f);
+}
+
 /* Nothing listens there: never connected, calls refused, attempts counted. */
 static void test_never_up(void **state)
 {
@@ -385,6 +439,7 @@ int main(void)
         cmocka_unit_test(test_close_from_a_callback),
         cmocka_unit_test(test_bound_on_calls_in_flight),
         cmocka_unit_test(test_name_resolved),
+        cmocka_unit_test(test_silent_connection_is_replaced),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_redis_killed_and_restarted),
         cmocka_unit_test(test_never_up),
