@@ -38,6 +38,7 @@ struct kv_call {
     size_t heap_idx;
     call_state_t state;
     bool tried_eval; /* NOSCRIPT already answered: EVAL was sent */
+    size_t bytes;    /* of the arguments */
     size_t argc;
     const char **argv; /* "EVALSHA", sha1, numkeys, keys and args (copied after the struct) */
     size_t *lens;
@@ -63,6 +64,7 @@ struct kv {
     uint64_t replies;       /* replies received, ever */
     uint64_t last_reply_ms; /* or the time the connection was made */
     size_t inflight;        /* calls hiredis holds, timed out or cancelled ones included */
+    size_t inflight_bytes;  /* their arguments' bytes */
     size_t heap_len;
     kv_call_t **heap; /* waiting calls, earliest deadline first */
 };
@@ -466,6 +468,7 @@ static void kv_on_reply(redisAsyncContext *ac, void *r, void *priv)
         }
     }
     kv->inflight--;
+    kv->inflight_bytes -= c->bytes;
     free(c);
 }
 
@@ -521,7 +524,8 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
             return NULL;
         bytes += arg_lens[i];
     }
-    if (kv->state != KV_UP || kv->inflight >= KV_MAX_INFLIGHT) {
+    if (kv->state != KV_UP || kv->inflight >= KV_MAX_INFLIGHT ||
+        bytes > KV_MAX_INFLIGHT_BYTES - kv->inflight_bytes) {
         kv->errors++;
         return NULL;
     }
@@ -533,7 +537,8 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
         kv->errors++;
         return NULL;
     }
-    *c = (kv_call_t){.kv = kv, .done = done, .ctx = ctx, .script = script, .argc = argc};
+    *c = (kv_call_t){
+        .kv = kv, .done = done, .ctx = ctx, .script = script, .bytes = bytes, .argc = argc};
     c->lens = (size_t *)(c + 1);
     c->argv = (const char **)(c->lens + argc);
     char *p = (char *)(c->argv + argc);
@@ -563,6 +568,7 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
         return NULL;
     }
     kv->inflight++;
+    kv->inflight_bytes += bytes;
     c->replies_at_send = kv->replies;
     c->deadline_ms = uv_now(kv->loop) + (timeout_ms ? timeout_ms : kv->opts.timeout_ms);
     c->heap_idx = kv->heap_len;

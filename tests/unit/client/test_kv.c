@@ -284,6 +284,32 @@ static void test_bound_on_calls_in_flight(void **state)
     fx_end(f);
 }
 
+/* Argument bytes: one call's and all calls' in flight are bounded. */
+static void test_bound_on_bytes_in_flight(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    static char big[KV_MAX_ARG_BYTES];
+    memset(big, '7', sizeof big);
+    const char *args[] = {"k", big};
+    size_t lens[] = {1, KV_MAX_ARG_BYTES - 1};
+    got_t g[KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES] = {{0}}, over = {0};
+    pause_redis(&f->srv, 300);
+    for (size_t i = 0; i < KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES; i++)
+        assert_non_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &g[i]));
+    assert_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &over));
+    assert_int_equal(kv_errors(f->kv), 1);
+    lens[1] = KV_MAX_ARG_BYTES; /* with the key: one byte too many for one call */
+    assert_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &over));
+    size_t last = KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES - 1;
+    assert_true(redis_test_run_until(&f->loop, got_one, &g[last], WAIT_MS));
+    for (size_t i = 0; i <= last; i++)
+        assert_int_equal(g[i].calls, 1);
+    assert_int_equal(eval_add(f, "1").status, 0); /* room again */
+    fx_end(f);
+    assert_int_equal(over.calls, 0);
+}
+
 static void test_name_resolved(void **state)
 {
     fx_t *f = *state;
@@ -438,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_close_with_calls_pending),
         cmocka_unit_test(test_close_from_a_callback),
         cmocka_unit_test(test_bound_on_calls_in_flight),
+        cmocka_unit_test(test_bound_on_bytes_in_flight),
         cmocka_unit_test(test_name_resolved),
         cmocka_unit_test(test_silent_connection_is_replaced),
         cmocka_unit_test(test_bad_addresses),

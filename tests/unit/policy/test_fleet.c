@@ -2,7 +2,8 @@
  * one loop standing for two instances: a throttle's total across both,
  * release, a member that dies without releasing (closed: as kill -9) stops
  * counting once its lease ran out, a count left wrong in redis (or by an
- * acquire whose reply came too late) is healed by the heartbeat, cancel
+ * acquire whose reply came too late, or lost with all of redis's data) is
+ * healed by the heartbeat, cancel
  * releases what redis allowed, a token bucket shared by both with DENY's
  * retry_after, and calls refused while redis is unreachable. Every test
  * ends with the loop closed and no handle left. */
@@ -199,6 +200,44 @@ static void test_heartbeat_heals_a_wrong_count(void **state)
     assert_true(redis_test_run_until(&f->loop, field_is, &w, WAIT_MS));
 }
 
+typedef struct all_fields {
+    const fx_t *f;
+    int n;
+} all_fields_t;
+
+/* Every client c0..c(n-1) has A's count 1 in redis. */
+static bool all_fields_one(void *arg)
+{
+    all_fields_t *w = arg;
+    for (int i = 0; i < w->n; i++) {
+        char client[16];
+        snprintf(client, sizeof client, "c%d", i);
+        if (field(w->f, client, "host-a:1:1:0") != 1)
+            return false;
+    }
+    return true;
+}
+
+/* Redis lost everything (a restart without persistence): the heartbeat
+ * brings back the lease and every count, more clients than one call takes. */
+static void test_heartbeat_rewrites_after_data_loss(void **state)
+{
+    fx_t *f = *state;
+    int n = FLEET_HEARTBEAT_CHUNK * 2 + 5;
+    for (int i = 0; i < n; i++) {
+        char client[16];
+        snprintf(client, sizeof client, "c%d", i);
+        assert_int_equal(acquire(f, f->a, client, 1), FLEET_ALLOW);
+    }
+    redisReply *r = redis_server_cmd(&f->srv, "FLUSHALL");
+    freeReplyObject(r);
+    all_fields_t w = {f, n};
+    assert_true(redis_test_run_until(&f->loop, all_fields_one, &w, WAIT_MS));
+    assert_int_equal(acquire(f, f->b, "c0", 1), FLEET_DENY);
+    assert_true(redis_server_int(&f->srv, "PTTL ficus:members") > 0);
+    assert_true(redis_server_int(&f->srv, "PTTL ficus:throttle:c7") > 0);
+}
+
 /* An acquire whose reply came after its deadline: the caller got
  * FLEET_ERROR (nothing to release) though redis counted it; the heartbeat
  * takes it back. */
@@ -318,6 +357,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_member_stops_counting_after_its_lease, start,
                                         end),
         cmocka_unit_test_setup_teardown(test_heartbeat_heals_a_wrong_count, start, end),
+        cmocka_unit_test_setup_teardown(test_heartbeat_rewrites_after_data_loss, start, end),
         cmocka_unit_test_setup_teardown(test_late_acquire_does_not_leak, start, end),
         cmocka_unit_test_setup_teardown(test_cancel_releases_an_allow, start, end),
         cmocka_unit_test_setup_teardown(test_rate_bucket_across_members, start, end),
