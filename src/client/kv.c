@@ -6,6 +6,7 @@
  * POLLERR, so a refused connect or a reset would go unseen). */
 #include "client/kv.h"
 
+#include <fcntl.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -337,6 +338,10 @@ static void kv_connect_ip(kv_t *kv, const char *ip)
         goto fail;
     }
     ac->data = kv;
+    /* hiredis 0.14 opens it without: a process ficus execs must not inherit it */
+    int fl = fcntl(ac->c.fd, F_GETFD);
+    if (fl >= 0)
+        fcntl(ac->c.fd, F_SETFD, fl | FD_CLOEXEC);
     if (kv_poll_attach(kv, ac) != 0) {
         log_limited(LOG_WARN, "redis %s: cannot poll its socket", kv->address);
         redisAsyncFree(ac);

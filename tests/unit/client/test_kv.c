@@ -95,6 +95,22 @@ static got_t eval_add(fx_t *f, const char *x)
     return g;
 }
 
+/* How many of this process's sockets connected to port are close-on-exec,
+ * and how many there are. */
+static void sockets_to(int port, int *cloexec, int *all)
+{
+    *cloexec = *all = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0 || sa.sin_family != AF_INET ||
+            ntohs(sa.sin_port) != port)
+            continue;
+        (*all)++;
+        *cloexec += (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0;
+    }
+}
+
 static void test_eval_array_and_integer(void **state)
 {
     fx_t *f = *state;
@@ -113,6 +129,10 @@ static void test_eval_array_and_integer(void **state)
     assert_int_equal(h.n, 1);
     assert_int_equal(h.ints[0], 7);
     assert_int_equal(kv_errors(f->kv), 0);
+    int cloexec, all;
+    sockets_to(f->srv.port, &cloexec, &all); /* the process ficus execs must not inherit it */
+    assert_int_equal(all, 1);
+    assert_int_equal(cloexec, 1);
     fx_end(f);
 }
 
