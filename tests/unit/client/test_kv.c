@@ -16,6 +16,7 @@
 #include "client/kv.h"
 #include "client/redis_server.h"
 #include "core/errors.h"
+#include "core/rand.h"
 
 #define WAIT_MS 5000 /* the longest any step may take before the test fails */
 
@@ -228,6 +229,61 @@ static void test_cancel(void **state)
     assert_int_equal(eval_add(f, "3").status, 0);
     assert_int_equal(cancelled.calls, 0);
     assert_int_equal(kv_errors(f->kv), 0);
+    fx_end(f);
+}
+
+/* Many deadlines, some cancelled out of the middle: each call ends at its
+ * own deadline, never before, in deadline order. */
+typedef struct timed {
+    uv_loop_t *loop;
+    uint64_t deadline_ms, ended_ms;
+    int index, status, calls, *order, *next;
+} timed_t;
+
+static void on_timed(void *ctx, int status, const long long *ints, size_t n)
+{
+    timed_t *t = ctx;
+    t->calls++;
+    t->status = status;
+    t->ended_ms = uv_now(t->loop);
+    t->order[(*t->next)++] = t->index;
+}
+
+static void test_deadlines_in_order(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    pause_redis(&f->srv, 1000);
+    enum { N = 60 };
+    static timed_t t[N];
+    int order[N], next = 0;
+    uint64_t rng = 12345;
+    const char *args[] = {"k", "1"};
+    size_t lens[] = {1, 1};
+    kv_call_t *calls[N];
+    for (int i = 0; i < N; i++) {
+        uint64_t timeout = 20 + rand_next(&rng) % 280;
+        t[i] = (timed_t){.loop = &f->loop, .index = i, .order = order, .next = &next};
+        t[i].deadline_ms = uv_now(&f->loop) + timeout;
+        calls[i] = kv_eval(f->kv, &add_one, 1, args, lens, 2, timeout, on_timed, &t[i]);
+        assert_non_null(calls[i]);
+    }
+    for (int i = 0; i < N; i += 7)
+        kv_cancel(calls[i]);
+    redis_test_run_for(&f->loop, 400);
+    uint64_t last = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].calls, i % 7 == 0 ? 0 : 1);
+        if (i % 7 == 0)
+            continue;
+        assert_int_equal(t[i].status, FE_AGAIN);
+        assert_true(t[i].ended_ms >= t[i].deadline_ms);
+    }
+    assert_int_equal(next, N - (N + 6) / 7);
+    for (int k = 0; k < next; k++) { /* ended in deadline order */
+        assert_true(t[order[k]].deadline_ms >= last);
+        last = t[order[k]].deadline_ms;
+    }
     fx_end(f);
 }
 
@@ -481,6 +537,7 @@ int main(void)
         cmocka_unit_test(test_wrong_shapes_and_script_errors),
         cmocka_unit_test(test_timeout_then_late_reply_ignored),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_deadlines_in_order),
         cmocka_unit_test(test_close_with_calls_pending),
         cmocka_unit_test(test_close_from_a_callback),
         cmocka_unit_test(test_bound_on_calls_in_flight),
