@@ -5,7 +5,8 @@
  * acquire whose reply came too late, or lost with all of redis's data) is
  * healed by the heartbeat, cancel
  * releases what redis allowed, a token bucket shared by both with DENY's
- * retry_after, and calls refused while redis is unreachable. Every test
+ * retry_after, calls refused while redis is unreachable, and a member that
+ * finds its count again after redis restarted empty. Every test
  * ends with the loop closed and no handle left. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -323,6 +324,46 @@ static void test_close_with_operations_pending(void **state)
     assert_int_equal(g2.v, FLEET_ERROR);
 }
 
+/* One acquire of "ios" (max 2) by A: did redis allow it? */
+static bool acquire_allowed(void *arg)
+{
+    fx_t *f = arg;
+    got_t g = {0};
+    if (!fleet_throttle_acquire(f->a, "ios", 2, 0, on_done, &g))
+        return false;
+    return redis_test_run_until(&f->loop, got_one, &g, WAIT_MS) && g.v == FLEET_ALLOW;
+}
+
+/* Redis killed and restarted empty: asking fails fast while it is down (and
+ * is counted), then the member reconnects, its heartbeat puts its count
+ * back, and the throttle counts from there. */
+static void test_redis_restarted(void **state)
+{
+    fx_t f = {0};
+    assert_true(redis_server_start(&f.srv));
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    f.a = member_new(&f, "host-a:1:1:0");
+    assert_int_equal(acquire(&f, f.a, "ios", 2), FLEET_ALLOW);
+    redis_server_stop(&f.srv);
+    redis_test_run_for(&f.loop, 100); /* the connection's end is seen */
+    uint64_t before = fleet_errors(f.a);
+    got_t g = {0};
+    assert_null(fleet_throttle_acquire(f.a, "ios", 2, 0, on_done, &g));
+    assert_null(fleet_rate_take(f.a, "k", 1, 1, 0, on_done, &g));
+    assert_true(fleet_errors(f.a) >= before + 2);
+    assert_true(redis_server_start(&f.srv));
+    const void *arg[] = {"host-a:1:1:0", &f.srv};
+    assert_true(redis_test_run_until(&f.loop, member_live, arg, WAIT_MS));
+    field_wait_t w = {&f, "ios", "host-a:1:1:0", 1};
+    assert_true(redis_test_run_until(&f.loop, field_is, &w, WAIT_MS));
+    assert_true(redis_test_run_until(&f.loop, acquire_allowed, &f, WAIT_MS)); /* 1 + 1 <= 2 */
+    assert_int_equal(acquire(&f, f.a, "ios", 2), FLEET_DENY);
+    assert_int_equal(g.calls, 0);
+    fx_t *fp = &f;
+    end((void **)&fp);
+    redis_server_stop(&f.srv);
+}
+
 /* No redis there: nothing can be asked, and it is counted. */
 static void test_unreachable(void **state)
 {
@@ -362,6 +403,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cancel_releases_an_allow, start, end),
         cmocka_unit_test_setup_teardown(test_rate_bucket_across_members, start, end),
         cmocka_unit_test_setup_teardown(test_close_with_operations_pending, start, end),
+        cmocka_unit_test(test_redis_restarted),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
