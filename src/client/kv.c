@@ -6,6 +6,7 @@
  * POLLERR, so a refused connect or a reset would go unseen). */
 #include "client/kv.h"
 
+#include <fcntl.h>
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include <openssl/evp.h>
@@ -38,6 +39,7 @@ struct kv_call {
     size_t heap_idx;
     call_state_t state;
     bool tried_eval; /* NOSCRIPT already answered: EVAL was sent */
+    size_t bytes;    /* of the arguments */
     size_t argc;
     const char **argv; /* "EVALSHA", sha1, numkeys, keys and args (copied after the struct) */
     size_t *lens;
@@ -63,6 +65,7 @@ struct kv {
     uint64_t replies;       /* replies received, ever */
     uint64_t last_reply_ms; /* or the time the connection was made */
     size_t inflight;        /* calls hiredis holds, timed out or cancelled ones included */
+    size_t inflight_bytes;  /* their arguments' bytes */
     size_t heap_len;
     kv_call_t **heap; /* waiting calls, earliest deadline first */
 };
@@ -335,6 +338,10 @@ static void kv_connect_ip(kv_t *kv, const char *ip)
         goto fail;
     }
     ac->data = kv;
+    /* hiredis 0.14 opens it without: a process ficus execs must not inherit it */
+    int fl = fcntl(ac->c.fd, F_GETFD);
+    if (fl >= 0)
+        fcntl(ac->c.fd, F_SETFD, fl | FD_CLOEXEC);
     if (kv_poll_attach(kv, ac) != 0) {
         log_limited(LOG_WARN, "redis %s: cannot poll its socket", kv->address);
         redisAsyncFree(ac);
@@ -466,6 +473,7 @@ static void kv_on_reply(redisAsyncContext *ac, void *r, void *priv)
         }
     }
     kv->inflight--;
+    kv->inflight_bytes -= c->bytes;
     free(c);
 }
 
@@ -521,7 +529,8 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
             return NULL;
         bytes += arg_lens[i];
     }
-    if (kv->state != KV_UP || kv->inflight >= KV_MAX_INFLIGHT) {
+    if (kv->state != KV_UP || kv->inflight >= KV_MAX_INFLIGHT ||
+        bytes > KV_MAX_INFLIGHT_BYTES - kv->inflight_bytes) {
         kv->errors++;
         return NULL;
     }
@@ -533,7 +542,8 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
         kv->errors++;
         return NULL;
     }
-    *c = (kv_call_t){.kv = kv, .done = done, .ctx = ctx, .script = script, .argc = argc};
+    *c = (kv_call_t){
+        .kv = kv, .done = done, .ctx = ctx, .script = script, .bytes = bytes, .argc = argc};
     c->lens = (size_t *)(c + 1);
     c->argv = (const char **)(c->lens + argc);
     char *p = (char *)(c->argv + argc);
@@ -563,6 +573,7 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
         return NULL;
     }
     kv->inflight++;
+    kv->inflight_bytes += bytes;
     c->replies_at_send = kv->replies;
     c->deadline_ms = uv_now(kv->loop) + (timeout_ms ? timeout_ms : kv->opts.timeout_ms);
     c->heap_idx = kv->heap_len;

@@ -11,9 +11,11 @@
 #include <stdint.h>
 #include <uv.h>
 
-#define KV_MAX_INFLIGHT 4096           /* calls per connection; beyond: refused */
-#define KV_MAX_ARGS 1024               /* keys + arguments of one call */
-#define KV_MAX_ARG_BYTES (256 * 1024)  /* their bytes together */
+#define KV_MAX_INFLIGHT 4096         /* calls per connection; beyond: refused */
+#define KV_MAX_ARGS 1024             /* keys + arguments of one call */
+#define KV_MAX_ARG_BYTES (64 * 1024) /* their bytes together */
+#define KV_MAX_INFLIGHT_BYTES                                                                      \
+    (16 << 20)                         /* argument bytes of all calls in flight; beyond: refused */
 #define KV_MAX_INTS 16                 /* integers in a reply (an array of more: FE_PARSE) */
 #define KV_CONNECT_TIMEOUT_MIN_MS 1000 /* a connection attempt gets max(this, timeout_ms) */
 #define KV_STALL_MIN_MS                                                                            \
@@ -55,9 +57,11 @@ typedef struct kv_script {
 } kv_script_t;
 
 /* Sends EVALSHA script nkeys args... (args[0..nkeys) are the keys), falling
- * back to EVAL when redis answers NOSCRIPT. timeout_ms 0: the kv's. NULL
- * when it cannot be queued (not connected, KV_MAX_INFLIGHT calls in flight,
- * bounds crossed, no memory): no callback then. Otherwise done runs exactly
+ * back to EVAL when redis answers NOSCRIPT. Redis runs the calls of one kv in
+ * the order sent, except that a call re-sent as EVAL runs after those sent
+ * meanwhile. timeout_ms 0: the kv's. NULL when it cannot be queued (not
+ * connected, KV_MAX_INFLIGHT calls or KV_MAX_INFLIGHT_BYTES in flight, bounds
+ * crossed, no memory): no callback then. Otherwise done runs exactly
  * once, on the loop, never from inside kv_eval, unless kv_cancel comes first.
  * The args are copied. */
 kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,

@@ -1,7 +1,9 @@
 /* Fleet-wide throttles and token buckets in redis; see fleet.h. The scripts
  * are the whole protocol: each decision is one EVALSHA on the member's kv
  * connection, and calls on one connection run in the order sent, which is
- * what lets a heartbeat re-write counts while acquires are in flight. */
+ * what lets a heartbeat re-write counts while acquires are in flight (right
+ * after redis lost its script cache, a call re-sent as EVAL can run after a
+ * heartbeat sent later: a count off by one until the next heartbeat). */
 #include "policy/fleet.h"
 
 #include <math.h>
@@ -20,6 +22,12 @@
 #define THROTTLE_PREFIX_LEN (sizeof THROTTLE_PREFIX - 1)
 #define RATE_PREFIX_LEN (sizeof RATE_PREFIX - 1)
 #define FLEET_BUCKETS 1024 /* client map chains; a power of two */
+
+_Static_assert(FLEET_HEARTBEAT_CHUNK *(THROTTLE_PREFIX_LEN + FLEET_MAX_KEY_BYTES + 20) +
+                       FLEET_MAX_MEMBER_BYTES + 64 <=
+                   KV_MAX_ARG_BYTES,
+               "a heartbeat call fits in one kv call");
+_Static_assert(2 * FLEET_HEARTBEAT_CHUNK + 3 <= KV_MAX_ARGS, "a heartbeat's arguments");
 
 /* Time in ms from redis; lease expiries are scores in MEMBERS_KEY. */
 #define LUA_NOW                                                                                    \

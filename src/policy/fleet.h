@@ -22,7 +22,7 @@
 #define FLEET_MAX_CLIENTS 4096       /* clients counted at once per member; beyond: NULL */
 #define FLEET_MAX_KEY_BYTES 512      /* a client name or a rate key */
 #define FLEET_MAX_MEMBER_BYTES 256
-#define FLEET_HEARTBEAT_CHUNK 128 /* clients re-written per script call */
+#define FLEET_HEARTBEAT_CHUNK 64 /* clients re-written per script call (< KV_MAX_ARG_BYTES) */
 
 typedef struct fleet fleet_t;
 

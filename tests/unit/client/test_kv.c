@@ -2,8 +2,9 @@
  * integer or an array, the EVAL fallback after SCRIPT FLUSH, replies of the
  * wrong shape, a deadline passing (CLIENT PAUSE) with the late reply ignored,
  * cancel, close with calls pending, the bound on calls in flight, a name
- * resolved, and redis killed mid-test and restarted: calls fail fast while it
- * is down, errors are counted, kv reconnects by itself. Every test ends with
+ * resolved, a connection silent for too long dropped and made again, and
+ * redis killed mid-test and restarted: calls fail fast while it is down,
+ * errors are counted, kv reconnects by itself. Every test ends with
  * the loop closed and no handle left. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -15,6 +16,7 @@
 #include "client/kv.h"
 #include "client/redis_server.h"
 #include "core/errors.h"
+#include "core/rand.h"
 
 #define WAIT_MS 5000 /* the longest any step may take before the test fails */
 
@@ -94,6 +96,22 @@ static got_t eval_add(fx_t *f, const char *x)
     return g;
 }
 
+/* How many of this process's sockets connected to port are close-on-exec,
+ * and how many there are. */
+static void sockets_to(int port, int *cloexec, int *all)
+{
+    *cloexec = *all = 0;
+    for (int fd = 3; fd < 1024; fd++) {
+        struct sockaddr_in sa;
+        socklen_t len = sizeof sa;
+        if (getpeername(fd, (struct sockaddr *)&sa, &len) != 0 || sa.sin_family != AF_INET ||
+            ntohs(sa.sin_port) != port)
+            continue;
+        (*all)++;
+        *cloexec += (fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0;
+    }
+}
+
 static void test_eval_array_and_integer(void **state)
 {
     fx_t *f = *state;
@@ -112,6 +130,10 @@ static void test_eval_array_and_integer(void **state)
     assert_int_equal(h.n, 1);
     assert_int_equal(h.ints[0], 7);
     assert_int_equal(kv_errors(f->kv), 0);
+    int cloexec, all;
+    sockets_to(f->srv.port, &cloexec, &all); /* the process ficus execs must not inherit it */
+    assert_int_equal(all, 1);
+    assert_int_equal(cloexec, 1);
     fx_end(f);
 }
 
@@ -210,11 +232,66 @@ static void test_cancel(void **state)
     fx_end(f);
 }
 
+/* Many deadlines, some cancelled out of the middle: each call ends at its
+ * own deadline, never before, in deadline order. */
+typedef struct timed {
+    uv_loop_t *loop;
+    uint64_t deadline_ms, ended_ms;
+    int index, status, calls, *order, *next;
+} timed_t;
+
+static void on_timed(void *ctx, int status, const long long *ints, size_t n)
+{
+    timed_t *t = ctx;
+    t->calls++;
+    t->status = status;
+    t->ended_ms = uv_now(t->loop);
+    t->order[(*t->next)++] = t->index;
+}
+
+static void test_deadlines_in_order(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    pause_redis(&f->srv, 1000);
+    enum { N = 60 };
+    static timed_t t[N];
+    int order[N], next = 0;
+    uint64_t rng = 12345;
+    const char *args[] = {"k", "1"};
+    size_t lens[] = {1, 1};
+    kv_call_t *calls[N];
+    for (int i = 0; i < N; i++) {
+        uint64_t timeout = 20 + rand_next(&rng) % 280;
+        t[i] = (timed_t){.loop = &f->loop, .index = i, .order = order, .next = &next};
+        t[i].deadline_ms = uv_now(&f->loop) + timeout;
+        calls[i] = kv_eval(f->kv, &add_one, 1, args, lens, 2, timeout, on_timed, &t[i]);
+        assert_non_null(calls[i]);
+    }
+    for (int i = 0; i < N; i += 7)
+        kv_cancel(calls[i]);
+    redis_test_run_for(&f->loop, 400);
+    uint64_t last = 0;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(t[i].calls, i % 7 == 0 ? 0 : 1);
+        if (i % 7 == 0)
+            continue;
+        assert_int_equal(t[i].status, FE_AGAIN);
+        assert_true(t[i].ended_ms >= t[i].deadline_ms);
+    }
+    assert_int_equal(next, N - (N + 6) / 7);
+    for (int k = 0; k < next; k++) { /* ended in deadline order */
+        assert_true(t[order[k]].deadline_ms >= last);
+        last = t[order[k]].deadline_ms;
+    }
+    fx_end(f);
+}
+
 static void test_close_with_calls_pending(void **state)
 {
     fx_t *f = *state;
     fx_start(f, NULL);
-    pause_redis(&f->srv, 300);
+    pause_redis(&f->srv, 1000); /* long enough for a slow machine */
     got_t g[3] = {{0}};
     for (int i = 0; i < 3; i++)
         assert_non_null(send_add(f, "1", 0, &g[i]));
@@ -281,6 +358,32 @@ static void test_bound_on_calls_in_flight(void **state)
     }
     assert_int_equal(eval_add(f, "1").status, 0); /* room again */
     fx_end(f);
+}
+
+/* Argument bytes: one call's and all calls' in flight are bounded. */
+static void test_bound_on_bytes_in_flight(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    static char big[KV_MAX_ARG_BYTES];
+    memset(big, '7', sizeof big);
+    const char *args[] = {"k", big};
+    size_t lens[] = {1, KV_MAX_ARG_BYTES - 1};
+    got_t g[KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES] = {{0}}, over = {0};
+    pause_redis(&f->srv, 300);
+    for (size_t i = 0; i < KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES; i++)
+        assert_non_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &g[i]));
+    assert_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &over));
+    assert_int_equal(kv_errors(f->kv), 1);
+    lens[1] = KV_MAX_ARG_BYTES; /* with the key: one byte too many for one call */
+    assert_null(kv_eval(f->kv, &add_one, 1, args, lens, 2, 0, on_done, &over));
+    size_t last = KV_MAX_INFLIGHT_BYTES / KV_MAX_ARG_BYTES - 1;
+    assert_true(redis_test_run_until(&f->loop, got_one, &g[last], WAIT_MS));
+    for (size_t i = 0; i <= last; i++)
+        assert_int_equal(g[i].calls, 1);
+    assert_int_equal(eval_add(f, "1").status, 0); /* room again */
+    fx_end(f);
+    assert_int_equal(over.calls, 0);
 }
 
 static void test_name_resolved(void **state)
@@ -352,6 +455,59 @@ static void test_redis_killed_and_restarted(void **state)
     redis_server_stop(&f.srv);
 }
 
+/* Keeps two calls in flight (100 ms deadlines) and records how they end. */
+typedef struct pump {
+    kv_t *kv;
+    int timeouts, resets, oks;
+} pump_t;
+
+static void pump_send(pump_t *p);
+
+static void on_pumped(void *ctx, int status, const long long *ints, size_t n)
+{
+    pump_t *p = ctx;
+    p->timeouts += status == FE_AGAIN;
+    p->resets += status == FE_IO;
+    p->oks += status == 0;
+    if (!p->resets)
+        pump_send(p);
+}
+
+static void pump_send(pump_t *p)
+{
+    const char *args[] = {"k", "1"};
+    size_t lens[] = {1, 1};
+    kv_eval(p->kv, &add_one, 1, args, lens, 2, 100, on_pumped, p);
+}
+
+static bool pump_reset(void *arg) { return ((pump_t *)arg)->resets > 0; }
+
+/* Redis holds every reply (CLIENT PAUSE) while calls keep timing out: after
+ * KV_STALL_MIN_MS of silence the connection is dropped (the call still
+ * waiting fails) and made again, and calls work once redis answers. */
+static void test_silent_connection_is_replaced(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(uv_loop_init(&f->loop), 0);
+    kv_opts_t o = {.timeout_ms = 100, .backoff_min_ms = 20, .backoff_max_ms = 200};
+    f->kv = kv_new(&f->loop, f->srv.address, &o);
+    assert_true(redis_test_run_until(&f->loop, is_up, f->kv, WAIT_MS));
+    pause_redis(&f->srv, KV_STALL_MIN_MS + 700);
+    pump_t p = {.kv = f->kv};
+    pump_send(&p);
+    pump_send(&p);
+    assert_true(redis_test_run_until(&f->loop, pump_reset, &p, WAIT_MS));
+    assert_true(p.timeouts >= KV_STALL_MIN_MS / 100 - 1); /* not before the silence lasted */
+    assert_int_equal(p.oks, 0);
+    assert_int_equal(kv_errors(f->kv), (uint64_t)(p.timeouts + p.resets + 1)); /* + the drop */
+    assert_true(redis_test_run_until(&f->loop, is_up, f->kv, WAIT_MS));
+    got_t g = {0};
+    assert_non_null(send_add(f, "1", 3000, &g)); /* waits out the pause */
+    assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+    assert_int_equal(g.status, 0);
+    fx_end(f);
+}
+
 /* Nothing listens there: never connected, calls refused, attempts counted. */
 static void test_never_up(void **state)
 {
@@ -381,10 +537,13 @@ int main(void)
         cmocka_unit_test(test_wrong_shapes_and_script_errors),
         cmocka_unit_test(test_timeout_then_late_reply_ignored),
         cmocka_unit_test(test_cancel),
+        cmocka_unit_test(test_deadlines_in_order),
         cmocka_unit_test(test_close_with_calls_pending),
         cmocka_unit_test(test_close_from_a_callback),
         cmocka_unit_test(test_bound_on_calls_in_flight),
+        cmocka_unit_test(test_bound_on_bytes_in_flight),
         cmocka_unit_test(test_name_resolved),
+        cmocka_unit_test(test_silent_connection_is_replaced),
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_redis_killed_and_restarted),
         cmocka_unit_test(test_never_up),

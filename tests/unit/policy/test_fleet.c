@@ -2,9 +2,11 @@
  * one loop standing for two instances: a throttle's total across both,
  * release, a member that dies without releasing (closed: as kill -9) stops
  * counting once its lease ran out, a count left wrong in redis (or by an
- * acquire whose reply came too late) is healed by the heartbeat, cancel
+ * acquire whose reply came too late, or lost with all of redis's data) is
+ * healed by the heartbeat, cancel
  * releases what redis allowed, a token bucket shared by both with DENY's
- * retry_after, and calls refused while redis is unreachable. Every test
+ * retry_after, calls refused while redis is unreachable, and a member that
+ * finds its count again after redis restarted empty. Every test
  * ends with the loop closed and no handle left. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -199,6 +201,44 @@ static void test_heartbeat_heals_a_wrong_count(void **state)
     assert_true(redis_test_run_until(&f->loop, field_is, &w, WAIT_MS));
 }
 
+typedef struct all_fields {
+    const fx_t *f;
+    int n;
+} all_fields_t;
+
+/* Every client c0..c(n-1) has A's count 1 in redis. */
+static bool all_fields_one(void *arg)
+{
+    all_fields_t *w = arg;
+    for (int i = 0; i < w->n; i++) {
+        char client[16];
+        snprintf(client, sizeof client, "c%d", i);
+        if (field(w->f, client, "host-a:1:1:0") != 1)
+            return false;
+    }
+    return true;
+}
+
+/* Redis lost everything (a restart without persistence): the heartbeat
+ * brings back the lease and every count, more clients than one call takes. */
+static void test_heartbeat_rewrites_after_data_loss(void **state)
+{
+    fx_t *f = *state;
+    int n = FLEET_HEARTBEAT_CHUNK * 2 + 5;
+    for (int i = 0; i < n; i++) {
+        char client[16];
+        snprintf(client, sizeof client, "c%d", i);
+        assert_int_equal(acquire(f, f->a, client, 1), FLEET_ALLOW);
+    }
+    redisReply *r = redis_server_cmd(&f->srv, "FLUSHALL");
+    freeReplyObject(r);
+    all_fields_t w = {f, n};
+    assert_true(redis_test_run_until(&f->loop, all_fields_one, &w, WAIT_MS));
+    assert_int_equal(acquire(f, f->b, "c0", 1), FLEET_DENY);
+    assert_true(redis_server_int(&f->srv, "PTTL ficus:members") > 0);
+    assert_true(redis_server_int(&f->srv, "PTTL ficus:throttle:c7") > 0);
+}
+
 /* An acquire whose reply came after its deadline: the caller got
  * FLEET_ERROR (nothing to release) though redis counted it; the heartbeat
  * takes it back. */
@@ -243,21 +283,21 @@ static void test_cancel_releases_an_allow(void **state)
 static void test_rate_bucket_across_members(void **state)
 {
     fx_t *f = *state;
-    /* 2 tokens a second, a bucket of 3: three pass, whoever asks. */
-    assert_int_equal(take(f, f->a, "route:x", 2, 3).v, FLEET_ALLOW);
-    assert_int_equal(take(f, f->b, "route:x", 2, 3).v, FLEET_ALLOW);
-    assert_int_equal(take(f, f->a, "route:x", 2, 3).v, FLEET_ALLOW);
-    got_t g = take(f, f->b, "route:x", 2, 3);
+    /* 1 token a second, a bucket of 3: three pass, whoever asks. */
+    assert_int_equal(take(f, f->a, "route:x", 1, 3).v, FLEET_ALLOW);
+    assert_int_equal(take(f, f->b, "route:x", 1, 3).v, FLEET_ALLOW);
+    assert_int_equal(take(f, f->a, "route:x", 1, 3).v, FLEET_ALLOW);
+    got_t g = take(f, f->b, "route:x", 1, 3);
     assert_int_equal(g.v, FLEET_DENY);
-    assert_true(g.retry_after_ms > 0 && g.retry_after_ms <= 500);
-    assert_int_equal(take(f, f->a, "route:y", 2, 3).v, FLEET_ALLOW); /* keys count apart */
+    assert_true(g.retry_after_ms > 0 && g.retry_after_ms <= 1000);
+    assert_int_equal(take(f, f->a, "route:y", 1, 3).v, FLEET_ALLOW); /* keys count apart */
     /* A token comes back after retry_after. */
     redis_test_run_for(&f->loop, g.retry_after_ms + 20);
-    assert_int_equal(take(f, f->a, "route:x", 2, 3).v, FLEET_ALLOW);
-    assert_int_equal(take(f, f->b, "route:x", 2, 3).v, FLEET_DENY);
+    assert_int_equal(take(f, f->a, "route:x", 1, 3).v, FLEET_ALLOW);
+    assert_int_equal(take(f, f->b, "route:x", 1, 3).v, FLEET_DENY);
     /* The bucket expires from redis once it would be full again. */
     long long ttl = redis_server_int(&f->srv, "PTTL ficus:rate:route:x");
-    assert_true(ttl > 0 && ttl <= 1500 + 1000);
+    assert_true(ttl > 0 && ttl <= 3000 + 1000);
     /* Bad arguments: refused. */
     got_t none = {0};
     assert_null(fleet_rate_take(f->a, "k", 0, 3, 0, on_done, &none));
@@ -282,6 +322,46 @@ static void test_close_with_operations_pending(void **state)
     assert_int_equal(g1.v, FLEET_ERROR);
     assert_int_equal(g2.calls, 1);
     assert_int_equal(g2.v, FLEET_ERROR);
+}
+
+/* One acquire of "ios" (max 2) by A: did redis allow it? */
+static bool acquire_allowed(void *arg)
+{
+    fx_t *f = arg;
+    got_t g = {0};
+    if (!fleet_throttle_acquire(f->a, "ios", 2, 0, on_done, &g))
+        return false;
+    return redis_test_run_until(&f->loop, got_one, &g, WAIT_MS) && g.v == FLEET_ALLOW;
+}
+
+/* Redis killed and restarted empty: asking fails fast while it is down (and
+ * is counted), then the member reconnects, its heartbeat puts its count
+ * back, and the throttle counts from there. */
+static void test_redis_restarted(void **state)
+{
+    fx_t f = {0};
+    assert_true(redis_server_start(&f.srv));
+    assert_int_equal(uv_loop_init(&f.loop), 0);
+    f.a = member_new(&f, "host-a:1:1:0");
+    assert_int_equal(acquire(&f, f.a, "ios", 2), FLEET_ALLOW);
+    redis_server_stop(&f.srv);
+    redis_test_run_for(&f.loop, 100); /* the connection's end is seen */
+    uint64_t before = fleet_errors(f.a);
+    got_t g = {0};
+    assert_null(fleet_throttle_acquire(f.a, "ios", 2, 0, on_done, &g));
+    assert_null(fleet_rate_take(f.a, "k", 1, 1, 0, on_done, &g));
+    assert_true(fleet_errors(f.a) >= before + 2);
+    assert_true(redis_server_start(&f.srv));
+    const void *arg[] = {"host-a:1:1:0", &f.srv};
+    assert_true(redis_test_run_until(&f.loop, member_live, arg, WAIT_MS));
+    field_wait_t w = {&f, "ios", "host-a:1:1:0", 1};
+    assert_true(redis_test_run_until(&f.loop, field_is, &w, WAIT_MS));
+    assert_true(redis_test_run_until(&f.loop, acquire_allowed, &f, WAIT_MS)); /* 1 + 1 <= 2 */
+    assert_int_equal(acquire(&f, f.a, "ios", 2), FLEET_DENY);
+    assert_int_equal(g.calls, 0);
+    fx_t *fp = &f;
+    end((void **)&fp);
+    redis_server_stop(&f.srv);
 }
 
 /* No redis there: nothing can be asked, and it is counted. */
@@ -318,10 +398,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_dead_member_stops_counting_after_its_lease, start,
                                         end),
         cmocka_unit_test_setup_teardown(test_heartbeat_heals_a_wrong_count, start, end),
+        cmocka_unit_test_setup_teardown(test_heartbeat_rewrites_after_data_loss, start, end),
         cmocka_unit_test_setup_teardown(test_late_acquire_does_not_leak, start, end),
         cmocka_unit_test_setup_teardown(test_cancel_releases_an_allow, start, end),
         cmocka_unit_test_setup_teardown(test_rate_bucket_across_members, start, end),
         cmocka_unit_test_setup_teardown(test_close_with_operations_pending, start, end),
+        cmocka_unit_test(test_redis_restarted),
         cmocka_unit_test(test_unreachable),
     };
     return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
