@@ -185,8 +185,10 @@ static void fleet_follow(proxy_worker_t *pw, const config_t *cfg)
         return;
     char host[128] = "ficus", member[256];
     gethostname(host, sizeof host - 1);
-    snprintf(member, sizeof member, "%s:%ld:%llu:%zu", host, (long)getpid(),
-             (unsigned long long)pw->started_ms, pw->w->index);
+    /* Unique per worker and per connection made: a member's heartbeat
+     * rewrites its counts, so a new member must not take an old one's name. */
+    snprintf(member, sizeof member, "%s:%ld:%llu:%zu:%u", host, (long)getpid(),
+             (unsigned long long)pw->started_ms, pw->w->index, ++pw->fleet_made);
     fleet_opts_t o = {.address = want, .member = member, .timeout_ms = cfg->redis_timeout_ms};
     pw->fleet = fleet_new(pw->loop, &o);
     if (pw->fleet)

@@ -119,6 +119,7 @@ struct proxy_worker {
     fleet_t *fleet;                  /* fleet-wide counts in redis (redis.address set), else NULL */
     char *fleet_address;             /* the address it talks to */
     uint64_t started_ms;             /* names this worker's redis member */
+    unsigned fleet_made;             /* ... with how many members it made */
     http_head_t head;                /* scratch: the head being parsed */
     char *scratch;                   /* scratch: a head being written */
     size_t scratch_bytes;
