@@ -34,6 +34,8 @@
       "too many requests in flight for this client", 0, RETRY_OUTCOME_NONE)                        \
     X(RATE_LIMITED, "rate_limited", 429, "too_many_requests", "rate limit exceeded", 0,            \
       RETRY_OUTCOME_NONE)                                                                          \
+    X(ADMISSION_TIMEOUT, "admission_timeout", 504, "gateway_timeout",                              \
+      "timed out waiting for authentication or a limit", 0, RETRY_OUTCOME_NONE)                    \
     X(AUTH_UNAVAILABLE, "auth_unavailable", 503, "auth_unavailable",                               \
       "the session service is unavailable", 0, RETRY_OUTCOME_NONE)                                 \
     X(BODY_TOO_LARGE, "body_too_large", 413, "body_too_large", "request body too large", 0,        \

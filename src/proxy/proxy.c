@@ -1150,6 +1150,17 @@ static void on_timeout(client_conn_t *cc)
         client_gone(req, END_UPSTREAM_TIMEOUT);
         return;
     }
+    if (req->phase == REQ_ADMISSION) {
+        /* A step waited past the deadline (a session exchange, a key read,
+         * redis): its own reason, not an upstream's. */
+        char msg[96];
+        snprintf(msg, sizeof msg, "timed out in admission step %s",
+                 req->pw->steps[req->admitted].name);
+        if (!cc->body_done)
+            client_conn_close_after(cc);
+        answer_error(req, END_ADMISSION_TIMEOUT, msg);
+        return;
+    }
     exchange_end(req->pw, &req->ex, METRICS_UPSTREAM_TIMEOUT, false, true);
     if (!cc->body_done)
         client_conn_close_after(cc);

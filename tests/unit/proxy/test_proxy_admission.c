@@ -187,6 +187,38 @@ static void test_wake_runs_waiting_requests_again(void **state)
     teardown_fixture(f);
 }
 
+/* A step that waits past the route's deadline: 504 with its own reason and
+ * the step named, the step cancelled, nothing sent upstream. */
+static void test_deadline_while_waiting(void **state)
+{
+    (void)state;
+    pt_fixture_t *pt = pt_setup("server:\n"
+                                "  listen: [\"127.0.0.1:8080\"]\n"
+                                "  workers: 1\n"
+                                "target_groups:\n"
+                                "  g: {targets: [\"127.0.0.1:%u\"]}\n"
+                                "routes:\n"
+                                "  - name: r\n"
+                                "    match: {path_prefix: /}\n"
+                                "    backends: [{target_group: g}]\n"
+                                "    timeout: 100ms\n");
+    pt->pw->steps = steps;
+    pt->pw->n_steps = 1;
+    runs = cancels = 0;
+    waiting = NULL;
+    int client = pt_client(pt);
+    pt_send(client, "GET / HTTP/1.1\r\nHost: shop\r\n\r\n");
+    char buf[4096];
+    pt_answer_ending(pt, client, buf, sizeof buf, "timed out in admission step wait");
+    assert_non_null(strstr(buf, "HTTP/1.1 504 Gateway Timeout\r\n"));
+    assert_non_null(strstr(buf, "\"error\":\"gateway_timeout\""));
+    assert_int_equal(cancels, 1);
+    assert_null(pt->pw->waiting);
+    assert_int_equal(pt->be[0].accepted, 0);
+    close(client);
+    pt_teardown(pt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,6 +226,7 @@ int main(void)
         cmocka_unit_test(test_denied_after_waiting),
         cmocka_unit_test(test_client_gone_while_waiting_cancels_the_step),
         cmocka_unit_test(test_wake_runs_waiting_requests_again),
+        cmocka_unit_test(test_deadline_while_waiting),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
