@@ -154,6 +154,33 @@ static fleet_verdict_t fleet_unasked(request_t *req)
     return FLEET_ERROR;
 }
 
+/* How a step asks redis (the fleet is there). */
+typedef fleet_op_t *(*fleet_ask_fn)(request_t *req, const void *arg);
+
+/* The fleet's verdict for the step under way: false while the request
+ * waits for it (asked now, or earlier); true with *v once it came, or when
+ * it could not be asked (FLEET_ERROR). */
+static bool fleet_answer(request_t *req, fleet_ask_fn ask, const void *arg, fleet_verdict_t *v,
+                         uint64_t *retry_ms)
+{
+    *retry_ms = 0;
+    switch (req->fleet_state) {
+    case FLEET_STATE_ASKED:
+        return false;
+    case FLEET_STATE_ANSWERED:
+        *v = fleet_take(req, retry_ms);
+        return true;
+    default:
+        req->fleet_op = req->pw->fleet ? ask(req, arg) : NULL;
+        if (req->fleet_op) {
+            req->fleet_state = FLEET_STATE_ASKED;
+            return false;
+        }
+        *v = fleet_unasked(req);
+        return true;
+    }
+}
+
 static void fleet_step_cancel(void *subject)
 {
     request_t *req = subject;
@@ -170,6 +197,13 @@ static admit_t throttled(request_t *req, admission_deny_t *deny)
     metrics_throttled(req->pw->metrics, req->gen->metrics_client[req->client]);
     deny->why = END_THROTTLED;
     return ADMIT_DENY;
+}
+
+static fleet_op_t *ask_throttle(request_t *req, const void *arg)
+{
+    const config_client_t *cl = arg;
+    return fleet_throttle_acquire(req->pw->fleet, cl->id, cl->max_concurrent_requests,
+                                  fleet_timeout(req), on_fleet_answer, req);
 }
 
 /* The client's max_concurrent_requests: one more than that in flight gets
@@ -191,24 +225,8 @@ static admit_t throttle(void *subject, admission_deny_t *deny)
     }
     fleet_verdict_t v;
     uint64_t retry_ms;
-    switch (req->fleet_state) {
-    case FLEET_STATE_ASKED:
+    if (!fleet_answer(req, ask_throttle, cl, &v, &retry_ms))
         return ADMIT_WAIT;
-    case FLEET_STATE_ANSWERED:
-        v = fleet_take(req, &retry_ms);
-        break;
-    default:
-        req->fleet_op =
-            req->pw->fleet
-                ? fleet_throttle_acquire(req->pw->fleet, cl->id, cl->max_concurrent_requests,
-                                         fleet_timeout(req), on_fleet_answer, req)
-                : NULL;
-        if (req->fleet_op) {
-            req->fleet_state = FLEET_STATE_ASKED;
-            return ADMIT_WAIT;
-        }
-        v = fleet_unasked(req);
-    }
     if (v == FLEET_DENY)
         return throttled(req, deny);
     req->throttle_global = v == FLEET_ALLOW;
@@ -271,6 +289,16 @@ static size_t rate_name(const request_t *req, const config_rate_limit_t *rl, cha
     return w > 0 && (size_t)w < cap ? (size_t)w : 0;
 }
 
+static fleet_op_t *ask_rate(request_t *req, const void *arg)
+{
+    const config_rate_limit_t *rl = arg;
+    char name[FLEET_MAX_KEY_BYTES];
+    size_t n = rate_name(req, rl, name, sizeof name);
+    return n ? fleet_rate_take(req->pw->fleet, name, rl->requests_per_second, rl->burst,
+                               fleet_timeout(req), on_fleet_answer, req)
+             : NULL;
+}
+
 /* The route's rate_limit: a token from its bucket, or 429 with the wait.
  * global: the fleet's bucket in redis; when redis fails, this instance's
  * bucket decides (counted). */
@@ -284,27 +312,8 @@ static admit_t rate_limit(void *subject, admission_deny_t *deny)
     uint64_t wait_ms = 0;
     if (rl->scope == SCOPE_GLOBAL) {
         fleet_verdict_t v;
-        switch (req->fleet_state) {
-        case FLEET_STATE_ASKED:
+        if (!fleet_answer(req, ask_rate, rl, &v, &wait_ms))
             return ADMIT_WAIT;
-        case FLEET_STATE_ANSWERED:
-            v = fleet_take(req, &wait_ms);
-            break;
-        default: {
-            char name[FLEET_MAX_KEY_BYTES];
-            size_t n = rate_name(req, rl, name, sizeof name);
-            req->fleet_op =
-                req->pw->fleet && n
-                    ? fleet_rate_take(req->pw->fleet, name, rl->requests_per_second, rl->burst,
-                                      fleet_timeout(req), on_fleet_answer, req)
-                    : NULL;
-            if (req->fleet_op) {
-                req->fleet_state = FLEET_STATE_ASKED;
-                return ADMIT_WAIT;
-            }
-            v = fleet_unasked(req);
-        }
-        }
         if (v == FLEET_ALLOW)
             return ADMIT_NEXT;
         if (v == FLEET_DENY)

@@ -8,49 +8,32 @@ ficus_session_exchange_failures_total{reason}, never letting a request on as
 a user it did not prove."""
 
 import collections
-import http.server
 import threading
 import time
 
 from harness import config, free_port, http_request, metric_value, parse_metrics, route, \
     wait_until
+from harness.stub import StubServer
 from harness.tokens import Key, jwks, token
 
 
-class SessionService:
+class SessionService(StubServer):
     """GET /v1/jwt with X-Session-Token: the JWT of a known session (200),
     404 for others; `status` forces an answer, `delay` slows every answer."""
 
     def __init__(self):
         self.sessions, self.calls = {}, collections.Counter()
         self.status, self.delay, self.body = None, 0.0, None
-        outer = self
+        super().__init__("/v1/jwt", self.answer)
 
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                tok = self.headers.get("X-Session-Token", "")
-                outer.calls[tok] += 1
-                if outer.delay:
-                    time.sleep(outer.delay)
-                status = outer.status or (200 if tok in outer.sessions else 404)
-                body = (outer.body if outer.body is not None
-                        else outer.sessions.get(tok, "no such session")).encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/v1/jwt"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+    def answer(self, h):
+        tok = h.headers.get("X-Session-Token", "")
+        self.calls[tok] += 1
+        if self.delay:
+            time.sleep(self.delay)
+        status = self.status or (200 if tok in self.sessions else 404)
+        body = self.body if self.body is not None else self.sessions.get(tok, "no such session")
+        return status, body.encode(), "text/plain"
 
 
 KEY = Key("ES256", "s1")

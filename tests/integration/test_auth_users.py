@@ -4,14 +4,13 @@ jwks_url that rotates; iss, aud (string or list), exp and nbf with leeway;
 alg none and algorithm confusion refused; forward_claims as headers with
 client-sent copies removed; failures counted by reason."""
 
-import http.server
 import json
-import threading
 import time
 
 import pytest
 
 from harness import config, http_request, metric_value, parse_metrics, route, wait_until
+from harness.stub import StubServer
 from harness.tokens import Key, b64u, jwks, token, unsigned
 
 ISS = "https://id.test"
@@ -137,34 +136,13 @@ def test_user_optional_and_required(ficus, echo_backend, tmp_path, keys):
                         reason="missing_token") == 2
 
 
-class JwksServer:
+class JwksServer(StubServer):
     """A JWKS URL whose keys the test changes; counts its GETs."""
 
     def __init__(self, doc):
-        self.doc, self.status, self.gets = doc, 200, 0
-        outer = self
-
-        class H(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def do_GET(self):
-                outer.gets += 1
-                body = outer.doc.encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-        self.srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.srv.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.srv.server_address[1]}/jwks.json"
-        threading.Thread(target=self.srv.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.srv.shutdown()
-        self.srv.server_close()
+        self.doc, self.status = doc, 200
+        super().__init__("/jwks.json",
+                         lambda h: (self.status, self.doc.encode(), "application/json"))
 
 
 def start_url(ficus, echo_backend, srv, **prov):
