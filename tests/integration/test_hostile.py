@@ -26,9 +26,10 @@ from harness.procstat import Footprint, nofile_limit, open_fds, rss_kib
 H = "Host: t\r\n"
 SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n"
 
-# Descriptors that may legitimately differ from the baseline: the group keeps
-# at most 2 idle upstream connections (keepalive.max_idle below), and the
-# baseline holds one.
+# Descriptors that may differ from the baseline once every client is gone
+# (accepted connections must be back to the baseline exactly): idle upstream
+# connections. The echo group keeps at most 2 (keepalive.max_idle below) and
+# the baseline holds one; a test's own backend may keep one more.
 FD_SLACK = 2
 # Room above the baseline RSS for what a worker keeps on purpose (free pool
 # buffers, malloc's caches): the tests here end within 1.5 MiB of it. A leak
@@ -57,7 +58,7 @@ class Gateway:
             c.send(f"GET / HTTP/1.1\r\n{H}X-A\x00: v\r\n\r\n")
             assert c.read_final_response().status == 400
         time.sleep(0.2)
-        self.base = Footprint(f.pid)
+        self.base = Footprint(f.pid, f.port)
 
     def recovered(self, fd_timeout=10):
         """ficus serves, gives its descriptors back and its memory is back
@@ -513,7 +514,7 @@ def nofile_raised():
 
 
 def test_10000_idle_connections(gw, nofile_raised):
-    # Part of the proof, so not marked slow: it runs in `make test` (about 2s).
+    # Part of the proof, so not marked slow: it runs in `make test` (about 1s).
     # max_connections is above IDLE so every one is accepted, not left in the
     # backlog (test_limits covers the backlog); header_timeout is long enough
     # that none is cut while the test holds them.
@@ -536,7 +537,8 @@ def test_10000_idle_connections(gw, nofile_raised):
     finally:
         for c in conns:
             c.close()
-    assert held_kib < IDLE * 8, f"{held_kib} KiB for {IDLE} idle connections"
+    if RSS_CHECKED:
+        assert held_kib < IDLE * 8, f"{held_kib} KiB for {IDLE} idle connections"
     g.recovered(fd_timeout=20)
 
 
