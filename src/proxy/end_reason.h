@@ -46,6 +46,8 @@
       RETRY_OUTCOME_NONE)                                                                          \
     X(HEADER_TIMEOUT, "header_timeout", 408, "request_timeout",                                    \
       "request head not received in time", 0, RETRY_OUTCOME_NONE)                                  \
+    X(BODY_TIMEOUT, "body_timeout", 408, "request_timeout", "request body not received in time",   \
+      0, RETRY_OUTCOME_NONE)                                                                       \
     X(CLIENT_CLOSED, "client_closed", 499, NULL, NULL, 0, RETRY_OUTCOME_NONE)                      \
     X(UPSTREAM_CONNECT_FAILURE, "upstream_connect_failure", 502, "bad_gateway",                    \
       "upstream connect failure", METRICS_UPSTREAM_CONNECT_ERROR, RETRY_OUTCOME_CONNECT_FAILURE)   \

@@ -11,6 +11,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
@@ -166,17 +167,43 @@ static int split_target(const char *t, size_t n, router_request_t *rr, const cha
 }
 
 /* A Host value: reg-name or IP literal, optional port (RFC 9112 3.2). */
+/* An authority as RFC 3986 3.2 has it, without userinfo: a reg-name or a
+ * bracketed IP literal, then an optional ":" and a port of at most five
+ * digits. Anything else in Host or an absolute-form target is a 400: a
+ * backend must not read a host ficus did not. */
 static bool host_valid(const char *h, size_t n)
 {
     if (n == 0 || n > 255)
         return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)h[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              strchr("-._~!$&'()*+,;=:[]%", c)))
+    size_t i = 0;
+    if (h[0] == '[') {
+        const char *close = memchr(h, ']', n);
+        if (!close || close == h + 1)
+            return false;
+        for (const char *p = h + 1; p < close; p++)
+            if (!isalnum((unsigned char)*p) && !strchr(":._~%-", *p))
+                return false;
+        i = (size_t)(close - h) + 1;
+    } else {
+        for (; i < n && h[i] != ':'; i++) {
+            unsigned char c = (unsigned char)h[i];
+            if (!isalnum(c) && !strchr("-._~!$&'()*+,;=%", c))
+                return false;
+        }
+        if (i == 0)
             return false;
     }
-    return true;
+    if (i == n)
+        return true;
+    if (h[i] != ':' || n - i - 1 > 5)
+        return false;
+    unsigned port = 0;
+    for (i++; i < n; i++) {
+        if (!isdigit((unsigned char)h[i]))
+            return false;
+        port = port * 10 + (unsigned)(h[i] - '0');
+    }
+    return port <= 65535;
 }
 
 /* The first element of a comma-separated header value, trimmed; NULL if none. */
@@ -1148,6 +1175,16 @@ static void on_timeout(client_conn_t *cc)
     if (req->resp_started) {
         req->end = END_UPSTREAM_TIMEOUT;
         client_gone(req, END_UPSTREAM_TIMEOUT);
+        return;
+    }
+    if (req->phase == REQ_SENT && !cc->body_done &&
+        !(req->ex.uc && stream_write_pending(&req->ex.uc->s))) {
+        /* The client, not the target, is late: its body is still coming and
+         * everything it sent went upstream. No failure of the target (a
+         * slow client must not eject it), and the answer says whose it is. */
+        exchange_end(req->pw, &req->ex, 0, false, false);
+        client_conn_close_after(cc);
+        answer_error(req, END_BODY_TIMEOUT, NULL);
         return;
     }
     if (req->phase == REQ_ADMISSION) {
