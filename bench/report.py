@@ -14,6 +14,22 @@ import time
 
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0, "h": 3600000.0}
 
+# Variants measured against plain ficus in the same rounds (paired ratios
+# *_vs_ficus_plain), and what each adds to plain ficus's route.
+PAIRED_WITH_PLAIN = {
+    "ficus_res": "retries and a 90/10 split with fallback, nothing failing",
+    "ficus_key": "an API key required, X-Api-Key sent to both",
+    "ficus_jwt": "an RS256 bearer JWT required (cached after its first verification), "
+                 "Authorization sent to both",
+    "ficus_rl": "a local rate limit by ip that never trips",
+}
+# What each of these variants may cost per request, relative to plain ficus.
+PLAIN_BUDGET = 1.05
+# Counters that must not grow while a variant is measured: each refusal is a
+# request that did not measure the variant's work.
+REFUSALS = {"auth_failures_delta": "AUTH FAILURES (ficus_auth_failures_total)",
+            "rate_limited_delta": "RATE-LIMITED (ficus_rate_limited_total)"}
+
 
 def number(v):
     """Keeps numbers numbers in the JSON, everything else a string."""
@@ -103,6 +119,9 @@ def cmd_oneline(_args):
         extra += f"  log-lines {r['log_lines_delta']}"
     if "spans_dropped_delta" in r:
         extra += f"  spans-dropped {r['spans_dropped_delta']}"
+    for k in REFUSALS:
+        if r.get(k):
+            extra += f"  {k.removesuffix('_delta').replace('_', '-')} {r[k]}"
     if "scrapes" in r:
         extra += f"  scrapes {r['scrapes_ok']}/{r['scrapes']}"
     if r.get("core_other_pct", 0) >= 5 or r.get("load_other_pct", 0) >= 5:
@@ -156,7 +175,8 @@ def summarise(runs):
             "errors": sum(r.get("non_2xx", 0) + r.get("socket_errors", 0) for r in rows),
             "crashed": any(r.get("crashed") for r in rows),
         }
-        for k in ("metrics_requests_delta", "log_lines_delta", "spans_dropped_delta", "requests"):
+        for k in ("metrics_requests_delta", "log_lines_delta", "spans_dropped_delta", "requests",
+                  *REFUSALS):
             if any(k in r for r in rows):
                 s[k + "_sum"] = sum(r.get(k) or 0 for r in rows)
         if any("scrapes" in r for r in rows):
@@ -197,7 +217,7 @@ def summarise(runs):
             s["rps_vs_direct"] = ratio(s["rps"], direct and direct["rps"])
             s["p99_vs_haproxy"] = ratio(s["p99_ms"], hap and hap["p99_ms"])
             s["cpu_vs_haproxy"] = ratio(s["cpu_s_per_100k"], hap and hap["cpu_s_per_100k"])
-        if s["proxy"] == "ficus_res" and (s["scenario"], "ficus") in by:
+        if s["proxy"] in PAIRED_WITH_PLAIN and (s["scenario"], "ficus") in by:
             s["rps_vs_ficus_plain"] = paired(s, "ficus", ("rps", "rps"))
             s["cpu_vs_ficus_plain"] = paired(
                 s, "ficus", ("proxy_cpu_s_per_100k", "proxy_cpu_s_per_100k"))
@@ -250,7 +270,8 @@ def print_table(summary):
         print(line(r))
     print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
     print("x/hap, x/direct: median of per-round ratios (each run against the same round's);")
-    print("  small-log has no haproxy/direct of its own: ratios of medians of 'small'.")
+    print("  small-log, -res, -trace, -key, -jwt, -rl have no haproxy/direct of their own:")
+    print("  ratios of medians of 'small'.")
     print("full-small, full-large: every proxy with four routes (regex, 90/10 split with")
     print("  fallback, retries, header rules), its access log to a file, metrics scraped 1/s.")
     print("CPU s/100k: CPU seconds of the proxy process (all threads) per 100k requests;")
@@ -271,9 +292,16 @@ def print_table(summary):
                          f"paired per round)")
         if "rps_vs_ficus_plain" in s:
             notes.append(f"req/s x{fmt(s['rps_vs_ficus_plain'], '.2f')}, CPU per request "
-                         f"x{fmt(s['cpu_vs_ficus_plain'], '.2f')}, p99 "
-                         f"x{fmt(s['p99_vs_ficus_plain'], '.2f')} vs plain ficus: retries and a "
-                         f"90/10 split with fallback, nothing failing (paired per round)")
+                         f"x{fmt(s['cpu_vs_ficus_plain'], '.3f')}, p99 "
+                         f"x{fmt(s['p99_vs_ficus_plain'], '.2f')} vs plain ficus: "
+                         f"{PAIRED_WITH_PLAIN[s['proxy']]} (paired per round)")
+            cpu = s["cpu_vs_ficus_plain"]
+            if cpu is not None and cpu > PLAIN_BUDGET:
+                notes.append(f"OVER BUDGET: CPU per request +{100 * (cpu - 1):.1f}% "
+                             f"(budget +{100 * (PLAIN_BUDGET - 1):.0f}%)")
+        for k, what in REFUSALS.items():
+            if s.get(k + "_sum"):
+                notes.append(f"{s[k + '_sum']} {what} during the runs: the row is invalid")
         if "rps_vs_ficus_untraced" in s:
             notes.append(f"req/s x{fmt(s['rps_vs_ficus_untraced'], '.2f')}, CPU per request "
                          f"x{fmt(s['cpu_vs_ficus_untraced'], '.2f')}, p99 "

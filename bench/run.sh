@@ -16,7 +16,8 @@
 #   NOISE_MAX_PCT [5] NOISE_RETRIES [2]: a run during which other processes used
 #     more than 5% of a core is measured again, at most twice
 #   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, wrk outputs)
-#   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large"
+#   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large", or
+#     "small-key small-jwt small-rl" (edge security: API key, RS256 JWT, rate limit)
 set -euo pipefail
 
 MODE=${1:-throughput}
@@ -253,6 +254,42 @@ for name, n in (("small", small), ("large", large)):
 EOF
 }
 
+# The credentials of the edge scenarios, made anew for each run: an API key
+# (BENCH_KEY, its sha-256 in BENCH_KEY_SHA256), and an RSA-2048 key whose JWKS
+# goes to $TMP/jwks.json with a token it signed in BENCH_JWT (RS256, kid as in
+# the JWKS, iss/aud as ficus_edge_yaml configures, exp a day away). The JWT
+# needs python3-cryptography (through tests/integration/harness/tokens.py);
+# without it BENCH_JWT stays empty and small-jwt is skipped.
+BENCH_JWT_ISSUER=https://id.bench
+BENCH_JWT_AUDIENCE=bench
+BENCH_RATE=1000000 # requests per second and burst: far above one core's rate
+BENCH_KEY=""
+BENCH_KEY_SHA256=""
+BENCH_JWT=""
+make_credentials() {
+    read -r BENCH_KEY BENCH_KEY_SHA256 < <("$PYTHON" -c '
+import hashlib, secrets
+k = secrets.token_hex(24)
+print(k, hashlib.sha256(k.encode()).hexdigest())')
+    [[ -n $BENCH_KEY_SHA256 ]] || die "could not make the bench API key"
+    if ! BENCH_JWT=$("$PYTHON" - "$HERE/../tests/integration/harness" "$TMP/jwks.json" \
+        "$BENCH_JWT_ISSUER" "$BENCH_JWT_AUDIENCE" 2>"$TMP/jwt.err" <<'EOF'
+import sys, time
+sys.path.insert(0, sys.argv[1])
+import tokens
+key = tokens.Key("RS256", "bench-rs256")
+with open(sys.argv[2], "w", encoding="utf-8") as f:
+    f.write(tokens.jwks(key))
+print(tokens.token(key, iss=sys.argv[3], aud=sys.argv[4], sub="bench-user",
+                   exp=int(time.time()) + 86400))
+EOF
+    ) || [[ -z $BENCH_JWT ]]; then
+        note "could not make the bench JWT (python3-cryptography?); small-jwt is skipped:"
+        tail -n 3 "$TMP/jwt.err" >&2 || true
+        BENCH_JWT=""
+    fi
+}
+
 # ficus_yaml_head FILE LISTEN_PORT ADMIN_PORT BACKEND_PORT ACCESS_LOG MAX_CONNS IDLE:
 # what every ficus configuration of the bench starts with (written anew).
 ficus_yaml_head() {
@@ -276,6 +313,10 @@ EOF
 # to the primary; both groups are the same backend, so nothing fails and the
 # run measures what the machinery costs.
 ficus_yaml() {
+    if ((${8:-0} >= 5)); then
+        ficus_edge_yaml "$@"
+        return
+    fi
     if [[ ${8:-0} == 3 ]]; then
         ficus_full_yaml "$@"
         return
@@ -324,6 +365,45 @@ routes:
     match: {path_prefix: /}
     backends: [{target_group: backend, weight: 100}]
 EOF
+}
+
+# ficus_edge_yaml FILE ... MODE: plain ficus's configuration plus one edge
+# security step on its route, configured so that every bench request passes it
+# (scenarios small-key, small-jwt, small-rl; make_credentials makes the key and
+# the token). MODE 5: an API key is required (X-Api-Key, known by its sha-256);
+# 6: an RS256 bearer JWT is required (the worker verifies the token once, then
+# finds it in its cache); 7: a local rate limit by ip far above what one core
+# can serve, so that it never trips.
+ficus_edge_yaml() {
+    ficus_yaml "$1" "$2" "$3" "$4" "$5" "$6" "$7" 0
+    case "$8" in
+    5)
+        cat >>"$1" <<EOF
+    auth: {client: required}
+clients:
+  - id: bench
+    api_keys_sha256: ["$BENCH_KEY_SHA256"]
+EOF
+        ;;
+    6)
+        cat >>"$1" <<EOF
+    auth: {user: {provider: main, required: true}}
+jwt_providers:
+  main:
+    issuer: "$BENCH_JWT_ISSUER"
+    audiences: ["$BENCH_JWT_AUDIENCE"]
+    jwks_file: $TMP/jwks.json
+    algorithms: [RS256]
+    forward_claims: {sub: X-User-Id}
+EOF
+        ;;
+    7)
+        cat >>"$1" <<EOF
+    rate_limit: {requests_per_second: $BENCH_RATE, burst: $BENCH_RATE, by: ip, scope: local}
+EOF
+        ;;
+    *) die "ficus_edge_yaml: unknown mode $8" ;;
+    esac
 }
 
 # The full profile (scenarios full-small, full-large), the same job in each
@@ -626,11 +706,12 @@ start_proxy() {
     fi
 }
 
-# Serves one request through URL and checks status and body size, so that a
-# proxy answering errors fast is not reported as a fast proxy.
+# Serves one request through URL (with REQ_HEADERS) and checks status and body
+# size, so that a proxy answering errors fast is not reported as a fast proxy.
 preflight() {
     local url=$1 want=$2 out
-    out=$(curl -s -o /dev/null -m 5 -w '%{http_code} %{size_download}' "$url") || out="curl-failed"
+    out=$(curl -s -o /dev/null -m 5 -w '%{http_code} %{size_download}' "${REQ_HEADERS[@]}" \
+        "$url") || out="curl-failed"
     if [[ $out != "200 $want" ]]; then
         note "preflight $url: got '$out', want '200 $want'"
         return 1
@@ -643,6 +724,56 @@ ficus_requests_total() {
     curl -s -m 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
         awk -v m="${2:-ficus_requests_total}" \
             '$1 == m || index($1, m "{") == 1 {s += $NF} END {printf "%d\n", s}'
+}
+
+# watched_counter TAG: the ficus counter watched during each run of a variant
+# and the key its growth is recorded under: spans the tracer dropped, requests
+# the edge variants refused (all of them should pass: see preflight_target).
+watched_counter() {
+    case "$1" in
+    ficus_trace-*) echo "ficus_trace_spans_dropped_total spans_dropped_delta" ;;
+    ficus_key-* | ficus_jwt-*) echo "ficus_auth_failures_total auth_failures_delta" ;;
+    ficus_rl-*) echo "ficus_rate_limited_total rate_limited_delta" ;;
+    esac
+}
+
+# preflight_target KIND TAG BODY_BYTES: the preflight, and for the edge
+# variants the proof that they do their job, lest a configuration or token
+# mistake bench refusals or a route without the step: the authenticated
+# preflight request grew no refusal counter; a request without the credential
+# is refused 401 and counted (so that the per-run check that the counter does
+# not grow means something); the rate limit is in the configuration ficus runs.
+preflight_target() {
+    local kind=$1 tag=$2 url=http://127.0.0.1:${PORT_OF[$2]}/ admin=${ADMIN_PORT[$2]:-}
+    local watch _key a0 a1 a2 code
+    if [[ -z ${EDGE_MODE[$kind]:-} ]]; then
+        preflight "$url" "$3"
+        return
+    fi
+    read -r watch _key <<<"$(watched_counter "$tag")"
+    a0=$(ficus_requests_total "$admin" "$watch")
+    preflight "$url" "$3" || return 1
+    a1=$(ficus_requests_total "$admin" "$watch")
+    if ((a1 != a0)); then
+        note "preflight $url: $watch grew by $((a1 - a0)) on a request with credentials"
+        return 1
+    fi
+    if [[ $kind == ficus_rl ]]; then
+        curl -s -m 5 "http://127.0.0.1:$admin/config" | "$PYTHON" -c '
+import json, sys
+rl = [r.get("rate_limit") for r in json.load(sys.stdin)["routes"] if r.get("name") == "all"]
+ok = len(rl) == 1 and rl[0] and rl[0].get("requests_per_second") == int(sys.argv[1])
+sys.exit(0 if ok else f"bench: preflight: route all runs without the rate limit: {rl}")' \
+            "$BENCH_RATE" ||
+            return 1
+        return 0
+    fi
+    code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url") || code=curl-failed
+    a2=$(ficus_requests_total "$admin" "$watch")
+    if [[ $code != 401 ]] || ((a2 != a1 + 1)); then
+        note "preflight $url without credentials: got $code and $watch +$((a2 - a1)), want 401 and +1"
+        return 1
+    fi
 }
 
 # ---- throughput --------------------------------------------------------
@@ -671,8 +802,9 @@ measure_once() {
     local pid=${PID_OF[$tag]} out=$TMP/wrk-$scen-$tag-$round-$attempt.txt
     local c0 c1 b0 b1 m0=0 m1=0 l0=0 l1=0 rc=0 scrape_pid=0 extra_core=()
     [[ -n $admin ]] && m0=$(ficus_requests_total "$admin")
-    local d0=0 d1=0
-    [[ $tag == ficus_trace-* ]] && d0=$(ficus_requests_total "$admin" ficus_trace_spans_dropped_total)
+    local watch watch_key d0=0 d1=0
+    read -r watch watch_key <<<"$(watched_counter "$tag")"
+    [[ -n $watch ]] && d0=$(ficus_requests_total "$admin" "$watch")
     if [[ -n $alog ]]; then
         sleep 0.5 # let the lines of earlier requests (warm-up) reach the file
         l0=$(wc -l <"$alog")
@@ -693,7 +825,7 @@ measure_once() {
     l0c=$(cpu_core_ticks "$LOAD_CPU")
     times >"$TMP/times0" # builtin: CPU of this shell's reaped children, wrk's included
     timeout $((DURATION + WRK_SLACK_S)) taskset -c "$LOAD_CPU" \
-        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" >"$out" 2>&1 || rc=$?
+        wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "${REQ_HEADERS[@]}" "$url" >"$out" 2>&1 || rc=$?
     times >"$TMP/times1"
     l1c=$(cpu_core_ticks "$LOAD_CPU")
     k1=$(cpu_core_ticks "$PROXY_CPU")
@@ -723,7 +855,7 @@ measure_once() {
         l1=$(wc -l <"$alog")
     fi
     [[ -n $admin ]] && m1=$(ficus_requests_total "$admin")
-    [[ $tag == ficus_trace-* ]] && d1=$(ficus_requests_total "$admin" ficus_trace_spans_dropped_total)
+    [[ -n $watch ]] && d1=$(ficus_requests_total "$admin" "$watch")
     local crashed=0
     if ! alive "$pid"; then
         crashed=1
@@ -741,7 +873,7 @@ measure_once() {
     local extra=("${extra_core[@]}" "attempt=$attempt" "noisy=$noisy" "discarded=$discarded")
     [[ -n $admin ]] && extra+=("metrics_requests_delta=$((m1 - m0))")
     [[ -n $alog ]] && extra+=("log_lines_delta=$((l1 - l0))")
-    [[ $tag == ficus_trace-* ]] && extra+=("spans_dropped_delta=$((d1 - d0))")
+    [[ -n $watch ]] && extra+=("$watch_key=$((d1 - d0))")
     ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
     "$PYTHON" "$HERE/report.py" record --out "$RUNS" --wrk "$out" \
         "scenario=$scen" "proxy=${tag%%-*}" "round=$round" "wrk_exit=$rc" \
@@ -752,18 +884,40 @@ measure_once() {
 
 warm() {
     timeout $((WARMUP + WRK_SLACK_S)) taskset -c "$LOAD_CPU" \
-        wrk -t1 -c"$CONNS" -d"${WARMUP}s" "$1" >/dev/null 2>&1 || true
+        wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${REQ_HEADERS[@]}" "$1" >/dev/null 2>&1 || true
 }
 
-# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2)
-# 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus.
+# The edge variants and their ficus_yaml modes (ficus_edge_yaml).
+declare -A EDGE_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7)
+# curl/wrk arguments for the headers of every request: empty but in the edge
+# scenarios, where both members of the pair get them (the same bytes in).
+REQ_HEADERS=()
+
+# scenario_wanted NAME: whether SCENARIOS (when set) lists it.
+scenario_wanted() {
+    [[ -z ${SCENARIOS:-} || " $SCENARIOS " == *" $1 "* ]]
+}
+
+# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2|3|4|5|6|7)
+# 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus;
+# 5, 6, 7: an edge variant (EDGE_MODE) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0 full=0
-    if [[ -n ${SCENARIOS:-} && " $SCENARIOS " != *" $scen "* ]]; then
-        return 0
-    fi
-    if ((with_log == 4)); then
+    local -a REQ_HEADERS=()
+    scenario_wanted "$scen" || return 0
+    if ((with_log >= 5)); then
+        for kind in "${!EDGE_MODE[@]}"; do
+            ((EDGE_MODE[$kind] == with_log)) && targets=("$kind" ficus)
+        done
+        if ((with_log == 6)) && [[ -z $BENCH_JWT ]]; then
+            note "$scen skipped: no JWT to send"
+            return 0
+        fi
+        ((with_log == 5)) && REQ_HEADERS=(-H "X-Api-Key: $BENCH_KEY")
+        ((with_log == 6)) && REQ_HEADERS=(-H "Authorization: Bearer $BENCH_JWT")
+        with_log=0
+    elif ((with_log == 4)); then
         # The full profile: every proxy with its access log and metrics.
         read -ra targets <<<"$PROXIES"
         full=1
@@ -799,6 +953,7 @@ scenario() {
         local res=0
         [[ $kind == ficus_res ]] && res=1
         [[ $kind == ficus_trace ]] && res=2
+        [[ -n ${EDGE_MODE[$kind]:-} ]] && res=${EDGE_MODE[$kind]}
         if ((full)); then
             res=3
             log_path=$TMP/access-$tag.log
@@ -818,7 +973,7 @@ scenario() {
     for kind in "${targets[@]}"; do
         tag=$kind-$scen
         [[ -n ${DEAD[$tag]:-} ]] && continue
-        if ! preflight "http://127.0.0.1:${PORT_OF[$tag]}/" "$bytes"; then
+        if ! preflight_target "$kind" "$tag" "$bytes"; then
             log_tail "$TMP/$tag.log"
             DEAD[$tag]=1
             continue
@@ -955,6 +1110,12 @@ if [[ $MODE == throughput || $MODE == all ]]; then
     if [[ " $PROXIES " == *" ficus "* ]]; then
         scenario small-log "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 1
         scenario small-res "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 2
+        if scenario_wanted small-key || scenario_wanted small-jwt; then
+            make_credentials
+        fi
+        scenario small-key "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 5
+        scenario small-jwt "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 6
+        scenario small-rl "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 7
     fi
 fi
 
