@@ -46,6 +46,7 @@ struct rollout {
     rollout_figures_t step_figures[ROLLOUT_MAX_STEPS];
     rollout_transition_t history[ROLLOUT_HISTORY];
     uint32_t history_next, history_len;
+    uint64_t transitions; /* ever made: the seq of the next one is transitions + 1 */
 };
 
 /* ---- latency slots ---- */
@@ -236,7 +237,7 @@ void rollout_record_shadow(rollout_t *r, uint64_t now_ms, bool match)
 
 uint32_t rollout_weight_percent(const rollout_t *r)
 {
-    return atomic_load_explicit(&((rollout_t *)r)->weight, memory_order_relaxed);
+    return atomic_load_explicit(&r->weight, memory_order_relaxed);
 }
 
 static uint64_t get(_Atomic uint32_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
@@ -394,6 +395,7 @@ static void set_state(rollout_t *r, rollout_state_t to, uint32_t step, uint64_t 
     t->to = to;
     t->step = step;
     t->cause = cause;
+    t->seq = ++r->transitions;
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(t->reason, sizeof t->reason, fmt, ap);
@@ -585,8 +587,14 @@ static int action_locked(rollout_t *r, rollout_action_t a, uint64_t now_ms)
 
 int rollout_action(rollout_t *r, rollout_action_t a, uint64_t now_ms)
 {
+    rollout_counts_t w;
     pthread_mutex_lock(&r->lock);
     prepare_ahead(r, now_ms);
+    /* A step left by hand keeps its figures as one left on its own does. */
+    if (a == ROLLOUT_ACTION_PROMOTE || a == ROLLOUT_ACTION_ROLLBACK) {
+        window_sum(r, now_ms, r->step_started_ms, &w);
+        keep_step_figures(r, &w);
+    }
     int rc = action_locked(r, a, now_ms);
     pthread_mutex_unlock(&r->lock);
     return rc;
@@ -607,6 +615,7 @@ void rollout_snapshot(rollout_t *r, uint64_t now_ms, rollout_snapshot_t *out)
     rollout_figures(&w, &out->current);
     memcpy(out->steps, r->step_figures, sizeof out->steps);
     out->n_history = r->history_len;
+    out->transitions = r->transitions;
     uint32_t first = (r->history_next + ROLLOUT_HISTORY - r->history_len) % ROLLOUT_HISTORY;
     for (uint32_t i = 0; i < r->history_len; i++)
         out->history[i] = r->history[(first + i) % ROLLOUT_HISTORY];
@@ -665,6 +674,7 @@ int rollout_adopt(rollout_t *fresh, rollout_t *old)
     memcpy(fresh->history, old->history, sizeof fresh->history);
     fresh->history_next = old->history_next;
     fresh->history_len = old->history_len;
+    fresh->transitions = old->transitions;
     atomic_store_explicit(&fresh->weight, weight_of(fresh), memory_order_relaxed);
     atomic_store_explicit(&fresh->dropped, atomic_load(&old->dropped), memory_order_relaxed);
     pthread_mutex_unlock(&fresh->lock);

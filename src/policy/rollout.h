@@ -106,6 +106,7 @@ typedef struct {
 } rollout_figures_t;
 
 typedef struct {
+    uint64_t seq; /* 1, 2, ...: entries with a seq above the last seen are new (metrics) */
     uint64_t at_ms;
     rollout_state_t from, to;
     uint32_t step; /* step index after the transition (0-based) */
@@ -123,7 +124,8 @@ typedef struct {
     rollout_figures_t current; /* the current step, over its last interval */
     rollout_figures_t steps[ROLLOUT_MAX_STEPS]; /* as each step was left (zero if never run) */
     uint64_t dropped_records;
-    uint32_t n_history; /* entries in history, oldest first */
+    uint64_t transitions; /* ever made (seq of the newest) */
+    uint32_t n_history;   /* entries in history, oldest first */
     rollout_transition_t history[ROLLOUT_HISTORY];
 } rollout_snapshot_t;
 
@@ -190,7 +192,9 @@ void rollout_snapshot(rollout_t *r, uint64_t now_ms, rollout_snapshot_t *out);
 /* Carries old's state, history and evidence into fresh across a reload.
  * The caller has checked that the route's backends did not change; this
  * checks the rollout config is identical. fresh must not be shared with
- * workers yet; old may still be recorded into. 0, or FE_INVAL. */
+ * workers yet; old may still be recorded into, but what it gets after the
+ * adoption stays with it (the reload's switch-over is that short). 0, or
+ * FE_INVAL. */
 int rollout_adopt(rollout_t *fresh, rollout_t *old);
 
 /* Names for the admin API and metrics labels. */

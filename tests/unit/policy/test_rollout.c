@@ -359,8 +359,10 @@ static void test_manual_actions(void **state)
     assert_int_equal(rollout_weight_percent(r), 10);
     /* step */
     assert_int_equal(rollout_action(r, ROLLOUT_ACTION_RESUME, t), FE_INVAL);
+    rollout_record_canary(r, t, true, false, 500);
     assert_int_equal(rollout_action(r, ROLLOUT_ACTION_PROMOTE, t), 0);
     assert_int_equal(rollout_weight_percent(r), 50);
+    assert_int_equal(snap_of(r, t).steps[0].requests, 1);
     assert_int_equal(rollout_action(r, ROLLOUT_ACTION_PAUSE, t), 0);
     assert_int_equal(rollout_weight_percent(r), 50);
     t += 5 * SEC;
@@ -472,6 +474,10 @@ static void test_history_bound(void **state)
     assert_int_equal(s.history[ROLLOUT_HISTORY - 1].to, ROLLOUT_PENDING);
     assert_int_equal(s.history[ROLLOUT_HISTORY - 1].at_ms, t - SEC);
     assert_int_equal(s.history[0].at_ms, t - 16 * SEC);
+    /* seq numbers go on past the bound, so metrics can count each once. */
+    assert_int_equal(s.transitions, 100);
+    assert_int_equal(s.history[ROLLOUT_HISTORY - 1].seq, 100);
+    assert_int_equal(s.history[0].seq, 100 - ROLLOUT_HISTORY + 1);
     rollout_free(r);
 }
 
@@ -581,6 +587,22 @@ static void test_two_workers_and_ticker(void **state)
     rollout_free(r);
 }
 
+static void test_record_cost(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    rollout_t *r = rollout_new(&c, T0);
+    _Atomic uint64_t clock = T0;
+    worker_arg_t w = {r, &clock, 1000000, 0};
+    worker_main(&w);
+    print_message("rollout_record_canary: %.1f ns/record (one thread)\n", w.ns_per_record);
+    rollout_snapshot_t s;
+    rollout_snapshot(r, T0, &s);
+    assert_int_equal(s.current.requests, 1000000);
+    assert_int_equal(s.dropped_records, 0);
+    rollout_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -602,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_stale_bucket_dropped),
         cmocka_unit_test(test_judge_fleet_counts),
         cmocka_unit_test(test_two_workers_and_ticker),
+        cmocka_unit_test(test_record_cost),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
