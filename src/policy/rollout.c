@@ -240,11 +240,13 @@ uint32_t rollout_weight_percent(const rollout_t *r)
     return atomic_load_explicit(&r->weight, memory_order_relaxed);
 }
 
-static uint64_t get(_Atomic uint32_t *c) { return atomic_load_explicit(c, memory_order_relaxed); }
-
-static void bucket_add(const bucket_t *cb, int64_t n, rollout_counts_t *out)
+static uint64_t get(const _Atomic uint32_t *c)
 {
-    bucket_t *b = (bucket_t *)cb;
+    return atomic_load_explicit(c, memory_order_relaxed);
+}
+
+static void bucket_add(const bucket_t *b, int64_t n, rollout_counts_t *out)
+{
     if (atomic_load_explicit(&b->number, memory_order_acquire) != n)
         return;
     out->canary_tries += get(&b->canary_tries);
@@ -633,9 +635,8 @@ static bool config_equal(const rollout_config_t *a, const rollout_config_t *b)
     return memcmp(a->steps, b->steps, a->n_steps) == 0;
 }
 
-static void bucket_copy(bucket_t *to, const bucket_t *cfrom)
+static void bucket_copy(bucket_t *to, const bucket_t *from)
 {
-    bucket_t *from = (bucket_t *)cfrom;
     int64_t n = atomic_load_explicit(&from->number, memory_order_acquire);
     atomic_store_explicit(&to->number, n, memory_order_relaxed);
     atomic_store_explicit(&to->canary_tries, get(&from->canary_tries), memory_order_relaxed);
