@@ -22,7 +22,11 @@
  * JSON_DIFF_WORK_BUDGET node visits; past it, incomplete is set and match
  * is false.  Integers beyond 64 bits are rejected by jansson (invalid).
  *
- * Cost (2-core dev box, -O2): see report; roughly linear in body size.
+ * Cost (shared 2-core dev box, -O2, jansson parse of both sides included):
+ * a 1 MiB JSON body (16k objects) against itself takes ~90 ms, against a
+ * copy differing in every leaf ~110 ms; unordered arrays cost up to
+ * n*m element comparisons, stopped by the work budget (4M node visits,
+ * roughly 0.5-1 s at worst).  Big bodies belong on a thread, not the loop.
  */
 #ifndef FICUS_POLICY_JSON_DIFF_H
 #define FICUS_POLICY_JSON_DIFF_H
