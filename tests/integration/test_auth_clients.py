@@ -7,7 +7,8 @@ never passing, the client id in the access log, failures counted."""
 import hashlib
 import json
 
-from harness import config, http_request, metric_value, parse_metrics, raw_request, route
+from harness import (config, echo_headers, http_request, metric_value, parse_metrics,
+                     raw_request, route)
 
 IOS_KEY = "ios-key-2026-aaaaaaaaaaaaaaaa"
 IOS_NEXT = "ios-key-2027-bbbbbbbbbbbbbbbb"
@@ -39,11 +40,7 @@ def start(ficus, echo_backend, monkeypatch):
 
 
 def upstream_headers(r):
-    """The headers the echo backend saw, names lower-cased -> list of values."""
-    out = {}
-    for k, v in r.json()["headers"]:
-        out.setdefault(k.lower(), []).append(v)
-    return out
+    return echo_headers(r.json())
 
 
 def test_known_keys_pass_with_the_client_id_and_without_the_key(ficus, echo_backend,

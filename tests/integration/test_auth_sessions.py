@@ -11,13 +11,13 @@ import collections
 import threading
 import time
 
-from harness import config, free_port, http_request, metric_value, parse_metrics, route, \
-    wait_until
-from harness.stub import StubServer
+from harness import (config, echo_headers, free_port, http_request, metric_value, parse_metrics,
+                     route, wait_until)
+from harness.scripted import ScriptedServer
 from harness.tokens import Key, jwks, token
 
 
-class SessionService(StubServer):
+class SessionService(ScriptedServer):
     """GET /v1/jwt with X-Session-Token: the JWT of a known session (200),
     404 for others; `status` forces an answer, `delay` slows every answer."""
 
@@ -59,10 +59,7 @@ def start(ficus, echo_backend, tmp_path, url, cache_ttl="30s", timeout="1s", **s
 
 
 def seen(r):
-    out = {}
-    for k, v in r.json()["headers"]:
-        out.setdefault(k.lower(), []).append(v)
-    return out
+    return echo_headers(r.json())
 
 
 def get(f, path, cookie=None, headers=None):

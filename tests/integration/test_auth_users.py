@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from harness import config, http_request, metric_value, parse_metrics, route, wait_until
-from harness.stub import StubServer
+from harness import (config, echo_headers, http_request, metric_value, parse_metrics, route,
+                     wait_until)
+from harness.scripted import ScriptedServer
 from harness.tokens import Key, b64u, jwks, token, unsigned
 
 ISS = "https://id.test"
@@ -42,10 +43,7 @@ def start(ficus, echo_backend, tmp_path, keyset, **prov):
 
 
 def seen(r):
-    out = {}
-    for k, v in r.json()["headers"]:
-        out.setdefault(k.lower(), []).append(v)
-    return out
+    return echo_headers(r.json())
 
 
 def get(f, path, tok=None, headers=None):
@@ -136,7 +134,7 @@ def test_user_optional_and_required(ficus, echo_backend, tmp_path, keys):
                         reason="missing_token") == 2
 
 
-class JwksServer(StubServer):
+class JwksServer(ScriptedServer):
     """A JWKS URL whose keys the test changes; counts its GETs."""
 
     def __init__(self, doc):

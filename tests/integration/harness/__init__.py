@@ -2,7 +2,7 @@
 mock, nginx) on free ports, in-process backends (an echo server, raw sockets
 that hang or cut responses short) and HTTP clients down to raw bytes."""
 
-from .backends import EchoBackend, RawBackend, echo_header, pattern_bytes
+from .backends import EchoBackend, RawBackend, echo_header, echo_headers, pattern_bytes
 from .client import RawConn, Response, http_request, raw_request, wait_until
 from .config import config, route, to_yaml
 from .load import wrk
@@ -34,6 +34,7 @@ __all__ = [
     "wrk",
     "EchoBackend",
     "echo_header",
+    "echo_headers",
     "FICUS_MODE",
     "Ficus",
     "FicusStartError",

@@ -179,6 +179,14 @@ def echo_header(echo_json, name):
     return [v for k, v in echo_json["headers"] if k.lower() == name.lower()]
 
 
+def echo_headers(echo_json):
+    """Every header the echo backend saw: lower-cased name -> its values."""
+    out = {}
+    for k, v in echo_json["headers"]:
+        out.setdefault(k.lower(), []).append(v)
+    return out
+
+
 class RawBackend:
     """A TCP listener that accepts and then, by mode:
     "hang"     - reads nothing, answers nothing, keeps the connection;

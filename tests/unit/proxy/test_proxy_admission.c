@@ -75,17 +75,21 @@ typedef struct fixture {
     int client; /* the test's end of the client connection */
 } fixture_t;
 
-static fixture_t setup_fixture(void)
+/* The route's keys come last: a test may add some. */
+#define ONE_ROUTE                                                                                  \
+    "server:\n"                                                                                    \
+    "  listen: [\"127.0.0.1:8080\"]\n"                                                             \
+    "  workers: 1\n"                                                                               \
+    "target_groups:\n"                                                                             \
+    "  g: {targets: [\"127.0.0.1:%u\"]}\n"                                                         \
+    "routes:\n"                                                                                    \
+    "  - name: r\n"                                                                                \
+    "    match: {path_prefix: /}\n"                                                                \
+    "    backends: [{target_group: g}]\n"
+
+static fixture_t setup_fixture_with(const char *yaml)
 {
-    fixture_t f = {.pt = pt_setup("server:\n"
-                                  "  listen: [\"127.0.0.1:8080\"]\n"
-                                  "  workers: 1\n"
-                                  "target_groups:\n"
-                                  "  g: {targets: [\"127.0.0.1:%u\"]}\n"
-                                  "routes:\n"
-                                  "  - name: r\n"
-                                  "    match: {path_prefix: /}\n"
-                                  "    backends: [{target_group: g}]\n")};
+    fixture_t f = {.pt = pt_setup(yaml)};
     f.pt->pw->steps = steps;
     f.pt->pw->n_steps = 1;
     f.client = pt_client(f.pt);
@@ -94,6 +98,8 @@ static fixture_t setup_fixture(void)
     deny_after_wait = false;
     return f;
 }
+
+static fixture_t setup_fixture(void) { return setup_fixture_with(ONE_ROUTE); }
 
 static void teardown_fixture(fixture_t *f)
 {
@@ -192,31 +198,16 @@ static void test_wake_runs_waiting_requests_again(void **state)
 static void test_deadline_while_waiting(void **state)
 {
     (void)state;
-    pt_fixture_t *pt = pt_setup("server:\n"
-                                "  listen: [\"127.0.0.1:8080\"]\n"
-                                "  workers: 1\n"
-                                "target_groups:\n"
-                                "  g: {targets: [\"127.0.0.1:%u\"]}\n"
-                                "routes:\n"
-                                "  - name: r\n"
-                                "    match: {path_prefix: /}\n"
-                                "    backends: [{target_group: g}]\n"
-                                "    timeout: 100ms\n");
-    pt->pw->steps = steps;
-    pt->pw->n_steps = 1;
-    runs = cancels = 0;
-    waiting = NULL;
-    int client = pt_client(pt);
-    pt_send(client, "GET / HTTP/1.1\r\nHost: shop\r\n\r\n");
+    fixture_t fx = setup_fixture_with(ONE_ROUTE "    timeout: 100ms\n"), *f = &fx;
+    pt_send(f->client, "GET / HTTP/1.1\r\nHost: shop\r\n\r\n");
     char buf[4096];
-    pt_answer_ending(pt, client, buf, sizeof buf, "timed out in admission step wait");
+    pt_answer_ending(f->pt, f->client, buf, sizeof buf, "timed out in admission step wait");
     assert_non_null(strstr(buf, "HTTP/1.1 504 Gateway Timeout\r\n"));
     assert_non_null(strstr(buf, "\"error\":\"gateway_timeout\""));
     assert_int_equal(cancels, 1);
-    assert_null(pt->pw->waiting);
-    assert_int_equal(pt->be[0].accepted, 0);
-    close(client);
-    pt_teardown(pt);
+    assert_null(f->pt->pw->waiting);
+    assert_int_equal(f->pt->be[0].accepted, 0);
+    teardown_fixture(f);
 }
 
 int main(void)

@@ -6,7 +6,7 @@ import http.server
 import threading
 
 
-class StubServer:
+class ScriptedServer:
     def __init__(self, path, respond):
         self.gets = 0
         outer = self
