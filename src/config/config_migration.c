@@ -16,7 +16,7 @@
 
 /* Defaults where the contract names none (docs/configuration.md). */
 #define SHADOW_DEFAULT_PERCENT 100       /* Diffy and Istio mirroring copy everything */
-#define SHADOW_DEFAULT_MAX_IN_FLIGHT 100 /* copies in flight per route and worker */
+#define SHADOW_DEFAULT_MAX_IN_FLIGHT 100 /* copies in flight on the route */
 #define SHADOW_MAX_IN_FLIGHT 100000
 #define SHADOW_DEFAULT_METHODS (METHOD_GET | METHOD_HEAD | METHOD_OPTIONS)
 #define SHADOW_DEFAULT_MAX_BODY (1024 * 1024)
@@ -186,13 +186,14 @@ static json_t *j_shadow_methods(const schema_row_t *f UNUSED, const void *obj,
     return a;
 }
 
-/* A list of strings into (*out, *n), each checked and copied by the item
- * function; lists is the object whose list is being read. */
+/* The strings of a list read so far (its items checked and copied). */
 typedef struct str_list {
     char **items;
     size_t n;
 } str_list_t;
 
+/* The strings of list v into (*out, *n), each checked and copied by fn
+ * (its obj is the str_list_t); none when v is absent or empty. */
 static void read_list(schema_ctx_t *c, const yaml_node_t *v, const char *path, schema_item_fn fn,
                       char ***out, size_t *n)
 {
