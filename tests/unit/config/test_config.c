@@ -1631,6 +1631,48 @@ static void test_shadow_rollout_errors(void **state)
         "1000 (canary p99 / primary p99), got \"1.5x\"");
 }
 
+/* Bounds of shadow and rollout values, and forms they accept. */
+static void test_shadow_rollout_bounds(void **state)
+{
+    (void)state;
+    config_t *c = load_ok(MIGRATION_GROUPS
+                          "routes:\n"
+                          "  - name: r\n"
+                          "    match: {path_prefix: /r}\n"
+                          "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+                          "    shadow: {target_group: v2, path: \"/a$$b?v=2&p=$0\", percent: 0}\n"
+                          "    rollout: {canary: h, steps: [100], max_error_rate: \".25%\", "
+                          "max_latency_ratio: 1000, interval: 1s, min_requests: 0}\n");
+    assert_string_equal(c->routes[0].shadow.path, "/a$$b?v=2&p=$0");
+    assert_int_equal(c->routes[0].shadow.percent, 0);
+    assert_true(c->routes[0].rollout.max_error_rate > 0.00249 &&
+                c->routes[0].rollout.max_error_rate < 0.00251);
+    assert_true(c->routes[0].rollout.max_latency_ratio == 1000.0);
+    assert_int_equal(c->routes[0].rollout.interval_ms, 1000);
+    assert_int_equal(c->routes[0].rollout.min_requests, 0);
+    config_unref(c);
+    expect_errors(
+        MIGRATION_GROUPS
+        "routes:\n"
+        "  - name: r\n"
+        "    match: {path_prefix: /r}\n"
+        "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+        "    shadow: {target_group: v2, path: \"/a b\", compare: {max_body_size: 65MiB}}\n"
+        "    rollout: {canary: h, steps: [100], interval: 999ms, max_error_rate: "
+        "\"-1%\", max_latency_ratio: 1000.5, max_mismatch_rate: "
+        "\"11111111111111111111111111111111111%\"}\n",
+        "t.yaml:9:38: routes[0].shadow.path: \"/a b\" contains a space or a control character",
+        "t.yaml:9:71: routes[0].shadow.compare.max_body_size: \"65MiB\" is too large (the maximum "
+        "is 64MiB)",
+        "t.yaml:10:50: routes[0].rollout.interval: \"999ms\" is too short (the minimum is 1s)",
+        "t.yaml:10:73: routes[0].rollout.max_error_rate: expected a percentage from 0% to 100%, "
+        "got \"-1%\"",
+        "t.yaml:10:99: routes[0].rollout.max_latency_ratio: expected a number above 1 and at most "
+        "1000 (canary p99 / primary p99), got \"1000.5\"",
+        "t.yaml:10:126: routes[0].rollout.max_mismatch_rate: expected a percentage such as \"1%\" "
+        "or \"0.5%\", got \"11111111111111111111111111111111111%\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1675,6 +1717,7 @@ int main(void)
         cmocka_unit_test(test_restart_only_change),
         cmocka_unit_test(test_shadow_rollout_values),
         cmocka_unit_test(test_shadow_rollout_errors),
+        cmocka_unit_test(test_shadow_rollout_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
