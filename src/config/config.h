@@ -200,6 +200,49 @@ typedef struct config_rate_limit {
     config_scope_t scope;
 } config_rate_limit_t;
 
+/* route.shadow.compare (10.1): what the copy's answer is diffed on. */
+typedef struct config_shadow_compare {
+    char *
+        *ignore; /* JSON pointers: "" or starting with a slash; a "*" segment = any key or index */
+    size_t n_ignore;
+    char **unordered; /* JSON pointers of arrays compared as multisets */
+    size_t n_unordered;
+    char **headers; /* response headers compared besides the status (lower-cased) */
+    size_t n_headers;
+    bool has_noise;
+    uint32_t noise_percent; /* noise.percent: share also sent twice to the route's own group */
+    uint64_t max_body_size; /* bytes; larger bodies: status and length only */
+} config_shadow_compare_t;
+
+/* route.shadow (10.1): a copy of a share of the route's requests. */
+typedef struct config_shadow {
+    size_t target_group;    /* index of the group the copy goes to */
+    uint32_t percent;       /* 0-100, by request id hash */
+    char *path;             /* rewrite template as backends[].path, NULL = the request's path */
+    uint32_t methods;       /* METHOD_* bits copied */
+    uint32_t max_in_flight; /* copies in flight beyond which new ones are dropped */
+    bool has_compare;
+    config_shadow_compare_t compare;
+} config_shadow_t;
+
+/* route.rollout (10.2) */
+typedef enum { ROLLOUT_ON_FAILURE_ROLLBACK = 0, ROLLOUT_ON_FAILURE_PAUSE } config_on_failure_t;
+typedef enum { ROLLOUT_STATE_LOCAL = 0, ROLLOUT_STATE_REDIS } config_rollout_state_t;
+
+typedef struct config_rollout {
+    size_t canary;   /* target group index: one of the route's backends, not the only one */
+    uint32_t *steps; /* canary percents, strictly ascending, 1..100 */
+    size_t n_steps;
+    uint64_t interval_ms;
+    uint32_t min_requests;
+    double max_error_rate;    /* fraction in [0, 1] */
+    double max_latency_ratio; /* > 1; 0 = not checked */
+    bool has_max_mismatch_rate;
+    double max_mismatch_rate; /* fraction in [0, 1]; only with shadow.compare */
+    config_on_failure_t on_failure;
+    config_rollout_state_t state;
+} config_rollout_t;
+
 typedef struct config_route {
     char *name;
     size_t index;
@@ -230,6 +273,10 @@ typedef struct config_route {
     size_t n_clients;
     bool has_rate_limit;
     config_rate_limit_t rate_limit;
+    bool has_shadow;
+    config_shadow_t shadow;
+    bool has_rollout;
+    config_rollout_t rollout;
 } config_route_t;
 
 /* An API client: X-Api-Key is checked against the SHA-256 of its keys. */

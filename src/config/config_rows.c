@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config/config_auth.h"
+#include "config/config_migration.h"
 #include "config/names.h"
 #include "config/units.h"
 #include "core/defaults.h"
@@ -1644,6 +1645,10 @@ static const schema_row_t route_fields[] = {
     ROW_CUSTOM("clients", config_auth_f_route_clients, ROW_JSON(config_auth_j_route_clients)),
     ROW_CUSTOM("rate_limit", config_auth_f_route_rate_limit,
                ROW_JSON(config_auth_j_route_rate_limit)),
+    ROW_CUSTOM("shadow", config_migration_f_route_shadow,
+               ROW_JSON(config_migration_j_route_shadow)),
+    ROW_CUSTOM("rollout", config_migration_f_route_rollout,
+               ROW_JSON(config_migration_j_route_rollout)),
     ROW_UNSUPPORTED("aggregate", "aggregation (BFF)"),
 };
 

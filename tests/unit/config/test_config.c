@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "config/config_json.h"
 #include "core/defaults.h"
 
 /* ---------------------------------------------------------------- helpers */
@@ -1416,6 +1417,262 @@ static void test_restart_only_change(void **state)
     config_unref(a);
 }
 
+/* ------------------------------------------------------ migration safety */
+
+#define MIGRATION_GROUPS                                                                           \
+    "target_groups:\n"                                                                             \
+    "  g: {targets: [\"10.0.0.1:80\"]}\n"                                                          \
+    "  h: {targets: [\"10.0.0.2:80\"]}\n"                                                          \
+    "  v2: {targets: [\"10.0.0.3:80\"]}\n"
+
+/* shadow and rollout with every key, and with only the required ones:
+ * values, defaults and the /config JSON of both blocks. */
+static void test_shadow_rollout_values(void **state)
+{
+    (void)state;
+    config_t *c = load_ok("redis:\n"
+                          "  address: \"127.0.0.1:6379\"\n" MIGRATION_GROUPS "routes:\n"
+                          "  - name: r\n"
+                          "    match: {path_regex: \"/orders/([0-9]+)\"}\n"
+                          "    backends: [{target_group: g, weight: 100}, {target_group: h, "
+                          "weight: 0}]\n"
+                          "    shadow:\n"
+                          "      target_group: v2\n"
+                          "      percent: 10\n"
+                          "      path: \"/v2/orders/$1\"\n"
+                          "      methods: [GET, POST]\n"
+                          "      max_in_flight: 50\n"
+                          "      compare:\n"
+                          "        ignore: [\"/meta/generated_at\", \"/items/*/etag\", \"\", "
+                          "\"/a~1b~0\"]\n"
+                          "        unordered: [\"/items\"]\n"
+                          "        headers: [Content-Type, x-b]\n"
+                          "        noise: {percent: 5}\n"
+                          "        max_body_size: 2MiB\n"
+                          "    rollout:\n"
+                          "      canary: h\n"
+                          "      steps: [1, 5, 25, 50, 100]\n"
+                          "      interval: 2m\n"
+                          "      min_requests: 50\n"
+                          "      max_error_rate: 2%\n"
+                          "      max_latency_ratio: 1.5\n"
+                          "      max_mismatch_rate: 0.5%\n"
+                          "      on_failure: pause\n"
+                          "      state: redis\n"
+                          "  - name: d\n"
+                          "    match: {path_prefix: /d}\n"
+                          "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+                          "    shadow: {target_group: h}\n"
+                          "    rollout: {canary: h, steps: [100]}\n"
+                          "  - name: none\n"
+                          "    match: {path_prefix: /n}\n"
+                          "    backends: [{target_group: g}]\n");
+    const config_route_t *r = &c->routes[0];
+    assert_true(r->has_shadow);
+    assert_int_equal(r->shadow.target_group, config_find_target_group(c, "v2"));
+    assert_int_equal(r->shadow.percent, 10);
+    assert_string_equal(r->shadow.path, "/v2/orders/$1");
+    assert_int_equal(r->shadow.methods, METHOD_GET | METHOD_POST);
+    assert_int_equal(r->shadow.max_in_flight, 50);
+    assert_true(r->shadow.has_compare);
+    assert_int_equal(r->shadow.compare.n_ignore, 4);
+    assert_string_equal(r->shadow.compare.ignore[1], "/items/*/etag");
+    assert_string_equal(r->shadow.compare.ignore[2], "");
+    assert_int_equal(r->shadow.compare.n_unordered, 1);
+    assert_string_equal(r->shadow.compare.unordered[0], "/items");
+    assert_int_equal(r->shadow.compare.n_headers, 2);
+    assert_string_equal(r->shadow.compare.headers[0], "content-type");
+    assert_true(r->shadow.compare.has_noise);
+    assert_int_equal(r->shadow.compare.noise_percent, 5);
+    assert_int_equal(r->shadow.compare.max_body_size, 2 * 1024 * 1024);
+    assert_true(r->has_rollout);
+    assert_int_equal(r->rollout.canary, config_find_target_group(c, "h"));
+    assert_int_equal(r->rollout.n_steps, 5);
+    assert_int_equal(r->rollout.steps[0], 1);
+    assert_int_equal(r->rollout.steps[4], 100);
+    assert_int_equal(r->rollout.interval_ms, 120000);
+    assert_int_equal(r->rollout.min_requests, 50);
+    assert_true(r->rollout.max_error_rate > 0.0199 && r->rollout.max_error_rate < 0.0201);
+    assert_true(r->rollout.max_latency_ratio > 1.49 && r->rollout.max_latency_ratio < 1.51);
+    assert_true(r->rollout.has_max_mismatch_rate);
+    assert_true(r->rollout.max_mismatch_rate > 0.00499 && r->rollout.max_mismatch_rate < 0.00501);
+    assert_int_equal(r->rollout.on_failure, ROLLOUT_ON_FAILURE_PAUSE);
+    assert_int_equal(r->rollout.state, ROLLOUT_STATE_REDIS);
+
+    /* Defaults: a weight-0 backend may be shadowed. */
+    r = &c->routes[1];
+    assert_true(r->has_shadow);
+    assert_int_equal(r->shadow.target_group, config_find_target_group(c, "h"));
+    assert_int_equal(r->shadow.percent, 100);
+    assert_null(r->shadow.path);
+    assert_int_equal(r->shadow.methods, METHOD_GET | METHOD_HEAD | METHOD_OPTIONS);
+    assert_int_equal(r->shadow.max_in_flight, 100);
+    assert_false(r->shadow.has_compare);
+    assert_int_equal(r->shadow.compare.max_body_size, 1024 * 1024);
+    assert_true(r->has_rollout);
+    assert_int_equal(r->rollout.n_steps, 1);
+    assert_int_equal(r->rollout.interval_ms, 60000);
+    assert_int_equal(r->rollout.min_requests, 100);
+    assert_true(r->rollout.max_error_rate > 0.0099 && r->rollout.max_error_rate < 0.0101);
+    assert_true(r->rollout.max_latency_ratio == 0);
+    assert_false(r->rollout.has_max_mismatch_rate);
+    assert_int_equal(r->rollout.on_failure, ROLLOUT_ON_FAILURE_ROLLBACK);
+    assert_int_equal(r->rollout.state, ROLLOUT_STATE_LOCAL);
+    assert_false(c->routes[2].has_shadow);
+    assert_false(c->routes[2].has_rollout);
+
+    /* /config shows both blocks, defaults included, and leaves them out
+     * of a route without them. */
+    json_t *j = config_json(c);
+    assert_non_null(j);
+    char *routes = json_dumps(json_object_get(j, "routes"), JSON_COMPACT);
+    assert_non_null(routes);
+    assert_non_null(strstr(routes, "\"shadow\":{\"target_group\":\"v2\",\"percent\":10,\"path\":"
+                                   "\"/v2/orders/$1\",\"methods\":[\"GET\",\"POST\"],"
+                                   "\"max_in_flight\":50,\"compare\":{\"ignore\":[\"/meta/"
+                                   "generated_at\",\"/items/*/etag\",\"\",\"/a~1b~0\"],"
+                                   "\"unordered\":[\"/items\"],\"headers\":[\"content-type\","
+                                   "\"x-b\"],\"noise\":{\"percent\":5},\"max_body_size\":"
+                                   "\"2MiB\"}}"));
+    assert_non_null(strstr(routes, "\"rollout\":{\"canary\":\"h\",\"steps\":[1,5,25,50,100],"
+                                   "\"interval\":\"2m\",\"min_requests\":50,\"max_error_rate\":"
+                                   "\"2%\",\"max_latency_ratio\":1.5,\"max_mismatch_rate\":"
+                                   "\"0.5%\",\"on_failure\":\"pause\",\"state\":\"redis\"}"));
+    assert_non_null(strstr(routes, "\"shadow\":{\"target_group\":\"h\",\"percent\":100,"
+                                   "\"methods\":[\"GET\",\"HEAD\",\"OPTIONS\"],\"max_in_flight\":"
+                                   "100}"));
+    assert_non_null(strstr(routes, "\"rollout\":{\"canary\":\"h\",\"steps\":[100],\"interval\":"
+                                   "\"1m\",\"min_requests\":100,\"max_error_rate\":\"1%\","
+                                   "\"max_latency_ratio\":null,\"max_mismatch_rate\":null,"
+                                   "\"on_failure\":\"rollback\",\"state\":\"local\"}"));
+    assert_null(strstr(strstr(routes, "\"name\":\"none\""), "shadow"));
+    free(routes);
+    json_decref(j);
+    config_unref(c);
+}
+
+/* Each mistake in shadow and rollout, located and named. */
+static void test_shadow_rollout_errors(void **state)
+{
+    (void)state;
+    expect_errors(
+        MIGRATION_GROUPS
+        "routes:\n"
+        "  - name: a\n"
+        "    match: {path_prefix: /a}\n"
+        "    backends: [{target_group: g}]\n"
+        "    shadow: {target_group: g, percent: 101, path: \"v2/$1\", methods: [get, "
+        "CONNECT], max_in_flight: 0}\n"
+        "    rollout: {canary: g, steps: [], max_error_rate: \"1\", max_latency_ratio: 1, "
+        "on_failure: stop, state: redis}\n"
+        "  - name: b\n"
+        "    match: {path_prefix: /b}\n"
+        "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+        "    shadow:\n"
+        "      target_group: nope\n"
+        "      path: /x/$1\n"
+        "      compare: {ignore: [a, \"/x~2\", /y, /y], headers: [\"bad h\", X, x], "
+        "noise: {}}\n"
+        "    rollout: {canary: v2, steps: [5, 5, 0, 101, x]}\n"
+        "  - name: c\n"
+        "    match: {path_regex: \"/c/(.*)\"}\n"
+        "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+        "    shadow: {percent: 5, path: /c/$2, methods: []}\n"
+        "    rollout: {steps: [50], max_mismatch_rate: 1%, max_error_rate: 101%, "
+        "max_latency_ratio: 1.5x}\n",
+        "t.yaml:9:28: routes[0].shadow.target_group: \"g\" already serves the route (backends[0] "
+        "has weight 1); shadow a group that does not, or use compare.noise",
+        "t.yaml:9:40: routes[0].shadow.percent: \"101\" is out of range (0 to 100)",
+        "t.yaml:9:51: routes[0].shadow.path: must start with '/', got \"v2/$1\"",
+        "t.yaml:9:70: routes[0].shadow.methods[0]: unknown method \"get\" (GET, HEAD, POST, PUT, "
+        "DELETE, PATCH, OPTIONS, TRACE or CONNECT; upper case)",
+        "t.yaml:9:75: routes[0].shadow.methods[1]: CONNECT opens a tunnel and cannot be copied",
+        "t.yaml:9:100: routes[0].shadow.max_in_flight: \"0\" is out of range (1 to 100000)",
+        "t.yaml:10:23: routes[0].rollout.canary: \"g\" is the route's only backend: a rollout "
+        "moves traffic between two",
+        "t.yaml:10:33: routes[0].rollout.steps: needs 1 to 100 steps, got 0",
+        "t.yaml:10:53: routes[0].rollout.max_error_rate: expected a percentage such as \"1%\" or "
+        "\"0.5%\", got \"1\"",
+        "t.yaml:10:77: routes[0].rollout.max_latency_ratio: expected a number above 1 and at most "
+        "1000 (canary p99 / primary p99), got \"1\"",
+        "t.yaml:10:92: routes[0].rollout.on_failure: expected rollback or pause, got \"stop\"",
+        "t.yaml:10:105: routes[0].rollout.state: a shared rollout state lives in redis: set "
+        "redis.address",
+        "t.yaml:15:21: routes[1].shadow.target_group: unknown target group \"nope\"",
+        "t.yaml:16:13: routes[1].shadow.path: $1 needs match.path_regex (without it only $0, the "
+        "matched path, exists)",
+        "t.yaml:17:26: routes[1].shadow.compare.ignore[0]: \"a\" is not a JSON pointer (empty or "
+        "starting with '/')",
+        "t.yaml:17:29: routes[1].shadow.compare.ignore[1]: \"/x~2\": '~' must be written ~0 ('~') "
+        "or ~1 ('/') in a JSON pointer",
+        "t.yaml:17:41: routes[1].shadow.compare.ignore[3]: \"/y\" is listed twice",
+        "t.yaml:17:56: routes[1].shadow.compare.headers[0]: invalid header name \"bad h\"",
+        "t.yaml:17:68: routes[1].shadow.compare.headers[2]: \"x\" is listed twice",
+        "t.yaml:17:79: routes[1].shadow.compare.noise.percent: required key is missing",
+        "t.yaml:18:23: routes[1].rollout.canary: \"v2\" is not one of the route's backends (add it "
+        "with weight: 0)",
+        "t.yaml:18:38: routes[1].rollout.steps[1]: 5 after 5: steps must ascend",
+        "t.yaml:18:41: routes[1].rollout.steps[2]: expected a canary percent from 1 to 100 (out of "
+        "range)",
+        "t.yaml:18:44: routes[1].rollout.steps[3]: expected a canary percent from 1 to 100 (out of "
+        "range)",
+        "t.yaml:18:49: routes[1].rollout.steps[4]: expected a canary percent from 1 to 100 (not a "
+        "whole number)",
+        "t.yaml:22:13: routes[2].shadow.target_group: required key is missing",
+        "t.yaml:22:32: routes[2].shadow.path: $2, but match.path_regex has 1 capture group",
+        "t.yaml:22:48: routes[2].shadow.methods: must not be empty (omit the shadow block to copy "
+        "nothing)",
+        "t.yaml:23:14: routes[2].rollout.canary: required key is missing",
+        "t.yaml:23:47: routes[2].rollout.max_mismatch_rate: mismatches come from shadow.compare: "
+        "add a shadow block with compare to the route",
+        "t.yaml:23:67: routes[2].rollout.max_error_rate: expected a percentage from 0% to 100%, "
+        "got \"101%\"",
+        "t.yaml:23:92: routes[2].rollout.max_latency_ratio: expected a number above 1 and at most "
+        "1000 (canary p99 / primary p99), got \"1.5x\"");
+}
+
+/* Bounds of shadow and rollout values, and forms they accept. */
+static void test_shadow_rollout_bounds(void **state)
+{
+    (void)state;
+    config_t *c = load_ok(MIGRATION_GROUPS
+                          "routes:\n"
+                          "  - name: r\n"
+                          "    match: {path_prefix: /r}\n"
+                          "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+                          "    shadow: {target_group: v2, path: \"/a$$b?v=2&p=$0\", percent: 0}\n"
+                          "    rollout: {canary: h, steps: [100], max_error_rate: \".25%\", "
+                          "max_latency_ratio: 1000, interval: 1s, min_requests: 0}\n");
+    assert_string_equal(c->routes[0].shadow.path, "/a$$b?v=2&p=$0");
+    assert_int_equal(c->routes[0].shadow.percent, 0);
+    assert_true(c->routes[0].rollout.max_error_rate > 0.00249 &&
+                c->routes[0].rollout.max_error_rate < 0.00251);
+    assert_true(c->routes[0].rollout.max_latency_ratio == 1000.0);
+    assert_int_equal(c->routes[0].rollout.interval_ms, 1000);
+    assert_int_equal(c->routes[0].rollout.min_requests, 0);
+    config_unref(c);
+    expect_errors(
+        MIGRATION_GROUPS
+        "routes:\n"
+        "  - name: r\n"
+        "    match: {path_prefix: /r}\n"
+        "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+        "    shadow: {target_group: v2, path: \"/a b\", compare: {max_body_size: 65MiB}}\n"
+        "    rollout: {canary: h, steps: [100], interval: 999ms, max_error_rate: "
+        "\"-1%\", max_latency_ratio: 1000.5, max_mismatch_rate: "
+        "\"11111111111111111111111111111111111%\"}\n",
+        "t.yaml:9:38: routes[0].shadow.path: \"/a b\" contains a space or a control character",
+        "t.yaml:9:71: routes[0].shadow.compare.max_body_size: \"65MiB\" is too large (the maximum "
+        "is 64MiB)",
+        "t.yaml:10:50: routes[0].rollout.interval: \"999ms\" is too short (the minimum is 1s)",
+        "t.yaml:10:73: routes[0].rollout.max_error_rate: expected a percentage from 0% to 100%, "
+        "got \"-1%\"",
+        "t.yaml:10:99: routes[0].rollout.max_latency_ratio: expected a number above 1 and at most "
+        "1000 (canary p99 / primary p99), got \"1000.5\"",
+        "t.yaml:10:126: routes[0].rollout.max_mismatch_rate: expected a percentage such as \"1%\" "
+        "or \"0.5%\", got \"11111111111111111111111111111111111%\"");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1458,6 +1715,9 @@ int main(void)
         cmocka_unit_test(test_alias_expansion_is_bounded),
         cmocka_unit_test(test_nul_byte_in_value),
         cmocka_unit_test(test_restart_only_change),
+        cmocka_unit_test(test_shadow_rollout_values),
+        cmocka_unit_test(test_shadow_rollout_errors),
+        cmocka_unit_test(test_shadow_rollout_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
