@@ -226,8 +226,8 @@ typedef struct config_shadow {
 } config_shadow_t;
 
 /* route.rollout (10.2) */
-typedef enum { ROLLOUT_ON_FAILURE_ROLLBACK = 0, ROLLOUT_ON_FAILURE_PAUSE } config_on_failure_t;
-typedef enum { ROLLOUT_STATE_LOCAL = 0, ROLLOUT_STATE_REDIS } config_rollout_state_t;
+typedef enum { CONFIG_ON_FAILURE_ROLLBACK = 0, CONFIG_ON_FAILURE_PAUSE } config_on_failure_t;
+typedef enum { CONFIG_ROLLOUT_LOCAL = 0, CONFIG_ROLLOUT_REDIS } config_rollout_state_t;
 
 typedef struct config_rollout {
     size_t canary;   /* target group index: one of the route's backends, not the only one */

@@ -96,49 +96,12 @@ static json_t *j_shadow_group(const schema_row_t *f UNUSED, const void *obj, con
     return group_json(root, sh->target_group);
 }
 
-/* The copy's path, a template as backends[].path: '/' first, no space or
- * control character, $0..$9 the match's captures ("$$" a '$'). */
+/* The copy's path, a template as backends[].path. */
 static void f_shadow_path(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                           const char *path, void *obj)
 {
     config_shadow_t *sh = obj;
-    const config_match_t *m = &state(c)->route->match;
-    schema_quote_t q;
-    sh->path = NULL;
-    const char *s = v ? schema_str(c, v, path) : NULL;
-    if (!s)
-        return;
-    if (s[0] != '/') {
-        schema_err(c, v, "%s: must start with '/', got %s", path, schema_qnode(&q, v));
-        return;
-    }
-    for (size_t i = 0; s[i]; i++) {
-        unsigned char ch = (unsigned char)s[i];
-        if (ch <= ' ' || ch == 0x7f) {
-            schema_err(c, v, "%s: %s contains a space or a control character", path,
-                       schema_qnode(&q, v));
-            return;
-        }
-        if (ch != '$' || s[i + 1] == '\0')
-            continue;
-        char next = s[++i];
-        if (next < '0' || next > '9' || !state(c)->match_known)
-            continue;
-        unsigned g = (unsigned)(next - '0');
-        if (m->kind != MATCH_REGEX && g != 0) {
-            schema_err(c, v,
-                       "%s: $%u needs match.path_regex (without it only $0, the matched path, "
-                       "exists)",
-                       path, g);
-            return;
-        }
-        if (m->kind == MATCH_REGEX && state(c)->captures_known && g > m->n_captures) {
-            schema_err(c, v, "%s: $%u, but match.path_regex has %u capture group%s", path, g,
-                       m->n_captures, m->n_captures == 1 ? "" : "s");
-            return;
-        }
-    }
-    sh->path = schema_strdup(c, s);
+    sh->path = config_rows_path_template(c, v, path);
 }
 
 static void method_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
@@ -555,7 +518,7 @@ static void f_on_failure(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yam
     config_rollout_t *ro = obj;
     int i;
     read_choice(c, v, path, on_failure_names, &i);
-    ro->on_failure = i ? ROLLOUT_ON_FAILURE_PAUSE : ROLLOUT_ON_FAILURE_ROLLBACK;
+    ro->on_failure = i ? CONFIG_ON_FAILURE_PAUSE : CONFIG_ON_FAILURE_ROLLBACK;
 }
 
 static json_t *j_on_failure(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
@@ -570,8 +533,8 @@ static void f_state(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_nod
     config_rollout_t *ro = obj;
     int i;
     read_choice(c, v, path, state_names, &i);
-    ro->state = i ? ROLLOUT_STATE_REDIS : ROLLOUT_STATE_LOCAL;
-    if (ro->state == ROLLOUT_STATE_REDIS && !state(c)->cfg->redis_address)
+    ro->state = i ? CONFIG_ROLLOUT_REDIS : CONFIG_ROLLOUT_LOCAL;
+    if (ro->state == CONFIG_ROLLOUT_REDIS && !state(c)->cfg->redis_address)
         schema_err(c, v, "%s: a shared rollout state lives in redis: set redis.address", path);
 }
 

@@ -1234,15 +1234,12 @@ static void f_backend_group(schema_ctx_t *c, const yaml_node_t *k UNUSED, const 
 /* A path template: $0..$9 are captures ("$$" is a '$'), as the router
  * expands them; a capture the match cannot produce is an error here rather
  * than an empty string at run time. */
-static void f_backend_path(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
-                           const char *path, void *obj)
+char *config_rows_path_template(schema_ctx_t *c, const yaml_node_t *v, const char *path)
 {
-    config_backend_t *b = obj;
     const config_match_t *m = &state(c)->route->match;
-    b->path = NULL;
     const char *s = v ? schema_str(c, v, path) : NULL;
     if (!s || !check_path(c, v, path, s, true))
-        return;
+        return NULL;
     for (const char *p = s; *p; p++) {
         if (p[0] != '$' || p[1] == '\0')
             continue;
@@ -1259,17 +1256,24 @@ static void f_backend_path(schema_ctx_t *c, const yaml_node_t *k UNUSED, const y
         if (m->kind == MATCH_REGEX && state(c)->captures_known && g > m->n_captures) {
             schema_err(c, v, "%s: $%u, but match.path_regex has %u capture group%s", path, g,
                        m->n_captures, m->n_captures == 1 ? "" : "s");
-            return;
+            return NULL;
         }
         if (m->kind != MATCH_REGEX && g != 0) {
             schema_err(
                 c, v,
                 "%s: $%u needs match.path_regex (without it only $0, the matched path, exists)",
                 path, g);
-            return;
+            return NULL;
         }
     }
-    b->path = schema_strdup(c, s);
+    return schema_strdup(c, s);
+}
+
+static void f_backend_path(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                           const char *path, void *obj)
+{
+    config_backend_t *b = obj;
+    b->path = config_rows_path_template(c, v, path);
 }
 
 static json_t *j_backend_group(const schema_row_t *f UNUSED, const void *obj, const void *root)

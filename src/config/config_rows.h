@@ -26,6 +26,10 @@ const char *config_rows_http_url(schema_ctx_t *c, const yaml_node_t *v, const ch
 /* name (a file as written at node at), relative to the configuration
  * file's directory when it is relative. */
 char *config_rows_relative_path(schema_ctx_t *c, const yaml_node_t *at, char *name);
+/* A path template (backends[].path, shadow.path): '/' first, no space or
+ * control byte, $0..$9 captures the route's match can produce ("$$" a '$').
+ * A copy, or NULL after an error. */
+char *config_rows_path_template(schema_ctx_t *c, const yaml_node_t *v, const char *path);
 
 /* The top-level table: a config_t is its object. */
 extern const schema_row_t config_rows[];

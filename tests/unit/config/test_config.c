@@ -1496,8 +1496,8 @@ static void test_shadow_rollout_values(void **state)
     assert_true(r->rollout.max_latency_ratio > 1.49 && r->rollout.max_latency_ratio < 1.51);
     assert_true(r->rollout.has_max_mismatch_rate);
     assert_true(r->rollout.max_mismatch_rate > 0.00499 && r->rollout.max_mismatch_rate < 0.00501);
-    assert_int_equal(r->rollout.on_failure, ROLLOUT_ON_FAILURE_PAUSE);
-    assert_int_equal(r->rollout.state, ROLLOUT_STATE_REDIS);
+    assert_int_equal(r->rollout.on_failure, CONFIG_ON_FAILURE_PAUSE);
+    assert_int_equal(r->rollout.state, CONFIG_ROLLOUT_REDIS);
 
     /* Defaults: a weight-0 backend may be shadowed. */
     r = &c->routes[1];
@@ -1516,8 +1516,8 @@ static void test_shadow_rollout_values(void **state)
     assert_true(r->rollout.max_error_rate > 0.0099 && r->rollout.max_error_rate < 0.0101);
     assert_true(r->rollout.max_latency_ratio == 0);
     assert_false(r->rollout.has_max_mismatch_rate);
-    assert_int_equal(r->rollout.on_failure, ROLLOUT_ON_FAILURE_ROLLBACK);
-    assert_int_equal(r->rollout.state, ROLLOUT_STATE_LOCAL);
+    assert_int_equal(r->rollout.on_failure, CONFIG_ON_FAILURE_ROLLBACK);
+    assert_int_equal(r->rollout.state, CONFIG_ROLLOUT_LOCAL);
     assert_false(c->routes[2].has_shadow);
     assert_false(c->routes[2].has_rollout);
 
