@@ -10,8 +10,10 @@
 #include "app/dns_refresh.h"
 #include "app/jwks_refresh.h"
 #include "app/set_refresh.h"
+#include "core/errors.h"
 #include "core/log.h"
 #include "policy/health_check.h"
+#include "policy/json_diff.h"
 #include "policy/rate_limit.h"
 #include "policy/session_store.h"
 #include "policy/throttle.h"
@@ -27,6 +29,8 @@ struct generation {
     api_key_index_t *api_keys;
     atomic_uint **client_inflight; /* per client: its throttle counter (the instance's) */
     jwks_refresh_t *jwks;
+    atomic_uint *shadow_inflight;  /* per route: shadow copies in flight */
+    json_diff_spec_t **diff_specs; /* per route: its shadow.compare, NULL: none */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -92,6 +96,10 @@ static void gen_free(generation_t *gen)
     set_refresh_free(gen->sets);
     api_key_index_free(gen->api_keys);
     free(gen->client_inflight);
+    free(gen->shadow_inflight);
+    for (size_t i = 0; gen->diff_specs && i < gen->cfg->n_routes; i++)
+        json_diff_spec_free(gen->diff_specs[i]);
+    free(gen->diff_specs);
     jwks_refresh_free(gen->jwks);
     config_unref(gen->cfg);
     free(gen);
@@ -156,6 +164,34 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     return gs;
 }
 
+/* What shadow copies share: their count per route, and each route's
+ * comparison, compiled once. */
+static int diff_specs(generation_t *gen)
+{
+    const config_t *cfg = gen->cfg;
+    size_t nr = cfg->n_routes ? cfg->n_routes : 1;
+    gen->shadow_inflight = calloc(nr, sizeof *gen->shadow_inflight);
+    gen->diff_specs = calloc(nr, sizeof *gen->diff_specs);
+    if (!gen->shadow_inflight || !gen->diff_specs)
+        return FE_NOMEM;
+    for (size_t i = 0; i < cfg->n_routes; i++) {
+        const config_route_t *r = &cfg->routes[i];
+        if (!r->has_shadow || !r->shadow.has_compare)
+            continue;
+        const config_shadow_compare_t *c = &r->shadow.compare;
+        char err[256];
+        gen->diff_specs[i] = json_diff_spec_new((const char *const *)c->ignore, c->n_ignore,
+                                                (const char *const *)c->unordered, c->n_unordered,
+                                                (const char *const *)c->headers, c->n_headers,
+                                                c->max_body_size, err, sizeof err);
+        if (!gen->diff_specs[i]) {
+            log_error("route %s: shadow.compare: %s", r->name, err);
+            return FE_INVAL;
+        }
+    }
+    return 0;
+}
+
 generation_t *generation_prepare(generations_t *gs, config_t *cfg)
 {
     generation_t *gen = calloc(1, sizeof *gen);
@@ -171,7 +207,7 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     bool counters = gen->client_inflight != NULL;
     for (size_t i = 0; counters && i < cfg->n_clients; i++)
         counters = (gen->client_inflight[i] = throttle_counter(gs->throttle, cfg->clients[i].id));
-    if (!gen->sets || !gen->api_keys || !counters || !gen->jwks) {
+    if (!gen->sets || !gen->api_keys || !counters || !gen->jwks || diff_specs(gen) != 0) {
         gen_free(gen);
         return NULL;
     }
@@ -208,6 +244,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .rates = gs->rates,
                              .sessions = gs->sessions,
                              .jwks = jwks_refresh_slots(gen->jwks),
+                             .shadow_inflight = gen->shadow_inflight,
+                             .diff_specs = gen->diff_specs,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {

@@ -184,6 +184,8 @@ size_t access_log_format(const access_log_entry_t *e, char *out, size_t cap)
     } else {
         PUT_LIT(&o, ",\"config\":null");
     }
+    access_log_str_t sh = {e->shadow, e->shadow ? strlen(e->shadow) : 0};
+    STR_FIELD(&o, ",\"shadow\":", sh);
     PUT_LIT(&o, "}\n");
     return o.full ? 0 : (size_t)(o.p - out);
 }

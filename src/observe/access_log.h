@@ -42,6 +42,7 @@ typedef struct access_log_entry {
     access_log_str_t upstream_path; /* the target sent upstream, after rewrites */
     access_log_str_t protocol;      /* "HTTP/1.1" */
     uint64_t config;                /* configuration number; 0 = null */
+    const char *shadow; /* the shadow copy's result (match, mismatch, error), NULL = null */
 } access_log_entry_t;
 
 /* path: "stdout" or a file (opened for append, created 0644). NULL with err

@@ -78,6 +78,7 @@ struct metrics_worker {
     uint64_t throttled[METRICS_MAX_CLIENTS];
     pair_entry_t retries[METRICS_PAIR_SLOTS];   /* key: route, group */
     pair_entry_t fallbacks[METRICS_PAIR_SLOTS]; /* key: route, from, to */
+    pair_entry_t masked[METRICS_PAIR_SLOTS];    /* key: route, group */
     uint64_t connections;                       /* a signed sum kept in two's complement */
     uint64_t connections_rejected;
 };
@@ -446,14 +447,25 @@ void metrics_upstream(metrics_worker_t *w, uint32_t group, uint32_t target, int 
         bump(&t->codes[i], 1);
 }
 
-/* A retry of a request on route, sent to group. */
-void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group)
+static void route_group_count(pair_entry_t *t, uint32_t route, uint32_t group)
 {
     if (route >= METRICS_MAX_ROUTES || group >= METRICS_MAX_GROUPS)
         return;
-    uint64_t *c = pair_counter(w->retries, PAIR_USED | (uint64_t)route << 32 | group);
+    uint64_t *c = pair_counter(t, PAIR_USED | (uint64_t)route << 32 | group);
     if (c)
         bump(c, 1);
+}
+
+/* A retry of a request on route, sent to group. */
+void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group)
+{
+    route_group_count(w->retries, route, group);
+}
+
+/* A try to group failed and the fallback answered the client. */
+void metrics_canary_masked(metrics_worker_t *w, uint32_t route, uint32_t group)
+{
+    route_group_count(w->masked, route, group);
 }
 
 /* A request on route fell back from one group to another. */
@@ -927,6 +939,16 @@ static void render_retries_fallbacks(render_t *rt)
                        {"from", group_name(r, (p[i].key >> 16) & 0xffff)},
                        {"to", group_name(r, p[i].key & 0xffff)}};
         sample_u64(rt, "ficus_fallbacks_total", l, 3, p[i].count);
+    }
+    free(p);
+
+    family(rt, "ficus_canary_masked_failures_total", "counter",
+           "Tries that failed while the fallback answered the client, by route and failed group.");
+    p = collect_pairs(rt, offsetof(metrics_worker_t, masked), &n);
+    for (size_t i = 0; i < n; i++) {
+        label_t l[] = {{"route", route_name(r, (p[i].key >> 32) & 0xffff)},
+                       {"target_group", group_name(r, p[i].key & 0xffff)}};
+        sample_u64(rt, "ficus_canary_masked_failures_total", l, 2, p[i].count);
     }
     free(p);
 }

@@ -67,6 +67,8 @@ void metrics_upstream(metrics_worker_t *w, uint32_t group, uint32_t target, int 
                       uint64_t duration_us);
 void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group);
 void metrics_fallback(metrics_worker_t *w, uint32_t route, uint32_t from_group, uint32_t to_group);
+/* A try to group failed and the fallback answered the client (contract 10.2). */
+void metrics_canary_masked(metrics_worker_t *w, uint32_t route, uint32_t group);
 void metrics_circuit_breaker_rejection(metrics_worker_t *w, uint32_t group, metrics_limit_t l);
 void metrics_rate_limited(metrics_worker_t *w, uint32_t route);
 void metrics_throttled(metrics_worker_t *w, uint32_t client);

@@ -26,6 +26,7 @@
 #include "proxy/decide.h"
 #include "proxy/exchange.h"
 #include "proxy/request_trace.h"
+#include "proxy/shadow.h"
 #include "proxy/rewrite.h"
 #include "proxy/tunnel.h"
 
@@ -544,6 +545,9 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
     if (req->backend->fallback != CONFIG_NONE)
         build_fallback_target(req, rt);
+    shadow_begin(req, &rt->rr, &rt->m);
+    if (req->cc->body_done)
+        shadow_send(req); /* no body: the copy goes beside the first try */
     try_next(req);
 }
 
@@ -551,34 +555,23 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
 static int switch_to_fallback(request_t *req)
 {
     proxy_worker_t *pw = req->pw;
-    const char *eol = memchr(req->out->data, '\n', req->head_len);
     pbuf_t *n = pbuf_get(&pw->w->pool);
-    if (!eol || !n) {
-        pbuf_put(&pw->w->pool, n);
+    if (!n)
         return FE_NOMEM;
-    }
-    size_t rest = req->out->len - (size_t)(eol + 1 - req->out->data);
-    size_t line = req->method_len + 1 + req->alt->len + sizeof(" HTTP/1.1\r\n") - 1;
-    if (line + rest > n->cap) {
+    long shift;
+    long len =
+        rewrite_retarget(req->out->data, req->out->len, req->head_len, req->method, req->method_len,
+                         req->alt->data, req->alt->len, "", 0, n->data, n->cap, &shift);
+    if (len < 0) {
         pbuf_put(&pw->w->pool, n);
-        return FE_TOOBIG;
+        return (int)len;
     }
-    char *o = n->data;
-    memcpy(o, req->method, req->method_len);
-    o += req->method_len;
-    *o++ = ' ';
-    memcpy(o, req->alt->data, req->alt->len);
-    o += req->alt->len;
-    memcpy(o, " HTTP/1.1\r\n", 11);
-    o += 11;
-    memcpy(o, eol + 1, rest);
-    size_t old_line = (size_t)(eol + 1 - req->out->data);
-    req->head_len = (uint32_t)(req->head_len - old_line + line);
+    req->head_len = (uint32_t)((long)req->head_len + shift);
     if (req->tp_off) /* the trace headers moved with the rest of the head */
-        req->tp_off = (uint32_t)(req->tp_off - old_line + line);
+        req->tp_off = (uint32_t)((long)req->tp_off + shift);
     if (req->dd_off)
-        req->dd_off = (uint32_t)(req->dd_off - old_line + line);
-    n->len = (uint32_t)(line + rest);
+        req->dd_off = (uint32_t)((long)req->dd_off + shift);
+    n->len = (uint32_t)len;
     pbuf_put(&pw->w->pool, req->out);
     req->out = n;
     if (pw->alog) {
@@ -778,9 +771,13 @@ static size_t body_room(client_conn_t *cc)
 static void on_body(client_conn_t *cc, const char *data, size_t len, bool end)
 {
     request_t *req = req_of(cc);
-    (void)end;
-    if (req->phase == REQ_DONE || req->phase == REQ_NONE || len == 0)
+    if (req->phase == REQ_DONE || req->phase == REQ_NONE)
         return;
+    if (len == 0) {
+        if (end)
+            shadow_send(req);
+        return;
+    }
     exchange_t *ex = &req->ex;
     int rc = 0;
     if (!req->body_streamed && len <= pbuf_room(req->out) &&
@@ -788,12 +785,16 @@ static void on_body(client_conn_t *cc, const char *data, size_t len, bool end)
         /* Kept in `out` so the request can be sent again on a fresh connection. */
         memcpy(pbuf_tail(req->out), data, len);
         req->out->len += (uint32_t)len;
+        if (end)
+            shadow_send(req); /* the body is whole: its copy goes */
         if (req->phase >= REQ_SENT)
             rc = send_buffered(req);
     } else {
         if (!ex->uc || req->phase < REQ_SENT)
             return; /* cannot happen: body_room said 0 */
         req->body_streamed = 1;
+        if (end)
+            shadow_send(req); /* skipped: the body was not kept */
         uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
         rc = upstream_conn_write(ex->uc, &b, 1);
     }
@@ -924,6 +925,7 @@ static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, u
         return false;
     }
     iov[(*n)++] = uv_buf_init(pw->scratch, (unsigned)hl);
+    shadow_primary_head(req, h);
     req->phase = REQ_RESPONDING;
     req->resp_started = 1;
     if (h->chunked && !bodyless) {
@@ -1039,8 +1041,11 @@ static void relay(request_t *req, const char *data, size_t len)
         return;
     }
     if (uc->parser.sink) {
-        if (uc->parser.sink_len)
+        if (uc->parser.sink_len) {
             iov[n++] = uv_buf_init(uc->parser.sink, (unsigned)uc->parser.sink_len);
+            if (req->shadow)
+                shadow_primary_body(req, uc->parser.sink, uc->parser.sink_len, uc->parser.reframe);
+        }
         uc->parser.sink_len = 0;
         if (!(ev & HTTP_EV_END) && (size_t)k < len) {
             /* The sink holds a read's worth: cannot happen; never drop bytes. */
@@ -1050,6 +1055,8 @@ static void relay(request_t *req, const char *data, size_t len)
         }
     } else if (k > 0) {
         iov[n++] = uv_buf_init((char *)data, (unsigned)k);
+        if (req->shadow)
+            shadow_primary_body(req, data, (size_t)k, false);
     }
     if ((size_t)k < len)
         req->upstream_reusable = 0; /* bytes after the response: do not trust the connection */

@@ -14,6 +14,7 @@
 #include "core/time.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
+#include "proxy/shadow.h"
 #include "proxy/user_auth.h"
 
 static void gen_free(proxy_gen_t *g)
@@ -109,6 +110,8 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->rates = sh->rates;
     g->sessions = sh->sessions;
     g->jwks = sh->jwks;
+    g->shadow_inflight = sh->shadow_inflight;
+    g->diff_specs = sh->diff_specs;
     g->route_key = calloc(nr, sizeof *g->route_key);
     g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);
     if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
@@ -392,6 +395,7 @@ void proxy_worker_stop(proxy_worker_t *pw)
     fleet_close(pw->fleet);
     pw->fleet = NULL;
     client_conn_env_stop(&pw->clients);
+    shadow_worker_stop(pw);
     proxy_gen_t *g = pw->gen;
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)
         upstream_group_close_idle(&g->groups[i].up);

@@ -20,6 +20,7 @@
 #include "policy/api_key.h"
 #include "policy/fleet.h"
 #include "policy/health.h"
+#include "policy/json_diff.h"
 #include "policy/jwks_slot.h"
 #include "policy/rate_limit.h"
 #include "policy/session_store.h"
@@ -62,6 +63,8 @@ struct proxy_gen {
     rate_limit_t *rates;
     session_store_t *sessions;
     jwks_slot_t *jwks;
+    atomic_uint *shadow_inflight;        /* per route: shadow copies in flight (the instance's) */
+    json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
     uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
@@ -94,6 +97,8 @@ typedef struct proxy_shared {
     rate_limit_t *rates;                 /* this instance's token buckets */
     session_store_t *sessions;           /* this instance's session tokens */
     jwks_slot_t *jwks;                   /* per JWT provider: its keys */
+    atomic_uint *shadow_inflight;        /* per route: shadow copies in flight */
+    json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
     void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
 } proxy_shared_t;
@@ -125,8 +130,9 @@ struct proxy_worker {
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;
-    request_t *waiting; /* requests an admission step suspended */
-    uv_async_t wake;    /* runs them again (proxy_worker_wake) */
+    request_t *waiting;     /* requests an admission step suspended */
+    struct shadow *shadows; /* shadow copies in flight (shadow.c) */
+    uv_async_t wake;        /* runs them again (proxy_worker_wake) */
     uv_mutex_t wake_lock;
     bool wake_closed; /* under wake_lock: the handle is closing */
     bool wake_lock_ready;

@@ -9,6 +9,7 @@
 #include "proxy/exchange.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/request_trace.h"
+#include "proxy/shadow.h"
 
 void request_new_id(request_t *req)
 {
@@ -54,6 +55,7 @@ void request_release(request_t *req)
         req->pw->steps[req->admitted].cancel(req);
     proxy_worker_wait_remove(req);
     admission_release(req);
+    shadow_detach(req);
     pbuf_put(pool, req->out);
     pbuf_put(pool, req->alt);
     pbuf_put(pool, req->held);
@@ -67,6 +69,21 @@ void request_over(request_t *req)
     req->phase = REQ_DONE;
     request_unbind(req);
     client_conn_response_done(req->cc);
+}
+
+/* What the migration figures learn from a request that reached a group
+ * (contract 10.2): a failure the fallback hid from the client. */
+static void request_migration(request_t *req)
+{
+    const config_backend_t *b = req->backend;
+    if (!b || !req->attempts)
+        return;
+    proxy_gen_t *g = req->gen;
+    const config_route_t *r = req->route;
+    bool answered = req->end == END_OK && req->status && req->status < 500;
+    if (req->fallback && answered)
+        metrics_canary_masked(req->pw->metrics, g->metrics_route[r->index],
+                              g->groups[b->target_group].metrics_group);
 }
 
 void request_log(request_t *req)
@@ -86,10 +103,14 @@ void request_log(request_t *req)
     }
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
+    request_migration(req);
     if (req->trace_sampled)
         request_trace_end(pw, req, req->start_us + dur);
-    if (!pw->alog)
+    if (!pw->alog) {
+        bool deferred;
+        shadow_request_done(req, NULL, &deferred);
         return;
+    }
     const config_target_group_t *tg =
         req->group != UINT32_MAX ? &g->cfg->target_groups[req->group] : NULL;
     uint32_t ti = request_target(req);
@@ -130,5 +151,8 @@ void request_log(request_t *req)
     };
 #undef S
 #undef SZ
-    access_log_append(pw->alog, &e);
+    bool deferred = false;
+    e.shadow = shadow_request_done(req, &e, &deferred);
+    if (!deferred) /* else written with the shadow copy's result */
+        access_log_append(pw->alog, &e);
 }

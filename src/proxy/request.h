@@ -98,9 +98,10 @@ struct request {
     uint8_t fleet_verdict;
     uint64_t fleet_retry_ms;
     struct fleet_op *fleet_op;
-    uint8_t kid_waited; /* waited once for a read of the provider's keys */
-    uint64_t kid_seq;   /* ... started after this many reads */
-    uint8_t user_len;   /* the user's subject (rate limits by user), 0 = none */
+    uint8_t kid_waited;    /* waited once for a read of the provider's keys */
+    uint64_t kid_seq;      /* ... started after this many reads */
+    struct shadow *shadow; /* the request's shadow copy (shadow.c), NULL: none */
+    uint8_t user_len;      /* the user's subject (rate limits by user), 0 = none */
     char user[64];
     /* Tracing: the trace the request belongs to (continued or started) and
      * ficus's spans in it; the head's trace headers are patched per try. */

@@ -117,7 +117,10 @@ static trace_span_t *span_start(proxy_worker_t *pw, const request_t *req, uint8_
     SPAN_CSTR(route, req->route ? req->route->name : NULL);
     const char *q = memchr(req->path, '?', req->path_len);
     SPAN_STR(path, req->path, q ? (size_t)(q - req->path) : req->path_len);
-    SPAN_STR(client_ip, req->cc->client_ip, req->cc->client_ip_len);
+    if (req->cc)
+        SPAN_STR(client_ip, req->cc->client_ip, req->cc->client_ip_len);
+    else /* a shadow copy's try, which outlives its client connection */
+        SPAN_STR(client_ip, req->client_ip, req->client_ip_len);
     SPAN_STR(request_id, req->request_id, req->request_id_len);
     const config_t *cfg = req->gen->cfg;
     SPAN_CSTR(client_id, req->client != UINT32_MAX ? cfg->clients[req->client].id : NULL);

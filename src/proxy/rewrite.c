@@ -292,3 +292,30 @@ long rewrite_response_head(const rewrite_response_t *in, char *buf, size_t cap)
     PUT_LIT(&o, "\r\n");
     return o.overflow ? FE_TOOBIG : (long)o.len;
 }
+
+long rewrite_retarget(const char *src, size_t len, size_t head_len, const char *method,
+                      size_t method_len, const char *target, size_t target_len, const char *extra,
+                      size_t extra_len, char *dst, size_t cap, long *shift)
+{
+    const char *eol = memchr(src, '\n', head_len);
+    if (!eol)
+        return FE_PARSE;
+    size_t old_line = (size_t)(eol + 1 - src);
+    size_t rest = len - old_line;
+    size_t line = method_len + 1 + target_len + sizeof(" HTTP/1.1\r\n") - 1 + extra_len;
+    if (line + rest > cap)
+        return FE_TOOBIG;
+    char *w = dst;
+    memcpy(w, method, method_len);
+    w += method_len;
+    *w++ = ' ';
+    memcpy(w, target, target_len);
+    w += target_len;
+    memcpy(w, " HTTP/1.1\r\n", 11);
+    w += 11;
+    memcpy(w, extra, extra_len);
+    w += extra_len;
+    memcpy(w, eol + 1, rest);
+    *shift = (long)line - (long)old_line;
+    return (long)(line + rest);
+}

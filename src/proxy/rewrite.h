@@ -88,6 +88,15 @@ long rewrite_response_head(const rewrite_response_t *in, char *out, size_t cap);
  * except Content-Length, Transfer-Encoding and Host, which always stay). */
 bool rewrite_is_hop_by_hop(const char *name, size_t len, const http_header_t *connection);
 
+/* An upstream request (head_len head bytes, then its body) written again
+ * into dst with another request line, `METHOD target HTTP/1.1`, followed by
+ * the `extra` header lines (each ending in CRLF; may be empty). Returns the
+ * new length and sets *shift to how far what followed the old request line
+ * moved; FE_PARSE without a request line, FE_TOOBIG if it does not fit. */
+long rewrite_retarget(const char *src, size_t len, size_t head_len, const char *method,
+                      size_t method_len, const char *target, size_t target_len, const char *extra,
+                      size_t extra_len, char *dst, size_t cap, long *shift);
+
 /* True when v is a sane X-Request-Id: 1-128 chars of [A-Za-z0-9._:-]. */
 bool rewrite_request_id_sane(const char *v, size_t len);
 

@@ -14,7 +14,7 @@ FIELDS = {
     "time", "request_id", "trace_id", "client_ip", "client_id", "method", "path", "route",
     "target_group", "target", "status", "upstream_status", "attempts", "fallback",
     "duration_ms", "upstream_ms", "bytes_in", "bytes_out", "user_agent", "error",
-    "upstream_path", "protocol", "config",
+    "upstream_path", "protocol", "config", "shadow",
 }
 RFC3339_MS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)$")
 

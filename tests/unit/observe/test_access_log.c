@@ -48,6 +48,7 @@ static access_log_entry_t full_entry(void)
         .upstream_path = S("/v2/search?q=a"),
         .protocol = S("HTTP/1.1"),
         .config = 3,
+        .shadow = "mismatch",
     };
     return e;
 }
@@ -88,12 +89,13 @@ static void test_format_exact(void **state)
         "\"status\":200,\"upstream_status\":503,\"attempts\":2,\"fallback\":true,"
         "\"duration_ms\":12.345,\"upstream_ms\":10.001,\"bytes_in\":0,\"bytes_out\":1234,"
         "\"user_agent\":\"curl/8.0\",\"error\":null,\"upstream_path\":\"/v2/search?q=a\","
-        "\"protocol\":\"HTTP/1.1\",\"config\":\"#3\"}\n";
+        "\"protocol\":\"HTTP/1.1\",\"config\":\"#3\",\"shadow\":\"mismatch\"}\n";
     assert_int_equal(n, strlen(want));
     assert_memory_equal(out, want, n);
 
     json_t *j = parse_line(out, n);
-    assert_int_equal(json_object_size(j), 23);
+    assert_int_equal(json_object_size(j), 24);
+    assert_str_field(j, "shadow", "mismatch");
     assert_str_field(j, "time", "2023-11-14T22:13:20.123Z");
     assert_str_field(j, "request_id", "req-1");
     assert_str_field(j, "trace_id", "4bf92f3577b34da6a3ce929d0e0e4736");
