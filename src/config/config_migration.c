@@ -246,6 +246,11 @@ static void f_headers(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_n
                       const char *path, void *obj)
 {
     config_shadow_compare_t *cmp = obj;
+    if (v && v->type == YAML_SEQUENCE_NODE && schema_list_len(v) > SHADOW_MAX_COMPARE_HEADERS) {
+        schema_err(c, v, "%s: at most %d headers are compared, got %zu", path,
+                   SHADOW_MAX_COMPARE_HEADERS, schema_list_len(v));
+        return;
+    }
     read_list(c, v, path, header_item, &cmp->headers, &cmp->n_headers);
 }
 

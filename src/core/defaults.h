@@ -78,6 +78,7 @@
 #define IO_BUF_BYTES (64 * 1024) /* per-worker read buffer, pool buffers */
 #define POOL_BUF_FREE_MAX 256    /* free pool buffers kept per worker */
 #define REQUEST_ID_MAX_BYTES 128
+#define SHADOW_MAX_COMPARE_HEADERS 16 /* shadow.compare.headers: response headers compared */
 #define ACCESS_LOG_BUF_BYTES (256 * 1024)
 #define ACCESS_LOG_FLUSH_MS 100
 /* A change of the config file reloads after this quiet time. */

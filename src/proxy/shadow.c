@@ -25,9 +25,8 @@
 /* Bodies up to this (all parts together) are compared on the loop; larger
  * ones in the thread pool (json_diff.h: a 1 MiB diff takes ~100 ms). */
 #define SHADOW_INLINE_COMPARE_BYTES (64 * 1024)
-/* Response headers kept for a comparison (shadow.compare.headers, then
- * content-type), and the bytes of each value kept. */
-#define SHADOW_MAX_HEADERS 16
+/* Bytes kept of each compared response header (shadow.compare.headers,
+ * then content-type). */
 #define SHADOW_HEADER_VALUE_BYTES 256
 /* A copy's try without a route timeout is still bounded. */
 #define SHADOW_DEFAULT_TIMEOUT_MS 60000
@@ -49,8 +48,8 @@ typedef struct capture {
     uint64_t total;
     uint32_t n_headers;
     uint32_t ctype; /* index of content-type in headers, UINT32_MAX: none */
-    json_diff_header_t headers[SHADOW_MAX_HEADERS + 1];
-    char values[SHADOW_MAX_HEADERS + 1][SHADOW_HEADER_VALUE_BYTES];
+    json_diff_header_t headers[SHADOW_MAX_COMPARE_HEADERS + 1];
+    char values[SHADOW_MAX_COMPARE_HEADERS + 1][SHADOW_HEADER_VALUE_BYTES];
 } capture_t;
 
 typedef struct part {
@@ -205,7 +204,8 @@ static void capture_head(capture_t *c, const config_shadow_compare_t *cc, const 
     c->status = h->status;
     c->framed = h->chunked && !head_method;
     http_chunked_init(&c->chunked, UINT32_MAX);
-    size_t n = cc->n_headers < SHADOW_MAX_HEADERS ? cc->n_headers : SHADOW_MAX_HEADERS;
+    size_t n =
+        cc->n_headers < SHADOW_MAX_COMPARE_HEADERS ? cc->n_headers : SHADOW_MAX_COMPARE_HEADERS;
     for (size_t i = 0; i <= n; i++) {
         const char *name = i < n ? cc->headers[i] : "content-type";
         if (i == n && c->ctype != UINT32_MAX)

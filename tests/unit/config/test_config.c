@@ -1673,10 +1673,27 @@ static void test_shadow_rollout_bounds(void **state)
         "or \"0.5%\", got \"11111111111111111111111111111111111%\"");
 }
 
+/* Compared headers are bounded (SHADOW_MAX_COMPARE_HEADERS). */
+static void test_shadow_compare_headers_bound(void **state)
+{
+    (void)state;
+    expect_errors(MIGRATION_GROUPS "routes:\n"
+                                   "  - name: r\n"
+                                   "    match: {path_prefix: /r}\n"
+                                   "    backends: [{target_group: g}]\n"
+                                   "    shadow:\n"
+                                   "      target_group: v2\n"
+                                   "      compare: {headers: [a, b, c, d, e, f, g, h, i, j, k, l, "
+                                   "m, n, o, p, q]}\n",
+                  "t.yaml:11:26: routes[0].shadow.compare.headers: at most 16 headers are "
+                  "compared, got 17");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_example),
+        cmocka_unit_test(test_shadow_compare_headers_bound),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_sub_block_defaults),
         cmocka_unit_test(test_null_and_empty_values),
