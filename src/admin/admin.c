@@ -55,6 +55,7 @@ static const char *const endpoints[] = {
     "GET /target_groups",
     "GET /routes/NAME/weights",
     "PUT /routes/NAME/weights",
+    "GET /routes/NAME/shadow",
 };
 
 static int reply(admin_response_t *resp, buf_t *body, int status, const char *code, const char *msg)

@@ -69,6 +69,11 @@ typedef struct admin_hooks {
     /* Rate-limit buckets evicted so far to make room for new keys (the
      * table is fixed in size); may be NULL. */
     uint64_t (*rate_limit_evictions)(void *ctx);
+    /* Route r's shadow figures as GET /routes/NAME/shadow shows them (a new
+     * reference), or NULL when the route has no shadow. */
+    json_t *(*route_shadow)(void *ctx, size_t route);
+    /* Appends the shadow metric families to the /metrics text. */
+    void (*shadow_metrics)(void *ctx, buf_t *out);
     metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
     access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;

@@ -112,9 +112,12 @@ void endpoints_metrics(const admin_hooks_t *h, buf_t *out)
             "# TYPE ficus_rate_limit_evictions_total counter\n"
             "ficus_rate_limit_evictions_total %llu\n",
             (unsigned long long)h->rate_limit_evictions(h->ctx));
+    if (h->shadow_metrics)
+        h->shadow_metrics(h->ctx, out);
 }
 
-/* --- JSON endpoints: /config, /target_groups and /routes/NAME/weights --- */
+/* --- JSON endpoints: /config, /target_groups, /routes/NAME/weights and
+ * /routes/NAME/shadow --- */
 
 static int reply_json(buf_t *out, json_t *j, int status)
 {
@@ -234,6 +237,40 @@ static size_t find_route(const admin_hooks_t *h, const char *name, admin_route_i
     return SIZE_MAX;
 }
 
+/* path is "/routes/NAME" + suffix: NAME into name ("" when it does not fit:
+ * no route has such a name). */
+static bool route_endpoint(const char *path, size_t plen, const char *suffix, char *name,
+                           size_t cap)
+{
+    static const char pre[] = "/routes/";
+    size_t lp = sizeof pre - 1, ls = strlen(suffix);
+    if (plen <= lp + ls || memcmp(path, pre, lp) != 0 || memcmp(path + plen - ls, suffix, ls) != 0)
+        return false;
+    size_t nlen = plen - lp - ls;
+    if (nlen >= cap)
+        nlen = 0;
+    memcpy(name, path + lp, nlen);
+    name[nlen] = '\0';
+    return true;
+}
+
+static int route_shadow(const admin_hooks_t *h, const char *name, bool get, buf_t *out,
+                        const char **allow)
+{
+    admin_route_info_t ri;
+    size_t r = find_route(h, name, &ri);
+    if (r == SIZE_MAX)
+        return reply_error(out, 404, "not_found", "no such route");
+    if (!get) {
+        *allow = "GET";
+        return reply_error(out, 405, "method_not_allowed", "use GET");
+    }
+    json_t *j = h->route_shadow ? h->route_shadow(h->ctx, r) : NULL;
+    if (!j)
+        return reply_error(out, 404, "not_found", "this route has no shadow");
+    return reply_json(out, j, 200);
+}
+
 int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, const char *path,
                      size_t plen, const char *body, size_t blen, buf_t *out, const char **allow)
 {
@@ -254,15 +291,8 @@ int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, co
         }
         return target_groups_json(h, out);
     }
-    static const char pre[] = "/routes/", suf[] = "/weights";
-    size_t lp = sizeof pre - 1, ls = sizeof suf - 1;
-    if (plen > lp + ls && memcmp(path, pre, lp) == 0 && memcmp(path + plen - ls, suf, ls) == 0) {
-        char name[256];
-        size_t nlen = plen - lp - ls;
-        if (nlen >= sizeof name)
-            return reply_error(out, 404, "not_found", "no such route");
-        memcpy(name, path + lp, nlen);
-        name[nlen] = '\0';
+    char name[256];
+    if (route_endpoint(path, plen, "/weights", name, sizeof name)) {
         admin_route_info_t ri;
         size_t r = find_route(h, name, &ri);
         if (r == SIZE_MAX)
@@ -274,5 +304,7 @@ int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, co
         *allow = "GET, PUT";
         return reply_error(out, 405, "method_not_allowed", "use GET or PUT");
     }
+    if (route_endpoint(path, plen, "/shadow", name, sizeof name))
+        return route_shadow(h, name, get, out, allow);
     return 0;
 }

@@ -152,6 +152,19 @@ static uint64_t gw_rate_limit_evictions(void *ctx)
     return generations_rate_limit_evictions(gw->gens);
 }
 
+static json_t *gw_route_shadow(void *ctx, size_t r)
+{
+    gateway_t *gw = ctx;
+    shadow_route_t *sr = generation_shadow_route(generations_current(gw->gens), r);
+    return sr ? shadow_route_json(sr) : NULL;
+}
+
+static void gw_shadow_metrics(void *ctx, buf_t *out)
+{
+    gateway_t *gw = ctx;
+    shadow_stats_render(generations_shadow(gw->gens), out);
+}
+
 /* --- stop, handover and signals --- */
 
 static void gateway_stop(gateway_t *gw)
@@ -314,6 +327,8 @@ int gateway_run(config_t *cfg)
                            .config = gw_config,
                            .token = gw_token,
                            .rate_limit_evictions = gw_rate_limit_evictions,
+                           .route_shadow = gw_route_shadow,
+                           .shadow_metrics = gw_shadow_metrics,
                            .metrics = gw.metrics,
                            .access_log = gw.access_log};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

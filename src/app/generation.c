@@ -29,8 +29,9 @@ struct generation {
     api_key_index_t *api_keys;
     atomic_uint **client_inflight; /* per client: its throttle counter (the instance's) */
     jwks_refresh_t *jwks;
-    atomic_uint *shadow_inflight;  /* per route: shadow copies in flight */
-    json_diff_spec_t **diff_specs; /* per route: its shadow.compare, NULL: none */
+    atomic_uint *shadow_inflight;   /* per route: shadow copies in flight */
+    json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
+    shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -47,6 +48,7 @@ struct generations {
     throttle_t *throttle;
     rate_limit_t *rates;
     session_store_t *sessions; /* session tokens exchanged or being exchanged */
+    shadow_stats_t *shadow;    /* shadow comparison figures per route name */
     uint64_t made;             /* activated so far */
     uv_timer_t reclaim;        /* frees retired generations */
     bool closed;
@@ -59,6 +61,11 @@ uint64_t generations_rate_limit_evictions(const generations_t *gs)
 }
 health_t *generation_health(const generation_t *gen) { return gen->health; }
 weights_t *generation_weights(const generation_t *gen) { return gen->weights; }
+shadow_stats_t *generations_shadow(const generations_t *gs) { return gs->shadow; }
+shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r)
+{
+    return gen->shadow_routes ? gen->shadow_routes[r] : NULL;
+}
 uint64_t generation_id(const generation_t *gen) { return gen->id; }
 
 /* Stops everything of gen that runs on the main loop: set refreshes, DNS,
@@ -100,6 +107,7 @@ static void gen_free(generation_t *gen)
     for (size_t i = 0; gen->diff_specs && i < gen->cfg->n_routes; i++)
         json_diff_spec_free(gen->diff_specs[i]);
     free(gen->diff_specs);
+    free(gen->shadow_routes);
     jwks_refresh_free(gen->jwks);
     config_unref(gen->cfg);
     free(gen);
@@ -152,10 +160,12 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     gs->rates = rate_limit_new(RATE_LIMIT_BUCKETS);
     gs->sessions =
         session_store_new(SESSION_STORE_MAX_ENTRIES, SESSION_STORE_MAX_BYTES, (unsigned)workers->n);
-    if (!gs->throttle || !gs->rates || !gs->sessions) {
+    gs->shadow = shadow_stats_new();
+    if (!gs->throttle || !gs->rates || !gs->sessions || !gs->shadow) {
         throttle_free(gs->throttle);
         rate_limit_free(gs->rates);
         session_store_free(gs->sessions);
+        shadow_stats_free(gs->shadow);
         free(gs);
         return NULL;
     }
@@ -229,8 +239,13 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     generation_t *old = gs->cur;
     gen->health = health_new(cfg);
     gen->weights = weights_new(cfg);
-    if (!gen->health || !gen->weights)
+    gen->shadow_routes = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *gen->shadow_routes);
+    if (!gen->health || !gen->weights || !gen->shadow_routes)
         return -1;
+    /* A route without figures (registry full) is shadowed uncounted. */
+    for (size_t r = 0; r < cfg->n_routes; r++)
+        if (cfg->routes[r].has_shadow)
+            gen->shadow_routes[r] = shadow_stats_route(gs->shadow, cfg->routes[r].name);
     if (old)
         health_inherit(gen->health, old->health);
     proxy_shared_t shared = {.cfg = cfg,
@@ -246,6 +261,7 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .jwks = jwks_refresh_slots(gen->jwks),
                              .shadow_inflight = gen->shadow_inflight,
                              .diff_specs = gen->diff_specs,
+                             .shadow_routes = gen->shadow_routes,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -263,6 +279,7 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
     gen->id = ++gs->made;
     gs->cur = gen;
+    shadow_stats_show_only(gs->shadow, gen->shadow_routes, cfg->n_routes);
     if (old)
         retire(gs, old);
     return 0;
@@ -321,5 +338,6 @@ void generations_free(generations_t *gs)
     throttle_free(gs->throttle);
     rate_limit_free(gs->rates);
     session_store_free(gs->sessions);
+    shadow_stats_free(gs->shadow);
     free(gs);
 }

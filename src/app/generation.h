@@ -13,6 +13,7 @@
 #include "net/worker.h"
 #include "observe/metrics.h"
 #include "policy/health.h"
+#include "policy/shadow_stats.h"
 #include "proxy/proxy.h"
 #include "routing/weights.h"
 
@@ -45,10 +46,15 @@ void generations_free(generations_t *gs);
 
 /* Rate-limit buckets evicted so far (the instance's table). */
 uint64_t generations_rate_limit_evictions(const generations_t *gs);
+/* The instance's shadow figures (they outlive generations). */
+shadow_stats_t *generations_shadow(const generations_t *gs);
 
 config_t *generation_config(const generation_t *gen);
 health_t *generation_health(const generation_t *gen);
 weights_t *generation_weights(const generation_t *gen);
+/* Route r's shadow figures, NULL when it has no shadow (or the registry is
+ * full). */
+shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r);
 /* 1 for the config at start, then one more per reload (0: never active). */
 uint64_t generation_id(const generation_t *gen);
 

@@ -24,6 +24,7 @@
 #include "policy/jwks_slot.h"
 #include "policy/rate_limit.h"
 #include "policy/session_store.h"
+#include "policy/shadow_stats.h"
 #include "policy/token_cache.h"
 #include "policy/throttle.h"
 #include "proxy/admission.h"
@@ -63,8 +64,9 @@ struct proxy_gen {
     rate_limit_t *rates;
     session_store_t *sessions;
     jwks_slot_t *jwks;
-    atomic_uint *shadow_inflight;        /* per route: shadow copies in flight (the instance's) */
-    json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
+    atomic_uint *shadow_inflight;         /* per route: shadow copies in flight (the instance's) */
+    json_diff_spec_t *const *diff_specs;  /* per route: its shadow comparison, NULL: none */
+    shadow_route_t *const *shadow_routes; /* per route: its shadow figures, or NULL */
     uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
@@ -101,6 +103,8 @@ typedef struct proxy_shared {
     json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
     void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
+    /* per route: its shadow figures (the instance's), or NULL */
+    shadow_route_t *const *shadow_routes;
 } proxy_shared_t;
 
 struct proxy_worker {

@@ -18,6 +18,7 @@
 #include "core/rand.h"
 #include "core/time.h"
 #include "policy/json_diff.h"
+#include "policy/shadow_stats.h"
 #include "proxy/exchange.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/rewrite.h"
@@ -94,40 +95,21 @@ struct shadow {
     uint8_t request_id_len;
 };
 
-/* What the figures count of a copy that was not compared. */
-typedef enum {
-    SHADOW_COUNT_NONE = 0,
-    SHADOW_COUNT_DROPPED, /* max_in_flight */
-    SHADOW_COUNT_SKIPPED, /* not copyable, or nothing to compare with */
-    SHADOW_COUNT_ERROR    /* the copy's try failed */
-} shadow_count_t;
-
 static const upstream_conn_ops_t shadow_ops;
-
-/* The route's shadow figures (policy/shadow_stats). */
-static void count(proxy_worker_t *pw, proxy_gen_t *g, const config_route_t *r, shadow_count_t why)
-{
-    (void)pw;
-    (void)g;
-    (void)r;
-    (void)why;
-}
-
-/* A comparison, judged against the noise learned so far: true for a match. */
-static bool compared(proxy_worker_t *pw, proxy_gen_t *g, const config_route_t *r,
-                     const json_diff_result_t *diff, const json_diff_result_t *noise,
-                     const char *request_id, size_t request_id_len)
-{
-    (void)pw;
-    (void)g;
-    (void)r;
-    (void)noise;
-    (void)request_id;
-    (void)request_id_len;
-    return diff->match;
-}
 static void part_end(part_t *p, part_state_t st, end_reason_t why, bool reusable);
 static void maybe_finish(shadow_t *sh);
+
+/* The route's shadow figures (policy/shadow_stats). */
+static shadow_route_t *figures(const proxy_gen_t *g, const config_route_t *r)
+{
+    return g->shadow_routes ? g->shadow_routes[r->index] : NULL;
+}
+
+/* A copy that was not compared: dropped, skipped or failed. */
+static void count(const proxy_gen_t *g, const config_route_t *r, shadow_result_t why)
+{
+    shadow_route_count(figures(g, r), why);
+}
 
 /* ------------------------------------------------------------- capture */
 
@@ -259,7 +241,7 @@ void shadow_begin(request_t *req, const router_request_t *rr, const router_match
     atomic_uint *n = &g->shadow_inflight[r->index];
     if (atomic_fetch_add_explicit(n, 1, memory_order_relaxed) >= sc->max_in_flight) {
         atomic_fetch_sub_explicit(n, 1, memory_order_relaxed);
-        count(pw, g, r, SHADOW_COUNT_DROPPED);
+        count(g, r, SHADOW_DROPPED);
         return;
     }
     config_backend_t b = {.path = sc->path, .target_group = sc->target_group};
@@ -271,7 +253,7 @@ void shadow_begin(request_t *req, const router_request_t *rr, const router_match
     if (!sh || !sh->target) {
         free(sh);
         atomic_fetch_sub_explicit(n, 1, memory_order_relaxed);
-        count(pw, g, r, SHADOW_COUNT_SKIPPED);
+        count(g, r, SHADOW_SKIPPED);
         return;
     }
     memcpy(sh->target, target, (size_t)tl);
@@ -385,12 +367,12 @@ static void part_start(shadow_t *sh, part_t *p, const request_t *req, uint32_t g
 }
 
 /* The copy is over before it went: nothing was sent, nothing holds it. */
-static void shadow_drop(shadow_t *sh, shadow_count_t why)
+static void shadow_drop(shadow_t *sh, shadow_result_t why)
 {
     if (sh->req)
         sh->req->shadow = NULL;
     sh->req = NULL;
-    count(sh->pw, sh->gen, sh->route, why);
+    count(sh->gen, sh->route, why);
     sh->finished = true;
     sh->primary_done = true;
     maybe_finish(sh);
@@ -402,7 +384,7 @@ void shadow_send(request_t *req)
     if (!sh || sh->sent)
         return;
     if (req->body_streamed || !req->out) {
-        shadow_drop(sh, SHADOW_COUNT_SKIPPED);
+        shadow_drop(sh, SHADOW_SKIPPED);
         return;
     }
     sh->sent = true;
@@ -646,7 +628,7 @@ const char *shadow_request_done(request_t *req, const access_log_entry_t *e, boo
         sh->primary.complete = req->end == END_OK && sh->primary.status != 0;
         if (!sh->sent) {
             /* Answered before its body was whole: the copy never went. */
-            shadow_drop(sh, SHADOW_COUNT_SKIPPED);
+            shadow_drop(sh, SHADOW_SKIPPED);
             return NULL;
         }
         maybe_finish(sh);
@@ -693,7 +675,6 @@ void shadow_detach(request_t *req)
         sh->primary.complete = false;
         if (!sh->sent) {
             sh->finished = true;
-            count(sh->pw, sh->gen, sh->route, SHADOW_COUNT_NONE);
         }
     }
     maybe_finish(sh);
@@ -764,16 +745,14 @@ static void shadow_close(shadow_t *sh)
 /* The comparison's verdict, counted. */
 static void judge(shadow_t *sh)
 {
-    proxy_worker_t *pw = sh->pw;
-    bool match;
     if (sh->diff_rc != 0) {
-        sh->result = "error";
-        count(pw, sh->gen, sh->route, SHADOW_COUNT_ERROR);
+        sh->result = "error"; /* no memory to compare with */
+        count(sh->gen, sh->route, SHADOW_ERROR);
     } else {
-        match =
-            compared(pw, sh->gen, sh->route, &sh->diff, sh->noise_rc == 0 ? &sh->noise_diff : NULL,
-                     sh->request_id, sh->request_id_len);
-        sh->result = match ? "match" : "mismatch";
+        shadow_result_t res = shadow_route_compared(figures(sh->gen, sh->route), &sh->diff,
+                                                    sh->noise_rc == 0 ? &sh->noise_diff : NULL,
+                                                    sh->request_id, sh->request_id_len);
+        sh->result = res == SHADOW_MATCH ? "match" : "mismatch";
         json_diff_result_free(&sh->diff);
     }
     if (sh->noise_rc == 0)
@@ -805,12 +784,12 @@ static void maybe_finish(shadow_t *sh)
             return;
         if (sh->parts[0].state == PART_FAILED) {
             sh->result = "error";
-            count(sh->pw, sh->gen, sh->route, SHADOW_COUNT_ERROR);
+            count(sh->gen, sh->route, SHADOW_ERROR);
         } else if (!sh->compare) {
             sh->result = NULL;
         } else if (!sh->primary.complete) {
             /* The client got no whole answer: nothing to compare with. */
-            count(sh->pw, sh->gen, sh->route, SHADOW_COUNT_SKIPPED);
+            count(sh->gen, sh->route, SHADOW_SKIPPED);
         } else {
             size_t bytes = sh->primary.len + sh->parts[0].cap.len + sh->parts[1].cap.len;
             if (bytes > SHADOW_INLINE_COMPARE_BYTES) {

@@ -112,6 +112,19 @@ static json_t *fake_config(void *ctx)
 
 static const char *fake_token(void *ctx) { return ((fake_t *)ctx)->token; }
 
+/* Route 1 ("main") has a shadow, route 0 none. */
+static json_t *fake_route_shadow(void *ctx, size_t r)
+{
+    (void)ctx;
+    return r == 1 ? json_pack("{s:s,s:i}", "route", "main", "compared", 0) : NULL;
+}
+
+static void fake_shadow_metrics(void *ctx, buf_t *out)
+{
+    (void)ctx;
+    buf_append_str(out, "ficus_shadow_requests_total{route=\"main\",result=\"match\"} 0\n");
+}
+
 static admin_hooks_t hooks_for(fake_t *f)
 {
     memset(f, 0, sizeof *f);
@@ -126,7 +139,9 @@ static admin_hooks_t hooks_for(fake_t *f)
                            .route = fake_route,
                            .set_weights = fake_set_weights,
                            .config = fake_config,
-                           .token = fake_token};
+                           .token = fake_token,
+                           .route_shadow = fake_route_shadow,
+                           .shadow_metrics = fake_shadow_metrics};
 }
 
 /* One request through admin_handle; the body is left in out (NUL-ended). */
@@ -235,6 +250,7 @@ static void test_metrics(void **state)
         "ficus_panic_mode{target_group=\"api\"} 1\n",
         "ficus_panic_mode{target_group=\"spare\"} 0\n",
         "ficus_access_log_dropped_lines_total 0\n",
+        "ficus_shadow_requests_total{route=\"main\",result=\"match\"} 0\n",
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
         if (!strstr(text(&r), want[i]))
@@ -347,6 +363,43 @@ static void test_weights_get_put(void **state)
     done(&r);
 }
 
+/* One request that must answer status; its body is dropped. */
+static void expect_status(const admin_hooks_t *h, const char *method, const char *path, int status)
+{
+    reply_t r;
+    call(h, method, path, NULL, NULL, &r);
+    if (r.status != status)
+        fail_msg("%s %.60s: %d, not %d: %s", method, path, r.status, status, text(&r));
+    done(&r);
+}
+
+static void test_route_shadow(void **state)
+{
+    (void)state;
+    fake_t f;
+    admin_hooks_t h = hooks_for(&f);
+    reply_t r;
+    call(&h, "GET", "/routes/main/shadow", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(text(&r), "{\"route\":\"main\",\"compared\":0}\n");
+    done(&r);
+    call(&h, "POST", "/routes/main/shadow", "{}", NULL, &r);
+    assert_int_equal(r.status, 405);
+    assert_string_equal(r.resp.header, "Allow: GET\r\n");
+    done(&r);
+    /* A route without shadow, an unknown route, names empty or too long. */
+    char long_path[400] = "/routes/";
+    memset(long_path + 8, 'x', 300);
+    strcpy(long_path + 308, "/shadow");
+    const char *missing[] = {"/routes/unnamed-first/shadow", "/routes/nope/shadow",
+                             "/routes//shadow", "/routes/main/shadow/", long_path};
+    for (size_t i = 0; i < sizeof missing / sizeof missing[0]; i++)
+        expect_status(&h, "GET", missing[i], 404);
+    /* No hook: no route has a shadow. */
+    h.route_shadow = NULL;
+    expect_status(&h, "GET", "/routes/main/shadow", 404);
+}
+
 static void test_weights_put_refused(void **state)
 {
     (void)state;
@@ -423,6 +476,7 @@ static void test_index_unknown_and_garbage(void **state)
     call(&h, "GET", "/", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
     assert_non_null(strstr(text(&r), "\"PUT /routes/NAME/weights\""));
+    assert_non_null(strstr(text(&r), "\"GET /routes/NAME/shadow\""));
     done(&r);
     call(&h, "POST", "/", NULL, NULL, &r);
     assert_int_equal(r.status, 405);
@@ -603,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_target_groups),
         cmocka_unit_test(test_weights_get_put),
+        cmocka_unit_test(test_route_shadow),
         cmocka_unit_test(test_weights_put_refused),
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_index_unknown_and_garbage),
