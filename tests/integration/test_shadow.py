@@ -322,3 +322,60 @@ def test_noise_learned_while_a_real_difference_is_still_found(ficus, request):
                         field="/total") == n
     assert not metric_value(m, "ficus_shadow_field_mismatches_total", route="orders",
                             field="/served_at")
+
+
+def test_hostile_or_broken_shadow_answers_are_errors_only(ficus, request, raw_backend):
+    (old,) = backends(request, ("old", None))
+    cases = [
+        raw_backend("custom", b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"),  # cut short
+        raw_backend("custom", b"NOT HTTP AT ALL\r\n\r\n"),
+        raw_backend("custom", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"),
+        raw_backend("custom", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n"),
+    ]
+    groups = {"old": old.addr}
+    routes = []
+    for i, c in enumerate(cases):
+        groups[f"bad{i}"] = c.addr
+        routes.append(route(f"r{i}", f"/r{i}/", "old",
+                            shadow={"target_group": f"bad{i}", "percent": 100,
+                                    "compare": {}}))
+    f = ficus(config(groups, routes))
+    for i in range(len(cases)):
+        r = http_request(f.port, "GET", f"/r{i}/x")
+        assert r.status == 200 and r.json()["name"] == "old", (i, r)
+    lines = f.wait_access_log(len(cases))
+    assert [e["shadow"] for e in lines] == ["error"] * len(cases), lines
+
+
+def test_copy_outlives_a_reload_and_a_client_that_left(ficus, request):
+    old, new = backends(request, ("old", None),
+                        ("new", lambda m, p, h, b: (200, {"name": "old", "path": p}, {}, 1.0)))
+    cfg = config({"old": old.addr, "new": new.addr},
+                 [shadow_route({"target_group": "new", "percent": 100,
+                                "path": "/orders/$1", "compare": {}}, timeout="5s")])
+    f = ficus(cfg)
+    assert http_request(f.port, "GET", "/orders/1").status == 200
+    # A reload while the copy runs: it finishes on the configuration it began with.
+    f.write_config(cfg)
+    import signal
+    f.signal(signal.SIGHUP)
+    assert shadow_log(f, 1) == ["match"]
+    assert wait_until(lambda: shadow_counts(f)["match"] == 1, 5), shadow_counts(f)
+    lines = f.wait_access_log(1)
+    assert lines[0]["config"] == "#1"
+
+
+def test_client_that_leaves_leaves_nothing_to_compare(ficus, request):
+    import socket
+    old, new = backends(request, ("old", lambda m, p, h, b: (200, {"a": 1}, {}, 1.0)),
+                        ("new", None))
+    f = ficus(config({"old": old.addr, "new": new.addr},
+                     [shadow_route({"target_group": "new", "percent": 100, "compare": {}},
+                                   timeout="5s")]))
+    s = socket.create_connection(("127.0.0.1", f.port))
+    s.sendall(b"GET /orders/5 HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert wait_until(lambda: new.count() == 1, 5)
+    s.close()
+    assert wait_until(lambda: shadow_counts(f)["skipped"] == 1, 5), shadow_counts(f)
+    lines = f.wait_access_log(1)
+    assert lines[0]["status"] == 499 and lines[0]["shadow"] is None, lines
