@@ -273,3 +273,27 @@ def test_spans_carry_the_api_client(ficus, echo_backend, receiver):
     assert "ficus.client_id" not in servers["/b"]["attrs"]
     clients = [s for s in by_kind(spans, 3) if s["attrs"].get("ficus.client_id")]
     assert len(clients) == 1
+
+
+def test_a_shadow_copy_is_a_sibling_span_of_the_tries(ficus, echo_backend, receiver):
+    old, new = echo_backend("old"), echo_backend("new")
+    f = ficus(traced({"old": old.addr, "new": new.addr},
+                     [route("api", "/", "old",
+                            shadow={"target_group": "new", "percent": 100})],
+                     receiver.endpoint))
+    r = http_request(f.port, "GET", "/items")
+    assert r.status == 200
+    trace_id, span_id, _ = upstream_tp(r)
+    spans = receiver.wait_for_spans(3, scaled(5))
+    assert len(spans) == 3, receiver.requests
+    receiver.validate_all()
+    server, = by_kind(spans, 2)
+    clients = by_kind(spans, 3)
+    assert {c["attrs"]["ficus.target_group"] for c in clients} == {"old", "new"}
+    for c in clients:
+        assert c["traceId"] == trace_id and c["parentSpanId"] == server["spanId"]
+    copy, = [c for c in clients if c["attrs"]["ficus.target_group"] == "new"]
+    # Its own span id, the one the shadow group saw.
+    assert wait_until(lambda: new.count() == 1, 5)
+    seen = [v for k, v in new.requests[0]["headers"] if k.lower() == "traceparent"]
+    assert seen and seen[0].split("-")[2] == copy["spanId"] != span_id
