@@ -245,6 +245,10 @@ rollouts_t *rollouts_new(const config_t *cfg, rollouts_t *prev, uint64_t now_ms)
         rr->canary = rc.canary_backend;
         rs->table[r] = rr->r;
         rs->n_with++;
+        if (rt->rollout.state == CONFIG_ROLLOUT_REDIS)
+            log_warn("route %s: rollout state: redis is not supported by this version yet; the "
+                     "rollout runs on this instance's evidence alone, like state: local",
+                     rt->name);
     }
     for (size_t r = 0; r < cfg->n_routes; r++)
         if (rs->routes[r].r)
