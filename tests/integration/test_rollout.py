@@ -89,6 +89,17 @@ def shares(f, n, path="/s"):
     return seen
 
 
+def paused_at_step_two(ficus, mock):
+    """ficus with the search rollout promoted to step 2 (25 %) and paused; the
+    two mocks."""
+    v1, v2 = mock("v1"), mock("v2")
+    f = ficus(search_config(v1.addr, v2.addr))
+    wait_state(f, "step")
+    act(f, "promote")
+    act(f, "pause")
+    return f, v1, v2
+
+
 def transitions(f, to, reason):
     return metric_value(parse_metrics(f.metrics_text()), "ficus_rollout_transitions_total",
                         route="search", to=to, reason=reason) or 0
@@ -162,11 +173,7 @@ def test_admin_actions_walk_every_state_and_move_real_traffic(ficus, mock):
 
 
 def test_metrics_names_and_values(ficus, mock):
-    v1, v2 = mock("v1"), mock("v2")
-    f = ficus(search_config(v1.addr, v2.addr))
-    wait_state(f, "step")
-    act(f, "promote")
-    act(f, "pause")
+    f, _, _ = paused_at_step_two(ficus, mock)
     text = f.metrics_text()
     s = parse_metrics(text)
     assert metric_value(s, "ficus_rollout_step", route="search") == 25
@@ -235,11 +242,7 @@ def reload_with(f, cfg, before):
 
 
 def test_a_reload_keeps_an_unchanged_rollout_and_restarts_a_changed_one(ficus, mock):
-    v1, v2 = mock("v1"), mock("v2")
-    f = ficus(search_config(v1.addr, v2.addr))
-    wait_state(f, "step")
-    act(f, "promote")
-    act(f, "pause")
+    f, v1, v2 = paused_at_step_two(ficus, mock)
     # Another route appears; the rollout's block and backends stay as they were.
     other = route("other", "/other", [("v1", 1)])
     n = reload_with(f, search_config(v1.addr, v2.addr, extra_routes=[other]), 0)

@@ -514,6 +514,12 @@ static void test_rollout_endpoints(void **state)
             assert_string_equal(r.resp.header, cases[i].allow);
         done(&r);
     }
+    char long_path[400] = "/routes/";
+    memset(long_path + 8, 'x', 300);
+    strcpy(long_path + 308, "/rollout/promote");
+    call(&h, "POST", long_path, NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    done(&r);
     assert_int_equal(f.actions, 1);
     /* The rollout owns the weights. */
     call(&h, "PUT", "/routes/main/weights", "{\"spare\":5}", NULL, &r);
