@@ -56,6 +56,8 @@ static const char *const endpoints[] = {
     "GET /routes/NAME/weights",
     "PUT /routes/NAME/weights",
     "GET /routes/NAME/shadow",
+    "GET /routes/NAME/rollout",
+    "POST /routes/NAME/rollout/pause|resume|promote|rollback|restart",
 };
 
 static int reply(admin_response_t *resp, buf_t *body, int status, const char *code, const char *msg)

@@ -46,6 +46,7 @@ typedef struct admin_route_info {
     size_t n_backends;
     const char *backends[MAX_ROUTE_BACKENDS];
     uint32_t weights[MAX_ROUTE_BACKENDS];
+    bool has_rollout; /* its rollout owns the weights: PUT weights is refused */
 } admin_route_info_t;
 
 /* What the endpoints learn from the gateway, all on the main thread. Any
@@ -74,6 +75,15 @@ typedef struct admin_hooks {
     json_t *(*route_shadow)(void *ctx, size_t route);
     /* Appends the shadow metric families to the /metrics text. */
     void (*shadow_metrics)(void *ctx, buf_t *out);
+    /* Route r's rollout as GET /routes/NAME/rollout shows it (a new
+     * reference), or NULL when r has none (or out of memory). */
+    json_t *(*rollout)(void *ctx, size_t r);
+    /* Runs the rollout action named action (len bytes) on route r, weights
+     * applied at once: 0; FE_NOTFOUND when r has no rollout or there is no
+     * such action; FE_INVAL when the action makes no sense in its state. */
+    int (*rollout_action)(void *ctx, size_t r, const char *action, size_t len);
+    /* Appends the rollout metric families to /metrics. */
+    void (*rollout_metrics)(void *ctx, buf_t *out);
     metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
     access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;

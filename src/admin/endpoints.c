@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/errors.h"
 #include "core/log.h"
 
 static size_t n_groups(const admin_hooks_t *h) { return h->n_groups ? h->n_groups(h->ctx) : 0; }
@@ -114,10 +115,12 @@ void endpoints_metrics(const admin_hooks_t *h, buf_t *out)
             (unsigned long long)h->rate_limit_evictions(h->ctx));
     if (h->shadow_metrics)
         h->shadow_metrics(h->ctx, out);
+    if (h->rollout_metrics)
+        h->rollout_metrics(h->ctx, out);
 }
 
-/* --- JSON endpoints: /config, /target_groups, /routes/NAME/weights and
- * /routes/NAME/shadow --- */
+/* --- JSON endpoints: /config, /target_groups, /routes/NAME/weights,
+ * /routes/NAME/shadow and /routes/NAME/rollout[/ACTION] --- */
 
 static int reply_json(buf_t *out, json_t *j, int status)
 {
@@ -186,6 +189,12 @@ static int put_weights(const admin_hooks_t *h, size_t r, const admin_route_info_
         json_decref(j);
         return reply_error(out, 400, "bad_request",
                            "body must be a JSON object of target group name to weight");
+    }
+    if (ri->has_rollout) {
+        json_decref(j);
+        return reply_error(out, 409, "conflict",
+                           "this route's rollout owns its weights: use POST "
+                           "/routes/NAME/rollout/pause|resume|promote|rollback|restart");
     }
     uint32_t v[MAX_ROUTE_BACKENDS];
     memcpy(v, ri->weights, sizeof v);
@@ -271,6 +280,74 @@ static int route_shadow(const admin_hooks_t *h, const char *name, bool get, buf_
     return reply_json(out, j, 200);
 }
 
+static int rollout_json(const admin_hooks_t *h, size_t r, const admin_route_info_t *ri, buf_t *out)
+{
+    if (!ri->has_rollout || !h->rollout)
+        return reply_error(out, 404, "not_found", "this route has no rollout");
+    json_t *j = h->rollout(h->ctx, r);
+    return j ? reply_json(out, j, 200) : 500;
+}
+
+/* /routes/NAME/rollout and /routes/NAME/rollout/ACTION; 0 for other paths. */
+static int rollout_endpoint(const admin_hooks_t *h, bool get, bool post, const char *path,
+                            size_t plen, buf_t *out, const char **allow)
+{
+    static const char pre[] = "/routes/", mid[] = "/rollout";
+    size_t lp = sizeof pre - 1, lm = sizeof mid - 1;
+    if (plen <= lp || memcmp(path, pre, lp) != 0)
+        return 0;
+    const char *name = path + lp, *end = path + plen;
+    const char *slash = memchr(name, '/', (size_t)(end - name));
+    if (!slash || (size_t)(end - slash) < lm || memcmp(slash, mid, lm) != 0)
+        return 0;
+    const char *action = slash + lm;
+    size_t alen = (size_t)(end - action);
+    if (alen > 0 && (action[0] != '/' || alen == 1 || memchr(action + 1, '/', alen - 1)))
+        return 0;
+    char buf[256];
+    size_t nlen = (size_t)(slash - name);
+    admin_route_info_t ri;
+    size_t r = SIZE_MAX;
+    if (nlen > 0 && nlen < sizeof buf) {
+        memcpy(buf, name, nlen);
+        buf[nlen] = '\0';
+        r = find_route(h, buf, &ri);
+    }
+    if (alen == 0) {
+        if (!get) {
+            *allow = "GET";
+            return reply_error(out, 405, "method_not_allowed", "use GET");
+        }
+        return r == SIZE_MAX ? reply_error(out, 404, "not_found", "no such route")
+                             : rollout_json(h, r, &ri, out);
+    }
+    if (!post) {
+        *allow = "POST";
+        return reply_error(out, 405, "method_not_allowed", "use POST");
+    }
+    if (r == SIZE_MAX)
+        return reply_error(out, 404, "not_found", "no such route");
+    if (!ri.has_rollout || !h->rollout_action)
+        return reply_error(out, 404, "not_found", "this route has no rollout");
+    char msg[200];
+    int rc = h->rollout_action(h->ctx, r, action + 1, alen - 1);
+    if (rc == FE_NOTFOUND)
+        return reply_error(out, 404, "not_found",
+                           "no such rollout action: use pause, resume, promote, rollback or "
+                           "restart");
+    if (rc != 0) {
+        json_t *j = h->rollout ? h->rollout(h->ctx, r) : NULL;
+        const char *st = j ? json_string_value(json_object_get(j, "state")) : NULL;
+        snprintf(msg, sizeof msg, "%.*s makes no sense while the rollout is %s (canary at %d%%)",
+                 (int)(alen - 1), action + 1, st ? st : "in this state",
+                 j ? (int)json_integer_value(json_object_get(j, "canary_percent")) : 0);
+        json_decref(j);
+        return reply_error(out, 409, "conflict", msg);
+    }
+    log_info("route %s: rollout %.*s through the admin API", ri.name, (int)(alen - 1), action + 1);
+    return rollout_json(h, r, &ri, out);
+}
+
 int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, const char *path,
                      size_t plen, const char *body, size_t blen, buf_t *out, const char **allow)
 {
@@ -291,6 +368,10 @@ int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, co
         }
         return target_groups_json(h, out);
     }
+    bool post = mlen == 4 && memcmp(method, "POST", 4) == 0;
+    int rc = rollout_endpoint(h, get, post, path, plen, out, allow);
+    if (rc)
+        return rc;
     char name[256];
     if (route_endpoint(path, plen, "/weights", name, sizeof name)) {
         admin_route_info_t ri;

@@ -1,5 +1,6 @@
 /* The admin endpoints that report or change the gateway's state: readiness,
- * the metrics exposition, /config, /target_groups and /routes/NAME/weights.
+ * the metrics exposition, /config, /target_groups, /routes/NAME/weights,
+ * /routes/NAME/shadow and /routes/NAME/rollout[/ACTION].
  * Sans-I/O: hooks in, status and body out; admin.c routes requests here. */
 #ifndef FICUS_ADMIN_ENDPOINTS_H
 #define FICUS_ADMIN_ENDPOINTS_H

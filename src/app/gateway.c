@@ -15,8 +15,10 @@
 #include "app/generation.h"
 #include "app/listeners.h"
 #include "app/reload.h"
+#include "app/rollouts.h"
 #include "config/config_json.h"
 #include "core/addr.h"
+#include "core/errors.h"
 #include "core/log.h"
 #include "core/time.h"
 #include "net/takeover.h"
@@ -134,12 +136,36 @@ static void gw_route(void *ctx, size_t r, admin_route_info_t *out)
         out->backends[b] = cfg->target_groups[rt->backends[b].target_group].name;
         out->weights[b] = weights_get(w, r, b);
     }
+    out->has_rollout = rt->has_rollout;
 }
 
 static void gw_set_weights(void *ctx, size_t r, const uint32_t *v)
 {
     gateway_t *gw = ctx;
     weights_set(generation_weights(generations_current(gw->gens)), r, v);
+}
+
+static rollouts_t *current_rollouts(const gateway_t *gw)
+{
+    return generation_rollouts(generations_current(gw->gens));
+}
+
+static json_t *gw_rollout(void *ctx, size_t r)
+{
+    return rollouts_json(current_rollouts(ctx), r, time_now_ms(), time_now_realtime_ms());
+}
+
+static int gw_rollout_action(void *ctx, size_t r, const char *action, size_t len)
+{
+    rollout_action_t a;
+    if (rollouts_action_parse(action, len, &a) != 0)
+        return FE_NOTFOUND;
+    return rollouts_action(current_rollouts(ctx), r, a, time_now_ms());
+}
+
+static void gw_rollout_metrics(void *ctx, buf_t *out)
+{
+    rollouts_metrics(current_rollouts(ctx), out);
 }
 
 static json_t *gw_config(void *ctx) { return config_json(current_config(ctx)); }
@@ -329,6 +355,9 @@ int gateway_run(config_t *cfg)
                            .rate_limit_evictions = gw_rate_limit_evictions,
                            .route_shadow = gw_route_shadow,
                            .shadow_metrics = gw_shadow_metrics,
+                           .rollout = gw_rollout,
+                           .rollout_action = gw_rollout_action,
+                           .rollout_metrics = gw_rollout_metrics,
                            .metrics = gw.metrics,
                            .access_log = gw.access_log};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

@@ -9,9 +9,11 @@
 
 #include "app/dns_refresh.h"
 #include "app/jwks_refresh.h"
+#include "app/rollouts.h"
 #include "app/set_refresh.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "core/time.h"
 #include "policy/health_check.h"
 #include "policy/json_diff.h"
 #include "policy/rate_limit.h"
@@ -32,6 +34,7 @@ struct generation {
     atomic_uint *shadow_inflight;   /* per route: shadow copies in flight */
     json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
+    rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -51,6 +54,7 @@ struct generations {
     shadow_stats_t *shadow;    /* shadow comparison figures per route name */
     uint64_t made;             /* activated so far */
     uv_timer_t reclaim;        /* frees retired generations */
+    uv_timer_t rollout_tick;   /* the current generation's rollouts, once a second */
     bool closed;
 };
 
@@ -67,6 +71,7 @@ shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r)
     return gen->shadow_routes ? gen->shadow_routes[r] : NULL;
 }
 uint64_t generation_id(const generation_t *gen) { return gen->id; }
+rollouts_t *generation_rollouts(const generation_t *gen) { return gen->rollouts; }
 
 /* Stops everything of gen that runs on the main loop: set refreshes, DNS,
  * health checks. Its callbacks still to come find it stopped. */
@@ -109,6 +114,7 @@ static void gen_free(generation_t *gen)
     free(gen->diff_specs);
     free(gen->shadow_routes);
     jwks_refresh_free(gen->jwks);
+    rollouts_free(gen->rollouts);
     config_unref(gen->cfg);
     free(gen);
 }
@@ -149,6 +155,13 @@ static void retire(generations_t *gs, generation_t *gen)
         uv_timer_start(&gs->reclaim, on_reclaim, 100, 100);
 }
 
+static void on_rollout_tick(uv_timer_t *t)
+{
+    generations_t *gs = t->data;
+    if (gs->cur && !gs->cur->retired)
+        rollouts_tick(gs->cur->rollouts, time_now_ms());
+}
+
 generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
                                metrics_registry_t *metrics)
 {
@@ -171,6 +184,9 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     }
     uv_timer_init(loop, &gs->reclaim);
     gs->reclaim.data = gs;
+    uv_timer_init(loop, &gs->rollout_tick);
+    gs->rollout_tick.data = gs;
+    uv_timer_start(&gs->rollout_tick, on_rollout_tick, ROLLOUTS_TICK_MS, ROLLOUTS_TICK_MS);
     return gs;
 }
 
@@ -246,6 +262,12 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     for (size_t r = 0; r < cfg->n_routes; r++)
         if (cfg->routes[r].has_shadow)
             gen->shadow_routes[r] = shadow_stats_route(gs->shadow, cfg->routes[r].name);
+    /* Before the workers copy the weights: a rollout's canary never gets
+     * its configured weight first. */
+    gen->rollouts = rollouts_new(cfg, old ? old->rollouts : NULL, time_now_ms());
+    if (!gen->rollouts)
+        return -1;
+    rollouts_attach(gen->rollouts, gen->weights);
     if (old)
         health_inherit(gen->health, old->health);
     proxy_shared_t shared = {.cfg = cfg,
@@ -262,6 +284,7 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .shadow_inflight = gen->shadow_inflight,
                              .diff_specs = gen->diff_specs,
                              .shadow_routes = gen->shadow_routes,
+                             .rollouts = rollouts_table(gen->rollouts),
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -322,6 +345,7 @@ void generations_close(generations_t *gs)
     if (!gs->closed) {
         gs->closed = true;
         uv_close((uv_handle_t *)&gs->reclaim, NULL);
+        uv_close((uv_handle_t *)&gs->rollout_tick, NULL);
     }
 }
 

@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "app/rollouts.h"
 #include "config/config.h"
 #include "net/worker.h"
 #include "observe/metrics.h"
@@ -57,5 +58,7 @@ weights_t *generation_weights(const generation_t *gen);
 shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r);
 /* 1 for the config at start, then one more per reload (0: never active). */
 uint64_t generation_id(const generation_t *gen);
+/* The generation's route rollouts (main thread; NULL before activation). */
+rollouts_t *generation_rollouts(const generation_t *gen);
 
 #endif

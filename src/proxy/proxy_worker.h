@@ -23,6 +23,7 @@
 #include "policy/json_diff.h"
 #include "policy/jwks_slot.h"
 #include "policy/rate_limit.h"
+#include "policy/rollout.h"
 #include "policy/session_store.h"
 #include "policy/shadow_stats.h"
 #include "policy/token_cache.h"
@@ -67,7 +68,8 @@ struct proxy_gen {
     atomic_uint *shadow_inflight;         /* per route: shadow copies in flight (the instance's) */
     json_diff_spec_t *const *diff_specs;  /* per route: its shadow comparison, NULL: none */
     shadow_route_t *const *shadow_routes; /* per route: its shadow figures, or NULL */
-    uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
+    rollout_t *const *rollouts; /* per route: its rollout (records go here), NULL where none */
+    uint64_t *route_key;        /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
      * requests whose bearer token ficus writes itself. */
@@ -101,6 +103,7 @@ typedef struct proxy_shared {
     jwks_slot_t *jwks;                   /* per JWT provider: its keys */
     atomic_uint *shadow_inflight;        /* per route: shadow copies in flight */
     json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
+    rollout_t *const *rollouts;          /* per route: its rollout, NULL where none */
     void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
     /* per route: its shadow figures (the instance's), or NULL */

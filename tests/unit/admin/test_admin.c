@@ -20,6 +20,7 @@
 
 #include "admin/admin.h"
 #include "admin/endpoints.h"
+#include "core/errors.h"
 
 /* ---------------------------------------------------------- fake gateway */
 
@@ -31,6 +32,8 @@ typedef struct fake {
     uint32_t weights[2];
     int set_calls;
     bool config_fails;
+    bool rollout; /* route "main" has one */
+    int actions;  /* rollout actions run */
 } fake_t;
 
 static bool fake_draining(void *ctx) { return ((fake_t *)ctx)->draining; }
@@ -93,6 +96,7 @@ static void fake_route(void *ctx, size_t r, admin_route_info_t *out)
     out->backends[1] = "spare";
     out->weights[0] = f->weights[0];
     out->weights[1] = f->weights[1];
+    out->has_rollout = f->rollout;
 }
 
 static void fake_set_weights(void *ctx, size_t r, const uint32_t *w)
@@ -125,6 +129,31 @@ static void fake_shadow_metrics(void *ctx, buf_t *out)
     buf_append_str(out, "ficus_shadow_requests_total{route=\"main\",result=\"match\"} 0\n");
 }
 
+static json_t *fake_rollout(void *ctx, size_t r)
+{
+    fake_t *f = ctx;
+    assert_int_equal(r, 1);
+    return json_pack("{s:s,s:i,s:i}", "state", "step", "canary_percent", 5, "actions", f->actions);
+}
+
+/* promote works, resume makes no sense now, anything else is unknown. */
+static int fake_rollout_action(void *ctx, size_t r, const char *action, size_t len)
+{
+    fake_t *f = ctx;
+    assert_int_equal(r, 1);
+    if (len == 7 && memcmp(action, "promote", 7) == 0) {
+        f->actions++;
+        return 0;
+    }
+    return len == 6 && memcmp(action, "resume", 6) == 0 ? FE_INVAL : FE_NOTFOUND;
+}
+
+static void fake_rollout_metrics(void *ctx, buf_t *out)
+{
+    (void)ctx;
+    buf_append_str(out, "ficus_rollout_step{route=\"main\"} 5\n");
+}
+
 static admin_hooks_t hooks_for(fake_t *f)
 {
     memset(f, 0, sizeof *f);
@@ -141,7 +170,10 @@ static admin_hooks_t hooks_for(fake_t *f)
                            .config = fake_config,
                            .token = fake_token,
                            .route_shadow = fake_route_shadow,
-                           .shadow_metrics = fake_shadow_metrics};
+                           .shadow_metrics = fake_shadow_metrics,
+                           .rollout = fake_rollout,
+                           .rollout_action = fake_rollout_action,
+                           .rollout_metrics = fake_rollout_metrics};
 }
 
 /* One request through admin_handle; the body is left in out (NUL-ended). */
@@ -429,6 +461,88 @@ static void test_weights_put_refused(void **state)
     assert_int_equal(f.weights[1], 1);
 }
 
+static void test_rollout_endpoints(void **state)
+{
+    (void)state;
+    fake_t f;
+    admin_hooks_t h = hooks_for(&f);
+    reply_t r;
+    /* No rollout on the route: 404 for both. */
+    call(&h, "GET", "/routes/main/rollout", NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    assert_non_null(strstr(text(&r), "this route has no rollout"));
+    done(&r);
+    call(&h, "POST", "/routes/main/rollout/promote", NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    done(&r);
+    assert_int_equal(f.actions, 0);
+    f.rollout = true;
+    call(&h, "GET", "/routes/main/rollout", NULL, NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_string_equal(text(&r), "{\"state\":\"step\",\"canary_percent\":5,\"actions\":0}\n");
+    done(&r);
+    call(&h, "POST", "/routes/main/rollout/promote", "", NULL, &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(f.actions, 1);
+    assert_non_null(strstr(text(&r), "\"actions\":1"));
+    done(&r);
+    call(&h, "POST", "/routes/main/rollout/resume", NULL, NULL, &r);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(text(&r), "resume makes no sense while the rollout is step"));
+    done(&r);
+    static const struct {
+        const char *method, *path;
+        int status;
+        const char *allow;
+    } cases[] = {
+        {"POST", "/routes/main/rollout/explode", 404, NULL},
+        {"POST", "/routes/nope/rollout/promote", 404, NULL},
+        {"GET", "/routes/nope/rollout", 404, NULL},
+        {"POST", "/routes//rollout/promote", 404, NULL},
+        {"POST", "/routes/main/rollout/", 404, NULL},
+        {"POST", "/routes/main/rollout/promote/x", 404, NULL},
+        {"GET", "/routes/main/rollouts", 404, NULL},
+        {"GET", "/routes/main/rollout/promote", 405, "Allow: POST\r\n"},
+        {"PUT", "/routes/main/rollout/promote", 405, "Allow: POST\r\n"},
+        {"POST", "/routes/main/rollout", 405, "Allow: GET\r\n"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        call(&h, cases[i].method, cases[i].path, NULL, NULL, &r);
+        if (r.status != cases[i].status)
+            fail_msg("%s %s: %d %s", cases[i].method, cases[i].path, r.status, text(&r));
+        if (cases[i].allow)
+            assert_string_equal(r.resp.header, cases[i].allow);
+        done(&r);
+    }
+    char long_path[400] = "/routes/";
+    memset(long_path + 8, 'x', 300);
+    strcpy(long_path + 308, "/rollout/promote");
+    call(&h, "POST", long_path, NULL, NULL, &r);
+    assert_int_equal(r.status, 404);
+    done(&r);
+    assert_int_equal(f.actions, 1);
+    /* The rollout owns the weights. */
+    call(&h, "PUT", "/routes/main/weights", "{\"spare\":5}", NULL, &r);
+    assert_int_equal(r.status, 409);
+    assert_non_null(strstr(text(&r), "rollout owns its weights"));
+    done(&r);
+    assert_int_equal(f.set_calls, 0);
+    /* The token applies as everywhere. */
+    f.token = "t0ken";
+    call(&h, "POST", "/routes/main/rollout/promote", NULL, NULL, &r);
+    assert_int_equal(r.status, 401);
+    done(&r);
+    call(&h, "POST", "/routes/main/rollout/promote", NULL, "Bearer t0ken", &r);
+    assert_int_equal(r.status, 200);
+    done(&r);
+    assert_int_equal(f.actions, 2);
+    /* Metrics: the hook's lines are part of /metrics. */
+    f.token = NULL;
+    call(&h, "GET", "/metrics", NULL, NULL, &r);
+    assert_non_null(strstr(text(&r), "ficus_rollout_step{route=\"main\"} 5\n"));
+    done(&r);
+}
+
 static void test_token(void **state)
 {
     (void)state;
@@ -659,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_weights_get_put),
         cmocka_unit_test(test_route_shadow),
         cmocka_unit_test(test_weights_put_refused),
+        cmocka_unit_test(test_rollout_endpoints),
         cmocka_unit_test(test_token),
         cmocka_unit_test(test_index_unknown_and_garbage),
         cmocka_unit_test(test_loop_request_answered),
