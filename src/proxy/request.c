@@ -72,8 +72,12 @@ void request_over(request_t *req)
 }
 
 /* What the migration figures learn from a request that reached a group
- * (contract 10.2): a failure the fallback hid from the client. */
-static void request_migration(request_t *req)
+ * (contract 10.2): a failure the fallback hid from the client, and the
+ * route's rollout evidence — a canary try (failed when the client got a 5xx
+ * or nothing, or when the fallback answered for it) or a primary one, with
+ * its latency (the upstream's answer; for a failure, the whole request). A
+ * client that left before any answer says nothing either way. */
+static void request_migration(request_t *req, uint64_t dur_us)
 {
     const config_backend_t *b = req->backend;
     if (!b || !req->attempts)
@@ -81,9 +85,19 @@ static void request_migration(request_t *req)
     proxy_gen_t *g = req->gen;
     const config_route_t *r = req->route;
     bool answered = req->end == END_OK && req->status && req->status < 500;
-    if (req->fallback && answered)
+    bool masked = req->fallback && answered;
+    if (masked)
         metrics_canary_masked(req->pw->metrics, g->metrics_route[r->index],
                               g->groups[b->target_group].metrics_group);
+    rollout_t *ro = g->rollouts ? g->rollouts[r->index] : NULL;
+    if (!ro || (req->end == END_CLIENT_CLOSED && !req->upstream_status))
+        return;
+    bool ok = answered && !req->fallback;
+    uint64_t lat = ok && req->upstream_us >= 0 ? (uint64_t)req->upstream_us : dur_us;
+    if (b->target_group == r->rollout.canary)
+        rollout_record_canary(ro, time_now_ms(), ok, masked, lat);
+    else
+        rollout_record_primary(ro, time_now_ms(), lat);
 }
 
 void request_log(request_t *req)
@@ -103,7 +117,7 @@ void request_log(request_t *req)
     }
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
-    request_migration(req);
+    request_migration(req, dur);
     if (req->trace_sampled)
         request_trace_end(pw, req, req->start_us + dur);
     if (!pw->alog) {

@@ -754,6 +754,9 @@ static void judge(shadow_t *sh)
                                                     sh->request_id, sh->request_id_len);
         sh->result = res == SHADOW_MATCH ? "match" : "mismatch";
         json_diff_result_free(&sh->diff);
+        rollout_t *ro = sh->gen->rollouts ? sh->gen->rollouts[sh->route->index] : NULL;
+        if (ro) /* the rollout's max_mismatch_rate */
+            rollout_record_shadow(ro, time_now_ms(), res == SHADOW_MATCH);
     }
     if (sh->noise_rc == 0)
         json_diff_result_free(&sh->noise_diff);

@@ -3,13 +3,10 @@ and to real traffic, the admin actions through every state, a rollout kept by
 a reload that does not change it and restarted by one that does, PUT weights
 refused while a rollout owns them, the metrics, and the automatic moves.
 
-The automatic moves (promotion after an interval with enough canary tries,
-rollback on a failing canary that the fallback hides from every client,
-rollback on a latency-ratio breach) need the request path to record the
-canary's and the primary's tries into the route's rollout
-(rollout_record_canary/primary). Until that recording is merged they fail
-(the rollout never sees a try and extends its step); they are real tests and
-are not skipped."""
+The automatic moves: promotion after an interval with enough canary
+tries, rollback on a failing canary that the fallback hides from every
+client, rollback on a latency-ratio breach, and the shadow comparisons that
+start a rollout or roll it back (max_mismatch_rate)."""
 
 import http.client
 import json
@@ -346,3 +343,28 @@ def test_latency_ratio_breach_rolls_back(ficus, mock):
     last = ro["history"][-1]
     assert last["cause"] == "latency_ratio" and "latency_ratio" in last["reason"], last
     assert weights(f)["v2"] == 0
+
+
+def mismatch_config(v1, v2, ignore):
+    r = route("search", "/", [{"target_group": "v1", "weight": 1},
+                              {"target_group": "v2", "weight": 0, "fallback": "v1"}],
+              shadow={"target_group": "v2", "percent": 100,
+                      "compare": {"ignore": ignore}},
+              rollout=block(max_mismatch_rate="10%"))
+    return config({"v1": v1, "v2": v2}, [r], server={"workers": 1})
+
+
+def test_shadow_evidence_starts_the_rollout_or_rolls_it_back(ficus, echo_backend):
+    v1, v2 = echo_backend("v1"), echo_backend("v2")
+    # The echo's answers differ in name, peer port and the copy's shadow header.
+    f = ficus(mismatch_config(v1.addr, v2.addr, ["/name", "/peer_port", "/headers"]))
+    assert rollout(f)["state"] == "pending"
+    ro = drive(f, lambda x: x["state"] == "step", 10)
+    assert [(e["to"], e["cause"]) for e in ro["history"]][:1] == [("step", "start")], ro
+    g = echo_backend("v1b"), echo_backend("v2b")
+    f2 = ficus(mismatch_config(g[0].addr, g[1].addr, ["/peer_port", "/headers"]))
+    ro = drive(f2, lambda x: x["state"] == "rolled_back", 10)
+    last = ro["history"][-1]
+    assert last["cause"] == "mismatch_rate", last
+    # Every client request was answered by the old system meanwhile.
+    assert weights(f2)["v2"] == 0
