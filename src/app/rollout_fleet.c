@@ -242,6 +242,7 @@ typedef struct {
     rollout_transition_t t;
     rollout_state_t paused_from;
     uint64_t seq, at_redis_ms;
+    bool valid; /* its values fit a rollout */
 } entry_t;
 
 typedef struct {
@@ -269,27 +270,34 @@ static int parse_hist(const long long *ints, size_t n, size_t *pos, uint64_t *hi
     return 0;
 }
 
+/* One transition of a sync's reply. FE_PARSE when the reply's shape is
+ * wrong; an entry of the right shape whose values do not fit (a state or
+ * cause out of range) is kept with valid false, to be skipped. */
 static int parse_entry(const long long *ints, size_t n, size_t *pos, entry_t *e)
 {
     const long long *v = ints + *pos;
-    if (n - *pos < ENTRY_FIXED || v[0] < 1 || v[1] < 0 || !in_range(v[2], 0, ROLLOUT_PAUSED) ||
-        !in_range(v[3], 0, ROLLOUT_PAUSED) || !in_range(v[4], 0, ROLLOUT_MAX_STEPS - 1) ||
-        !in_range(v[5], 0, ROLLOUT_CAUSE_MANUAL) || !in_range(v[6], 0, REASON_MAX) ||
+    if (n - *pos < ENTRY_FIXED || !in_range(v[6], 0, REASON_MAX) ||
         n - *pos - ENTRY_FIXED < (size_t)v[6])
         return FE_PARSE;
     memset(e, 0, sizeof *e);
-    e->seq = (uint64_t)v[0];
-    e->at_redis_ms = (uint64_t)v[1];
-    e->t.to = (rollout_state_t)v[2];
-    e->paused_from = (rollout_state_t)v[3];
-    e->t.step = (uint32_t)v[4];
-    e->t.cause = (rollout_cause_t)v[5];
     size_t len = (size_t)v[6];
+    e->valid = v[0] >= 1 && v[1] >= 0 && in_range(v[2], 0, ROLLOUT_PAUSED) &&
+               in_range(v[3], 0, ROLLOUT_PAUSED) && in_range(v[4], 0, ROLLOUT_MAX_STEPS - 1) &&
+               in_range(v[5], 0, ROLLOUT_CAUSE_MANUAL);
+    e->seq = v[0] >= 1 ? (uint64_t)v[0] : 0;
+    if (e->valid) {
+        e->at_redis_ms = (uint64_t)v[1];
+        e->t.to = (rollout_state_t)v[2];
+        e->paused_from = (rollout_state_t)v[3];
+        e->t.step = (uint32_t)v[4];
+        e->t.cause = (rollout_cause_t)v[5];
+    }
     for (size_t i = 0; i < len; i++) {
         long long b = v[ENTRY_FIXED + i];
         if (!in_range(b, 1, 255))
-            return FE_PARSE;
-        e->t.reason[i] = (char)b;
+            e->valid = false;
+        else
+            e->t.reason[i] = (char)b;
     }
     *pos += ENTRY_FIXED + len;
     return 0;
@@ -420,13 +428,15 @@ static void on_sync_done(void *ctx, int status, const long long *ints, size_t n)
             continue;
         uint64_t age = rep.now_ms > e->at_redis_ms ? rep.now_ms - e->at_redis_ms : 0;
         e->t.at_ms = now > age ? now - age : 0;
-        if (rollout_follow(fr->r, &e->t, e->paused_from, now) == 0)
+        if (e->valid && rollout_follow(fr->r, &e->t, e->paused_from, now) == 0) {
             moved = true;
-        else
+        } else {
+            f->errors++; /* written by something else than this version */
             log_limited(LOG_WARN,
                         "route %s: rollout: the fleet's transition %" PRIu64
                         " does not fit this rollout block; skipped",
                         fr->name, e->seq);
+        }
         fr->applied_seq = e->seq;
     }
     if (rep.leader && rep.has_sums && !move_pending(fr) &&
