@@ -15,7 +15,7 @@ import pytest
 
 from harness import config, http_request, metric_value, parse_metrics, route, scaled, wait_until
 from harness.redis import Redis
-from test_rollout import act, rollout, weights
+from test_rollout import act, reload_with, rollout, weights
 
 LEASE_S = 3  # ROLLOUT_FLEET_LEASE_MS
 
@@ -27,14 +27,14 @@ def redis():
     r.stop()
 
 
-def fleet_config(v1, v2, redis, **over):
+def fleet_config(v1, v2, redis, extra_routes=(), **over):
     b = {"canary": "v2", "steps": [20, 50], "interval": "1s", "min_requests": 5,
          "max_error_rate": "1%", "state": "redis"}
     b.update(over)
     r = route("search", "/", [{"target_group": "v1", "weight": 1},
                               {"target_group": "v2", "weight": 0, "fallback": "v1"}],
               rollout=b)
-    return config({"v1": v1, "v2": v2}, [r], server={"workers": 1},
+    return config({"v1": v1, "v2": v2}, [*extra_routes, r], server={"workers": 1},
                   redis={"address": redis.addr, "timeout": "200ms"})
 
 
@@ -206,3 +206,32 @@ def test_redis_down_holds_the_step_and_still_rolls_back(ficus, mock, redis):
     ra = wait_all([a], lambda ro: ro["state"] == "rolled_back", 10, "rolled back on a")[0]
     assert ra["history"][-1]["cause"] == "error_rate", ra["history"]
     assert not rollout(b)["fleet"]["unpublished"]
+
+
+def test_a_reload_that_keeps_the_rollout_keeps_its_place_in_the_fleet(ficus, mock, redis):
+    v1, v2 = mock("v1"), mock("v2")
+    a = ficus(fleet_config(v1.addr, v2.addr, redis, interval="30s"))
+    b = ficus(fleet_config(v1.addr, v2.addr, redis, interval="30s"))
+    leader, follower = leader_and_follower(a, b)
+    both_at_step_one(a, b)
+    act(follower, "promote")
+    wait_all([a, b], lambda ro: ro["step"] == 2, 5, "step 2 on both")
+    before = rollout(leader)
+    other = route("other", "/other", [("v1", 1)])
+    reload_with(leader, fleet_config(v1.addr, v2.addr, redis, interval="30s",
+                                     extra_routes=[other]), 0)
+    assert "route search: rollout kept across the reload (step, step 2, canary at 50%)" \
+        in leader.stderr, leader.stderr
+    # Still the leader, at the same transition, and still followed.
+    time.sleep(scaled(LEASE_S / 2))
+    ro = rollout(leader)
+    assert ro["fleet"]["leader"] and ro["fleet"]["seq"] == before["fleet"]["seq"], ro["fleet"]
+    assert ro["history"] == before["history"]
+    act(follower, "pause")
+    wait_all([leader], lambda ro: ro["state"] == "paused", 5, "the reloaded leader follows")
+    # A changed block is another rollout: afresh, and the fleet's old one is left alone.
+    reload_with(follower, fleet_config(v1.addr, v2.addr, redis, interval="20s"), 0)
+    ro = wait_all([follower], lambda ro: ro["state"] == "step", 6, "the new block started")[0]
+    assert [e["cause"] for e in ro["history"]] == ["start"], ro["history"]
+    assert ro["fleet"]["leader"], ro["fleet"]  # alone with the new block
+    assert rollout(leader)["state"] == "paused"
