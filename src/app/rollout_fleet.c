@@ -23,6 +23,7 @@ static const char *const key_suffix[N_KEYS] = {"leader", "history", "counts", "m
 #define ENTRY_FIXED 7 /* seq at to paused_from step cause len, then len bytes */
 #define SUMS_SCALARS 6
 #define REASON_MAX (ROLLOUT_REASON_BYTES - 1)
+_Static_assert(REASON_MAX == 95, "the sync script cuts reasons at 95 bytes");
 
 _Static_assert(4 + ROLLOUT_FLEET_NEW_PER_SYNC * (ENTRY_FIXED + REASON_MAX) + SUMS_SCALARS +
                        2 * (1 + 2 * ROLLOUT_HIST_SLOTS) <=
@@ -71,9 +72,7 @@ static kv_script_t sync_script = {
     "  if s and tonumber(s) > known then\n"
     "    k = k + 1\n"
     "    for _, v in ipairs({s, at, to, pf, st, ca}) do out[#out + 1] = tonumber(v) end\n"
-    "    why = string.sub(why, 1, "
-    "95"
-    ")\n"
+    "    why = string.sub(why, 1, 95)\n" /* REASON_MAX */
     "    out[#out + 1] = #why\n"
     "    for j = 1, #why do out[#out + 1] = string.byte(why, j) end\n"
     "  end\n"
