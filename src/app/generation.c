@@ -223,7 +223,8 @@ static int diff_specs(generation_t *gen)
 }
 
 /* The instance's connection for shared rollouts follows the configuration:
- * made when a route has `state: redis`, replaced when redis.address changes,
+ * made when a route has `state: redis`, replaced when redis.address changes
+ * (a new redis: the routes join its fleet afresh), its timeout updated,
  * closed when none needs it (routes still bound to it keep it until their
  * generation goes). */
 static rollout_fleet_t *rollouts_connection(generations_t *gs, const config_t *cfg)
@@ -232,8 +233,10 @@ static rollout_fleet_t *rollouts_connection(generations_t *gs, const config_t *c
     for (size_t r = 0; r < cfg->n_routes && !needed; r++)
         needed = cfg->routes[r].has_rollout && cfg->routes[r].rollout.state == CONFIG_ROLLOUT_REDIS;
     const char *want = needed ? cfg->redis_address : NULL;
-    if (gs->rfleet && want && strcmp(rollout_fleet_address(gs->rfleet), want) == 0)
+    if (gs->rfleet && want && strcmp(rollout_fleet_address(gs->rfleet), want) == 0) {
+        rollout_fleet_set_timeout(gs->rfleet, cfg->redis_timeout_ms);
         return gs->rfleet;
+    }
     rollout_fleet_close(gs->rfleet);
     gs->rfleet = NULL;
     if (!want)

@@ -602,6 +602,12 @@ void rollout_fleet_close(rollout_fleet_t *f)
 
 const char *rollout_fleet_address(const rollout_fleet_t *f) { return f->address; }
 
+void rollout_fleet_set_timeout(rollout_fleet_t *f, uint64_t timeout_ms)
+{
+    if (timeout_ms)
+        f->timeout_ms = timeout_ms;
+}
+
 uint64_t rollout_fleet_errors(const rollout_fleet_t *f)
 {
     return f->errors + (f->kv ? kv_errors(f->kv) : f->kv_seen);

@@ -60,6 +60,9 @@ rollout_fleet_t *rollout_fleet_new(uv_loop_t *loop, const char *address, uint64_
 void rollout_fleet_close(rollout_fleet_t *f);
 /* The redis address it was made for. */
 const char *rollout_fleet_address(const rollout_fleet_t *f);
+/* Calls sent from now on time out after timeout_ms (a reload changed
+ * redis.timeout; the connection and the routes' places stay). */
+void rollout_fleet_set_timeout(rollout_fleet_t *f, uint64_t timeout_ms);
 /* Redis errors so far (failed, late or refused calls, bad replies, lost
  * connections). */
 uint64_t rollout_fleet_errors(const rollout_fleet_t *f);
