@@ -36,7 +36,7 @@ def fleet_config(v1, v2, redis, extra_routes=(), **over):
                               {"target_group": "v2", "weight": 0, "fallback": "v1"}],
               rollout=b)
     return config({"v1": v1, "v2": v2}, [*extra_routes, r], server={"workers": 1},
-                  redis={"address": redis.addr, "timeout": "200ms"})
+                  redis={"address": redis.addr, "timeout": "1s"})
 
 
 def send(f, n, path="/s"):
