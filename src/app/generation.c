@@ -300,7 +300,6 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     gen->rollouts = rollouts_new(cfg, old ? old->rollouts : NULL, time_now_ms());
     if (!gen->rollouts)
         return -1;
-    rollouts_share(gen->rollouts, rollouts_connection(gs, cfg));
     rollouts_attach(gen->rollouts, gen->weights);
     if (old)
         health_inherit(gen->health, old->health);
@@ -334,6 +333,9 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
         return -1;
     gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
+    /* Last, once nothing can fail: a shared rollout's place in the fleet
+     * passes to this generation (a discarded one would take it away). */
+    rollouts_share(gen->rollouts, rollouts_connection(gs, cfg));
     gen->id = ++gs->made;
     gs->cur = gen;
     shadow_stats_show_only(gs->shadow, gen->shadow_routes, cfg->n_routes);

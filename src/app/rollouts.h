@@ -48,7 +48,8 @@ rollout_t *rollouts_get(const rollouts_t *rs, size_t r);
 /* Routes with `state: redis` share their rollout through fleet (the
  * instance's, may be NULL: they then run on this instance alone, logged):
  * bound to the same place in the fleet as the previous generation's when the
- * block did not change. Before rollouts_attach. */
+ * block did not change (which then leaves the previous generation: call it
+ * only once rs is sure to be activated). */
 void rollouts_share(rollouts_t *rs, rollout_fleet_t *fleet);
 
 /* From now on rs drives w (the generation's weights): every route with a
