@@ -1,8 +1,11 @@
 /* One route's rollout (contract 10.2), sans-I/O: evidence recorded by the
  * request path, a clock in through rollout_tick(), decisions out (the canary
  * weight, the state, a bounded history of transitions with their reasons).
- * Evidence (rollout_counts_t) and decision (rollout_judge) are separable so a
- * fleet leader can later decide on counters summed across instances.
+ * Evidence (rollout_counts_t) and decision (rollout_judge) are separable: a
+ * fleet's leader decides on counts summed across instances
+ * (rollout_tick_counts), the other instances follow its transitions
+ * (rollout_follow), and one cut off from the fleet only acts on failures
+ * (rollout_tick_mode); app/rollout_fleet does that through redis.
  *
  * Threads:
  *  - rollout_record_*() and rollout_weight_percent(): any worker thread, no
