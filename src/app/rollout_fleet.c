@@ -570,12 +570,14 @@ rollout_fleet_t *rollout_fleet_new(uv_loop_t *loop, const char *address, uint64_
         return NULL;
     f->loop = loop;
     f->metrics = metrics;
-    f->timeout_ms = timeout_ms ? timeout_ms : 250;
+    f->timeout_ms = timeout_ms ? timeout_ms : ROLLOUT_FLEET_TIMEOUT_MS;
     memcpy(f->member, member, strlen(member) + 1);
     f->address = strdup(address);
     if (!f->address)
         goto fail_free;
-    kv_opts_t ko = {.timeout_ms = f->timeout_ms, .backoff_min_ms = 100, .backoff_max_ms = 2000};
+    kv_opts_t ko = {.timeout_ms = f->timeout_ms,
+                    .backoff_min_ms = ROLLOUT_FLEET_BACKOFF_MIN_MS,
+                    .backoff_max_ms = ROLLOUT_FLEET_BACKOFF_MAX_MS};
     f->kv = kv_new(loop, address, &ko);
     if (!f->kv)
         goto fail_free_address;

@@ -30,6 +30,9 @@
 #define ROLLOUT_FLEET_HISTORY 16      /* transitions kept in redis */
 #define ROLLOUT_FLEET_NEW_PER_SYNC 4  /* transitions a sync brings at most (the newest) */
 #define ROLLOUT_FLEET_RETENTION_MS (7 * 24 * 3600 * 1000ull) /* history without a leader */
+#define ROLLOUT_FLEET_TIMEOUT_MS 250                         /* a call, when none is given */
+#define ROLLOUT_FLEET_BACKOFF_MIN_MS 100                     /* reconnecting to redis */
+#define ROLLOUT_FLEET_BACKOFF_MAX_MS 2000 /* (less than the cut-off: back soon after redis) */
 #define ROLLOUT_FLEET_MAX_MEMBER_BYTES 200
 #define ROLLOUT_FLEET_COUNTS_BYTES (16 + 4 * ROLLOUT_HIST_SLOTS * 21) /* one member's evidence */
 
