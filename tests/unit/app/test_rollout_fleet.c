@@ -281,6 +281,55 @@ static void test_a_history_that_does_not_fit_is_refused(void **state)
     free(s);
 }
 
+/* The leader's judgement and a manual move elsewhere race to redis: which
+ * ever redis runs first, both members end in the manual move's state (the
+ * leader's write on top of a stale transition is refused and it follows). */
+static void test_a_racing_move_converges(void **state)
+{
+    fx_t *f = *state;
+    rollout_config_t c = cfg();
+    for (int round = 0; round < 6; round++) {
+        assert_int_equal(uv_loop_init(&f->loop), 0);
+        char canary[16];
+        snprintf(canary, sizeof canary, "race%d", round);
+        uint64_t fp = rollout_fleet_fingerprint(&c, canary);
+        rollout_fleet_t *fa = rollout_fleet_new(&f->loop, f->srv.address, 1000, "a", NULL);
+        rollout_fleet_t *fb = rollout_fleet_new(&f->loop, f->srv.address, 1000, "b", NULL);
+        redis_test_run_for(&f->loop, SETTLE_MS);
+        rollout_t *ra = rollout_new(&c, time_now_ms()), *rb = rollout_new(&c, time_now_ms());
+        rollout_fleet_route_t *a = rollout_fleet_bind(fa, "race", fp, ra, NULL, NULL);
+        rollout_fleet_route_t *b = rollout_fleet_bind(fb, "race", fp, rb, NULL, NULL);
+        /* a's sync (it leads and would start the rollout) and b's pause leave together. */
+        rollout_fleet_tick(a, time_now_ms());
+        assert_int_equal(rollout_action(rb, ROLLOUT_ACTION_PAUSE, time_now_ms()), 0);
+        rollout_fleet_publish(b, time_now_ms());
+        redis_test_run_for(&f->loop, SETTLE_MS);
+        for (int i = 0; i < 3; i++) {
+            tick(&f->loop, a);
+            tick(&f->loop, b);
+        }
+        rollout_fleet_status_t sa, sb;
+        rollout_fleet_status(a, time_now_ms(), &sa);
+        rollout_fleet_status(b, time_now_ms(), &sb);
+        rollout_snapshot_t *s = calloc(1, sizeof *s);
+        rollout_snapshot(ra, time_now_ms(), s);
+        assert_int_equal(s->state, ROLLOUT_PAUSED);
+        rollout_snapshot(rb, time_now_ms(), s);
+        assert_int_equal(s->state, ROLLOUT_PAUSED);
+        assert_int_equal(rollout_weight_percent(ra), 0);
+        assert_int_equal(sa.seq, sb.seq);
+        assert_false(sa.unpublished || sb.unpublished);
+        rollout_fleet_unbind(a, ra);
+        rollout_fleet_unbind(b, rb);
+        rollout_fleet_close(fa);
+        rollout_fleet_close(fb);
+        end_loop(&f->loop);
+        rollout_free(ra);
+        rollout_free(rb);
+        free(s);
+    }
+}
+
 static int setup(void **state) { return redis_server_group_setup(state, sizeof(fx_t)); }
 
 int main(void)
@@ -290,6 +339,7 @@ int main(void)
         cmocka_unit_test(test_two_members_share_a_rollout),
         cmocka_unit_test(test_cut_off_holds_the_step_and_still_rolls_back),
         cmocka_unit_test(test_a_history_that_does_not_fit_is_refused),
+        cmocka_unit_test(test_a_racing_move_converges),
     };
     return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
 }
