@@ -126,6 +126,10 @@ def test_the_step_is_judged_on_both_instances_evidence(ficus, mock, redis):
     b = ficus(cfg)
     leader, follower = leader_and_follower(a, b)
     both_at_step_one(a, b)
+    # Into the middle of the window: the judgement comes at the first tick
+    # one interval after the step's start (or the next one), and the window
+    # then ends there, in whole seconds.
+    time.sleep(1.5)
     errors = []
 
     def batch(f):
