@@ -235,6 +235,8 @@ void shadow_begin(request_t *req, const router_request_t *rr, const router_match
     const config_shadow_t *sc = &r->shadow;
     if (!(sc->methods & (1u << req->method_id)))
         return;
+    if (req->backend->target_group == sc->target_group)
+        return; /* the new service answers this one itself (a rollout's step) */
     if (hash_bytes(req->request_id, req->request_id_len) % 100 >= sc->percent)
         return;
     proxy_gen_t *g = req->gen;
