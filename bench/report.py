@@ -23,7 +23,7 @@ PAIRED_WITH_PLAIN = {
                  "Authorization sent to both",
     "ficus_rl": "a local rate limit by ip that never trips",
     "ficus_shadow": "shadow copies of a share of the requests to a second group (the same "
-                    "backend), the answers compared (JSON bodies to both)",
+                    "backend), the answers compared",
 }
 # What each of these variants may cost per request, relative to plain ficus;
 # the shadow copies have no budget (issue 11 asks for the figure): a copy is a
@@ -198,6 +198,7 @@ def summarise(runs):
                 s[k + "_sum"] = sum(r.get(k) or 0 for r in rows)
         if any("shadow_percent" in r for r in rows):
             s["shadow_percent"] = max(r.get("shadow_percent", 0) for r in rows)
+            s["shadow_bodies"] = rows[0].get("shadow_bodies", "json")
         if any("scrapes" in r for r in rows):
             s["scrapes"] = sum(r.get("scrapes", 0) for r in rows)
             s["scrapes_ok"] = sum(r.get("scrapes_ok", 0) for r in rows)
@@ -361,8 +362,10 @@ def shadow_notes(s):
     got = {k: s.get(f"shadow_{k}_delta_sum", 0) for k in SHADOW_RESULTS}
     share = got["match"] / served if served else 0.0
     want = s["shadow_percent"] / 100
-    notes = [f"shadow copies: match {got['match']} = {100 * share:.1f}% of the {served} "
-             f"requests served (want {100 * want:.0f}%), "
+    bodies = ("bodies compared as JSON values" if s["shadow_bodies"] == "json" else
+              "bodies compared byte for byte: the backend does not answer JSON")
+    notes = [f"shadow copies ({bodies}): match {got['match']} = {100 * share:.1f}% of the "
+             f"{served} requests served (want {100 * want:.0f}%), "
              + ", ".join(f"{k} {v}" for k, v in got.items() if k != "match")]
     if abs(share - want) > SHADOW_SHARE_TOLERANCE:
         notes.append(f"SHADOW SHARE OFF: {100 * share:.1f}% of the requests matched, not about "

@@ -406,9 +406,10 @@ EOF
 # MODE 5: an API key is required (X-Api-Key, known by its sha-256); 6: an
 # RS256 bearer JWT is required (the worker verifies the token once, then finds
 # it in its cache); 7: a local rate limit by ip far above what one core can
-# serve, so that it never trips; 8 (small-shadow): SHADOW_PERCENT (10%) of the requests are
-# copied to the group "shadow" (the same backend) and its answers compared
-# with the client's (status and body; the body is JSON, so compared as values).
+# serve, so that it never trips; 8 (small-shadow): SHADOW_PERCENT (10%) of
+# the requests are copied to the group "shadow" (the same backend) and its
+# answers compared with the client's (status and body; the body is JSON, so
+# compared as values).
 ficus_paired_yaml() {
     ficus_plain_yaml "$@"
     case "$8" in
@@ -818,8 +819,10 @@ sys.exit(0 if ok else f"bench: preflight: route all runs without {key} {want}: {
 # preflight_shadow URL ADMIN_PORT: the proof that small-shadow measures copies
 # sent and compared, not a route that copies nothing: 200 requests through the
 # route make copies that compare equal (both groups are the same backend), none
-# that differ or fail. Says what the backend's content type means for the
-# comparison (ficus mock answers text/plain: compared byte for byte).
+# that differ or fail. Sets SHADOW_BODIES from the backend's content type: json
+# (compared as JSON values) or bytes (ficus mock answers text/plain: compared
+# byte for byte), and says so when it is bytes.
+SHADOW_BODIES=json
 preflight_shadow() {
     local url=$1 admin=$2 n=200 i ctype
     local -a c0 c1 grew=()
@@ -843,7 +846,9 @@ preflight_shadow() {
     fi
     ctype=$(curl -s -o /dev/null -m 5 -w '%{content_type}' "$url") || ctype=""
     note "preflight $url: $n requests, shadow copies: ${grew[*]} (${SHADOW_PERCENT}% expected)"
+    SHADOW_BODIES=json
     if [[ $ctype != application/json* ]]; then
+        SHADOW_BODIES=bytes
         note "  the backend answers '$ctype', not JSON: bodies are compared byte for byte"
     fi
 }
@@ -995,7 +1000,7 @@ measure_once() {
     for i in "${!sh0[@]}"; do
         extra+=("shadow_${SHADOW_RESULTS[i]#shadow_}_delta=$((sh1[i] - sh0[i]))")
     done
-    ((${#sh0[@]})) && extra+=("shadow_percent=$SHADOW_PERCENT")
+    ((${#sh0[@]})) && extra+=("shadow_percent=$SHADOW_PERCENT" "shadow_bodies=$SHADOW_BODIES")
     ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
     "$PYTHON" "$HERE/report.py" record --out "$RUNS" --wrk "$out" \
         "scenario=$scen" "proxy=${tag%%-*}" "round=$round" "wrk_exit=$rc" \
