@@ -18,10 +18,11 @@
 #define DEMO_MOCKS 4
 static const char *const mock_names[DEMO_MOCKS] = {"monolith", "search-v1", "search-v2",
                                                    "orders-v2"};
+#define MONOLITH_ORDER                                                                             \
+    "{\"service\": \"monolith\", \"order\": {\"id\": 1001, \"total\": 1200, \"currency\": "        \
+    "\"JPY\"}}\n"
 static const char *const mock_bodies[DEMO_MOCKS] = {
-    "{\"service\": \"monolith\", \"order\": {\"id\": 1001, \"total\": 1200, \"currency\": "
-    "\"JPY\"}}\n",
-    "hello from search-v1\n", "hello from search-v2\n",
+    MONOLITH_ORDER, "hello from search-v1\n", "hello from search-v2\n",
     "{\"order\":{\"currency\":\"JPY\",\"total\":1200.0,\"id\":1001},\"service\":\"orders-v2\"}\n"};
 
 typedef struct demo_mocks {

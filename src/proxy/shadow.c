@@ -759,6 +759,8 @@ static void judge(shadow_t *sh)
         rollout_t *ro = sh->gen->rollouts ? sh->gen->rollouts[sh->route->index] : NULL;
         if (ro) /* the rollout's max_mismatch_rate */
             rollout_record_shadow(ro, time_now_ms(), res == SHADOW_MATCH);
+        board_route_t *br = sh->gen->board_routes ? sh->gen->board_routes[sh->route->index] : NULL;
+        board_record_shadow(br, (unsigned)sh->pw->w->index, time_now_ms(), res == SHADOW_MATCH);
     }
     if (sh->noise_rc == 0)
         json_diff_result_free(&sh->noise_diff);
