@@ -98,7 +98,7 @@ static const char demo_yaml[] =
     "      - {target_group: orders-v2, weight: 0, fallback: monolith}\n"
     "    timeout: 5s\n"
     "    shadow: {target_group: orders-v2, percent: 100, compare: {ignore: [/service]}}\n"
-    "    rollout: {canary: orders-v2, steps: [10, 50, 100], interval: 20s, min_requests: 20,\n"
+    "    rollout: {canary: orders-v2, steps: [10, 50, 100], interval: 20s, min_requests: 10,\n"
     "              max_error_rate: 1%%, max_mismatch_rate: 1%%}\n"
     "  - name: default\n"
     "    match: {path_prefix: /}\n"
