@@ -39,6 +39,7 @@ SRC      := $(shell find src -name '*.c' | sort)
 LIB_SRC  := $(filter-out src/main.c,$(SRC))
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
 LLHTTP_OBJ := $(BUILD)/llhttp/api.o $(BUILD)/llhttp/http.o $(BUILD)/llhttp/llhttp.o
+UI_OBJ   := $(BUILD)/gen/board_page.o
 LIB      := $(BUILD)/libficus.a
 BIN      := $(BUILD)/ficus
 
@@ -62,9 +63,22 @@ endif
 $(BIN): $(BUILD)/src/main.o $(LIB)
 	$(CC) $(LDOPT) -o $@ $^ $(LDLIBS)
 
-$(LIB): $(LIB_OBJ) $(LLHTTP_OBJ)
+$(LIB): $(LIB_OBJ) $(LLHTTP_OBJ) $(UI_OBJ)
 	@rm -f $@
 	ar rcs $@ $^
+
+# The migration board's page (GET /ui/) is a real HTML file, made into a C
+# string here: backslashes and quotes escaped, each line a literal.
+$(BUILD)/gen/board_page.c: src/admin/ui/board.html
+	@mkdir -p $(dir $@)
+	{ printf '/* Generated from %s by the Makefile: do not edit. */\n' '$<'; \
+	  printf '#include "admin/board_page.h"\nconst char board_page_html[] =\n'; \
+	  sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/"/' -e 's/$$/\\n"/' $<; \
+	  printf ';\nconst size_t board_page_html_len = sizeof board_page_html - 1;\n'; } > $@.tmp
+	mv -f $@.tmp $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
+	$(CC) $(CFLAGS) $(WARN) -c -o $@ $<
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)

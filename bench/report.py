@@ -22,9 +22,19 @@ PAIRED_WITH_PLAIN = {
     "ficus_jwt": "an RS256 bearer JWT required (cached after its first verification), "
                  "Authorization sent to both",
     "ficus_rl": "a local rate limit by ip that never trips",
+    "ficus_shadow": "shadow copies of a share of the requests to a second group (the same "
+                    "backend), the answers compared",
 }
-# What each of these variants may cost per request, relative to plain ficus.
+# What each of these variants may cost per request, relative to plain ficus;
+# the shadow copies have no budget (issue 11 asks for the figure): a copy is a
+# whole second upstream exchange, which the note prices per copy.
 PLAIN_BUDGET = 1.05
+NO_BUDGET = {"ficus_shadow"}
+# ficus_shadow_requests_total's results as recorded per run (shadow_<r>_delta).
+SHADOW_RESULTS = ("match", "mismatch", "error", "dropped", "skipped")
+# How far the share of the requests whose copy matched may stray from the
+# share configured (shadow_percent) before small-shadow's row is flagged.
+SHADOW_SHARE_TOLERANCE = 0.02
 # Counters that must not grow while a variant is measured: each refusal is a
 # request that did not measure the variant's work.
 REFUSALS = {"auth_failures_delta": "AUTH FAILURES (ficus_auth_failures_total)",
@@ -119,6 +129,13 @@ def cmd_oneline(_args):
         extra += f"  log-lines {r['log_lines_delta']}"
     if "spans_dropped_delta" in r:
         extra += f"  spans-dropped {r['spans_dropped_delta']}"
+    if "shadow_match_delta" in r:
+        served = r.get("metrics_requests_delta") or 0
+        extra += (f"  shadow match {r['shadow_match_delta']}"
+                  f" ({100 * r['shadow_match_delta'] / served if served else 0:.1f}%)")
+        for k in SHADOW_RESULTS[1:]:
+            if r.get(f"shadow_{k}_delta"):
+                extra += f" {k} {r[f'shadow_{k}_delta']}"
     for k in REFUSALS:
         if r.get(k):
             extra += f"  {k.removesuffix('_delta').replace('_', '-')} {r[k]}"
@@ -176,9 +193,12 @@ def summarise(runs):
             "crashed": any(r.get("crashed") for r in rows),
         }
         for k in ("metrics_requests_delta", "log_lines_delta", "spans_dropped_delta", "requests",
-                  *REFUSALS):
+                  *REFUSALS, *(f"shadow_{k}_delta" for k in SHADOW_RESULTS)):
             if any(k in r for r in rows):
                 s[k + "_sum"] = sum(r.get(k) or 0 for r in rows)
+        if any("shadow_percent" in r for r in rows):
+            s["shadow_percent"] = max(r.get("shadow_percent", 0) for r in rows)
+            s["shadow_bodies"] = rows[0].get("shadow_bodies", "json")
         if any("scrapes" in r for r in rows):
             s["scrapes"] = sum(r.get("scrapes", 0) for r in rows)
             s["scrapes_ok"] = sum(r.get("scrapes_ok", 0) for r in rows)
@@ -270,7 +290,7 @@ def print_table(summary):
         print(line(r))
     print("req/s, p50, p99, CPU: medians over rounds; spread = (max-min)/median of req/s.")
     print("x/hap, x/direct: median of per-round ratios (each run against the same round's);")
-    print("  small-log, -res, -trace, -key, -jwt, -rl have no haproxy/direct of their own:")
+    print("  small-log, -res, -trace, -key, -jwt, -rl, -shadow have no haproxy/direct of their own:")
     print("  ratios of medians of 'small'.")
     print("full-small, full-large: every proxy with four routes (regex, 90/10 split with")
     print("  fallback, retries, header rules), its access log to a file, metrics scraped 1/s.")
@@ -296,12 +316,14 @@ def print_table(summary):
                          f"x{fmt(s['p99_vs_ficus_plain'], '.2f')} vs plain ficus: "
                          f"{PAIRED_WITH_PLAIN[s['proxy']]} (paired per round)")
             cpu = s["cpu_vs_ficus_plain"]
-            if cpu is not None and cpu > PLAIN_BUDGET:
+            if cpu is not None and cpu > PLAIN_BUDGET and s["proxy"] not in NO_BUDGET:
                 notes.append(f"OVER BUDGET: CPU per request +{100 * (cpu - 1):.1f}% "
                              f"(budget +{100 * (PLAIN_BUDGET - 1):.0f}%)")
         for k, what in REFUSALS.items():
             if s.get(k + "_sum"):
                 notes.append(f"{s[k + '_sum']} {what} during the runs: the row is invalid")
+        if "shadow_match_delta_sum" in s:
+            notes.extend(shadow_notes(s))
         if "rps_vs_ficus_untraced" in s:
             notes.append(f"req/s x{fmt(s['rps_vs_ficus_untraced'], '.2f')}, CPU per request "
                          f"x{fmt(s['cpu_vs_ficus_untraced'], '.2f')}, p99 "
@@ -330,6 +352,31 @@ def print_table(summary):
                          f"{s['noisy_rounds_kept']} noisy rounds kept (retries exhausted)")
         if notes:
             print(f"{s['scenario']}/{s['proxy']}: " + "; ".join(notes))
+
+
+def shadow_notes(s):
+    """What small-shadow's copies did during the measured runs: the share of
+    the requests that were copied and compared equal (the proof that the
+    variant measured copies), what went otherwise, and the price of one copy."""
+    served = s.get("metrics_requests_delta_sum", 0)
+    got = {k: s.get(f"shadow_{k}_delta_sum", 0) for k in SHADOW_RESULTS}
+    share = got["match"] / served if served else 0.0
+    want = s["shadow_percent"] / 100
+    bodies = ("bodies compared as JSON values" if s["shadow_bodies"] == "json" else
+              "bodies compared byte for byte: the backend does not answer JSON")
+    notes = [f"shadow copies ({bodies}): match {got['match']} = {100 * share:.1f}% of the "
+             f"{served} requests served (want {100 * want:.0f}%), "
+             + ", ".join(f"{k} {v}" for k, v in got.items() if k != "match")]
+    if abs(share - want) > SHADOW_SHARE_TOLERANCE:
+        notes.append(f"SHADOW SHARE OFF: {100 * share:.1f}% of the requests matched, not about "
+                     f"{100 * want:.0f}%: the row does not measure the variant")
+    if got["mismatch"] or got["error"]:
+        notes.append("copies that differ or failed from the same backend: the row is invalid")
+    cpu = s.get("cpu_vs_ficus_plain")
+    if cpu is not None and share:
+        notes.append(f"one copy costs {(cpu - 1) / share:.2f} of a plain request's CPU "
+                     f"((CPU ratio - 1) / share copied)")
+    return notes
 
 
 def print_memory(mems):

@@ -16,8 +16,10 @@
 #   NOISE_MAX_PCT [5] NOISE_RETRIES [2]: a run during which other processes used
 #     more than 5% of a core is measured again, at most twice
 #   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, wrk outputs)
+#   SHADOW_PERCENT [10]: small-shadow's shadow.percent (1-100)
 #   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large", or
-#     "small-key small-jwt small-rl" (edge security: API key, RS256 JWT, rate limit)
+#     "small-key small-jwt small-rl" (edge security: API key, RS256 JWT, rate limit),
+#     or "small-shadow" (shadow copies of 10% of the requests, compared)
 set -euo pipefail
 
 MODE=${1:-throughput}
@@ -54,6 +56,7 @@ if [[ $BACKEND == both ]]; then
 fi
 PROXIES=${PROXIES:-ficus haproxy nginx}
 MEM_CONNS=${MEM_CONNS:-10000}
+SHADOW_PERCENT=${SHADOW_PERCENT:-10} # small-shadow: the share of the requests copied
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 PYTHON=${PYTHON:-python3}
@@ -81,6 +84,10 @@ for p in $PROXIES; do
     esac
 done
 [[ $BACKEND == ficus || $BACKEND == nginx ]] || die "BACKEND must be nginx, ficus or both"
+if ! [[ $SHADOW_PERCENT =~ ^[0-9]{1,3}$ ]] || ((10#$SHADOW_PERCENT < 1 || 10#$SHADOW_PERCENT > 100)); then
+    die "SHADOW_PERCENT must be an integer from 1 to 100"
+fi
+SHADOW_PERCENT=$((10#$SHADOW_PERCENT))
 [[ $BACKEND == nginx ]] && { command -v nginx >/dev/null || die "BACKEND=nginx needs nginx"; }
 [[ -x $FICUS_BIN ]] || die "no ficus binary at $FICUS_BIN (make ficus, or set FICUS_BIN)"
 FICUS_BIN=$(realpath "$FICUS_BIN")
@@ -243,21 +250,33 @@ log_tail() {
 
 # ---- configs -----------------------------------------------------------
 
+# The bodies the backends serve: small.body and large.body (text), and
+# small.json, a JSON document of about SMALL_BYTES (an order with nested objects,
+# arrays, numbers, true and null) for small-shadow, so that its comparison
+# parses and compares JSON values as it would for an API.
 make_bodies() {
     "$PYTHON" - "$TMP" "$SMALL_BYTES" "$LARGE_BYTES" <<'EOF'
-import sys
+import json, sys
 d, small, large = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 line = b"ficus benchmark body 0123456789abcdefghijklmnopqrstuvwxyz\n"
 for name, n in (("small", small), ("large", large)):
     with open(f"{d}/{name}.body", "wb") as f:
         f.write((line * (n // len(line) + 1))[:n])
+order = {"id": 1042, "status": "shipped",
+         "customer": {"id": "c-7701", "name": "Ada Lovelace", "tier": "gold"},
+         "items": [{"sku": "A-100", "qty": 2, "price": 12.5, "tags": ["fragile"]},
+                   {"sku": "B-220", "qty": 1, "price": 7.25, "tags": []}],
+         "total": 32.25, "currency": "EUR", "paid": True, "coupon": None,
+         "created_at": "2026-12-04T10:00:00Z"}
+with open(f"{d}/small.json", "w", encoding="utf-8") as f:
+    f.write(json.dumps(order, separators=(",", ":")) + "\n")  # 300 bytes
 EOF
 }
 
 # The credentials of the edge scenarios, made anew for each run: an API key
 # (BENCH_KEY, its sha-256 in BENCH_KEY_SHA256), and an RSA-2048 key whose JWKS
 # goes to $TMP/jwks.json with a token it signed in BENCH_JWT (RS256, kid as in
-# the JWKS, iss/aud as ficus_edge_yaml configures, exp a day away). The JWT
+# the JWKS, iss/aud as ficus_paired_yaml configures, exp a day away). The JWT
 # needs python3-cryptography (through tests/integration/harness/tokens.py);
 # without it BENCH_JWT stays empty and small-jwt is skipped.
 BENCH_JWT_ISSUER=https://id.bench
@@ -314,7 +333,7 @@ EOF
 # run measures what the machinery costs.
 ficus_yaml() {
     if ((${8:-0} >= 5)); then
-        ficus_edge_yaml "$@"
+        ficus_paired_yaml "$@"
         return
     fi
     if [[ ${8:-0} == 3 ]]; then
@@ -354,12 +373,25 @@ routes:
 EOF
         return
     fi
+    ficus_plain_yaml "$@"
+}
+
+# ficus_plain_yaml FILE ... [MODE]: plain ficus, one group and one route.
+# MODE 8 (small-shadow) adds the group the copies go to: the same backend,
+# with a pool of its own, as a new service beside the old one would have.
+ficus_plain_yaml() {
     ficus_yaml_head "$@"
-    cat >>"$1" <<EOF
-target_groups:
-  backend:
+    local groups=(backend) group
+    [[ ${8:-0} == 8 ]] && groups+=(shadow)
+    echo "target_groups:" >>"$1"
+    for group in "${groups[@]}"; do
+        cat >>"$1" <<EOF
+  $group:
     targets: ["127.0.0.1:$4"]
     keepalive: {max_idle: 64, idle_timeout: 60s}
+EOF
+    done
+    cat >>"$1" <<EOF
 routes:
   - name: all
     match: {path_prefix: /}
@@ -367,15 +399,19 @@ routes:
 EOF
 }
 
-# ficus_edge_yaml FILE ... MODE: plain ficus's configuration plus one edge
-# security step on its route, configured so that every bench request passes it
-# (scenarios small-key, small-jwt, small-rl; make_credentials makes the key and
-# the token). MODE 5: an API key is required (X-Api-Key, known by its sha-256);
-# 6: an RS256 bearer JWT is required (the worker verifies the token once, then
-# finds it in its cache); 7: a local rate limit by ip far above what one core
-# can serve, so that it never trips.
-ficus_edge_yaml() {
-    ficus_yaml "$1" "$2" "$3" "$4" "$5" "$6" "$7" 0
+# ficus_paired_yaml FILE ... MODE: plain ficus's configuration plus one step
+# on its route, measured against plain ficus (PAIRED_MODE). The edge security
+# steps (scenarios small-key, small-jwt, small-rl; make_credentials makes the
+# key and the token) are configured so that every bench request passes them.
+# MODE 5: an API key is required (X-Api-Key, known by its sha-256); 6: an
+# RS256 bearer JWT is required (the worker verifies the token once, then finds
+# it in its cache); 7: a local rate limit by ip far above what one core can
+# serve, so that it never trips; 8 (small-shadow): SHADOW_PERCENT (10%) of
+# the requests are copied to the group "shadow" (the same backend) and its
+# answers compared with the client's (status and body; the body is JSON, so
+# compared as values).
+ficus_paired_yaml() {
+    ficus_plain_yaml "$@"
     case "$8" in
     5)
         cat >>"$1" <<EOF
@@ -402,7 +438,15 @@ EOF
     rate_limit: {requests_per_second: $BENCH_RATE, burst: $BENCH_RATE, by: ip, scope: local}
 EOF
         ;;
-    *) die "ficus_edge_yaml: unknown mode $8" ;;
+    8)
+        cat >>"$1" <<EOF
+    shadow:
+      target_group: shadow
+      percent: $SHADOW_PERCENT
+      compare: {}
+EOF
+        ;;
+    *) die "ficus_paired_yaml: unknown mode $8" ;;
     esac
 }
 
@@ -632,6 +676,7 @@ http {
     access_log off;
     keepalive_requests 100000000;
     default_type text/plain;
+    types { application/json json; } # small.json; the other bodies are text
     client_body_temp_path $dir/nginx-body;
     proxy_temp_path $dir/nginx-proxy;
     fastcgi_temp_path $dir/nginx-fastcgi;
@@ -737,17 +782,97 @@ watched_counter() {
     esac
 }
 
-# preflight_target KIND TAG BODY_BYTES: the preflight, and for the edge
-# variants the proof that they do their job, lest a configuration or token
-# mistake bench refusals or a route without the step: the authenticated
-# preflight request grew no refusal counter; a request without the credential
-# is refused 401 and counted (so that the per-run check that the counter does
-# not grow means something); the rate limit is in the configuration ficus runs.
+# The results of ficus_shadow_requests_total, in the order shadow_counts
+# prints them; their growth is recorded per run as shadow_<result>_delta
+# (shadow_error as shadow_error_delta).
+SHADOW_RESULTS=(match mismatch shadow_error dropped skipped)
+
+# shadow_counts ADMIN_PORT: ficus_shadow_requests_total of route "all" for each
+# of SHADOW_RESULTS, on one line (0 for a series that is absent).
+shadow_counts() {
+    curl -s -m 5 "http://127.0.0.1:$1/metrics" 2>/dev/null |
+        awk -v names="${SHADOW_RESULTS[*]}" '
+            BEGIN {k = split(names, r, " ")}
+            index($1, "ficus_shadow_requests_total{") == 1 && index($1, "route=\"all\"") {
+                for (i = 1; i <= k; i++)
+                    if (index($1, "result=\"" r[i] "\"")) n[i] = $NF
+            }
+            END {for (i = 1; i <= k; i++) printf "%d%s", n[i], (i < k ? " " : "\n")}'
+}
+
+# route_config_has ADMIN_PORT KEY JSON: whether route "all" in the
+# configuration ficus runs (GET /config) has KEY with (at least) the fields of
+# JSON, nested objects included; says what it found when not.
+route_config_has() {
+    curl -s -m 5 "http://127.0.0.1:$1/config" | "$PYTHON" -c '
+import json, sys
+def within(want, got):
+    if isinstance(want, dict):
+        return isinstance(got, dict) and all(k in got and within(v, got[k]) for k, v in want.items())
+    return want == got
+key, want = sys.argv[1], json.loads(sys.argv[2])
+got = [r.get(key) for r in json.load(sys.stdin)["routes"] if r.get("name") == "all"]
+ok = len(got) == 1 and within(want, got[0])
+sys.exit(0 if ok else f"bench: preflight: route all runs without {key} {want}: {got}")' "$2" "$3"
+}
+
+# preflight_shadow URL ADMIN_PORT: the proof that small-shadow measures copies
+# sent and compared, not a route that copies nothing: 200 requests through the
+# route make copies that compare equal (both groups are the same backend), none
+# that differ or fail. Sets SHADOW_BODIES from the backend's content type: json
+# (compared as JSON values) or bytes (ficus mock answers text/plain: compared
+# byte for byte), and says so when it is bytes.
+SHADOW_BODIES=json
+preflight_shadow() {
+    local url=$1 admin=$2 n=200 i ctype
+    local -a c0 c1 grew=()
+    read -ra c0 <<<"$(shadow_counts "$admin")"
+    curl -s -m 5 "$url?preflight=[1-$n]" >/dev/null || {
+        note "preflight $url: $n requests failed"
+        return 1
+    }
+    for ((i = 0; i < 20; i++)); do # the last copies may end after their client's answer
+        read -ra c1 <<<"$(shadow_counts "$admin")"
+        ((c1[0] > c0[0])) && break
+        sleep 0.1
+    done
+    for i in "${!SHADOW_RESULTS[@]}"; do
+        grew+=("${SHADOW_RESULTS[i]} +$((c1[i] - c0[i]))")
+    done
+    if ((c1[0] == c0[0] || c1[1] != c0[1] || c1[2] != c0[2])); then
+        note "preflight $url: $n requests, shadow copies: ${grew[*]};" \
+            "want match above 0, mismatch and shadow_error +0"
+        return 1
+    fi
+    ctype=$(curl -s -o /dev/null -m 5 -w '%{content_type}' "$url") || ctype=""
+    note "preflight $url: $n requests, shadow copies: ${grew[*]} (${SHADOW_PERCENT}% expected)"
+    SHADOW_BODIES=json
+    if [[ $ctype != application/json* ]]; then
+        SHADOW_BODIES=bytes
+        note "  the backend answers '$ctype', not JSON: bodies are compared byte for byte"
+    fi
+}
+
+# preflight_target KIND TAG BODY_BYTES: the preflight, and for the variants
+# paired with plain ficus the proof that they do their job, lest a
+# configuration or token mistake bench refusals or a route without the step:
+# the authenticated preflight request grew no refusal counter; a request
+# without the credential is refused 401 and counted (so that the per-run check
+# that the counter does not grow means something); the rate limit and the
+# shadow block are in the configuration ficus runs, and copies are made and
+# compared (preflight_shadow).
 preflight_target() {
     local kind=$1 tag=$2 url=http://127.0.0.1:${PORT_OF[$2]}/ admin=${ADMIN_PORT[$2]:-}
     local watch _key a0 a1 a2 code
-    if [[ -z ${EDGE_MODE[$kind]:-} ]]; then
+    if [[ -z ${PAIRED_MODE[$kind]:-} ]]; then
         preflight "$url" "$3"
+        return
+    fi
+    if [[ $kind == ficus_shadow ]]; then
+        preflight "$url" "$3" || return 1
+        route_config_has "$admin" shadow "{\"target_group\": \"shadow\",
+            \"percent\": $SHADOW_PERCENT, \"compare\": {}}" || return 1
+        preflight_shadow "$url" "$admin"
         return
     fi
     read -r watch _key <<<"$(watched_counter "$tag")"
@@ -759,14 +884,8 @@ preflight_target() {
         return 1
     fi
     if [[ $kind == ficus_rl ]]; then
-        curl -s -m 5 "http://127.0.0.1:$admin/config" | "$PYTHON" -c '
-import json, sys
-rl = [r.get("rate_limit") for r in json.load(sys.stdin)["routes"] if r.get("name") == "all"]
-ok = len(rl) == 1 and rl[0] and rl[0].get("requests_per_second") == int(sys.argv[1])
-sys.exit(0 if ok else f"bench: preflight: route all runs without the rate limit: {rl}")' \
-            "$BENCH_RATE" ||
-            return 1
-        return 0
+        route_config_has "$admin" rate_limit "{\"requests_per_second\": $BENCH_RATE}"
+        return
     fi
     code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url") || code=curl-failed
     a2=$(ficus_requests_total "$admin" "$watch")
@@ -805,6 +924,8 @@ measure_once() {
     local watch watch_key d0=0 d1=0
     read -r watch watch_key <<<"$(watched_counter "$tag")"
     [[ -n $watch ]] && d0=$(ficus_requests_total "$admin" "$watch")
+    local -a sh0=() sh1=()
+    [[ $tag == ficus_shadow-* ]] && read -ra sh0 <<<"$(shadow_counts "$admin")"
     if [[ -n $alog ]]; then
         sleep 0.5 # let the lines of earlier requests (warm-up) reach the file
         l0=$(wc -l <"$alog")
@@ -856,6 +977,7 @@ measure_once() {
     fi
     [[ -n $admin ]] && m1=$(ficus_requests_total "$admin")
     [[ -n $watch ]] && d1=$(ficus_requests_total "$admin" "$watch")
+    ((${#sh0[@]})) && read -ra sh1 <<<"$(shadow_counts "$admin")"
     local crashed=0
     if ! alive "$pid"; then
         crashed=1
@@ -874,6 +996,11 @@ measure_once() {
     [[ -n $admin ]] && extra+=("metrics_requests_delta=$((m1 - m0))")
     [[ -n $alog ]] && extra+=("log_lines_delta=$((l1 - l0))")
     [[ -n $watch ]] && extra+=("$watch_key=$((d1 - d0))")
+    local i
+    for i in "${!sh0[@]}"; do
+        extra+=("shadow_${SHADOW_RESULTS[i]#shadow_}_delta=$((sh1[i] - sh0[i]))")
+    done
+    ((${#sh0[@]})) && extra+=("shadow_percent=$SHADOW_PERCENT" "shadow_bodies=$SHADOW_BODIES")
     ((scrape_pid)) && extra+=("scrapes=$scrapes" "scrapes_ok=$scrapes_ok")
     "$PYTHON" "$HERE/report.py" record --out "$RUNS" --wrk "$out" \
         "scenario=$scen" "proxy=${tag%%-*}" "round=$round" "wrk_exit=$rc" \
@@ -887,8 +1014,9 @@ warm() {
         wrk -t1 -c"$CONNS" -d"${WARMUP}s" "${REQ_HEADERS[@]}" "$1" >/dev/null 2>&1 || true
 }
 
-# The edge variants and their ficus_yaml modes (ficus_edge_yaml).
-declare -A EDGE_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7)
+# The variants paired with plain ficus and their ficus_yaml modes
+# (ficus_paired_yaml): edge security, and shadow copies.
+declare -A PAIRED_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7 [ficus_shadow]=8)
 # curl/wrk arguments for the headers of every request: empty but in the edge
 # scenarios, where both members of the pair get them (the same bytes in).
 REQ_HEADERS=()
@@ -898,17 +1026,17 @@ scenario_wanted() {
     [[ -z ${SCENARIOS:-} || " $SCENARIOS " == *" $1 "* ]]
 }
 
-# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2|3|4|5|6|7)
+# scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2|3|4|5|6|7|8)
 # 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus;
-# 5, 6, 7: an edge variant (EDGE_MODE) paired with plain ficus.
+# 5, 6, 7, 8: a variant (PAIRED_MODE) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0 full=0
     local -a REQ_HEADERS=()
     scenario_wanted "$scen" || return 0
     if ((with_log >= 5)); then
-        for kind in "${!EDGE_MODE[@]}"; do
-            ((EDGE_MODE[$kind] == with_log)) && targets=("$kind" ficus)
+        for kind in "${!PAIRED_MODE[@]}"; do
+            ((PAIRED_MODE[$kind] == with_log)) && targets=("$kind" ficus)
         done
         if ((with_log == 6)) && [[ -z $BENCH_JWT ]]; then
             note "$scen skipped: no JWT to send"
@@ -953,7 +1081,7 @@ scenario() {
         local res=0
         [[ $kind == ficus_res ]] && res=1
         [[ $kind == ficus_trace ]] && res=2
-        [[ -n ${EDGE_MODE[$kind]:-} ]] && res=${EDGE_MODE[$kind]}
+        [[ -n ${PAIRED_MODE[$kind]:-} ]] && res=${PAIRED_MODE[$kind]}
         if ((full)); then
             res=3
             log_path=$TMP/access-$tag.log
@@ -1095,7 +1223,7 @@ quiet_check() {
 TS=$(date -u +%Y%m%dT%H%M%SZ)
 BUSY_BEFORE=$(quiet_check)
 make_bodies
-read -r SMALL_PORT LARGE_PORT <<<"$(free_ports 2)"
+read -r SMALL_PORT LARGE_PORT JSON_PORT <<<"$(free_ports 3)"
 start_backend backend-small "$SMALL_PORT" "$TMP/small.body"
 SMALL_PID=$STARTED
 note "backend ($BACKEND) small body: 127.0.0.1:$SMALL_PORT pid $SMALL_PID"
@@ -1116,6 +1244,13 @@ if [[ $MODE == throughput || $MODE == all ]]; then
         scenario small-key "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 5
         scenario small-jwt "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 6
         scenario small-rl "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 7
+        if scenario_wanted small-shadow; then
+            # A JSON body for both members of the pair, so that the copies'
+            # answers are compared as JSON values, as an API's would be.
+            start_backend backend-json "$JSON_PORT" "$TMP/small.json"
+            note "backend ($BACKEND) small JSON body: 127.0.0.1:$JSON_PORT pid $STARTED"
+            scenario small-shadow "$JSON_PORT" "$STARTED" "$(stat -c %s "$TMP/small.json")" 8
+        fi
     fi
 fi
 

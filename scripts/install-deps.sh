@@ -11,10 +11,11 @@
 #   openssl (probe's TLS test), util-linux (prlimit, taskset), wrk, haproxy,
 #   nginx-light (backends and bench), prometheus (promtool check metrics),
 #   clang-format, cppcheck, procps (pgrep in bench/), groff-base (the man
-#   page test), redis-server (global throttles and rate limits).
+#   page test), redis-server (global throttles and rate limits), chromium and
+#   fonts-dejavu-core (the migration board page, in a headless browser).
 set -e
 BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev"
-TEST="libcmocka-dev python3 python3-pytest python3-websockets python3-cryptography clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base"
+TEST="libcmocka-dev python3 python3-pytest python3-websockets python3-cryptography clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base chromium fonts-dejavu-core"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
   *) WANT="$BUILD $TEST"

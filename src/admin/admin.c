@@ -9,6 +9,7 @@
 
 #include <openssl/crypto.h>
 
+#include "admin/board_page.h"
 #include "admin/endpoints.h"
 #include "core/addr.h"
 #include "core/errors.h"
@@ -58,6 +59,8 @@ static const char *const endpoints[] = {
     "GET /routes/NAME/shadow",
     "GET /routes/NAME/rollout",
     "POST /routes/NAME/rollout/pause|resume|promote|rollback|restart",
+    "GET /migration",
+    "GET /ui/",
 };
 
 static int reply(admin_response_t *resp, buf_t *body, int status, const char *code, const char *msg)
@@ -127,6 +130,21 @@ int admin_handle(const admin_hooks_t *h, const admin_request_t *r, buf_t *body,
     if (path_is(path, plen, "/metrics")) {
         resp->content_type = "text/plain; version=0.0.4; charset=utf-8";
         endpoints_metrics(h, body);
+        return resp->status = 200;
+    }
+    if (path_is(path, plen, "/ui") || path_is(path, plen, "/ui/")) {
+        /* The board's page holds no data (it fetches /migration, which needs
+         * the token when there is one): served to anyone. */
+        if (!get)
+            return not_allowed(resp, body, "GET, HEAD");
+        if (plen == 3) {
+            resp->header = "Location: /ui/\r\n";
+            return resp->status = 301;
+        }
+        resp->content_type = "text/html; charset=utf-8";
+        resp->header = "Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+                       "style-src 'unsafe-inline'; connect-src 'self'; img-src data:\r\n";
+        buf_append(body, board_page_html, board_page_html_len);
         return resp->status = 200;
     }
     /* Everything else may change or reveal the configuration. */

@@ -84,6 +84,8 @@ typedef struct admin_hooks {
     int (*rollout_action)(void *ctx, size_t r, const char *action, size_t len);
     /* Appends the rollout metric families to /metrics. */
     void (*rollout_metrics)(void *ctx, buf_t *out);
+    /* GET /migration's document (a new reference), NULL on failure. */
+    json_t *(*migration)(void *ctx);
     metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
     access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;

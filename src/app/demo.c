@@ -12,11 +12,24 @@
 #include "core/log.h"
 #include "tools/mock.h"
 
+/* The mocks: the monolith (which also serves orders, as JSON), the search
+ * service and its flaky canary, and orders-v2, the new orders service that
+ * answers like the monolith in another key order and number format. */
+#define DEMO_MOCKS 4
+static const char *const mock_names[DEMO_MOCKS] = {"monolith", "search-v1", "search-v2",
+                                                   "orders-v2"};
+#define MONOLITH_ORDER                                                                             \
+    "{\"service\": \"monolith\", \"order\": {\"id\": 1001, \"total\": 1200, \"currency\": "        \
+    "\"JPY\"}}\n"
+static const char *const mock_bodies[DEMO_MOCKS] = {
+    MONOLITH_ORDER, "hello from search-v1\n", "hello from search-v2\n",
+    "{\"order\":{\"currency\":\"JPY\",\"total\":1200.0,\"id\":1001},\"service\":\"orders-v2\"}\n"};
+
 typedef struct demo_mocks {
     uv_loop_t loop;
     uv_async_t stop;
-    mock_server_t *servers[3];
-    unsigned ports[3];
+    mock_server_t *servers[DEMO_MOCKS];
+    unsigned ports[DEMO_MOCKS];
     uv_thread_t thread;
 } demo_mocks_t;
 
@@ -38,7 +51,7 @@ static unsigned free_port(void)
 static void on_stop(uv_async_t *a)
 {
     demo_mocks_t *d = a->data;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < DEMO_MOCKS; i++)
         mock_server_stop(d->servers[i]);
     uv_close((uv_handle_t *)&d->stop, NULL);
 }
@@ -61,6 +74,7 @@ static const char demo_yaml[] =
     "  monolith: {targets: [\"127.0.0.1:%u\"]}\n"
     "  search-v1: {targets: [\"127.0.0.1:%u\"]}\n"
     "  search-v2: {targets: [\"127.0.0.1:%u\"]}\n"
+    "  orders-v2: {targets: [\"127.0.0.1:%u\"]}\n"
     "clients:\n"
     "  - id: partner\n" /* its key is demo-partner-key */
     "    api_keys_sha256: "
@@ -77,6 +91,15 @@ static const char demo_yaml[] =
     "      - {target_group: search-v1, weight: 90}\n"
     "      - {target_group: search-v2, weight: 10, fallback: search-v1}\n"
     "    timeout: 5s\n"
+    "  - name: orders\n" /* migrating off the monolith: shadowed, then rolled out */
+    "    match: {path_prefix: /orders}\n"
+    "    backends:\n"
+    "      - {target_group: monolith, weight: 100}\n"
+    "      - {target_group: orders-v2, weight: 0, fallback: monolith}\n"
+    "    timeout: 5s\n"
+    "    shadow: {target_group: orders-v2, percent: 100, compare: {ignore: [/service]}}\n"
+    "    rollout: {canary: orders-v2, steps: [10, 50, 100], interval: 20s, min_requests: 10,\n"
+    "              max_error_rate: 1%%, max_mismatch_rate: 1%%}\n"
     "  - name: default\n"
     "    match: {path_prefix: /}\n"
     "    backends: [{target_group: monolith, weight: 100}]\n";
@@ -96,32 +119,32 @@ int demo_main(int argc, char **argv)
     uv_loop_init(&d.loop);
     uv_async_init(&d.loop, &d.stop, on_stop);
     d.stop.data = &d;
-    static const char *names[] = {"monolith", "search-v1", "search-v2"};
-    for (int i = 0; i < 3; i++) {
-        char addr[32], err[256], body[64];
+    for (int i = 0; i < DEMO_MOCKS; i++) {
+        char addr[32], err[256];
         d.ports[i] = free_port();
         snprintf(addr, sizeof addr, "127.0.0.1:%u", d.ports[i]);
-        snprintf(body, sizeof body, "hello from %s\n", names[i]);
+        bool json = mock_bodies[i][0] == '{';
         mock_options_t o = {
             .listen = addr,
             .status = 200,
-            .body = body,
-            .body_len = strlen(body),
+            .body = mock_bodies[i],
+            .body_len = strlen(mock_bodies[i]),
+            .content_type = json ? "application/json" : NULL,
             .fail_rate = i == 2 ? 0.2 : 0.0,
             .fail_status = 503,
-            .name = names[i],
+            .name = mock_names[i],
             .workers = 1,
         };
         d.servers[i] = mock_server_start(&d.loop, &o, err, sizeof err);
         if (!d.servers[i]) {
-            fprintf(stderr, "ficus demo: mock %s: %s\n", names[i], err);
+            fprintf(stderr, "ficus demo: mock %s: %s\n", mock_names[i], err);
             return 1;
         }
     }
     uv_thread_create(&d.thread, mocks_main, &d);
 
     char yaml[sizeof demo_yaml + 64];
-    int n = snprintf(yaml, sizeof yaml, demo_yaml, d.ports[0], d.ports[1], d.ports[2]);
+    int n = snprintf(yaml, sizeof yaml, demo_yaml, d.ports[0], d.ports[1], d.ports[2], d.ports[3]);
     config_errors_t errs;
     config_errors_init(&errs);
     config_t *cfg = config_load_string(yaml, (size_t)n, "<demo>", &errs);
@@ -143,6 +166,10 @@ int demo_main(int argc, char **argv)
             "   # canary failures fell back\n"
             "  curl -s -X PUT -d '{\"search-v1\":50,\"search-v2\":50}' "
             "http://127.0.0.1:9901/routes/search/weights\n"
+            "  curl -s http://127.0.0.1:8080/orders/1001          # the monolith; orders-v2 "
+            "gets a shadow copy\n"
+            "  curl -s http://127.0.0.1:9901/routes/orders/shadow  # do they answer alike?\n"
+            "  curl -s http://127.0.0.1:9901/routes/orders/rollout # steps on its own evidence\n"
             "Ctrl-C stops it.\n\n");
     int code = gateway_run(cfg);
     uv_async_send(&d.stop);

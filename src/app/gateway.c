@@ -178,6 +178,13 @@ static uint64_t gw_rate_limit_evictions(void *ctx)
     return generations_rate_limit_evictions(gw->gens);
 }
 
+static json_t *gw_migration(void *ctx)
+{
+    gateway_t *gw = ctx;
+    generation_t *gen = generations_current(gw->gens);
+    return gen ? generation_migration(gen, time_now_ms(), time_now_realtime_ms()) : NULL;
+}
+
 static json_t *gw_route_shadow(void *ctx, size_t r)
 {
     gateway_t *gw = ctx;
@@ -358,6 +365,7 @@ int gateway_run(config_t *cfg)
                            .rollout = gw_rollout,
                            .rollout_action = gw_rollout_action,
                            .rollout_metrics = gw_rollout_metrics,
+                           .migration = gw_migration,
                            .metrics = gw.metrics,
                            .access_log = gw.access_log};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

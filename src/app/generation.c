@@ -12,6 +12,7 @@
 
 #include "app/dns_refresh.h"
 #include "app/jwks_refresh.h"
+#include "app/migration.h"
 #include "app/rollouts.h"
 #include "app/set_refresh.h"
 #include "core/errors.h"
@@ -38,6 +39,7 @@ struct generation {
     json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
+    migration_map_t board_map;      /* routes and their groups on the migration board */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -55,6 +57,7 @@ struct generations {
     rate_limit_t *rates;
     session_store_t *sessions; /* session tokens exchanged or being exchanged */
     shadow_stats_t *shadow;    /* shadow comparison figures per route name */
+    board_t *board;            /* the migration board's figures per route name */
     rollout_fleet_t *rfleet;   /* rollouts with state: redis share through it, or NULL */
     uint64_t made;             /* activated so far */
     uv_timer_t reclaim;        /* frees retired generations */
@@ -76,6 +79,11 @@ shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r)
 }
 uint64_t generation_id(const generation_t *gen) { return gen->id; }
 rollouts_t *generation_rollouts(const generation_t *gen) { return gen->rollouts; }
+json_t *generation_migration(const generation_t *gen, uint64_t now_ms, uint64_t realtime_ms)
+{
+    return migration_json(gen->cfg, &gen->board_map, gen->shadow_routes, gen->rollouts, now_ms,
+                          realtime_ms);
+}
 
 /* Stops everything of gen that runs on the main loop: set refreshes, DNS,
  * health checks. Its callbacks still to come find it stopped. */
@@ -117,6 +125,7 @@ static void gen_free(generation_t *gen)
         json_diff_spec_free(gen->diff_specs[i]);
     free(gen->diff_specs);
     free(gen->shadow_routes);
+    migration_map_free(&gen->board_map);
     jwks_refresh_free(gen->jwks);
     rollouts_free(gen->rollouts);
     config_unref(gen->cfg);
@@ -178,7 +187,9 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     gs->sessions =
         session_store_new(SESSION_STORE_MAX_ENTRIES, SESSION_STORE_MAX_BYTES, (unsigned)workers->n);
     gs->shadow = shadow_stats_new();
-    if (!gs->throttle || !gs->rates || !gs->sessions || !gs->shadow) {
+    gs->board = board_new(workers->n, time_now_ms());
+    if (!gs->throttle || !gs->rates || !gs->sessions || !gs->shadow || !gs->board) {
+        board_free(gs->board);
         throttle_free(gs->throttle);
         rate_limit_free(gs->rates);
         session_store_free(gs->sessions);
@@ -289,7 +300,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
     gen->health = health_new(cfg);
     gen->weights = weights_new(cfg);
     gen->shadow_routes = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *gen->shadow_routes);
-    if (!gen->health || !gen->weights || !gen->shadow_routes)
+    if (!gen->health || !gen->weights || !gen->shadow_routes ||
+        migration_map_make(gs->board, cfg, time_now_ms(), &gen->board_map) != 0)
         return -1;
     /* A route without figures (registry full) is shadowed uncounted. */
     for (size_t r = 0; r < cfg->n_routes; r++)
@@ -318,6 +330,8 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .diff_specs = gen->diff_specs,
                              .shadow_routes = gen->shadow_routes,
                              .rollouts = rollouts_table(gen->rollouts),
+                             .board_routes = gen->board_map.routes,
+                             .board_groups = (const uint32_t *const *)gen->board_map.groups,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -401,5 +415,6 @@ void generations_free(generations_t *gs)
     rate_limit_free(gs->rates);
     session_store_free(gs->sessions);
     shadow_stats_free(gs->shadow);
+    board_free(gs->board);
     free(gs);
 }

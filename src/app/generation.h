@@ -60,5 +60,7 @@ shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r);
 uint64_t generation_id(const generation_t *gen);
 /* The generation's route rollouts (main thread; NULL before activation). */
 rollouts_t *generation_rollouts(const generation_t *gen);
+/* Main thread: GET /migration's document (app/migration.h); NULL on no memory. */
+json_t *generation_migration(const generation_t *gen, uint64_t now_ms, uint64_t realtime_ms);
 
 #endif

@@ -17,7 +17,8 @@
  * jansson's json_equal); other bodies byte for byte (one difference at ""
  * whose values are the two lengths).  A body that does not parse although
  * declared JSON sets old_invalid/new_invalid and the bodies are compared
- * byte for byte.  A body over max_body_size or truncated sets
+ * byte for byte.  Bodies that are the same bytes match without a parse (and
+ * without their invalid flags set).  A body over max_body_size or truncated sets
  * compared_by_length: status, headers and lengths only.  Work is bounded by
  * JSON_DIFF_WORK_BUDGET node visits; past it, incomplete is set and match
  * is false.  Integers beyond 64 bits are rejected by jansson (invalid).

@@ -113,6 +113,8 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->shadow_inflight = sh->shadow_inflight;
     g->diff_specs = sh->diff_specs;
     g->shadow_routes = sh->shadow_routes;
+    g->board_routes = sh->board_routes;
+    g->board_groups = sh->board_groups;
     g->rollouts = sh->rollouts;
     g->route_key = calloc(nr, sizeof *g->route_key);
     g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);

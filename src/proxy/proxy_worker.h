@@ -15,6 +15,7 @@
 #include "http/parser.h"
 #include "net/worker.h"
 #include "observe/access_log.h"
+#include "observe/board.h"
 #include "observe/metrics.h"
 #include "observe/trace.h"
 #include "policy/api_key.h"
@@ -69,7 +70,11 @@ struct proxy_gen {
     json_diff_spec_t *const *diff_specs;  /* per route: its shadow comparison, NULL: none */
     shadow_route_t *const *shadow_routes; /* per route: its shadow figures, or NULL */
     rollout_t *const *rollouts; /* per route: its rollout (records go here), NULL where none */
-    uint64_t *route_key;        /* per route: its name hashed (rate-limit keys survive reloads) */
+    /* The migration board: per route its figures (NULL: none), and per route
+     * per target group the route's board group (UINT32_MAX: unused). */
+    board_route_t *const *board_routes;
+    const uint32_t *const *board_groups;
+    uint64_t *route_key; /* per route: its name hashed (rate-limit keys survive reloads) */
     /* Headers a client must not send: every provider's forwarded-claim
      * headers; with_session adds Authorization and the session header, for
      * requests whose bearer token ficus writes itself. */
@@ -104,6 +109,8 @@ typedef struct proxy_shared {
     atomic_uint *shadow_inflight;        /* per route: shadow copies in flight */
     json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
     rollout_t *const *rollouts;          /* per route: its rollout, NULL where none */
+    board_route_t *const *board_routes;  /* per route: its board figures, NULL where none */
+    const uint32_t *const *board_groups; /* per route, per group: its board group */
     void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
     void *gen_ctx;
     /* per route: its shadow figures (the instance's), or NULL */

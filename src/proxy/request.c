@@ -89,6 +89,13 @@ static void request_migration(request_t *req, uint64_t dur_us)
     if (masked)
         metrics_canary_masked(req->pw->metrics, g->metrics_route[r->index],
                               g->groups[b->target_group].metrics_group);
+    board_route_t *br = g->board_routes ? g->board_routes[r->index] : NULL;
+    if (br && req->group != UINT32_MAX)
+        board_record(br, (unsigned)req->pw->w->index, time_now_ms(),
+                     g->board_groups[r->index][req->group],
+                     req->end == END_CLIENT_CLOSED && !req->upstream_status ? 499 : req->status,
+                     req->fallback,
+                     masked ? g->board_groups[r->index][b->target_group] : BOARD_NO_GROUP, dur_us);
     rollout_t *ro = g->rollouts ? g->rollouts[r->index] : NULL;
     if (!ro || (req->end == END_CLIENT_CLOSED && !req->upstream_status))
         return;

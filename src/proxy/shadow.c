@@ -235,6 +235,8 @@ void shadow_begin(request_t *req, const router_request_t *rr, const router_match
     const config_shadow_t *sc = &r->shadow;
     if (!(sc->methods & (1u << req->method_id)))
         return;
+    if (req->backend->target_group == sc->target_group)
+        return; /* the new service answers this one itself (a rollout's step) */
     if (hash_bytes(req->request_id, req->request_id_len) % 100 >= sc->percent)
         return;
     proxy_gen_t *g = req->gen;
@@ -757,6 +759,8 @@ static void judge(shadow_t *sh)
         rollout_t *ro = sh->gen->rollouts ? sh->gen->rollouts[sh->route->index] : NULL;
         if (ro) /* the rollout's max_mismatch_rate */
             rollout_record_shadow(ro, time_now_ms(), res == SHADOW_MATCH);
+        board_route_t *br = sh->gen->board_routes ? sh->gen->board_routes[sh->route->index] : NULL;
+        board_record_shadow(br, (unsigned)sh->pw->w->index, time_now_ms(), res == SHADOW_MATCH);
     }
     if (sh->noise_rc == 0)
         json_diff_result_free(&sh->noise_diff);

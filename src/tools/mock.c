@@ -209,12 +209,12 @@ static char *format_head(int status, const char *ctype, const char *name, size_t
     return h;
 }
 
-static int resp_init(mock_resp_t *r, int status, const char *name, const char *body,
-                     size_t body_len, int hdr)
+static int resp_init(mock_resp_t *r, int status, const char *name, const char *ctype,
+                     const char *body, size_t body_len, int hdr)
 {
     if (!status_has_body(status))
         body_len = 0;
-    r->head = format_head(status, "text/plain", name, body_len, hdr, &r->head_len);
+    r->head = format_head(status, ctype, name, body_len, hdr, &r->head_len);
     r->body = body;
     r->body_len = body_len;
     return r->head ? 0 : FE_NOMEM;
@@ -385,12 +385,15 @@ static mock_shared_t *shared_new(const mock_options_t *o, uint32_t n_workers)
         if (!(sh->stats[w] = calloc(1, sizeof *sh->stats[w])))
             goto fail;
     for (int i = 0; i < HDR_N; i++) {
-        if (resp_init(&sh->ok[i], sh->status, sh->name, sh->body, sh->body_len, i) != 0 ||
-            resp_init(&sh->fail[i], sh->fail_status, sh->name, FAIL_BODY, sizeof FAIL_BODY - 1,
-                      i) != 0)
+        if (resp_init(&sh->ok[i], sh->status, sh->name,
+                      o->content_type ? o->content_type : "text/plain", sh->body, sh->body_len,
+                      i) != 0 ||
+            resp_init(&sh->fail[i], sh->fail_status, sh->name, "text/plain", FAIL_BODY,
+                      sizeof FAIL_BODY - 1, i) != 0)
             goto fail;
     }
-    if (resp_init(&sh->bad, 400, sh->name, BAD_BODY, sizeof BAD_BODY - 1, HDR_CLOSE) != 0)
+    if (resp_init(&sh->bad, 400, sh->name, "text/plain", BAD_BODY, sizeof BAD_BODY - 1,
+                  HDR_CLOSE) != 0)
         goto fail;
     return sh;
 fail:

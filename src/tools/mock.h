@@ -14,12 +14,13 @@ typedef struct mock_options {
     int status;         /* default 200 */
     const char *body;   /* default "ok\n"; bytes, body_len long */
     size_t body_len;
-    uint64_t latency_ms; /* 0 = answer at once */
-    double fail_rate;    /* share of requests answered with fail_status */
-    int fail_status;     /* default 503 */
-    double reset_rate;   /* share of requests answered by a TCP reset */
-    const char *name;    /* X-Mock-Name; default "mock" */
-    uint32_t workers;    /* threads, each with its own SO_REUSEPORT listener; default 1 */
+    uint64_t latency_ms;      /* 0 = answer at once */
+    double fail_rate;         /* share of requests answered with fail_status */
+    int fail_status;          /* default 503 */
+    double reset_rate;        /* share of requests answered by a TCP reset */
+    const char *name;         /* X-Mock-Name; default "mock" */
+    const char *content_type; /* of the body; default text/plain */
+    uint32_t workers;         /* threads, each with its own SO_REUSEPORT listener; default 1 */
 } mock_options_t;
 
 typedef struct mock_server mock_server_t;

@@ -2,6 +2,7 @@
 as FILE:LINE:COL and exits 1 (0 when valid), `run` refuses an invalid file,
 --help / bad usage / version, and the embedded demo on its fixed ports."""
 
+import json
 import re
 import socket
 import subprocess
@@ -9,7 +10,7 @@ import time
 
 import pytest
 
-from harness import ficus_bin, free_port, http_request, repo_root, run_cli
+from harness import ficus_bin, free_port, http_request, repo_root, run_cli, wait_until
 from harness.procs import spawn, port_in_use, stop_process, wait_ports
 
 VALID = """\
@@ -242,6 +243,18 @@ def test_demo_routes_search_and_default():
         key = {"X-Api-Key": "demo-partner-key"}
         codes = [http_request(8080, "GET", "/partner", headers=key).status for _ in range(12)]
         assert codes[0] == 200 and 429 in codes, codes
+        # The README's migration step: /orders from the monolith, copied to
+        # orders-v2, whose answers match once keys are compared as values.
+        for i in range(5):
+            r = http_request(8080, "GET", f"/orders/{i}")
+            assert r.status == 200 and r.json()["service"] == "monolith", repr(r)
+
+        def shadow():
+            return json.loads(http_request(9901, "GET", "/routes/orders/shadow").body)
+
+        assert wait_until(lambda: shadow()["requests"]["match"] == 5, 5), shadow()
+        ro = json.loads(http_request(9901, "GET", "/routes/orders/rollout").body)
+        assert ro["state"] == "pending", ro
         status = http_request(9901, "GET", "/healthz").status
         assert status == 200
         printed = "\n".join(out.lines + err.lines)

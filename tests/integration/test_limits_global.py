@@ -29,7 +29,7 @@ def cfg(echo, redis, **route_extra):
     return config({"echo": echo.addr},
                   [route("r", "/", "echo", auth={"client": "required"}, **route_extra)],
                   server={"workers": 2},
-                  redis={"address": redis.addr, "timeout": "200ms"},
+                  redis={"address": redis.addr, "timeout": "1s"},
                   clients=[{"id": "app", "api_keys_sha256": [hashlib.sha256(KEY.encode())
                                                              .hexdigest()],
                             "max_concurrent_requests": 2, "concurrency_scope": "global"}])

@@ -379,3 +379,20 @@ def test_client_that_leaves_leaves_nothing_to_compare(ficus, request):
     assert wait_until(lambda: shadow_counts(f)["skipped"] == 1, 5), shadow_counts(f)
     lines = f.wait_access_log(1)
     assert lines[0]["status"] == 499 and lines[0]["shadow"] is None, lines
+
+
+def test_a_request_the_shadow_group_serves_itself_is_not_copied(ficus, request):
+    import http.client
+    old, new = backends(request, ("old", None), ("new", None))
+    f = ficus(config({"old": old.addr, "new": new.addr},
+                     [route("orders", "/orders/", [("old", 1), ("new", 0)],
+                            shadow={"target_group": "new", "percent": 100})]))
+    assert http_request(f.port, "GET", "/orders/1").status == 200
+    assert wait_until(lambda: new.count() == 1, 5)
+    c = http.client.HTTPConnection("127.0.0.1", f.admin_port, timeout=5)
+    c.request("PUT", "/routes/orders/weights", body=b'{"old": 0, "new": 1}')
+    assert c.getresponse().status == 200
+    for i in range(3):
+        assert http_request(f.port, "GET", f"/orders/{i}").json()["name"] == "new"
+    time.sleep(0.3)
+    assert new.count() == 4 and old.count() == 1

@@ -177,6 +177,20 @@ static void test_non_json_and_plus_json(void **st)
     json_diff_spec_free(s);
 }
 
+/* The same bytes match without a parse, even when they are not JSON; one
+ * byte apart, they are parsed (and found invalid). */
+static void test_identical_bytes_need_no_parse(void **st)
+{
+    (void)st;
+    json_diff_result_t r = run("{\"a\":", "{\"a\":");
+    expect_match(&r);
+    assert_false(r.old_invalid);
+    r = run("{\"a\":", "{\"a\":1");
+    assert_false(r.match);
+    assert_true(r.old_invalid && r.new_invalid);
+    json_diff_result_free(&r);
+}
+
 static void test_truncated_and_too_big(void **st)
 {
     char err[64];
@@ -287,6 +301,7 @@ int main(void)
         cmocka_unit_test(test_type_change_and_missing),
         cmocka_unit_test(test_escaping),
         cmocka_unit_test(test_non_json_and_plus_json),
+        cmocka_unit_test(test_identical_bytes_need_no_parse),
         cmocka_unit_test(test_truncated_and_too_big),
         cmocka_unit_test(test_status_and_headers),
         cmocka_unit_test(test_bounds),
