@@ -5,7 +5,10 @@
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "app/dns_refresh.h"
 #include "app/jwks_refresh.h"
@@ -55,6 +58,7 @@ struct generations {
     session_store_t *sessions; /* session tokens exchanged or being exchanged */
     shadow_stats_t *shadow;    /* shadow comparison figures per route name */
     board_t *board;            /* the migration board's figures per route name */
+    rollout_fleet_t *rfleet;   /* rollouts with state: redis share through it, or NULL */
     uint64_t made;             /* activated so far */
     uv_timer_t reclaim;        /* frees retired generations */
     uv_timer_t rollout_tick;   /* the current generation's rollouts, once a second */
@@ -229,6 +233,35 @@ static int diff_specs(generation_t *gen)
     return 0;
 }
 
+/* The instance's connection for shared rollouts follows the configuration:
+ * made when a route has `state: redis`, replaced when redis.address changes
+ * (a new redis: the routes join its fleet afresh), its timeout updated,
+ * closed when none needs it (routes still bound to it keep it until their
+ * generation goes). */
+static rollout_fleet_t *rollouts_connection(generations_t *gs, const config_t *cfg)
+{
+    bool needed = false;
+    for (size_t r = 0; r < cfg->n_routes && !needed; r++)
+        needed = cfg->routes[r].has_rollout && cfg->routes[r].rollout.state == CONFIG_ROLLOUT_REDIS;
+    const char *want = needed ? cfg->redis_address : NULL;
+    if (gs->rfleet && want && strcmp(rollout_fleet_address(gs->rfleet), want) == 0) {
+        rollout_fleet_set_timeout(gs->rfleet, cfg->redis_timeout_ms);
+        return gs->rfleet;
+    }
+    rollout_fleet_close(gs->rfleet);
+    gs->rfleet = NULL;
+    if (!want)
+        return NULL;
+    char host[128] = "ficus", member[ROLLOUT_FLEET_MAX_MEMBER_BYTES + 1];
+    gethostname(host, sizeof host - 1);
+    snprintf(member, sizeof member, "%s:%ld:%llu", host, (long)getpid(),
+             (unsigned long long)time_now_realtime_ms());
+    gs->rfleet = rollout_fleet_new(gs->loop, want, cfg->redis_timeout_ms, member, gs->metrics);
+    if (!gs->rfleet)
+        log_error("redis %s: cannot set up the connection for shared rollouts", want);
+    return gs->rfleet;
+}
+
 generation_t *generation_prepare(generations_t *gs, config_t *cfg)
 {
     generation_t *gen = calloc(1, sizeof *gen);
@@ -314,6 +347,9 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
         return -1;
     gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
+    /* Last, once nothing can fail: a shared rollout's place in the fleet
+     * passes to this generation (a discarded one would take it away). */
+    rollouts_share(gen->rollouts, rollouts_connection(gs, cfg));
     gen->id = ++gs->made;
     gs->cur = gen;
     shadow_stats_show_only(gs->shadow, gen->shadow_routes, cfg->n_routes);
@@ -356,6 +392,8 @@ void generations_close(generations_t *gs)
 {
     if (gs->cur)
         gen_stop(gs->cur);
+    rollout_fleet_close(gs->rfleet);
+    gs->rfleet = NULL;
     if (!gs->closed) {
         gs->closed = true;
         uv_close((uv_handle_t *)&gs->reclaim, NULL);

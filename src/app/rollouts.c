@@ -18,8 +18,11 @@
 #define NOT_APPLIED UINT32_MAX
 
 typedef struct route_rollout {
-    rollout_t *r;          /* NULL: the route has no rollout */
-    size_t canary;         /* index of the canary in the route's backends */
+    rollout_t *r;   /* NULL: the route has no rollout */
+    rollouts_t *rs; /* its owner, and its index there (the fleet's callback) */
+    size_t index;
+    rollout_fleet_route_t *shared; /* state: redis: its place in the fleet, else NULL */
+    size_t canary;                 /* index of the canary in the route's backends */
     uint32_t applied;      /* canary percent in the weights now, NOT_APPLIED before attach */
     uint64_t seen;         /* seq of the newest transition logged and counted */
     rollout_state_t state; /* as of that transition (every move is one) */
@@ -229,6 +232,8 @@ rollouts_t *rollouts_new(const config_t *cfg, rollouts_t *prev, uint64_t now_ms)
         const config_route_t *rt = &cfg->routes[r];
         route_rollout_t *rr = &rs->routes[r];
         rr->applied = NOT_APPLIED;
+        rr->rs = rs;
+        rr->index = r;
         if (!rt->has_rollout)
             continue;
         rollout_config_t rc;
@@ -245,10 +250,6 @@ rollouts_t *rollouts_new(const config_t *cfg, rollouts_t *prev, uint64_t now_ms)
         rr->canary = rc.canary_backend;
         rs->table[r] = rr->r;
         rs->n_with++;
-        if (rt->rollout.state == CONFIG_ROLLOUT_REDIS)
-            log_warn("route %s: rollout state: redis is not supported by this version yet; the "
-                     "rollout runs on this instance's evidence alone, like state: local",
-                     rt->name);
     }
     for (size_t r = 0; r < cfg->n_routes; r++)
         if (rs->routes[r].r)
@@ -264,8 +265,10 @@ void rollouts_free(rollouts_t *rs)
 {
     if (!rs)
         return;
-    for (size_t r = 0; rs->routes && r < rs->cfg->n_routes; r++)
+    for (size_t r = 0; rs->routes && r < rs->cfg->n_routes; r++) {
+        rollout_fleet_unbind(rs->routes[r].shared, rs->routes[r].r);
         rollout_free(rs->routes[r].r);
+    }
     free(rs->routes);
     free(rs->table);
     free(rs);
@@ -286,13 +289,40 @@ void rollouts_attach(rollouts_t *rs, weights_t *w)
             apply(rs, r);
 }
 
+/* The fleet moved route rr's rollout (a reply on the main loop). */
+static void on_fleet_changed(void *ctx)
+{
+    route_rollout_t *rr = ctx;
+    observe(rr->rs, rr->index, time_now_ms());
+}
+
+void rollouts_share(rollouts_t *rs, rollout_fleet_t *fleet)
+{
+    const config_t *cfg = rs->cfg;
+    for (size_t r = 0; r < cfg->n_routes; r++) {
+        route_rollout_t *rr = &rs->routes[r];
+        const config_route_t *rt = &cfg->routes[r];
+        if (!rr->r || rt->rollout.state != CONFIG_ROLLOUT_REDIS)
+            continue;
+        uint64_t fp =
+            rollout_fleet_fingerprint(rollout_config(rr->r), group_name(cfg, rt->rollout.canary));
+        rr->shared = rollout_fleet_bind(fleet, rt->name, fp, rr->r, on_fleet_changed, rr);
+        if (!rr->shared)
+            log_error("route %s: rollout state: redis cannot be shared (no redis connection or "
+                      "no memory); it runs on this instance's evidence alone",
+                      rt->name);
+    }
+}
+
 void rollouts_tick(rollouts_t *rs, uint64_t now_ms)
 {
     for (size_t r = 0; r < rs->cfg->n_routes; r++) {
         route_rollout_t *rr = &rs->routes[r];
         if (!rr->r)
             continue;
-        if (rollout_tick(rr->r, now_ms) != 0)
+        int moved =
+            rr->shared ? rollout_fleet_tick(rr->shared, now_ms) : rollout_tick(rr->r, now_ms);
+        if (moved != 0)
             observe(rs, r, now_ms);
         else
             apply(rs, r);
@@ -305,8 +335,10 @@ int rollouts_action(rollouts_t *rs, size_t r, rollout_action_t a, uint64_t now_m
     if (!ro)
         return FE_NOTFOUND;
     int rc = rollout_action(ro, a, now_ms);
-    if (rc == 0)
+    if (rc == 0) {
         observe(rs, r, now_ms);
+        rollout_fleet_publish(rs->routes[r].shared, now_ms); /* the fleet follows */
+    }
     return rc;
 }
 
@@ -372,17 +404,27 @@ json_t *rollouts_json(rollouts_t *rs, size_t r, uint64_t now_ms, uint64_t now_re
                                t->reason));
     }
     json_t *block = config_migration_j_route_rollout(NULL, rt, cfg);
+    json_t *fleet = json_null();
+    if (rs->routes[r].shared) {
+        rollout_fleet_status_t fs;
+        rollout_fleet_status(rs->routes[r].shared, now_ms, &fs);
+        fleet = json_pack(
+            "{s:b,s:b,s:b,s:I,s:I}", "leader", fs.leader, "connected", fs.connected, "unpublished",
+            fs.unpublished, "seq", (json_int_t)fs.seq, "synced_ms_ago",
+            (json_int_t)(fs.synced_ms && now_ms > fs.synced_ms ? now_ms - fs.synced_ms : 0));
+    }
     uint64_t elapsed = now_ms > s->step_started_ms ? now_ms - s->step_started_ms : 0;
-    return json_pack(
-        "{s:s,s:s,s:s,s:s?,s:i,s:i,s:i,s:o,s:o,s:I,s:i,s:o,s:o,s:o,s:I,s:I,s:o}", "route", rt->name,
-        "canary", group_name(cfg, rt->rollout.canary), "state", rollout_state_name(s->state),
-        "paused_from", s->state == ROLLOUT_PAUSED ? rollout_state_name(s->paused_from) : NULL,
-        "step", (int)s->step + 1, "steps_total", (int)rc->n_steps, "canary_percent",
-        (int)s->weight_percent, "weights", weights, "step_started",
-        time_json(s->step_started_ms, now_ms, now_realtime_ms), "step_elapsed_ms",
-        (json_int_t)elapsed, "extensions", (int)s->extensions, "current", figures_json(&s->current),
-        "steps", steps, "history", history, "transitions", (json_int_t)s->transitions,
-        "dropped_records", (json_int_t)s->dropped_records, "config", block ? block : json_null());
+    return json_pack("{s:s,s:s,s:s,s:s?,s:i,s:i,s:i,s:o,s:o,s:I,s:i,s:o,s:o,s:o,s:I,s:I,s:o,s:o}",
+                     "route", rt->name, "canary", group_name(cfg, rt->rollout.canary), "state",
+                     rollout_state_name(s->state), "paused_from",
+                     s->state == ROLLOUT_PAUSED ? rollout_state_name(s->paused_from) : NULL, "step",
+                     (int)s->step + 1, "steps_total", (int)rc->n_steps, "canary_percent",
+                     (int)s->weight_percent, "weights", weights, "step_started",
+                     time_json(s->step_started_ms, now_ms, now_realtime_ms), "step_elapsed_ms",
+                     (json_int_t)elapsed, "extensions", (int)s->extensions, "current",
+                     figures_json(&s->current), "steps", steps, "history", history, "transitions",
+                     (json_int_t)s->transitions, "dropped_records", (json_int_t)s->dropped_records,
+                     "config", block ? block : json_null(), "fleet", fleet ? fleet : json_null());
 }
 
 void rollouts_metrics(const rollouts_t *rs, buf_t *out)

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 
+#include "app/rollout_fleet.h"
 #include "config/config.h"
 #include "core/buf.h"
 #include "policy/rollout.h"
@@ -44,12 +45,19 @@ rollout_t *const *rollouts_table(const rollouts_t *rs);
 /* Route r's rollout, or NULL. */
 rollout_t *rollouts_get(const rollouts_t *rs, size_t r);
 
+/* Routes with `state: redis` share their rollout through fleet (the
+ * instance's, may be NULL: they then run on this instance alone, logged):
+ * bound to the same place in the fleet as the previous generation's when the
+ * block did not change (which then leaves the previous generation: call it
+ * only once rs is sure to be activated). */
+void rollouts_share(rollouts_t *rs, rollout_fleet_t *fleet);
+
 /* From now on rs drives w (the generation's weights): every route with a
  * rollout gets its current canary percent at once (0 while pending). */
 void rollouts_attach(rollouts_t *rs, weights_t *w);
 
-/* Once a second: ticks every rollout, logs and counts its transitions, and
- * applies a changed canary percent to the attached weights. */
+/* Once a second: ticks every rollout (a shared one through its fleet), logs and counts its
+ * transitions, and applies a changed canary percent to the attached weights. */
 void rollouts_tick(rollouts_t *rs, uint64_t now_ms);
 
 /* A manual action on route r's rollout, applied to the weights at once.

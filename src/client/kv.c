@@ -464,12 +464,18 @@ static void kv_on_reply(redisAsyncContext *ac, void *r, void *priv)
             log_limited(LOG_WARN, "redis %s: %.200s", kv->address, reply->str);
             call_end(c, FE_IO, NULL, 0);
         } else {
-            long long ints[KV_MAX_INTS];
-            int n = reply_ints(reply, ints);
+            /* Most replies are a few integers: the heap only for long arrays. */
+            long long small[16], *ints = small;
+            if (reply->type == REDIS_REPLY_ARRAY && reply->elements > 16 &&
+                reply->elements <= KV_MAX_INTS)
+                ints = malloc(reply->elements * sizeof *ints);
+            int n = ints ? reply_ints(reply, ints) : FE_NOMEM;
             if (n < 0)
-                call_end(c, n, NULL, 0);
+                call_end(c, n == FE_NOMEM ? FE_IO : n, NULL, 0);
             else
                 call_end(c, 0, ints, (size_t)n);
+            if (ints != small)
+                free(ints);
         }
     }
     kv->inflight--;

@@ -1,5 +1,6 @@
 /* One connection to redis from one event loop (hiredis and its libuv
- * adapter), for scripts that answer integers: EVALSHA with an EVAL fallback,
+ * adapter), for scripts that answer integers (one, or an array of up to
+ * KV_MAX_INTS): EVALSHA with an EVAL fallback,
  * a deadline per call, a bound on calls in flight, and reconnection with
  * exponential backoff and jitter. Never blocks; no locks: everything of a kv
  * runs on its loop. */
@@ -16,7 +17,7 @@
 #define KV_MAX_ARG_BYTES (64 * 1024) /* their bytes together */
 #define KV_MAX_INFLIGHT_BYTES                                                                      \
     (16 << 20)                         /* argument bytes of all calls in flight; beyond: refused */
-#define KV_MAX_INTS 16                 /* integers in a reply (an array of more: FE_PARSE) */
+#define KV_MAX_INTS 2048               /* integers in a reply (an array of more: FE_PARSE) */
 #define KV_CONNECT_TIMEOUT_MIN_MS 1000 /* a connection attempt gets max(this, timeout_ms) */
 #define KV_STALL_MIN_MS                                                                            \
     1000 /* silent this long (and 4 timeouts' worth) with calls timing out:                        \

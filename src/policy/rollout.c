@@ -39,6 +39,7 @@ struct rollout {
     rollout_state_t state, paused_from;
     uint32_t step;
     uint64_t step_started_ms;
+    uint64_t evidence_since_ms;   /* this instance's evidence of the step starts here */
     uint64_t interval_started_ms; /* start of the interval being judged for promotion */
     int64_t baseline_bucket;      /* bucket the step started in */
     rollout_counts_t baseline;    /* its counts then: not the step's evidence */
@@ -410,6 +411,7 @@ static void set_state(rollout_t *r, rollout_state_t to, uint32_t step, uint64_t 
         r->paused_from = r->state;
     if (to != r->state || step != r->step || to == ROLLOUT_PENDING) {
         r->step_started_ms = now_ms;
+        r->evidence_since_ms = now_ms;
         r->interval_started_ms = now_ms;
         r->extensions = 0;
         take_baseline(r, now_ms);
@@ -449,9 +451,10 @@ static void fail(rollout_t *r, uint64_t now_ms, rollout_cause_t cause, const cha
         set_state(r, ROLLOUT_ROLLED_BACK, r->step, now_ms, cause, "rolled back: %s", reason);
 }
 
-static int tick_locked(rollout_t *r, uint64_t now_ms, const rollout_counts_t *w)
+static int tick_locked(rollout_t *r, uint64_t now_ms, const rollout_counts_t *w,
+                       rollout_tick_mode_t mode)
 {
-    if (r->state != ROLLOUT_PENDING && r->state != ROLLOUT_STEP)
+    if (mode == ROLLOUT_TICK_HOLD || (r->state != ROLLOUT_PENDING && r->state != ROLLOUT_STEP))
         return 0;
     bool pending = r->state == ROLLOUT_PENDING;
     rollout_cause_t cause = ROLLOUT_CAUSE_MANUAL;
@@ -462,6 +465,8 @@ static int tick_locked(rollout_t *r, uint64_t now_ms, const rollout_counts_t *w)
         fail(r, now_ms, cause, reason);
         return 1;
     }
+    if (mode == ROLLOUT_TICK_FAILURES)
+        return 0; /* no promotion, no extension: the step is held as it is */
     if (pending && !has_mismatch_limit(&r->cfg)) {
         advance(r, now_ms, ROLLOUT_CAUSE_START, "started");
         return 1;
@@ -508,6 +513,7 @@ rollout_t *rollout_new(const rollout_config_t *cfg, uint64_t now_ms)
     prepare_ahead(r, now_ms);
     r->state = ROLLOUT_PENDING;
     r->step_started_ms = now_ms;
+    r->evidence_since_ms = now_ms;
     r->interval_started_ms = now_ms;
     take_baseline(r, now_ms);
     return r;
@@ -530,28 +536,71 @@ const rollout_config_t *rollout_config(const rollout_t *r) { return &r->cfg; }
 void rollout_window_counts(rollout_t *r, uint64_t now_ms, rollout_counts_t *out)
 {
     pthread_mutex_lock(&r->lock);
-    window_sum(r, now_ms, r->step_started_ms, out);
+    window_sum(r, now_ms, r->evidence_since_ms, out);
     pthread_mutex_unlock(&r->lock);
+}
+
+int rollout_tick_mode(rollout_t *r, uint64_t now_ms, const rollout_counts_t *window,
+                      rollout_tick_mode_t mode)
+{
+    rollout_counts_t own;
+    pthread_mutex_lock(&r->lock);
+    prepare_ahead(r, now_ms);
+    if (!window) {
+        window_sum(r, now_ms, r->evidence_since_ms, &own);
+        window = &own;
+    }
+    int changed = tick_locked(r, now_ms, window, mode);
+    pthread_mutex_unlock(&r->lock);
+    return changed;
 }
 
 int rollout_tick_counts(rollout_t *r, uint64_t now_ms, const rollout_counts_t *window)
 {
-    pthread_mutex_lock(&r->lock);
-    prepare_ahead(r, now_ms);
-    int changed = tick_locked(r, now_ms, window);
-    pthread_mutex_unlock(&r->lock);
-    return changed;
+    return rollout_tick_mode(r, now_ms, window, ROLLOUT_TICK_ALL);
 }
 
 int rollout_tick(rollout_t *r, uint64_t now_ms)
 {
+    return rollout_tick_mode(r, now_ms, NULL, ROLLOUT_TICK_ALL);
+}
+
+/* Is the move to (to, step, paused_from) one this config can be in? */
+static bool follow_valid(const rollout_t *r, const rollout_transition_t *t,
+                         rollout_state_t paused_from)
+{
+    if ((unsigned)t->to > ROLLOUT_PAUSED || (unsigned)t->cause > ROLLOUT_CAUSE_MANUAL ||
+        t->step >= r->cfg.n_steps)
+        return false;
+    return t->to != ROLLOUT_PAUSED || paused_from == ROLLOUT_PENDING || paused_from == ROLLOUT_STEP;
+}
+
+int rollout_follow(rollout_t *r, const rollout_transition_t *t, rollout_state_t paused_from,
+                   uint64_t now_ms)
+{
+    if (!follow_valid(r, t, paused_from))
+        return FE_INVAL;
     rollout_counts_t w;
     pthread_mutex_lock(&r->lock);
     prepare_ahead(r, now_ms);
-    window_sum(r, now_ms, r->step_started_ms, &w);
-    int changed = tick_locked(r, now_ms, &w);
+    window_sum(r, now_ms, r->evidence_since_ms, &w);
+    keep_step_figures(r, &w);
+    if (t->to == ROLLOUT_PENDING)
+        memset(r->step_figures, 0, sizeof r->step_figures); /* only a restart goes back */
+    uint64_t at = t->at_ms <= now_ms ? t->at_ms : now_ms;
+    set_state(r, t->to, t->step, at, t->cause, "%s", t->reason);
+    /* set_state took the move's time as the step's start; this instance's
+     * evidence at the new weight starts only now. */
+    r->step_started_ms = at;
+    r->interval_started_ms = at;
+    r->evidence_since_ms = now_ms;
+    r->extensions = 0;
+    take_baseline(r, now_ms);
+    if (t->to == ROLLOUT_PAUSED)
+        r->paused_from = paused_from;
+    atomic_store_explicit(&r->weight, weight_of(r), memory_order_relaxed);
     pthread_mutex_unlock(&r->lock);
-    return changed;
+    return 0;
 }
 
 static int action_locked(rollout_t *r, rollout_action_t a, uint64_t now_ms)
@@ -594,7 +643,7 @@ int rollout_action(rollout_t *r, rollout_action_t a, uint64_t now_ms)
     prepare_ahead(r, now_ms);
     /* A step left by hand keeps its figures as one left on its own does. */
     if (a == ROLLOUT_ACTION_PROMOTE || a == ROLLOUT_ACTION_ROLLBACK) {
-        window_sum(r, now_ms, r->step_started_ms, &w);
+        window_sum(r, now_ms, r->evidence_since_ms, &w);
         keep_step_figures(r, &w);
     }
     int rc = action_locked(r, a, now_ms);
@@ -613,7 +662,7 @@ void rollout_snapshot(rollout_t *r, uint64_t now_ms, rollout_snapshot_t *out)
     out->weight_percent = weight_of(r);
     out->step_started_ms = r->step_started_ms;
     out->extensions = r->extensions;
-    window_sum(r, now_ms, r->step_started_ms, &w);
+    window_sum(r, now_ms, r->evidence_since_ms, &w);
     rollout_figures(&w, &out->current);
     memcpy(out->steps, r->step_figures, sizeof out->steps);
     out->n_history = r->history_len;
@@ -667,6 +716,7 @@ int rollout_adopt(rollout_t *fresh, rollout_t *old)
     fresh->paused_from = old->paused_from;
     fresh->step = old->step;
     fresh->step_started_ms = old->step_started_ms;
+    fresh->evidence_since_ms = old->evidence_since_ms;
     fresh->interval_started_ms = old->interval_started_ms;
     fresh->baseline_bucket = old->baseline_bucket;
     fresh->baseline = old->baseline;

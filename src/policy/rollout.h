@@ -1,13 +1,17 @@
 /* One route's rollout (contract 10.2), sans-I/O: evidence recorded by the
  * request path, a clock in through rollout_tick(), decisions out (the canary
  * weight, the state, a bounded history of transitions with their reasons).
- * Evidence (rollout_counts_t) and decision (rollout_judge) are separable so a
- * fleet leader can later decide on counters summed across instances.
+ * Evidence (rollout_counts_t) and decision (rollout_judge) are separable: a
+ * fleet's leader decides on counts summed across instances
+ * (rollout_tick_counts), the other instances follow its transitions
+ * (rollout_follow), and one cut off from the fleet only acts on failures
+ * (rollout_tick_mode); app/rollout_fleet does that through redis.
  *
  * Threads:
  *  - rollout_record_*() and rollout_weight_percent(): any worker thread, no
  *    lock (relaxed atomics in the current time bucket).
- *  - rollout_tick(), rollout_tick_counts(), rollout_action(),
+ *  - rollout_tick(), rollout_tick_counts(), rollout_tick_mode(),
+ *    rollout_follow(), rollout_action(),
  *    rollout_snapshot(), rollout_window_counts(), rollout_adopt(): any
  *    thread; they serialise on the rollout's own mutex (never taken by
  *    record calls). The integrator calls rollout_tick() once a second from
@@ -174,6 +178,12 @@ void rollout_figures(const rollout_counts_t *c, rollout_figures_t *out);
 int rollout_judge(const rollout_config_t *cfg, bool pending, const rollout_counts_t *c,
                   rollout_cause_t *cause, char *reason, size_t reason_len);
 
+/* What a tick may do: everything (ROLLOUT_TICK_ALL); only on_failure on a
+ * broken limit, no promotion and no extension (ROLLOUT_TICK_FAILURES: an
+ * instance that lost the fleet's shared state holds its step); nothing but
+ * keeping the evidence buckets ready (ROLLOUT_TICK_HOLD: a follower). */
+typedef enum { ROLLOUT_TICK_ALL = 0, ROLLOUT_TICK_FAILURES, ROLLOUT_TICK_HOLD } rollout_tick_mode_t;
+
 /* Once a second: judges the window and moves the state (promotion at the end
  * of an interval, on_failure at once on a broken limit). Returns 1 when the
  * state or step changed, else 0. */
@@ -181,6 +191,22 @@ int rollout_tick(rollout_t *r, uint64_t now_ms);
 
 /* As rollout_tick, on counts supplied by the caller (a fleet-wide sum). */
 int rollout_tick_counts(rollout_t *r, uint64_t now_ms, const rollout_counts_t *window);
+
+/* A tick in the given mode on window (NULL: this instance's own window).
+ * Returns 1 when the state or step changed, else 0. */
+int rollout_tick_mode(rollout_t *r, uint64_t now_ms, const rollout_counts_t *window,
+                      rollout_tick_mode_t mode);
+
+/* Makes r follow a transition another instance made (a fleet's shared
+ * state): t->to, t->step (0-based), paused_from (with ROLLOUT_PAUSED) and
+ * t->at_ms (the move's time on this clock, also the step's start) are taken
+ * as they are, recorded in the history with t->cause and t->reason (t->seq
+ * and t->from are ignored: the history numbers its own). This instance's
+ * evidence of the step starts at now_ms. The step being left keeps its
+ * figures; going back to pending clears them (a restart). 0, or FE_INVAL on
+ * a transition this config cannot be in (state, step or cause out of range). */
+int rollout_follow(rollout_t *r, const rollout_transition_t *t, rollout_state_t paused_from,
+                   uint64_t now_ms);
 
 /* A manual action. 0, or FE_INVAL when it makes no sense in the current
  * state (resume when not paused, promote when promoted or rolled back, ...). */

@@ -23,8 +23,9 @@
 typedef struct got {
     int calls; /* callbacks seen */
     int status;
-    long long ints[KV_MAX_INTS];
+    long long ints[16]; /* the first ones */
     size_t n;
+    bool counting; /* ints were 1, 2, ... n */
 } got_t;
 
 static void on_done(void *ctx, int status, const long long *ints, size_t n)
@@ -34,7 +35,10 @@ static void on_done(void *ctx, int status, const long long *ints, size_t n)
     g->status = status;
     g->n = n;
     if (n)
-        memcpy(g->ints, ints, n * sizeof *ints);
+        memcpy(g->ints, ints, (n < 16 ? n : 16) * sizeof *ints);
+    g->counting = true;
+    for (size_t i = 0; i < n; i++)
+        g->counting = g->counting && ints[i] == (long long)i + 1;
 }
 
 static bool got_one(void *arg) { return ((got_t *)arg)->calls > 0; }
@@ -167,7 +171,7 @@ static void test_wrong_shapes_and_script_errors(void **state)
     fx_start(f, NULL);
     static kv_script_t text = {.source = "return 'text'"};
     static kv_script_t mixed = {.source = "return {1, 'two'}"};
-    static kv_script_t many = {.source = "local t = {} for i = 1, 17 do t[i] = i end return t"};
+    static kv_script_t many = {.source = "local t = {} for i = 1, 2049 do t[i] = i end return t"};
     static kv_script_t broken = {.source = "return redis.call('NOSUCHCOMMAND')"};
     kv_script_t *scripts[] = {&text, &mixed, &many, &broken};
     int want[] = {FE_PARSE, FE_PARSE, FE_PARSE, FE_IO};
@@ -187,6 +191,28 @@ static void test_wrong_shapes_and_script_errors(void **state)
     got_t g = {0};
     assert_null(kv_eval(f->kv, &add_one, 2, args, lens, 1, 0, on_done, &g)); /* nkeys > nargs */
     assert_null(kv_eval(f->kv, &add_one, 0, NULL, NULL, KV_MAX_ARGS + 1, 0, on_done, &g));
+    fx_end(f);
+}
+
+static void test_long_integer_array(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    static kv_script_t most = {.source = "local t = {} for i = 1, 2048 do t[i] = i end return t"};
+    static kv_script_t few = {.source = "return {7, 8, 9}"};
+    _Static_assert(KV_MAX_INTS == 2048, "the script answers KV_MAX_INTS integers");
+    got_t g = {0};
+    assert_non_null(kv_eval(f->kv, &most, 0, NULL, NULL, 0, 0, on_done, &g));
+    assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.n, KV_MAX_INTS);
+    assert_true(g.counting);
+    memset(&g, 0, sizeof g);
+    assert_non_null(kv_eval(f->kv, &few, 0, NULL, NULL, 0, 0, on_done, &g));
+    assert_true(redis_test_run_until(&f->loop, got_one, &g, WAIT_MS));
+    assert_int_equal(g.n, 3);
+    assert_int_equal(g.ints[2], 9);
+    assert_int_equal(kv_errors(f->kv), 0);
     fx_end(f);
 }
 
@@ -535,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_eval_array_and_integer),
         cmocka_unit_test(test_noscript_falls_back_to_eval),
         cmocka_unit_test(test_wrong_shapes_and_script_errors),
+        cmocka_unit_test(test_long_integer_array),
         cmocka_unit_test(test_timeout_then_late_reply_ignored),
         cmocka_unit_test(test_cancel),
         cmocka_unit_test(test_deadlines_in_order),

@@ -43,8 +43,9 @@ typedef struct {
 
 static const traffic_t healthy = {.ok = 5, .canary_us = 10000, .primary = 5, .primary_us = 10000};
 
-/* One second of traffic at t, then a tick at its end; returns what the tick returned. */
-static int second(rollout_t *r, uint64_t *t, const traffic_t *tr)
+/* One second of traffic at t, then a tick in mode at its end; returns what
+ * the tick returned. */
+static int second_mode(rollout_t *r, uint64_t *t, const traffic_t *tr, rollout_tick_mode_t mode)
 {
     for (uint32_t i = 0; i < tr->ok; i++)
         rollout_record_canary(r, *t, true, false, tr->canary_us);
@@ -59,7 +60,12 @@ static int second(rollout_t *r, uint64_t *t, const traffic_t *tr)
     for (uint32_t i = 0; i < tr->mismatch; i++)
         rollout_record_shadow(r, *t, false);
     *t += SEC;
-    return rollout_tick(r, *t);
+    return rollout_tick_mode(r, *t, NULL, mode);
+}
+
+static int second(rollout_t *r, uint64_t *t, const traffic_t *tr)
+{
+    return second_mode(r, t, tr, ROLLOUT_TICK_ALL);
 }
 
 static void run_seconds(rollout_t *r, uint64_t *t, const traffic_t *tr, uint32_t n)
@@ -533,6 +539,168 @@ typedef struct {
     double ns_per_record;
 } worker_arg_t;
 
+static void test_tick_failures_only_holds_the_step(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    uint64_t t = T0;
+    rollout_t *r = rollout_new(&c, t);
+    assert_non_null(r);
+    /* Pending does not start on its own. */
+    assert_int_equal(rollout_tick_mode(r, t, NULL, ROLLOUT_TICK_FAILURES), 0);
+    assert_int_equal(snap_of(r, t).state, ROLLOUT_PENDING);
+    rollout_free(r);
+
+    r = started(&c, &t);
+    /* Three intervals of healthy evidence: no promotion, no extension. */
+    for (uint32_t i = 0; i < 30; i++)
+        assert_int_equal(second_mode(r, &t, &healthy, ROLLOUT_TICK_FAILURES), 0);
+    rollout_snapshot_t s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_STEP);
+    assert_int_equal(s.step, 0);
+    assert_int_equal(s.extensions, 0);
+    assert_int_equal(rollout_weight_percent(r), 10);
+    /* A broken limit still rolls back. */
+    traffic_t bad = healthy;
+    bad.failed = 2;
+    assert_int_equal(second_mode(r, &t, &bad, ROLLOUT_TICK_FAILURES), 1);
+    assert_int_equal(snap_of(r, t).state, ROLLOUT_ROLLED_BACK);
+    assert_int_equal(last_transition(r, t)->cause, ROLLOUT_CAUSE_ERROR_RATE);
+    assert_int_equal(rollout_weight_percent(r), 0);
+    rollout_free(r);
+}
+
+static void test_tick_failures_only_pauses(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    c.on_failure = ROLLOUT_ON_FAILURE_PAUSE;
+    uint64_t t;
+    rollout_t *r = started(&c, &t);
+    traffic_t bad = healthy;
+    bad.failed = 20;
+    assert_int_equal(second_mode(r, &t, &bad, ROLLOUT_TICK_FAILURES), 1);
+    rollout_snapshot_t s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_PAUSED);
+    assert_int_equal(s.weight_percent, 10);
+    rollout_free(r);
+}
+
+static void test_tick_hold_moves_nothing(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    uint64_t t;
+    rollout_t *r = started(&c, &t);
+    traffic_t bad = healthy;
+    bad.failed = 20;
+    for (uint32_t i = 0; i < 30; i++)
+        assert_int_equal(second_mode(r, &t, &bad, ROLLOUT_TICK_HOLD), 0);
+    rollout_snapshot_t s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_STEP);
+    /* The buckets stayed ready: nothing recorded was dropped. */
+    assert_int_equal(s.dropped_records, 0);
+    assert_true(s.current.requests > 0);
+    rollout_free(r);
+}
+
+static void test_follow(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    uint64_t t;
+    rollout_t *r = started(&c, &t);
+    run_seconds(r, &t, &healthy, 3);
+    uint64_t before = snap_of(r, t).transitions;
+    rollout_transition_t tr = {.to = ROLLOUT_STEP,
+                               .step = 1,
+                               .cause = ROLLOUT_CAUSE_PROMOTED,
+                               .at_ms = t - 400,
+                               .seq = 99,
+                               .from = ROLLOUT_PROMOTED};
+    snprintf(tr.reason, sizeof tr.reason, "promoted: 40 requests, error 0.0%%, ratio 1.00");
+    assert_int_equal(rollout_follow(r, &tr, ROLLOUT_PENDING, t), 0);
+    rollout_snapshot_t s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_STEP);
+    assert_int_equal(s.step, 1);
+    assert_int_equal(s.weight_percent, 50);
+    assert_int_equal(rollout_weight_percent(r), 50);
+    assert_int_equal(s.step_started_ms, t - 400);
+    assert_int_equal(s.transitions, before + 1);
+    const rollout_transition_t *last = &s.history[s.n_history - 1];
+    assert_int_equal(last->seq, before + 1); /* its own numbering */
+    assert_int_equal(last->from, ROLLOUT_STEP);
+    assert_int_equal(last->to, ROLLOUT_STEP);
+    assert_int_equal(last->cause, ROLLOUT_CAUSE_PROMOTED);
+    assert_string_equal(last->reason, "promoted: 40 requests, error 0.0%, ratio 1.00");
+    /* The step left keeps this instance's figures; the new one's evidence
+     * starts at the follow, not at the leader's earlier start. */
+    assert_int_equal(s.steps[0].requests, 15);
+    assert_int_equal(s.current.requests, 0);
+    /* Paused at a step: the weight stays at the step's. */
+    tr = (rollout_transition_t){.to = ROLLOUT_PAUSED, .step = 1, .at_ms = t, .cause = 5};
+    strcpy(tr.reason, "manual pause");
+    assert_int_equal(rollout_follow(r, &tr, ROLLOUT_STEP, t), 0);
+    s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_PAUSED);
+    assert_int_equal(s.paused_from, ROLLOUT_STEP);
+    assert_int_equal(s.weight_percent, 50);
+    /* Back to pending (a restart): step figures cleared. */
+    tr = (rollout_transition_t){
+        .to = ROLLOUT_PENDING, .step = 0, .at_ms = t + 5 * SEC, .cause = ROLLOUT_CAUSE_MANUAL};
+    assert_int_equal(rollout_follow(r, &tr, ROLLOUT_PENDING, t), 0);
+    s = snap_of(r, t);
+    assert_int_equal(s.state, ROLLOUT_PENDING);
+    assert_int_equal(s.step_started_ms, t); /* a time ahead of the clock is taken as now */
+    assert_int_equal(s.steps[0].requests, 0);
+    assert_int_equal(rollout_weight_percent(r), 0);
+    rollout_free(r);
+}
+
+static void test_follow_rejects_what_the_config_cannot_be(void **state)
+{
+    (void)state;
+    rollout_config_t c = base_config();
+    uint64_t t;
+    rollout_t *r = started(&c, &t);
+    uint64_t before = snap_of(r, t).transitions;
+    rollout_transition_t bad[] = {
+        {.to = ROLLOUT_STEP, .step = 3},
+        {.to = (rollout_state_t)7},
+        {.to = ROLLOUT_STEP, .cause = (rollout_cause_t)9},
+        {.to = ROLLOUT_PAUSED},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(rollout_follow(r, &bad[i], (rollout_state_t)(i == 3 ? 2 : 0), t),
+                         FE_INVAL);
+    assert_int_equal(snap_of(r, t).transitions, before);
+    assert_int_equal(rollout_weight_percent(r), 10);
+    rollout_free(r);
+}
+
+static void test_follow_then_lead(void **state)
+{
+    (void)state;
+    /* An instance that followed a step and then leads judges the step from
+     * the shared start: promotion one interval after it. */
+    rollout_config_t c = base_config();
+    uint64_t t = T0;
+    rollout_t *r = rollout_new(&c, t);
+    rollout_transition_t tr = {
+        .to = ROLLOUT_STEP, .step = 0, .at_ms = t, .cause = ROLLOUT_CAUSE_START};
+    assert_int_equal(rollout_follow(r, &tr, ROLLOUT_PENDING, t), 0);
+    rollout_counts_t sum;
+    memset(&sum, 0, sizeof sum);
+    sum.canary_tries = 40;
+    sum.primary_tries = 40;
+    sum.canary_hist[rollout_latency_slot(10000)] = 40;
+    sum.primary_hist[rollout_latency_slot(10000)] = 40;
+    assert_int_equal(rollout_tick_counts(r, t + 9 * SEC, &sum), 0);
+    assert_int_equal(rollout_tick_counts(r, t + 10 * SEC, &sum), 1);
+    assert_int_equal(snap_of(r, t + 10 * SEC).step, 1);
+    rollout_free(r);
+}
+
 static uint64_t mono_ns(void)
 {
     struct timespec ts;
@@ -623,6 +791,12 @@ int main(void)
         cmocka_unit_test(test_history_bound),
         cmocka_unit_test(test_stale_bucket_dropped),
         cmocka_unit_test(test_judge_fleet_counts),
+        cmocka_unit_test(test_tick_failures_only_holds_the_step),
+        cmocka_unit_test(test_tick_failures_only_pauses),
+        cmocka_unit_test(test_tick_hold_moves_nothing),
+        cmocka_unit_test(test_follow),
+        cmocka_unit_test(test_follow_rejects_what_the_config_cannot_be),
+        cmocka_unit_test(test_follow_then_lead),
         cmocka_unit_test(test_two_workers_and_ticker),
         cmocka_unit_test(test_record_cost),
     };
