@@ -335,8 +335,11 @@ def test_failing_canary_rolled_back_while_every_client_request_succeeds(ficus, m
 
 def test_latency_ratio_breach_rolls_back(ficus, mock):
     v1, v2 = mock("v1"), mock("v2", latency="60ms")
+    # A step longer than the second it takes to see the breach: judged before
+    # the interval could end in a promotion (the primary's p99 must be known).
     f = ficus(search_config(v1.addr, v2.addr,
-                            rollout_block=block(steps=[50], max_latency_ratio=1.5)))
+                            rollout_block=block(steps=[50], max_latency_ratio=1.5,
+                                                interval="4s")))
     wait_state(f, "step")
     ro = drive(f, lambda ro: ro["state"] == "rolled_back", 10)
     assert ro["state"] == "rolled_back", ro
