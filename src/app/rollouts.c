@@ -133,7 +133,9 @@ static void to_rollout_config(const config_route_t *rt, rollout_config_t *rc)
     for (size_t b = 0; b < rt->n_backends; b++)
         if (rt->backends[b].target_group == ro->canary)
             rc->canary_backend = (uint32_t)b;
-    rc->n_steps = (uint32_t)(ro->n_steps < ROLLOUT_MAX_STEPS ? ro->n_steps : ROLLOUT_MAX_STEPS);
+    _Static_assert(CONFIG_ROLLOUT_MAX_STEPS <= ROLLOUT_MAX_STEPS,
+                   "a rollout block's steps must fit policy/rollout");
+    rc->n_steps = (uint32_t)ro->n_steps;
     for (uint32_t i = 0; i < rc->n_steps; i++)
         rc->steps[i] = (uint8_t)ro->steps[i];
     rc->interval_ms = ro->interval_ms;

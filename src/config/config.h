@@ -229,6 +229,8 @@ typedef struct config_shadow {
 typedef enum { CONFIG_ON_FAILURE_ROLLBACK = 0, CONFIG_ON_FAILURE_PAUSE } config_on_failure_t;
 typedef enum { CONFIG_ROLLOUT_LOCAL = 0, CONFIG_ROLLOUT_REDIS } config_rollout_state_t;
 
+#define CONFIG_ROLLOUT_MAX_STEPS 16 /* steps in a rollout block (policy/rollout keeps as many) */
+
 typedef struct config_rollout {
     size_t canary;   /* target group index: one of the route's backends, not the only one */
     uint32_t *steps; /* canary percents, strictly ascending, 1..100 */

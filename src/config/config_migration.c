@@ -25,7 +25,6 @@
 #define ROLLOUT_DEFAULT_INTERVAL_MS 60000   /* Flagger's analysis.interval: 1m */
 #define ROLLOUT_DEFAULT_MIN_REQUESTS 100    /* Flagger's request-success-rate needs traffic */
 #define ROLLOUT_DEFAULT_MAX_ERROR_RATE 0.01 /* Flagger's request-success-rate threshold 99% */
-#define ROLLOUT_MAX_STEPS 100
 #define ROLLOUT_MAX_LATENCY_RATIO 1000.0
 
 static config_rows_state_t *state(schema_ctx_t *c) { return c->user; }
@@ -374,8 +373,8 @@ static void f_steps(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_nod
     if (!v || !schema_want(c, v, YAML_SEQUENCE_NODE, path))
         return;
     size_t n = schema_list_len(v);
-    if (n == 0 || n > ROLLOUT_MAX_STEPS) {
-        schema_err(c, v, "%s: needs 1 to %d steps, got %zu", path, ROLLOUT_MAX_STEPS, n);
+    if (n == 0 || n > CONFIG_ROLLOUT_MAX_STEPS) {
+        schema_err(c, v, "%s: needs 1 to %d steps, got %zu", path, CONFIG_ROLLOUT_MAX_STEPS, n);
         return;
     }
     ro->steps = schema_alloc_array(c, n, sizeof *ro->steps);

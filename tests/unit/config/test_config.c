@@ -1590,7 +1590,7 @@ static void test_shadow_rollout_errors(void **state)
         "t.yaml:9:100: routes[0].shadow.max_in_flight: \"0\" is out of range (1 to 100000)",
         "t.yaml:10:23: routes[0].rollout.canary: \"g\" is the route's only backend: a rollout "
         "moves traffic between two",
-        "t.yaml:10:33: routes[0].rollout.steps: needs 1 to 100 steps, got 0",
+        "t.yaml:10:33: routes[0].rollout.steps: needs 1 to 16 steps, got 0",
         "t.yaml:10:53: routes[0].rollout.max_error_rate: expected a percentage such as \"1%\" or "
         "\"0.5%\", got \"1\"",
         "t.yaml:10:77: routes[0].rollout.max_latency_ratio: expected a number above 1 and at most "
@@ -1687,6 +1687,15 @@ static void test_shadow_compare_headers_bound(void **state)
                                    "m, n, o, p, q]}\n",
                   "t.yaml:11:26: routes[0].shadow.compare.headers: at most 16 headers are "
                   "compared, got 17");
+    /* As many rollout steps as policy/rollout keeps (CONFIG_ROLLOUT_MAX_STEPS). */
+    expect_errors(MIGRATION_GROUPS
+                  "routes:\n"
+                  "  - name: r\n"
+                  "    match: {path_prefix: /r}\n"
+                  "    backends: [{target_group: g}, {target_group: h, weight: 0}]\n"
+                  "    rollout: {canary: h, steps: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, "
+                  "11, 12, 13, 14, 15, 16, 17]}\n",
+                  "t.yaml:9:33: routes[0].rollout.steps: needs 1 to 16 steps, got 17");
 }
 
 int main(void)
