@@ -1673,8 +1673,9 @@ static void test_shadow_rollout_bounds(void **state)
         "or \"0.5%\", got \"11111111111111111111111111111111111%\"");
 }
 
-/* Compared headers are bounded (SHADOW_MAX_COMPARE_HEADERS). */
-static void test_shadow_compare_headers_bound(void **state)
+/* Lists a migration block keeps are bounded: compared headers
+ * (SHADOW_MAX_COMPARE_HEADERS) and rollout steps. */
+static void test_migration_list_bounds(void **state)
 {
     (void)state;
     expect_errors(MIGRATION_GROUPS "routes:\n"
@@ -1702,7 +1703,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_full_example),
-        cmocka_unit_test(test_shadow_compare_headers_bound),
+        cmocka_unit_test(test_migration_list_bounds),
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_sub_block_defaults),
         cmocka_unit_test(test_null_and_empty_values),
