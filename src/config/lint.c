@@ -6,6 +6,7 @@
 #include <netinet/in.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -46,8 +47,14 @@ static bool written(const lint_t *l, const char *path)
     return l->pos && yaml_pos_find(l->pos, path, &line, &col);
 }
 
-static void warn(lint_t *l, lint_rule_t rule, const char *path, const char *fmt, ...)
+/* A warning about route `route` (SIZE_MAX: about the whole file), unless
+ * lint.ignore silences its rule there. */
+static void warn(lint_t *l, lint_rule_t rule, size_t route, const char *path, const char *fmt, ...)
 {
+    uint32_t bit = 1u << rule;
+    if ((l->cfg->lint_ignore & bit) ||
+        (route != SIZE_MAX && (l->cfg->routes[route].lint_ignore & bit)))
+        return;
     size_t line = 1, col = 1;
     if (l->pos)
         yaml_pos_find(l->pos, path, &line, &col);
@@ -80,7 +87,7 @@ static void retry_non_idempotent(lint_t *l, const config_route_t *r, size_t i)
         return;
     char p[64];
     snprintf(p, sizeof p, "routes.%zu.retry_non_idempotent", i);
-    warn(l, LINT_RETRY_NON_IDEMPOTENT, p,
+    warn(l, LINT_RETRY_NON_IDEMPOTENT, i, p,
          "route %s retries POST/PATCH requests on conditions that fire after the request was "
          "sent (a 5xx, a reset or a timeout): the upstream may have done the work already; "
          "retry those only on connect-failure",
@@ -97,7 +104,7 @@ static void try_exceeds_timeout(lint_t *l, const config_route_t *r, size_t i)
     ms_text(a, sizeof a, rt->per_try_timeout_ms);
     ms_text(b, sizeof b, r->timeout_ms);
     if (rt->per_try_timeout_ms >= r->timeout_ms) {
-        warn(l, LINT_TRY_EXCEEDS_TIMEOUT, p,
+        warn(l, LINT_TRY_EXCEEDS_TIMEOUT, i, p,
              "route %s: per_try_timeout %s is not shorter than the route's timeout %s: the "
              "route's timeout ends the first try, and no retry ever runs after a slow one",
              r->name, a, b);
@@ -107,7 +114,7 @@ static void try_exceeds_timeout(lint_t *l, const config_route_t *r, size_t i)
     if (rt->attempts && need > r->timeout_ms) {
         char c[32];
         ms_text(c, sizeof c, need);
-        warn(l, LINT_TRY_EXCEEDS_TIMEOUT, p,
+        warn(l, LINT_TRY_EXCEEDS_TIMEOUT, i, p,
              "route %s: %u tries of per_try_timeout %s plus backoff need %s, more than the "
              "route's timeout %s: the later tries can never run in full",
              r->name, rt->attempts + 1, a, c, b);
@@ -127,7 +134,7 @@ static void retry_buffer_below_body(lint_t *l, const config_route_t *r, size_t i
         return;
     char p[64];
     snprintf(p, sizeof p, "routes.%zu.name", i);
-    warn(l, LINT_RETRY_BUFFER_BELOW_BODY, p,
+    warn(l, LINT_RETRY_BUFFER_BELOW_BODY, i, p,
          "route %s retries, falls back or copies requests whose bodies may be up to "
          "server.max_body_size (%llu bytes), but only bodies up to server.retry_buffer_size "
          "(%llu bytes) are kept: larger ones are neither retried, fallen back nor copied",
@@ -148,7 +155,7 @@ static void fallback_is_canary(lint_t *l, const config_route_t *r, size_t i)
         for (size_t c = 0; c < r->n_backends; c++) {
             const config_backend_t *o = &r->backends[c];
             if (o->target_group == be->fallback && o->weight > 0 && o->fallback != CONFIG_NONE)
-                warn(l, LINT_FALLBACK_IS_CANARY, p,
+                warn(l, LINT_FALLBACK_IS_CANARY, i, p,
                      "route %s: the fallback %s is itself a canary here (weight %u with its own "
                      "fallback): the old system the canary relies on is being replaced too",
                      r->name, g, o->weight);
@@ -162,7 +169,7 @@ static void shadow_side_effects(lint_t *l, const config_route_t *r, size_t i)
         return;
     char p[64];
     snprintf(p, sizeof p, "routes.%zu.shadow.methods", i);
-    warn(l, LINT_SHADOW_SIDE_EFFECTS, p,
+    warn(l, LINT_SHADOW_SIDE_EFFECTS, i, p,
          "route %s copies POST, PUT, PATCH or DELETE requests to %s: each write is done twice "
          "unless the shadow's writes go nowhere that matters",
          r->name, l->cfg->target_groups[r->shadow.target_group].name);
@@ -177,7 +184,7 @@ static void no_timeout(lint_t *l, const config_route_t *r, size_t i)
     snprintf(p, sizeof p, "routes.%zu.name", i);
     char d[32];
     ms_text(d, sizeof d, r->timeout_ms);
-    warn(l, LINT_NO_TIMEOUT, p,
+    warn(l, LINT_NO_TIMEOUT, i, p,
          "route %s sets no timeout and no retries.per_try_timeout: the default %s applies, "
          "whatever its upstream's latency; say how long a client should wait",
          r->name, d);
@@ -256,7 +263,7 @@ static void unreachable_route(lint_t *l, size_t i)
             continue;
         char p[64];
         snprintf(p, sizeof p, "routes.%zu.match", i);
-        warn(l, LINT_UNREACHABLE_ROUTE, p,
+        warn(l, LINT_UNREACHABLE_ROUTE, i, p,
              "route %s is never used: route %s, earlier in the file, matches every request it "
              "would (routes are tried in file order)",
              r->name, earlier->name);
@@ -292,7 +299,7 @@ static void untrusted_forwarded_for(lint_t *l)
         if (everyone(&s->trusted_proxies[i])) {
             char p[64];
             snprintf(p, sizeof p, "server.trusted_proxies.%zu", i);
-            warn(l, LINT_UNTRUSTED_FORWARDED_FOR, p,
+            warn(l, LINT_UNTRUSTED_FORWARDED_FOR, SIZE_MAX, p,
                  "every address is a trusted proxy: any client can pick its own address with "
                  "X-Forwarded-For, past IP rules and per-IP rate limits");
             return;
@@ -310,7 +317,7 @@ static void untrusted_forwarded_for(lint_t *l)
             continue;
         char p[64];
         snprintf(p, sizeof p, "routes.%zu.rate_limit.by", i);
-        warn(l, LINT_UNTRUSTED_FORWARDED_FOR, p,
+        warn(l, LINT_UNTRUSTED_FORWARDED_FOR, i, p,
              "route %s limits by client address, but ficus listens only on private or loopback "
              "addresses with no server.trusted_proxies: every client looks like the proxy in "
              "front, and they share one bucket",
@@ -341,7 +348,7 @@ static void required_shared_group(lint_t *l)
             continue;
         char p[300];
         snprintf(p, sizeof p, "target_groups.%s.required", cfg->target_groups[g].name);
-        warn(l, LINT_REQUIRED_SHARED_GROUP, p,
+        warn(l, LINT_REQUIRED_SHARED_GROUP, SIZE_MAX, p,
              "%s is required and serves every route: when it is slow or down every instance "
              "turns unready at once and the whole fleet leaves the load balancer",
              cfg->target_groups[g].name);

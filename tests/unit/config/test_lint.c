@@ -207,6 +207,37 @@ static void test_fleet_wide_rules(void **st)
     expect_one(&s, "2:39 [required-shared-group] mono is required");
 }
 
+static void test_ignore_top_and_per_route(void **st)
+{
+    (void)st;
+    const char *routes = "routes:\n"
+                         "  - {name: a, match: {path_prefix: /a, methods: [GET]}, backends: "
+                         "[{target_group: old}]}\n"
+                         "  - name: b\n"
+                         "    match: {path_prefix: /b, methods: [GET]}\n"
+                         "    backends: [{target_group: old}]\n"
+                         "    lint: {ignore: [no-timeout]}\n";
+    char y[1024];
+    snprintf(y, sizeof y, "%s%s", GROUPS, routes);
+    seen_t s = lint_yaml(y); /* b silences it for itself only */
+    expect_one(&s, "[no-timeout] route a");
+    snprintf(y, sizeof y, "lint: {ignore: [no-timeout, unreachable-route]}\n%s%s", GROUPS, routes);
+    s = lint_yaml(y);
+    assert_int_equal(s.n, 0);
+    /* An unknown rule is an error at its name. */
+    config_errors_t errs;
+    config_errors_init(&errs);
+    const char *bad = "lint: {ignore: [no-timeout, no-timeouts]}\n" GROUPS
+                      "routes: [{name: a, match: {path_prefix: /}, backends: [{target_group: "
+                      "old}]}]\n";
+    config_t *cfg = config_load_string(bad, strlen(bad), "t.yaml", &errs);
+    assert_null(cfg);
+    assert_int_equal(errs.n, 1);
+    assert_non_null(strstr(errs.items[0], "t.yaml:1:29: lint.ignore[1]: unknown lint rule "
+                                          "\"no-timeouts\" (the rules: retry-non-idempotent, "));
+    config_errors_deinit(&errs);
+}
+
 static void test_positions(void **st)
 {
     (void)st;
@@ -244,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_each_rule_fires_where_it_is_written),
         cmocka_unit_test(test_unreachable_routes_without_false_alarms),
         cmocka_unit_test(test_fleet_wide_rules),
+        cmocka_unit_test(test_ignore_top_and_per_route),
         cmocka_unit_test(test_positions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
