@@ -10,6 +10,8 @@
 #include "app/gateway.h"
 #include "app/jwks_refresh.h"
 #include "config/config.h"
+#include "config/lint.h"
+#include "config/yaml_pos.h"
 #include "routing/set.h"
 #include "llhttp.h"
 #include "tools/mock.h"
@@ -23,7 +25,8 @@ static const char usage[] =
     "commands:\n"
     "  demo              run the embedded demo (the default)\n"
     "  run -c FILE       run the gateway with FILE\n"
-    "  check -c FILE     validate FILE; print every error as FILE:LINE:COL: message\n"
+    "  check -c FILE     validate FILE; print every error as FILE:LINE:COL: message,\n"
+    "    [--strict]      then warnings for what is dangerous (--strict: they fail it too)\n"
     "  mock ...          a mock backend for load and failure tests (ficus mock --help)\n"
     "  probe -f FILE     check environments' endpoints (ficus probe --help)\n"
     "  version           versions of ficus and its libraries\n"
@@ -45,13 +48,22 @@ static int print_version(void)
     return 0;
 }
 
-/* Parses "-c FILE" / "--config FILE" / "--config=FILE" for run and check. */
-static int config_arg(int argc, char **argv, const char **path, const char *cmd)
+/* Parses "-c FILE" / "--config FILE" / "--config=FILE" for run and check,
+ * and check's "--strict" (strict may be NULL: not taken). */
+static int config_arg(int argc, char **argv, const char **path, const char *cmd, bool *strict)
 {
     *path = NULL;
     for (int i = 1; i < argc; i++) {
+        if (strict && strcmp(argv[i], "--strict") == 0) {
+            *strict = true;
+            continue;
+        }
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            printf("usage: ficus %s -c FILE\n", cmd);
+            printf("usage: ficus %s -c FILE%s\n", cmd, strict ? " [--strict]" : "");
+            if (strict)
+                printf("\nPrints every error as FILE:LINE:COL: message, then warnings for what\n"
+                       "loads but is dangerous as FILE:LINE:COL: warning: [rule] message.\n"
+                       "--strict: a warning fails the check too (exit 1).\n");
             if (strcmp(cmd, "run") == 0)
                 printf("\nsignals: SIGTERM/SIGINT drain and stop (a second one stops at once),\n"
                        "  SIGHUP reloads FILE (so does a change of FILE), SIGUSR1 reopens the\n"
@@ -91,10 +103,23 @@ static config_t *load(const char *path)
     return cfg;
 }
 
+/* One lint warning, as ficus check prints it. */
+typedef struct check_out {
+    const char *path;
+} check_out_t;
+
+static void print_warning(void *ctx, lint_rule_t rule, size_t line, size_t col, const char *msg)
+{
+    const check_out_t *o = ctx;
+    fprintf(stderr, "%s:%zu:%zu: warning: [%s] %s\n", o->path, line, col, lint_rule_name(rule),
+            msg);
+}
+
 static int cmd_check(int argc, char **argv)
 {
     const char *path;
-    int rc = config_arg(argc, argv, &path, "check");
+    bool strict = false;
+    int rc = config_arg(argc, argv, &path, "check", &strict);
     if (rc >= 0)
         return rc;
     config_t *cfg = load(path);
@@ -124,6 +149,15 @@ static int cmd_check(int argc, char **argv)
         if (prc != 0)
             bad = 1;
     }
+    char err[512];
+    yaml_pos_t *pos = yaml_pos_load(path, err, sizeof err);
+    check_out_t out = {.path = path};
+    size_t warnings = lint_config(cfg, pos, print_warning, &out);
+    yaml_pos_free(pos);
+    if (strict && warnings) {
+        fprintf(stderr, "%s: %zu warning%s (--strict)\n", path, warnings, warnings == 1 ? "" : "s");
+        bad = 1;
+    }
     if (!bad)
         printf("%s: ok (%zu route%s, %zu target group%s)\n", path, cfg->n_routes,
                cfg->n_routes == 1 ? "" : "s", cfg->n_target_groups,
@@ -135,7 +169,7 @@ static int cmd_check(int argc, char **argv)
 static int cmd_run(int argc, char **argv)
 {
     const char *path;
-    int rc = config_arg(argc, argv, &path, "run");
+    int rc = config_arg(argc, argv, &path, "run", NULL);
     if (rc >= 0)
         return rc;
     config_t *cfg = load(path);

@@ -279,6 +279,7 @@ typedef struct config_route {
     config_shadow_t shadow;
     bool has_rollout;
     config_rollout_t rollout;
+    uint32_t lint_ignore; /* lint.ignore: bits of config/lint's rules silenced on the route */
 } config_route_t;
 
 /* An API client: X-Api-Key is checked against the SHA-256 of its keys. */
@@ -383,6 +384,7 @@ typedef struct config {
     /* Where the restart-only keys written are, so that a reload refusing a
      * change can point at the key. */
     config_key_pos_t *key_pos;
+    uint32_t lint_ignore; /* lint.ignore: bits of config/lint's rules silenced everywhere */
 } config_t;
 
 /* Errors collected while loading: every one, in file order, each formatted

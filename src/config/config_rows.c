@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "config/config_auth.h"
+#include "config/config_lint.h"
 #include "config/config_migration.h"
 #include "config/names.h"
 #include "config/units.h"
@@ -1654,6 +1655,7 @@ static const schema_row_t route_fields[] = {
     ROW_CUSTOM("rollout", config_migration_f_route_rollout,
                ROW_JSON(config_migration_j_route_rollout)),
     ROW_UNSUPPORTED("aggregate", "aggregation (BFF)"),
+    ROW_CUSTOM("lint", config_lint_f_route, ROW_JSON(config_lint_j_route)),
 };
 
 static void parse_route(schema_ctx_t *c, const yaml_node_t *v, const char *path, config_route_t *r)
@@ -1729,6 +1731,7 @@ const schema_row_t config_rows[] = {
     ROW_CUSTOM("session_exchange", config_auth_sec_session_exchange,
                ROW_JSON(config_auth_j_session_exchange)),
     ROW_CUSTOM("routes", sec_routes, ROW_JSON(j_routes)),
+    ROW_CUSTOM("lint", config_lint_f_top, ROW_JSON(config_lint_j_top)),
 };
 
 const size_t config_rows_n = ARRAY_LEN(config_rows);
