@@ -167,7 +167,6 @@ static int split_target(const char *t, size_t n, router_request_t *rr, const cha
     return 0;
 }
 
-/* A Host value: reg-name or IP literal, optional port (RFC 9112 3.2). */
 /* An authority as RFC 3986 3.2 has it, without userinfo: a reg-name or a
  * bracketed IP literal, then an optional ":" and a port of at most five
  * digits. Anything else in Host or an absolute-form target is a 400: a

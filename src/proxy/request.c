@@ -72,18 +72,21 @@ void request_over(request_t *req)
 }
 
 /* What the migration figures learn from a request that reached a group
- * (contract 10.2): a failure the fallback hid from the client, and the
- * route's rollout evidence — a canary try (failed when the client got a 5xx
- * or nothing, or when the fallback answered for it) or a primary one, with
- * its latency (the upstream's answer; for a failure, the whole request). A
- * client that left before any answer says nothing either way. */
-static void request_migration(request_t *req, uint64_t dur_us)
+ * (contract 10.2, 10.6): a failure the fallback hid from the client, the
+ * board's counts for the group that answered, and the route's rollout
+ * evidence — a canary try (failed when the client got a 5xx or nothing, or
+ * when the fallback answered for it) or a primary one, with its latency (the
+ * upstream's answer; for a failure, the whole request). A client that left
+ * before any answer says nothing to the rollout. now_us is the request's
+ * end, on the monotonic clock the rollouts and the board use. */
+static void request_migration(request_t *req, uint64_t now_us, uint64_t dur_us)
 {
     const config_backend_t *b = req->backend;
     if (!b || !req->attempts)
         return;
     proxy_gen_t *g = req->gen;
     const config_route_t *r = req->route;
+    uint64_t now_ms = now_us / 1000;
     bool answered = req->end == END_OK && req->status && req->status < 500;
     bool masked = req->fallback && answered;
     if (masked)
@@ -91,10 +94,8 @@ static void request_migration(request_t *req, uint64_t dur_us)
                               g->groups[b->target_group].metrics_group);
     board_route_t *br = g->board_routes ? g->board_routes[r->index] : NULL;
     if (br && req->group != UINT32_MAX)
-        board_record(br, (unsigned)req->pw->w->index, time_now_ms(),
-                     g->board_groups[r->index][req->group],
-                     req->end == END_CLIENT_CLOSED && !req->upstream_status ? 499 : req->status,
-                     req->fallback,
+        board_record(br, (unsigned)req->pw->w->index, now_ms, g->board_groups[r->index][req->group],
+                     req->status, req->fallback,
                      masked ? g->board_groups[r->index][b->target_group] : BOARD_NO_GROUP, dur_us);
     rollout_t *ro = g->rollouts ? g->rollouts[r->index] : NULL;
     if (!ro || (req->end == END_CLIENT_CLOSED && !req->upstream_status))
@@ -102,16 +103,17 @@ static void request_migration(request_t *req, uint64_t dur_us)
     bool ok = answered && !req->fallback;
     uint64_t lat = ok && req->upstream_us >= 0 ? (uint64_t)req->upstream_us : dur_us;
     if (b->target_group == r->rollout.canary)
-        rollout_record_canary(ro, time_now_ms(), ok, masked, lat);
+        rollout_record_canary(ro, now_ms, ok, masked, lat);
     else
-        rollout_record_primary(ro, time_now_ms(), lat);
+        rollout_record_primary(ro, now_ms, lat);
 }
 
 void request_log(request_t *req)
 {
     client_conn_t *cc = req->cc;
     proxy_worker_t *pw = req->pw;
-    uint64_t dur = time_now_us() - req->start_us;
+    uint64_t end_us = time_now_us();
+    uint64_t dur = end_us - req->start_us;
     const config_route_t *r = req->route;
     uv_timer_stop(&req->ex.timer);
     proxy_gen_t *g = req->gen;
@@ -124,7 +126,7 @@ void request_log(request_t *req)
     }
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
-    request_migration(req, dur);
+    request_migration(req, end_us, dur);
     if (req->trace_sampled)
         request_trace_end(pw, req, req->start_us + dur);
     if (!pw->alog) {

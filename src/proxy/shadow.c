@@ -29,8 +29,6 @@
 /* Bytes kept of each compared response header (shadow.compare.headers,
  * then content-type). */
 #define SHADOW_HEADER_VALUE_BYTES 256
-/* A copy's try without a route timeout is still bounded. */
-#define SHADOW_DEFAULT_TIMEOUT_MS 60000
 #define SHADOW_HEADER "X-Ficus-Shadow: 1\r\n"
 
 typedef enum { PART_IDLE = 0, PART_RUNNING, PART_DONE, PART_FAILED } part_state_t;
@@ -362,8 +360,7 @@ static void part_start(shadow_t *sh, part_t *p, const request_t *req, uint32_t g
         p->state = PART_FAILED;
         return;
     }
-    uint64_t t = sh->route->timeout_ms ? sh->route->timeout_ms : SHADOW_DEFAULT_TIMEOUT_MS;
-    uv_timer_start(&s->ex.timer, on_part_timer, t, 0);
+    uv_timer_start(&s->ex.timer, on_part_timer, sh->route->timeout_ms, 0); /* at least 1ms */
     if (upstream_conn_connected(s->ex.uc))
         shadow_ops.on_connected(&s->ex, 0);
 }
@@ -401,8 +398,7 @@ void shadow_send(request_t *req)
         if (ep)
             part_start(sh, &sh->parts[1], req, req->group, sp + 1, (size_t)(ep - sp - 1));
     }
-    if (sh->parts[0].state == PART_FAILED)
-        maybe_finish(sh);
+    /* A part that failed at once is judged when the client's answer ends. */
 }
 
 /* ------------------------------------------------------- a part's answer */

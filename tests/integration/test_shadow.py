@@ -396,3 +396,25 @@ def test_a_request_the_shadow_group_serves_itself_is_not_copied(ficus, request):
         assert http_request(f.port, "GET", f"/orders/{i}").json()["name"] == "new"
     time.sleep(0.3)
     assert new.count() == 4 and old.count() == 1
+
+
+def test_a_body_over_retry_buffer_size_is_not_copied(ficus, request):
+    old, new = backends(request, ("old", None), ("new", None))
+    f = ficus(config({"old": old.addr, "new": new.addr},
+                     [route("writes", "/w/", "old",
+                            shadow={"target_group": "new", "percent": 100,
+                                    "methods": ["POST"]})],
+                     server={"retry_buffer_size": "1KiB"}))
+    small, big = b"s" * 500, b"b" * 64 * 1024
+    assert http_request(f.port, "POST", "/w/1", body=small).status == 200
+    r = http_request(f.port, "POST", "/w/2", body=big)
+    assert r.status == 200 and r.json()["path"] == "/w/2"
+    assert wait_until(lambda: new.count() == 1, 5)
+
+    def skipped():
+        return metric_value(parse_metrics(f.metrics_text()), "ficus_shadow_requests_total",
+                            route="writes", result="skipped") or 0
+
+    assert wait_until(lambda: skipped() == 1, 5), skipped()
+    time.sleep(0.3)
+    assert [x["body"] for x in new.seen()] == [small]

@@ -28,19 +28,33 @@ static void collect(void *ctx, lint_rule_t rule, size_t line, size_t col, const 
     s->n++;
 }
 
+/* text in a fresh temporary file (mkstemp under /tmp, as the other config
+ * tests do); the caller unlinks path. */
+static void write_temp(char path[static 32], const char *text)
+{
+    snprintf(path, 32, "/tmp/ficus-lint-XXXXXX");
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    ssize_t n = write(fd, text, strlen(text));
+    close(fd);
+    if (n != (ssize_t)strlen(text)) {
+        unlink(path);
+        fail_msg("cannot write %s", path);
+    }
+}
+
 /* Loads yaml (written to a file, as ficus check reads one) and lints it. */
 static seen_t lint_yaml(const char *yaml)
 {
-    char path[] = "/tmp/ficus-lint-XXXXXX";
-    int fd = mkstemp(path);
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, yaml, strlen(yaml)), (ssize_t)strlen(yaml));
-    close(fd);
+    char path[32];
+    write_temp(path, yaml);
     config_errors_t errs;
     config_errors_init(&errs);
     config_t *cfg = config_load_file(path, &errs);
-    if (!cfg)
+    if (!cfg) {
+        unlink(path);
         fail_msg("does not load: %s", errs.n ? errs.items[0] : "?");
+    }
     config_errors_deinit(&errs);
     char err[256];
     yaml_pos_t *pos = yaml_pos_load(path, err, sizeof err);
@@ -241,11 +255,8 @@ static void test_ignore_top_and_per_route(void **st)
 static void test_positions(void **st)
 {
     (void)st;
-    char path[] = "/tmp/ficus-pos-XXXXXX";
-    int fd = mkstemp(path);
-    const char *y = "a:\n  b: [x, {c: 1}]\n  d: 2\n";
-    assert_int_equal(write(fd, y, strlen(y)), (ssize_t)strlen(y));
-    close(fd);
+    char path[32];
+    write_temp(path, "a:\n  b: [x, {c: 1}]\n  d: 2\n");
     char err[128];
     yaml_pos_t *p = yaml_pos_load(path, err, sizeof err);
     assert_non_null(p);
