@@ -418,3 +418,68 @@ def test_a_body_over_retry_buffer_size_is_not_copied(ficus, request):
     assert wait_until(lambda: skipped() == 1, 5), skipped()
     time.sleep(0.3)
     assert [x["body"] for x in new.seen()] == [small]
+
+
+class CaptureBackend:
+    """Reads one request's raw bytes (up to the end of a chunked body) and
+    answers 200; the bytes are kept as they came on the wire."""
+
+    def __init__(self):
+        import socket
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.addr = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.raw = []
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            c.settimeout(5)
+            data = b""
+            try:
+                while b"\r\n0\r\n\r\n" not in data:
+                    chunk = c.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                self.raw.append(data)
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            except OSError:
+                pass
+            c.close()
+
+    def stop(self):
+        self.sock.close()
+
+
+def test_copy_carries_the_body_as_ficus_framed_it(ficus, request):
+    from harness import raw_request
+    old, new = CaptureBackend(), CaptureBackend()
+    request.addfinalizer(old.stop)
+    request.addfinalizer(new.stop)
+    f = ficus(config({"old": old.addr, "new": new.addr},
+                     [route("w", "/w/", "old",
+                            shadow={"target_group": "new", "percent": 100,
+                                    "methods": ["POST"]})]))
+    # Leading zeros, an extension and a trailer: ficus reads them and writes
+    # its own framing, for the copy as for the primary.
+    resp, conn = raw_request(f.port, b"POST /w/1 HTTP/1.1\r\nHost: x\r\n"
+                                     b"Transfer-Encoding: chunked\r\n\r\n"
+                                     b"003;ext=1\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\n",
+                             method="POST")
+    conn.close()
+    assert resp.status == 200, resp
+    assert wait_until(lambda: len(new.raw) == 1 and len(old.raw) == 1, 5)
+    prim, copy = old.raw[0], new.raw[0]
+    body = b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+    assert prim.endswith(b"\r\n\r\n" + body), prim
+    assert copy.endswith(b"\r\n\r\n" + body), copy
+    assert copy.startswith(b"POST /w/1 HTTP/1.1\r\nX-Ficus-Shadow: 1\r\n"), copy
+    # One framing, CRLF only: no bare LF anywhere in what the copy got.
+    assert b"\n" not in copy.replace(b"\r\n", b""), copy
+    assert copy.count(b"Transfer-Encoding: chunked") == 1 and b"Content-Length" not in copy
