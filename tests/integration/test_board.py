@@ -98,7 +98,10 @@ def test_migration_shows_shadow_and_rollout(ficus, echo_backend):
     def compared():
         nonlocal doc
         doc = routes_by_name(f)["orders"]
-        return doc["shadow"] and doc["shadow"]["compared"] == 6
+        # The two figures are recorded one after the other by the worker:
+        # wait for both.
+        return (doc["shadow"] and doc["shadow"]["compared"] == 6 and
+                doc["shadow_window"]["compared"] == 6)
 
     assert wait_until(compared, 5), doc
     # The echo's name differs: a real mismatch at /name, on every request.
