@@ -169,6 +169,20 @@ enum {
     RETRY_ON_TIMEOUT = 1u << 4
 };
 
+/* route.retries.hedge (10.3): a second try of an idempotent request whose
+ * first has no response head after `after`. */
+typedef struct config_hedge {
+    uint64_t after_ms;         /* a fixed delay (after_percentile 0) */
+    uint32_t after_percentile; /* 95 or 99: the backend's own latency over the last minute */
+    uint32_t max_percent;      /* hedges at most this share of the route's requests */
+} config_hedge_t;
+
+/* route.deadline (10.3) */
+typedef struct config_deadline {
+    bool propagate;            /* each try carries the time it has left */
+    uint64_t min_remaining_ms; /* no retry, fallback or hedge starts with less left */
+} config_deadline_t;
+
 typedef struct config_retries {
     uint32_t attempts;           /* retries, not tries */
     uint64_t per_try_timeout_ms; /* 0 = none (the route timeout bounds it) */
@@ -177,6 +191,8 @@ typedef struct config_retries {
     size_t n_retry_statuses;
     uint64_t backoff_ms;
     uint32_t budget_percent;
+    bool has_hedge;
+    config_hedge_t hedge;
 } config_retries_t;
 
 /* Where a limit or a throttle counts: this instance (shared by its
@@ -258,6 +274,7 @@ typedef struct config_route {
     bool has_retries;
     config_retries_t retries;
     bool retry_non_idempotent;
+    config_deadline_t deadline;
     cidr_t *ip_allow;
     size_t n_ip_allow;
     cidr_t *ip_deny;

@@ -26,6 +26,8 @@
 #define ROLLOUT_DEFAULT_MIN_REQUESTS 100    /* Flagger's request-success-rate needs traffic */
 #define ROLLOUT_DEFAULT_MAX_ERROR_RATE 0.01 /* Flagger's request-success-rate threshold 99% */
 #define ROLLOUT_MAX_LATENCY_RATIO 1000.0
+#define HEDGE_DEFAULT_MAX_PERCENT 5 /* the contract's example */
+#define DEADLINE_DEFAULT_MIN_REMAINING_MS 5
 
 static config_rows_state_t *state(schema_ctx_t *c) { return c->user; }
 
@@ -578,4 +580,85 @@ json_t *config_migration_j_route_rollout(const schema_row_t *f UNUSED, const voi
     return r->has_rollout
                ? schema_json(rollout_fields, ARRAY_LEN(rollout_fields), &r->rollout, root)
                : NULL;
+}
+
+/* ---------------------------------------------------- deadline and hedge */
+
+static void f_hedge_after(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                          const char *path, void *obj)
+{
+    config_hedge_t *h = obj;
+    schema_quote_t q;
+    const char *why = NULL;
+    h->after_ms = 0;
+    h->after_percentile = 0;
+    const char *s = v ? schema_str(c, v, path) : NULL;
+    if (!s)
+        return;
+    if (strcmp(s, "p95") == 0 || strcmp(s, "p99") == 0) {
+        h->after_percentile = s[2] == '5' ? 95 : 99;
+        return;
+    }
+    uint64_t ms;
+    if (units_parse_duration_ms(s, &ms, &why) != 0 || ms < 1 || ms > CONFIG_MAX_DURATION_MS) {
+        schema_err(c, v,
+                   "%s: expected a duration of at least 1ms (such as 250ms), p95 or p99, got %s",
+                   path, schema_qnode(&q, v));
+        return;
+    }
+    h->after_ms = ms;
+}
+
+static json_t *j_hedge_after(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
+{
+    const config_hedge_t *h = obj;
+    if (h->after_percentile)
+        return json_string(h->after_percentile == 95 ? "p95" : "p99");
+    char out[32];
+    units_format_duration(h->after_ms, out, sizeof out);
+    return json_string(out);
+}
+
+static const schema_row_t hedge_fields[] = {
+    ROW_CUSTOM_REQ("after", f_hedge_after, ROW_JSON(j_hedge_after)),
+    ROW_UINT("max_percent", config_hedge_t, max_percent, HEDGE_DEFAULT_MAX_PERCENT, 1, 100),
+};
+
+void config_migration_f_hedge(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                              const char *path, void *obj)
+{
+    config_retries_t *rt = obj;
+    memset(&rt->hedge, 0, sizeof rt->hedge);
+    read_block(c, v, path, hedge_fields, ARRAY_LEN(hedge_fields), &rt->hedge, &rt->has_hedge);
+}
+
+json_t *config_migration_j_hedge(const schema_row_t *f UNUSED, const void *obj, const void *root)
+{
+    const config_retries_t *rt = obj;
+    return rt->has_hedge ? schema_json(hedge_fields, ARRAY_LEN(hedge_fields), &rt->hedge, root)
+                         : NULL;
+}
+
+static const schema_row_t deadline_fields[] = {
+    ROW_BOOL("propagate", config_deadline_t, propagate, true),
+    ROW_DURATION("min_remaining", config_deadline_t, min_remaining_ms,
+                 DEADLINE_DEFAULT_MIN_REMAINING_MS, 0, CONFIG_MAX_DURATION_MS),
+};
+
+void config_migration_f_route_deadline(schema_ctx_t *c, const yaml_node_t *k UNUSED,
+                                       const yaml_node_t *v, const char *path, void *obj)
+{
+    config_route_t *r = obj;
+    schema_seen_t seen;
+    if (v && !schema_want(c, v, YAML_MAPPING_NODE, path))
+        v = NULL;
+    /* Absent: every row's default (propagation on). */
+    schema_apply(c, v, v, path, deadline_fields, ARRAY_LEN(deadline_fields), &r->deadline, &seen);
+}
+
+json_t *config_migration_j_route_deadline(const schema_row_t *f UNUSED, const void *obj,
+                                          const void *root)
+{
+    const config_route_t *r = obj;
+    return schema_json(deadline_fields, ARRAY_LEN(deadline_fields), &r->deadline, root);
 }

@@ -1511,6 +1511,7 @@ static const schema_row_t retry_fields[] = {
                  CONFIG_MAX_DURATION_MS),
     ROW_UINT("budget_percent", config_retries_t, budget_percent, DEFAULT_RETRY_BUDGET_PERCENT, 0,
              100),
+    ROW_CUSTOM("hedge", config_migration_f_hedge, ROW_JSON(config_migration_j_hedge)),
 };
 
 static void f_ip_allow(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -1642,6 +1643,8 @@ static const schema_row_t route_fields[] = {
     ROW_TABLE("retries", config_route_t, retries, retry_fields,
               ROW_HAS(config_route_t, has_retries)),
     ROW_BOOL("retry_non_idempotent", config_route_t, retry_non_idempotent, false),
+    ROW_CUSTOM("deadline", config_migration_f_route_deadline,
+               ROW_JSON(config_migration_j_route_deadline)),
     ROW_CUSTOM("ip_allow", f_ip_allow, ROW_JSON(j_ip_allow)),
     ROW_CUSTOM("ip_deny", f_ip_deny, ROW_JSON(j_ip_deny)),
     ROW_TABLE_SELF("request_headers", request_headers_fields),

@@ -121,6 +121,33 @@ static void try_exceeds_timeout(lint_t *l, const config_route_t *r, size_t i)
     }
 }
 
+/* A fixed hedge delay the try's own timeout (or the deadline's floor)
+ * always beats: the hedge never starts. */
+static void hedge_after_timeout(lint_t *l, const config_route_t *r, size_t i)
+{
+    const config_retries_t *rt = &r->retries;
+    if (!r->has_retries || !rt->has_hedge || rt->hedge.after_percentile)
+        return;
+    char p[64], a[32], b[32];
+    snprintf(p, sizeof p, "routes.%zu.retries.hedge.after", i);
+    ms_text(a, sizeof a, rt->hedge.after_ms);
+    if (rt->per_try_timeout_ms && rt->hedge.after_ms >= rt->per_try_timeout_ms) {
+        ms_text(b, sizeof b, rt->per_try_timeout_ms);
+        warn(l, LINT_HEDGE_AFTER_TIMEOUT, i, p,
+             "route %s: hedge.after %s is not shorter than per_try_timeout %s: a slow try times "
+             "out before its hedge could start",
+             r->name, a, b);
+        return;
+    }
+    if (rt->hedge.after_ms + r->deadline.min_remaining_ms >= r->timeout_ms) {
+        ms_text(b, sizeof b, r->timeout_ms);
+        warn(l, LINT_HEDGE_AFTER_TIMEOUT, i, p,
+             "route %s: hedge.after %s leaves less than deadline.min_remaining of the route's "
+             "timeout %s: no hedge can ever start",
+             r->name, a, b);
+    }
+}
+
 static void retry_buffer_below_body(lint_t *l, const config_route_t *r, size_t i)
 {
     const config_server_t *s = &l->cfg->server;
@@ -362,6 +389,7 @@ size_t lint_config(const config_t *cfg, const yaml_pos_t *pos, lint_emit_fn emit
         const config_route_t *r = &cfg->routes[i];
         retry_non_idempotent(&l, r, i);
         try_exceeds_timeout(&l, r, i);
+        hedge_after_timeout(&l, r, i);
         retry_buffer_below_body(&l, r, i);
         fallback_is_canary(&l, r, i);
         unreachable_route(&l, i);

@@ -19,7 +19,8 @@
     X(UNTRUSTED_FORWARDED_FOR, "untrusted-forwarded-for")                                          \
     X(REQUIRED_SHARED_GROUP, "required-shared-group")                                              \
     X(TLS_VERIFY_OFF, "tls-verify-off")                                                            \
-    X(NO_TIMEOUT, "no-timeout")
+    X(NO_TIMEOUT, "no-timeout")                                                                    \
+    X(HEDGE_AFTER_TIMEOUT, "hedge-after-timeout")
 
 typedef enum {
 #define LINT_ENUM(id, name) LINT_##id,

@@ -79,6 +79,7 @@ struct metrics_worker {
     pair_entry_t retries[METRICS_PAIR_SLOTS];   /* key: route, group */
     pair_entry_t fallbacks[METRICS_PAIR_SLOTS]; /* key: route, from, to */
     pair_entry_t masked[METRICS_PAIR_SLOTS];    /* key: route, group */
+    pair_entry_t hedges[METRICS_PAIR_SLOTS];    /* key: route, metrics_hedge_t */
     uint64_t connections;                       /* a signed sum kept in two's complement */
     uint64_t connections_rejected;
 };
@@ -466,6 +467,15 @@ void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group)
 void metrics_canary_masked(metrics_worker_t *w, uint32_t route, uint32_t group)
 {
     route_group_count(w->masked, route, group);
+}
+
+void metrics_hedge(metrics_worker_t *w, uint32_t route, metrics_hedge_t result)
+{
+    if (route >= METRICS_MAX_ROUTES)
+        return;
+    uint64_t *c = pair_counter(w->hedges, PAIR_USED | (uint64_t)route << 32 | (uint64_t)result);
+    if (c)
+        bump(c, 1);
 }
 
 /* A request on route fell back from one group to another. */
@@ -949,6 +959,19 @@ static void render_retries_fallbacks(render_t *rt)
         label_t l[] = {{"route", route_name(r, (p[i].key >> 32) & 0xffff)},
                        {"target_group", group_name(r, p[i].key & 0xffff)}};
         sample_u64(rt, "ficus_canary_masked_failures_total", l, 2, p[i].count);
+    }
+    free(p);
+
+    static const char *const hedge_results[] = {"won", "lost", "capped"};
+    family(rt, "ficus_hedges_total", "counter",
+           "Hedged tries by route: the hedge answered (won), the first try did (lost), or the "
+           "cap refused one (capped).");
+    p = collect_pairs(rt, offsetof(metrics_worker_t, hedges), &n);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t res = p[i].key & 0xffff;
+        label_t l[] = {{"route", route_name(r, (p[i].key >> 32) & 0xffff)},
+                       {"result", res < 3 ? hedge_results[res] : "other"}};
+        sample_u64(rt, "ficus_hedges_total", l, 2, p[i].count);
     }
     free(p);
 }

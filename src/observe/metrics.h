@@ -69,6 +69,10 @@ void metrics_retry(metrics_worker_t *w, uint32_t route, uint32_t group);
 void metrics_fallback(metrics_worker_t *w, uint32_t route, uint32_t from_group, uint32_t to_group);
 /* A try to group failed and the fallback answered the client (contract 10.2). */
 void metrics_canary_masked(metrics_worker_t *w, uint32_t route, uint32_t group);
+/* A hedge (contract 10.3): its try answered the client (won), the first did
+ * (lost), or the cap refused it (capped). */
+typedef enum { METRICS_HEDGE_WON = 0, METRICS_HEDGE_LOST, METRICS_HEDGE_CAPPED } metrics_hedge_t;
+void metrics_hedge(metrics_worker_t *w, uint32_t route, metrics_hedge_t result);
 void metrics_circuit_breaker_rejection(metrics_worker_t *w, uint32_t group, metrics_limit_t l);
 void metrics_rate_limited(metrics_worker_t *w, uint32_t route);
 void metrics_throttled(metrics_worker_t *w, uint32_t client);

@@ -475,6 +475,8 @@ static int span_json(buf_t *o, const trace_span_t *s)
     if (client)
         ATTR_BOOL(w, first, "ficus.retry", s->retry);
     ATTR_BOOL(w, first, "ficus.fallback", s->fallback);
+    if (s->hedge)
+        ATTR_BOOL(w, first, "ficus.hedge", s->hedge);
     ATTR_STR(w, first, "ficus.request_id", FIELD(s->request_id));
     ATTR_STR(w, first, "ficus.client_id", FIELD(s->client_id));
     ATTR_STR(w, first, "error.type", FIELD(s->error_type));

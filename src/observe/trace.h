@@ -87,6 +87,7 @@ typedef struct trace_span {
     uint8_t error;        /* status ERROR (5xx answer, or a failed try) */
     uint8_t retry;        /* client span: this try is a retry */
     uint8_t fallback;     /* went to / is the fallback group */
+    uint8_t hedge;        /* client span: this try is a hedge; server span: one was sent */
     uint16_t status;      /* HTTP status; 0 = none (try failed without a response) */
     uint16_t attempt;     /* client span: 1-based try number; server span: tries made */
     uint64_t start_unix_ns;

@@ -2,6 +2,8 @@
  *   - nothing is sent again once a response byte reached the client, or
  *     while the worker stops;
  *   - a stale pooled connection: sent again on a fresh one (not a retry);
+ *   - no retry or fallback starts with less than the route's
+ *     deadline.min_remaining left (contract 10.3);
  *   - a group that could not take the request (no target, breaker) hands it
  *     to the fallback, whatever the method: it reached no target;
  *   - else retries and the canary fallback share the rules: the body was
@@ -52,6 +54,8 @@ decision_t decide(const decide_in_t *in)
         return DECIDE_ANSWER;
     if (in->stale && in->attempts < DECIDE_STALE_TRIES + in->retries)
         return DECIDE_RESEND;
+    if (in->deadline_short)
+        return DECIDE_ANSWER;
     if (o == RETRY_OUTCOME_UNAVAILABLE)
         return in->fallback_ready && !in->body_streamed ? DECIDE_FALLBACK : DECIDE_ANSWER;
     if (!may_try_again(in, o))

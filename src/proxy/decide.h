@@ -33,6 +33,7 @@ typedef struct decide_in {
     bool idempotent;
     bool fallback_ready; /* a fallback backend, not used yet, its request target built */
     bool retry_counted;  /* the request already counts in the route's retries in flight */
+    bool deadline_short; /* less than the route's deadline.min_remaining is left */
     const config_route_t *route;
     uint32_t attempts; /* tries made, the one that just ended included */
     uint32_t retries;  /* tries after the first so far */

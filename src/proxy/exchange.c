@@ -19,20 +19,22 @@ void exchange_reset(exchange_t *ex)
     ex->group = ex->target = UINT32_MAX;
     ex->out_sent = 0;
     ex->start_us = 0;
-    ex->active = ex->counted = ex->holds_pending = 0;
+    ex->out = NULL;
+    ex->out_shift = 0;
+    ex->active = ex->counted = ex->holds_pending = ex->is_hedge = 0;
 }
 
 /* Marks the targets a try may go to in gs->eligible: usable ones not tried
  * yet; if every usable one was tried, any usable one; in panic mode (too few
  * healthy to trust the checks) every resolved one, untried first. Returns
  * how many are eligible. */
-static size_t eligible_targets(const request_t *req, const config_target_group_t *tg,
+static size_t eligible_targets(uint64_t tried_mask, const config_target_group_t *tg,
                                proxy_group_state_t *gs, health_group_t *hg, uint64_t now)
 {
     size_t usable = 0, fresh = 0;
     for (size_t i = 0; i < tg->n_targets; i++) {
         uint8_t u = health_target_usable(&hg->targets[i], now);
-        bool tried = i < 64 && (req->tried >> i) & 1;
+        bool tried = i < 64 && (tried_mask >> i) & 1;
         gs->eligible[i] = u && !tried;
         usable += u;
         fresh += gs->eligible[i];
@@ -41,7 +43,7 @@ static size_t eligible_targets(const request_t *req, const config_target_group_t
         usable = fresh = 0;
         for (size_t i = 0; i < tg->n_targets; i++) {
             uint8_t u = atomic_load_explicit(&hg->targets[i].addr, memory_order_relaxed) != NULL;
-            bool tried = i < 64 && (req->tried >> i) & 1;
+            bool tried = i < 64 && (tried_mask >> i) & 1;
             gs->eligible[i] = u && !tried;
             usable += u;
             fresh += gs->eligible[i];
@@ -76,19 +78,20 @@ static end_reason_t refused(proxy_worker_t *pw, exchange_t *ex, metrics_limit_t 
     return END_CIRCUIT_OPEN;
 }
 
-end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, const upstream_conn_ops_t *ops,
-                            uv_timer_cb on_timer, const char **message)
+end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, uint32_t group, uint64_t *tried,
+                            const upstream_conn_ops_t *ops, uv_timer_cb on_timer,
+                            const char **message)
 {
     request_t *req = ex->req;
     proxy_gen_t *g = req->gen;
-    if (ex->group != req->group) {
-        ex->group = req->group;
+    if (ex->group != group) {
+        ex->group = group;
         ex->target = UINT32_MAX; /* an index into another group's targets */
     }
     const config_target_group_t *tg = &g->cfg->target_groups[ex->group];
     proxy_group_state_t *gs = &g->groups[ex->group];
     health_group_t *hg = &g->health->groups[ex->group];
-    size_t usable = eligible_targets(req, tg, gs, hg, uv_now(pw->loop));
+    size_t usable = eligible_targets(*tried, tg, gs, hg, uv_now(pw->loop));
     size_t t = usable ? balancer_pick_target(tg->balance, &gs->bal, gs->eligible, gs->inflight,
                                              tg->n_targets)
                       : SIZE_MAX;
@@ -99,12 +102,12 @@ end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, const upstream_c
         return refused(pw, ex, METRICS_LIMIT_MAX_REQUESTS, message);
     ex->target = (uint32_t)t;
     if (t < 64)
-        req->tried |= 1ull << t;
+        *tried |= 1ull << t;
     ex->active = 1;
     ex->counted = 0;
     ex->out_sent = 0;
     ex->start_us = time_now_us();
-    req->attempts++;
+    ex->attempt = ++req->attempts;
     if (req->trace_export)
         request_trace_try_begin(pw, req, ex);
     gs->inflight[t]++;

@@ -20,13 +20,16 @@ void exchange_init(exchange_t *ex, request_t *req, uv_loop_t *loop);
 /* Per request: no try yet. */
 void exchange_reset(exchange_t *ex);
 
-/* Starts a try of req to its group: END_OK when under way (ex->uc set;
+/* Starts a try of req to group (the request's, or the fallback's for a
+ * hedge), preferring targets not in *tried (and marking the one picked):
+ * END_OK when under way (ex->uc set;
  * ops->on_connected follows, at once if the connection is pooled), else why
  * not (END_NO_TARGET, END_CIRCUIT_OPEN with *message naming the limit,
  * END_UPSTREAM_CONNECT_FAILURE with the try counted and to be ended).
  * on_timer fires after the route's per_try_timeout. */
-end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, const upstream_conn_ops_t *ops,
-                            uv_timer_cb on_timer, const char **message);
+end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, uint32_t group, uint64_t *tried,
+                            const upstream_conn_ops_t *ops, uv_timer_cb on_timer,
+                            const char **message);
 /* Ends the try under way (no-op if none): try_code as
  * ficus_upstream_requests_total counts it (0: counted at its head already,
  * or not a try), the connection back to its pool when reusable, failure for

@@ -1,7 +1,9 @@
 /* One request, from its head to its log line. Top to bottom:
  *   on_request:  head checks -> route -> admission steps (which may make it
  *                wait) -> backend -> upstream head
- *   try_next:    an exchange to the request's group
+ *   try_next:    an exchange to the request's group; after a delay with no
+ *                response head, a hedge races it (hedge_start: the first
+ *                head wins, race_over keeps the try that goes on)
  *   send / body: head and body upstream, buffered while connecting
  *   response:    head rewritten, body relayed with backpressure
  *   try_failed / act: an ended try goes through decide(), and its verdict
@@ -19,8 +21,10 @@
 #include "core/errors.h"
 #include "core/hash.h"
 #include "core/time.h"
+#include "http/deadline.h"
 #include "http/method.h"
 #include "http/response.h"
+#include "policy/hedge.h"
 #include "policy/retry.h"
 #include "proxy/admission.h"
 #include "proxy/decide.h"
@@ -44,6 +48,7 @@ static void act(request_t *req, decision_t d, end_reason_t why, const char *mess
 static void answer_error(request_t *req, end_reason_t why, const char *message);
 static void client_gone(request_t *req, end_reason_t why);
 static void finish(request_t *req);
+static void end_tries(request_t *req, int try_code, bool failure);
 static const upstream_conn_ops_t exchange_ops;
 
 static void copy_trunc(char *dst, size_t cap, const char *src, size_t n, size_t *out_len)
@@ -312,6 +317,37 @@ static void refuse_head(request_t *req, end_reason_t why, const char *message)
     answer_error(req, why, message);
 }
 
+/* The request's timeout (contract 10.3): the route's, shortened by an
+ * incoming deadline, X-Request-Timeout-Ms from a trusted proxy or any
+ * grpc-timeout (a malformed one is ignored). At least 1 ms. */
+static uint64_t request_timeout_ms(const request_t *req, const http_head_t *h,
+                                   const config_route_t *r)
+{
+    uint64_t t = r->timeout_ms, in;
+    const http_header_t *x =
+        req->peer_trusted ? http_header_find(h->headers, h->n_headers, "x-request-timeout-ms", 20)
+                          : NULL;
+    if (x && http_deadline_parse_ms(x->value, x->value_len, &in) == 0 && in < t)
+        t = in;
+    x = http_header_find(h->headers, h->n_headers, "grpc-timeout", 12);
+    if (x && http_deadline_parse_grpc(x->value, x->value_len, &in) == 0 && in < t)
+        t = in;
+    return t ? t : 1;
+}
+
+/* The time the request has left, in ms (0: none). */
+static uint64_t deadline_left_ms(const request_t *req, uint64_t now_us)
+{
+    return req->deadline_us > now_us ? (req->deadline_us - now_us) / 1000 : 0;
+}
+
+/* A gRPC request: its deadline also goes as grpc-timeout. */
+static bool is_grpc(const http_head_t *h)
+{
+    const http_header_t *ct = http_header_find(h->headers, h->n_headers, "content-type", 12);
+    return ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+}
+
 /* ---------------------------------------------------------------- begin */
 
 static void forward(request_t *req, const http_head_t *h, routed_t *rt);
@@ -350,7 +386,9 @@ static void on_request(client_conn_t *cc, const http_head_t *h, const char *raw,
     g->route_inflight[r->index]++; /* until request_log */
     metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], +1);
     /* The deadline covers admission steps that wait, and every try. */
-    client_conn_arm_deadline(cc, r->timeout_ms);
+    uint64_t timeout_ms = request_timeout_ms(req, h, r);
+    req->deadline_us = req->start_us + timeout_ms * 1000;
+    client_conn_arm_deadline(cc, timeout_ms);
     admit(req, h, &rt, raw, head_bytes);
 }
 
@@ -533,6 +571,9 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
         request_trace_headers(req, &g->cfg->tracing, &trace);
         rw.trace = &trace;
     }
+    rewrite_deadline_t deadline = {.grpc = is_grpc(h)};
+    if (r->deadline.propagate)
+        rw.deadline = &deadline;
     long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
     if (hl < 0) {
         refuse_head(req, END_HEADER_TOO_LARGE, "request head too large to forward");
@@ -542,12 +583,38 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     req->head_len = (uint32_t)hl;
     req->tp_off = trace.w3c ? trace.traceparent_off : 0;
     req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
+    req->rto_off = rw.deadline ? deadline.ms_off : 0;
+    req->gto_off = rw.deadline && deadline.grpc ? deadline.grpc_off : 0;
+    if (g->hedges[r->index])
+        hedge_note_request(g->hedges[r->index]);
     if (req->backend->fallback != CONFIG_NONE)
         build_fallback_target(req, rt);
     shadow_begin(req, &rt->rr, &rt->m);
     if (req->cc->body_done)
         shadow_send(req); /* no body: the copy goes beside the first try */
     try_next(req);
+}
+
+/* The head moved by shift bytes in out (a new request line): so did what
+ * is patched per try. */
+static void shift_head(request_t *req, long shift)
+{
+    req->head_len = (uint32_t)((long)req->head_len + shift);
+    uint32_t *offs[] = {&req->tp_off, &req->dd_off, &req->rto_off, &req->gto_off};
+    for (size_t i = 0; i < sizeof offs / sizeof offs[0]; i++)
+        if (*offs[i])
+            *offs[i] = (uint32_t)((long)*offs[i] + shift);
+}
+
+/* The fallback backend's request target in the access log. */
+static void note_fallback_path(request_t *req)
+{
+    if (req->pw->alog) {
+        size_t k;
+        copy_trunc(req->upstream_path, sizeof req->upstream_path, req->alt->data, req->alt->len,
+                   &k);
+        req->upstream_path_len = (uint16_t)k;
+    }
 }
 
 /* Rewrites the request line of `out` for the fallback backend. */
@@ -565,41 +632,176 @@ static int switch_to_fallback(request_t *req)
         pbuf_put(&pw->w->pool, n);
         return (int)len;
     }
-    req->head_len = (uint32_t)((long)req->head_len + shift);
-    if (req->tp_off) /* the trace headers moved with the rest of the head */
-        req->tp_off = (uint32_t)((long)req->tp_off + shift);
-    if (req->dd_off)
-        req->dd_off = (uint32_t)((long)req->dd_off + shift);
+    shift_head(req, shift);
     n->len = (uint32_t)len;
     pbuf_put(&pw->w->pool, req->out);
     req->out = n;
-    if (pw->alog) {
-        size_t k;
-        copy_trunc(req->upstream_path, sizeof req->upstream_path, req->alt->data, req->alt->len,
-                   &k);
-        req->upstream_path_len = (uint16_t)k;
-    }
+    note_fallback_path(req);
     return 0;
 }
 
 /* ------------------------------------------------------------ exchanges */
 
+/* An exchange calls back: while a hedge races, it becomes the request's
+ * `ex` (and the phase its own), so the request path reads one try at a
+ * time. */
+static request_t *focus(exchange_t *ex)
+{
+    request_t *req = ex->req;
+    if (req->race == ex) {
+        req->race = req->ex;
+        req->ex = ex;
+        req->phase = ex->uc && upstream_conn_connected(ex->uc) ? REQ_SENT : REQ_CONNECTING;
+    }
+    return req;
+}
+
+/* The race is over: `keep` carries the request on alone, the other try
+ * having ended (its connection closed, so nothing reads its copy of the
+ * head any more). A hedge's copy of the head becomes the request's, and a
+ * hedge to the fallback group makes the request a fallback one. */
+static void race_over(request_t *req, exchange_t *keep)
+{
+    proxy_worker_t *pw = req->pw;
+    pbuf_pool_t *pool = &pw->w->pool;
+    exchange_t *lost = keep == req->ex ? req->race : req->ex;
+    req->race = NULL;
+    req->ex = keep;
+    req->phase = keep->uc && upstream_conn_connected(keep->uc) ? REQ_SENT : REQ_CONNECTING;
+    if (lost->out) {
+        pbuf_put(pool, lost->out);
+        lost->out = NULL;
+        lost->out_shift = 0;
+    }
+    if (keep->out) {
+        pbuf_put(pool, req->out);
+        req->out = keep->out;
+        shift_head(req, keep->out_shift);
+        keep->out = NULL;
+        keep->out_shift = 0;
+    }
+    if (keep->group != req->group) {
+        proxy_gen_t *g = req->gen;
+        metrics_fallback(pw->metrics, g->metrics_route[req->route->index],
+                         g->groups[req->group].metrics_group, g->groups[keep->group].metrics_group);
+        req->fallback = 1;
+        req->group = keep->group;
+        req->tried = req->hedge_tried;
+        note_fallback_path(req);
+    }
+}
+
+/* Ends the tries under way (the race's too) and the hedge's delay. */
+static void end_tries(request_t *req, int try_code, bool failure)
+{
+    uv_timer_stop(&req->hedge_timer);
+    if (req->race) {
+        exchange_end(req->pw, req->race, try_code, false, failure);
+        race_over(req, req->ex);
+    }
+    exchange_end(req->pw, req->ex, try_code, false, failure);
+}
+
 static void on_try_timer(uv_timer_t *t)
 {
     exchange_t *ex = t->data;
-    request_t *req = ex->req;
+    request_t *req = focus(ex);
     if (req->phase == REQ_BACKOFF)
         try_next(req);
     else if (req->phase == REQ_CONNECTING || req->phase == REQ_SENT)
         try_failed(req, END_UPSTREAM_TIMEOUT, NULL);
 }
 
+/* ------------------------------------------------------------- hedging */
+
+static void on_hedge_timer(uv_timer_t *t);
+
+/* The try just started gets a hedge after the route's delay (contract
+ * 10.3): an idempotent request, one hedge per request, when the delay is
+ * known (a learned one needs samples). */
+static void hedge_arm(request_t *req)
+{
+    const config_route_t *r = req->route;
+    hedge_t *h = req->gen->hedges[r->index];
+    if (!h || req->hedged || !req->idempotent || req->upgrade_len)
+        return;
+    uint64_t delay = hedge_delay_ms(h, (size_t)(req->backend - r->backends), uv_now(req->pw->loop));
+    if (delay)
+        uv_timer_start(&req->hedge_timer, on_hedge_timer, delay, 0);
+}
+
+/* The try under way has no response head after the delay: a second try
+ * races it, to the fallback group when the backend names one (a slow canary
+ * raced against the old system), else to another target of the group. It
+ * needs the whole request kept (its own copy of the head, with its own
+ * trace and deadline values), the cap's leave, and deadline left. */
+static void hedge_start(request_t *req)
+{
+    proxy_worker_t *pw = req->pw;
+    proxy_gen_t *g = req->gen;
+    const config_route_t *r = req->route;
+    if (req->race || req->hedged || (req->phase != REQ_CONNECTING && req->phase != REQ_SENT) ||
+        !req->cc->body_done || req->body_streamed || pw->stopping)
+        return;
+    if (deadline_left_ms(req, time_now_us()) <= r->deadline.min_remaining_ms)
+        return;
+    if (!hedge_take(g->hedges[r->index])) {
+        req->hedged = HEDGE_CAPPED;
+        metrics_hedge(pw->metrics, g->metrics_route[r->index], METRICS_HEDGE_CAPPED);
+        return;
+    }
+    bool to_fallback = req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt;
+    pbuf_t *copy = pbuf_get(&pw->w->pool);
+    long len = -1, shift = 0;
+    if (copy && to_fallback)
+        len = rewrite_retarget(req->out->data, req->out->len, req->head_len, req->method,
+                               req->method_len, req->alt->data, req->alt->len, "", 0, copy->data,
+                               copy->cap, &shift);
+    else if (copy && req->out->len <= copy->cap)
+        len = (long)req->out->len;
+    if (len < 0) {
+        pbuf_put(&pw->w->pool, copy);
+        req->hedged = HEDGE_UNABLE;
+        return;
+    }
+    if (!to_fallback)
+        memcpy(copy->data, req->out->data, req->out->len);
+    copy->len = (uint32_t)len;
+    req->hedged = HEDGE_SENT;
+    exchange_t *hx = req->ex == &req->slots[0] ? &req->slots[1] : &req->slots[0];
+    hx->out = copy;
+    hx->out_shift = (int32_t)shift;
+    hx->is_hedge = 1;
+    req->hedge_tried = 0;
+    uint32_t group = to_fallback ? (uint32_t)req->backend->fallback : req->group;
+    const char *message;
+    end_reason_t why = exchange_start(pw, hx, group, to_fallback ? &req->hedge_tried : &req->tried,
+                                      &exchange_ops, on_try_timer, &message);
+    if (why != END_OK) {
+        /* No hedge after all (a connect failure still made a try, which
+         * lost): the first try goes on alone. */
+        if (why != END_UPSTREAM_CONNECT_FAILURE)
+            req->hedged = HEDGE_UNABLE;
+        exchange_end(pw, hx, end_reasons[why].try_code, false, why == END_UPSTREAM_CONNECT_FAILURE);
+        pbuf_put(&pw->w->pool, hx->out);
+        hx->out = NULL;
+        hx->out_shift = 0;
+        return;
+    }
+    req->race = hx;
+    if (upstream_conn_connected(hx->uc))
+        exchange_ops.on_connected(hx, 0);
+}
+
+static void on_hedge_timer(uv_timer_t *t) { hedge_start(t->data); }
+
 /* A try to the request's group; a group that cannot take it (no target,
  * a breaker) goes to decide() like a failed try. */
 static void try_next(request_t *req)
 {
     const char *message;
-    end_reason_t why = exchange_start(req->pw, &req->ex, &exchange_ops, on_try_timer, &message);
+    end_reason_t why = exchange_start(req->pw, req->ex, req->group, &req->tried, &exchange_ops,
+                                      on_try_timer, &message);
     if (why == END_UPSTREAM_CONNECT_FAILURE) {
         try_failed(req, why, NULL);
         return;
@@ -609,8 +811,9 @@ static void try_next(request_t *req)
         return;
     }
     req->phase = REQ_CONNECTING;
-    if (upstream_conn_connected(req->ex.uc))
-        exchange_ops.on_connected(&req->ex, 0);
+    hedge_arm(req);
+    if (upstream_conn_connected(req->ex->uc))
+        exchange_ops.on_connected(req->ex, 0);
 }
 
 /* Everything decide() looks at, from the request. */
@@ -629,6 +832,7 @@ static decision_t decide_request(const request_t *req, end_reason_t why, int sta
         .fallback_ready =
             req->backend && req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt,
         .retry_counted = req->retry_counted,
+        .deadline_short = r && deadline_left_ms(req, time_now_us()) < r->deadline.min_remaining_ms,
         .route = r,
         .attempts = req->attempts,
         .retries = req->retries,
@@ -642,11 +846,16 @@ static decision_t decide_request(const request_t *req, end_reason_t why, int sta
  * started: no target, a breaker): it is counted, then decided on. */
 static void try_failed(request_t *req, end_reason_t why, const char *message)
 {
-    exchange_t *ex = &req->ex;
+    exchange_t *ex = req->ex;
     /* A stale pooled connection says nothing about the target's health. */
     bool stale = why == END_UPSTREAM_RESET && ex->uc && ex->uc->reused &&
                  upstream_conn_connected(ex->uc) && !req->body_streamed;
     exchange_end(req->pw, ex, end_reasons[why].try_code, false, !stale);
+    if (req->race) {
+        race_over(req, req->race); /* the other try may still answer */
+        return;
+    }
+    uv_timer_stop(&req->hedge_timer);
     act(req, decide_request(req, why, 0, stale), why, message);
 }
 
@@ -683,7 +892,7 @@ static void retry(request_t *req, bool to_fallback)
         return;
     }
     req->phase = REQ_BACKOFF;
-    uv_timer_start(&req->ex.timer, on_try_timer, delay, 0);
+    uv_timer_start(&req->ex->timer, on_try_timer, delay, 0);
 }
 
 /* Carries out decide()'s verdict on a try that ended as `why`. */
@@ -710,20 +919,43 @@ static void act(request_t *req, decision_t d, end_reason_t why, const char *mess
 
 /* ----------------------------------------------------------------- send */
 
-/* Writes what of `out` the exchange's connection has not had yet. */
+/* The try's time left into its head, as it goes (contract 10.3): the
+ * smaller of the request's and the try's per_try_timeout's. */
+static void write_time_left(request_t *req, exchange_t *ex)
+{
+    const config_route_t *r = req->route;
+    uint64_t now = time_now_us();
+    uint64_t left = deadline_left_ms(req, now);
+    uint64_t per_try = r->has_retries ? r->retries.per_try_timeout_ms : 0;
+    if (per_try) {
+        uint64_t used = (now - ex->start_us) / 1000;
+        uint64_t try_left = per_try > used ? per_try - used : 0;
+        if (try_left < left)
+            left = try_left;
+    }
+    char *head = request_head_base(req, ex);
+    http_deadline_write_ms(head + req->rto_off, left);
+    if (req->gto_off)
+        http_deadline_write_grpc(head + req->gto_off, left);
+}
+
+/* Writes what of the try's head and body its connection has not had yet. */
 static int send_buffered(request_t *req)
 {
-    exchange_t *ex = &req->ex;
-    if (ex->out_sent >= req->out->len)
+    exchange_t *ex = req->ex;
+    pbuf_t *out = ex->out ? ex->out : req->out;
+    if (ex->out_sent >= out->len)
         return 0;
-    uv_buf_t b = uv_buf_init(req->out->data + ex->out_sent, req->out->len - ex->out_sent);
-    ex->out_sent = req->out->len;
+    if (ex->out_sent == 0 && req->rto_off)
+        write_time_left(req, ex);
+    uv_buf_t b = uv_buf_init(out->data + ex->out_sent, out->len - ex->out_sent);
+    ex->out_sent = out->len;
     return upstream_conn_write(ex->uc, &b, 1);
 }
 
 static void upstream_connected(request_t *req, int status)
 {
-    exchange_t *ex = &req->ex;
+    exchange_t *ex = req->ex;
     if (ex->holds_pending) {
         ex->holds_pending = 0;
         health_release(&req->gen->health->groups[ex->group].pending);
@@ -761,7 +993,7 @@ static size_t body_room(client_conn_t *cc)
         if (can >= CHUNKED_OUT_SLACK)
             return can;
     }
-    const exchange_t *ex = &req->ex;
+    const exchange_t *ex = req->ex;
     bool writable = ex->uc && req->phase >= REQ_SENT && ex->out_sent == req->out->len &&
                     !stream_write_pending(&ex->uc->s);
     return writable ? SIZE_MAX : 0;
@@ -777,7 +1009,7 @@ static void on_body(client_conn_t *cc, const char *data, size_t len, bool end)
             shadow_send(req);
         return;
     }
-    exchange_t *ex = &req->ex;
+    exchange_t *ex = req->ex;
     int rc = 0;
     if (!req->body_streamed && len <= pbuf_room(req->out) &&
         req->out->len - req->head_len + len <= req->gen->cfg->server.retry_buffer_bytes) {
@@ -827,13 +1059,18 @@ static void upstream_drained(request_t *req, int status)
 /* The exchange's response head arrived: counted, and its time kept. */
 static void count_response(request_t *req, int status)
 {
-    exchange_t *ex = &req->ex;
+    exchange_t *ex = req->ex;
     proxy_group_state_t *gs = &req->gen->groups[ex->group];
     uv_timer_stop(&ex->timer);
+    uv_timer_stop(&req->hedge_timer); /* a head came: no hedge */
     req->upstream_us = (int64_t)(time_now_us() - ex->start_us);
     metrics_upstream(req->pw->metrics, gs->metrics_group, gs->metrics_target[ex->target], status,
                      (uint64_t)req->upstream_us);
     ex->counted = 1;
+    hedge_t *h = req->gen->hedges[req->route->index];
+    if (h && ex->group == req->backend->target_group)
+        hedge_record(h, (size_t)(req->backend - req->route->backends), uv_now(req->pw->loop),
+                     (uint64_t)req->upstream_us);
 }
 
 /* A 101 to the upgrade the request asked for: the 101 (and whatever the
@@ -878,7 +1115,7 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
         return;
     }
     if (rc == 1)
-        upstream_conn_pause(req->ex.uc);
+        upstream_conn_pause(req->ex->uc);
     tunnel_start(req);
 }
 
@@ -888,16 +1125,28 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
 static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, unsigned *n)
 {
     proxy_worker_t *pw = req->pw;
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     count_response(req, h->status);
     req->upstream_status = h->status;
     decision_t d = decide_request(req, END_OK, h->status, false);
     if (d != DECIDE_ANSWER) {
         /* Not relayed: the connection goes, with the body nobody reads. */
-        exchange_end(pw, &req->ex, 0, false, h->status >= 500);
+        exchange_end(pw, req->ex, 0, false, h->status >= 500);
+        if (req->race) {
+            race_over(req, req->race); /* the other try may still answer */
+            return false;
+        }
         act(req, d, END_OK, NULL);
         return false;
     }
+    if (req->race) {
+        /* The first head wins: the other try is cancelled, its connection
+         * closed rather than pooled half-read. */
+        exchange_end(pw, req->race, 0, false, false);
+        race_over(req, req->ex);
+    }
+    if (req->ex->is_hedge)
+        req->hedge_won = 1;
     req->status = h->status;
     bool bodyless = req->head_method || h->status == 204 || h->status == 304;
     if (h->chunked && !bodyless)
@@ -945,7 +1194,7 @@ static bool read_response_head(request_t *req, const char **data, size_t *len, u
                                unsigned *n, int *ev)
 {
     proxy_worker_t *pw = req->pw;
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     while (req->phase == REQ_SENT) {
         long k = http_parser_feed(&uc->parser, &pw->head, *data, *len, ev);
         if (k < 0) {
@@ -1011,7 +1260,7 @@ static bool read_response_head(request_t *req, const char **data, size_t *len, u
 static void relay(request_t *req, const char *data, size_t len)
 {
     proxy_worker_t *pw = req->pw;
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     uv_buf_t iov[2];
     unsigned n = 0;
     int ev = 0;
@@ -1068,7 +1317,7 @@ static void relay(request_t *req, const char *data, size_t len)
         uc->in = NULL;
         bool reusable =
             req->upstream_reusable && req->cc->body_done && !stream_write_pending(&uc->s);
-        exchange_end(pw, &req->ex, 0, reusable, req->upstream_status >= 500);
+        exchange_end(pw, req->ex, 0, reusable, req->upstream_status >= 500);
     }
     int rc = n ? client_conn_write(req->cc, iov, n) : 0;
     pbuf_put(&pw->w->pool, held);
@@ -1090,7 +1339,7 @@ static void upstream_data(request_t *req, const char *data, size_t len)
         tunnel_upstream_data(req, data, len);
         return;
     }
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     if (req->phase == REQ_SENT && uc->in) {
         /* The rest of a head that came in pieces. */
         if (pbuf_room(uc->in) < len) {
@@ -1106,7 +1355,7 @@ static void upstream_data(request_t *req, const char *data, size_t len)
     }
     relay(req, data, len);
     /* The head buffer is not needed once the head is through. */
-    if (req->ex.uc == uc && uc->in && req->phase != REQ_SENT) {
+    if (req->ex->uc == uc && uc->in && req->phase != REQ_SENT) {
         pbuf_put(&req->pw->w->pool, uc->in);
         uc->in = NULL;
     }
@@ -1118,7 +1367,7 @@ static void upstream_eof(request_t *req, int status)
         tunnel_upstream_eof(req, status);
         return;
     }
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     if (req->phase == REQ_RESPONDING && req->resp_body == REWRITE_BODY_UNTIL_CLOSE &&
         http_parser_finish(&uc->parser) == 0) {
         req->upstream_reusable = 0;
@@ -1135,20 +1384,14 @@ static void upstream_eof(request_t *req, int status)
 
 static void on_exchange_connected(void *owner, int status)
 {
-    upstream_connected(((exchange_t *)owner)->req, status);
+    upstream_connected(focus(owner), status);
 }
 static void on_exchange_data(void *owner, const char *data, size_t len)
 {
-    upstream_data(((exchange_t *)owner)->req, data, len);
+    upstream_data(focus(owner), data, len);
 }
-static void on_exchange_eof(void *owner, int status)
-{
-    upstream_eof(((exchange_t *)owner)->req, status);
-}
-static void on_exchange_drained(void *owner, int status)
-{
-    upstream_drained(((exchange_t *)owner)->req, status);
-}
+static void on_exchange_eof(void *owner, int status) { upstream_eof(focus(owner), status); }
+static void on_exchange_drained(void *owner, int status) { upstream_drained(focus(owner), status); }
 
 static const upstream_conn_ops_t exchange_ops = {
     .on_connected = on_exchange_connected,
@@ -1166,8 +1409,8 @@ static void on_drained(client_conn_t *cc)
         tunnel_client_drained(req);
         return;
     }
-    if (req->phase == REQ_RESPONDING && req->ex.uc)
-        upstream_conn_resume(req->ex.uc);
+    if (req->phase == REQ_RESPONDING && req->ex->uc)
+        upstream_conn_resume(req->ex->uc);
 }
 
 /* The request deadline passed. */
@@ -1184,11 +1427,11 @@ static void on_timeout(client_conn_t *cc)
         return;
     }
     if (req->phase == REQ_SENT && !cc->body_done &&
-        !(req->ex.uc && stream_write_pending(&req->ex.uc->s))) {
+        !(req->ex->uc && stream_write_pending(&req->ex->uc->s))) {
         /* The client, not the target, is late: its body is still coming and
          * everything it sent went upstream. No failure of the target (a
          * slow client must not eject it), and the answer says whose it is. */
-        exchange_end(req->pw, &req->ex, 0, false, false);
+        end_tries(req, 0, false);
         client_conn_close_after(cc);
         answer_error(req, END_BODY_TIMEOUT, NULL);
         return;
@@ -1204,7 +1447,7 @@ static void on_timeout(client_conn_t *cc)
         answer_error(req, END_ADMISSION_TIMEOUT, msg);
         return;
     }
-    exchange_end(req->pw, &req->ex, METRICS_UPSTREAM_TIMEOUT, false, true);
+    end_tries(req, METRICS_UPSTREAM_TIMEOUT, true);
     if (!cc->body_done)
         client_conn_close_after(cc);
     answer_error(req, END_UPSTREAM_TIMEOUT, NULL);
@@ -1237,7 +1480,7 @@ static void client_gone(request_t *req, end_reason_t why)
         tunnel_end(req, why);
         return;
     }
-    exchange_end(req->pw, &req->ex, 0, false, false);
+    end_tries(req, 0, false);
     if (!req->resp_started && (why == END_BAD_REQUEST || why == END_BODY_TOO_LARGE)) {
         client_conn_close_after(cc);
         answer_error(req, why, why == END_BAD_REQUEST ? client_conn_error_reason(cc) : NULL);
@@ -1263,7 +1506,7 @@ static void answer_error(request_t *req, end_reason_t why, const char *message)
     client_conn_t *cc = req->cc;
     proxy_worker_t *pw = req->pw;
     const end_reason_info_t *info = &end_reasons[why];
-    exchange_end(pw, &req->ex, 0, false, false);
+    end_tries(req, 0, false);
     if (!client_conn_keeps_alive(cc))
         client_conn_close_after(cc);
     if (req->request_id_len == 0)
@@ -1301,24 +1544,41 @@ static void answer_error(request_t *req, end_reason_t why, const char *message)
 /* A relayed response ended. */
 static void finish(request_t *req)
 {
-    upstream_conn_t *uc = req->ex.uc;
+    upstream_conn_t *uc = req->ex->uc;
     bool reusable =
         req->upstream_reusable && req->cc->body_done && uc && !stream_write_pending(&uc->s);
-    exchange_end(req->pw, &req->ex, 0, reusable, req->upstream_status >= 500);
+    exchange_end(req->pw, req->ex, 0, reusable, req->upstream_status >= 500);
     request_log(req);
     request_over(req);
 }
 
 /* ---------------------------------------------------------- connections */
 
+/* The connection's request timers close one after the other, then it goes. */
 static void on_conn_freed(uv_handle_t *h)
 {
-    exchange_t *ex = h->data;
-    proxy_conn_t *c = (proxy_conn_t *)ex->req->cc;
-    proxy_worker_t *pw = ex->req->pw;
+    proxy_conn_t *c = h->data;
+    proxy_worker_t *pw = c->req.pw;
     metrics_downstream_connection(pw->metrics, -1);
     worker_connection_closed(pw->w);
     free(c);
+}
+
+static void on_slot_closed(uv_handle_t *h)
+{
+    exchange_t *ex = h->data;
+    request_t *req = ex->req;
+    if (ex == &req->slots[0]) {
+        uv_close((uv_handle_t *)&req->slots[1].timer, on_slot_closed);
+        return;
+    }
+    req->hedge_timer.data = req->cc;
+    uv_close((uv_handle_t *)&req->hedge_timer, on_conn_freed);
+}
+
+static void close_timers(request_t *req)
+{
+    uv_close((uv_handle_t *)&req->slots[0].timer, on_slot_closed);
 }
 
 static void on_close(client_conn_t *cc)
@@ -1326,7 +1586,7 @@ static void on_close(client_conn_t *cc)
     request_t *req = req_of(cc);
     request_release(req);
     request_unbind(req);
-    uv_close((uv_handle_t *)&req->ex.timer, on_conn_freed);
+    close_timers(req);
 }
 
 static const client_conn_ops_t proxy_client_ops = {
@@ -1355,10 +1615,14 @@ void proxy_on_accept(worker_t *w, int fd, size_t listener)
     request_t *req = &c->req;
     req->cc = &c->cc;
     req->pw = pw;
-    exchange_init(&req->ex, req, pw->loop);
+    exchange_init(&req->slots[0], req, pw->loop);
+    exchange_init(&req->slots[1], req, pw->loop);
+    req->ex = &req->slots[0];
+    uv_timer_init(pw->loop, &req->hedge_timer);
+    req->hedge_timer.data = req;
     metrics_downstream_connection(pw->metrics, +1);
     if (client_conn_open(&c->cc, &pw->clients, &proxy_client_ops, fd) != 0) {
-        uv_close((uv_handle_t *)&req->ex.timer, on_conn_freed);
+        close_timers(req);
         return;
     }
     const config_server_t *srv = &pw->gen->cfg->server;

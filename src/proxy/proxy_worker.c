@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/rand.h"
 #include "core/time.h"
+#include "policy/hedge.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/shadow.h"
@@ -24,6 +25,9 @@ static void gen_free(proxy_gen_t *g)
         free(g->swrr[i]);
     for (size_t i = 0; g->weights && i < cfg->n_routes; i++)
         free(g->weights[i]);
+    for (size_t i = 0; g->hedges && i < cfg->n_routes; i++)
+        hedge_free(g->hedges[i]);
+    free(g->hedges);
     for (size_t i = 0; g->groups && i < cfg->n_target_groups; i++) {
         free(g->groups[i].inflight);
         free(g->groups[i].eligible);
@@ -104,6 +108,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->weights_version = calloc(nr, sizeof *g->weights_version);
     g->route_inflight = calloc(nr, sizeof *g->route_inflight);
     g->route_retries = calloc(nr, sizeof *g->route_retries);
+    g->hedges = calloc(nr, sizeof *g->hedges);
     g->groups = calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *g->groups);
     g->api_keys = sh->api_keys;
     g->client_inflight = sh->client_inflight;
@@ -119,8 +124,8 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->route_key = calloc(nr, sizeof *g->route_key);
     g->metrics_client = calloc(cfg->n_clients ? cfg->n_clients : 1, sizeof *g->metrics_client);
     if (!g->swrr || !g->weights || !g->metrics_route || !g->groups || !g->weights_version ||
-        !g->route_inflight || !g->route_retries || !g->metrics_client || !g->route_key ||
-        identity_headers(g, cfg) != 0)
+        !g->route_inflight || !g->route_retries || !g->hedges || !g->metrics_client ||
+        !g->route_key || identity_headers(g, cfg) != 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_clients; i++)
         g->metrics_client[i] = metrics_client_slot(sh->metrics, cfg->clients[i].id);
@@ -128,7 +133,10 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         const config_route_t *r = &cfg->routes[i];
         g->swrr[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **g->swrr);
         g->weights[i] = calloc(r->n_backends ? r->n_backends : 1, sizeof **g->weights);
-        if (!g->swrr[i] || !g->weights[i])
+        if (r->has_retries && r->retries.has_hedge)
+            g->hedges[i] = hedge_new(&r->retries.hedge, r->n_backends);
+        if (!g->swrr[i] || !g->weights[i] ||
+            (r->has_retries && r->retries.has_hedge && !g->hedges[i]))
             goto fail;
         weights_load(sh->weights, i, g->weights[i]);
         g->weights_version[i] = weights_version(sh->weights, i);

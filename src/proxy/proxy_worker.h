@@ -86,6 +86,7 @@ struct proxy_gen {
     uint32_t *weights_version;
     uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
     uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
+    struct hedge **hedges;    /* per route: its hedging delay and cap, NULL where none */
     uint32_t *metrics_route;
     proxy_group_state_t *groups;
     uint32_t refs;

@@ -44,7 +44,10 @@ void request_reset(request_t *req)
     req->upstream_us = -1;
     req->start_us = time_now_us();
     req->start_unix_ns = time_now_realtime_ns();
-    exchange_reset(&req->ex);
+    exchange_reset(&req->slots[0]);
+    exchange_reset(&req->slots[1]);
+    req->ex = &req->slots[0];
+    req->race = NULL;
     request_bind(req, req->pw->gen);
 }
 
@@ -56,6 +59,10 @@ void request_release(request_t *req)
     proxy_worker_wait_remove(req);
     admission_release(req);
     shadow_detach(req);
+    for (size_t i = 0; i < 2; i++) { /* a hedge's copy of the head */
+        pbuf_put(pool, req->slots[i].out);
+        req->slots[i].out = NULL;
+    }
     pbuf_put(pool, req->out);
     pbuf_put(pool, req->alt);
     pbuf_put(pool, req->held);
@@ -76,9 +83,10 @@ void request_over(request_t *req)
  * board's counts for the group that answered, and the route's rollout
  * evidence — a canary try (failed when the client got a 5xx or nothing, or
  * when the fallback answered for it) or a primary one, with its latency (the
- * upstream's answer; for a failure, the whole request). A client that left
- * before any answer says nothing to the rollout. now_us is the request's
- * end, on the monotonic clock the rollouts and the board use. */
+ * upstream's answer; for a failure, or a canary its hedge outran, the whole
+ * request). A client that left before any answer says nothing to the
+ * rollout. now_us is the request's end, on the monotonic clock the rollouts
+ * and the board use. */
 static void request_migration(request_t *req, uint64_t now_us, uint64_t dur_us)
 {
     const config_backend_t *b = req->backend;
@@ -88,7 +96,10 @@ static void request_migration(request_t *req, uint64_t now_us, uint64_t dur_us)
     const config_route_t *r = req->route;
     uint64_t now_ms = now_us / 1000;
     bool answered = req->end == END_OK && req->status && req->status < 500;
-    bool masked = req->fallback && answered;
+    /* A canary outrun by its hedge to the fallback was slow, not failed:
+     * its latency (at least the request's) is the evidence. */
+    bool outrun = req->fallback && req->hedge_won;
+    bool masked = req->fallback && answered && !outrun;
     if (masked)
         metrics_canary_masked(req->pw->metrics, g->metrics_route[r->index],
                               g->groups[b->target_group].metrics_group);
@@ -100,8 +111,8 @@ static void request_migration(request_t *req, uint64_t now_us, uint64_t dur_us)
     rollout_t *ro = g->rollouts ? g->rollouts[r->index] : NULL;
     if (!ro || (req->end == END_CLIENT_CLOSED && !req->upstream_status))
         return;
-    bool ok = answered && !req->fallback;
-    uint64_t lat = ok && req->upstream_us >= 0 ? (uint64_t)req->upstream_us : dur_us;
+    bool ok = answered && (!req->fallback || outrun);
+    uint64_t lat = ok && !outrun && req->upstream_us >= 0 ? (uint64_t)req->upstream_us : dur_us;
     if (b->target_group == r->rollout.canary)
         rollout_record_canary(ro, now_ms, ok, masked, lat);
     else
@@ -115,8 +126,12 @@ void request_log(request_t *req)
     uint64_t end_us = time_now_us();
     uint64_t dur = end_us - req->start_us;
     const config_route_t *r = req->route;
-    uv_timer_stop(&req->ex.timer);
+    uv_timer_stop(&req->ex->timer);
+    uv_timer_stop(&req->hedge_timer);
     proxy_gen_t *g = req->gen;
+    if (req->hedged == HEDGE_SENT)
+        metrics_hedge(pw->metrics, g->metrics_route[r->index],
+                      req->hedge_won ? METRICS_HEDGE_WON : METRICS_HEDGE_LOST);
     if (r) {
         g->route_inflight[r->index]--;
         metrics_route_in_flight(pw->metrics, g->metrics_route[r->index], -1);

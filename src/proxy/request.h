@@ -5,7 +5,8 @@
  * next try), its counted flags and its span. A retry, a fallback and a
  * resend on a fresh connection are successive exchanges of the request; the
  * upstream head (`out`) is built once and shared by them, its trace ids
- * patched per try. */
+ * patched per try. A hedge (contract 10.3) is a second exchange racing the
+ * first, with its own copy of the upstream head. */
 #ifndef FICUS_PROXY_REQUEST_H
 #define FICUS_PROXY_REQUEST_H
 
@@ -36,6 +37,10 @@ typedef enum {
 
 enum { FLEET_STATE_NONE = 0, FLEET_STATE_ASKED, FLEET_STATE_ANSWERED };
 
+/* A request's hedge (at most one): none yet, sent, refused by the cap, or
+ * not possible when it was due (no target, a breaker, no buffer). */
+enum { HEDGE_NONE = 0, HEDGE_SENT, HEDGE_CAPPED, HEDGE_UNABLE };
+
 typedef struct exchange {
     request_t *req;
     upstream_conn_t *uc;
@@ -43,10 +48,14 @@ typedef struct exchange {
     uint32_t group;    /* target group index, UINT32_MAX before the first try */
     uint32_t target;   /* target index in the group, UINT32_MAX before the pick */
     uint32_t out_sent; /* bytes of the request's out written to this connection */
+    uint32_t attempt;  /* 1-based: the request's how-manieth try this is */
     uint64_t start_us;
+    pbuf_t *out;           /* a hedge's own copy of the request's out; NULL: req->out */
+    int32_t out_shift;     /* where out's head moved against req->out's (a retargeted copy) */
     uint8_t active;        /* under way: counted in inflight and the breakers */
     uint8_t counted;       /* in ficus_upstream_requests_total already */
     uint8_t holds_pending; /* counted in the group's max_pending */
+    uint8_t is_hedge;      /* the hedge of its request (10.3) */
     uint8_t span[8];       /* this try's client span */
 } exchange_t;
 
@@ -113,6 +122,18 @@ struct request {
     uint8_t trace_span[8];   /* ficus's server span */
     uint32_t tp_off;         /* traceparent value in out; 0 = none */
     uint32_t dd_off;         /* x-datadog-parent-id value in out; 0 = none */
+    /* Its deadline (contract 10.3): when it ends (the route's timeout, or an
+     * incoming deadline's when shorter), and where each try's time left is
+     * written in out (fixed-width values; 0 = not sent). */
+    uint64_t deadline_us;
+    uint32_t rto_off; /* X-Request-Timeout-Ms value */
+    uint32_t gto_off; /* grpc-timeout value */
+    /* Hedging: whether a hedge was sent (HEDGE_*), whether its try answered
+     * the client; tried targets of the group a hedge to the fallback group
+     * went to. */
+    uint8_t hedged;
+    uint8_t hedge_won;
+    uint64_t hedge_tried;
     uint64_t start_unix_ns;
     /* An upgrade the route allows (contract 3.1): the token asked for, and
      * the tunnel's state after the 101. */
@@ -145,7 +166,15 @@ struct request {
     /* The connection's, for every request on it. */
     client_conn_t *cc;
     proxy_worker_t *pw;
-    exchange_t ex; /* the try under way, or the last one */
+    /* The try whose answer the client gets (under way, or the last one);
+     * while a hedge races it, the other one (else NULL). A callback of
+     * either makes it `ex` while it runs: the request path reads one try at
+     * a time. Both live in slots, each with its timer (the per-try timeout,
+     * and the backoff before the next try). */
+    exchange_t *ex;
+    exchange_t *race;
+    exchange_t slots[2];
+    uv_timer_t hedge_timer; /* when the try under way gets its hedge */
     uint8_t peer_trusted;
 };
 
@@ -169,7 +198,14 @@ void request_log(request_t *req);
  * none yet in that group). */
 static inline uint32_t request_target(const request_t *req)
 {
-    return req->ex.group == req->group ? req->ex.target : UINT32_MAX;
+    return req->ex->group == req->group ? req->ex->target : UINT32_MAX;
+}
+
+/* Where the offsets into the upstream head (tp_off, rto_off, ...) count
+ * from in ex's copy of it: a hedge's own copy, or the request's out. */
+static inline char *request_head_base(const request_t *req, const exchange_t *ex)
+{
+    return ex->out ? ex->out->data + ex->out_shift : req->out->data;
 }
 
 #endif

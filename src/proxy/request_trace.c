@@ -72,10 +72,12 @@ void request_trace_try_begin(proxy_worker_t *pw, request_t *req, exchange_t *ex)
 {
     bool dd = req->dd_off != 0;
     trace_new_span_id(&pw->rng, ex->span, dd);
+    /* A hedge patches its own copy of the head. */
+    char *head = ex->out ? ex->out->data + ex->out_shift : req->out->data;
     if (req->tp_off)
-        trace_patch_span_id(req->out->data + req->tp_off, ex->span);
+        trace_patch_span_id(head + req->tp_off, ex->span);
     if (dd)
-        trace_dd_format_id(req->out->data + req->dd_off, trace_span_id_u64(ex->span));
+        trace_dd_format_id(head + req->dd_off, trace_span_id_u64(ex->span));
 }
 
 static void span_str(char *dst, size_t cap, const char *src, size_t n)
@@ -142,14 +144,20 @@ void request_trace_try_end(proxy_worker_t *pw, const request_t *req, const excha
         return;
     memcpy(s->span_id, ex->span, sizeof s->span_id);
     memcpy(s->parent_id, req->trace_span, sizeof s->parent_id);
+    /* The try's own group and target: a hedge may race in another group. */
+    span_cstr(s->target_group, sizeof s->target_group, tg->name);
+    span_cstr(s->target, sizeof s->target,
+              ex->target < tg->n_targets ? tg->targets[ex->target].name : NULL);
+    s->fallback = req->backend && ex->group == req->backend->fallback;
+    s->hedge = ex->is_hedge;
     s->status = ex->counted ? (uint16_t)req->upstream_status : 0;
     /* A try whose 5xx head was counted (and then retried or fallen back
      * from) ends with code 0: its status says what went wrong. */
     if (!metrics_code && s->status >= 500)
         metrics_code = s->status;
     s->error = failure || s->status >= 500 || metrics_code < 0;
-    s->retry = req->attempts > 1;
-    s->attempt = (uint16_t)req->attempts;
+    s->retry = ex->attempt > 1 && !ex->is_hedge;
+    s->attempt = (uint16_t)ex->attempt;
     SPAN_CSTR(error_type, metrics_code < 0      ? metrics_upstream_failure_name(metrics_code)
                           : metrics_code >= 500 ? "http_5xx"
                                                 : NULL);
@@ -168,6 +176,7 @@ void request_trace_end(proxy_worker_t *pw, const request_t *req, uint64_t end_us
     s->status = (uint16_t)req->status;
     s->error = req->status >= 500;
     s->retry = req->retries > 0;
+    s->hedge = req->hedged == HEDGE_SENT;
     s->attempt = (uint16_t)req->attempts;
     SPAN_CSTR(error_type, end_reason_name(req->end));
     tracer_commit(pw->tracer, pw->w->index);

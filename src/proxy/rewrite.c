@@ -8,6 +8,7 @@
 #include "core/errors.h"
 #include "core/fmt.h"
 #include "http/cookie.h"
+#include "http/deadline.h"
 #include "http/response.h"
 
 typedef struct out {
@@ -194,6 +195,8 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
                                                   NAME_IS(hd, "x-datadog-parent-id") ||
                                                   NAME_IS(hd, "x-datadog-sampling-priority")))))
             continue;
+        if (in->deadline && (NAME_IS(hd, "x-request-timeout-ms") || NAME_IS(hd, "grpc-timeout")))
+            continue;
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!host_sent && in->host)
@@ -257,6 +260,19 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         put_header(&o, "X-Client-Id", 11, in->client_id, strlen(in->client_id));
     if (in->add_len)
         put(&o, in->add, in->add_len);
+    if (in->deadline) {
+        static const char blank[DEADLINE_MS_WIDTH] = "         0";
+        if (in->deadline->grpc) {
+            PUT_LIT(&o, "grpc-timeout:");
+            in->deadline->grpc_off = (uint32_t)o.len;
+            put(&o, blank + DEADLINE_MS_WIDTH - DEADLINE_GRPC_WIDTH, DEADLINE_GRPC_WIDTH);
+            PUT_LIT(&o, "\r\n");
+        }
+        PUT_LIT(&o, "X-Request-Timeout-Ms:");
+        in->deadline->ms_off = (uint32_t)o.len;
+        put(&o, blank, DEADLINE_MS_WIDTH);
+        PUT_LIT(&o, "\r\n");
+    }
     PUT_LIT(&o, "\r\n");
     return o.overflow ? FE_TOOBIG : (long)o.len;
 }

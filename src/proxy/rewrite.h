@@ -27,6 +27,15 @@ typedef struct rewrite_trace {
     uint32_t dd_parent_off;
 } rewrite_trace_t;
 
+/* Deadline headers to send instead of the client's (contract 10.3): each
+ * try writes its time left at the offsets the rewrite reports. */
+typedef struct rewrite_deadline {
+    bool grpc; /* grpc-timeout too (a gRPC request) */
+    /* out: where the fixed-width values start in the head */
+    uint32_t ms_off;
+    uint32_t grpc_off; /* 0 without grpc */
+} rewrite_deadline_t;
+
 typedef struct rewrite_name {
     const char *name; /* lower-case */
     size_t len;
@@ -44,8 +53,9 @@ typedef struct rewrite_request {
     const char *proto; /* "http" or "https" */
     const char *request_id;
     size_t request_id_len;
-    const config_route_t *route; /* request_headers set/remove; may be NULL */
-    rewrite_trace_t *trace;      /* NULL: the client's trace headers pass as they are */
+    const config_route_t *route;  /* request_headers set/remove; may be NULL */
+    rewrite_trace_t *trace;       /* NULL: the client's trace headers pass as they are */
+    rewrite_deadline_t *deadline; /* NULL: the client's deadline headers pass as they are */
     const char *upgrade; /* Upgrade token to forward (with Connection: upgrade); NULL = none */
     size_t upgrade_len;
     /* Identity: headers a client must not send (lower-case; the forwarded

@@ -52,7 +52,7 @@ typedef struct capture {
 } capture_t;
 
 typedef struct part {
-    request_t req; /* what the exchange reads; req.ex is the part's try */
+    request_t req; /* what the exchange reads; req.ex (slots[0]) is the part's try */
     shadow_t *sh;
     part_state_t state;
     capture_t cap;
@@ -342,7 +342,8 @@ static void part_start(shadow_t *sh, part_t *p, const request_t *req, uint32_t g
     memcpy(s->trace_span, req->trace_span, sizeof s->trace_span);
     s->start_us = time_now_us();
     s->start_unix_ns = req->start_unix_ns;
-    exchange_init(&s->ex, s, pw->loop);
+    s->ex = &s->slots[0];
+    exchange_init(s->ex, s, pw->loop);
     sh->open_timers++;
     capture_init(&p->cap, sh->compare ? sh->route->shadow.compare.max_body_size : 0);
     p->state = PART_RUNNING;
@@ -351,7 +352,8 @@ static void part_start(shadow_t *sh, part_t *p, const request_t *req, uint32_t g
         return;
     }
     const char *message;
-    end_reason_t why = exchange_start(pw, &s->ex, &shadow_ops, on_part_timer, &message);
+    end_reason_t why =
+        exchange_start(pw, s->ex, s->group, &s->tried, &shadow_ops, on_part_timer, &message);
     if (why == END_UPSTREAM_CONNECT_FAILURE) {
         part_end(p, PART_FAILED, why, false);
         return;
@@ -360,9 +362,9 @@ static void part_start(shadow_t *sh, part_t *p, const request_t *req, uint32_t g
         p->state = PART_FAILED;
         return;
     }
-    uv_timer_start(&s->ex.timer, on_part_timer, sh->route->timeout_ms, 0); /* at least 1ms */
-    if (upstream_conn_connected(s->ex.uc))
-        shadow_ops.on_connected(&s->ex, 0);
+    uv_timer_start(&s->ex->timer, on_part_timer, sh->route->timeout_ms, 0); /* at least 1ms */
+    if (upstream_conn_connected(s->ex->uc))
+        shadow_ops.on_connected(s->ex, 0);
 }
 
 /* The copy is over before it went: nothing was sent, nothing holds it. */
@@ -407,13 +409,13 @@ static void part_end(part_t *p, part_state_t st, end_reason_t why, bool reusable
 {
     request_t *s = &p->req;
     shadow_t *sh = p->sh;
-    upstream_conn_t *uc = s->ex.uc;
+    upstream_conn_t *uc = s->ex->uc;
     if (uc && uc->in) {
         pbuf_put(&sh->pw->w->pool, uc->in);
         uc->in = NULL;
     }
     reusable = reusable && uc && !stream_write_pending(&uc->s);
-    exchange_end(sh->pw, &s->ex, st == PART_FAILED ? end_reasons[why].try_code : 0, reusable,
+    exchange_end(sh->pw, s->ex, st == PART_FAILED ? end_reasons[why].try_code : 0, reusable,
                  st == PART_FAILED || p->cap.status >= 500);
     p->state = st;
     p->cap.complete = st == PART_DONE;
@@ -448,7 +450,7 @@ static void part_connected(void *owner, int status)
  * answer is invalid. */
 static int part_head(part_t *p, const char **data, size_t *len)
 {
-    exchange_t *ex = &p->req.ex;
+    exchange_t *ex = p->req.ex;
     upstream_conn_t *uc = ex->uc;
     proxy_worker_t *pw = p->sh->pw;
     const config_route_t *r = p->sh->route;
@@ -489,7 +491,7 @@ static int part_head(part_t *p, const char **data, size_t *len)
  * buffer (moved to its front). False when it cannot be kept. */
 static bool part_keep_head(part_t *p, const char *data, size_t len)
 {
-    upstream_conn_t *uc = p->req.ex.uc;
+    upstream_conn_t *uc = p->req.ex->uc;
     if (!uc->in && !(uc->in = pbuf_get(&p->sh->pw->w->pool)))
         return false;
     if (data >= uc->in->data && data <= uc->in->data + uc->in->cap) {
@@ -732,7 +734,7 @@ static void shadow_close(shadow_t *sh)
         pbuf_put(&pw->w->pool, p->req.out);
         p->req.out = NULL;
         if (p->state != PART_IDLE)
-            uv_close((uv_handle_t *)&p->req.ex.timer, on_part_closed);
+            uv_close((uv_handle_t *)&p->req.slots[0].timer, on_part_closed);
     }
     if (timers == 0) {
         proxy_gen_unref(sh->gen);

@@ -21,7 +21,7 @@ static void shut_write(stream_t *s, uint8_t *pending)
 static int settled(request_t *req)
 {
     return req->tun_client_eof && req->tun_upstream_eof && !stream_write_pending(&req->cc->s) &&
-           !stream_write_pending(&req->ex.uc->s);
+           !stream_write_pending(&req->ex->uc->s);
 }
 
 void tunnel_start(request_t *req)
@@ -33,7 +33,7 @@ void tunnel_start(request_t *req)
     touch(req);
     client_conn_arm_deadline(cc, req->gen->cfg->server.tunnel_idle_timeout_ms);
     client_conn_tunnel(cc); /* what the client sent after its head goes first */
-    if (req->phase == REQ_TUNNEL && !stream_write_pending(&req->ex.uc->s))
+    if (req->phase == REQ_TUNNEL && !stream_write_pending(&req->ex->uc->s))
         client_conn_resume(cc);
 }
 
@@ -41,7 +41,7 @@ void tunnel_client_data(request_t *req, const char *data, size_t len)
 {
     touch(req);
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    int rc = upstream_conn_write(req->ex.uc, &b, 1);
+    int rc = upstream_conn_write(req->ex->uc, &b, 1);
     if (rc < 0)
         tunnel_end(req, END_UPSTREAM_RESET);
     else if (rc == 1)
@@ -57,7 +57,7 @@ void tunnel_client_eof(request_t *req, ssize_t status)
     touch(req);
     req->tun_client_eof = 1;
     client_conn_pause(req->cc);
-    shut_write(&req->ex.uc->s, &req->tun_shut_upstream);
+    shut_write(&req->ex->uc->s, &req->tun_shut_upstream);
     if (settled(req))
         tunnel_end(req, END_OK);
 }
@@ -67,7 +67,7 @@ void tunnel_client_drained(request_t *req)
     if (req->tun_shut_client)
         shut_write(&req->cc->s, &req->tun_shut_client);
     if (!req->tun_upstream_eof)
-        upstream_conn_resume(req->ex.uc);
+        upstream_conn_resume(req->ex->uc);
     if (settled(req))
         tunnel_end(req, END_OK);
 }
@@ -80,7 +80,7 @@ void tunnel_upstream_data(request_t *req, const char *data, size_t len)
     if (rc < 0)
         tunnel_end(req, END_CLIENT_CLOSED);
     else if (rc == 1)
-        upstream_conn_pause(req->ex.uc); /* until the client drains */
+        upstream_conn_pause(req->ex->uc); /* until the client drains */
 }
 
 void tunnel_upstream_eof(request_t *req, int status)
@@ -91,7 +91,7 @@ void tunnel_upstream_eof(request_t *req, int status)
     }
     touch(req);
     req->tun_upstream_eof = 1;
-    upstream_conn_pause(req->ex.uc);
+    upstream_conn_pause(req->ex->uc);
     shut_write(&req->cc->s, &req->tun_shut_client);
     if (settled(req))
         tunnel_end(req, END_OK);
@@ -104,7 +104,7 @@ void tunnel_upstream_drained(request_t *req, int status)
         return;
     }
     if (req->tun_shut_upstream)
-        shut_write(&req->ex.uc->s, &req->tun_shut_upstream);
+        shut_write(&req->ex->uc->s, &req->tun_shut_upstream);
     if (!req->tun_client_eof)
         client_conn_resume(req->cc);
     if (settled(req))
@@ -128,7 +128,7 @@ void tunnel_end(request_t *req, end_reason_t why)
     metrics_tunnel(pw->metrics, req->gen->metrics_route[req->route->index], -1);
     req->phase = REQ_DONE;
     req->end = why;
-    exchange_end(pw, &req->ex, 0, false, false);
+    exchange_end(pw, req->ex, 0, false, false);
     request_log(req);
     request_release(req);
     client_conn_abort(req->cc);

@@ -84,6 +84,13 @@ routes:
     match: {path_prefix: /, methods: [GET]}
     backends: [{target_group: old}]
 """, (5, 5)),
+    ("hedge-after-timeout", GROUPS + """routes:
+  - name: r
+    match: {path_prefix: /, methods: [GET]}
+    backends: [{target_group: old}]
+    timeout: 2s
+    retries: {attempts: 1, retry_on: [5xx], per_try_timeout: 300ms, hedge: {after: 300ms}}
+""", (9, 77)),
 ]
 
 

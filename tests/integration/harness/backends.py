@@ -79,7 +79,7 @@ class _EchoHandler(BaseHTTPRequestHandler):
         }
         backend.record(rec)
         status = int(self.headers.get("X-Echo-Status", "200"))
-        delay = float(self.headers.get("X-Echo-Delay", "0"))
+        delay = float(self.headers.get("X-Echo-Delay", backend.delay))
         if delay:
             time.sleep(delay)
         size = self.headers.get("X-Echo-Size")
@@ -138,6 +138,7 @@ class EchoBackend:
 
     def __init__(self, name="echo"):
         self.name = name
+        self.delay = 0.0  # seconds before every answer without X-Echo-Delay
         self.requests = []
         self.errors = []  # exceptions raised while handling (e.g. a bad chunk from ficus)
         self._lock = threading.Lock()

@@ -97,6 +97,21 @@ static void test_clean_config_is_silent(void **st)
     assert_int_equal(s.n, 0);
 }
 
+/* A route with a 1s timeout, `retries` options and a hedge after `after`. */
+static seen_t lint_hedge(const char *retries, const char *after)
+{
+    char y[1024];
+    snprintf(y, sizeof y,
+             GROUPS "routes:\n"
+                    "  - name: a\n"
+                    "    match: {path_prefix: /a}\n"
+                    "    backends: [{target_group: old}]\n"
+                    "    timeout: 1s\n"
+                    "    retries: {attempts: 0, retry_on: [5xx], %shedge: {after: %s}}\n",
+             retries, after);
+    return lint_yaml(y);
+}
+
 static void test_each_rule_fires_where_it_is_written(void **st)
 {
     (void)st;
@@ -153,6 +168,17 @@ static void test_each_rule_fires_where_it_is_written(void **st)
                          "    match: {path_prefix: /a}\n"
                          "    backends: [{target_group: old}]\n");
     expect_one(&s, "5:5 [no-timeout] route a sets no timeout");
+    /* A hedge after the try's own timeout, or with no deadline left for it;
+     * a learned delay, or an early enough one, is fine. */
+    s = lint_hedge("per_try_timeout: 200ms, ", "250ms");
+    expect_one(&s, "[hedge-after-timeout] route a: hedge.after 250ms is not shorter than "
+                   "per_try_timeout 200ms");
+    s = lint_hedge("", "997ms");
+    expect_one(&s, "[hedge-after-timeout] route a: hedge.after 997ms leaves less than");
+    s = lint_hedge("per_try_timeout: 200ms, ", "p99");
+    assert_int_equal(s.n, 0);
+    s = lint_hedge("", "100ms");
+    assert_int_equal(s.n, 0);
 }
 
 static void test_unreachable_routes_without_false_alarms(void **st)

@@ -126,6 +126,28 @@ static void test_stale_pooled_connection_is_resent(void **state)
     assert_int_equal(decide(&in), DECIDE_ANSWER);
 }
 
+/* Contract 10.3: with less than deadline.min_remaining left, no retry and
+ * no fallback starts (a stale connection is still re-sent: not a retry). */
+static void test_short_deadline_stops_retries_and_fallbacks(void **state)
+{
+    (void)state;
+    config_route_t r = route_with(true, 2, RETRY_ON_5XX);
+    decide_in_t in = first_try(&r, END_OK, 503);
+    assert_int_equal(decide(&in), DECIDE_RETRY);
+    in.deadline_short = true;
+    assert_int_equal(decide(&in), DECIDE_ANSWER);
+    in.fallback_ready = true;
+    assert_int_equal(decide(&in), DECIDE_ANSWER);
+    in = first_try(&r, END_NO_TARGET, 0);
+    in.fallback_ready = true;
+    in.deadline_short = true;
+    assert_int_equal(decide(&in), DECIDE_ANSWER);
+    in = first_try(&r, END_UPSTREAM_RESET, 0);
+    in.stale = true;
+    in.deadline_short = true;
+    assert_int_equal(decide(&in), DECIDE_RESEND);
+}
+
 static void test_fallback_takes_failures_without_a_retries_block(void **state)
 {
     (void)state;
@@ -237,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_body_not_kept_is_not_sent_again),
         cmocka_unit_test(test_idempotency_gate),
         cmocka_unit_test(test_stale_pooled_connection_is_resent),
+        cmocka_unit_test(test_short_deadline_stops_retries_and_fallbacks),
         cmocka_unit_test(test_fallback_takes_failures_without_a_retries_block),
         cmocka_unit_test(test_retry_without_a_ready_fallback_stays_in_the_group),
         cmocka_unit_test(test_unavailable_group_goes_to_the_fallback_only),

@@ -69,16 +69,25 @@ static void test_get_rewritten_and_kept_alive(void **state)
     assert_int_equal(f->be[0].accepted, 1);
     /* The head as rewritten, to the byte: hop-by-hop headers (and those
      * Connection names) gone, the peer appended to X-Forwarded-For, the
-     * forwarded proto and host added, a sane incoming request id kept. */
+     * forwarded proto and host added, a sane incoming request id kept, and
+     * the time the try has left last (the route's default 15s, less what
+     * passed, right-aligned in ten characters). */
     const char *got = f->be[0].conns[0]->got;
-    assert_string_equal(got, "GET /a?x=1 HTTP/1.1\r\n"
-                             "Host: shop\r\n"
-                             "X-Test: kept\r\n"
-                             "X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n"
-                             "X-Forwarded-Proto: http\r\n"
-                             "X-Forwarded-Host: shop\r\n"
-                             "X-Request-Id: abc-1.2:3\r\n"
-                             "\r\n");
+    const char *dl = strstr(got, "X-Request-Timeout-Ms:");
+    assert_non_null(dl);
+    assert_int_equal(strcspn(dl, "\r"), strlen("X-Request-Timeout-Ms:") + 10);
+    long left = strtol(dl + strlen("X-Request-Timeout-Ms:"), NULL, 10);
+    assert_in_range(left, 10000, 15000);
+    assert_string_equal(dl + strcspn(dl, "\r"), "\r\n\r\n");
+    assert_memory_equal(got,
+                        "GET /a?x=1 HTTP/1.1\r\n"
+                        "Host: shop\r\n"
+                        "X-Test: kept\r\n"
+                        "X-Forwarded-For: 10.1.1.1, 127.0.0.1\r\n"
+                        "X-Forwarded-Proto: http\r\n"
+                        "X-Forwarded-Host: shop\r\n"
+                        "X-Request-Id: abc-1.2:3\r\n",
+                        (size_t)(dl - got));
     /* The client gets the backend's answer with the request id (and no
      * Connection: close). */
     assert_string_equal(buf, "HTTP/1.1 200 OK\r\n"
