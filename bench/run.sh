@@ -19,7 +19,8 @@
 #   SHADOW_PERCENT [10]: small-shadow's shadow.percent (1-100)
 #   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large", or
 #     "small-key small-jwt small-rl" (edge security: API key, RS256 JWT, rate limit),
-#     or "small-shadow" (shadow copies of 10% of the requests, compared)
+#     or "small-shadow" (shadow copies of 10% of the requests, compared), or
+#     "small-hedge" (hedging armed, after 1s: it never fires)
 set -euo pipefail
 
 MODE=${1:-throughput}
@@ -409,7 +410,9 @@ EOF
 # serve, so that it never trips; 8 (small-shadow): SHADOW_PERCENT (10%) of
 # the requests are copied to the group "shadow" (the same backend) and its
 # answers compared with the client's (status and body; the body is JSON, so
-# compared as values).
+# compared as values); 9 (small-hedge): hedging armed after 1s, which a
+# loopback answer never reaches, so what is measured is the armed timer and
+# the per-request cap bookkeeping.
 ficus_paired_yaml() {
     ficus_plain_yaml "$@"
     case "$8" in
@@ -436,6 +439,11 @@ EOF
     7)
         cat >>"$1" <<EOF
     rate_limit: {requests_per_second: $BENCH_RATE, burst: $BENCH_RATE, by: ip, scope: local}
+EOF
+        ;;
+    9)
+        cat >>"$1" <<EOF
+    retries: {attempts: 0, retry_on: [5xx], hedge: {after: 1s, max_percent: 5}}
 EOF
         ;;
     8)
@@ -779,6 +787,7 @@ watched_counter() {
     ficus_trace-*) echo "ficus_trace_spans_dropped_total spans_dropped_delta" ;;
     ficus_key-* | ficus_jwt-*) echo "ficus_auth_failures_total auth_failures_delta" ;;
     ficus_rl-*) echo "ficus_rate_limited_total rate_limited_delta" ;;
+    ficus_hedge-*) echo "ficus_hedges_total hedges_delta" ;;
     esac
 }
 
@@ -885,6 +894,10 @@ preflight_target() {
     fi
     if [[ $kind == ficus_rl ]]; then
         route_config_has "$admin" rate_limit "{\"requests_per_second\": $BENCH_RATE}"
+        return
+    fi
+    if [[ $kind == ficus_hedge ]]; then
+        route_config_has "$admin" retries '{"hedge": {"after": "1s", "max_percent": 5}}'
         return
     fi
     code=$(curl -s -o /dev/null -m 5 -w '%{http_code}' "$url") || code=curl-failed
@@ -1016,7 +1029,7 @@ warm() {
 
 # The variants paired with plain ficus and their ficus_yaml modes
 # (ficus_paired_yaml): edge security, and shadow copies.
-declare -A PAIRED_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7 [ficus_shadow]=8)
+declare -A PAIRED_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7 [ficus_shadow]=8 [ficus_hedge]=9)
 # curl/wrk arguments for the headers of every request: empty but in the edge
 # scenarios, where both members of the pair get them (the same bytes in).
 REQ_HEADERS=()
@@ -1028,7 +1041,7 @@ scenario_wanted() {
 
 # scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2|3|4|5|6|7|8)
 # 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus;
-# 5, 6, 7, 8: a variant (PAIRED_MODE) paired with plain ficus.
+# 5, 6, 7, 8, 9: a variant (PAIRED_MODE) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0 full=0
@@ -1244,6 +1257,7 @@ if [[ $MODE == throughput || $MODE == all ]]; then
         scenario small-key "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 5
         scenario small-jwt "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 6
         scenario small-rl "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 7
+        scenario small-hedge "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 9
         if scenario_wanted small-shadow; then
             # A JSON body for both members of the pair, so that the copies'
             # answers are compared as JSON values, as an API's would be.

@@ -17,6 +17,7 @@
 #include "core/hash.h"
 #include "core/rand.h"
 #include "core/time.h"
+#include "http/deadline.h"
 #include "policy/json_diff.h"
 #include "policy/shadow_stats.h"
 #include "proxy/exchange.h"
@@ -299,6 +300,17 @@ static int part_build(part_t *p, const request_t *req, const char *target, size_
     s->head_len = (uint32_t)((long)req->head_len + shift);
     s->tp_off = req->tp_off ? (uint32_t)((long)req->tp_off + shift) : 0;
     s->dd_off = req->dd_off ? (uint32_t)((long)req->dd_off + shift) : 0;
+    if (req->rto_off) {
+        /* The copy's own time left: it runs under the route's timeout (and
+         * its per-try timeout), not the client's request. */
+        const config_route_t *r = req->route;
+        uint64_t left = r->timeout_ms;
+        if (r->has_retries && r->retries.per_try_timeout_ms && r->retries.per_try_timeout_ms < left)
+            left = r->retries.per_try_timeout_ms;
+        http_deadline_write_ms(o->data + req->rto_off + shift, left);
+        if (req->gto_off)
+            http_deadline_write_grpc(o->data + req->gto_off + shift, left);
+    }
     return 0;
 }
 

@@ -6,7 +6,7 @@ or fallback starts with less than deadline.min_remaining left."""
 
 import pytest
 
-from harness import config, echo_header, http_request, route
+from harness import config, echo_header, http_request, route, scaled, wait_until
 
 
 def sent_ms(rec):
@@ -121,3 +121,16 @@ def test_propagation_off_passes_the_clients_header(ficus, echo_backend):
     assert echo_header(r.json(), "x-request-timeout-ms") == []
     r = http_request(f.port, "GET", "/x", headers={"X-Request-Timeout-Ms": "77"})
     assert echo_header(r.json(), "x-request-timeout-ms") == ["77"]
+
+
+def test_a_shadow_copy_carries_its_own_time_left(ficus, echo_backend):
+    old, new = echo_backend("old"), echo_backend("new")
+    f = ficus(config({"old": old.addr, "new": new.addr},
+                     [route("api", "/", "old", timeout="3s",
+                            shadow={"target_group": "new", "percent": 100})]))
+    assert http_request(f.port, "GET", "/x").status == 200
+    assert http_request(f.port, "POST", "/y", body=b"{}").status == 200
+    assert wait_until(lambda: new.count() == 1, scaled(5))
+    # The copy runs under the route's timeout, not the client's request.
+    assert 2000 < sent_ms(new.requests[0]) <= 3000
+    assert 2000 < sent_ms(old.requests[0]) <= 3000
