@@ -25,14 +25,16 @@ PAIRED_WITH_PLAIN = {
     "ficus_shadow": "shadow copies of a share of the requests to a second group (the same "
                     "backend), the answers compared",
     "ficus_hedge": "hedging armed after 1s (never fires on loopback)",
+    "ficus_reload": "a reload block, no reload happening",
 }
 # What each of these variants may cost per request, relative to plain ficus;
 # the shadow copies have no budget (issue 11 asks for the figure): a copy is a
 # whole second upstream exchange, which the note prices per copy.
 PLAIN_BUDGET = 1.05
 NO_BUDGET = {"ficus_shadow"}
-# Variants with a budget of their own (issue 12: hedging armed, +2%).
-BUDGET = {"ficus_hedge": 1.02}
+# Variants with a budget of their own (issue 12: hedging armed, +2%; a
+# reload block with no reload: nothing measurable, held to the same 2%).
+BUDGET = {"ficus_hedge": 1.02, "ficus_reload": 1.02}
 # ficus_shadow_requests_total's results as recorded per run (shadow_<r>_delta).
 SHADOW_RESULTS = ("match", "mismatch", "error", "dropped", "skipped")
 # How far the share of the requests whose copy matched may stray from the

@@ -20,7 +20,8 @@
 #   SCENARIOS [all of the mode's]: the scenarios to run, e.g. "small large", or
 #     "small-key small-jwt small-rl" (edge security: API key, RS256 JWT, rate limit),
 #     or "small-shadow" (shadow copies of 10% of the requests, compared), or
-#     "small-hedge" (hedging armed, after 1s: it never fires)
+#     "small-hedge" (hedging armed, after 1s: it never fires), or
+#     "small-reload" (a reload block, no reload happening)
 set -euo pipefail
 
 MODE=${1:-throughput}
@@ -412,7 +413,9 @@ EOF
 # answers compared with the client's (status and body; the body is JSON, so
 # compared as values); 9 (small-hedge): hedging armed after 1s, which a
 # loopback answer never reaches, so what is measured is the armed timer and
-# the per-request cap bookkeeping.
+# the per-request cap bookkeeping; 10 (small-reload): a top-level reload
+# block and no reload: what is measured is each request counted for a trial
+# that never comes, and the check for one.
 ficus_paired_yaml() {
     ficus_plain_yaml "$@"
     case "$8" in
@@ -439,6 +442,11 @@ EOF
     7)
         cat >>"$1" <<EOF
     rate_limit: {requests_per_second: $BENCH_RATE, burst: $BENCH_RATE, by: ip, scope: local}
+EOF
+        ;;
+    10)
+        cat >>"$1" <<EOF
+reload: {canary_percent: 10, bake: 30s, min_requests: 100}
 EOF
         ;;
     9)
@@ -884,6 +892,14 @@ preflight_target() {
         preflight_shadow "$url" "$admin"
         return
     fi
+    if [[ $kind == ficus_reload ]]; then
+        preflight "$url" "$3" || return 1
+        curl -s -m 5 "http://127.0.0.1:$admin/config" | "$PYTHON" -c '
+import json, sys
+sys.exit(0 if json.load(sys.stdin).get("reload", {}).get("canary_percent") == 10
+         else "bench: preflight: ficus runs without the reload block")'
+        return
+    fi
     read -r watch _key <<<"$(watched_counter "$tag")"
     a0=$(ficus_requests_total "$admin" "$watch")
     preflight "$url" "$3" || return 1
@@ -1029,7 +1045,7 @@ warm() {
 
 # The variants paired with plain ficus and their ficus_yaml modes
 # (ficus_paired_yaml): edge security, and shadow copies.
-declare -A PAIRED_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7 [ficus_shadow]=8 [ficus_hedge]=9)
+declare -A PAIRED_MODE=([ficus_key]=5 [ficus_jwt]=6 [ficus_rl]=7 [ficus_shadow]=8 [ficus_hedge]=9 [ficus_reload]=10)
 # curl/wrk arguments for the headers of every request: empty but in the edge
 # scenarios, where both members of the pair get them (the same bytes in).
 REQ_HEADERS=()
@@ -1041,7 +1057,7 @@ scenario_wanted() {
 
 # scenario NAME BACKEND_PORT BACKEND_PID BODY_BYTES WITH_LOG(0|1|2|3|4|5|6|7|8)
 # 2: ficus_res (retries + 90/10 with fallback) paired with plain ficus;
-# 5, 6, 7, 8, 9: a variant (PAIRED_MODE) paired with plain ficus.
+# 5 to 10: a variant (PAIRED_MODE) paired with plain ficus.
 scenario() {
     local scen=$1 bport=$2 bpid=$3 bytes=$4 with_log=$5
     local targets=() kind tag ports i=0 full=0
@@ -1258,6 +1274,7 @@ if [[ $MODE == throughput || $MODE == all ]]; then
         scenario small-jwt "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 6
         scenario small-rl "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 7
         scenario small-hedge "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 9
+        scenario small-reload "$SMALL_PORT" "$SMALL_PID" "$SMALL_BYTES" 10
         if scenario_wanted small-shadow; then
             # A JSON body for both members of the pair, so that the copies'
             # answers are compared as JSON values, as an API's would be.

@@ -86,6 +86,8 @@ typedef struct admin_hooks {
     void (*rollout_metrics)(void *ctx, buf_t *out);
     /* GET /migration's document (a new reference), NULL on failure. */
     json_t *(*migration)(void *ctx);
+    /* GET /config/history's document (a new reference), NULL on failure. */
+    json_t *(*config_history)(void *ctx);
     metrics_registry_t *metrics; /* rendered at /metrics; may be NULL */
     access_log_t *access_log;    /* its dropped lines are counted; may be NULL */
 } admin_hooks_t;

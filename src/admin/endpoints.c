@@ -368,6 +368,14 @@ int endpoints_handle(const admin_hooks_t *h, const char *method, size_t mlen, co
         }
         return target_groups_json(h, out);
     }
+    if (plen == 15 && memcmp(path, "/config/history", 15) == 0) {
+        if (!get) {
+            *allow = "GET";
+            return reply_error(out, 405, "method_not_allowed", "use GET");
+        }
+        json_t *j = h->config_history ? h->config_history(h->ctx) : NULL;
+        return j ? reply_json(out, j, 200) : 500;
+    }
     if (plen == 10 && memcmp(path, "/migration", 10) == 0) {
         if (!get) {
             *allow = "GET";

@@ -185,6 +185,12 @@ static json_t *gw_migration(void *ctx)
     return gen ? generation_migration(gen, time_now_ms(), time_now_realtime_ms()) : NULL;
 }
 
+static json_t *gw_config_history(void *ctx)
+{
+    gateway_t *gw = ctx;
+    return gw->reload ? reload_history_json(gw->reload) : NULL;
+}
+
 static json_t *gw_route_shadow(void *ctx, size_t r)
 {
     gateway_t *gw = ctx;
@@ -366,6 +372,7 @@ int gateway_run(config_t *cfg)
                            .rollout_action = gw_rollout_action,
                            .rollout_metrics = gw_rollout_metrics,
                            .migration = gw_migration,
+                           .config_history = gw_config_history,
                            .metrics = gw.metrics,
                            .access_log = gw.access_log};
     gw.admin = admin_start(gw.loop, (const struct sockaddr *)&cfg->admin_addr, cfg->admin_addrlen,

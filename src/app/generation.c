@@ -21,6 +21,7 @@
 #include "policy/health_check.h"
 #include "policy/json_diff.h"
 #include "policy/rate_limit.h"
+#include "policy/reload_judge.h"
 #include "policy/session_store.h"
 #include "policy/throttle.h"
 
@@ -40,6 +41,7 @@ struct generation {
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
     migration_map_t board_map;      /* routes and their groups on the migration board */
+    reload_figures_t *figures;      /* its requests counted for a reversible reload, or NULL */
     atomic_uint workers_holding;
     bool retired;
     generation_t *next_retired;
@@ -50,6 +52,7 @@ struct generations {
     worker_group_t *workers;
     metrics_registry_t *metrics;
     generation_t *cur;
+    generation_t *trial; /* a new configuration serving a share beside cur (10.5), or NULL */
     generation_t *retired;
     /* What outlives configurations: in-flight counts per client and the
      * rate-limit buckets (a reload neither resets nor doubles them). */
@@ -78,6 +81,8 @@ shadow_route_t *generation_shadow_route(const generation_t *gen, size_t r)
     return gen->shadow_routes ? gen->shadow_routes[r] : NULL;
 }
 uint64_t generation_id(const generation_t *gen) { return gen->id; }
+reload_figures_t *generation_figures(const generation_t *gen) { return gen->figures; }
+generation_t *generations_trial(const generations_t *gs) { return gs->trial; }
 rollouts_t *generation_rollouts(const generation_t *gen) { return gen->rollouts; }
 json_t *generation_migration(const generation_t *gen, uint64_t now_ms, uint64_t realtime_ms)
 {
@@ -128,6 +133,7 @@ static void gen_free(generation_t *gen)
     migration_map_free(&gen->board_map);
     jwks_refresh_free(gen->jwks);
     rollouts_free(gen->rollouts);
+    reload_figures_free(gen->figures);
     config_unref(gen->cfg);
     free(gen);
 }
@@ -173,6 +179,9 @@ static void on_rollout_tick(uv_timer_t *t)
     generations_t *gs = t->data;
     if (gs->cur && !gs->cur->retired)
         rollouts_tick(gs->cur->rollouts, time_now_ms());
+    /* A trial configuration's rollouts judge the requests it serves. */
+    if (gs->trial && !gs->trial->retired)
+        rollouts_tick(gs->trial->rollouts, time_now_ms());
 }
 
 generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
@@ -293,10 +302,15 @@ static void wake_workers(void *ctx)
             proxy_worker_wake(gs->workers->workers[i].app);
 }
 
-int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens)
+/* gen gets its worker state (pgens) and its timers, and a number; it is not
+ * yet the current one. figures: count its requests for a reversible
+ * reload. */
+static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, bool figures)
 {
     config_t *cfg = gen->cfg;
     generation_t *old = gs->cur;
+    if (figures && !(gen->figures = reload_figures_new(gs->workers->n)))
+        return -1;
     gen->health = health_new(cfg);
     gen->weights = weights_new(cfg);
     gen->shadow_routes = calloc(cfg->n_routes ? cfg->n_routes : 1, sizeof *gen->shadow_routes);
@@ -332,6 +346,7 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
                              .rollouts = rollouts_table(gen->rollouts),
                              .board_routes = gen->board_map.routes,
                              .board_groups = (const uint32_t *const *)gen->board_map.groups,
+                             .figures = gen->figures,
                              .gen_freed = gen_worker_let_go,
                              .gen_ctx = gen};
     for (size_t i = 0; i < gs->workers->n; i++) {
@@ -347,14 +362,29 @@ int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pge
         return -1;
     gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
-    /* Last, once nothing can fail: a shared rollout's place in the fleet
-     * passes to this generation (a discarded one would take it away). */
-    rollouts_share(gen->rollouts, rollouts_connection(gs, cfg));
     gen->id = ++gs->made;
+    return 0;
+}
+
+/* gen (started) becomes the current one; the previous one retires. */
+static void make_current(generations_t *gs, generation_t *gen)
+{
+    generation_t *old = gs->cur;
+    /* A shared rollout's place in the fleet passes to this generation (a
+     * discarded one would take it away). */
+    rollouts_share(gen->rollouts, rollouts_connection(gs, gen->cfg));
     gs->cur = gen;
-    shadow_stats_show_only(gs->shadow, gen->shadow_routes, cfg->n_routes);
+    shadow_stats_show_only(gs->shadow, gen->shadow_routes, gen->cfg->n_routes);
     if (old)
         retire(gs, old);
+}
+
+int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens)
+{
+    /* Counted from the start when a reload would judge it against the next. */
+    if (gen_start(gs, gen, pgens, gen->cfg->has_reload) != 0)
+        return -1;
+    make_current(gs, gen);
     return 0;
 }
 
@@ -363,6 +393,92 @@ static void worker_install(worker_t *w, void *arg)
     proxy_gen_t *g = arg;
     proxy_gen_ref(g);
     proxy_worker_install(w->app, g);
+}
+
+/* Sends each running worker its part of a generation. */
+static void post_each(generations_t *gs, void (*fn)(worker_t *, void *), proxy_gen_t **pgens)
+{
+    for (size_t i = 0; i < gs->workers->n; i++)
+        worker_post(&gs->workers->workers[i], fn, pgens ? pgens[i] : NULL);
+}
+
+typedef struct trial_msg {
+    proxy_gen_t *gen;
+    uint32_t percent;
+} trial_msg_t;
+
+static void worker_trial(worker_t *w, void *arg)
+{
+    trial_msg_t *m = arg;
+    if (m->gen)
+        proxy_gen_ref(m->gen);
+    proxy_worker_trial(w->app, m->gen, m->percent);
+    free(m);
+}
+
+static void worker_promote(worker_t *w, void *arg)
+{
+    (void)arg;
+    proxy_worker_promote(w->app);
+}
+
+/* Posts each worker its trial generation (pgens NULL: none). */
+static int post_trial(generations_t *gs, proxy_gen_t **pgens, uint32_t percent)
+{
+    for (size_t i = 0; i < gs->workers->n; i++) {
+        trial_msg_t *m = malloc(sizeof *m);
+        if (!m)
+            return -1;
+        *m = (trial_msg_t){pgens ? pgens[i] : NULL, percent};
+        worker_post(&gs->workers->workers[i], worker_trial, m);
+    }
+    return 0;
+}
+
+int generations_start_trial(generations_t *gs, generation_t *gen, uint32_t percent)
+{
+    size_t n = gs->workers->n;
+    if (gs->trial)
+        generations_drop_trial(gs);
+    proxy_gen_t **pgens = calloc(n, sizeof *pgens);
+    int rc = pgens ? gen_start(gs, gen, pgens, true) : -1;
+    /* gen is judged against the current one, which counts its requests
+     * since it came (its configuration has the reload block). */
+    if (rc == 0 && !gs->cur->figures)
+        rc = -1;
+    if (rc == 0)
+        rc = post_trial(gs, pgens, percent);
+    if (rc != 0) {
+        for (size_t i = 0; pgens && i < n; i++)
+            proxy_gen_discard(pgens[i]);
+        free(pgens);
+        return -1;
+    }
+    free(pgens);
+    gs->trial = gen;
+    return 0;
+}
+
+void generations_promote(generations_t *gs)
+{
+    generation_t *gen = gs->trial;
+    if (!gen)
+        return;
+    gs->trial = NULL;
+    post_each(gs, worker_promote, NULL);
+    make_current(gs, gen);
+}
+
+void generations_drop_trial(generations_t *gs)
+{
+    generation_t *gen = gs->trial;
+    if (!gen)
+        return;
+    gs->trial = NULL;
+    if (post_trial(gs, NULL, 0) != 0) /* the workers keep serving it: cannot happen but for OOM */
+        log_error("reload: out of memory while dropping configuration #%llu",
+                  (unsigned long long)gen->id);
+    retire(gs, gen);
 }
 
 int generations_install(generations_t *gs, generation_t *gen)
@@ -392,6 +508,8 @@ void generations_close(generations_t *gs)
 {
     if (gs->cur)
         gen_stop(gs->cur);
+    if (gs->trial)
+        gen_stop(gs->trial);
     rollout_fleet_close(gs->rfleet);
     gs->rfleet = NULL;
     if (!gs->closed) {
@@ -406,6 +524,7 @@ void generations_free(generations_t *gs)
     if (!gs)
         return;
     gen_free(gs->cur);
+    gen_free(gs->trial);
     while (gs->retired) {
         generation_t *g = gs->retired;
         gs->retired = g->next_retired;

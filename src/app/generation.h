@@ -35,6 +35,23 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg);
 int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens);
 /* The same for running workers: each is sent its part of gen. */
 int generations_install(generations_t *gs, generation_t *gen);
+/* Main thread: gen (prepared) goes on trial beside the current one
+ * (contract 10.5): the workers serve `percent` of new requests with it, by a
+ * hash of the request id, and both count their requests (figures). The
+ * current one keeps driving everything shared (its rollouts in the fleet,
+ * the shadow figures shown); gen's own timers run too. A previous trial is
+ * dropped first. -1 when out of memory: gen is not on trial (discard it). */
+int generations_start_trial(generations_t *gs, generation_t *gen, uint32_t percent);
+/* Main thread: the trial generation becomes the current one (for the
+ * workers too); the previous one retires. No-op without a trial. */
+void generations_promote(generations_t *gs);
+/* Main thread: the trial generation is dropped: the workers let it go, its
+ * requests in flight finish on it, then it is freed. */
+void generations_drop_trial(generations_t *gs);
+/* The generation on trial, or NULL. */
+generation_t *generations_trial(const generations_t *gs);
+/* Its request counts for a reversible reload (NULL: not counted). */
+struct reload_figures *generation_figures(const generation_t *gen);
 /* Main thread: a prepared gen that will not serve: stopped, freed once its
  * callbacks have run. */
 void generations_discard(generations_t *gs, generation_t *gen);

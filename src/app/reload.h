@@ -1,12 +1,15 @@
 /* Reload: on SIGHUP or a change of the configuration file (its directory
  * is watched), the file is loaded off the loop and, if valid and changing
- * nothing bound at start, becomes the next generation. A failed reload
+ * nothing bound at start, becomes the next generation — or, when the serving
+ * configuration has a `reload` block, goes on trial beside it first and is
+ * promoted or reverted on the figures (contract 10.5). A failed reload
  * leaves the previous configuration serving (logged and counted). */
 #ifndef FICUS_APP_RELOAD_H
 #define FICUS_APP_RELOAD_H
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "app/drain.h"
@@ -29,6 +32,12 @@ void reload_start(reload_t *r, const char *why);
 void reload_close(reload_t *r);
 /* After the loop ended. NULL is a no-op. */
 void reload_free(reload_t *r);
+
+/* Main thread: GET /config/history (contract 10.5): the configuration
+ * serving, the one on trial (or null), and the last 20 loads, newest first
+ * (load, number, time, hash, result, reason, and a trial's figures). A new
+ * reference; NULL when out of memory. */
+json_t *reload_history_json(const reload_t *r);
 
 /* FNV-1a of the file's content (*ok false when it cannot be read). */
 uint64_t reload_file_hash(const char *path, bool *ok);

@@ -367,6 +367,16 @@ typedef struct config_key_pos {
     struct config_key_pos *next;
 } config_key_pos_t;
 
+/* reload (10.5): a new configuration first serves a share of new requests
+ * beside the one it replaces, and is promoted or reverted on the figures. */
+typedef struct config_reload {
+    uint32_t canary_percent;        /* 1-100, by a hash of the request id */
+    uint64_t bake_ms;               /* how long both serve */
+    double max_error_rate_increase; /* factor >= 1: new 5xx rate against old */
+    double max_latency_increase;    /* factor >= 1: new p99 against old */
+    uint32_t min_requests;          /* on each side, before the figures are judged */
+} config_reload_t;
+
 typedef struct config {
     atomic_int refs;
     arena_t arena;
@@ -402,6 +412,8 @@ typedef struct config {
      * change can point at the key. */
     config_key_pos_t *key_pos;
     uint32_t lint_ignore; /* lint.ignore: bits of config/lint's rules silenced everywhere */
+    bool has_reload;
+    config_reload_t reload;
 } config_t;
 
 /* Errors collected while loading: every one, in file order, each formatted

@@ -28,6 +28,13 @@
 #define ROLLOUT_MAX_LATENCY_RATIO 1000.0
 #define HEDGE_DEFAULT_MAX_PERCENT 5 /* the contract's example */
 #define DEADLINE_DEFAULT_MIN_REMAINING_MS 5
+/* reload: the contract's example values */
+#define RELOAD_DEFAULT_CANARY_PERCENT 10
+#define RELOAD_DEFAULT_BAKE_MS 30000
+#define RELOAD_DEFAULT_ERROR_INCREASE 2.0
+#define RELOAD_DEFAULT_LATENCY_INCREASE 1.5
+#define RELOAD_DEFAULT_MIN_REQUESTS 100
+#define RELOAD_MAX_FACTOR 1000.0
 
 static config_rows_state_t *state(schema_ctx_t *c) { return c->user; }
 
@@ -661,4 +668,95 @@ json_t *config_migration_j_route_deadline(const schema_row_t *f UNUSED, const vo
 {
     const config_route_t *r = obj;
     return schema_json(deadline_fields, ARRAY_LEN(deadline_fields), &r->deadline, root);
+}
+
+/* ---------------------------------------------------------------- reload */
+
+/* A factor such as "2x" or "1.5x" (the x may be left out), at least 1. */
+static void read_factor(schema_ctx_t *c, const yaml_node_t *v, const char *path, double *out)
+{
+    schema_quote_t q;
+    const char *s = v ? schema_str(c, v, path) : NULL;
+    if (!s)
+        return;
+    char num[32];
+    size_t n = strlen(s);
+    if (n && (s[n - 1] == 'x' || s[n - 1] == 'X'))
+        n--;
+    double x;
+    if (n == 0 || n >= sizeof num) {
+        schema_err(c, v, "%s: expected a factor such as 2x or 1.5x, got %s", path,
+                   schema_qnode(&q, v));
+        return;
+    }
+    memcpy(num, s, n);
+    num[n] = '\0';
+    if (units_parse_decimal(num, &x) != 0 || !(x >= 1.0) || !(x <= RELOAD_MAX_FACTOR)) {
+        schema_err(c, v, "%s: expected a factor from 1x to %gx (such as 2x or 1.5x), got %s", path,
+                   RELOAD_MAX_FACTOR, schema_qnode(&q, v));
+        return;
+    }
+    *out = x;
+}
+
+static json_t *factor_json(double x)
+{
+    char buf[32];
+    snprintf(buf, sizeof buf, "%gx", x);
+    return json_string(buf);
+}
+
+static void f_error_increase(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                             const char *path, void *obj)
+{
+    config_reload_t *rl = obj;
+    rl->max_error_rate_increase = RELOAD_DEFAULT_ERROR_INCREASE;
+    read_factor(c, v, path, &rl->max_error_rate_increase);
+}
+
+static json_t *j_error_increase(const schema_row_t *f UNUSED, const void *obj,
+                                const void *root UNUSED)
+{
+    return factor_json(((const config_reload_t *)obj)->max_error_rate_increase);
+}
+
+static void f_latency_increase(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                               const char *path, void *obj)
+{
+    config_reload_t *rl = obj;
+    rl->max_latency_increase = RELOAD_DEFAULT_LATENCY_INCREASE;
+    read_factor(c, v, path, &rl->max_latency_increase);
+}
+
+static json_t *j_latency_increase(const schema_row_t *f UNUSED, const void *obj,
+                                  const void *root UNUSED)
+{
+    return factor_json(((const config_reload_t *)obj)->max_latency_increase);
+}
+
+static const schema_row_t reload_fields[] = {
+    ROW_UINT("canary_percent", config_reload_t, canary_percent, RELOAD_DEFAULT_CANARY_PERCENT, 1,
+             100),
+    ROW_DURATION("bake", config_reload_t, bake_ms, RELOAD_DEFAULT_BAKE_MS, 1000,
+                 CONFIG_MAX_DURATION_MS),
+    ROW_CUSTOM("max_error_rate_increase", f_error_increase, ROW_JSON(j_error_increase)),
+    ROW_CUSTOM("max_latency_increase", f_latency_increase, ROW_JSON(j_latency_increase)),
+    ROW_UINT("min_requests", config_reload_t, min_requests, RELOAD_DEFAULT_MIN_REQUESTS, 0,
+             1000000000),
+};
+
+void config_migration_f_reload(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                               const char *path, void *obj)
+{
+    config_t *cfg = obj;
+    memset(&cfg->reload, 0, sizeof cfg->reload);
+    read_block(c, v, path, reload_fields, ARRAY_LEN(reload_fields), &cfg->reload, &cfg->has_reload);
+}
+
+json_t *config_migration_j_reload(const schema_row_t *f UNUSED, const void *obj, const void *root)
+{
+    const config_t *cfg = obj;
+    return cfg->has_reload
+               ? schema_json(reload_fields, ARRAY_LEN(reload_fields), &cfg->reload, root)
+               : NULL;
 }

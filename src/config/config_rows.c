@@ -1735,6 +1735,7 @@ const schema_row_t config_rows[] = {
                ROW_JSON(config_auth_j_session_exchange)),
     ROW_CUSTOM("routes", sec_routes, ROW_JSON(j_routes)),
     ROW_CUSTOM("lint", config_lint_f_top, ROW_JSON(config_lint_j_top)),
+    ROW_CUSTOM("reload", config_migration_f_reload, ROW_JSON(config_migration_j_reload)),
 };
 
 const size_t config_rows_n = ARRAY_LEN(config_rows);

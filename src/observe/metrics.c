@@ -112,6 +112,8 @@ struct metrics_registry {
     uint64_t *set_success_ms;      /* per set slot: 0 = never read */
     uint64_t reloads_ok;
     uint64_t reloads_failed;
+    uint64_t reloads_reverted;
+    uint64_t config_canary;
     uint64_t last_reload_ok_ms;
     uint64_t last_reload_ok; /* 0/1: ficus_config_last_reload_successful */
     int initial_load_seen;
@@ -546,6 +548,13 @@ void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtim
     __atomic_store_n(&r->last_reload_ok_ms, realtime_ms, __ATOMIC_RELAXED);
     if (__atomic_exchange_n(&r->initial_load_seen, 1, __ATOMIC_ACQ_REL))
         bump_shared(&r->reloads_ok, 1);
+}
+
+void metrics_config_reverted(metrics_registry_t *r) { bump_shared(&r->reloads_reverted, 1); }
+
+void metrics_config_canary(metrics_registry_t *r, bool on)
+{
+    __atomic_store_n(&r->config_canary, on ? 1 : 0, __ATOMIC_RELAXED);
 }
 
 /* Re-reading set failed (the previous members stay). */
@@ -1212,9 +1221,14 @@ static void render_process(render_t *rt)
 
     family(rt, "ficus_config_reloads_total", "counter",
            "Configuration reloads, by result (the start-up load is not counted).");
-    label_t ok[] = {{"result", "success"}}, bad[] = {{"result", "failure"}};
+    label_t ok[] = {{"result", "success"}}, bad[] = {{"result", "failure"}},
+            reverted[] = {{"result", "reverted"}};
     sample_u64(rt, "ficus_config_reloads_total", ok, 1, load_u64(&r->reloads_ok));
     sample_u64(rt, "ficus_config_reloads_total", bad, 1, load_u64(&r->reloads_failed));
+    sample_u64(rt, "ficus_config_reloads_total", reverted, 1, load_u64(&r->reloads_reverted));
+    family(rt, "ficus_config_canary", "gauge",
+           "1 while a new configuration serves a share of the requests on trial (reload block).");
+    sample_u64(rt, "ficus_config_canary", NULL, 0, load_u64(&r->config_canary));
     family(rt, "ficus_config_last_reload_success_timestamp_seconds", "gauge",
            "Unix time of the last successful configuration load.");
     sample_start(rt, "ficus_config_last_reload_success_timestamp_seconds", NULL, NULL, 0);

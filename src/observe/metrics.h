@@ -82,6 +82,10 @@ void metrics_downstream_rejected(metrics_worker_t *w);
 /* --- process-wide events (any thread; atomics) --- */
 void metrics_outlier_ejection(metrics_registry_t *r, uint32_t group, uint32_t target);
 void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtime_ms);
+/* A new configuration on trial was reverted (contract 10.5). */
+void metrics_config_reverted(metrics_registry_t *r);
+/* A new configuration is on trial (1) or not (0): ficus_config_canary. */
+void metrics_config_canary(metrics_registry_t *r, bool on);
 void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set);
 /* A set was read: its member count and when (ms since the epoch). */
 void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, uint64_t at_ms);

@@ -360,6 +360,7 @@ static void on_request(client_conn_t *cc, const http_head_t *h, const char *raw,
     proxy_worker_t *pw = req->pw;
     request_reset(req);
     note_head(req, h);
+    request_choose_gen(req);
     request_trace_begin(pw, req, h, &req->gen->cfg->tracing);
 
     /* The target, the host, the route. */

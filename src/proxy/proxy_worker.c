@@ -97,6 +97,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     size_t nr = cfg->n_routes ? cfg->n_routes : 1;
     g->cfg = config_ref(cfg);
     g->id = sh->id;
+    g->figures = sh->figures;
     g->sets = sh->sets;
     g->health = sh->health;
     g->shared_weights = sh->weights;
@@ -222,16 +223,44 @@ static void gen_attach(proxy_worker_t *pw, proxy_gen_t *g)
         fleet_follow(pw, g->cfg);
 }
 
-void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen)
+/* A generation no new request gets: its idle connections close, the rest
+ * are not pooled again; it goes with its last request. */
+static void gen_retire(proxy_gen_t *old)
 {
-    proxy_gen_t *old = pw->gen;
-    pw->gen = gen;
-    gen_attach(pw, gen);
     if (!old)
         return;
     for (size_t i = 0; i < old->cfg->n_target_groups; i++)
         upstream_group_retire(&old->groups[i].up);
     proxy_gen_unref(old);
+}
+
+void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen)
+{
+    proxy_gen_t *old = pw->gen;
+    pw->gen = gen;
+    gen_attach(pw, gen);
+    gen_retire(old);
+}
+
+void proxy_worker_trial(proxy_worker_t *pw, proxy_gen_t *gen, uint32_t percent)
+{
+    proxy_gen_t *old = pw->canary;
+    pw->canary = gen;
+    pw->canary_percent = gen ? percent : 0;
+    if (gen) /* its pools on this worker; the listener settings stay the current one's */
+        for (size_t i = 0; i < gen->cfg->n_target_groups; i++)
+            gen->groups[i].up.env = &pw->upstreams;
+    gen_retire(old);
+}
+
+void proxy_worker_promote(proxy_worker_t *pw)
+{
+    proxy_gen_t *gen = pw->canary;
+    if (!gen)
+        return;
+    pw->canary = NULL;
+    pw->canary_percent = 0;
+    proxy_worker_install(pw, gen);
 }
 
 static void on_clients_drained(void *ctx)
@@ -373,8 +402,11 @@ void proxy_worker_free(proxy_worker_t *pw)
         access_log_writer_free(pw->alog);
     if (pw->md)
         pcre2_match_data_free(pw->md);
-    /* The gateway frees the shared parts of the current generation itself. */
+    /* The gateway frees the shared parts of the current (and trial)
+     * generation itself. */
     gen_free(pw->gen);
+    if (pw->canary)
+        gen_free(pw->canary);
     api_key_hasher_deinit(&pw->hasher);
     user_auth_worker_deinit(pw);
     free(pw->fleet_address);
@@ -408,7 +440,8 @@ void proxy_worker_stop(proxy_worker_t *pw)
     pw->fleet = NULL;
     client_conn_env_stop(&pw->clients);
     shadow_worker_stop(pw);
-    proxy_gen_t *g = pw->gen;
-    for (size_t i = 0; i < g->cfg->n_target_groups; i++)
-        upstream_group_close_idle(&g->groups[i].up);
+    proxy_gen_t *gens[] = {pw->gen, pw->canary};
+    for (size_t k = 0; k < 2; k++)
+        for (size_t i = 0; gens[k] && i < gens[k]->cfg->n_target_groups; i++)
+            upstream_group_close_idle(&gens[k]->groups[i].up);
 }

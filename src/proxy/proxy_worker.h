@@ -84,9 +84,10 @@ struct proxy_gen {
     int64_t **swrr;           /* per route: smooth WRR current weights */
     uint32_t **weights;       /* per route: backend weights (copied from shared_weights) */
     uint32_t *weights_version;
-    uint32_t *route_inflight; /* per route: requests in flight (retry budget) */
-    uint32_t *route_retries;  /* per route: requests on a retry (retry budget) */
-    struct hedge **hedges;    /* per route: its hedging delay and cap, NULL where none */
+    uint32_t *route_inflight;       /* per route: requests in flight (retry budget) */
+    uint32_t *route_retries;        /* per route: requests on a retry (retry budget) */
+    struct hedge **hedges;          /* per route: its hedging delay and cap, NULL where none */
+    struct reload_figures *figures; /* what a reversible reload judges (10.5), or NULL */
     uint32_t *metrics_route;
     proxy_group_state_t *groups;
     uint32_t refs;
@@ -116,12 +117,20 @@ typedef struct proxy_shared {
     void *gen_ctx;
     /* per route: its shadow figures (the instance's), or NULL */
     shadow_route_t *const *shadow_routes;
+    /* The generation's requests, 5xx and latencies, counted for a reversible
+     * reload's judgement (10.5); NULL: not counted. */
+    struct reload_figures *figures;
 } proxy_shared_t;
 
 struct proxy_worker {
     worker_t *w;
     uv_loop_t *loop;
     proxy_gen_t *gen; /* the current generation (one reference) */
+    /* A new configuration on trial (contract 10.5): it serves canary_percent
+     * of new requests, by a hash of the request id (one reference; NULL:
+     * none). */
+    proxy_gen_t *canary;
+    uint32_t canary_percent;
     client_conn_env_t clients;
     upstream_env_t upstreams;
     pcre2_match_data *md;
@@ -171,6 +180,13 @@ void proxy_gen_unref(proxy_gen_t *g);
  * caller's reference); the previous one closes its idle upstream
  * connections and goes when its last request does. */
 void proxy_worker_install(proxy_worker_t *pw, proxy_gen_t *gen);
+/* Worker thread: gen (the worker takes the caller's reference; NULL: none)
+ * serves percent of new requests beside the current generation; a previous
+ * trial generation is let go as an installed one would be. */
+void proxy_worker_trial(proxy_worker_t *pw, proxy_gen_t *gen, uint32_t percent);
+/* Worker thread: the trial generation becomes the current one (no-op
+ * without one). */
+void proxy_worker_promote(proxy_worker_t *pw);
 
 /* Any thread: the requests waiting in an admission step are run again on
  * the worker's loop soon (each step looks again for what it waited for and

@@ -3,8 +3,10 @@
 
 #include <string.h>
 
+#include "core/hash.h"
 #include "core/rand.h"
 #include "core/time.h"
+#include "policy/reload_judge.h"
 #include "proxy/admission.h"
 #include "proxy/exchange.h"
 #include "proxy/proxy_worker.h"
@@ -25,6 +27,15 @@ void request_new_id(request_t *req)
 }
 
 void request_bind(request_t *req, proxy_gen_t *gen) { req->gen = proxy_gen_ref(gen); }
+
+void request_choose_gen(request_t *req)
+{
+    proxy_worker_t *pw = req->pw;
+    if (!pw->canary || hash_bytes(req->request_id, req->request_id_len) % 100 >= pw->canary_percent)
+        return;
+    request_unbind(req);
+    request_bind(req, pw->canary);
+}
 
 void request_unbind(request_t *req)
 {
@@ -141,6 +152,8 @@ void request_log(request_t *req)
     }
     metrics_request(pw->metrics, r ? g->metrics_route[r->index] : METRICS_NO_ROUTE, req->status,
                     dur);
+    if (g->figures)
+        reload_figures_record(g->figures, (unsigned)pw->w->index, req->status, dur);
     request_migration(req, end_us, dur);
     if (req->trace_sampled)
         request_trace_end(pw, req, req->start_us + dur);

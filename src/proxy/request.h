@@ -182,6 +182,9 @@ struct request {
  * current generation (whose reference it holds until request_unbind). */
 void request_reset(request_t *req);
 void request_bind(request_t *req, proxy_gen_t *gen);
+/* Once its id is known: the worker's trial generation takes the request
+ * when the id's hash falls in its share (contract 10.5). */
+void request_choose_gen(request_t *req);
 void request_unbind(request_t *req); /* no-op when unbound */
 /* A new X-Request-Id (32 hex digits). */
 void request_new_id(request_t *req);

@@ -1,0 +1,176 @@
+"""Reversible reload (contract 10.5): with a `reload` block, a valid new
+configuration first serves canary_percent of new requests (by a hash of the
+request id) beside the old one for `bake`; it is promoted, or reverted on an
+error-rate or latency breach with the figures logged and counted in
+ficus_config_reloads_total{result="reverted"}, and the same content is not
+applied again until it changes. The access log's `config` field and GET
+/config/history show what served what."""
+
+import json
+import signal
+
+import pytest
+
+from harness import (config, http_request, metric_value, parse_metrics, route, run_cli, scaled,
+                     to_yaml, wait_until)
+
+
+def reloads(f, result):
+    return metric_value(parse_metrics(f.metrics_text()), "ficus_config_reloads_total",
+                        result=result) or 0
+
+
+def history(f):
+    status, _, body = f.admin_get("/config/history")
+    assert status == 200
+    return json.loads(body)
+
+
+def with_reload(groups, routes, **rule):
+    rl = {"canary_percent": 50, "bake": "2s", "min_requests": 10}
+    rl.update(rule)
+    return config(groups, routes, server={"workers": 2}, reload=rl,
+                  access_log={"path": "stdout"})
+
+
+def ask(f, n, prefix="r"):
+    """n requests with distinct ids: the X-Echo-Name (or status) of each."""
+    out = []
+    for i in range(n):
+        r = http_request(f.port, "GET", "/x", headers={"X-Request-Id": f"{prefix}-{i}"})
+        out.append(r.header("X-Echo-Name") if r.status == 200 else r.status)
+    return out
+
+
+def test_a_failing_reload_is_reverted_while_clients_keep_answers(ficus, echo_backend):
+    good = echo_backend("good")
+    f = ficus(with_reload({"good": good.addr, "dead": "127.0.0.1:1"},
+                          [route("api", "/", "good")]))
+    assert ask(f, 3) == ["good"] * 3
+    f.write_config(with_reload({"good": good.addr, "dead": "127.0.0.1:1"},
+                               [route("api", "/", "dead")]))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["trial"] is not None, scaled(5)), f.stderr
+    seen = []
+    # Until the revert: about half the new requests (canary_percent) meet the
+    # broken configuration; the others are answered by the old one.
+    assert wait_until(lambda: (seen.extend(ask(f, 10, f"t{len(seen)}")) or
+                               reloads(f, "reverted") == 1), scaled(10)), f.stderr
+    assert "good" in seen and 502 in seen
+    assert set(seen) <= {"good", 502}
+    # After it: everything on the old configuration again.
+    assert ask(f, 20, "after") == ["good"] * 20
+    h = history(f)
+    assert h["trial"] is None and h["serving"] == 1
+    last = h["loads"][0]
+    assert last["result"] == "reverted" and last["number"] == 2
+    assert "5xx rate" in last["reason"]
+    assert last["figures"]["new"]["error_rate"] > 0.5
+    assert last["figures"]["old"]["error_rate"] == 0
+    assert last["figures"]["new"]["requests"] >= 10
+    assert h["loads"][1]["result"] == "initial"
+    assert "reverted" in f.stderr and "5xx rate" in f.stderr
+    m = parse_metrics(f.metrics_text())
+    assert metric_value(m, "ficus_config_canary") == 0
+    assert reloads(f, "success") == 0
+    # The access log says which configuration served each request.
+    log = f.wait_access_log(1)
+    configs = {e["config"] for e in log}
+    assert configs == {"#1", "#2"}, configs
+    assert all(e["status"] == 502 for e in log if e["config"] == "#2")
+
+    # The same content is not applied again: a SIGHUP is skipped...
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["loads"][0]["result"] == "skipped", scaled(5))
+    assert history(f)["trial"] is None
+    assert ask(f, 10, "again") == ["good"] * 10
+    # ...until the file changes: then it goes on trial again.
+    f.write_config(with_reload({"good": good.addr, "dead": "127.0.0.1:1"},
+                               [route("api", "/", "good", timeout="3s")]))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["loads"][0]["result"] == "trial", scaled(5)), f.stderr
+
+
+def test_a_good_reload_is_promoted_after_the_bake(ficus, echo_backend):
+    a, b = echo_backend("a"), echo_backend("b")
+    f = ficus(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "a")],
+                          max_latency_increase="50x"))
+    f.write_config(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "b")],
+                               max_latency_increase="50x"))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["trial"] is not None, scaled(5)), f.stderr
+    assert metric_value(parse_metrics(f.metrics_text()), "ficus_config_canary") == 1
+    during = []
+    # Requests during the bake: both configurations answer.
+    assert wait_until(lambda: (during.extend(ask(f, 10, f"d{len(during)}")) or
+                               reloads(f, "success") == 1), scaled(15)), f.stderr
+    assert {"a", "b"} <= set(during)
+    assert ask(f, 20, "after") == ["b"] * 20
+    h = history(f)
+    assert h["serving"] == 2 and h["trial"] is None
+    assert h["loads"][0]["result"] == "promoted"
+    assert "within limits" in h["loads"][0]["reason"]
+    log = f.wait_access_log(40)
+    assert {e["config"] for e in log if e["upstream_path"]} >= {"#1", "#2"}
+
+
+def test_requests_are_assigned_by_request_id(ficus, echo_backend):
+    a, b = echo_backend("a"), echo_backend("b")
+    f = ficus(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "a")],
+                          bake="1h", canary_percent=30))
+    f.write_config(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "b")],
+                               bake="1h", canary_percent=30))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["trial"] is not None, scaled(5)), f.stderr
+    first = ask(f, 60, "id")
+    # The same ids meet the same configuration again, on any worker.
+    assert ask(f, 60, "id") == first
+    share = first.count("b") / len(first)
+    assert 0.1 < share < 0.55, first
+    # A newer file supersedes the trial: it goes on trial against #1.
+    f.write_config(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "a")],
+                               bake="1h", canary_percent=30, min_requests=5))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: history(f)["loads"][0]["number"] == 3, scaled(5)), f.stderr
+    h = history(f)
+    assert h["trial"] == {"number": 3, "percent": 30}
+    assert h["loads"][1]["result"] == "superseded"
+
+
+def test_without_a_reload_block_a_reload_applies_at_once(ficus, echo_backend):
+    a, b = echo_backend("a"), echo_backend("b")
+    f = ficus(config({"a": a.addr, "b": b.addr}, [route("api", "/", "a")]))
+    f.write_config(config({"a": a.addr, "b": b.addr}, [route("api", "/", "b")]))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "success") == 1, scaled(5)), f.stderr
+    assert ask(f, 5) == ["b"] * 5
+    h = history(f)
+    assert [e["result"] for e in h["loads"]] == ["success", "initial"]
+    assert h["loads"][0]["number"] == 2 and len(h["loads"][0]["hash"]) == 16
+
+
+def test_history_keeps_the_last_twenty_loads(ficus, echo_backend):
+    a = echo_backend("a")
+    f = ficus(config({"a": a.addr}, [route("api", "/", "a")]))
+    for i in range(22):
+        f.write_config(config({"a": a.addr}, [route("api", "/", "a", timeout=f"{i + 1}s")]))
+        f.signal(signal.SIGHUP)
+        assert wait_until(lambda: reloads(f, "success") == i + 1, scaled(5)), f.stderr
+    h = history(f)
+    assert len(h["loads"]) == 20
+    assert h["loads"][0]["number"] == 23 and h["loads"][0]["load"] == 23
+    assert h["loads"][-1]["load"] == 4
+
+
+@pytest.mark.parametrize("key,value,want", [
+    ("max_error_rate_increase", "0.5x", "expected a factor from 1x"),
+    ("max_latency_increase", "fast", "expected a factor"),
+    ("canary_percent", 0, "canary_percent"),
+    ("bake", "10ms", "bake"),
+])
+def test_bad_reload_blocks_are_refused(tmp_path, key, value, want):
+    path = tmp_path / "ficus.yaml"
+    path.write_text(to_yaml(config({"a": "127.0.0.1:1"}, [route("api", "/", "a")],
+                                   reload={key: value})))
+    p = run_cli(["check", "-c", str(path)])
+    assert p.returncode == 1 and f"reload.{key}" in p.stderr and want in p.stderr, p.stderr
