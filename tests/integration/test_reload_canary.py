@@ -195,6 +195,27 @@ def test_history_keeps_the_last_twenty_loads(ficus, echo_backend):
     assert h["loads"][-1]["load"] == 4
 
 
+def test_history_is_an_admin_endpoint_like_the_others(ficus, echo_backend, monkeypatch):
+    monkeypatch.setenv("FICUS_TEST_ADMIN_TOKEN", "s3cret-token")
+    a = echo_backend("a")
+    f = ficus(config({"a": a.addr}, [route("api", "/", "a")],
+                     admin={"token_env": "FICUS_TEST_ADMIN_TOKEN"}))
+    auth = {"Authorization": "Bearer s3cret-token"}
+    assert http_request(f.admin_port, "GET", "/config/history").status == 401
+    r = http_request(f.admin_port, "GET", "/config/history", headers=auth)
+    assert r.status == 200, r.body
+    h = json.loads(r.body)
+    assert h["serving"] == 1 and h["trial"] is None
+    [e] = h["loads"]
+    assert set(e) == {"load", "number", "time", "hash", "result", "reason"}, e
+    assert e["result"] == "initial" and e["number"] == 1 and e["load"] == 1
+    assert len(e["hash"]) == 16 and e["time"].endswith("Z")
+    r = http_request(f.admin_port, "POST", "/config/history", headers=auth)
+    assert r.status == 405 and r.header("Allow") == "GET"
+    r = http_request(f.admin_port, "GET", "/", headers=auth)
+    assert r.status == 200 and b"GET /config/history" in r.body, r.body
+
+
 @pytest.mark.parametrize("key,value,want", [
     ("max_error_rate_increase", "0.5x", "expected a factor from 1x"),
     ("max_latency_increase", "fast", "expected a factor"),
