@@ -215,11 +215,12 @@ static void on_trial_check(uv_timer_t *t)
     unsigned long long n = (unsigned long long)generation_id(gen),
                        o = (unsigned long long)generation_id(cur);
     if (j.verdict == RELOAD_REVERT) {
-        log_warn("configuration #%llu reverted after %llu of its requests (and %llu on #%llu): "
-                 "%s; #%llu serves everything again, and this file content is not applied "
-                 "again until it changes",
-                 n, (unsigned long long)j.new_requests, (unsigned long long)j.old_requests, o,
-                 j.reason, o);
+        log_warn("configuration #%llu reverted: %s (#%llu: %llu requests, 5xx %.2f%%, p99 %.1f "
+                 "ms; #%llu: %llu requests, 5xx %.2f%%, p99 %.1f ms); #%llu serves everything "
+                 "again, and this file content is not applied again until it changes",
+                 n, j.reason, n, (unsigned long long)j.new_requests, 100 * j.new_error_rate,
+                 j.new_p99_us / 1000.0, o, (unsigned long long)j.old_requests,
+                 100 * j.old_error_rate, j.old_p99_us / 1000.0, o);
         r->reverted_hash = r->trial_hash;
         generations_drop_trial(r->gens);
         metrics_config_reverted(r->metrics);
