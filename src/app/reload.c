@@ -19,6 +19,7 @@
 
 #include "core/defaults.h"
 #include "core/hash.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "config/config_json.h"
 #include "config/units.h"
@@ -456,6 +457,22 @@ reload_t *reload_new(uv_loop_t *loop, generations_t *gens, metrics_registry_t *m
     return r;
 }
 
+/* A reason as a JSON string. It may quote the file's path or be cut in
+ * the middle of a character, which jansson refuses as UTF-8: then the one
+ * escaper (core/json) stands in U+FFFD for what is not UTF-8. */
+static json_t *text_json(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char esc[sizeof((history_entry_t *)0)->reason * 6 + 2];
+    size_t used, n = strlen(s);
+    esc[0] = '"';
+    size_t w = json_escape(esc + 1, sizeof esc - 2, s, n, &used);
+    esc[1 + w] = '"';
+    return json_loadb(esc, w + 2, JSON_DECODE_ANY, NULL);
+}
+
 json_t *reload_history_json(const reload_t *r)
 {
     json_t *o = json_object(), *loads = json_array();
@@ -470,10 +487,10 @@ json_t *reload_history_json(const reload_t *r)
         char when[40], hash[24];
         time_format_rfc3339_ms(e->time_ms, when, sizeof when);
         snprintf(hash, sizeof hash, "%016llx", (unsigned long long)e->hash);
-        json_t *x = json_pack("{sI so ss so ss ss}", "load", (json_int_t)e->seq, "number",
+        json_t *x = json_pack("{sI so ss so ss so}", "load", (json_int_t)e->seq, "number",
                               e->number ? json_integer((json_int_t)e->number) : json_null(), "time",
                               when, "hash", e->hash_ok ? json_string(hash) : json_null(), "result",
-                              e->result, "reason", e->reason);
+                              e->result, "reason", text_json(e->reason));
         if (x && e->judged) {
             const reload_judgement_t *j = &e->j;
             json_object_set_new(

@@ -218,6 +218,21 @@ def test_history_is_an_admin_endpoint_like_the_others(ficus, echo_backend, monke
     assert r.status == 200 and b"GET /config/history" in r.body, r.body
 
 
+def test_history_shows_a_failure_cut_inside_a_character(ficus, echo_backend):
+    """A failure's reason is its first error, cut to fit: cut inside a
+    character it is still shown (with U+FFFD), not left out."""
+    a = echo_backend("a")
+    f = ficus(config({"a": a.addr}, [route("api", "/", "a")]))
+    for k in range(3):  # one of three offsets cuts inside the 3-byte euro sign
+        f.write_config(config({"a": a.addr}, [route("api", "/", "a")],
+                              **{"x" * k + "\u20ac" * 120: 1}))
+        f.signal(signal.SIGHUP)
+        assert wait_until(lambda: reloads(f, "failure") == k + 1, scaled(5)), f.stderr
+    loads = history(f)["loads"]
+    assert [e["result"] for e in loads] == ["failure"] * 3 + ["initial"], loads
+    assert all("unknown key" in e["reason"] or "\u20ac" in e["reason"] for e in loads[:3])
+
+
 @pytest.mark.parametrize("key,value,want", [
     ("max_error_rate_increase", "0.5x", "expected a factor from 1x"),
     ("max_latency_increase", "fast", "expected a factor"),
