@@ -237,6 +237,7 @@ def test_history_shows_a_failure_cut_inside_a_character(ficus, echo_backend):
     ("max_error_rate_increase", "0.5x", "expected a factor from 1x"),
     ("max_latency_increase", "fast", "expected a factor"),
     ("canary_percent", 0, "canary_percent"),
+    ("canary_percent", 100, "1 to 99"),
     ("bake", "10ms", "bake"),
 ])
 def test_bad_reload_blocks_are_refused(tmp_path, key, value, want):
