@@ -159,6 +159,15 @@ def test_requests_are_assigned_by_request_id(ficus, echo_backend):
     assert ask(f, 60, "id") == first
     share = first.count("b") / len(first)
     assert 0.1 < share < 0.55, first
+    # An invalid file during the trial fails as any would; the trial goes on.
+    f.write_config(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "nope")],
+                               bake="1h", canary_percent=30))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: reloads(f, "failure") == 1, scaled(5)), f.stderr
+    h = history(f)
+    assert h["trial"] == {"number": 2, "percent": 30}
+    assert [e["result"] for e in h["loads"][:2]] == ["failure", "trial"]
+    assert ask(f, 60, "id") == first
     # A newer file supersedes the trial: it goes on trial against #1.
     f.write_config(with_reload({"a": a.addr, "b": b.addr}, [route("api", "/", "a")],
                                bake="1h", canary_percent=30, min_requests=5))
@@ -166,7 +175,7 @@ def test_requests_are_assigned_by_request_id(ficus, echo_backend):
     assert wait_until(lambda: history(f)["loads"][0]["number"] == 3, scaled(5)), f.stderr
     h = history(f)
     assert h["trial"] == {"number": 3, "percent": 30}
-    assert h["loads"][1]["result"] == "superseded"
+    assert h["loads"][1]["result"] == "failure" and h["loads"][2]["result"] == "superseded"
     assert json.loads(f.admin_get("/config")[2])["trial"]["config"] == "#3"
 
 
