@@ -77,6 +77,8 @@ def test_a_failing_reload_is_reverted_while_clients_keep_answers(ficus, echo_bac
     assert "5xx rate" in line and "#2: " in line and "#1: " in line and "p99" in line, line
     m = parse_metrics(f.metrics_text())
     assert metric_value(m, "ficus_config_canary") == 0
+    # The file on disk does not serve: the alert on a refused reload fires.
+    assert metric_value(m, "ficus_config_last_reload_successful") == 0
     assert reloads(f, "success") == 0
     # The access log says which configuration served each request.
     log = f.wait_access_log(1)
@@ -102,6 +104,8 @@ def test_a_failing_reload_is_reverted_while_clients_keep_answers(ficus, echo_bac
     # (as a new revision is for Flagger): on trial, not skipped.
     assert wait_until(lambda: history(f)["loads"][0]["result"] == "promoted", scaled(10)), \
         f.stderr
+    assert metric_value(parse_metrics(f.metrics_text()),
+                        "ficus_config_last_reload_successful") == 1
     f.write_config(bad)
     f.signal(signal.SIGHUP)
     assert wait_until(lambda: history(f)["trial"] is not None, scaled(5)), f.stderr
