@@ -414,8 +414,8 @@ EOF
 # compared as values); 9 (small-hedge): hedging armed after 1s, which a
 # loopback answer never reaches, so what is measured is the armed timer and
 # the per-request cap bookkeeping; 10 (small-reload): a top-level reload
-# block and no reload: what is measured is each request counted for a trial
-# that never comes, and the check for one.
+# block and no reload: what is measured is the check for a trial generation
+# and the disarmed figures' compare (requests are counted during a trial only).
 ficus_paired_yaml() {
     ficus_plain_yaml "$@"
     case "$8" in

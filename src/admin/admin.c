@@ -53,6 +53,7 @@ static const char *const endpoints[] = {
     "GET /readyz",
     "GET /metrics",
     "GET /config",
+    "GET /config/history",
     "GET /target_groups",
     "GET /routes/NAME/weights",
     "PUT /routes/NAME/weights",

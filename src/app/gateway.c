@@ -168,7 +168,11 @@ static void gw_rollout_metrics(void *ctx, buf_t *out)
     rollouts_metrics(current_rollouts(ctx), out);
 }
 
-static json_t *gw_config(void *ctx) { return config_json(current_config(ctx)); }
+static json_t *gw_config(void *ctx)
+{
+    gateway_t *gw = ctx;
+    return gw->reload ? reload_config_json(gw->reload) : config_json(current_config(ctx));
+}
 
 static const char *gw_token(void *ctx) { return current_config(ctx)->admin_token; }
 

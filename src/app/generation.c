@@ -381,7 +381,8 @@ static void make_current(generations_t *gs, generation_t *gen)
 
 int generations_activate(generations_t *gs, generation_t *gen, proxy_gen_t **pgens)
 {
-    /* Counted from the start when a reload would judge it against the next. */
+    /* Its counters ready (armed during a trial only) when a reload would
+     * judge the next configuration against it. */
     if (gen_start(gs, gen, pgens, gen->cfg->has_reload) != 0)
         return -1;
     make_current(gs, gen);
@@ -422,16 +423,24 @@ static void worker_promote(worker_t *w, void *arg)
     proxy_worker_promote(w->app);
 }
 
-/* Posts each worker its trial generation (pgens NULL: none). */
+/* Posts each worker its trial generation (pgens NULL: none): to all of
+ * them, or (out of memory) to none. */
 static int post_trial(generations_t *gs, proxy_gen_t **pgens, uint32_t percent)
 {
-    for (size_t i = 0; i < gs->workers->n; i++) {
-        trial_msg_t *m = malloc(sizeof *m);
-        if (!m)
+    size_t n = gs->workers->n;
+    trial_msg_t *msgs[MAX_WORKERS] = {0};
+    if (n > MAX_WORKERS)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if (!(msgs[i] = malloc(sizeof *msgs[i]))) {
+            for (size_t k = 0; k < i; k++)
+                free(msgs[k]);
             return -1;
-        *m = (trial_msg_t){pgens ? pgens[i] : NULL, percent};
-        worker_post(&gs->workers->workers[i], worker_trial, m);
+        }
+        *msgs[i] = (trial_msg_t){pgens ? pgens[i] : NULL, percent};
     }
+    for (size_t i = 0; i < n; i++)
+        worker_post(&gs->workers->workers[i], worker_trial, msgs[i]);
     return 0;
 }
 

@@ -19,7 +19,9 @@
 
 #include "core/defaults.h"
 #include "core/hash.h"
+#include "core/json.h"
 #include "core/log.h"
+#include "config/config_json.h"
 #include "config/units.h"
 #include "core/time.h"
 #include "policy/reload_judge.h"
@@ -173,6 +175,9 @@ static void trial_over(reload_t *r, const char *result, const char *reason,
     r->trial = false;
     if (r->check_ready)
         uv_timer_stop(&r->check);
+    /* The serving configuration (the old one, or the one promoted) stops
+     * counting until the next trial; a dropped one goes with its counts. */
+    reload_figures_arm(generation_figures(generations_current(r->gens)), false);
     metrics_config_canary(r->metrics, false);
     history_entry_t *e = history_find(r, r->trial_seq);
     if (!e)
@@ -211,11 +216,12 @@ static void on_trial_check(uv_timer_t *t)
     unsigned long long n = (unsigned long long)generation_id(gen),
                        o = (unsigned long long)generation_id(cur);
     if (j.verdict == RELOAD_REVERT) {
-        log_warn("configuration #%llu reverted after %llu of its requests (and %llu on #%llu): "
-                 "%s; #%llu serves everything again, and this file content is not applied "
-                 "again until it changes",
-                 n, (unsigned long long)j.new_requests, (unsigned long long)j.old_requests, o,
-                 j.reason, o);
+        log_warn("configuration #%llu reverted: %s (#%llu: %llu requests, 5xx %.2f%%, p99 %.1f "
+                 "ms; #%llu: %llu requests, 5xx %.2f%%, p99 %.1f ms); #%llu serves everything "
+                 "again, and this file content is not applied again until it changes",
+                 n, j.reason, n, (unsigned long long)j.new_requests, 100 * j.new_error_rate,
+                 j.new_p99_us / 1000.0, o, (unsigned long long)j.old_requests,
+                 100 * j.old_error_rate, j.old_p99_us / 1000.0, o);
         r->reverted_hash = r->trial_hash;
         generations_drop_trial(r->gens);
         metrics_config_reverted(r->metrics);
@@ -229,6 +235,7 @@ static void on_trial_check(uv_timer_t *t)
     const config_t *cfg = generation_config(gen);
     generations_promote(r->gens);
     r->loaded_hash = r->trial_hash;
+    r->reverted_hash = 0; /* another content serves: a reverted one may be tried anew */
     metrics_config_reload(r->metrics, true, time_now_realtime_ms());
     log_set_level((log_level_t)cfg->log_level);
     log_set_json(cfg->log_json);
@@ -261,6 +268,9 @@ static bool trial_start(reload_t *r, generation_t *gen, const config_reload_t *r
     r->trial_hash = r->hash;
     r->rule = *rule;
     r->trial_start_ms = uv_now(r->loop);
+    /* Both sides count from now: only the trial's requests are judged. */
+    reload_figures_arm(generation_figures(generations_current(r->gens)), true);
+    reload_figures_arm(generation_figures(gen), true);
     reload_figures_sum(generation_figures(generations_current(r->gens)), &r->old_base);
     reload_figures_sum(generation_figures(gen), &r->new_base);
     history_entry_t *e = history_add(r, "trial", generation_id(gen), r->hash, true);
@@ -327,6 +337,7 @@ static void reload_done(uv_work_t *w, int status)
     if (ok && !r->trial) {
         r->loaded_hash = r->hash;
         r->failed_hash = 0;
+        r->reverted_hash = 0;
         metrics_config_reload(r->metrics, true, time_now_realtime_ms());
         history_add(r, "success", generation_id(gen), r->hash, true);
         log_info("configuration #%llu loaded from %s: %zu route%s, %zu target group%s; requests "
@@ -395,10 +406,12 @@ static void on_watch_debounced(uv_timer_t *t)
     reload_t *r = t->data;
     bool ok;
     uint64_t h = reload_file_hash(current_config(r)->path, &ok);
-    /* Not again: what serves, what failed, what is on trial, what was
-     * reverted. */
-    if (ok && h != r->loaded_hash && h != r->failed_hash && !(r->trial && h == r->trial_hash) &&
-        h != r->reverted_hash)
+    if (!ok || h == r->loaded_hash || h == r->failed_hash || (r->trial && h == r->trial_hash))
+        return; /* not again: what serves, what failed, what is on trial */
+    if (h == r->reverted_hash)
+        log_warn("configuration file changed: its content is the configuration reverted last: "
+                 "skipped, not applied again until it changes");
+    else
         reload_start(r, "configuration file changed");
 }
 
@@ -444,6 +457,22 @@ reload_t *reload_new(uv_loop_t *loop, generations_t *gens, metrics_registry_t *m
     return r;
 }
 
+/* A reason as a JSON string. It may quote the file's path or be cut in
+ * the middle of a character, which jansson refuses as UTF-8: then the one
+ * escaper (core/json) stands in U+FFFD for what is not UTF-8. */
+static json_t *text_json(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j)
+        return j;
+    char esc[sizeof((history_entry_t *)0)->reason * 6 + 2];
+    size_t used, n = strlen(s);
+    esc[0] = '"';
+    size_t w = json_escape(esc + 1, sizeof esc - 2, s, n, &used);
+    esc[1 + w] = '"';
+    return json_loadb(esc, w + 2, JSON_DECODE_ANY, NULL);
+}
+
 json_t *reload_history_json(const reload_t *r)
 {
     json_t *o = json_object(), *loads = json_array();
@@ -458,10 +487,10 @@ json_t *reload_history_json(const reload_t *r)
         char when[40], hash[24];
         time_format_rfc3339_ms(e->time_ms, when, sizeof when);
         snprintf(hash, sizeof hash, "%016llx", (unsigned long long)e->hash);
-        json_t *x = json_pack("{sI so ss so ss ss}", "load", (json_int_t)e->seq, "number",
+        json_t *x = json_pack("{sI so ss so ss so}", "load", (json_int_t)e->seq, "number",
                               e->number ? json_integer((json_int_t)e->number) : json_null(), "time",
                               when, "hash", e->hash_ok ? json_string(hash) : json_null(), "result",
-                              e->result, "reason", e->reason);
+                              e->result, "reason", text_json(e->reason));
         if (x && e->judged) {
             const reload_judgement_t *j = &e->j;
             json_object_set_new(
@@ -482,6 +511,32 @@ json_t *reload_history_json(const reload_t *r)
                                           "percent", (json_int_t)r->rule.canary_percent)
                               : json_null());
     json_object_set_new(o, "loads", loads);
+    return o;
+}
+
+json_t *reload_config_json(const reload_t *r)
+{
+    generation_t *cur = generations_current(r->gens), *trial = generations_trial(r->gens);
+    json_t *o = config_json(generation_config(cur));
+    char name[32];
+    snprintf(name, sizeof name, "#%llu", (unsigned long long)generation_id(cur));
+    if (!o || json_object_set_new(o, "config", json_string(name)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    json_t *t = json_null();
+    if (trial && r->trial) {
+        uint64_t ran = uv_now(r->loop) - r->trial_start_ms;
+        snprintf(name, sizeof name, "#%llu", (unsigned long long)generation_id(trial));
+        t = json_pack("{ss sI sI so}", "config", name, "percent",
+                      (json_int_t)r->rule.canary_percent, "bake_left_ms",
+                      (json_int_t)(ran < r->rule.bake_ms ? r->rule.bake_ms - ran : 0),
+                      "configuration", config_json(generation_config(trial)));
+    }
+    if (!t || json_object_set_new(o, "trial", t) != 0) {
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }
 

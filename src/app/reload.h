@@ -39,6 +39,12 @@ void reload_free(reload_t *r);
  * reference; NULL when out of memory. */
 json_t *reload_history_json(const reload_t *r);
 
+/* Main thread: GET /config: the serving configuration as JSON, with
+ * "config" (its #N) and "trial" (null, or the configuration on trial: its
+ * #N, percent, bake_left_ms and its own document under "configuration").
+ * A new reference; NULL when out of memory. */
+json_t *reload_config_json(const reload_t *r);
+
 /* FNV-1a of the file's content (*ok false when it cannot be read). */
 uint64_t reload_file_hash(const char *path, bool *ok);
 /* Does a watch event about filename (NULL: unknown) concern the file at

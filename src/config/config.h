@@ -370,7 +370,7 @@ typedef struct config_key_pos {
 /* reload (10.5): a new configuration first serves a share of new requests
  * beside the one it replaces, and is promoted or reverted on the figures. */
 typedef struct config_reload {
-    uint32_t canary_percent;        /* 1-100, by a hash of the request id */
+    uint32_t canary_percent;        /* 1-99, by a hash of the request id */
     uint64_t bake_ms;               /* how long both serve */
     double max_error_rate_increase; /* factor >= 1: new 5xx rate against old */
     double max_latency_increase;    /* factor >= 1: new p99 against old */

@@ -735,8 +735,10 @@ static json_t *j_latency_increase(const schema_row_t *f UNUSED, const void *obj,
 }
 
 static const schema_row_t reload_fields[] = {
+    /* At most 99: at 100 the serving configuration would get no new request
+     * to be compared with. */
     ROW_UINT("canary_percent", config_reload_t, canary_percent, RELOAD_DEFAULT_CANARY_PERCENT, 1,
-             100),
+             99),
     ROW_DURATION("bake", config_reload_t, bake_ms, RELOAD_DEFAULT_BAKE_MS, 1000,
                  CONFIG_MAX_DURATION_MS),
     ROW_CUSTOM("max_error_rate_increase", f_error_increase, ROW_JSON(j_error_increase)),

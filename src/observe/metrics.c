@@ -550,7 +550,13 @@ void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtim
         bump_shared(&r->reloads_ok, 1);
 }
 
-void metrics_config_reverted(metrics_registry_t *r) { bump_shared(&r->reloads_reverted, 1); }
+void metrics_config_reverted(metrics_registry_t *r)
+{
+    /* The file on disk does not serve: as after a failure, until a load
+     * succeeds. */
+    __atomic_store_n(&r->last_reload_ok, 0, __ATOMIC_RELAXED);
+    bump_shared(&r->reloads_reverted, 1);
+}
 
 void metrics_config_canary(metrics_registry_t *r, bool on)
 {

@@ -82,7 +82,8 @@ void metrics_downstream_rejected(metrics_worker_t *w);
 /* --- process-wide events (any thread; atomics) --- */
 void metrics_outlier_ejection(metrics_registry_t *r, uint32_t group, uint32_t target);
 void metrics_config_reload(metrics_registry_t *r, bool success, uint64_t realtime_ms);
-/* A new configuration on trial was reverted (contract 10.5). */
+/* A new configuration on trial was reverted (contract 10.5);
+ * ficus_config_last_reload_successful is 0 until a load succeeds. */
 void metrics_config_reverted(metrics_registry_t *r);
 /* A new configuration is on trial (1) or not (0): ficus_config_canary. */
 void metrics_config_canary(metrics_registry_t *r, bool on);

@@ -2,8 +2,8 @@
  * configuration serves a share of the requests beside the one it replaces,
  * each generation's workers count its requests, 5xx answers and latencies
  * (reload_figures_*: per-worker shards, relaxed stores, no lock, no shared
- * cache line); the main thread sums them (the growth since the trial began
- * on either side) and reload_judge() says wait, promote or revert.
+ * cache line; armed for the trial only); the main thread sums them (the growth since the trial
+ * began on either side) and reload_judge() says wait, promote or revert.
  *
  * The rules, with `cfg` the governing `reload` block:
  *   - figures are judged only once both sides have min_requests;
@@ -38,10 +38,16 @@ typedef struct reload_side {
 
 typedef struct reload_figures reload_figures_t;
 
-/* One generation's counters for n_workers workers (NULL: no memory). */
+/* One generation's counters for n_workers workers, disarmed (NULL: no
+ * memory). */
 reload_figures_t *reload_figures_new(size_t n_workers);
 void reload_figures_free(reload_figures_t *f); /* NULL: no-op */
-/* Worker thread `worker`: a request ended with status after dur_us. */
+/* Any thread: count (on) or not (off) from now on; the counts so far stay.
+ * Armed only while a trial is under way, so that a configuration with a
+ * reload block and no reload pays one load and compare per request. */
+void reload_figures_arm(reload_figures_t *f, bool on);
+/* Worker thread `worker`: a request ended with status after dur_us (not
+ * counted while disarmed). */
 void reload_figures_record(reload_figures_t *f, unsigned worker, int status, uint64_t dur_us);
 /* Any thread: the sum over the workers so far. */
 void reload_figures_sum(const reload_figures_t *f, reload_side_t *out);

@@ -55,16 +55,31 @@ typedef struct reload {
     weights_t *weights;
 } reload_t;
 
+/* A generation `id` of yaml with its own shared parts (in *r); its frees
+ * counted in *freed_ctx unless NULL. Nobody's reference yet. */
+static proxy_gen_t *gen_of(pt_fixture_t *f, reload_t *r, const char *yaml, uint64_t id,
+                           int *freed_ctx)
+{
+    r->cfg = pt_config(f, yaml);
+    r->health = health_new(r->cfg);
+    r->weights = weights_new(r->cfg);
+    proxy_shared_t shared = {.cfg = r->cfg,
+                             .id = id,
+                             .metrics = f->reg,
+                             .health = r->health,
+                             .weights = r->weights,
+                             .gen_freed = freed_ctx ? count : NULL,
+                             .gen_ctx = freed_ctx};
+    proxy_gen_t *gen = proxy_gen_new(&shared, 0);
+    assert_non_null(gen);
+    return gen;
+}
+
 /* Installs a generation of yaml on the fixture's worker. */
 static reload_t reload(pt_fixture_t *f, const char *yaml)
 {
-    reload_t r = {.cfg = pt_config(f, yaml)};
-    r.health = health_new(r.cfg);
-    r.weights = weights_new(r.cfg);
-    proxy_shared_t shared = {
-        .cfg = r.cfg, .id = 2, .metrics = f->reg, .health = r.health, .weights = r.weights};
-    proxy_gen_t *gen = proxy_gen_new(&shared, 0);
-    assert_non_null(gen);
+    reload_t r;
+    proxy_gen_t *gen = gen_of(f, &r, yaml, 2, NULL);
     proxy_worker_install(f->pw, proxy_gen_ref(gen));
     assert_ptr_equal(f->pw->gen, gen);
     return r;
@@ -253,6 +268,70 @@ static void test_install_during_backoff(void **state)
     assert_int_equal(freed, 1);
 }
 
+/* Asks for /PATH with X-Request-Id: id on fd: 1 when generation 2's
+ * target ("two") answered, 0 for generation 1's ("one"). */
+static int served_by_two(pt_fixture_t *f, int fd, const char *id, const char *path)
+{
+    char req[256], tail[64];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: a\r\nX-Request-Id: %s\r\n\r\n", path, id);
+    snprintf(tail, sizeof tail, " %s", path);
+    pt_ask(f, fd, req, buf, sizeof buf, tail);
+    snprintf(tail, sizeof tail, "two %s", path);
+    return strstr(buf, tail) != NULL;
+}
+
+/* A reversible reload's worker side (contract 10.5): a trial generation
+ * takes its share of new requests by request id, beside the current one;
+ * dropped, it goes once idle and the current one serves everything again;
+ * promoted, it becomes the current one and the previous one goes. */
+static void test_trial_generation_serves_its_share(void **state)
+{
+    (void)state;
+    pt_fixture_t *f = setup_counted(on_one);
+    int trial_freed = 0;
+    reload_t r2, r3;
+    proxy_gen_t *g1 = f->pw->gen, *g2 = gen_of(f, &r2, on_two, 2, &trial_freed);
+    proxy_worker_trial(f->pw, proxy_gen_ref(g2), 100);
+    int c = pt_client(f);
+    assert_true(served_by_two(f, c, "id-a", "/a"));
+    assert_ptr_equal(f->pw->gen, g1);
+
+    proxy_worker_trial(f->pw, NULL, 0);
+    PT_WAIT(f, trial_freed == 1); /* its pooled connection closes, and it goes */
+    assert_false(served_by_two(f, c, "id-a", "/b"));
+
+    proxy_gen_t *g3 = gen_of(f, &r3, on_two, 3, &trial_freed);
+    proxy_worker_trial(f->pw, proxy_gen_ref(g3), 50);
+    int first[40], twos = 0;
+    char id[16], path[16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(id, sizeof id, "id-%d", i);
+        snprintf(path, sizeof path, "/i%d", i);
+        twos += first[i] = served_by_two(f, c, id, path);
+    }
+    assert_true(twos > 0 && twos < 40);
+    for (int i = 0; i < 40; i++) { /* the same id, the same generation */
+        snprintf(id, sizeof id, "id-%d", i);
+        snprintf(path, sizeof path, "/j%d", i);
+        assert_int_equal(served_by_two(f, c, id, path), first[i]);
+    }
+
+    proxy_worker_promote(f->pw);
+    assert_ptr_equal(f->pw->gen, g3);
+    assert_null(f->pw->canary);
+    PT_WAIT(f, freed == 1); /* generation 1 goes */
+    for (int i = 0; i < 40; i++)
+        if (!first[i]) {
+            snprintf(id, sizeof id, "id-%d", i);
+            assert_true(served_by_two(f, c, id, "/after"));
+        }
+    assert_int_equal(trial_freed, 1);
+    close(c);
+    pt_teardown(f); /* frees generation 3, the current one, itself */
+    reload_free(&r2);
+    reload_free(&r3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -263,6 +342,7 @@ int main(void)
         cmocka_unit_test(test_drain_without_clients),
         cmocka_unit_test(test_drain_idle_grace),
         cmocka_unit_test(test_install_during_backoff),
+        cmocka_unit_test(test_trial_generation_serves_its_share),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
