@@ -14,6 +14,7 @@
 #include "config/yaml_pos.h"
 #include "routing/set.h"
 #include "llhttp.h"
+#include "tools/load.h"
 #include "tools/mock.h"
 #include "tools/probe.h"
 
@@ -29,6 +30,7 @@ static const char usage[] =
     "    [--strict]      then warnings for what is dangerous (--strict: they fail it too)\n"
     "  mock ...          a mock backend for load and failure tests (ficus mock --help)\n"
     "  probe -f FILE     check environments' endpoints (ficus probe --help)\n"
+    "  load URL ...      open-loop load, the latency knee, a capacity plan (ficus load --help)\n"
     "  version           versions of ficus and its libraries\n"
     "\n"
     "signals (ficus run): SIGTERM/SIGINT drain and stop (a second one stops at once),\n"
@@ -194,6 +196,8 @@ int main(int argc, char **argv)
         return mock_main(argc - 1, argv + 1);
     if (strcmp(cmd, "probe") == 0)
         return probe_main(argc - 1, argv + 1);
+    if (strcmp(cmd, "load") == 0)
+        return load_main(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
             printf("usage: ficus version\n\nPrints the versions of ficus and its libraries.\n");

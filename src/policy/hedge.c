@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/loghist.h"
+
 typedef struct hedge_window {
     uint64_t epoch; /* now_ms / HEDGE_WINDOW_MS of its samples */
     uint32_t n;
@@ -65,22 +67,9 @@ bool hedge_take(hedge_t *h)
     return true;
 }
 
-size_t hedge_slot(uint64_t v)
-{
-    if (v < 8)
-        return (size_t)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    size_t slot = (size_t)(msb - 2) * 8 + ((v >> (msb - 3)) & 7);
-    return slot < HEDGE_SLOTS ? slot : HEDGE_SLOTS - 1;
-}
+size_t hedge_slot(uint64_t v) { return loghist_slot(v, 3, HEDGE_SLOTS); }
 
-uint64_t hedge_slot_upper_us(size_t slot)
-{
-    if (slot < 8)
-        return slot + 1;
-    unsigned msb = (unsigned)(slot / 8) + 2;
-    return (uint64_t)(9 + slot % 8) << (msb - 3);
-}
+uint64_t hedge_slot_upper_us(size_t slot) { return loghist_upper(slot, 3); }
 
 void hedge_record(hedge_t *h, size_t backend, uint64_t now_ms, uint64_t latency_us)
 {

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/loghist.h"
+
 typedef struct shard {
     _Alignas(64) uint64_t requests;
     uint64_t errors;
@@ -41,22 +43,9 @@ void reload_figures_free(reload_figures_t *f)
 }
 
 /* 4 slots per doubling: slot of v us, and the upper bound of a slot. */
-static size_t slot_of(uint64_t v)
-{
-    if (v < 4)
-        return (size_t)v;
-    unsigned msb = 63u - (unsigned)__builtin_clzll(v);
-    size_t s = (size_t)(msb - 1) * 4 + ((v >> (msb - 2)) & 3);
-    return s < RELOAD_LAT_SLOTS ? s : RELOAD_LAT_SLOTS - 1;
-}
+static size_t slot_of(uint64_t v) { return loghist_slot(v, 2, RELOAD_LAT_SLOTS); }
 
-static uint64_t slot_upper(size_t s)
-{
-    if (s < 4)
-        return s + 1;
-    unsigned msb = (unsigned)(s / 4) + 1;
-    return (uint64_t)(5 + s % 4) << (msb - 2);
-}
+static uint64_t slot_upper(size_t s) { return loghist_upper(s, 2); }
 
 void reload_figures_arm(reload_figures_t *f, bool on)
 {
