@@ -11,11 +11,7 @@
 
 #include "http/parser.h"
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_check.h"
 
 static const char req_head[] = "POST /upload HTTP/1.1\r\nHost: fuzz\r\n"
                                "Transfer-Encoding: chunked\r\n\r\n";

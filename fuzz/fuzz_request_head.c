@@ -20,11 +20,7 @@
 #include "proxy/client_conn.h"
 #include "proxy/rewrite.h"
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_check.h"
 
 static http_head_t head; /* the connection parses into it */
 static http_head_t reparsed;

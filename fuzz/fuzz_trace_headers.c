@@ -10,11 +10,7 @@
 
 #include "observe/trace.h"
 
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c))                                                                                  \
-            abort();                                                                               \
-    } while (0)
+#include "fuzz_check.h"
 
 static void trim(const char **p, size_t *n)
 {

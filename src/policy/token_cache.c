@@ -13,14 +13,15 @@
 
 #include "core/errors.h"
 #include "core/hash.h"
+#include "core/lru.h"
 #include "core/rand.h"
 
 #define TAIL_BYTES 32
 #define MAX_BUCKETS ((size_t)1 << 20) /* 8 MiB of chain heads; beyond, chains grow */
 
 typedef struct entry {
-    struct entry *hnext;       /* bucket chain */
-    struct entry *prev, *next; /* LRU list: prev toward the most recent */
+    lru_node_t lru;      /* first: the recency list's node is the entry */
+    struct entry *hnext; /* bucket chain */
     uint64_t hash;
     uint64_t expires_ms;
     size_t token_len, value_len;
@@ -30,7 +31,7 @@ typedef struct entry {
 struct token_cache {
     entry_t **buckets;
     size_t mask;
-    entry_t *head, *tail; /* most and least recently used */
+    lru_list_t lru; /* most recently used first */
     size_t entries, max_entries;
     size_t bytes, max_bytes;
     uint64_t evictions;
@@ -86,37 +87,13 @@ token_cache_t *token_cache_new(size_t max_entries, size_t max_bytes)
     return c;
 }
 
-static void lru_unlink(token_cache_t *c, entry_t *e)
-{
-    if (e->prev)
-        e->prev->next = e->next;
-    else
-        c->head = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
-    else
-        c->tail = e->prev;
-    e->prev = e->next = NULL;
-}
-
-static void lru_push_front(token_cache_t *c, entry_t *e)
-{
-    e->prev = NULL;
-    e->next = c->head;
-    if (c->head)
-        c->head->prev = e;
-    c->head = e;
-    if (!c->tail)
-        c->tail = e;
-}
-
 static void entry_drop(token_cache_t *c, entry_t *e)
 {
     entry_t **pp = &c->buckets[e->hash & c->mask];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
-    lru_unlink(c, e);
+    lru_unlink(&c->lru, &e->lru);
     c->entries--;
     c->bytes -= entry_cost(e->token_len, e->value_len);
     free(e);
@@ -126,10 +103,10 @@ void token_cache_free(token_cache_t *c)
 {
     if (!c)
         return;
-    for (entry_t *e = c->head; e;) {
-        entry_t *next = e->next;
-        free(e);
-        e = next;
+    for (lru_node_t *n = c->lru.head; n;) {
+        lru_node_t *next = n->next;
+        free(n);
+        n = next;
     }
     free(c->buckets);
     free(c);
@@ -154,9 +131,9 @@ const void *token_cache_get(token_cache_t *c, const char *token, size_t len, uin
         entry_drop(c, e);
         return NULL;
     }
-    if (c->head != e) {
-        lru_unlink(c, e);
-        lru_push_front(c, e);
+    if (c->lru.head != &e->lru) {
+        lru_unlink(&c->lru, &e->lru);
+        lru_push_front(&c->lru, &e->lru);
     }
     if (value_len)
         *value_len = e->value_len;
@@ -179,8 +156,8 @@ int token_cache_put(token_cache_t *c, const char *token, size_t len, const void 
     entry_t *old = find(c, token, len, h);
     if (old)
         entry_drop(c, old);
-    while (c->tail && (c->entries + 1 > c->max_entries || c->bytes + cost > c->max_bytes)) {
-        entry_drop(c, c->tail);
+    while (c->lru.tail && (c->entries + 1 > c->max_entries || c->bytes + cost > c->max_bytes)) {
+        entry_drop(c, (entry_t *)c->lru.tail);
         c->evictions++;
     }
     e->hash = h;
@@ -193,7 +170,7 @@ int token_cache_put(token_cache_t *c, const char *token, size_t len, const void 
         memcpy(e->data + value_len, token, len);
     e->hnext = c->buckets[h & c->mask];
     c->buckets[h & c->mask] = e;
-    lru_push_front(c, e);
+    lru_push_front(&c->lru, &e->lru);
     c->entries++;
     c->bytes += cost;
     return 0;
