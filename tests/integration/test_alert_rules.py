@@ -1,7 +1,8 @@
 """The deploy kit's observability (issue 13): the Prometheus alert rules of
 deploy/prometheus pass `promtool check rules` and their unit tests
 (`promtool test rules`); every alert carries a severity, its figures and a
-runbook_url whose anchor is a heading of docs/oncall.md; the Grafana
+runbook_url whose anchor is a heading of docs/oncall.md (whose links, and
+docs/onboarding.md's, resolve); the Grafana
 dashboard of deploy/grafana is well formed (unique panel ids, a datasource
 and targets on every panel, gridPos within 24 columns, each expression valid
 PromQL); and every metric and label that a rule or a panel names is one a
@@ -141,6 +142,23 @@ def test_every_alert_links_to_its_oncall_section():
         # Its own section: the heading is the alert's name.
         assert anchor == name.lower(), (name, url)
         assert anchor in anchors, f"{name}: no heading #{anchor} in docs/oncall.md"
+
+
+def test_oncall_and_onboarding_links_resolve():
+    """Every relative link of the two guides names a file that exists and,
+    with a fragment, a heading of it."""
+    docs = repo_root() / "docs"
+    for guide in ("oncall.md", "onboarding.md"):
+        text = (docs / guide).read_text()
+        text = re.sub(r"```.*?```", "", text, flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if re.match(r"[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (docs / path).resolve() if path else docs / guide
+            assert file.is_file(), f"{guide}: link to {target}: no such file"
+            if anchor:
+                assert anchor in github_anchors(file.read_text()), f"{guide}: link to {target}"
 
 
 def test_github_anchors_follow_githubs_rules():
