@@ -2,13 +2,13 @@
 deploy/prometheus pass `promtool check rules` and their unit tests
 (`promtool test rules`); every alert carries a severity, its figures and a
 runbook_url whose anchor is a heading of docs/oncall.md (whose links, and
-docs/onboarding.md's, resolve); the Grafana
-dashboard of deploy/grafana is well formed (unique panel ids, a datasource
-and targets on every panel, gridPos within 24 columns, each expression valid
-PromQL); and every metric and label that a rule or a panel names is one a
+docs/onboarding.md's, resolve); the Grafana dashboard of deploy/grafana is
+well formed (unique panel ids, a datasource and targets on every panel,
+gridPos within 24 columns, each expression valid PromQL); and every metric and label that a rule or a panel names is one a
 real ficus exports: a ficus with a canary fallback, a shadowed rollout, a
 hedge, a client throttle and a rate limit is scraped after traffic that
-makes each family show its labels."""
+makes each family show its labels (a circuit breaker at its limit and a
+rollout transition too)."""
 
 import hashlib
 import json
@@ -195,6 +195,9 @@ def dashboard_exprs(doc):
     for p in dashboard_panels(doc):
         for t in p.get("targets", []):
             yield f"panel {p['id']} ({p['title']}) {t.get('refId')}", clean(t["expr"])
+    for a in doc["annotations"]["list"]:
+        if "expr" in a:
+            yield f"annotation {a['name']}", clean(a["expr"])
     for v in doc["templating"]["list"]:
         if v.get("type") == "query":
             q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
@@ -224,6 +227,9 @@ def test_dashboard_is_well_formed(tmp_path):
             assert t["expr"].strip() and t["refId"], p["title"]
             assert t.get("datasource", p["datasource"]) == p["datasource"], p["title"]
     assert len(ids) == len(set(ids)), "panel ids repeat"
+    for a in doc["annotations"]["list"]:
+        if "expr" in a:
+            assert a["datasource"] == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}, a["name"]
     # Each expression is valid PromQL: promtool parses them as recording rules.
     exprs = list(dashboard_exprs(doc))
     rules = {"groups": [{"name": "dashboard", "rules": [
@@ -241,9 +247,11 @@ def exported(ficus, mock):
     v1, v2 = mock("search-v1"), mock("search-v2", fail_rate=1.0, fail_status=503)
     mono, orders = mock("monolith"), mock("orders-v2")
     slow, fast = mock("slow", latency="400ms"), mock("fast")
+    held = mock("held", latency="1s")
     cfg = config(
         {"monolith": mono.addr, "search-v1": v1.addr, "search-v2": v2.addr,
-         "orders-v2": orders.addr, "hedged": [slow.addr, fast.addr], "slow": slow.addr},
+         "orders-v2": orders.addr, "hedged": [slow.addr, fast.addr],
+         "held": {"targets": [held.addr], "max_requests": 1}},
         [route("search", "/search", [{"target_group": "search-v1", "weight": 1},
                                      {"target_group": "search-v2", "weight": 1,
                                       "fallback": "search-v1"}]),
@@ -256,7 +264,8 @@ def exported(ficus, mock):
          route("hedged", "/hedged", "hedged", timeout="5s",
                retries={"attempts": 0, "retry_on": ["5xx"],
                         "hedge": {"after": "50ms", "max_percent": 100}}),
-         route("partner", "/partner", "slow", auth={"client": "required"}),
+         route("partner", "/partner", "held", auth={"client": "required"}),
+         route("held", "/held", "held"),
          route("limited", "/limited", "monolith",
                rate_limit={"requests_per_second": 0.01, "burst": 1, "by": "ip"}),
          route("default", "/", "monolith")],
@@ -269,17 +278,22 @@ def exported(ficus, mock):
         assert http_request(f.port, "GET", f"/orders/{i}").status == 200
         assert http_request(f.port, "GET", f"/hedged/{i}", timeout=10).status == 200
     assert [http_request(f.port, "GET", "/limited").status for _ in range(3)] == [200, 429, 429]
+    # A rollout transition (by hand: pending to its first step).
+    assert http_request(f.admin_port, "POST", "/routes/orders/rollout/promote").status == 200
     assert http_request(f.port, "GET", "/nowhere").status == 200
-    # Two at once for a client allowed one: the one that finds the other in flight is refused.
-    statuses = []
-    calls = [threading.Thread(target=lambda: statuses.append(http_request(
-        f.port, "GET", "/partner", headers={"X-Api-Key": KEY}, timeout=10).status))
-        for _ in range(2)]
-    for t in calls:
-        t.start()
-    for t in calls:
-        t.join()
-    assert sorted(statuses) == [200, 429]
+    # A client allowed one request at a time sends a second while its first
+    # is held; another client's request finds the group's one request slot taken.
+    first = []
+    call = threading.Thread(target=lambda: first.append(http_request(
+        f.port, "GET", "/partner", headers={"X-Api-Key": KEY}, timeout=scaled(10)).status))
+    call.start()
+    try:
+        assert wait_until(lambda: held.stats()["total"] >= 1, scaled(5)), "first never arrived"
+        assert http_request(f.port, "GET", "/partner", headers={"X-Api-Key": KEY}).status == 429
+        assert http_request(f.port, "GET", "/held").status == 503
+    finally:
+        call.join()
+    assert first == [200]
 
     def scrape():
         return parse_metrics(f.metrics_text())
@@ -321,5 +335,7 @@ def test_rules_and_dashboard_use_only_exported_metrics_and_labels(ficus, mock):
                    "ficus_hedges_total", "ficus_config_reloads_total",
                    "ficus_config_last_reload_successful", "ficus_throttled_total",
                    "ficus_rate_limited_total", "ficus_shadow_requests_total",
-                   "ficus_rollout_step", "ficus_tls_certificate_expiry_timestamp_seconds"):
+                   "ficus_rollout_step", "ficus_rollout_transitions_total",
+                   "ficus_circuit_breaker_rejections_total",
+                   "ficus_tls_certificate_expiry_timestamp_seconds"):
         assert family in used, f"neither a rule nor a panel watches {family}"
