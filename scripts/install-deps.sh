@@ -6,16 +6,18 @@
 # BUILD: the compiler and the libraries the Makefile's pkg-config line links
 #   (libuv, OpenSSL, libyaml, PCRE2, jansson, hiredis) and llhttp's sources.
 # TEST: cmocka (unit tests); pytest, python3-websockets and python3-cryptography
-#   (keys and JWTs made in the black-box tests);
+#   (keys and JWTs made in the black-box tests), python3-yaml (the alert
+#   rules and their unit tests read in test_alert_rules.py);
 #   clang with its sanitizer/fuzzer runtime (ASan build, fuzzing); curl,
 #   openssl (probe's TLS test), util-linux (prlimit, taskset), wrk, haproxy,
-#   nginx-light (backends and bench), prometheus (promtool check metrics),
+#   nginx-light (backends and bench), prometheus (promtool check metrics,
+#   check rules and test rules: deploy/prometheus),
 #   clang-format, cppcheck, procps (pgrep in bench/), groff-base (the man
 #   page test), redis-server (global throttles and rate limits), chromium and
 #   fonts-dejavu-core (the migration board page, in a headless browser).
 set -e
 BUILD="gcc make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev"
-TEST="libcmocka-dev python3 python3-pytest python3-websockets python3-cryptography clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base chromium fonts-dejavu-core"
+TEST="libcmocka-dev python3 python3-pytest python3-websockets python3-cryptography python3-yaml clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base chromium fonts-dejavu-core"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
   *) WANT="$BUILD $TEST"
