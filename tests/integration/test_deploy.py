@@ -99,6 +99,8 @@ def runtime_packages(stage):
 
 
 def test_dockerfile_stages_user_and_entrypoint():
+    text = (repo_root() / DOCKERFILE).read_text()
+    assert not re.match(r"#\s*syntax\s*=", text), "a syntax line pulls a frontend image"
     stages = dockerfile_stages()
     assert len(stages) >= 2, "a build stage and a runtime stage"
     build, final = stages[0], stages[-1]
