@@ -7,6 +7,8 @@ needs an API server: the objects' field names are checked against the
 Kubernetes API's instead), and the gateway configuration in it is checked
 with `ficus check`."""
 
+import itertools
+import os
 import re
 import shlex
 import shutil
@@ -16,7 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness import ficus_bin, repo_root, run_cli, scaled
+from harness import ficus_bin, free_port, http_request, repo_root, run_cli, scaled, wait_until
+from harness.procs import spawn, stop_process, wait_ports
 
 DOCKERFILE = "deploy/docker/Dockerfile"
 KUSTOMIZE_DIR = "deploy/kubernetes"
@@ -408,6 +411,63 @@ def test_config_is_mounted_as_a_watched_directory(rendered):
     args = c["args"]
     assert args[:2] == ["run", "-c"]
     assert args[2] == mount["mountPath"].rstrip("/") + "/" + next(iter(rendered["ConfigMap"]["data"]))
+
+
+_kubelet_writes = itertools.count(1)
+
+
+def kubelet_write(mount, files):
+    """Writes files into mount as the kubelet updates a ConfigMap volume: a
+    new hidden directory, the ..data symlink renamed over to point at it, each
+    key a symlink through ..data, the previous directory removed."""
+    fresh = mount / f"..2026_01_01_00_00_00.{next(_kubelet_writes)}"
+    fresh.mkdir(parents=True)
+    for key, text in files.items():
+        (fresh / key).write_text(text)
+    data = mount / "..data"
+    old = data.resolve() if data.is_symlink() else None
+    tmp = mount / "..data_tmp"
+    tmp.symlink_to(fresh.name)
+    os.replace(tmp, data)
+    for key in files:
+        if not (mount / key).is_symlink():
+            (mount / key).symlink_to(f"..data/{key}")
+    if old is not None:
+        shutil.rmtree(old)
+
+
+def test_a_configmap_update_reloads_the_running_pod_configuration(rendered, mock, tmp_path,
+                                                                   monkeypatch):
+    """The Deployment's command line on the ConfigMap as the kubelet mounts
+    it; a changed ConfigMap (kubectl apply) reaches ficus without a restart."""
+    a, b = mock("a"), mock("b")
+    cfg = yaml.safe_load(gateway_config(rendered))
+    port, admin = free_port(), free_port()
+    cfg["server"].update(listen=[f"127.0.0.1:{port}"], drain_delay="0s", drain_timeout="1s")
+    cfg["admin"]["listen"] = f"127.0.0.1:{admin}"
+    (group,) = cfg["target_groups"].values()
+    group["targets"] = [a.addr]
+    monkeypatch.setenv(cfg["admin"]["token_env"], "deploy-test-token")
+
+    c = ficus_container(rendered)
+    (mount,) = [m for m in c["volumeMounts"] if m["name"] == "config"]
+    local = tmp_path / mount["mountPath"].lstrip("/")
+    (key,) = rendered["ConfigMap"]["data"]
+    kubelet_write(local, {key: yaml.safe_dump(cfg)})
+    args = [arg.replace(mount["mountPath"], str(local)) for arg in c["args"]]
+    proc, _out, err = spawn([ficus_bin(), *args])
+    try:
+        wait_ports([port, admin], proc, 10, "ficus run")
+
+        def answered_by():
+            return http_request(port, "GET", "/").header("X-Mock-Name")
+
+        assert answered_by() == "a"
+        group["targets"] = [b.addr]
+        kubelet_write(local, {key: yaml.safe_dump(cfg)})
+        assert wait_until(lambda: answered_by() == "b", scaled(5)), "\n".join(err.lines[-20:])
+    finally:
+        assert stop_process(proc) == 0
 
 
 def test_admin_token_comes_from_the_documented_secret(rendered):
