@@ -494,6 +494,8 @@ def test_pod_runs_unprivileged_as_the_image_user(rendered):
     assert spec["securityContext"]["runAsNonRoot"] is True or sc.get("runAsNonRoot") is True
     user = steps(dockerfile_stages()[-1], "USER")[-1]
     assert f"{spec['securityContext']['runAsUser']}:{spec['securityContext']['runAsGroup']}" == user
+    version = (repo_root() / "VERSION").read_text().strip()
+    assert c["image"] == f"ficus:{version}", "the base runs the version this tree builds"
     res = c["resources"]
     assert res["requests"]["cpu"] and res["requests"]["memory"] and res["limits"]["memory"]
     cfg = yaml.safe_load(gateway_config(rendered))
@@ -510,7 +512,7 @@ def test_systemd_units_stop_timeout_covers_the_default_drain():
 
 def test_docs_say_how_to_build_and_apply():
     ops = (repo_root() / "docs/operations.md").read_text()
-    assert re.search(r"docker build -f deploy/docker/Dockerfile( -t \S+)? \.\n", ops)
+    assert re.search(r"docker build -f deploy/docker/Dockerfile( -t [^\n]+)? \.\n", ops)
     assert "kubectl apply -k deploy/kubernetes" in ops
 
 
