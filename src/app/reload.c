@@ -206,7 +206,7 @@ static void on_trial_check(uv_timer_t *t)
     if (!r->trial || refused(r))
         return;
     generation_t *cur = generations_current(r->gens), *gen = generations_trial(r->gens);
-    static reload_side_t old_side, new_side; /* main thread only; 1.7 KiB each */
+    reload_side_t old_side, new_side;
     trial_sides(r, &old_side, &new_side);
     reload_judgement_t j;
     reload_judge(&r->rule, &old_side, &new_side,

@@ -341,13 +341,6 @@ static uint64_t deadline_left_ms(const request_t *req, uint64_t now_us)
     return req->deadline_us > now_us ? (req->deadline_us - now_us) / 1000 : 0;
 }
 
-/* A gRPC request: its deadline also goes as grpc-timeout. */
-static bool is_grpc(const http_head_t *h)
-{
-    const http_header_t *ct = http_header_find(h->headers, h->n_headers, "content-type", 12);
-    return ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
-}
-
 /* ---------------------------------------------------------------- begin */
 
 static void forward(request_t *req, const http_head_t *h, routed_t *rt);
@@ -572,7 +565,7 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
         request_trace_headers(req, &g->cfg->tracing, &trace);
         rw.trace = &trace;
     }
-    rewrite_deadline_t deadline = {.grpc = is_grpc(h)};
+    rewrite_deadline_t deadline = {0};
     if (r->deadline.propagate)
         rw.deadline = &deadline;
     long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
@@ -585,7 +578,7 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     req->tp_off = trace.w3c ? trace.traceparent_off : 0;
     req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
     req->rto_off = rw.deadline ? deadline.ms_off : 0;
-    req->gto_off = rw.deadline && deadline.grpc ? deadline.grpc_off : 0;
+    req->gto_off = rw.deadline ? deadline.grpc_off : 0;
     if (g->hedges[r->index])
         hedge_note_request(g->hedges[r->index]);
     if (req->backend->fallback != CONFIG_NONE)
@@ -833,7 +826,9 @@ static decision_t decide_request(const request_t *req, end_reason_t why, int sta
         .fallback_ready =
             req->backend && req->backend->fallback != CONFIG_NONE && !req->fallback && req->alt,
         .retry_counted = req->retry_counted,
-        .deadline_short = r && deadline_left_ms(req, time_now_us()) < r->deadline.min_remaining_ms,
+        /* The loop's time (no clock read per answer): min_remaining is in ms. */
+        .deadline_short =
+            r && deadline_left_ms(req, uv_now(req->pw->loop) * 1000) < r->deadline.min_remaining_ms,
         .route = r,
         .attempts = req->attempts,
         .retries = req->retries,

@@ -154,7 +154,7 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
     out_t o = {buf, 0, cap, false};
     const http_header_t *conn = http_header_find(h->headers, h->n_headers, "connection", 10);
     const http_header_t *xff = NULL;
-    bool host_sent = false;
+    bool host_sent = false, grpc = false;
 
     put(&o, h->method, h->method_len);
     PUT_LIT(&o, " ");
@@ -197,6 +197,9 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
             continue;
         if (in->deadline && (NAME_IS(hd, "x-request-timeout-ms") || NAME_IS(hd, "grpc-timeout")))
             continue;
+        if (in->deadline && NAME_IS(hd, "content-type") && hd->value_len >= 16 &&
+            strncasecmp(hd->value, "application/grpc", 16) == 0)
+            grpc = true; /* its deadline goes as grpc-timeout too */
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }
     if (!host_sent && in->host)
@@ -262,7 +265,8 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         put(&o, in->add, in->add_len);
     if (in->deadline) {
         static const char blank[DEADLINE_MS_WIDTH] = "         0";
-        if (in->deadline->grpc) {
+        in->deadline->grpc_off = 0;
+        if (grpc) {
             PUT_LIT(&o, "grpc-timeout:");
             in->deadline->grpc_off = (uint32_t)o.len;
             put(&o, blank + DEADLINE_MS_WIDTH - DEADLINE_GRPC_WIDTH, DEADLINE_GRPC_WIDTH);

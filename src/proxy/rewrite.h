@@ -30,10 +30,10 @@ typedef struct rewrite_trace {
 /* Deadline headers to send instead of the client's (contract 10.3): each
  * try writes its time left at the offsets the rewrite reports. */
 typedef struct rewrite_deadline {
-    bool grpc; /* grpc-timeout too (a gRPC request) */
-    /* out: where the fixed-width values start in the head */
+    /* out: where the fixed-width values start in the head; grpc_off only
+     * for a gRPC request (Content-Type application/grpc...), else 0 */
     uint32_t ms_off;
-    uint32_t grpc_off; /* 0 without grpc */
+    uint32_t grpc_off;
 } rewrite_deadline_t;
 
 typedef struct rewrite_name {
