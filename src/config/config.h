@@ -261,6 +261,25 @@ typedef struct config_rollout {
     config_rollout_state_t state;
 } config_rollout_t;
 
+/* route.aggregate (contract 8): calls made concurrently, one JSON answer. */
+#define CONFIG_MAX_AGGREGATE_CALLS 16
+typedef struct config_agg_call {
+    char *name;            /* the answer's key */
+    size_t target_group;   /* index */
+    char *path;            /* request target; {user} is the user's id, percent-encoded */
+    bool uses_user;        /* path has {user} */
+    bool required;         /* its failure fails the answer (502/504) */
+    uint64_t cache_ttl_ms; /* 200 answers kept this long per resolved path; 0: not */
+    char *extract;         /* JSON pointer of the part kept; NULL: the whole body */
+} config_agg_call_t;
+
+typedef struct config_aggregate {
+    uint64_t timeout_ms;     /* the whole aggregation */
+    uint64_t max_body_bytes; /* a call's body; larger is the call's failure */
+    config_agg_call_t *calls;
+    size_t n_calls;
+} config_aggregate_t;
+
 typedef struct config_route {
     char *name;
     size_t index;
@@ -296,6 +315,8 @@ typedef struct config_route {
     config_shadow_t shadow;
     bool has_rollout;
     config_rollout_t rollout;
+    bool has_aggregate; /* calls instead of backends (n_backends is 0) */
+    config_aggregate_t aggregate;
     uint32_t lint_ignore; /* lint.ignore: bits of config/lint's rules silenced on the route */
 } config_route_t;
 
@@ -414,6 +435,10 @@ typedef struct config {
     uint32_t lint_ignore; /* lint.ignore: bits of config/lint's rules silenced everywhere */
     bool has_reload;
     config_reload_t reload;
+    /* aggregate_cache: where aggregation calls' bodies are kept (8) */
+    config_scope_t aggregate_cache_scope;
+    uint32_t aggregate_cache_entries;
+    uint64_t aggregate_cache_bytes;
 } config_t;
 
 /* Errors collected while loading: every one, in file order, each formatted

@@ -14,6 +14,7 @@
 
 #include "config/config_auth.h"
 #include "config/config_lint.h"
+#include "config/config_aggregate.h"
 #include "config/config_migration.h"
 #include "config/names.h"
 #include "config/units.h"
@@ -1657,7 +1658,7 @@ static const schema_row_t route_fields[] = {
                ROW_JSON(config_migration_j_route_shadow)),
     ROW_CUSTOM("rollout", config_migration_f_route_rollout,
                ROW_JSON(config_migration_j_route_rollout)),
-    ROW_UNSUPPORTED("aggregate", "aggregation (BFF)"),
+    ROW_CUSTOM("aggregate", config_aggregate_f_route, ROW_JSON(config_aggregate_j_route)),
     ROW_CUSTOM("lint", config_lint_f_route, ROW_JSON(config_lint_j_route)),
 };
 
@@ -1670,12 +1671,28 @@ static void parse_route(schema_ctx_t *c, const yaml_node_t *v, const char *path,
     if (!schema_want(c, v, YAML_MAPPING_NODE, path))
         return;
     schema_apply(c, v, v, path, route_fields, ARRAY_LEN(route_fields), r, &seen);
-    /* An aggregate route has calls instead of backends: its own error says
-     * enough. */
-    if (SCHEMA_SEEN_VAL(route_fields, seen, "backends") ||
-        SCHEMA_SEEN_KEY(route_fields, seen, "aggregate"))
-        return;
     char p[SCHEMA_PATH_BYTES];
+    const yaml_node_t *agg = SCHEMA_SEEN_KEY(route_fields, seen, "aggregate");
+    if (agg) {
+        /* Calls instead of backends: what needs backends does not apply. */
+        schema_path_key(p, path, "aggregate", 9);
+        if (SCHEMA_SEEN_KEY(route_fields, seen, "backends"))
+            schema_err(c, agg, "%s: a route has backends or aggregate calls, not both", p);
+        else if (r->has_shadow || r->has_rollout)
+            schema_err(c, agg, "%s: shadow and rollout need backends; an aggregate route has none",
+                       p);
+        for (size_t i = 0; i < r->aggregate.n_calls && r->auth_provider == CONFIG_NONE; i++)
+            if (r->aggregate.calls[i].uses_user) {
+                schema_err(c, agg,
+                           "%s: calls[%zu].path uses {user}: the route needs auth.user (the "
+                           "user's id comes from the token)",
+                           p, i);
+                break;
+            }
+        return;
+    }
+    if (SCHEMA_SEEN_VAL(route_fields, seen, "backends"))
+        return;
     schema_path_key(p, path, "backends", 8);
     if (SCHEMA_SEEN_KEY(route_fields, seen, "backends"))
         schema_err(c, SCHEMA_SEEN_KEY(route_fields, seen, "backends"),
@@ -1736,6 +1753,7 @@ const schema_row_t config_rows[] = {
     ROW_CUSTOM("routes", sec_routes, ROW_JSON(j_routes)),
     ROW_CUSTOM("lint", config_lint_f_top, ROW_JSON(config_lint_j_top)),
     ROW_CUSTOM("reload", config_migration_f_reload, ROW_JSON(config_migration_j_reload)),
+    ROW_CUSTOM("aggregate_cache", config_aggregate_f_cache, ROW_JSON(config_aggregate_j_cache)),
 };
 
 const size_t config_rows_n = ARRAY_LEN(config_rows);
