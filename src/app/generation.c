@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/time.h"
 #include "policy/health_check.h"
+#include "policy/agg_cache.h"
 #include "policy/json_diff.h"
 #include "policy/rate_limit.h"
 #include "policy/reload_judge.h"
@@ -37,6 +38,7 @@ struct generation {
     atomic_uint **client_inflight; /* per client: its throttle counter (the instance's) */
     jwks_refresh_t *jwks;
     atomic_uint *shadow_inflight;   /* per route: shadow copies in flight */
+    agg_cache_t *agg_cache;         /* aggregation calls' bodies (contract 8), or NULL */
     json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
@@ -126,6 +128,7 @@ static void gen_free(generation_t *gen)
     api_key_index_free(gen->api_keys);
     free(gen->client_inflight);
     free(gen->shadow_inflight);
+    agg_cache_free(gen->agg_cache);
     for (size_t i = 0; gen->diff_specs && i < gen->cfg->n_routes; i++)
         json_diff_spec_free(gen->diff_specs[i]);
     free(gen->diff_specs);
@@ -224,6 +227,11 @@ static int diff_specs(generation_t *gen)
     gen->diff_specs = calloc(nr, sizeof *gen->diff_specs);
     if (!gen->shadow_inflight || !gen->diff_specs)
         return FE_NOMEM;
+    for (size_t i = 0; i < cfg->n_routes && !gen->agg_cache; i++)
+        if (cfg->routes[i].has_aggregate &&
+            !(gen->agg_cache =
+                  agg_cache_new(cfg->aggregate_cache_entries, cfg->aggregate_cache_bytes)))
+            return FE_NOMEM;
     for (size_t i = 0; i < cfg->n_routes; i++) {
         const config_route_t *r = &cfg->routes[i];
         if (!r->has_shadow || !r->shadow.has_compare)
@@ -341,6 +349,7 @@ static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, 
                              .sessions = gs->sessions,
                              .jwks = jwks_refresh_slots(gen->jwks),
                              .shadow_inflight = gen->shadow_inflight,
+                             .agg_cache = gen->agg_cache,
                              .diff_specs = gen->diff_specs,
                              .shadow_routes = gen->shadow_routes,
                              .rollouts = rollouts_table(gen->rollouts),

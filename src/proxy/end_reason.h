@@ -62,6 +62,10 @@
       RETRY_OUTCOME_UNAVAILABLE)                                                                   \
     X(CIRCUIT_OPEN, "circuit_open", 503, "circuit_open", "circuit breaker open", 0,                \
       RETRY_OUTCOME_UNAVAILABLE)                                                                   \
+    X(CALL_FAILED, "call_failed", 502, "bad_gateway", "a required call failed", 0,                 \
+      RETRY_OUTCOME_NONE)                                                                          \
+    X(METHOD_NOT_ALLOWED, "method_not_allowed", 405, "method_not_allowed",                         \
+      "an aggregation route answers GET and HEAD", 0, RETRY_OUTCOME_NONE)                          \
     X(INTERNAL, "internal_error", 500, "internal_error", "out of memory", 0, RETRY_OUTCOME_NONE)   \
     X(TUNNEL_IDLE, "tunnel_idle_timeout", 0, NULL, NULL, 0, RETRY_OUTCOME_NONE)
 

@@ -27,6 +27,7 @@
 #include "policy/hedge.h"
 #include "policy/retry.h"
 #include "proxy/admission.h"
+#include "proxy/aggregate.h"
 #include "proxy/decide.h"
 #include "proxy/exchange.h"
 #include "proxy/request_trace.h"
@@ -344,6 +345,7 @@ static uint64_t deadline_left_ms(const request_t *req, uint64_t now_us)
 /* ---------------------------------------------------------------- begin */
 
 static void forward(request_t *req, const http_head_t *h, routed_t *rt);
+static void aggregate(request_t *req, const http_head_t *h, const routed_t *rt);
 static void admit(request_t *req, const http_head_t *h, routed_t *rt, const char *raw,
                   size_t head_bytes);
 
@@ -502,43 +504,24 @@ static void build_fallback_target(request_t *req, const routed_t *rt)
     }
 }
 
-/* The backend, and the head it gets; then the first try. */
-static void forward(request_t *req, const http_head_t *h, routed_t *rt)
+/* The upstream head (the one copy of the client's): into req->out, with
+ * where each try patches its trace ids and time left. False when the
+ * request was answered instead. calls: an aggregation's (rewrite.h). */
+static bool build_out(request_t *req, const http_head_t *h, const routed_t *rt, const char *target,
+                      size_t tlen, bool calls)
 {
     proxy_worker_t *pw = req->pw;
     proxy_gen_t *g = req->gen;
     const config_route_t *r = req->route;
-
-    if (h->upgrade && !accept_upgrade(req, h))
-        return;
-
-    size_t b = pick_backend(g, r, h, rt->ip, rt->ip_len);
-    if (b == SIZE_MAX) {
-        answer_error(req, END_NO_TARGET, "every backend of the route has weight 0");
-        return;
-    }
-    req->backend = &r->backends[b];
-    req->group = (uint32_t)req->backend->target_group;
-    char *target = pw->scratch;
-    long tlen = router_rewrite_target(r, req->backend, &rt->rr, &rt->m, target, pw->scratch_bytes);
-    if (tlen >= 0 && pw->alog) {
-        size_t n;
-        copy_trunc(req->upstream_path, sizeof req->upstream_path, target, (size_t)tlen, &n);
-        req->upstream_path_len = (uint16_t)n;
-    }
-    if (tlen < 0) {
-        answer_error(req, END_URI_TOO_LONG, NULL);
-        return;
-    }
     req->out = pbuf_get(&pw->w->pool);
     if (!req->out) {
         answer_error(req, END_INTERNAL, NULL);
-        return;
+        return false;
     }
     rewrite_request_t rw = {
         .head = h,
         .target = target,
-        .target_len = (size_t)tlen,
+        .target_len = tlen,
         .host = rt->authority,
         .host_len = rt->authority_len,
         .peer_ip = req->cc->client_ip,
@@ -559,6 +542,7 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
         .add = req->ident ? req->ident->data : NULL,
         .add_len = req->ident ? req->ident->len : 0,
         .client_id = req->client != UINT32_MAX ? g->cfg->clients[req->client].id : NULL,
+        .calls = calls,
     };
     rewrite_trace_t trace = {0};
     if (req->trace_export) {
@@ -571,7 +555,7 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     long hl = rewrite_request_head(&rw, req->out->data, req->out->cap);
     if (hl < 0) {
         refuse_head(req, END_HEADER_TOO_LARGE, "request head too large to forward");
-        return;
+        return false;
     }
     req->out->len = (uint32_t)hl;
     req->head_len = (uint32_t)hl;
@@ -579,6 +563,62 @@ static void forward(request_t *req, const http_head_t *h, routed_t *rt)
     req->dd_off = trace.datadog ? trace.dd_parent_off : 0;
     req->rto_off = rw.deadline ? deadline.ms_off : 0;
     req->gto_off = rw.deadline ? deadline.grpc_off : 0;
+    return true;
+}
+
+/* An aggregation route (contract 8): no backend; its calls are made from
+ * the head a backend would get, with the client's own target. */
+static void aggregate(request_t *req, const http_head_t *h, const routed_t *rt)
+{
+    if (req->method_id != HTTP_METHOD_GET && req->method_id != HTTP_METHOD_HEAD) {
+        client_conn_close_after(req->cc);
+        answer_error(req, END_METHOD_NOT_ALLOWED, NULL);
+        return;
+    }
+    if ((h->has_content_length && h->content_length > 0) || h->chunked) {
+        client_conn_close_after(req->cc);
+        answer_error(req, END_BAD_REQUEST, "an aggregation route takes no request body");
+        return;
+    }
+    if (!build_out(req, h, rt, h->target, h->target_len, true))
+        return;
+    aggregate_start(req);
+}
+
+/* The backend, and the head it gets; then the first try. */
+static void forward(request_t *req, const http_head_t *h, routed_t *rt)
+{
+    proxy_worker_t *pw = req->pw;
+    proxy_gen_t *g = req->gen;
+    const config_route_t *r = req->route;
+
+    if (h->upgrade && !accept_upgrade(req, h))
+        return;
+    if (r->has_aggregate) {
+        aggregate(req, h, rt);
+        return;
+    }
+
+    size_t b = pick_backend(g, r, h, rt->ip, rt->ip_len);
+    if (b == SIZE_MAX) {
+        answer_error(req, END_NO_TARGET, "every backend of the route has weight 0");
+        return;
+    }
+    req->backend = &r->backends[b];
+    req->group = (uint32_t)req->backend->target_group;
+    char *target = pw->scratch;
+    long tlen = router_rewrite_target(r, req->backend, &rt->rr, &rt->m, target, pw->scratch_bytes);
+    if (tlen >= 0 && pw->alog) {
+        size_t n;
+        copy_trunc(req->upstream_path, sizeof req->upstream_path, target, (size_t)tlen, &n);
+        req->upstream_path_len = (uint16_t)n;
+    }
+    if (tlen < 0) {
+        answer_error(req, END_URI_TOO_LONG, NULL);
+        return;
+    }
+    if (!build_out(req, h, rt, target, (size_t)tlen, false))
+        return;
     if (g->hedges[r->index])
         hedge_note_request(g->hedges[r->index]);
     if (req->backend->fallback != CONFIG_NONE)
@@ -1407,6 +1447,8 @@ static void on_drained(client_conn_t *cc)
     }
     if (req->phase == REQ_RESPONDING && req->ex->uc)
         upstream_conn_resume(req->ex->uc);
+    else if (req->phase == REQ_AGGREGATE)
+        aggregate_drained(req);
 }
 
 /* The request deadline passed. */
@@ -1497,6 +1539,13 @@ static void client_gone(request_t *req, end_reason_t why)
 
 /* ficus's own answer: the reason's status and JSON error, message (or the
  * reason's own), then the request is over. */
+void proxy_answer_error(request_t *req, end_reason_t why, const char *message)
+{
+    answer_error(req, why, message);
+}
+
+void proxy_request_gone(request_t *req, end_reason_t why) { client_gone(req, why); }
+
 static void answer_error(request_t *req, end_reason_t why, const char *message)
 {
     client_conn_t *cc = req->cc;

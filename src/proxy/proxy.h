@@ -21,4 +21,10 @@ void proxy_on_accept(worker_t *w, int fd, size_t listener);
 /* A suspended admission step is done: the request goes on (or is answered). */
 void proxy_request_resume(request_t *req);
 
+/* For an aggregation (aggregate.c), which answers the request itself:
+ * ficus's own error answer; the client cannot be written to (the request
+ * ends, the connection is cut). */
+void proxy_answer_error(request_t *req, end_reason_t why, const char *message);
+void proxy_request_gone(request_t *req, end_reason_t why);
+
 #endif

@@ -18,6 +18,7 @@
 #include "observe/board.h"
 #include "observe/metrics.h"
 #include "observe/trace.h"
+#include "policy/agg_cache.h"
 #include "policy/api_key.h"
 #include "policy/fleet.h"
 #include "policy/health.h"
@@ -67,6 +68,7 @@ struct proxy_gen {
     session_store_t *sessions;
     jwks_slot_t *jwks;
     atomic_uint *shadow_inflight;         /* per route: shadow copies in flight (the instance's) */
+    agg_cache_t *agg_cache;               /* aggregation calls' bodies (the instance's), or NULL */
     json_diff_spec_t *const *diff_specs;  /* per route: its shadow comparison, NULL: none */
     shadow_route_t *const *shadow_routes; /* per route: its shadow figures, or NULL */
     rollout_t *const *rollouts; /* per route: its rollout (records go here), NULL where none */
@@ -109,6 +111,7 @@ typedef struct proxy_shared {
     session_store_t *sessions;           /* this instance's session tokens */
     jwks_slot_t *jwks;                   /* per JWT provider: its keys */
     atomic_uint *shadow_inflight;        /* per route: shadow copies in flight */
+    agg_cache_t *agg_cache;              /* aggregation calls' bodies, or NULL */
     json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
     rollout_t *const *rollouts;          /* per route: its rollout, NULL where none */
     board_route_t *const *board_routes;  /* per route: its board figures, NULL where none */

@@ -11,6 +11,7 @@
 #include "proxy/exchange.h"
 #include "proxy/proxy_worker.h"
 #include "proxy/request_trace.h"
+#include "proxy/aggregate.h"
 #include "proxy/shadow.h"
 
 void request_new_id(request_t *req)
@@ -70,6 +71,7 @@ void request_release(request_t *req)
     proxy_worker_wait_remove(req);
     admission_release(req);
     shadow_detach(req);
+    aggregate_detach(req);
     for (size_t i = 0; i < 2; i++) { /* a hedge's copy of the head */
         pbuf_put(pool, req->slots[i].out);
         req->slots[i].out = NULL;

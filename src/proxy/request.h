@@ -31,6 +31,8 @@ typedef enum {
     REQ_CONNECTING, /* waiting for an upstream connection */
     REQ_SENT,       /* head (and body so far) written upstream, waiting for the response */
     REQ_RESPONDING, /* response head sent to the client, relaying the body */
+    REQ_AGGREGATE,  /* an aggregation's calls are under way, or its answer is written (aggregate.c)
+                     */
     REQ_DONE,       /* answered */
     REQ_TUNNEL      /* after a 101: bytes relayed both ways (tunnel.c) */
 } req_phase_t;
@@ -107,10 +109,11 @@ struct request {
     uint8_t fleet_verdict;
     uint64_t fleet_retry_ms;
     struct fleet_op *fleet_op;
-    uint8_t kid_waited;    /* waited once for a read of the provider's keys */
-    uint64_t kid_seq;      /* ... started after this many reads */
-    struct shadow *shadow; /* the request's shadow copy (shadow.c), NULL: none */
-    uint8_t user_len;      /* the user's subject (rate limits by user), 0 = none */
+    uint8_t kid_waited;      /* waited once for a read of the provider's keys */
+    uint64_t kid_seq;        /* ... started after this many reads */
+    struct shadow *shadow;   /* the request's shadow copy (shadow.c), NULL: none */
+    struct aggregation *agg; /* its aggregation (aggregate.c), NULL: none */
+    uint8_t user_len;        /* the user's subject (rate limits by user), 0 = none */
     char user[64];
     /* Tracing: the trace the request belongs to (continued or started) and
      * ficus's spans in it; the head's trace headers are patched per try. */

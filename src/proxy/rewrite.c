@@ -186,6 +186,9 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
         }
         if (route_removes(in->route, hd) || dropped(in, hd))
             continue;
+        if (in->calls && (NAME_IS(hd, "content-length") || NAME_IS(hd, "transfer-encoding") ||
+                          NAME_IS(hd, "expect") || NAME_IS(hd, "accept-encoding")))
+            continue;
         if (in->drop_cookie && NAME_IS(hd, "cookie")) {
             put_cookie_without(&o, in, hd);
             continue;

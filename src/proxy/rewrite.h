@@ -70,6 +70,10 @@ typedef struct rewrite_request {
     const char *add;
     size_t add_len;
     const char *client_id; /* X-Client-Id to send; NULL = none */
+    /* The head of an aggregation's calls (GET, no body): the client's body
+     * framing (Content-Length, Transfer-Encoding, Expect) and Accept-Encoding
+     * are left out (their bodies are read as JSON). */
+    bool calls;
 } rewrite_request_t;
 
 /* Writes the upstream head; returns its length or FE_TOOBIG. */

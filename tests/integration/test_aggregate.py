@@ -1,0 +1,331 @@
+"""Aggregation routes (contract 8): a route with `aggregate` makes all its
+calls at once (each with the route's retries and the client's identity
+headers and trace) and answers one JSON object; a failed optional call is
+null, named in _errors, with X-Ficus-Partial: true; a failed required call
+fails it all with 502/504; aggregate.timeout bounds everything; `extract`
+keeps part of a body; `cache_ttl` caches 200 bodies per resolved path with
+one upstream call per miss, even for 30 cold requests at once."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from harness import (OtlpReceiver, config, http_request, metric_value, parse_metrics, run_cli,
+                     scaled, to_yaml)
+from harness.tokens import Key, jwks, token
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, fmt, *args):
+        pass
+
+    def do_GET(self):
+        b = self.server.backend
+        with b.lock:
+            b.seen.append({"path": self.path, "headers": {k.lower(): v for k, v in
+                                                          self.headers.items()}})
+            n = len(b.seen)
+        status, body, ctype = b.answer(self.path, n)
+        if b.delay:
+            time.sleep(b.delay)
+        if b.gate is not None:
+            b.gate.wait(5)
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_HEAD = do_GET
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass
+
+
+class JsonBackend:
+    """A backend answering JSON by path; answer(path, n) may be replaced."""
+
+    def __init__(self, doc=None):
+        self.doc = doc if doc is not None else {"ok": True}
+        self.delay = 0.0
+        self.gate = None  # a threading.Event the answer waits for (5 s at most)
+        self.lock = threading.Lock()
+        self.seen = []
+        self.server = _Server(("127.0.0.1", 0), _Handler)
+        self.server.backend = self
+        self.addr = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def answer(self, path, n):
+        return 200, json.dumps({"path": path, **self.doc}).encode(), "application/json"
+
+    def count(self):
+        with self.lock:
+            return len(self.seen)
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def backends():
+    made = []
+
+    def start(doc=None):
+        b = JsonBackend(doc)
+        made.append(b)
+        return b
+
+    yield start
+    for b in made:
+        b.stop()
+
+
+def agg_route(calls, timeout="2s", path="/home", **extra):
+    return {"name": "home", "match": {"path": path},
+            "aggregate": {"timeout": timeout, "calls": calls}, **extra}
+
+
+def call(name, group, path, **kw):
+    return {"name": name, "target_group": group, "path": path, **kw}
+
+
+def get(f, path="/home", headers=None, method="GET"):
+    return http_request(f.port, method, path, headers=headers or {})
+
+
+def test_calls_go_at_once_and_compose_one_object(ficus, backends):
+    items, reco = backends({"items": [1, 2]}), backends({"reco": ["a"]})
+    # items answers only once reco has its request: sequential calls would
+    # leave it waiting its 5 s and the aggregation would time out.
+    items.gate = threading.Event()
+    orig = reco.answer
+
+    def reco_answer(path, n):
+        items.gate.set()
+        return orig(path, n)
+    reco.answer = reco_answer
+    f = ficus(config({"items": items.addr, "reco": reco.addr}, [
+        agg_route([call("items", "items", "/v1/items/top"),
+                   call("reco", "reco", "/v1/reco", required=False)], timeout="3s")]))
+    r = get(f)
+    assert r.status == 200, r.body
+    assert r.header("Content-Type") == "application/json"
+    assert r.header("X-Ficus-Partial") is None
+    doc = r.json()
+    assert list(doc) == ["items", "reco"]
+    assert doc["items"] == {"path": "/v1/items/top", "items": [1, 2]}
+    assert doc["reco"] == {"path": "/v1/reco", "reco": ["a"]}
+    e = f.wait_access_log(1)[-1]
+    assert e["route"] == "home" and e["status"] == 200 and e["attempts"] == 2
+    assert e["target_group"] is None and e["error"] is None
+
+
+def test_a_failed_optional_call_is_null_with_its_reason(ficus, backends):
+    items, reco = backends({"items": []}), backends()
+    reco.answer = lambda path, n: (503, b'{"busy":true}', "application/json")
+    f = ficus(config({"items": items.addr, "reco": reco.addr}, [
+        agg_route([call("items", "items", "/i"), call("reco", "reco", "/r", required=False)])]))
+    r = get(f)
+    assert r.status == 200
+    assert r.header("X-Ficus-Partial") == "true"
+    doc = r.json()
+    assert doc["items"]["items"] == [] and doc["reco"] is None
+    assert doc["_errors"] == {"reco": "status 503"}
+
+
+def test_a_failed_required_call_fails_the_answer(ficus, backends, raw_backend):
+    items, reco = backends(), backends()
+    items.answer = lambda path, n: (500, b"{}", "application/json")
+    dead = raw_backend("truncate")  # a body cut short: a reset
+    f = ficus(config({"items": items.addr, "reco": reco.addr, "dead": dead.addr}, [
+        agg_route([call("items", "items", "/i"), call("reco", "reco", "/r", required=False)]),
+        agg_route([call("d", "dead", "/d")], path="/dead") | {"name": "dead"},
+    ]))
+    r = get(f)
+    assert r.status == 502, r.body
+    body = r.json()
+    assert body["error"] == "bad_gateway"
+    assert "required call items failed: status 500" in body["message"]
+    r = get(f, "/dead")
+    assert r.status == 502 and "required call d failed" in r.json()["message"]
+    log = f.wait_access_log(2)
+    assert log[0]["error"] == "call_failed"
+
+
+def test_the_aggregate_timeout_bounds_everything(ficus, backends):
+    items, slow = backends({"n": 1}), backends()
+    slow.delay = 1.5
+    f = ficus(config({"items": items.addr, "slow": slow.addr}, [
+        agg_route([call("items", "items", "/i"), call("slow", "slow", "/s", required=False)],
+                  timeout="300ms"),
+        agg_route([call("slow", "slow", "/s")], timeout="300ms", path="/req") | {"name": "req"},
+    ]))
+    r = get(f)
+    assert r.status == 200 and r.header("X-Ficus-Partial") == "true"
+    assert r.json() == {"items": {"path": "/i", "n": 1}, "slow": None,
+                        "_errors": {"slow": "timeout"}}
+    r = get(f, "/req")
+    assert r.status == 504 and r.json()["error"] == "gateway_timeout"
+    assert "required call slow failed: timeout" in r.json()["message"]
+
+
+def test_each_call_has_the_routes_retries(ficus, backends):
+    flaky = backends({"ok": 1})
+    flaky.answer = lambda path, n: ((503, b"{}", "application/json") if n == 1 else
+                                    (200, b'{"ok":1}', "application/json"))
+    f = ficus(config({"flaky": flaky.addr}, [
+        agg_route([call("f", "flaky", "/f")],
+                  retries={"attempts": 2, "retry_on": ["503"], "backoff": "10ms"})]))
+    r = get(f)
+    assert r.status == 200 and r.json() == {"f": {"ok": 1}}
+    assert flaky.count() == 2
+    m = parse_metrics(f.metrics_text())
+    assert metric_value(m, "ficus_retries_total", route="home", target_group="flaky") == 1
+
+
+def test_identity_headers_trace_and_user_go_with_every_call(ficus, backends, tmp_path):
+    key = Key("RS256", "k1")
+    (tmp_path / "jwks.json").write_text(jwks(key))
+    a, b = backends(), backends()
+    receiver = OtlpReceiver()
+    receiver.start()
+    try:
+        f = ficus(config({"a": a.addr, "b": b.addr}, [
+            agg_route([call("a", "a", "/users/{user}/cart"),
+                       call("b", "b", "/reco?user={user}&n=3")],
+                      auth={"user": {"provider": "main", "required": True}}),
+        ], jwt_providers={"main": {"issuer": "https://id.test", "audiences": ["shop"],
+                                   "algorithms": ["RS256"],
+                                   "jwks_file": str(tmp_path / "jwks.json"),
+                                   "forward_claims": {"sub": "X-User-Id"}}},
+            tracing={"otlp_endpoint": receiver.endpoint}))
+        tok = token(key, {"sub": "jo e/1", "iss": "https://id.test", "aud": "shop"})
+        trace_id = "0af7651916cd43dd8448eb211c80319c"
+        r = get(f, headers={"Authorization": f"Bearer {tok}", "X-Request-Id": "agg-1",
+                            "Accept-Encoding": "gzip",
+                            "traceparent": f"00-{trace_id}-b7ad6b7169203331-01"})
+        assert r.status == 200, r.body
+        doc = r.json()
+        assert doc["a"]["path"] == "/users/jo%20e%2F1/cart"
+        assert doc["b"]["path"] == "/reco?user=jo%20e%2F1&n=3"
+        sent = set()
+        for be in (a, b):
+            h = be.seen[0]["headers"]
+            assert h["x-request-id"] == "agg-1"
+            assert h["x-user-id"] == "jo e/1"
+            assert h["authorization"] == f"Bearer {tok}"
+            assert "accept-encoding" not in h, "call bodies are read as JSON"
+            assert 0 < int(h["x-request-timeout-ms"]) <= 2000
+            tp = h["traceparent"].split("-")
+            assert tp[1] == trace_id
+            sent.add(tp[2])
+        spans = receiver.wait_for_spans(3, scaled(5))
+        server, = [s for s in spans if s["kind"] == 2]
+        clients = [s for s in spans if s["kind"] == 3]
+        assert {c["attrs"]["ficus.target_group"] for c in clients} == {"a", "b"}
+        for c in clients:
+            assert c["parentSpanId"] == server["spanId"]
+        assert {c["spanId"] for c in clients} == sent, "each call carries its own span id"
+    finally:
+        receiver.stop()
+
+
+def test_extract_keeps_part_of_a_body(ficus, backends):
+    cat = backends({"data": {"items": [{"id": 7}], "total": 1}, "meta": {"v": 2}})
+    f = ficus(config({"cat": cat.addr}, [
+        agg_route([call("items", "cat", "/c", extract="/data/items"),
+                   call("missing", "cat", "/c", extract="/nope", required=False)])]))
+    r = get(f)
+    assert r.status == 200
+    doc = r.json()
+    assert doc["items"] == [{"id": 7}]
+    assert doc["missing"] is None
+    assert doc["_errors"]["missing"] == "no value at the extract pointer"
+
+
+def test_bodies_that_are_not_json_or_too_large_are_call_failures(ficus, backends):
+    html, big, ok = backends(), backends(), backends({"fine": True})
+    html.answer = lambda path, n: (200, b"<html>oops</html>", "text/html")
+    big.answer = lambda path, n: (200, b'{"x":"' + b"a" * 5000 + b'"}', "application/json")
+    f = ficus(config({"html": html.addr, "big": big.addr, "ok": ok.addr}, [
+        {"name": "home", "match": {"path": "/home"},
+         "aggregate": {"timeout": "2s", "max_body_size": "4KiB", "calls": [
+             call("h", "html", "/", required=False), call("b", "big", "/", required=False),
+             call("ok", "ok", "/")]}}]))
+    r = get(f)
+    assert r.status == 200, r.body
+    doc = r.json()  # always a well-formed object
+    assert doc["h"] is None and doc["b"] is None and doc["ok"]["fine"] is True
+    assert doc["_errors"]["h"] == "the body is not JSON"
+    assert doc["_errors"]["b"].startswith("the body is larger than")
+
+
+def test_head_and_other_methods(ficus, backends):
+    a = backends()
+    f = ficus(config({"a": a.addr}, [agg_route([call("a", "a", "/a")])]))
+    g = get(f)
+    h = get(f, method="HEAD")
+    assert h.status == 200 and h.body == b""
+    assert h.header("Content-Length") == g.header("Content-Length")
+    r = http_request(f.port, "POST", "/home", body=b"{}")
+    assert r.status == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_cached_calls_cost_one_upstream_call_per_path(ficus, backends):
+    reco, items = backends({"r": 1}), backends({"i": 1})
+    f = ficus(config({"reco": reco.addr, "items": items.addr}, [
+        agg_route([call("items", "items", "/i"),
+                   call("reco", "reco", "/reco/all", cache_ttl="10s", required=False)],
+                  path="/home"),
+        agg_route([call("reco", "reco", "/reco/x", cache_ttl="300ms")], path="/short")
+        | {"name": "short"},
+    ]))
+    for _ in range(5):
+        assert get(f, "/short").status == 200
+    assert reco.count() == 1
+    time.sleep(0.5)  # the entry expires
+    assert get(f, "/short").json() == {"reco": {"path": "/reco/x", "r": 1}}
+    assert reco.count() == 2
+
+
+def test_thirty_cold_requests_share_one_upstream_call(ficus, backends):
+    reco = backends({"r": 1})
+    reco.delay = 0.3
+    f = ficus(config({"reco": reco.addr}, [
+        agg_route([call("reco", "reco", "/reco", cache_ttl="30s")], timeout="5s")],
+        server={"workers": 2}))
+    with ThreadPoolExecutor(30) as ex:
+        got = list(ex.map(lambda i: get(f), range(30)))
+    assert all(r.status == 200 and r.json()["reco"]["r"] == 1 for r in got)
+    assert reco.count() == 1, "one upstream call for 30 concurrent misses"
+
+
+def test_bad_aggregate_blocks_are_refused_with_their_place(tmp_path, backends):
+    a = backends()
+    bad = [
+        ({"name": "x", "match": {"path": "/x"}, "backends": [{"target_group": "a", "weight": 1}],
+          "aggregate": {"calls": [call("a", "a", "/a")]}}, "not both"),
+        (agg_route([call("a", "nope", "/a")]), "nope"),
+        (agg_route([call("a", "a", "/u/{user}")]), "{user}"),
+        (agg_route([call("a", "a", "/a", extract="no-slash")]), "extract"),
+    ]
+    for r, needle in bad:
+        p = tmp_path / "c.yaml"
+        p.write_text(to_yaml(config({"a": a.addr}, [r])))
+        res = run_cli(["check", "-c", str(p)])
+        assert res.returncode == 1, (r, res.stdout, res.stderr)
+        assert needle in res.stderr and "c.yaml:" in res.stderr, res.stderr
