@@ -118,6 +118,7 @@ struct metrics_registry {
     uint64_t last_reload_ok; /* 0/1: ficus_config_last_reload_successful */
     int initial_load_seen;
     uint64_t redis_errors;
+    uint64_t agg_cache[METRICS_AGG_RESULTS];
     uint64_t trace_dropped;
     uint64_t trace_export_failures;
     reason_t reasons[METRICS_MAX_REASONS];
@@ -580,6 +581,12 @@ void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, u
 
 /* A redis command failed or redis was unreachable. */
 void metrics_redis_error(metrics_registry_t *r) { bump_shared(&r->redis_errors, 1); }
+
+void metrics_aggregate_cache(metrics_registry_t *r, metrics_agg_result_t res)
+{
+    if (res < METRICS_AGG_RESULTS)
+        bump_shared(&r->agg_cache[res], 1);
+}
 
 /* n spans were dropped before export. */
 void metrics_trace_dropped(metrics_registry_t *r, uint64_t n) { bump_shared(&r->trace_dropped, n); }
@@ -1278,6 +1285,16 @@ static void render_process(render_t *rt)
 
     family(rt, "ficus_redis_errors_total", "counter", "Failed or unreachable redis commands.");
     sample_u64(rt, "ficus_redis_errors_total", NULL, 0, load_u64(&r->redis_errors));
+    family(rt, "ficus_aggregate_cache_lookups_total", "counter",
+           "Aggregation calls with cache_ttl, by what the cache did.");
+    static const char *const agg_results[METRICS_AGG_RESULTS] = {"hit", "miss", "shared",
+                                                                 "redis_unavailable"};
+    for (size_t i = 0; i < METRICS_AGG_RESULTS; i++) {
+        label_t l[] = {{"result", agg_results[i]}};
+        uint64_t n = load_u64(&r->agg_cache[i]);
+        if (n)
+            sample_u64(rt, "ficus_aggregate_cache_lookups_total", l, 1, n);
+    }
     family(rt, "ficus_trace_spans_dropped_total", "counter", "Spans dropped before export.");
     sample_u64(rt, "ficus_trace_spans_dropped_total", NULL, 0, load_u64(&r->trace_dropped));
     family(rt, "ficus_trace_export_failures_total", "counter", "Failed span export batches.");

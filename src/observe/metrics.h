@@ -91,6 +91,16 @@ void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set);
 /* A set was read: its member count and when (ms since the epoch). */
 void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, uint64_t at_ms);
 void metrics_redis_error(metrics_registry_t *r);
+/* What the cache did for an aggregation call with cache_ttl (contract 8):
+ * ficus_aggregate_cache_lookups_total{result}. */
+typedef enum {
+    METRICS_AGG_HIT,       /* a fresh body was there */
+    METRICS_AGG_MISS,      /* this call fetched it */
+    METRICS_AGG_SHARED,    /* it waited for another call's fetch */
+    METRICS_AGG_REDIS_DOWN, /* the fleet's cache failed: the instance's served */
+    METRICS_AGG_RESULTS
+} metrics_agg_result_t;
+void metrics_aggregate_cache(metrics_registry_t *r, metrics_agg_result_t res);
 void metrics_trace_dropped(metrics_registry_t *r, uint64_t n);
 void metrics_trace_export_failure(metrics_registry_t *r);
 void metrics_auth_failure(metrics_registry_t *r, uint32_t route, const char *reason);

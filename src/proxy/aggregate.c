@@ -465,6 +465,7 @@ static void call_begin(agg_call_t *c)
     agg_body_t *hit = NULL;
     switch (agg_cache_get(cache, c->key, c->key_len, time_now_ms(), &hit, &t->w)) {
     case AGG_HIT:
+        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_HIT);
         free(t);
         c->body = hit;
         c->value = hit->data;
@@ -472,11 +473,13 @@ static void call_begin(agg_call_t *c)
         call_done(c);
         return;
     case AGG_FETCH:
+        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_MISS);
         free(t);
         c->fetching = true;
         call_send(c);
         return;
     case AGG_WAIT:
+        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_SHARED);
         c->ticket = t;
         c->phase = CALL_WAITING;
         return;

@@ -312,6 +312,10 @@ def test_thirty_cold_requests_share_one_upstream_call(ficus, backends):
         got = list(ex.map(lambda i: get(f), range(30)))
     assert all(r.status == 200 and r.json()["reco"]["r"] == 1 for r in got)
     assert reco.count() == 1, "one upstream call for 30 concurrent misses"
+    m = parse_metrics(f.metrics_text())
+    lookups = {r: metric_value(m, "ficus_aggregate_cache_lookups_total", result=r) or 0
+               for r in ("hit", "miss", "shared")}
+    assert lookups["miss"] == 1 and lookups["hit"] + lookups["shared"] == 29, lookups
 
 
 def test_bad_aggregate_blocks_are_refused_with_their_place(tmp_path, backends):
