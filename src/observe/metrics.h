@@ -94,9 +94,9 @@ void metrics_redis_error(metrics_registry_t *r);
 /* What the cache did for an aggregation call with cache_ttl (contract 8):
  * ficus_aggregate_cache_lookups_total{result}. */
 typedef enum {
-    METRICS_AGG_HIT,       /* a fresh body was there */
-    METRICS_AGG_MISS,      /* this call fetched it */
-    METRICS_AGG_SHARED,    /* it waited for another call's fetch */
+    METRICS_AGG_HIT,        /* a fresh body was there */
+    METRICS_AGG_MISS,       /* this call fetched it */
+    METRICS_AGG_SHARED,     /* it waited for another call's fetch */
     METRICS_AGG_REDIS_DOWN, /* the fleet's cache failed: the instance's served */
     METRICS_AGG_RESULTS
 } metrics_agg_result_t;

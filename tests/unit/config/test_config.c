@@ -990,16 +990,36 @@ static void test_all_errors_in_file_order(void **state)
                   ":port)");
 }
 
-static void test_unsupported_features(void **state)
+/* Aggregation routes (contract 8): each mistake located and named. */
+static void test_aggregate_errors(void **state)
 {
     (void)state;
     expect_errors(GROUPS "routes:\n"
                          "  - name: home\n"
                          "    match: {path: /home}\n"
                          "    aggregate:\n"
-                         "      timeout: 800ms\n",
-                  "t.yaml:7:5: routes[0].aggregate: aggregation (BFF) is not supported by this "
-                  "version of ficus");
+                         "      timeout: 800ms\n"
+                         "  - name: both\n"
+                         "    match: {path: /both}\n"
+                         "    backends: [{target_group: g}]\n"
+                         "    aggregate: {calls: [{name: a, target_group: g, path: /a}]}\n"
+                         "  - name: u\n"
+                         "    match: {path: /u}\n"
+                         "    aggregate:\n"
+                         "      calls:\n"
+                         "        - {name: a, target_group: nope, path: \"/u/{user}\"}\n"
+                         "        - {name: a, target_group: g, path: /b, extract: x}\n",
+                  "t.yaml:8:7: routes[0].aggregate.calls: required key is missing",
+                  "t.yaml:12:5: routes[1].aggregate: a route has backends or aggregate calls, "
+                  "not both",
+                  "t.yaml:15:5: routes[2].aggregate: calls[0].path uses {user}: the route needs "
+                  "auth.user (the user's id comes from the token)",
+                  "t.yaml:17:35: routes[2].aggregate.calls[0].target_group: unknown target group "
+                  "\"nope\"",
+                  "t.yaml:18:18: routes[2].aggregate.calls[1].name: \"a\" is already "
+                  "routes[2].aggregate.calls[0]'s name",
+                  "t.yaml:18:57: routes[2].aggregate.calls[1].extract: expected a JSON pointer "
+                  "(\"\" or starting with '/', '~' only as ~0 or ~1), got \"x\"");
 }
 
 /* API clients, JWT providers, the session exchange and a route's auth,
@@ -1730,7 +1750,7 @@ int main(void)
         cmocka_unit_test(test_sets),
         cmocka_unit_test(test_tracing_values),
         cmocka_unit_test(test_all_errors_in_file_order),
-        cmocka_unit_test(test_unsupported_features),
+        cmocka_unit_test(test_aggregate_errors),
         cmocka_unit_test(test_edge_security_errors),
         cmocka_unit_test(test_edge_security_values),
         cmocka_unit_test(test_dangling_references),
