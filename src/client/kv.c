@@ -32,6 +32,7 @@ typedef enum { CALL_WAITING, CALL_ENDED } call_state_t;
 struct kv_call {
     kv_t *kv;
     kv_done_fn done;
+    kv_bulk_fn bulk; /* instead of done: a bulk-string reply */
     void *ctx;
     kv_script_t *script;
     uint64_t deadline_ms;
@@ -244,7 +245,26 @@ static void call_end(kv_call_t *c, int status, const long long *ints, size_t n)
     c->state = CALL_ENDED;
     if (status != 0)
         kv->errors++;
-    c->done(c->ctx, status, ints, n);
+    if (c->bulk)
+        c->bulk(c->ctx, status, NULL, 0, 0);
+    else
+        c->done(c->ctx, status, ints, n);
+}
+
+/* A bulk caller's reply: a string, nil or an integer (else FE_PARSE). */
+static void call_end_bulk(kv_call_t *c, const redisReply *r)
+{
+    if (r->type == REDIS_REPLY_STRING && r->len <= KV_MAX_BULK_BYTES) {
+        heap_remove(c->kv, c);
+        c->state = CALL_ENDED;
+        c->bulk(c->ctx, 0, r->str, r->len, 0);
+    } else if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_INTEGER) {
+        heap_remove(c->kv, c);
+        c->state = CALL_ENDED;
+        c->bulk(c->ctx, 0, NULL, 0, r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
+    } else {
+        call_end(c, FE_PARSE, NULL, 0);
+    }
 }
 
 /* ---- the connection ---- */
@@ -463,6 +483,8 @@ static void kv_on_reply(redisAsyncContext *ac, void *r, void *priv)
         } else if (reply->type == REDIS_REPLY_ERROR) {
             log_limited(LOG_WARN, "redis %s: %.200s", kv->address, reply->str);
             call_end(c, FE_IO, NULL, 0);
+        } else if (c->bulk) {
+            call_end_bulk(c, reply);
         } else {
             /* Most replies are a few integers: the heap only for long arrays. */
             long long small[16], *ints = small;
@@ -522,12 +544,12 @@ static void sha1_hex(const char *s, char out[41])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
-kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
-                   const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
-                   void *ctx)
+static kv_call_t *eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
+                       const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
+                       kv_bulk_fn bulk, void *ctx)
 {
-    if (!kv || !script || !script->source || !done || nkeys > nargs || nargs > KV_MAX_ARGS ||
-        (nargs && (!args || !arg_lens)))
+    if (!kv || !script || !script->source || !(done || bulk) || nkeys > nargs ||
+        nargs > KV_MAX_ARGS || (nargs && (!args || !arg_lens)))
         return NULL;
     size_t bytes = 0;
     for (size_t i = 0; i < nargs; i++) {
@@ -548,8 +570,13 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
         kv->errors++;
         return NULL;
     }
-    *c = (kv_call_t){
-        .kv = kv, .done = done, .ctx = ctx, .script = script, .bytes = bytes, .argc = argc};
+    *c = (kv_call_t){.kv = kv,
+                     .done = done,
+                     .bulk = bulk,
+                     .ctx = ctx,
+                     .script = script,
+                     .bytes = bytes,
+                     .argc = argc};
     c->lens = (size_t *)(c + 1);
     c->argv = (const char **)(c->lens + argc);
     char *p = (char *)(c->argv + argc);
@@ -669,4 +696,18 @@ void kv_close(kv_t *kv)
     if (kv->resolving)
         uv_cancel((uv_req_t *)&kv->gai); /* kv_on_resolved runs either way */
     kv_drop(kv);
+}
+
+kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
+                   const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
+                   void *ctx)
+{
+    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, done, NULL, ctx);
+}
+
+kv_call_t *kv_eval_bulk(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
+                        const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_bulk_fn done,
+                        void *ctx)
+{
+    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, NULL, done, ctx);
 }

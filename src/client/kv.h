@@ -68,6 +68,17 @@ typedef struct kv_script {
 kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
                    const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
                    void *ctx);
+/* The end of a call whose script answers a string: status as kv_done_fn's;
+ * then s/len the bulk string (at most KV_MAX_BULK_BYTES), or s NULL with i
+ * the integer reply (0 for nil). Valid during the callback only. */
+typedef void (*kv_bulk_fn)(void *ctx, int status, const char *s, size_t len, long long i);
+#define KV_MAX_BULK_BYTES (8 << 20)
+
+/* kv_eval for a script answering a bulk string, nil or an integer (any
+ * other reply: FE_PARSE); the same rules otherwise. */
+kv_call_t *kv_eval_bulk(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
+                        const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_bulk_fn done,
+                        void *ctx);
 /* No callback follows (the reply, if any, is ignored). Only before done ran. */
 void kv_cancel(kv_call_t *call);
 /* Errors so far: calls that timed out, failed or were refused, failed

@@ -16,6 +16,7 @@ import pytest
 
 from harness import (OtlpReceiver, config, http_request, metric_value, parse_metrics, run_cli,
                      scaled, to_yaml)
+from harness.redis import Redis
 from harness.tokens import Key, jwks, token
 
 
@@ -333,3 +334,58 @@ def test_bad_aggregate_blocks_are_refused_with_their_place(tmp_path, backends):
         res = run_cli(["check", "-c", str(p)])
         assert res.returncode == 1, (r, res.stdout, res.stderr)
         assert needle in res.stderr and "c.yaml:" in res.stderr, res.stderr
+
+
+def fleet_config(reco_addr, redis_addr, ttl="30s"):
+    return config({"reco": reco_addr}, [
+        agg_route([call("reco", "reco", "/reco", cache_ttl=ttl)], timeout="5s")],
+        redis={"address": redis_addr}, aggregate_cache={"scope": "redis"})
+
+
+def test_two_instances_share_one_cache_through_redis(ficus, backends):
+    r = Redis()
+    try:
+        reco = backends({"r": 1})
+        reco.delay = 0.3
+        a = ficus(fleet_config(reco.addr, r.addr))
+        b = ficus(fleet_config(reco.addr, r.addr))
+        # Cold, at once on both instances: one upstream call for the fleet.
+        with ThreadPoolExecutor(20) as ex:
+            got = list(ex.map(lambda i: get(a if i % 2 else b), range(20)))
+        assert all(x.status == 200 and x.json()["reco"]["r"] == 1 for x in got), got[0].body
+        assert reco.count() == 1, "one upstream call fleet-wide per miss"
+        assert get(b).json() == get(a).json() == {"reco": {"path": "/reco", "r": 1}}
+        assert reco.count() == 1
+        assert b'"r": 1' in r.command("GET", "ficus:agg:reco /reco")
+        lookups = {}
+        for f in (a, b):
+            m = parse_metrics(f.metrics_text())
+            for res in ("hit", "miss", "shared"):
+                lookups[res] = lookups.get(res, 0) + (metric_value(
+                    m, "ficus_aggregate_cache_lookups_total", result=res) or 0)
+        assert lookups["miss"] == 1 and lookups["hit"] + lookups["shared"] == 21, lookups
+    finally:
+        r.stop()
+
+
+def test_with_redis_down_the_instance_cache_serves_and_it_is_counted(ficus, backends):
+    r = Redis()
+    reco = backends({"r": 2})
+    f = ficus(fleet_config(reco.addr, r.addr))
+    r.stop()
+    for _ in range(5):
+        x = get(f)
+        assert x.status == 200 and x.json() == {"reco": {"path": "/reco", "r": 2}}
+    assert reco.count() == 1, "the instance's cache served"
+    m = parse_metrics(f.metrics_text())
+    assert metric_value(m, "ficus_aggregate_cache_lookups_total", result="redis_unavailable") == 5
+    assert (metric_value(m, "ficus_redis_errors_total") or 0) >= 1
+
+
+def test_the_fleet_cache_needs_redis(tmp_path, backends):
+    a = backends()
+    p = tmp_path / "c.yaml"
+    p.write_text(to_yaml(config({"a": a.addr}, [agg_route([call("a", "a", "/a")])],
+                                aggregate_cache={"scope": "redis"})))
+    res = run_cli(["check", "-c", str(p)])
+    assert res.returncode == 1 and "set redis.address" in res.stderr, res.stderr
