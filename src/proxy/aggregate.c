@@ -203,6 +203,7 @@ static void on_call_end(subreq_t *s, end_reason_t why)
     decide_in_t in = {
         .why = why,
         .status = status,
+        .stale = s->stale,
         .stopping = ag->pw->stopping,
         .idempotent = true,
         .deadline_short = left < r->deadline.min_remaining_ms || left == 0,

@@ -113,8 +113,11 @@ static void part_end(subreq_t *p, subreq_state_t st, end_reason_t why, bool reus
         uc->in = NULL;
     }
     reusable = reusable && uc && !stream_write_pending(&uc->s);
+    /* A pooled connection the target had closed says nothing of its health. */
+    p->stale = st == SUBREQ_FAILED && why == END_UPSTREAM_RESET && uc && uc->reused &&
+               upstream_conn_connected(uc) && s->phase != REQ_RESPONDING;
     exchange_end(p->req.pw, s->ex, st == SUBREQ_FAILED ? end_reasons[why].try_code : 0, reusable,
-                 st == SUBREQ_FAILED || p->cap.status >= 500);
+                 (st == SUBREQ_FAILED && !p->stale) || p->cap.status >= 500);
     p->state = st;
     p->cap.complete = st == SUBREQ_DONE;
     uv_timer_stop(&s->ex->timer);

@@ -63,6 +63,7 @@ typedef void (*subreq_end_fn)(subreq_t *s, end_reason_t why);
 struct subreq {
     request_t req; /* what the exchange reads; req.ex (slots[0]) is the try */
     subreq_state_t state;
+    bool stale; /* the try failed on a pooled connection the target had closed */
     capture_t cap;
     const char *const *names; /* headers captured */
     size_t n_names;
