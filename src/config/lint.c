@@ -99,26 +99,46 @@ static void try_exceeds_timeout(lint_t *l, const config_route_t *r, size_t i)
     const config_retries_t *rt = &r->retries;
     if (!r->has_retries || !rt->per_try_timeout_ms)
         return;
+    /* An aggregation's calls are bounded by the shorter of its timeouts. */
+    bool agg = r->has_aggregate && r->aggregate.timeout_ms < r->timeout_ms;
+    uint64_t limit = agg ? r->aggregate.timeout_ms : r->timeout_ms;
+    const char *whose = agg ? "aggregate.timeout" : "route's timeout";
     char p[64], a[32], b[32];
     snprintf(p, sizeof p, "routes.%zu.retries.per_try_timeout", i);
     ms_text(a, sizeof a, rt->per_try_timeout_ms);
-    ms_text(b, sizeof b, r->timeout_ms);
-    if (rt->per_try_timeout_ms >= r->timeout_ms) {
+    ms_text(b, sizeof b, limit);
+    if (rt->per_try_timeout_ms >= limit) {
         warn(l, LINT_TRY_EXCEEDS_TIMEOUT, i, p,
-             "route %s: per_try_timeout %s is not shorter than the route's timeout %s: the "
-             "route's timeout ends the first try, and no retry ever runs after a slow one",
-             r->name, a, b);
+             "route %s: per_try_timeout %s is not shorter than the %s %s: it ends the first "
+             "try, and no retry ever runs after a slow one",
+             r->name, a, whose, b);
         return;
     }
     uint64_t need = (uint64_t)(rt->attempts + 1) * rt->per_try_timeout_ms + rt->backoff_ms;
-    if (rt->attempts && need > r->timeout_ms) {
+    if (rt->attempts && need > limit) {
         char c[32];
         ms_text(c, sizeof c, need);
         warn(l, LINT_TRY_EXCEEDS_TIMEOUT, i, p,
              "route %s: %u tries of per_try_timeout %s plus backoff need %s, more than the "
-             "route's timeout %s: the later tries can never run in full",
-             r->name, rt->attempts + 1, a, c, b);
+             "%s %s: the later tries can never run in full",
+             r->name, rt->attempts + 1, a, c, whose, b);
     }
+}
+
+/* An aggregation allowed longer than the request itself: the request's
+ * deadline ends it first (its calls then answer 504 to nobody). */
+static void aggregate_exceeds_timeout(lint_t *l, const config_route_t *r, size_t i)
+{
+    char p[64], a[32], b[32];
+    snprintf(p, sizeof p, "routes.%zu.aggregate.timeout", i);
+    if (!r->has_aggregate || r->aggregate.timeout_ms <= r->timeout_ms || !written(l, p))
+        return;
+    ms_text(a, sizeof a, r->aggregate.timeout_ms);
+    ms_text(b, sizeof b, r->timeout_ms);
+    warn(l, LINT_TRY_EXCEEDS_TIMEOUT, i, p,
+         "route %s: aggregate.timeout %s is longer than the route's timeout %s: the request's "
+         "deadline answers 504 before the aggregation can answer with what it has",
+         r->name, a, b);
 }
 
 /* A fixed hedge delay the try's own timeout (or the deadline's floor)
@@ -150,6 +170,8 @@ static void hedge_after_timeout(lint_t *l, const config_route_t *r, size_t i)
 
 static void retry_buffer_below_body(lint_t *l, const config_route_t *r, size_t i)
 {
+    if (r->has_aggregate)
+        return; /* its calls carry no body */
     const config_server_t *s = &l->cfg->server;
     bool fallback = false;
     for (size_t b = 0; b < r->n_backends; b++)
@@ -207,6 +229,9 @@ static void no_timeout(lint_t *l, const config_route_t *r, size_t i)
     char p[64];
     snprintf(p, sizeof p, "routes.%zu.timeout", i);
     if (written(l, p) || (r->has_retries && r->retries.per_try_timeout_ms))
+        return;
+    snprintf(p, sizeof p, "routes.%zu.aggregate.timeout", i);
+    if (r->has_aggregate && written(l, p))
         return;
     snprintf(p, sizeof p, "routes.%zu.name", i);
     char d[32];
@@ -389,6 +414,7 @@ size_t lint_config(const config_t *cfg, const yaml_pos_t *pos, lint_emit_fn emit
         const config_route_t *r = &cfg->routes[i];
         retry_non_idempotent(&l, r, i);
         try_exceeds_timeout(&l, r, i);
+        aggregate_exceeds_timeout(&l, r, i);
         hedge_after_timeout(&l, r, i);
         retry_buffer_below_body(&l, r, i);
         fallback_is_canary(&l, r, i);

@@ -179,6 +179,31 @@ static void test_each_rule_fires_where_it_is_written(void **st)
     assert_int_equal(s.n, 0);
     s = lint_hedge("", "100ms");
     assert_int_equal(s.n, 0);
+    /* Aggregation routes: aggregate.timeout is their timeout, and bounds
+     * their calls' tries; longer than the route's, the request's deadline
+     * ends it first; a route without a body has no body to retry. */
+    s = lint_yaml(GROUPS "routes:\n"
+                         "  - name: a\n"
+                         "    match: {path: /a}\n"
+                         "    aggregate: {timeout: 300ms, calls: [{name: x, target_group: old, "
+                         "path: /x}]}\n");
+    assert_int_equal(s.n, 0);
+    s = lint_yaml(GROUPS "routes:\n"
+                         "  - name: a\n"
+                         "    match: {path: /a}\n"
+                         "    timeout: 500ms\n"
+                         "    aggregate: {timeout: 800ms, calls: [{name: x, target_group: old, "
+                         "path: /x}]}\n");
+    expect_one(&s, "8:17 [try-exceeds-timeout] route a: aggregate.timeout 800ms is longer than "
+                   "the route's timeout 500ms");
+    s = lint_yaml(GROUPS "routes:\n"
+                         "  - name: a\n"
+                         "    match: {path: /a}\n"
+                         "    retries: {attempts: 1, retry_on: [5xx], per_try_timeout: 200ms}\n"
+                         "    aggregate: {timeout: 300ms, calls: [{name: x, target_group: old, "
+                         "path: /x}]}\n");
+    expect_one(&s, "[try-exceeds-timeout] route a: 2 tries of per_try_timeout 200ms plus backoff "
+                   "need 425ms, more than the aggregate.timeout 300ms");
 }
 
 static void test_unreachable_routes_without_false_alarms(void **st)
