@@ -7,6 +7,7 @@ keeps part of a body; `cache_ttl` caches 200 bodies per resolved path with
 one upstream call per miss, even for 30 cold requests at once."""
 
 import json
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -389,3 +390,90 @@ def test_the_fleet_cache_needs_redis(tmp_path, backends):
                                 aggregate_cache={"scope": "redis"})))
     res = run_cli(["check", "-c", str(p)])
     assert res.returncode == 1 and "set redis.address" in res.stderr, res.stderr
+
+
+def test_a_client_gone_mid_aggregation_leaves_nothing_behind(ficus, backends):
+    slow, fast = backends({"s": 1}), backends({"f": 1})
+    slow.delay = 0.5
+    f = ficus(config({"slow": slow.addr, "fast": fast.addr}, [
+        agg_route([call("s", "slow", "/s", cache_ttl="10s"), call("f", "fast", "/f")])]))
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", f.port), timeout=5)
+        s.sendall(b"GET /home HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.05)
+        s.close()
+    log = f.wait_access_log(3)
+    assert [e["status"] for e in log] == [499, 499, 499]
+    # The abandoned fetch of the cached call was let go: the next request
+    # makes its own, and everything answers.
+    slow.delay = 0
+    r = get(f)
+    assert r.status == 200 and r.json() == {"s": {"path": "/s", "s": 1},
+                                            "f": {"path": "/f", "f": 1}}
+
+
+def test_when_the_shared_fetch_fails_each_waiter_calls_itself(ficus, backends):
+    flaky = backends({"ok": 1})
+    flaky.delay = 0.3
+
+    def answer(path, n):
+        if n == 1:
+            return 500, b"{}", "application/json"
+        return 200, b'{"ok":1}', "application/json"
+    flaky.answer = answer
+    f = ficus(config({"flaky": flaky.addr}, [
+        agg_route([call("c", "flaky", "/c", cache_ttl="10s", required=False)], timeout="5s")],
+        server={"workers": 2}))
+    with ThreadPoolExecutor(6) as ex:
+        got = list(ex.map(lambda i: get(f), range(6)))
+    bodies = [r.json() for r in got]
+    assert sum(1 for b in bodies if b.get("_errors") == {"c": "status 500"}) == 1, bodies
+    assert sum(1 for b in bodies if b["c"] == {"ok": 1}) == 5, bodies
+    assert flaky.count() >= 2
+
+
+def test_user_needed_but_not_signed_in(ficus, backends, tmp_path):
+    key = Key("RS256", "k1")
+    (tmp_path / "jwks.json").write_text(jwks(key))
+    a, b = backends({"a": 1}), backends({"b": 1})
+    f = ficus(config({"a": a.addr, "b": b.addr}, [
+        agg_route([call("a", "a", "/a"), call("mine", "b", "/u/{user}", required=False)],
+                  auth={"user": {"provider": "main"}})],
+        jwt_providers={"main": {"issuer": "https://id.test", "audiences": ["shop"],
+                                "algorithms": ["RS256"],
+                                "jwks_file": str(tmp_path / "jwks.json")}}))
+    r = get(f)
+    assert r.status == 200
+    assert r.json() == {"a": {"path": "/a", "a": 1}, "mine": None,
+                        "_errors": {"mine": "no authenticated user for {user}"}}
+    assert b.count() == 0
+
+
+def test_a_large_answer_to_a_slow_reader(ficus, backends):
+    # Answers bigger than the socket takes at once: the rest goes as the
+    # client drains it, and a pipelined request waits its turn.
+    big = [backends({"blob": "x" * 900_000, "i": i}) for i in range(3)]
+    f = ficus(config({f"g{i}": b.addr for i, b in enumerate(big)}, [
+        {"name": "home", "match": {"path": "/home"},
+         "aggregate": {"timeout": "5s", "max_body_size": "2MiB",
+                       "calls": [call(f"c{i}", f"g{i}", "/b") for i in range(3)]}}]))
+    s = socket.create_connection(("127.0.0.1", f.port), timeout=10)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    s.sendall(b"GET /home HTTP/1.1\r\nHost: x\r\n\r\nGET /home HTTP/1.1\r\nHost: x\r\n\r\n")
+    time.sleep(0.3)  # ficus fills the socket and waits for it to drain
+    data = b""
+    deadline = time.monotonic() + scaled(60)
+    while data.count(b"HTTP/1.1 200") < 2 or not data.endswith(b"}}"):
+        assert time.monotonic() < deadline, len(data)
+        chunk = s.recv(1 << 20)
+        assert chunk, len(data)
+        data += chunk
+    s.close()
+    first, second = data.split(b"HTTP/1.1 200 OK")[1:]
+    for part in (first, second):
+        head, body = part.split(b"\r\n\r\n", 1)
+        n = int([ln for ln in head.split(b"\r\n") if ln.lower().startswith(b"content-length:")][0]
+                .split(b":")[1])
+        doc = json.loads(body[:n])
+        assert [doc[f"c{i}"]["i"] for i in range(3)] == [0, 1, 2]
+        assert len(doc["c2"]["blob"]) == 900_000
