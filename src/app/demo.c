@@ -100,6 +100,14 @@ static const char demo_yaml[] =
     "    shadow: {target_group: orders-v2, percent: 100, compare: {ignore: [/service]}}\n"
     "    rollout: {canary: orders-v2, steps: [10, 50, 100], interval: 20s, min_requests: 10,\n"
     "              max_error_rate: 1%%, max_mismatch_rate: 1%%}\n"
+    "  - name: home\n" /* a BFF: three calls, one JSON answer */
+    "    match: {path: /home}\n"
+    "    aggregate:\n"
+    "      timeout: 1s\n"
+    "      calls:\n"
+    "        - {name: order, target_group: monolith, path: /orders/1001, extract: /order}\n"
+    "        - {name: orders_v2, target_group: orders-v2, path: /orders/1001, cache_ttl: 10s}\n"
+    "        - {name: search, target_group: search-v1, path: /search, required: false}\n"
     "  - name: default\n"
     "    match: {path_prefix: /}\n"
     "    backends: [{target_group: monolith, weight: 100}]\n";
@@ -170,6 +178,7 @@ int demo_main(int argc, char **argv)
             "gets a shadow copy\n"
             "  curl -s http://127.0.0.1:9901/routes/orders/shadow  # do they answer alike?\n"
             "  curl -s http://127.0.0.1:9901/routes/orders/rollout # steps on its own evidence\n"
+            "  curl -i http://127.0.0.1:8080/home                  # three calls, one JSON answer\n"
             "Ctrl-C stops it.\n\n");
     int code = gateway_run(cfg);
     uv_async_send(&d.stop);

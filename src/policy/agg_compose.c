@@ -59,7 +59,14 @@ int agg_compose_check(const char *body, size_t len, size_t max, const char *extr
         return -1;
     }
     if (!extract) {
+        /* The value as it came, without the whitespace around it. */
         json_decref(v);
+        while (len && strchr(" \t\r\n", body[len - 1]))
+            len--;
+        while (len && strchr(" \t\r\n", body[0])) {
+            body++;
+            len--;
+        }
         *out = body;
         *out_len = len;
         return 0;

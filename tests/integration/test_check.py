@@ -255,6 +255,14 @@ def test_demo_routes_search_and_default():
         assert wait_until(lambda: shadow()["requests"]["match"] == 5, 5), shadow()
         ro = json.loads(http_request(9901, "GET", "/routes/orders/rollout").body)
         assert ro["state"] == "pending", ro
+        # The README's aggregation step: three calls, one answer, the one
+        # that is not JSON null and named.
+        r = http_request(8080, "GET", "/home")
+        assert r.status == 200 and r.header("X-Ficus-Partial") == "true", repr(r)
+        doc = r.json()
+        assert doc["order"] == {"id": 1001, "total": 1200, "currency": "JPY"}, doc
+        assert doc["orders_v2"]["service"] == "orders-v2" and doc["search"] is None, doc
+        assert doc["_errors"] == {"search": "the body is not JSON"}, doc
         status = http_request(9901, "GET", "/healthz").status
         assert status == 200
         printed = "\n".join(out.lines + err.lines)

@@ -41,6 +41,11 @@ static void test_check_and_extract(void **state)
                      0);
     assert_ptr_equal(out, body); /* no copy without extract */
     assert_null(owned);
+    const char *spaced = " \r\n[1, 2]\n ";
+    assert_int_equal(
+        agg_compose_check(spaced, strlen(spaced), 1024, NULL, &out, &len, &owned, &why), 0);
+    assert_ptr_equal(out, spaced + 3); /* the value without the whitespace around it */
+    assert_int_equal(len, 6);
     assert_int_equal(
         agg_compose_check(body, strlen(body), 1024, "/data/items", &out, &len, &owned, &why), 0);
     assert_memory_equal(out, "[1,{\"a/b\":\"x\"}]", len);
