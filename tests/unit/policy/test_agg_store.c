@@ -1,6 +1,7 @@
 /* policy/agg_store against a real redis-server on 127.0.0.1, with two
  * stores on one loop standing for two instances: a miss takes the lock
  * (FETCH) and a put makes it a HIT for the other, binary and empty bodies;
+ * lookups at once from both make one FETCH, the rest wait for its body;
  * a lookup that finds the lock held waits, then gets the body, or takes the
  * lock once it was released or expired, or gives up after wait_ms (LATE);
  * entries expire with their ttl; a put never lets go of another store's
@@ -178,6 +179,69 @@ static void test_busy_then_hit(void **state)
     assert_int_equal(sb.waits, 1);
     assert_int_equal(sb.hits, 1);
     assert_int_equal(sb.lates, 0);
+}
+
+enum { MANY = 40 }; /* lookups per store at once */
+
+typedef struct crowd {
+    got_t g[2 * MANY]; /* A's, then B's */
+} crowd_t;
+
+static bool crowd_fetched(void *arg)
+{
+    crowd_t *c = arg;
+    for (int i = 0; i < 2 * MANY; i++)
+        if (c->g[i].calls && c->g[i].r == AGG_STORE_FETCH)
+            return true;
+    return false;
+}
+
+static bool crowd_done(void *arg)
+{
+    crowd_t *c = arg;
+    for (int i = 0; i < 2 * MANY; i++)
+        if (!c->g[i].calls)
+            return false;
+    return true;
+}
+
+/* Cold, at once on both instances: one lookup fetches, fleet-wide; every
+ * other one gets its body. */
+static void test_concurrent_misses_make_one_fetch(void **state)
+{
+    fx_t *f = *state;
+    static crowd_t c;
+    memset(&c, 0, sizeof c);
+    for (int i = 0; i < MANY; i++) {
+        assert_non_null(agg_store_get(f->a, "k", 1, LOCK_MS, 10000, on_done, &c.g[i]));
+        assert_non_null(agg_store_get(f->b, "k", 1, LOCK_MS, 10000, on_done, &c.g[MANY + i]));
+    }
+    assert_true(redis_test_run_until(&f->loop, crowd_fetched, &c, WAIT_MS));
+    redis_test_run_for(&f->loop, 30); /* the others keep waiting */
+    int fetcher = -1, ended = 0;
+    for (int i = 0; i < 2 * MANY; i++) {
+        ended += c.g[i].calls;
+        if (c.g[i].calls && c.g[i].r == AGG_STORE_FETCH)
+            fetcher = i;
+    }
+    assert_int_equal(ended, 1);
+    agg_store_t *holder = fetcher < MANY ? f->a : f->b;
+    assert_int_equal(agg_store_put(holder, "k", 1, "body", 4, 30000), 0);
+    assert_true(redis_test_run_until(&f->loop, crowd_done, &c, WAIT_MS));
+    for (int i = 0; i < 2 * MANY; i++) {
+        assert_int_equal(c.g[i].calls, 1);
+        if (i == fetcher)
+            continue;
+        assert_int_equal(c.g[i].r, AGG_STORE_HIT);
+        assert_memory_equal(c.g[i].body->data, "body", 4);
+        agg_body_unref(c.g[i].body);
+    }
+    agg_store_stats_t sa, sb;
+    agg_store_stats(f->a, &sa);
+    agg_store_stats(f->b, &sb);
+    assert_int_equal(sa.fetches + sb.fetches, 1);
+    assert_int_equal(sa.hits + sb.hits, 2 * MANY - 1);
+    assert_int_equal(sa.waits + sb.waits, 2 * MANY - 1);
 }
 
 /* The holder's fetch failed (release), or the holder vanished (its lock
@@ -456,6 +520,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_miss_fetch_put_then_hit_elsewhere, start, end),
         cmocka_unit_test_setup_teardown(test_busy_then_hit, start, end),
+        cmocka_unit_test_setup_teardown(test_concurrent_misses_make_one_fetch, start, end),
         cmocka_unit_test_setup_teardown(test_busy_then_fetch_after_release_or_expiry, start, end),
         cmocka_unit_test_setup_teardown(test_wait_is_bounded, start, end),
         cmocka_unit_test_setup_teardown(test_ttl_expiry, start, end),
