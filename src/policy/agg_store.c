@@ -13,6 +13,7 @@
 
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/log.h"
 #include "core/rand.h"
 
 #define PREFIX_LEN (sizeof AGG_STORE_PREFIX - 1)
@@ -205,6 +206,13 @@ static void on_reply(void *ctx, int status, const char *str, size_t len, long lo
         return;
     }
     if (i != 0) { /* -1: a value over the bound; else not our script's answer */
+        int shown = op->key_len < 200 ? (int)op->key_len : 200;
+        if (i == -1)
+            log_limited(LOG_WARN, "aggregation store: %.*s is over %d bytes, not read", shown,
+                        op->key, AGG_STORE_MAX_BODY_BYTES);
+        else
+            log_limited(LOG_WARN, "aggregation store: %.*s: unexpected answer %lld", shown, op->key,
+                        i);
         s->errors++;
         op_end(op, AGG_STORE_ERROR, NULL);
         return;

@@ -9,7 +9,10 @@
  * own cache to serve. Keys: ficus:agg:<key> and ficus:agg:<key>:lock (its
  * value names the holder, so only the holder lets it go). A store has its
  * own redis connection: a large body would otherwise hold up the fleet's
- * throttle calls. One loop, no locks, never blocks. */
+ * throttle calls. Every waiting lookup looks again on its own: a caller
+ * asks once per key per instance (after the instance's single flight,
+ * policy/agg_cache's AGG_FETCH), the others waiting in that cache. One
+ * loop, no locks, never blocks. */
 #ifndef FICUS_POLICY_AGG_STORE_H
 #define FICUS_POLICY_AGG_STORE_H
 
@@ -63,7 +66,7 @@ typedef enum {
 typedef void (*agg_store_done_fn)(void *ctx, agg_store_result_t r, agg_body_t *body);
 
 /* Looks key up; on a miss takes its lock for lock_ms (the longest the fetch
- * may take). While another instance holds the lock, looks again until
+ * may take; cut to AGG_STORE_MAX_TTL_MS). While another instance holds the lock, looks again until
  * wait_ms have passed (the lookup then lasts at most wait_ms plus one round
  * trip). done runs exactly once, never from inside this call, unless
  * agg_store_cancel comes first. NULL: not asked, treat as AGG_STORE_ERROR at
