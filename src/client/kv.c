@@ -236,35 +236,39 @@ static void kv_arm_call_timer(kv_t *kv)
     uv_timer_start(&kv->call_timer, kv_on_call_timer, at > now ? at - now : 0, 0);
 }
 
-/* Ends a waiting call: out of the heap, done told. The memory stays with
- * hiredis until it lets go of the call (kv_on_reply). */
+/* Takes a waiting call out of the heap: nothing else ends it. The memory
+ * stays with hiredis until it lets go of the call (kv_on_reply). */
+static void call_finish(kv_call_t *c)
+{
+    heap_remove(c->kv, c);
+    c->state = CALL_ENDED;
+}
+
+/* Ends a waiting call without a reply to hand over: done (or bulk) told. */
 static void call_end(kv_call_t *c, int status, const long long *ints, size_t n)
 {
-    kv_t *kv = c->kv;
-    heap_remove(kv, c);
-    c->state = CALL_ENDED;
+    call_finish(c);
     if (status != 0)
-        kv->errors++;
+        c->kv->errors++;
     if (c->bulk)
         c->bulk(c->ctx, status, NULL, 0, 0);
     else
         c->done(c->ctx, status, ints, n);
 }
 
-/* A bulk caller's reply: a string, nil or an integer (else FE_PARSE). */
+/* A bulk caller's reply: a string of at most KV_MAX_BULK_BYTES, nil or an
+ * integer (else FE_PARSE). */
 static void call_end_bulk(kv_call_t *c, const redisReply *r)
 {
-    if (r->type == REDIS_REPLY_STRING && r->len <= KV_MAX_BULK_BYTES) {
-        heap_remove(c->kv, c);
-        c->state = CALL_ENDED;
-        c->bulk(c->ctx, 0, r->str, r->len, 0);
-    } else if (r->type == REDIS_REPLY_NIL || r->type == REDIS_REPLY_INTEGER) {
-        heap_remove(c->kv, c);
-        c->state = CALL_ENDED;
-        c->bulk(c->ctx, 0, NULL, 0, r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
-    } else {
+    bool str = r->type == REDIS_REPLY_STRING;
+    if (str ? r->len > KV_MAX_BULK_BYTES
+            : r->type != REDIS_REPLY_NIL && r->type != REDIS_REPLY_INTEGER) {
         call_end(c, FE_PARSE, NULL, 0);
+        return;
     }
+    call_finish(c);
+    c->bulk(c->ctx, 0, str ? r->str : NULL, str ? r->len : 0,
+            r->type == REDIS_REPLY_INTEGER ? r->integer : 0);
 }
 
 /* ---- the connection ---- */
@@ -544,16 +548,18 @@ static void sha1_hex(const char *s, char out[41])
         snprintf(out + 2 * i, 3, "%02x", md[i]);
 }
 
+/* A call of either kind: done for integer replies, or bulk; the arguments'
+ * bytes together at most max_bytes. */
 static kv_call_t *eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
                        const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
-                       kv_bulk_fn bulk, void *ctx)
+                       kv_bulk_fn bulk, size_t max_bytes, void *ctx)
 {
     if (!kv || !script || !script->source || !(done || bulk) || nkeys > nargs ||
         nargs > KV_MAX_ARGS || (nargs && (!args || !arg_lens)))
         return NULL;
     size_t bytes = 0;
     for (size_t i = 0; i < nargs; i++) {
-        if (!args[i] || arg_lens[i] > KV_MAX_ARG_BYTES - bytes)
+        if (!args[i] || arg_lens[i] > max_bytes - bytes)
             return NULL;
         bytes += arg_lens[i];
     }
@@ -621,8 +627,7 @@ void kv_cancel(kv_call_t *call)
 {
     if (!call || call->state != CALL_WAITING)
         return;
-    heap_remove(call->kv, call);
-    call->state = CALL_ENDED;
+    call_finish(call);
 }
 
 uint64_t kv_errors(const kv_t *kv) { return kv ? kv->errors : 0; }
@@ -702,12 +707,14 @@ kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *cons
                    const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
                    void *ctx)
 {
-    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, done, NULL, ctx);
+    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, done, NULL, KV_MAX_ARG_BYTES,
+                ctx);
 }
 
 kv_call_t *kv_eval_bulk(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
                         const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_bulk_fn done,
                         void *ctx)
 {
-    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, NULL, done, ctx);
+    return eval(kv, script, nkeys, args, arg_lens, nargs, timeout_ms, NULL, done, KV_MAX_BULK_BYTES,
+                ctx);
 }

@@ -1,6 +1,6 @@
 /* One connection to redis from one event loop (hiredis and its libuv
  * adapter), for scripts that answer integers (one, or an array of up to
- * KV_MAX_INTS): EVALSHA with an EVAL fallback,
+ * KV_MAX_INTS) or one string (kv_eval_bulk): EVALSHA with an EVAL fallback,
  * a deadline per call, a bound on calls in flight, and reconnection with
  * exponential backoff and jitter. Never blocks; no locks: everything of a kv
  * runs on its loop. */
@@ -68,14 +68,19 @@ typedef struct kv_script {
 kv_call_t *kv_eval(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
                    const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_done_fn done,
                    void *ctx);
-/* The end of a call whose script answers a string: status as kv_done_fn's;
- * then s/len the bulk string (at most KV_MAX_BULK_BYTES), or s NULL with i
- * the integer reply (0 for nil). Valid during the callback only. */
+/* The end of a kv_eval_bulk call: status as kv_done_fn's (FE_PARSE: the
+ * reply was not a string of at most KV_MAX_BULK_BYTES, nil or an integer);
+ * then s/len the string (s non-NULL, len 0 included), or s NULL with i the
+ * integer reply (0 for nil: a script that must tell nil from 0 answers
+ * another integer). Valid during the callback only. */
 typedef void (*kv_bulk_fn)(void *ctx, int status, const char *s, size_t len, long long i);
-#define KV_MAX_BULK_BYTES (8 << 20)
+#define KV_MAX_BULK_BYTES (8 << 20) /* a string either way: arguments together, or the reply */
 
-/* kv_eval for a script answering a bulk string, nil or an integer (any
- * other reply: FE_PARSE); the same rules otherwise. */
+/* kv_eval for strings both ways: a script answering a string, nil or an
+ * integer, whose arguments together may reach KV_MAX_BULK_BYTES (a value to
+ * store; KV_MAX_INFLIGHT_BYTES still bounds all calls in flight). The same
+ * rules as kv_eval otherwise. A large value holds the connection while it is
+ * written or read: a user of large values keeps a kv of its own. */
 kv_call_t *kv_eval_bulk(kv_t *kv, kv_script_t *script, size_t nkeys, const char *const *args,
                         const size_t *arg_lens, size_t nargs, uint64_t timeout_ms, kv_bulk_fn done,
                         void *ctx);

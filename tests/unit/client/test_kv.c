@@ -4,7 +4,9 @@
  * cancel, close with calls pending, the bound on calls in flight, a name
  * resolved, a connection silent for too long dropped and made again, and
  * redis killed mid-test and restarted: calls fail fast while it is down,
- * errors are counted, kv reconnects by itself. Every test ends with
+ * errors are counted, kv reconnects by itself; and string replies
+ * (kv_eval_bulk): binary bytes, empty, nil, integers, the reply's bound and
+ * the arguments' larger bound, a deadline, cancel. Every test ends with
  * the loop closed and no handle left. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -612,6 +614,172 @@ static void test_never_up(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+/* What a kv_eval_bulk call ended with (the string copied). */
+typedef struct got_bulk {
+    int calls;
+    int status;
+    bool is_string;
+    char *s;
+    size_t len;
+    long long i;
+} got_bulk_t;
+
+static void on_bulk(void *ctx, int status, const char *s, size_t len, long long i)
+{
+    got_bulk_t *g = ctx;
+    g->calls++;
+    g->status = status;
+    g->is_string = s != NULL;
+    g->len = len;
+    g->i = i;
+    free(g->s);
+    g->s = NULL;
+    if (s) {
+        g->s = malloc(len ? len : 1);
+        assert_non_null(g->s);
+        memcpy(g->s, s, len);
+    }
+}
+
+static bool got_bulk_one(void *arg) { return ((got_bulk_t *)arg)->calls > 0; }
+
+/* Runs script(args...) as a bulk call and waits for its end. */
+static got_bulk_t eval_bulk(fx_t *f, kv_script_t *script, const char *const *args,
+                            const size_t *lens, size_t nargs)
+{
+    got_bulk_t g = {0};
+    assert_non_null(kv_eval_bulk(f->kv, script, 0, args, lens, nargs, 0, on_bulk, &g));
+    assert_int_equal(g.calls, 0); /* never from inside kv_eval_bulk */
+    assert_true(redis_test_run_until(&f->loop, got_bulk_one, &g, WAIT_MS));
+    assert_int_equal(g.calls, 1);
+    return g;
+}
+
+static kv_script_t echo = {.source = "return ARGV[1]"};
+
+static void test_bulk_strings_nil_and_integers(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    /* Binary bytes come back as they went: NUL, 0xff, CR LF. */
+    static const char bin[] = {'a', '\0', (char)0xff, '\r', '\n', 'z'};
+    const char *args[] = {bin};
+    size_t lens[] = {sizeof bin};
+    got_bulk_t g = eval_bulk(f, &echo, args, lens, 1);
+    assert_int_equal(g.status, 0);
+    assert_true(g.is_string);
+    assert_int_equal(g.len, sizeof bin);
+    assert_memory_equal(g.s, bin, sizeof bin);
+    free(g.s);
+    /* An empty string is a string, not nil. */
+    lens[0] = 0;
+    g = eval_bulk(f, &echo, args, lens, 1);
+    assert_int_equal(g.status, 0);
+    assert_true(g.is_string);
+    assert_int_equal(g.len, 0);
+    free(g.s);
+    /* Nil: no string, 0. */
+    static kv_script_t missing = {.source = "return redis.call('GET', 'ficus:test:missing')"};
+    g = eval_bulk(f, &missing, NULL, NULL, 0);
+    assert_int_equal(g.status, 0);
+    assert_false(g.is_string);
+    assert_int_equal(g.i, 0);
+    /* An integer: no string, its value. */
+    static kv_script_t minus = {.source = "return -42"};
+    g = eval_bulk(f, &minus, NULL, NULL, 0);
+    assert_int_equal(g.status, 0);
+    assert_false(g.is_string);
+    assert_int_equal(g.i, -42);
+    /* Other shapes: FE_PARSE; a script error: FE_IO; both counted. */
+    static kv_script_t array = {.source = "return {'a', 'b'}"};
+    static kv_script_t status = {.source = "return redis.status_reply('OK')"};
+    static kv_script_t broken = {.source = "return redis.call('NOSUCHCOMMAND')"};
+    assert_int_equal(eval_bulk(f, &array, NULL, NULL, 0).status, FE_PARSE);
+    assert_int_equal(eval_bulk(f, &status, NULL, NULL, 0).status, FE_PARSE);
+    g = eval_bulk(f, &broken, NULL, NULL, 0);
+    assert_int_equal(g.status, FE_IO);
+    assert_false(g.is_string);
+    assert_int_equal(kv_errors(f->kv), 3);
+    assert_true(kv_connected(f->kv));
+    /* kv_eval's integer calls are unchanged beside them. */
+    assert_int_equal(eval_add(f, "1").ints[0], 2);
+    fx_end(f);
+}
+
+/* A reply of KV_MAX_BULK_BYTES is handed over; one byte more is FE_PARSE.
+ * The arguments of a bulk call may reach KV_MAX_BULK_BYTES together (a
+ * value to store), kv_eval's stay at KV_MAX_ARG_BYTES. */
+static void test_bulk_bounds(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    static kv_script_t rep = {.source = "return string.rep('x', tonumber(ARGV[1]))"};
+    char n[24];
+    snprintf(n, sizeof n, "%d", KV_MAX_BULK_BYTES);
+    const char *args[] = {n};
+    size_t lens[] = {strlen(n)};
+    got_bulk_t g = eval_bulk(f, &rep, args, lens, 1);
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.len, KV_MAX_BULK_BYTES);
+    assert_true(g.s[0] == 'x' && g.s[g.len - 1] == 'x');
+    free(g.s);
+    snprintf(n, sizeof n, "%d", KV_MAX_BULK_BYTES + 1);
+    lens[0] = strlen(n);
+    g = eval_bulk(f, &rep, args, lens, 1);
+    assert_int_equal(g.status, FE_PARSE);
+    assert_false(g.is_string);
+    assert_int_equal(kv_errors(f->kv), 1);
+    /* Arguments: a value at the bound goes through and comes back whole. */
+    char *big = malloc(KV_MAX_BULK_BYTES + 1);
+    assert_non_null(big);
+    for (size_t i = 0; i <= KV_MAX_BULK_BYTES; i++)
+        big[i] = (char)(i * 7);
+    const char *bargs[] = {big};
+    size_t blens[] = {KV_MAX_BULK_BYTES};
+    g = eval_bulk(f, &echo, bargs, blens, 1);
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.len, KV_MAX_BULK_BYTES);
+    assert_memory_equal(g.s, big, KV_MAX_BULK_BYTES);
+    free(g.s);
+    got_bulk_t none = {0};
+    blens[0] = KV_MAX_BULK_BYTES + 1;
+    assert_null(kv_eval_bulk(f->kv, &echo, 0, bargs, blens, 1, 0, on_bulk, &none));
+    got_t ints = {0};
+    blens[0] = KV_MAX_ARG_BYTES + 1;
+    assert_null(kv_eval(f->kv, &add_one, 0, bargs, blens, 1, 0, on_done, &ints));
+    free(big);
+    assert_int_equal(kv_errors(f->kv), 1); /* bad arguments are not redis errors */
+    fx_end(f);
+    assert_int_equal(none.calls + ints.calls, 0);
+}
+
+/* A bulk call's deadline and cancel follow kv_eval's: FE_AGAIN at the
+ * deadline with the late reply dropped; no callback after a cancel. */
+static void test_bulk_deadline_and_cancel(void **state)
+{
+    fx_t *f = *state;
+    fx_start(f, NULL);
+    const char *args[] = {"v"};
+    size_t lens[] = {1};
+    pause_redis(&f->srv, 400);
+    got_bulk_t slow = {0}, cancelled = {0};
+    assert_non_null(kv_eval_bulk(f->kv, &echo, 0, args, lens, 1, 100, on_bulk, &slow));
+    kv_call_t *c = kv_eval_bulk(f->kv, &echo, 0, args, lens, 1, 0, on_bulk, &cancelled);
+    assert_non_null(c);
+    kv_cancel(c);
+    assert_true(redis_test_run_until(&f->loop, got_bulk_one, &slow, WAIT_MS));
+    assert_int_equal(slow.status, FE_AGAIN);
+    assert_false(slow.is_string);
+    got_bulk_t g = eval_bulk(f, &echo, args, lens, 1); /* after the pause */
+    assert_int_equal(g.status, 0);
+    assert_int_equal(g.len, 1);
+    free(g.s);
+    assert_int_equal(slow.calls, 1);
+    assert_int_equal(cancelled.calls, 0);
+    assert_int_equal(kv_errors(f->kv), 1);
+    fx_end(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -632,6 +800,9 @@ int main(void)
         cmocka_unit_test(test_bad_addresses),
         cmocka_unit_test(test_redis_killed_and_restarted),
         cmocka_unit_test(test_never_up),
+        cmocka_unit_test(test_bulk_strings_nil_and_integers),
+        cmocka_unit_test(test_bulk_bounds),
+        cmocka_unit_test(test_bulk_deadline_and_cancel),
     };
     return cmocka_run_group_tests(tests, setup, redis_server_group_teardown);
 }
