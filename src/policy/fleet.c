@@ -342,8 +342,6 @@ void fleet_cancel(fleet_op_t *op)
 
 uint64_t fleet_errors(const fleet_t *f) { return f ? f->errors + kv_errors(f->kv) : 0; }
 
-kv_t *fleet_kv(fleet_t *f) { return f ? f->kv : NULL; }
-
 /* ---- the heartbeat ---- */
 
 static void fleet_heartbeat(fleet_t *f);

@@ -12,7 +12,6 @@
 
 #include <stdint.h>
 #include <uv.h>
-#include "client/kv.h"
 
 #define FLEET_DEFAULT_LEASE_MS 5000
 #define FLEET_DEFAULT_TIMEOUT_MS 250
@@ -72,8 +71,5 @@ void fleet_cancel(fleet_op_t *op);
 /* Redis errors of this member so far (ficus_redis_errors_total), with the
  * operations refused because a bound was crossed. */
 uint64_t fleet_errors(const fleet_t *f);
-/* The fleet's redis connection, for other fleet-wide state of the same loop
- * (the aggregation cache); NULL without one. */
-kv_t *fleet_kv(fleet_t *f);
 
 #endif

@@ -16,14 +16,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "core/rand.h"
+#include "core/errors.h"
 #include "core/time.h"
 #include "http/deadline.h"
 #include "policy/agg_cache.h"
 #include "policy/agg_compose.h"
-#include "policy/fleet.h"
+#include "policy/agg_store.h"
 #include "policy/retry.h"
 #include "proxy/decide.h"
 #include "proxy/proxy.h"
@@ -34,7 +33,7 @@
 typedef enum {
     CALL_IDLE = 0,
     CALL_WAITING, /* for another request's fetch of the same path */
-    CALL_FLEET,   /* for redis: its answer, or the next look while another instance fetches */
+    CALL_FLEET,   /* for the fleet's store: a body, or the lock to fetch it */
     CALL_RUNNING, /* a try under way */
     CALL_BACKOFF, /* before the next try */
     CALL_DONE
@@ -65,9 +64,8 @@ struct agg_call {
     char *key; /* the cache key (group, target, extract), NULL: not cached */
     size_t key_len;
     agg_ticket_t *ticket;
-    kv_call_t *kv_op;  /* a redis call under way */
-    bool fleet_lock;   /* holds the fleet's lock on key: put or release it */
-    bool fleet_waited; /* counted as shared once */
+    agg_store_op_t *store_op; /* a lookup in the fleet's store under way */
+    bool fleet_lock;          /* holds the fleet's lock on key: put or release it */
     uint32_t retries;
     /* The result: the value (in sr's capture, owned, or body) or why not. */
     const char *value;
@@ -465,177 +463,79 @@ static size_t call_mem(const config_t *cfg, const config_agg_call_t *cc, const r
 
 /* -------------------------------------------------- the fleet's cache */
 
-/* With aggregate_cache {scope: redis}: one script looks the entry up and,
- * when it is missing, takes a short lock on it (SET NX PX), so that one
- * instance of the fleet fetches while the others look again until its body
- * is there. */
-#define FLEET_PREFIX "ficus:agg:"
-#define FLEET_LOCK_SUFFIX ":lock"
-#define FLEET_POLL_MS 10
-#define FLEET_KEY_MAX 2048
+/* With aggregate_cache {scope: redis}, the call that fetches for the
+ * instance (agg_cache's AGG_FETCH: one per entry and instance) asks the
+ * fleet's store first (policy/agg_store): the body another instance kept,
+ * or the entry's lock to fetch it for the fleet, or, while another instance
+ * fetches, its body once there. The instance's waiters get what it gets. */
 
-static kv_script_t get_or_lock = {
-    .source = "local v = redis.call('GET', KEYS[1])\n"
-              "if v then return v end\n"
-              "if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end\n"
-              "return 0\n"};
-static kv_script_t put_unlock = {
-    .source = "if ARGV[2] ~= '' then redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3]) end\n"
-              "if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end\n"
-              "return 1\n"};
-
-static void call_local(agg_call_t *c);
-
-/* The value key and the lock key of the call's entry; false when too long. */
-static bool fleet_keys(const agg_call_t *c, char *buf, const char **args, size_t *lens)
+static void on_store(void *ctx, agg_store_result_t r, agg_body_t *body)
 {
-    size_t p = sizeof FLEET_PREFIX - 1, s = sizeof FLEET_LOCK_SUFFIX - 1;
-    if (2 * (p + c->key_len) + s > FLEET_KEY_MAX)
-        return false;
-    char *w = buf;
-    for (int k = 0; k < 2; k++) {
-        args[k] = w;
-        memcpy(w, FLEET_PREFIX, p);
-        memcpy(w + p, c->key, c->key_len);
-        w += p + c->key_len;
-        if (k == 1) {
-            memcpy(w, FLEET_LOCK_SUFFIX, s);
-            w += s;
-        }
-        lens[k] = (size_t)(w - args[k]);
+    agg_call_t *c = ctx;
+    aggregation_t *ag = c->agg;
+    metrics_registry_t *m = ag->pw->registry;
+    c->store_op = NULL;
+    switch (r) {
+    case AGG_STORE_HIT:
+        metrics_aggregate_cache(m, METRICS_AGG_HIT);
+        c->fetching = false;
+        agg_cache_put(ag->gen->agg_cache, c->key, c->key_len, body, c->cfg->cache_ttl_ms,
+                      time_now_ms());
+        c->body = body;
+        c->value = body->data;
+        c->value_len = body->len;
+        call_done(c);
+        return;
+    case AGG_STORE_FETCH:
+        c->fleet_lock = true;
+        metrics_aggregate_cache(m, METRICS_AGG_MISS);
+        break;
+    case AGG_STORE_LATE: /* another instance's fetch took all our time: our own */
+        metrics_aggregate_cache(m, METRICS_AGG_MISS);
+        break;
+    case AGG_STORE_ERROR:
+        metrics_redis_error(m);
+        metrics_aggregate_cache(m, METRICS_AGG_REDIS_DOWN);
+        break;
     }
-    return true;
+    call_send(c);
 }
 
-/* This worker's lock token (the same for its calls: a lock is per entry). */
-static size_t fleet_token(const aggregation_t *ag, char *out, size_t cap)
+/* Asks the store; with redis down, the call fetches for the instance alone. */
+static void fleet_ask(agg_call_t *c)
 {
-    return (size_t)snprintf(out, cap, "%ld:%zu", (long)getpid(), ag->pw->w->index);
+    aggregation_t *ag = c->agg;
+    agg_store_t *st = ag->pw->agg_store;
+    uint64_t left = left_ms(ag);
+    /* The lock lasts as long as the fetch may; the wait as long as the call. */
+    c->store_op = st && agg_store_connected(st) && left
+                      ? agg_store_get(st, c->key, c->key_len, left, left, on_store, c)
+                      : NULL;
+    if (c->store_op) {
+        c->phase = CALL_FLEET;
+        return;
+    }
+    metrics_redis_error(ag->pw->registry);
+    metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_REDIS_DOWN);
+    call_send(c);
 }
 
-static void on_fleet_done(void *ctx, int status, const long long *ints, size_t n)
-{
-    (void)ints;
-    (void)n;
-    metrics_registry_t *r = ctx;
-    if (status != 0)
-        metrics_redis_error(r);
-}
-
-/* The call ends its hold on the fleet's entry: the value stored (when it
- * has one: a 200 body) with its ttl, and the lock let go. */
+/* The fetch under the fleet's lock ended: its body kept for the fleet (a
+ * 200's: value), or the lock let go for another instance to fetch. */
 static void fleet_end(agg_call_t *c, const char *value, size_t len)
 {
     if (!c->fleet_lock)
         return;
     c->fleet_lock = false;
-    aggregation_t *ag = c->agg;
-    kv_t *kv = fleet_kv(ag->pw->fleet);
-    char buf[FLEET_KEY_MAX], token[64], ttl[24];
-    const char *args[5];
-    size_t lens[5];
-    if (!kv || !fleet_keys(c, buf, args, lens))
-        return;
-    lens[2] = fleet_token(ag, token, sizeof token);
-    args[2] = token;
-    args[3] = value ? value : "";
-    lens[3] = value ? len : 0;
-    lens[4] = (size_t)snprintf(ttl, sizeof ttl, "%llu", (unsigned long long)c->cfg->cache_ttl_ms);
-    args[4] = ttl;
-    if (!kv_eval(kv, &put_unlock, 2, args, lens, 5, 0, on_fleet_done, ag->pw->registry))
-        metrics_redis_error(ag->pw->registry); /* the lock expires on its own */
+    agg_store_t *st = c->agg->pw->agg_store;
+    int rc = !st     ? FE_IO
+             : value ? agg_store_put(st, c->key, c->key_len, value, len, c->cfg->cache_ttl_ms)
+                     : agg_store_release(st, c->key, c->key_len);
+    if (rc == FE_IO) /* the lock expires on its own */
+        metrics_redis_error(c->agg->pw->registry);
 }
 
-static void fleet_look(agg_call_t *c);
-
-static void on_fleet_poll(uv_timer_t *t)
-{
-    exchange_t *ex = t->data;
-    agg_call_t *c = ((subreq_t *)ex->req)->owner;
-    if (c->phase == CALL_FLEET)
-        fleet_look(c);
-}
-
-static void on_fleet_reply(void *ctx, int status, const char *s, size_t len, long long i)
-{
-    agg_call_t *c = ctx;
-    aggregation_t *ag = c->agg;
-    c->kv_op = NULL;
-    if (status != 0) {
-        metrics_redis_error(ag->pw->registry);
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_REDIS_DOWN);
-        call_local(c);
-        return;
-    }
-    if (s) {
-        c->body = agg_body_new(s, len);
-        if (c->body) {
-            if (!c->fleet_waited)
-                metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_HIT);
-            c->value = c->body->data;
-            c->value_len = c->body->len;
-            call_done(c);
-        } else {
-            call_send(c);
-        }
-        return;
-    }
-    if (i == 1) {
-        c->fleet_lock = true;
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_MISS);
-        call_send(c);
-        return;
-    }
-    /* Another instance fetches it: look again soon, while time is left. */
-    if (!c->fleet_waited) {
-        c->fleet_waited = true;
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_SHARED);
-    }
-    uint64_t delay = FLEET_POLL_MS / 2 + rand_next(&ag->pw->rng) % FLEET_POLL_MS;
-    if (delay >= left_ms(ag)) {
-        call_fail(c, END_UPSTREAM_TIMEOUT, "timeout");
-        return;
-    }
-    uv_timer_start(&c->sr.req.ex->timer, on_fleet_poll, delay, 0);
-}
-
-/* One look at the fleet's entry (and its lock). */
-static void fleet_look(agg_call_t *c)
-{
-    aggregation_t *ag = c->agg;
-    kv_t *kv = fleet_kv(ag->pw->fleet);
-    char buf[FLEET_KEY_MAX], token[64], lock_ms[24];
-    const char *args[4];
-    size_t lens[4];
-    if (!kv || !kv_connected(kv)) {
-        /* Down (reconnecting with backoff): the instance's cache serves. */
-        metrics_redis_error(ag->pw->registry);
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_REDIS_DOWN);
-        call_local(c);
-        return;
-    }
-    if (!fleet_keys(c, buf, args, lens)) {
-        call_local(c);
-        return;
-    }
-    /* The lock lasts as long as the fetch may: the call's time left. */
-    uint64_t left = left_ms(ag);
-    lens[2] = fleet_token(ag, token, sizeof token);
-    args[2] = token;
-    lens[3] =
-        (size_t)snprintf(lock_ms, sizeof lock_ms, "%llu", (unsigned long long)(left ? left : 1));
-    args[3] = lock_ms;
-    uint64_t timeout =
-        ag->gen->cfg->redis_timeout_ms < left ? ag->gen->cfg->redis_timeout_ms : left;
-    c->phase = CALL_FLEET;
-    c->kv_op =
-        kv_eval_bulk(kv, &get_or_lock, 2, args, lens, 4, timeout ? timeout : 1, on_fleet_reply, c);
-    if (!c->kv_op) {
-        metrics_redis_error(ag->pw->registry);
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_REDIS_DOWN);
-        call_local(c);
-    }
-}
+static void call_local(agg_call_t *c);
 
 /* The cache first, when the call has one. */
 static void call_begin(agg_call_t *c)
@@ -647,11 +547,6 @@ static void call_begin(agg_call_t *c)
     }
     if (!c->key || !ag->gen->agg_cache) {
         call_send(c);
-        return;
-    }
-    if (ag->gen->cfg->aggregate_cache_scope == SCOPE_GLOBAL) {
-        call_init(c); /* its timer paces the looks */
-        fleet_look(c);
         return;
     }
     call_local(c);
@@ -679,9 +574,13 @@ static void call_local(agg_call_t *c)
         call_done(c);
         return;
     case AGG_FETCH:
-        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_MISS);
         free(t);
         c->fetching = true;
+        if (ag->gen->cfg->aggregate_cache_scope == SCOPE_GLOBAL) {
+            fleet_ask(c);
+            return;
+        }
+        metrics_aggregate_cache(ag->pw->registry, METRICS_AGG_MISS);
         call_send(c);
         return;
     case AGG_WAIT:
@@ -704,10 +603,8 @@ static void call_stop(agg_call_t *c)
         ticket_drop(c);
         break;
     case CALL_FLEET:
-        if (c->kv_op)
-            kv_cancel(c->kv_op);
-        c->kv_op = NULL;
-        uv_timer_stop(&c->sr.req.ex->timer); /* it may pace the next look */
+        agg_store_cancel(c->store_op); /* a lock granted meanwhile is let go by the store */
+        c->store_op = NULL;
         break;
     case CALL_BACKOFF:
         uv_timer_stop(&c->sr.req.ex->timer);

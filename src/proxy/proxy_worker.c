@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/rand.h"
 #include "core/time.h"
+#include "policy/agg_store.h"
 #include "policy/hedge.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
@@ -215,13 +216,39 @@ static void fleet_follow(proxy_worker_t *pw, const config_t *cfg)
                     want);
 }
 
+/* The aggregation cache's store follows aggregate_cache.scope and
+ * redis.address: made when the scope is redis, replaced when the address
+ * changes, closed when it goes (lookups in flight end as failed). */
+static void agg_store_follow(proxy_worker_t *pw, const config_t *cfg)
+{
+    const char *want = cfg->aggregate_cache_scope == SCOPE_GLOBAL ? cfg->redis_address : NULL;
+    if (pw->agg_store_address && want && strcmp(pw->agg_store_address, want) == 0)
+        return;
+    agg_store_close(pw->agg_store);
+    free(pw->agg_store_address);
+    pw->agg_store = NULL;
+    pw->agg_store_address = NULL;
+    if (!want)
+        return;
+    pw->agg_store = agg_store_new(pw->loop, want, cfg->redis_timeout_ms);
+    if (pw->agg_store)
+        pw->agg_store_address = strdup(want);
+    if (!pw->agg_store || !pw->agg_store_address)
+        log_limited(LOG_ERROR,
+                    "redis %s: cannot set up the aggregation cache's connection (the instance's "
+                    "cache serves)",
+                    want);
+}
+
 static void gen_attach(proxy_worker_t *pw, proxy_gen_t *g)
 {
     for (size_t i = 0; i < g->cfg->n_target_groups; i++)
         g->groups[i].up.env = &pw->upstreams;
     pw->clients.server = &g->cfg->server;
-    if (!pw->stopping)
+    if (!pw->stopping) {
         fleet_follow(pw, g->cfg);
+        agg_store_follow(pw, g->cfg);
+    }
 }
 
 /* A generation no new request gets: its idle connections close, the rest
@@ -411,6 +438,7 @@ void proxy_worker_free(proxy_worker_t *pw)
     api_key_hasher_deinit(&pw->hasher);
     user_auth_worker_deinit(pw);
     free(pw->fleet_address);
+    free(pw->agg_store_address);
     if (pw->wake_lock_ready)
         uv_mutex_destroy(&pw->wake_lock);
     free(pw->scratch);
@@ -440,6 +468,9 @@ void proxy_worker_stop(proxy_worker_t *pw)
     fleet_close(pw->fleet);
     pw->fleet = NULL;
     client_conn_env_stop(&pw->clients);
+    /* After the clients: their aggregations let go of their lookups first. */
+    agg_store_close(pw->agg_store);
+    pw->agg_store = NULL;
     shadow_worker_stop(pw);
     proxy_gen_t *gens[] = {pw->gen, pw->canary};
     for (size_t k = 0; k < 2; k++)

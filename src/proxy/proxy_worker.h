@@ -150,10 +150,14 @@ struct proxy_worker {
     struct user_exchange *exchanges; /* session exchanges this worker runs */
     fleet_t *fleet;                  /* fleet-wide counts in redis (redis.address set), else NULL */
     char *fleet_address;             /* the address it talks to */
-    uint64_t started_ms;             /* names this worker's redis member */
-    unsigned fleet_made;             /* ... with how many members it made */
-    http_head_t head;                /* scratch: the head being parsed */
-    char *scratch;                   /* scratch: a head being written */
+    /* The aggregation cache's fleet-wide store (aggregate_cache {scope:
+     * redis}), else NULL, and the address it talks to. */
+    struct agg_store *agg_store;
+    char *agg_store_address;
+    uint64_t started_ms; /* names this worker's redis member */
+    unsigned fleet_made; /* ... with how many members it made */
+    http_head_t head;    /* scratch: the head being parsed */
+    char *scratch;       /* scratch: a head being written */
     size_t scratch_bytes;
     uint64_t rng;
     uint64_t request_seq;

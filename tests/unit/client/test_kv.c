@@ -143,63 +143,6 @@ static void test_eval_array_and_integer(void **state)
     fx_end(f);
 }
 
-typedef struct bulk {
-    int calls;
-    int status;
-    bool is_str;
-    char s[64];
-    size_t len;
-    long long i;
-} bulk_t;
-
-static void on_bulk(void *ctx, int status, const char *s, size_t len, long long i)
-{
-    bulk_t *b = ctx;
-    b->calls++;
-    b->status = status;
-    b->is_str = s != NULL;
-    b->len = len;
-    b->i = i;
-    if (s)
-        memcpy(b->s, s, len < sizeof b->s ? len : sizeof b->s);
-}
-
-static bool bulk_one(void *arg) { return ((bulk_t *)arg)->calls > 0; }
-
-/* A script answering a bulk string (binary bytes), nil, an integer; any
- * other shape is FE_PARSE. */
-static void test_eval_bulk(void **state)
-{
-    fx_t *f = *state;
-    fx_start(f, NULL);
-    static kv_script_t echo = {.source = "return ARGV[1]"};
-    static kv_script_t nil = {.source = "return redis.call('GET', KEYS[1])"};
-    static kv_script_t num = {.source = "return 5"};
-    static kv_script_t table = {.source = "return {1, 2}"};
-    const char *args[] = {"a\0b\r\nc"};
-    size_t lens[] = {7};
-    bulk_t b = {0};
-    assert_non_null(kv_eval_bulk(f->kv, &echo, 0, args, lens, 1, 0, on_bulk, &b));
-    assert_true(redis_test_run_until(&f->loop, bulk_one, &b, WAIT_MS));
-    assert_int_equal(b.status, 0);
-    assert_true(b.is_str);
-    assert_int_equal(b.len, 7);
-    assert_memory_equal(b.s, "a\0b\r\nc", 7);
-    const char *key[] = {"kv-test-missing"};
-    size_t key_len[] = {15};
-    kv_script_t *others[] = {&nil, &num, &table};
-    for (size_t k = 0; k < 3; k++) {
-        bulk_t o = {0};
-        assert_non_null(
-            kv_eval_bulk(f->kv, others[k], k == 0, key, key_len, k == 0, 0, on_bulk, &o));
-        assert_true(redis_test_run_until(&f->loop, bulk_one, &o, WAIT_MS));
-        assert_false(o.is_str);
-        assert_int_equal(o.status, k == 2 ? FE_PARSE : 0);
-        assert_int_equal(o.i, k == 1 ? 5 : 0);
-    }
-    fx_end(f);
-}
-
 static void test_noscript_falls_back_to_eval(void **state)
 {
     fx_t *f = *state;
@@ -784,7 +727,6 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_eval_array_and_integer),
-        cmocka_unit_test(test_eval_bulk),
         cmocka_unit_test(test_noscript_falls_back_to_eval),
         cmocka_unit_test(test_wrong_shapes_and_script_errors),
         cmocka_unit_test(test_long_integer_array),
