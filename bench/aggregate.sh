@@ -43,11 +43,9 @@ WRK_SLACK_S=20   # wrk's own -d bounds it; this is the safety net
 CLIENT_MAX_S=60  # the latency client stops its iterations after this
 CLK_TCK=$(getconf CLK_TCK)
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
-note() { echo "bench: $*" >&2; }
+# die, note, launch, stop_pid, cpu_ticks ...: bench/lib.sh
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 for tool in wrk nginx taskset curl timeout "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -70,85 +68,13 @@ chmod 755 "$TMP" # nginx workers drop to nobody and must reach their files
 RUNS=$TMP/runs.jsonl
 : >"$RUNS"
 
-# ---- process bookkeeping: every PID we start, stopped on exit ------------
 
-PIDS=()
 
-alive() {
-    local st
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    [[ ${st%% *} != Z ]]
-}
 
-# SIGTERM, then SIGKILL after 5 s.
-stop_pid() {
-    local pid=$1 i=0
-    kill -TERM "$pid" 2>/dev/null || i=50
-    for (( ; i < 50; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    alive "$pid" && kill -KILL "$pid" 2>/dev/null
-    wait "$pid" 2>/dev/null || true
-}
 
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then
-        note "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# Starts "$@" in the background with stdout+stderr to $1; sets STARTED.
-launch() {
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
 
-log_tail() {
-    note "---- last lines of $1 ----"
-    tail -n 20 "$1" >&2 || true
-    note "----"
-}
 
-wait_http() {
-    local url=$1 pid=$2 i
-    for ((i = 0; i < STARTUP_S * 10; i++)); do
-        alive "$pid" || return 1
-        curl -s -o /dev/null -m 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
-
-# Whole-process CPU ticks (utime+stime, all threads) of PID and its children.
-cpu_ticks() {
-    local sum=0 p st f
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-        st=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        st=${st##*) }
-        read -ra f <<<"$st"
-        # after "pid (comm) ", field 14 (utime) is at index 11
-        sum=$((sum + f[11] + f[12]))
-    done
-    echo "$sum"
-}
 
 read -r BACKEND_PORT LISTEN_PORT ADMIN_PORT < <("$PYTHON" -c '
 import socket

@@ -68,11 +68,9 @@ STARTUP_S=10                  # a process that is not serving by then failed to 
 WRK_SLACK_S=20                # wrk's own -d bounds it; this is the safety net
 MEM_CLIENT_S=$((60 + MEM_CONNS / 100)) # the idle-connection client gives up after this
 
-die() {
-    echo "bench: $*" >&2
-    exit 1
-}
-note() { echo "bench: $*" >&2; }
+# die, note, launch, stop_pid, cpu_ticks ...: bench/lib.sh
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
 
 for tool in wrk taskset curl "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is required"
@@ -110,39 +108,8 @@ MEMS=$TMP/memory.jsonl
 : >"$RUNS"
 : >"$MEMS"
 
-# ---- process bookkeeping: every PID we start, stopped on exit ------------
 
-PIDS=()
 
-alive() {
-    local st
-    st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-    st=${st##*) }
-    [[ ${st%% *} != Z ]]
-}
-
-# SIGTERM, then SIGKILL after 5 s; sets STOP_RC (exit status) and STOP_KILLED.
-stop_pid() {
-    local pid=$1 i=0
-    STOP_RC=0
-    STOP_KILLED=0
-    kill -TERM "$pid" 2>/dev/null || i=50
-    for (( ; i < 50; i++)); do
-        alive "$pid" || break
-        sleep 0.1
-    done
-    if alive "$pid"; then
-        STOP_KILLED=1
-        kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || STOP_RC=$?
-    # Reaped: the PID may be reused by someone else's process from now on.
-    local keep=() p
-    for p in "${PIDS[@]}"; do
-        [[ $p == "$pid" ]] || keep+=("$p")
-    done
-    PIDS=("${keep[@]}")
-}
 
 # Stops a proxy and says so when it did not exit cleanly on SIGTERM.
 stop_proxy() {
@@ -156,33 +123,7 @@ stop_proxy() {
     fi
 }
 
-cleanup() {
-    local rc=$? pid
-    trap - EXIT INT TERM
-    for pid in "${PIDS[@]}"; do
-        kill -TERM "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        stop_pid "$pid"
-    done
-    if [[ ${KEEP_TMP:-0} == 1 ]]; then
-        note "kept $TMP"
-    else
-        rm -rf "$TMP"
-    fi
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-# Starts "$@" in the background with stdout+stderr to $1's log; sets STARTED.
-launch() {
-    local log=$1
-    shift
-    "$@" >"$log" 2>&1 &
-    STARTED=$!
-    PIDS+=("$STARTED")
-}
 
 free_ports() {
     "$PYTHON" - "$1" <<'EOF'
@@ -194,30 +135,7 @@ print(" ".join(str(s.getsockname()[1]) for s in socks))
 EOF
 }
 
-# Waits until URL answers over HTTP while PID lives; 1 if it never does.
-wait_http() {
-    local url=$1 pid=$2 i
-    for ((i = 0; i < STARTUP_S * 10; i++)); do
-        alive "$pid" || return 1
-        curl -s -o /dev/null -m 1 "$url" && return 0
-        sleep 0.1
-    done
-    return 1
-}
 
-# Whole-process CPU ticks (utime+stime, all threads) of PID and its children:
-# nginx does its work in a child of the master.
-cpu_ticks() {
-    local sum=0 p st f
-    for p in "$1" $(pgrep -P "$1" 2>/dev/null || true); do
-        st=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        st=${st##*) }
-        read -ra f <<<"$st"
-        # after "pid (comm) ", field 14 (utime) is at index 11
-        sum=$((sum + f[11] + f[12]))
-    done
-    echo "$sum"
-}
 
 # VmRSS in KiB of PID and its children.
 rss_kib() {
@@ -244,11 +162,6 @@ children_ticks() {
         printf "%d\n", (u[1] * 60 + u[2] + k[1] * 60 + k[2]) * hz + 0.5}' "$1"
 }
 
-log_tail() {
-    note "---- last lines of $1 ----"
-    tail -n 20 "$1" >&2 || true
-    note "----"
-}
 
 # ---- configs -----------------------------------------------------------
 
