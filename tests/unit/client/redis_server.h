@@ -180,6 +180,26 @@ static bool redis_test_run_until(uv_loop_t *loop, bool (*pred)(void *), void *ar
     return ok;
 }
 
+/* A test's start: redis emptied, then loop made; 0, or -1 when redis
+ * did not answer. */
+__attribute__((unused)) static int redis_test_begin(const redis_server_t *s, uv_loop_t *loop)
+{
+    redisReply *r = redis_server_cmd(s, "FLUSHALL");
+    if (!r)
+        return -1;
+    freeReplyObject(r);
+    assert_int_equal(uv_loop_init(loop), 0);
+    return 0;
+}
+
+/* A test's end, once its users of loop are closed: the loop runs until it
+ * is empty (nothing may be left behind), then closes. */
+__attribute__((unused)) static void redis_test_finish(uv_loop_t *loop)
+{
+    assert_int_equal(uv_run(loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(loop), 0);
+}
+
 /* Runs loop for ms. */
 __attribute__((unused)) static void redis_test_run_for(uv_loop_t *loop, uint64_t ms)
 {

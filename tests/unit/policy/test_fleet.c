@@ -71,11 +71,8 @@ static int setup(void **state) { return redis_server_group_setup(state, sizeof(f
 static int start(void **state)
 {
     fx_t *f = *state;
-    redisReply *r = redis_server_cmd(&f->srv, "FLUSHALL");
-    if (!r)
+    if (redis_test_begin(&f->srv, &f->loop) != 0)
         return -1;
-    freeReplyObject(r);
-    assert_int_equal(uv_loop_init(&f->loop), 0);
     f->a = member_new(f, "host-a:1:1:0");
     f->b = member_new(f, "host-b:2:1:0");
     return 0;
@@ -87,8 +84,7 @@ static int end(void **state)
     fx_t *f = *state;
     fleet_close(f->a);
     fleet_close(f->b);
-    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
-    assert_int_equal(uv_loop_close(&f->loop), 0);
+    redis_test_finish(&f->loop);
     return 0;
 }
 
