@@ -324,7 +324,12 @@ static void conn_on_drain(stream_t *s, int status)
 
 static void conn_on_timer(uv_timer_t *t) { conn_close(t->data); }
 
-static const stream_ops_t admin_ops = {conn_on_alloc, conn_on_read, conn_on_drain, conn_on_close};
+static const stream_ops_t admin_ops = {
+    .on_alloc = conn_on_alloc,
+    .on_read = conn_on_read,
+    .on_drain = conn_on_drain,
+    .on_close = conn_on_close,
+};
 
 static void on_connection(uv_stream_t *server, int status)
 {

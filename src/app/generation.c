@@ -18,6 +18,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "core/time.h"
+#include "net/tls.h"
 #include "policy/health_check.h"
 #include "policy/agg_cache.h"
 #include "policy/json_diff.h"
@@ -25,6 +26,10 @@
 #include "policy/reload_judge.h"
 #include "policy/session_store.h"
 #include "policy/throttle.h"
+
+/* Session ticket keys: a new one twice a day (tickets made with the
+ * previous one still resume). */
+#define TLS_KEYS_ROTATE_MS (12ull * 3600 * 1000)
 
 struct generation {
     uint64_t id;
@@ -39,6 +44,7 @@ struct generation {
     jwks_refresh_t *jwks;
     atomic_uint *shadow_inflight;   /* per route: shadow copies in flight */
     agg_cache_t *agg_cache;         /* aggregation calls' bodies (contract 8), or NULL */
+    tls_server_t **listener_tls;    /* per listener: its TLS contexts, NULL: cleartext */
     json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
@@ -67,6 +73,10 @@ struct generations {
     uint64_t made;             /* activated so far */
     uv_timer_t reclaim;        /* frees retired generations */
     uv_timer_t rollout_tick;   /* the current generation's rollouts, once a second */
+    /* Session ticket keys of every TLS listener, in every configuration
+     * (a reload keeps tickets resumable), rotated twice a day. */
+    tls_keys_t *tls_keys;
+    uv_timer_t tls_rotate;
     bool closed;
 };
 
@@ -129,6 +139,9 @@ static void gen_free(generation_t *gen)
     free(gen->client_inflight);
     free(gen->shadow_inflight);
     agg_cache_free(gen->agg_cache);
+    for (size_t i = 0; gen->listener_tls && i < gen->cfg->server.n_listeners; i++)
+        tls_server_unref(gen->listener_tls[i]);
+    free(gen->listener_tls);
     for (size_t i = 0; gen->diff_specs && i < gen->cfg->n_routes; i++)
         json_diff_spec_free(gen->diff_specs[i]);
     free(gen->diff_specs);
@@ -177,6 +190,13 @@ static void retire(generations_t *gs, generation_t *gen)
         uv_timer_start(&gs->reclaim, on_reclaim, 100, 100);
 }
 
+static void on_tls_rotate(uv_timer_t *t)
+{
+    generations_t *gs = t->data;
+    if (tls_keys_rotate(gs->tls_keys) != 0)
+        log_limited(LOG_ERROR, "tls: session ticket keys not rotated (no randomness)");
+}
+
 static void on_rollout_tick(uv_timer_t *t)
 {
     generations_t *gs = t->data;
@@ -200,7 +220,10 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
         session_store_new(SESSION_STORE_MAX_ENTRIES, SESSION_STORE_MAX_BYTES, (unsigned)workers->n);
     gs->shadow = shadow_stats_new();
     gs->board = board_new(workers->n, time_now_ms());
-    if (!gs->throttle || !gs->rates || !gs->sessions || !gs->shadow || !gs->board) {
+    gs->tls_keys = tls_keys_new();
+    if (!gs->throttle || !gs->rates || !gs->sessions || !gs->shadow || !gs->board ||
+        !gs->tls_keys) {
+        tls_keys_free(gs->tls_keys);
         board_free(gs->board);
         throttle_free(gs->throttle);
         rate_limit_free(gs->rates);
@@ -214,6 +237,9 @@ generations_t *generations_new(uv_loop_t *loop, worker_group_t *workers,
     uv_timer_init(loop, &gs->rollout_tick);
     gs->rollout_tick.data = gs;
     uv_timer_start(&gs->rollout_tick, on_rollout_tick, ROLLOUTS_TICK_MS, ROLLOUTS_TICK_MS);
+    uv_timer_init(loop, &gs->tls_rotate);
+    gs->tls_rotate.data = gs;
+    uv_timer_start(&gs->tls_rotate, on_tls_rotate, TLS_KEYS_ROTATE_MS, TLS_KEYS_ROTATE_MS);
     return gs;
 }
 
@@ -279,6 +305,34 @@ static rollout_fleet_t *rollouts_connection(generations_t *gs, const config_t *c
     return gs->rfleet;
 }
 
+/* Each TLS listener's contexts, its certificates read now (a reload reads
+ * them again; connections keep the contexts they began with). */
+static int listeners_tls(generations_t *gs, generation_t *gen)
+{
+    const config_server_t *srv = &gen->cfg->server;
+    gen->listener_tls = calloc(srv->n_listeners ? srv->n_listeners : 1, sizeof *gen->listener_tls);
+    if (!gen->listener_tls)
+        return FE_NOMEM;
+    for (size_t i = 0; i < srv->n_listeners; i++) {
+        const config_listener_t *l = &srv->listeners[i];
+        if (!l->tls_cert)
+            continue;
+        /* HTTP/2 is not served yet: only http/1.1 is offered by ALPN. */
+        tls_server_opts_t o = {.certs = {l->tls_cert},
+                               .keys = {l->tls_key},
+                               .n_certs = 1,
+                               .alpn = {"http/1.1"},
+                               .n_alpn = 1,
+                               .keys_ring = gs->tls_keys};
+        char err[512];
+        if (!(gen->listener_tls[i] = tls_server_new(&o, err, sizeof err))) {
+            log_write(LOG_ERROR, "listener %s: %s", l->address, err);
+            return FE_INVAL;
+        }
+    }
+    return 0;
+}
+
 generation_t *generation_prepare(generations_t *gs, config_t *cfg)
 {
     generation_t *gen = calloc(1, sizeof *gen);
@@ -294,7 +348,8 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     bool counters = gen->client_inflight != NULL;
     for (size_t i = 0; counters && i < cfg->n_clients; i++)
         counters = (gen->client_inflight[i] = throttle_counter(gs->throttle, cfg->clients[i].id));
-    if (!gen->sets || !gen->api_keys || !counters || !gen->jwks || diff_specs(gen) != 0) {
+    if (!gen->sets || !gen->api_keys || !counters || !gen->jwks || diff_specs(gen) != 0 ||
+        listeners_tls(gs, gen) != 0) {
         gen_free(gen);
         return NULL;
     }
@@ -350,6 +405,7 @@ static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, 
                              .jwks = jwks_refresh_slots(gen->jwks),
                              .shadow_inflight = gen->shadow_inflight,
                              .agg_cache = gen->agg_cache,
+                             .listener_tls = gen->listener_tls,
                              .diff_specs = gen->diff_specs,
                              .shadow_routes = gen->shadow_routes,
                              .rollouts = rollouts_table(gen->rollouts),
@@ -384,6 +440,22 @@ static void make_current(generations_t *gs, generation_t *gen)
     rollouts_share(gen->rollouts, rollouts_connection(gs, gen->cfg));
     gs->cur = gen;
     shadow_stats_show_only(gs->shadow, gen->shadow_routes, gen->cfg->n_routes);
+    /* The serving configuration's certificates: their labels and expiry. */
+    const char *hs_names[TLS_HS_RESULTS];
+    for (int i = 0; i < TLS_HS_RESULTS; i++)
+        hs_names[i] = tls_hs_result_name((tls_hs_result_t)i);
+    metrics_tls_results(gs->metrics, hs_names, TLS_HS_RESULTS);
+    metrics_tls_certs_clear(gs->metrics);
+    const config_server_t *srv = &gen->cfg->server;
+    for (size_t l = 0; l < srv->n_listeners; l++) {
+        tls_server_t *t = gen->listener_tls[l];
+        if (!t)
+            continue;
+        metrics_tls_listener(gs->metrics, l, srv->listeners[l].address);
+        for (size_t i = 0; i < tls_server_n_certs(t); i++)
+            metrics_tls_cert(gs->metrics, l, tls_server_cert_name(t, i),
+                             tls_server_cert_expiry(t, i));
+    }
     if (old)
         retire(gs, old);
 }
@@ -534,6 +606,7 @@ void generations_close(generations_t *gs)
         gs->closed = true;
         uv_close((uv_handle_t *)&gs->reclaim, NULL);
         uv_close((uv_handle_t *)&gs->rollout_tick, NULL);
+        uv_close((uv_handle_t *)&gs->tls_rotate, NULL);
     }
 }
 
@@ -553,5 +626,6 @@ void generations_free(generations_t *gs)
     session_store_free(gs->sessions);
     shadow_stats_free(gs->shadow);
     board_free(gs->board);
+    tls_keys_free(gs->tls_keys);
     free(gs);
 }

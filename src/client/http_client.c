@@ -82,7 +82,12 @@ static void on_drain(stream_t *s, int status)
         finish((http_client_t *)s, uv_strerror(status));
 }
 
-static const stream_ops_t client_ops = {on_alloc, on_read, on_drain, on_stream_closed};
+static const stream_ops_t client_ops = {
+    .on_alloc = on_alloc,
+    .on_read = on_read,
+    .on_drain = on_drain,
+    .on_close = on_stream_closed,
+};
 
 static void on_connect(uv_connect_t *req, int status)
 {

@@ -14,6 +14,8 @@
 #include "core/buf.h"
 
 typedef struct stream stream_t;
+struct tls_server;
+struct tls_conn;
 
 typedef struct stream_ops {
     /* Where the next read goes. */
@@ -24,6 +26,9 @@ typedef struct stream_ops {
     void (*on_drain)(stream_t *s, int status);
     /* After stream_close: the memory may be freed now. */
     void (*on_close)(stream_t *s);
+    /* A TLS stream's handshake ended (result: tls_hs_result_t); on failure
+     * on_read(UV_EPROTO) follows. May be NULL. */
+    void (*on_handshake)(stream_t *s, int result);
 } stream_ops_t;
 
 struct stream {
@@ -35,12 +40,17 @@ struct stream {
     uint32_t inflight; /* bytes of wq handed to uv_write */
     uint8_t reading;
     uint8_t closing;
+    struct tls_conn *tls; /* NULL: cleartext */
 };
 
 /* Initialises the handle on loop; 0 or a libuv error. */
 int stream_init(uv_loop_t *loop, stream_t *s, const stream_ops_t *ops, pbuf_pool_t *pool);
 /* Adopts a connected socket (accepted). */
 int stream_open(stream_t *s, int fd);
+/* The stream speaks TLS as the server with srv's contexts (a struct
+ * tls_server, net/tls.h): reads hand the owner plaintext once the
+ * handshake is done, writes are encrypted. Right after stream_open. */
+int stream_tls_server(stream_t *s, struct tls_server *srv);
 int stream_connect(stream_t *s, uv_connect_t *req, const struct sockaddr *sa, uv_connect_cb cb);
 int stream_read_start(stream_t *s);
 void stream_read_stop(stream_t *s);

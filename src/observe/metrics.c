@@ -82,7 +82,14 @@ struct metrics_worker {
     pair_entry_t hedges[METRICS_PAIR_SLOTS];    /* key: route, metrics_hedge_t */
     uint64_t connections;                       /* a signed sum kept in two's complement */
     uint64_t connections_rejected;
+    uint64_t tls_handshakes[METRICS_MAX_LISTENERS][METRICS_TLS_RESULTS];
 };
+
+typedef struct tls_cert_gauge {
+    size_t listener;
+    char name[128];
+    int64_t not_after;
+} tls_cert_gauge_t;
 
 typedef struct name_table {
     uint32_t cap;
@@ -118,6 +125,10 @@ struct metrics_registry {
     uint64_t last_reload_ok; /* 0/1: ficus_config_last_reload_successful */
     int initial_load_seen;
     uint64_t redis_errors;
+    char *tls_listeners[METRICS_MAX_LISTENERS]; /* labels; NULL: not a TLS listener */
+    const char *tls_results[METRICS_TLS_RESULTS];
+    tls_cert_gauge_t tls_certs[METRICS_MAX_TLS_CERTS];
+    size_t n_tls_certs;
     uint64_t agg_cache[METRICS_AGG_RESULTS];
     uint64_t trace_dropped;
     uint64_t trace_export_failures;
@@ -361,6 +372,8 @@ void metrics_registry_free(metrics_registry_t *r)
     free(r->set_reload_failures);
     free(r->set_members);
     free(r->set_success_ms);
+    for (size_t i = 0; i < METRICS_MAX_LISTENERS; i++)
+        free(r->tls_listeners[i]);
     free(r->version);
     free(r);
 }
@@ -581,6 +594,36 @@ void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, u
 
 /* A redis command failed or redis was unreachable. */
 void metrics_redis_error(metrics_registry_t *r) { bump_shared(&r->redis_errors, 1); }
+
+void metrics_tls_listener(metrics_registry_t *r, size_t listener, const char *name)
+{
+    if (listener < METRICS_MAX_LISTENERS && !r->tls_listeners[listener])
+        r->tls_listeners[listener] = strdup(name);
+}
+
+void metrics_tls_results(metrics_registry_t *r, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n && i < METRICS_TLS_RESULTS; i++)
+        r->tls_results[i] = names[i];
+}
+
+void metrics_tls_handshake(metrics_worker_t *w, size_t listener, unsigned result)
+{
+    if (listener < METRICS_MAX_LISTENERS && result < METRICS_TLS_RESULTS)
+        bump(&w->tls_handshakes[listener][result], 1);
+}
+
+void metrics_tls_certs_clear(metrics_registry_t *r) { r->n_tls_certs = 0; }
+
+void metrics_tls_cert(metrics_registry_t *r, size_t listener, const char *name, int64_t not_after)
+{
+    if (r->n_tls_certs == METRICS_MAX_TLS_CERTS)
+        return;
+    tls_cert_gauge_t *g = &r->tls_certs[r->n_tls_certs++];
+    g->listener = listener;
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->not_after = not_after;
+}
 
 void metrics_aggregate_cache(metrics_registry_t *r, metrics_agg_result_t res)
 {
@@ -1231,6 +1274,31 @@ static void render_process(render_t *rt)
     family(rt, "ficus_downstream_connections_rejected_total", "counter",
            "Downstream connections shed (connection limit or descriptor exhaustion).");
     sample_u64(rt, "ficus_downstream_connections_rejected_total", NULL, 0, rejected);
+
+    family(rt, "ficus_tls_handshakes_total", "counter",
+           "TLS handshakes on a listener, by result (ok, resumed, or the failure).");
+    for (size_t l = 0; l < METRICS_MAX_LISTENERS; l++) {
+        if (!r->tls_listeners[l])
+            continue;
+        for (size_t k = 0; k < METRICS_TLS_RESULTS; k++) {
+            uint64_t n = 0;
+            for (size_t wi = 0; wi < r->n_workers; wi++)
+                n += load_u64(&r->workers[wi]->tls_handshakes[l][k]);
+            label_t lb[] = {{"listener", r->tls_listeners[l]}, {"result", r->tls_results[k]}};
+            if (n && r->tls_results[k])
+                sample_u64(rt, "ficus_tls_handshakes_total", lb, 2, n);
+        }
+    }
+    family(rt, "ficus_tls_certificate_expiry_timestamp_seconds", "gauge",
+           "When a listener's certificate expires (seconds since the epoch).");
+    for (size_t i = 0; i < r->n_tls_certs; i++) {
+        const tls_cert_gauge_t *g = &r->tls_certs[i];
+        const char *ln = g->listener < METRICS_MAX_LISTENERS ? r->tls_listeners[g->listener] : NULL;
+        label_t lb[] = {{"listener", ln ? ln : ""}, {"name", g->name}};
+        sample_start(rt, "ficus_tls_certificate_expiry_timestamp_seconds", NULL, lb, 2);
+        put_i64(rt, g->not_after);
+        put(rt, "\n", 1);
+    }
 
     family(rt, "ficus_config_reloads_total", "counter",
            "Configuration reloads, by result (the start-up load is not counted).");

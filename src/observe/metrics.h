@@ -91,6 +91,20 @@ void metrics_set_reload_failure(metrics_registry_t *r, uint32_t set);
 /* A set was read: its member count and when (ms since the epoch). */
 void metrics_set_loaded(metrics_registry_t *r, uint32_t set, uint64_t members, uint64_t at_ms);
 void metrics_redis_error(metrics_registry_t *r);
+/* TLS (contract 3.3). Main thread, before the workers start: listener i's
+ * label (its address) and the names of the handshake results (index:
+ * result). Worker: a handshake on listener i ended with result:
+ * ficus_tls_handshakes_total{listener, result}. Main thread, as a
+ * configuration is activated: its certificates' expiry,
+ * ficus_tls_certificate_expiry_timestamp_seconds{listener, name}. */
+#define METRICS_MAX_LISTENERS 64
+#define METRICS_TLS_RESULTS 8
+#define METRICS_MAX_TLS_CERTS 256
+void metrics_tls_listener(metrics_registry_t *r, size_t listener, const char *name);
+void metrics_tls_results(metrics_registry_t *r, const char *const *names, size_t n);
+void metrics_tls_handshake(metrics_worker_t *w, size_t listener, unsigned result);
+void metrics_tls_certs_clear(metrics_registry_t *r);
+void metrics_tls_cert(metrics_registry_t *r, size_t listener, const char *name, int64_t not_after);
 /* What the cache did for an aggregation call with cache_ttl (contract 8):
  * ficus_aggregate_cache_lookups_total{result}. */
 typedef enum {

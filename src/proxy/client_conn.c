@@ -510,15 +510,23 @@ static void cc_on_timer(uv_timer_t *t)
     }
 }
 
+static void cc_on_handshake(stream_t *s, int result)
+{
+    client_conn_t *cc = cc_of(s);
+    if (cc->ops->on_handshake)
+        cc->ops->on_handshake(cc, result);
+}
+
 static const stream_ops_t client_ops = {
     .on_alloc = cc_on_alloc,
     .on_read = cc_on_read,
     .on_drain = cc_on_drain,
     .on_close = cc_on_close,
+    .on_handshake = cc_on_handshake,
 };
 
 int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_conn_ops_t *ops,
-                     int fd)
+                     int fd, struct tls_server *tls)
 {
     cc->env = env;
     cc->ops = ops;
@@ -549,7 +557,7 @@ int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_con
     env->conns = cc;
     cc->state = CC_IDLE;
     set_state(cc, CC_IDLE);
-    if (stream_read_start(&cc->s) != 0)
+    if ((tls && stream_tls_server(&cc->s, tls) != 0) || stream_read_start(&cc->s) != 0)
         cc_close(cc);
     return 0;
 }

@@ -46,6 +46,8 @@ typedef struct client_conn_ops {
     void (*on_raw_eof)(client_conn_t *cc, ssize_t status);
     /* Every handle is closed: the owner may free the memory. */
     void (*on_close)(client_conn_t *cc);
+    /* A TLS connection's handshake ended (tls_hs_result_t). May be NULL. */
+    void (*on_handshake)(client_conn_t *cc, int result);
 } client_conn_ops_t;
 
 /* What a worker's client connections share (the worker owns it). */
@@ -98,9 +100,10 @@ struct client_conn {
     struct sockaddr_storage peer;
 };
 
-/* Adopts an accepted socket: 0, or an error (fd closed, nothing to free). */
+/* Adopts an accepted socket, speaking TLS with tls's contexts when it is
+ * not NULL (net/tls.h): 0, or an error (fd closed, nothing to free). */
 int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_conn_ops_t *ops,
-                     int fd);
+                     int fd, struct tls_server *tls);
 /* Writes response bytes: 0 written, 1 queued (on_drained follows), < 0 error. */
 int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n);
 /* Stop / resume reading (upstream backpressure). */

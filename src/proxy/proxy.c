@@ -39,6 +39,7 @@
 typedef struct proxy_conn {
     client_conn_t cc; /* first: client_conn callbacks cast back */
     request_t req;
+    uint32_t listener; /* the configured listener it came in on */
 } proxy_conn_t;
 
 static inline request_t *req_of(client_conn_t *cc) { return &((proxy_conn_t *)cc)->req; }
@@ -527,7 +528,7 @@ static bool build_out(request_t *req, const http_head_t *h, const routed_t *rt, 
         .peer_ip = req->cc->client_ip,
         .peer_ip_len = req->cc->client_ip_len,
         .peer_trusted = req->peer_trusted,
-        .proto = "http",
+        .proto = req->cc->s.tls ? "https" : "http",
         .request_id = req->request_id,
         .request_id_len = req->request_id_len,
         .route = r,
@@ -1634,6 +1635,12 @@ static void on_close(client_conn_t *cc)
     close_timers(req);
 }
 
+static void on_handshake(client_conn_t *cc, int result)
+{
+    proxy_conn_t *c = (proxy_conn_t *)cc;
+    metrics_tls_handshake(c->req.pw->metrics, c->listener, (unsigned)result);
+}
+
 static const client_conn_ops_t proxy_client_ops = {
     .on_request = on_request,
     .body_room = body_room,
@@ -1645,6 +1652,7 @@ static const client_conn_ops_t proxy_client_ops = {
     .on_raw_data = on_raw_data,
     .on_raw_eof = on_raw_eof,
     .on_close = on_close,
+    .on_handshake = on_handshake,
 };
 
 void proxy_on_accept(worker_t *w, int fd, size_t listener)
@@ -1666,7 +1674,11 @@ void proxy_on_accept(worker_t *w, int fd, size_t listener)
     uv_timer_init(pw->loop, &req->hedge_timer);
     req->hedge_timer.data = req;
     metrics_downstream_connection(pw->metrics, +1);
-    if (client_conn_open(&c->cc, &pw->clients, &proxy_client_ops, fd) != 0) {
+    struct tls_server *tls = listener < pw->gen->cfg->server.n_listeners && pw->gen->listener_tls
+                                 ? pw->gen->listener_tls[listener]
+                                 : NULL;
+    c->listener = (uint32_t)listener;
+    if (client_conn_open(&c->cc, &pw->clients, &proxy_client_ops, fd, tls) != 0) {
         close_timers(req);
         return;
     }

@@ -119,6 +119,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
     g->jwks = sh->jwks;
     g->shadow_inflight = sh->shadow_inflight;
     g->agg_cache = sh->agg_cache;
+    g->listener_tls = sh->listener_tls;
     g->diff_specs = sh->diff_specs;
     g->shadow_routes = sh->shadow_routes;
     g->board_routes = sh->board_routes;

@@ -67,10 +67,11 @@ struct proxy_gen {
     rate_limit_t *rates;
     session_store_t *sessions;
     jwks_slot_t *jwks;
-    atomic_uint *shadow_inflight;         /* per route: shadow copies in flight (the instance's) */
-    agg_cache_t *agg_cache;               /* aggregation calls' bodies (the instance's), or NULL */
-    json_diff_spec_t *const *diff_specs;  /* per route: its shadow comparison, NULL: none */
-    shadow_route_t *const *shadow_routes; /* per route: its shadow figures, or NULL */
+    atomic_uint *shadow_inflight; /* per route: shadow copies in flight (the instance's) */
+    agg_cache_t *agg_cache;       /* aggregation calls' bodies (the instance's), or NULL */
+    struct tls_server *const *listener_tls; /* per listener: its TLS contexts, NULL: cleartext */
+    json_diff_spec_t *const *diff_specs;    /* per route: its shadow comparison, NULL: none */
+    shadow_route_t *const *shadow_routes;   /* per route: its shadow figures, or NULL */
     rollout_t *const *rollouts; /* per route: its rollout (records go here), NULL where none */
     /* The migration board: per route its figures (NULL: none), and per route
      * per target group the route's board group (UINT32_MAX: unused). */
@@ -105,18 +106,19 @@ typedef struct proxy_shared {
     metrics_registry_t *metrics; /* for the generation's metric slots */
     health_t *health;
     weights_t *weights;
-    const api_key_index_t *api_keys;     /* the clients' keys */
-    atomic_uint *const *client_inflight; /* per client: in flight on this instance */
-    rate_limit_t *rates;                 /* this instance's token buckets */
-    session_store_t *sessions;           /* this instance's session tokens */
-    jwks_slot_t *jwks;                   /* per JWT provider: its keys */
-    atomic_uint *shadow_inflight;        /* per route: shadow copies in flight */
-    agg_cache_t *agg_cache;              /* aggregation calls' bodies, or NULL */
-    json_diff_spec_t *const *diff_specs; /* per route: its shadow comparison, NULL: none */
-    rollout_t *const *rollouts;          /* per route: its rollout, NULL where none */
-    board_route_t *const *board_routes;  /* per route: its board figures, NULL where none */
-    const uint32_t *const *board_groups; /* per route, per group: its board group */
-    void (*gen_freed)(void *ctx);        /* a worker let go of this generation (any thread) */
+    const api_key_index_t *api_keys;        /* the clients' keys */
+    atomic_uint *const *client_inflight;    /* per client: in flight on this instance */
+    rate_limit_t *rates;                    /* this instance's token buckets */
+    session_store_t *sessions;              /* this instance's session tokens */
+    jwks_slot_t *jwks;                      /* per JWT provider: its keys */
+    atomic_uint *shadow_inflight;           /* per route: shadow copies in flight */
+    agg_cache_t *agg_cache;                 /* aggregation calls' bodies, or NULL */
+    struct tls_server *const *listener_tls; /* per listener: its TLS contexts, NULL: cleartext */
+    json_diff_spec_t *const *diff_specs;    /* per route: its shadow comparison, NULL: none */
+    rollout_t *const *rollouts;             /* per route: its rollout, NULL where none */
+    board_route_t *const *board_routes;     /* per route: its board figures, NULL where none */
+    const uint32_t *const *board_groups;    /* per route, per group: its board group */
+    void (*gen_freed)(void *ctx);           /* a worker let go of this generation (any thread) */
     void *gen_ctx;
     /* per route: its shadow figures (the instance's), or NULL */
     shadow_route_t *const *shadow_routes;

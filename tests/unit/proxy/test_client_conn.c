@@ -149,7 +149,7 @@ static owner_t *open_conn(int *peer)
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
     owner_t *o = calloc(1, sizeof *o);
     o->answer_at_once = true;
-    assert_int_equal(client_conn_open(&o->cc, &env, &ops, sv[0]), 0);
+    assert_int_equal(client_conn_open(&o->cc, &env, &ops, sv[0], NULL), 0);
     *peer = sv[1];
     return o;
 }
