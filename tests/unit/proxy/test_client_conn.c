@@ -108,8 +108,16 @@ static void on_raw_eof(client_conn_t *cc, ssize_t status)
 static void on_close(client_conn_t *cc) { ((owner_t *)cc)->closed = 1; }
 
 static const client_conn_ops_t ops = {
-    on_request, body_room,  on_body,     on_reject,  on_gone,
-    on_drained, on_timeout, on_raw_data, on_raw_eof, on_close,
+    .on_request = on_request,
+    .body_room = body_room,
+    .on_body = on_body,
+    .on_reject = on_reject,
+    .on_gone = on_gone,
+    .on_drained = on_drained,
+    .on_timeout = on_timeout,
+    .on_raw_data = on_raw_data,
+    .on_raw_eof = on_raw_eof,
+    .on_close = on_close,
 };
 
 static int setup(void **state)
