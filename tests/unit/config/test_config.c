@@ -871,12 +871,10 @@ static void test_listeners(void **state)
                   "admin: {listen: \"0.0.0.0:8080\"}\n",
                   "t.yaml:3:7: server.listen[0]: \"localhost:8080\" is not a numeric address "
                   "(listen on an IP: 0.0.0.0:8080, [::]:8080, or :8080)",
-                  "t.yaml:5:33: server.listen[2].tls: TLS listeners are not supported yet",
                   "t.yaml:6:7: server.listen[3]: \"0.0.0.0:8080\" is already in server.listen[1]",
                   "t.yaml:7:7: server.listen[4]: invalid address \"[::1]:99999\" (port out of "
                   "range (1-65535))",
                   "t.yaml:8:7: server.listen[5].address: required key is missing",
-                  "t.yaml:8:8: server.listen[5].tls: TLS listeners are not supported yet",
                   "t.yaml:8:13: server.listen[5].tls.key: required key is missing",
                   "t.yaml:9:17: admin.listen: \"0.0.0.0:8080\" is also server.listen[1]");
     expect_errors("server: {listen: []}\n",
