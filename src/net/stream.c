@@ -11,6 +11,9 @@
  * once), then the owner's buffers are filled with plaintext. */
 #define TLS_RX_BYTES (64 * 1024)
 static __thread char tls_rx[TLS_RX_BYTES];
+/* Small pieces written together are gathered here into one record. */
+#define TLS_RECORD_BYTES (16 * 1024)
+static __thread char tls_tx[TLS_RECORD_BYTES];
 
 static void tls_pump(stream_t *s);
 static int tls_flush(stream_t *s);
@@ -191,7 +194,21 @@ int stream_write(stream_t *s, const uv_buf_t *bufs, unsigned n)
     if (s->closing)
         return FE_IO;
     if (s->tls) {
-        /* Encrypted into the engine; its output is the queue. */
+        /* Encrypted into the engine; its output is the queue. Pieces that
+         * fit one record together (a head and a small body) go as one. */
+        size_t total = 0;
+        for (unsigned i = 0; i < n; i++)
+            total += bufs[i].len;
+        if (n > 1 && total <= sizeof tls_tx) {
+            size_t at = 0;
+            for (unsigned i = 0; i < n; i++) {
+                memcpy(tls_tx + at, bufs[i].base, bufs[i].len);
+                at += bufs[i].len;
+            }
+            if (tls_conn_write(s->tls, tls_tx, at) != 0)
+                return FE_IO;
+            return tls_flush(s);
+        }
         for (unsigned i = 0; i < n; i++)
             if (bufs[i].len && tls_conn_write(s->tls, bufs[i].base, bufs[i].len) != 0)
                 return FE_IO;
