@@ -3,6 +3,7 @@
 #include "net/stream.h"
 
 #include <string.h>
+#include <sys/socket.h>
 
 #include "core/errors.h"
 #include "net/tls.h"
@@ -237,19 +238,32 @@ int stream_write(stream_t *s, const uv_buf_t *bufs, unsigned n)
     return rc < 0 ? rc : 1;
 }
 
+/* TLS: close_notify, if nothing is queued before it and the socket takes
+ * it now (a peer that misses it sees a truncated stream). */
+static void tls_close_notify(stream_t *s)
+{
+    if (!s->tls || s->wq || !tls_conn_handshake_done(s->tls))
+        return;
+    tls_conn_shutdown(s->tls);
+    char out[256];
+    size_t k = tls_conn_out(s->tls, out, sizeof out);
+    uv_buf_t b = uv_buf_init(out, (unsigned)k);
+    if (k)
+        uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
+}
+
+int stream_shutdown_write(stream_t *s)
+{
+    tls_close_notify(s);
+    return shutdown(stream_fd(s), SHUT_WR);
+}
+
 void stream_close(stream_t *s, bool reset)
 {
     if (s->closing)
         return;
-    if (s->tls && !reset && !s->wq && tls_conn_handshake_done(s->tls)) {
-        /* close_notify, if the socket takes it now */
-        tls_conn_shutdown(s->tls);
-        char out[256];
-        size_t k = tls_conn_out(s->tls, out, sizeof out);
-        uv_buf_t b = uv_buf_init(out, (unsigned)k);
-        if (k)
-            uv_try_write((uv_stream_t *)&s->tcp, &b, 1);
-    }
+    if (!reset)
+        tls_close_notify(s);
     s->closing = 1;
     s->reading = 0;
     if (reset && uv_tcp_close_reset(&s->tcp, on_close_cb) == 0)

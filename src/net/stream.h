@@ -60,6 +60,9 @@ void stream_read_stop(stream_t *s);
  * close the stream after any error). */
 int stream_write(stream_t *s, const uv_buf_t *bufs, unsigned n);
 static inline bool stream_write_pending(const stream_t *s) { return s->wq != NULL; }
+/* No more writes: TLS's close_notify (when the socket takes it now), then
+ * the socket's write side shut (FIN). 0 or -1 (errno). */
+int stream_shutdown_write(stream_t *s);
 /* Closes; on_close follows. reset=true sends an RST (abortive close). */
 void stream_close(stream_t *s, bool reset);
 static inline bool stream_closing(const stream_t *s) { return s->closing; }

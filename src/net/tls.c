@@ -25,7 +25,8 @@
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS13_SUITES "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256"
 
-#define TLS_MAX_NAMES 64 /* names kept per certificate for SNI */
+#define TLS_MAX_NAMES 64                /* names kept per certificate for SNI */
+#define TLS_SESSION_CACHE_ENTRIES 10000 /* per certificate context: about 1 KiB each */
 
 /* ------------------------------------------------------ ticket keys */
 
@@ -250,7 +251,11 @@ static SSL_CTX *make_ctx(tls_server_t *s, const tls_server_opts_t *o, size_t i, 
         ossl_err(err, errlen, "key", o->keys[i]);
         goto fail;
     }
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF); /* tickets resume */
+    /* Tickets resume most clients; those that ask by session id find it in
+     * the context's cache, which every worker shares (bounded). */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
+    SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE_ENTRIES);
+    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ficus", 5);
     if (o->keys_ring) {
         SSL_CTX_set_ex_data(ctx, keys_index, o->keys_ring);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
@@ -491,7 +496,7 @@ size_t tls_conn_out(tls_conn_t *c, char *buf, size_t cap)
 
 void tls_conn_shutdown(tls_conn_t *c)
 {
-    if (c->done) {
+    if (c->done && !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN)) {
         SSL_shutdown(c->ssl);
         ERR_clear_error();
     }

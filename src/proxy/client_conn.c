@@ -113,7 +113,7 @@ static void cc_linger(client_conn_t *cc)
 {
     if (cc->state == CC_CLOSING || cc->state == CC_LINGER)
         return;
-    if (shutdown(stream_fd(&cc->s), SHUT_WR) != 0) {
+    if (stream_shutdown_write(&cc->s) != 0) {
         cc_close(cc);
         return;
     }

@@ -199,3 +199,29 @@ def test_a_reload_reads_the_certificates_again(ficus, echo_backend, pki):
     assert old.recv(100).startswith(b"HTTP/1.1 200")
     assert "renewed.test" not in str(first)
     old.close()
+
+
+@pytest.mark.parametrize("request_line", [b"GET / HTTP/1.0\r\n\r\n",
+                                          b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+                                          b"POST / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n"
+                                          b"Content-Length: 5\r\n\r\nhello"])
+def test_a_closing_answer_ends_with_close_notify(ficus, echo_backend, pki, request_line):
+    # Without it the client sees a truncated stream and OpenSSL will not
+    # resume the session.
+    f = start(ficus, pki, echo_backend("e"))
+    ctx = client_ctx(pki)
+    ctx.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)  # a truncation is an error
+    raw = socket.create_connection(("127.0.0.1", f.tls_port), timeout=scaled(5))
+    s = ctx.wrap_socket(raw, server_hostname="api.test", suppress_ragged_eofs=False)
+    s.sendall(request_line)
+    data = b""
+    while True:
+        chunk = s.recv(65536)  # SSLEOFError here: no close_notify
+        if not chunk:
+            break
+        data += chunk
+    assert data.startswith(b"HTTP/1.1 200"), data[:100]
+    session = s.session
+    s.close()
+    _, _, reused, _, _ = https_get(f.tls_port, ctx, session=session)
+    assert reused
