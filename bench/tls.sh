@@ -209,7 +209,7 @@ unit = {"ka-small": "request", "ka-large": "request", "full": "handshake", "resu
 table = {}
 print("\nTLS: ficus vs HAProxy, the same ECDSA P-256 certificate (medians of %d rounds)"
       % max(r["round"] for r in runs))
-print("| scenario | ficus CPU us | HAProxy CPU us | CPU ficus/HAProxy (paired) | ficus /s | HAProxy /s |")
+print("| scenario | ficus CPU us | HAProxy CPU us | CPU ficus/HAProxy (paired) | ficus n | HAProxy n |")
 print("|---|---|---|---|---|---|")
 for s in scens:
     f = [r for r in runs if r["scenario"] == s and r["proxy"] == "ficus"]
@@ -226,7 +226,7 @@ for s in scens:
     print(f"| {s} (per {unit[s]}) | {row['ficus_cpu_us']:.1f} | {row['haproxy_cpu_us']:.1f} | "
           f"{ratio:.3f} | {row['ficus_count']:.0f} | {row['haproxy_count']:.0f} |")
 errors = sum(r["errors"] for r in runs)
-print(f"errors: {errors}   (/s columns: requests or connections in the run)")
+print(f"errors: {errors}   (n: requests or connections made in one run, median)")
 json.dump({"runs": runs, "table": table}, open(sys.argv[2], "w"), indent=1)
 print("raw numbers:", sys.argv[2])
 sys.exit(1 if errors else 0)
