@@ -337,7 +337,7 @@ int gateway_run(config_t *cfg)
     if (!first || generations_activate(gw.gens, first, pgens) != 0) {
         if (first)
             generations_discard(gw.gens, first);
-        log_error("out of memory");
+        log_error("cannot set up the configuration (see above; else no memory)");
         goto out_workers;
     }
     gw.pws = calloc(nw, sizeof *gw.pws);

@@ -162,7 +162,9 @@ static void reload_work(uv_work_t *w)
     }
     r->gen = generation_prepare(r->gens, r->cfg);
     if (!r->gen) {
-        config_errors_add(&r->errs, cur->path, 0, 0, "out of memory");
+        config_errors_add(&r->errs, cur->path, 0, 0,
+                          "cannot set it up (a certificate that does not load, or no memory: "
+                          "see the log)");
         config_unref(r->cfg);
         r->cfg = NULL;
     }

@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness import config, echo_headers, metric_value, parse_metrics, route, scaled, wait_until
+from harness import (config, echo_headers, metric_value, parse_metrics, route, run_cli, scaled,
+                     to_yaml, wait_until)
 from harness.procs import free_port, wait_ports
 
 
@@ -225,3 +226,26 @@ def test_a_closing_answer_ends_with_close_notify(ficus, echo_backend, pki, reque
     s.close()
     _, _, reused, _, _ = https_get(f.tls_port, ctx, session=session)
     assert reused
+
+
+def test_check_names_a_certificate_that_cannot_serve(tmp_path, pki, echo_backend):
+    other_key = make_cert(tmp_path, "other", ["other.test"])[1]
+    cases = [
+        ({"cert": str(tmp_path / "missing.crt"), "key": str(pki["key"])},
+         "tls.cert: cannot read"),
+        ({"cert": str(pki["key"]), "key": str(pki["key"])}, "cert is not a PEM certificate"),
+        ({"cert": str(pki["cert"]), "key": str(other_key)},
+         "key does not belong to the certificate"),
+        ({"cert": "api.crt", "key": "api.key"}, None),  # relative to the file's directory
+    ]
+    for tls, needle in cases:
+        p = tmp_path / "c.yaml"
+        p.write_text(to_yaml(config({"e": "127.0.0.1:9"}, [route("all", "/", "e")],
+                                    server={"listen": [{"address": "127.0.0.1:8443",
+                                                        "tls": tls}]})))
+        res = run_cli(["check", "-c", str(p)])
+        if needle is None:
+            assert res.returncode == 0, res.stderr
+            continue
+        assert res.returncode == 1, (tls, res.stderr)
+        assert f"{p}:" in res.stderr and needle in res.stderr, res.stderr

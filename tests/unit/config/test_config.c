@@ -871,11 +871,17 @@ static void test_listeners(void **state)
                   "admin: {listen: \"0.0.0.0:8080\"}\n",
                   "t.yaml:3:7: server.listen[0]: \"localhost:8080\" is not a numeric address "
                   "(listen on an IP: 0.0.0.0:8080, [::]:8080, or :8080)",
+                  "t.yaml:5:39: server.listen[2].tls.cert: cannot read /c.pem: No such file or "
+                  "directory",
+                  "t.yaml:5:53: server.listen[2].tls.key: cannot read /k.pem: No such file or "
+                  "directory",
                   "t.yaml:6:7: server.listen[3]: \"0.0.0.0:8080\" is already in server.listen[1]",
                   "t.yaml:7:7: server.listen[4]: invalid address \"[::1]:99999\" (port out of "
                   "range (1-65535))",
                   "t.yaml:8:7: server.listen[5].address: required key is missing",
                   "t.yaml:8:13: server.listen[5].tls.key: required key is missing",
+                  "t.yaml:8:14: server.listen[5].tls.cert: cannot read /c.pem: No such file or "
+                  "directory",
                   "t.yaml:9:17: admin.listen: \"0.0.0.0:8080\" is also server.listen[1]");
     expect_errors("server: {listen: []}\n",
                   "t.yaml:1:18: server.listen: needs at least one address (omit it to listen on "
