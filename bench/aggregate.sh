@@ -16,19 +16,11 @@
 #   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, wrk outputs)
 set -euo pipefail
 
-case "${1:-}" in
-"") ;;
--h | --help)
-    sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
-    exit 0
-    ;;
-*)
-    echo "usage: bench/aggregate.sh (no arguments; see --help)" >&2
-    exit 2
-    ;;
-esac
-
 HERE=$(cd "$(dirname "$0")" && pwd)
+# die, note, no_arguments, launch, stop_pid, cpu_ticks ...: bench/lib.sh
+# shellcheck source=bench/lib.sh
+. "$HERE/lib.sh"
+no_arguments "$@"
 FICUS_BIN=${FICUS_BIN:-./ficus}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-5}
@@ -43,9 +35,6 @@ WRK_SLACK_S=20   # wrk's own -d bounds it; this is the safety net
 CLIENT_MAX_S=60  # the latency client stops its iterations after this
 CLK_TCK=$(getconf CLK_TCK)
 
-# die, note, launch, stop_pid, cpu_ticks ...: bench/lib.sh
-# shellcheck source=bench/lib.sh
-. "$HERE/lib.sh"
 
 for tool in wrk nginx taskset curl timeout "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is required"

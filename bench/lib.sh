@@ -9,6 +9,21 @@ die() {
     echo "bench: $*" >&2
     exit 1
 }
+
+# A script that takes no arguments: --help prints its header comment.
+no_arguments() {
+    case "${1:-}" in
+    "") ;;
+    -h | --help)
+        sed -n '2,/^set -euo/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'
+        exit 0
+        ;;
+    *)
+        echo "usage: $0 (no arguments; see --help)" >&2
+        exit 2
+        ;;
+    esac
+}
 note() { echo "bench: $*" >&2; }
 
 # ---- process bookkeeping: every PID we start, stopped on exit ------------
