@@ -204,8 +204,16 @@ static void on_raw_eof(client_conn_t *cc, ssize_t status)
 static void on_close(client_conn_t *cc) { ((owner_t *)cc)->closed = 1; }
 
 static const client_conn_ops_t ops = {
-    on_request, body_room,  on_body,     on_reject,  on_gone,
-    on_drained, on_timeout, on_raw_data, on_raw_eof, on_close,
+    .on_request = on_request,
+    .body_room = body_room,
+    .on_body = on_body,
+    .on_reject = on_reject,
+    .on_gone = on_gone,
+    .on_drained = on_drained,
+    .on_timeout = on_timeout,
+    .on_raw_data = on_raw_data,
+    .on_raw_eof = on_raw_eof,
+    .on_close = on_close,
 };
 
 static uv_loop_t loop;
@@ -248,7 +256,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     owner_t *o = calloc(1, sizeof *o);
     CHECK(o);
     o->seed = seed;
-    CHECK(client_conn_open(&o->cc, &env, &ops, sv[0]) == 0);
+    CHECK(client_conn_open(&o->cc, &env, &ops, sv[0], NULL) == 0);
     for (size_t off = 0; off < len && !o->closed;) {
         size_t piece = next_size(&seed, len - off);
         ssize_t w = write(sv[1], in + off, piece);
