@@ -13,7 +13,7 @@ BUILD   := build/$(MODE)
 CC      ?= cc
 LLHTTP  ?= /usr/share/llhttp
 LLHTTP_INC ?= /usr/share/include/llhttp
-PKGS    := libuv yaml-0.1 libpcre2-8 jansson openssl hiredis
+PKGS    := libuv yaml-0.1 libpcre2-8 jansson openssl hiredis libnghttp2
 
 VERSION := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)

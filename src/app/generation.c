@@ -23,6 +23,7 @@
 #include "policy/agg_cache.h"
 #include "policy/json_diff.h"
 #include "policy/rate_limit.h"
+#include "proxy/h2_server.h"
 #include "policy/reload_judge.h"
 #include "policy/session_store.h"
 #include "policy/throttle.h"
@@ -317,13 +318,18 @@ static int listeners_tls(generations_t *gs, generation_t *gen)
         const config_listener_t *l = &srv->listeners[i];
         if (!l->tls_cert)
             continue;
-        /* HTTP/2 is not served yet: only http/1.1 is offered by ALPN. */
+        /* ALPN: h2 first while HTTP/2 is on (server.http2.enabled). */
         tls_server_opts_t o = {.certs = {l->tls_cert},
                                .keys = {l->tls_key},
                                .n_certs = 1,
                                .alpn = {"http/1.1"},
                                .n_alpn = 1,
                                .keys_ring = gs->tls_keys};
+        if (srv->http2.enabled) {
+            o.alpn[0] = "h2";
+            o.alpn[1] = "http/1.1";
+            o.n_alpn = 2;
+        }
         char err[512];
         if (!(gen->listener_tls[i] = tls_server_new(&o, err, sizeof err))) {
             log_write(LOG_ERROR, "listener %s: %s", l->address, err);
@@ -445,6 +451,10 @@ static void make_current(generations_t *gs, generation_t *gen)
     for (int i = 0; i < TLS_HS_RESULTS; i++)
         hs_names[i] = tls_hs_result_name((tls_hs_result_t)i);
     metrics_tls_results(gs->metrics, hs_names, TLS_HS_RESULTS);
+    const char *h2_names[H2_ERR_REASONS];
+    for (int i = 0; i < H2_ERR_REASONS; i++)
+        h2_names[i] = h2_err_name((h2_err_t)i);
+    metrics_http2_reasons(gs->metrics, h2_names, H2_ERR_REASONS);
     metrics_tls_certs_clear(gs->metrics);
     const config_server_t *srv = &gen->cfg->server;
     for (size_t l = 0; l < srv->n_listeners; l++) {

@@ -28,6 +28,14 @@ typedef struct config_listener {
     char *tls_key;
 } config_listener_t;
 
+/* server.http2 (contract 3.2): downstream HTTP/2. */
+typedef struct config_http2 {
+    bool enabled;                    /* ALPN h2 and cleartext prior knowledge */
+    uint32_t max_concurrent_streams; /* per connection */
+    uint64_t initial_window_size;    /* per stream, request bodies: bytes held at most */
+    uint64_t max_header_list_size;   /* decoded; 0 = server.max_header_size */
+} config_http2_t;
+
 typedef struct config_server {
     config_listener_t *listeners;
     size_t n_listeners;
@@ -44,6 +52,7 @@ typedef struct config_server {
     char *control_socket; /* NULL when unset or "" */
     cidr_t *trusted_proxies;
     size_t n_trusted_proxies;
+    config_http2_t http2;
 } config_server_t;
 
 typedef struct config_tracing {

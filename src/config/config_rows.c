@@ -339,6 +339,16 @@ static void f_trusted_proxies(schema_ctx_t *c, const yaml_node_t *k UNUSED, cons
     cidr_list(c, v, path, &s->trusted_proxies, &s->n_trusted_proxies);
 }
 
+static const schema_row_t http2_fields[] = {
+    ROW_BOOL("enabled", config_http2_t, enabled, true),
+    ROW_UINT("max_concurrent_streams", config_http2_t, max_concurrent_streams,
+             DEFAULT_H2_MAX_CONCURRENT_STREAMS, 1, H2_MAX_CONCURRENT_STREAMS),
+    ROW_SIZE("initial_window_size", config_http2_t, initial_window_size,
+             DEFAULT_H2_INITIAL_WINDOW_BYTES, H2_MIN_WINDOW_BYTES, H2_MAX_WINDOW_BYTES),
+    ROW_SIZE("max_header_list_size", config_http2_t, max_header_list_size, 0, 0,
+             CONFIG_MAX_HEADER_BYTES),
+};
+
 static const schema_row_t server_fields[] = {
     ROW_CUSTOM("listen", f_listen, ROW_JSON(j_listen), ROW_SAME(same_listen), ROW_RESTART),
     ROW_CUSTOM("workers", f_workers, ROW_AS(SCHEMA_UINT, config_server_t, workers), ROW_RESTART),
@@ -363,6 +373,7 @@ static const schema_row_t server_fields[] = {
     ROW_CUSTOM("control_socket", f_control_socket,
                ROW_AS(SCHEMA_STRING, config_server_t, control_socket), ROW_RESTART),
     ROW_CUSTOM("trusted_proxies", f_trusted_proxies, ROW_JSON(j_trusted_proxies)),
+    ROW_TABLE("http2", config_server_t, http2, http2_fields),
 };
 
 /* -------------------------------------------- admin, access log, tracing */

@@ -83,6 +83,7 @@ struct metrics_worker {
     uint64_t connections;                       /* a signed sum kept in two's complement */
     uint64_t connections_rejected;
     uint64_t tls_handshakes[METRICS_MAX_LISTENERS][METRICS_TLS_RESULTS];
+    uint64_t http2_errors[METRICS_H2_REASONS];
 };
 
 typedef struct tls_cert_gauge {
@@ -127,6 +128,7 @@ struct metrics_registry {
     uint64_t redis_errors;
     char *tls_listeners[METRICS_MAX_LISTENERS]; /* labels; NULL: not a TLS listener */
     const char *tls_results[METRICS_TLS_RESULTS];
+    const char *http2_reasons[METRICS_H2_REASONS];
     tls_cert_gauge_t tls_certs[METRICS_MAX_TLS_CERTS];
     size_t n_tls_certs;
     uint64_t agg_cache[METRICS_AGG_RESULTS];
@@ -611,6 +613,18 @@ void metrics_tls_handshake(metrics_worker_t *w, size_t listener, unsigned result
 {
     if (listener < METRICS_MAX_LISTENERS && result < METRICS_TLS_RESULTS)
         bump(&w->tls_handshakes[listener][result], 1);
+}
+
+void metrics_http2_reasons(metrics_registry_t *r, const char *const *names, size_t n)
+{
+    for (size_t i = 0; i < n && i < METRICS_H2_REASONS; i++)
+        r->http2_reasons[i] = names[i];
+}
+
+void metrics_http2_error(metrics_worker_t *w, unsigned reason)
+{
+    if (reason < METRICS_H2_REASONS)
+        bump(&w->http2_errors[reason], 1);
 }
 
 void metrics_tls_certs_clear(metrics_registry_t *r) { r->n_tls_certs = 0; }
@@ -1288,6 +1302,18 @@ static void render_process(render_t *rt)
             if (n && r->tls_results[k])
                 sample_u64(rt, "ficus_tls_handshakes_total", lb, 2, n);
         }
+    }
+    family(rt, "ficus_http2_protocol_errors_total", "counter",
+           "Downstream HTTP/2 connections or streams ended for breaking the protocol or abusing "
+           "it, by reason.");
+    for (size_t k = 0; k < METRICS_H2_REASONS; k++) {
+        if (!r->http2_reasons[k])
+            continue;
+        uint64_t n = 0;
+        for (size_t wi = 0; wi < r->n_workers; wi++)
+            n += load_u64(&r->workers[wi]->http2_errors[k]);
+        label_t lb[] = {{"reason", r->http2_reasons[k]}};
+        sample_u64(rt, "ficus_http2_protocol_errors_total", lb, 1, n);
     }
     family(rt, "ficus_tls_certificate_expiry_timestamp_seconds", "gauge",
            "When a listener's certificate expires (seconds since the epoch).");

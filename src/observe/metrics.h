@@ -99,10 +99,15 @@ void metrics_redis_error(metrics_registry_t *r);
  * ficus_tls_certificate_expiry_timestamp_seconds{listener, name}. */
 #define METRICS_MAX_LISTENERS 64
 #define METRICS_TLS_RESULTS 8
+#define METRICS_H2_REASONS 16
 #define METRICS_MAX_TLS_CERTS 256
 void metrics_tls_listener(metrics_registry_t *r, size_t listener, const char *name);
 void metrics_tls_results(metrics_registry_t *r, const char *const *names, size_t n);
 void metrics_tls_handshake(metrics_worker_t *w, size_t listener, unsigned result);
+/* ficus_http2_protocol_errors_total{reason}: the reasons' names (main
+ * thread, before serving), and one more of reason (worker). */
+void metrics_http2_reasons(metrics_registry_t *r, const char *const *names, size_t n);
+void metrics_http2_error(metrics_worker_t *w, unsigned reason);
 void metrics_tls_certs_clear(metrics_registry_t *r);
 void metrics_tls_cert(metrics_registry_t *r, size_t listener, const char *name, int64_t not_after);
 /* What the cache did for an aggregation call with cache_ttl (contract 8):

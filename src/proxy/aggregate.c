@@ -686,7 +686,7 @@ static bool write_more(aggregation_t *ag)
     for (;;) {
         if (ag->at_piece == ag->n_pieces)
             return true;
-        if (stream_write_pending(&cc->s))
+        if (client_conn_write_pending(cc))
             return false; /* on_drained brings it back */
         uv_buf_t iov[16];
         unsigned k = 0;

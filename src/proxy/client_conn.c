@@ -1,6 +1,7 @@
 /* A client connection's state machine; see client_conn.h. */
 #include "proxy/client_conn.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -9,6 +10,8 @@
 #include "core/defaults.h"
 
 #define LINGER_MS 2000
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_BYTES 24
 
 static void cc_close(client_conn_t *cc);
 static void cc_process_input(client_conn_t *cc);
@@ -32,7 +35,8 @@ static void set_state(client_conn_t *cc, cc_state_t st)
             uv_timer_start(&cc->timer, cc_on_timer, srv->header_timeout_ms, 0);
         break;
     case CC_ACTIVE:
-        uv_timer_stop(&cc->timer); /* the owner arms the request deadline */
+    case CC_H2:
+        uv_timer_stop(&cc->timer); /* the owner arms the request deadline, or its own */
         break;
     case CC_DONE:
     case CC_TUNNEL:
@@ -61,7 +65,8 @@ uint64_t client_conn_deadline_left_ms(const client_conn_t *cc)
 
 bool client_conn_keeps_alive(const client_conn_t *cc)
 {
-    return cc->keep_alive && cc->body_done && !cc->close_after && !cc->env->draining;
+    return !cc->carrier && cc->keep_alive && cc->body_done && !cc->close_after &&
+           !cc->env->draining;
 }
 
 const char *client_conn_error_reason(const client_conn_t *cc)
@@ -88,8 +93,17 @@ static void cc_close(client_conn_t *cc)
 {
     if (cc->state == CC_CLOSING)
         return;
+    bool complete = cc->state == CC_DONE || cc->state == CC_LINGER;
     set_state(cc, CC_CLOSING);
     client_conn_env_t *env = cc->env;
+    if (cc->carrier) {
+        uv_close((uv_handle_t *)&cc->timer, cc_on_timer_closed);
+        if (cc->carrier_ctx)
+            cc->carrier->close(cc->carrier_ctx, !complete);
+        else
+            cc_on_handle_closed(cc); /* the carrier let go first */
+        return;
+    }
     if (cc->prev)
         cc->prev->next = cc->next;
     else
@@ -113,6 +127,10 @@ static void cc_linger(client_conn_t *cc)
 {
     if (cc->state == CC_CLOSING || cc->state == CC_LINGER)
         return;
+    if (cc->carrier) {
+        cc_close(cc); /* the stream ends: its carrier says so (RST_STREAM NO_ERROR) */
+        return;
+    }
     if (stream_shutdown_write(&cc->s) != 0) {
         cc_close(cc);
         return;
@@ -130,13 +148,20 @@ int client_conn_write(client_conn_t *cc, const uv_buf_t *bufs, unsigned n)
 {
     for (unsigned i = 0; i < n; i++)
         cc->bytes_out += bufs[i].len;
+    if (cc->carrier)
+        return cc->carrier->write(cc->carrier_ctx, bufs, n);
     return stream_write(&cc->s, bufs, n);
+}
+
+bool client_conn_write_pending(const client_conn_t *cc)
+{
+    return cc->carrier ? cc->carrier->write_pending(cc->carrier_ctx) : stream_write_pending(&cc->s);
 }
 
 /* The response is written (or queued): next request, linger-close, or close. */
 static void cc_finish_request(client_conn_t *cc)
 {
-    if (stream_write_pending(&cc->s))
+    if (client_conn_write_pending(cc))
         return; /* cc_on_drain comes back here */
     bool keep = client_conn_keeps_alive(cc);
     bool had_body_left = !cc->body_done;
@@ -166,6 +191,8 @@ void client_conn_response_done(client_conn_t *cc)
 {
     if (cc->state == CC_CLOSING || cc->state == CC_LINGER)
         return;
+    if (cc->carrier)
+        cc->carrier->done(cc->carrier_ctx);
     set_state(cc, CC_DONE);
     cc_finish_request(cc);
 }
@@ -186,7 +213,7 @@ static void cc_reject(client_conn_t *cc, end_reason_t why, const char *msg)
 /* The request ends on the client's side (closed, broken body). */
 static void cc_gone(client_conn_t *cc, end_reason_t why)
 {
-    if (cc->state == CC_ACTIVE)
+    if (cc->state == CC_ACTIVE || cc->state == CC_H2)
         cc->ops->on_gone(cc, why);
     else
         cc_close(cc);
@@ -334,6 +361,19 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
         const char *p = data + used;
         size_t n = len - used;
         long k;
+        if ((cc->state == CC_IDLE || cc->state == CC_HEAD) && cc->requests == 0 &&
+            cc->ops->on_preface && n && p[0] == 'P') {
+            /* The HTTP/2 preface (prior knowledge), or a part of it. */
+            size_t m = n < H2_PREFACE_BYTES ? n : H2_PREFACE_BYTES;
+            if (memcmp(p, H2_PREFACE, m) == 0) {
+                if (m < H2_PREFACE_BYTES) {
+                    set_state(cc, CC_HEAD);
+                    return used;
+                }
+                if (cc->ops->on_preface(cc))
+                    continue; /* CC_H2: the rest goes to the owner, the preface too */
+            }
+        }
         if (cc->state == CC_IDLE || cc->state == CC_HEAD) {
             if (n == 0)
                 break;
@@ -343,7 +383,7 @@ static size_t cc_process(client_conn_t *cc, const char *data, size_t len)
             used += (size_t)k;
             continue;
         }
-        if (cc->state == CC_TUNNEL) {
+        if (cc->state == CC_TUNNEL || cc->state == CC_H2) {
             /* Switched while this read was parsed: the rest is the tunnel's. */
             if (n) {
                 cc->bytes_in += n;
@@ -412,7 +452,7 @@ static void cc_process_input(client_conn_t *cc)
 static void cc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     client_conn_t *cc = cc_of(s);
-    if (cc->state == CC_TUNNEL) {
+    if (cc->state == CC_TUNNEL || cc->state == CC_H2) {
         if (n < 0) {
             cc->ops->on_raw_eof(cc, n);
         } else {
@@ -439,12 +479,20 @@ static void cc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 void client_conn_pause(client_conn_t *cc)
 {
     cc->reading_paused = 1;
-    stream_read_stop(&cc->s);
+    if (!cc->carrier)
+        stream_read_stop(&cc->s);
 }
 
 void client_conn_resume(client_conn_t *cc)
 {
-    if (cc->state == CC_TUNNEL) {
+    if (cc->carrier) {
+        if (cc->state == CC_ACTIVE && cc->reading_paused) {
+            cc->reading_paused = 0;
+            cc->carrier->resume(cc->carrier_ctx);
+        }
+        return;
+    }
+    if (cc->state == CC_TUNNEL || cc->state == CC_H2) {
         cc->reading_paused = 0;
         stream_read_start(&cc->s);
         return;
@@ -485,7 +533,7 @@ static void cc_on_drain(stream_t *s, int status)
     }
     if (cc->state == CC_DONE)
         cc_finish_request(cc);
-    else if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL)
+    else if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL || cc->state == CC_H2)
         cc->ops->on_drained(cc);
 }
 
@@ -503,6 +551,7 @@ static void cc_on_timer(uv_timer_t *t)
         break;
     case CC_ACTIVE:
     case CC_TUNNEL:
+    case CC_H2:
         cc->ops->on_timeout(cc);
         break;
     case CC_CLOSING:
@@ -530,6 +579,7 @@ int client_conn_open(client_conn_t *cc, client_conn_env_t *env, const client_con
 {
     cc->env = env;
     cc->ops = ops;
+    cc->tls = tls != NULL;
     int rc = stream_init(env->loop, &cc->s, &client_ops, env->pool);
     if (rc != 0) {
         close(fd);
@@ -568,6 +618,10 @@ void client_conn_env_drain(client_conn_env_t *env, uint64_t idle_grace_ms)
     client_conn_t *cc = env->conns, *next;
     for (; cc; cc = next) {
         next = cc->next;
+        if (cc->state == CC_H2 && cc->ops->on_drain) {
+            cc->ops->on_drain(cc); /* GOAWAY; it closes once its streams are done */
+            continue;
+        }
         if (cc->state != CC_IDLE)
             continue;
         /* A keep-alive connection between requests: closed now, or, after a
@@ -591,7 +645,7 @@ void client_conn_env_stop(client_conn_env_t *env)
     env->on_drained = NULL;
     while (env->conns) {
         client_conn_t *cc = env->conns;
-        if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL)
+        if (cc->state == CC_ACTIVE || cc->state == CC_TUNNEL || cc->state == CC_H2)
             cc->ops->on_gone(cc, END_CLIENT_CLOSED);
         else
             cc_close(cc);
@@ -599,3 +653,140 @@ void client_conn_env_stop(client_conn_env_t *env)
             cc_close(cc); /* never loop on one that did not unlink */
     }
 }
+
+/* --- HTTP/2: the carrier, and the streams it carries --- */
+
+void client_conn_h2(client_conn_t *cc)
+{
+    set_state(cc, CC_H2);
+    cc->reading_paused = 0;
+    cc->head_scan = 0;
+    if (!cc->in_process && !cc->in)
+        return;
+    /* Read already (the preface, maybe more): handed over by the parse loop
+     * going on, or now. */
+    if (!cc->in_process) {
+        pbuf_t *in = cc->in;
+        cc->in = NULL;
+        if (in->len)
+            cc->ops->on_raw_data(cc, pbuf_head(in), in->len);
+        pbuf_put(cc->env->pool, in);
+    }
+}
+
+int client_conn_open_carried(client_conn_t *cc, client_conn_env_t *env,
+                             const client_conn_ops_t *ops, const client_carrier_ops_t *carrier,
+                             void *ctx, const client_conn_t *from)
+{
+    cc->env = env;
+    cc->ops = ops;
+    cc->carrier = carrier;
+    cc->carrier_ctx = ctx;
+    cc->tls = from->tls;
+    cc->http2 = 1;
+    cc->peer = from->peer;
+    cc->client_ip_len = from->client_ip_len;
+    memcpy(cc->client_ip, from->client_ip, sizeof cc->client_ip);
+    uv_timer_init(env->loop, &cc->timer);
+    cc->timer.data = cc;
+    cc->n_handles = 2; /* the timer, and the carrier's hold */
+    http_parser_init_request(&cc->parser);
+    http_parser_set_max_trailer(&cc->parser, (uint32_t)env->server->max_header_bytes);
+    cc->state = CC_IDLE;
+    return 0;
+}
+
+void client_conn_carried_head(client_conn_t *cc, const char *head, size_t len)
+{
+    if (cc->state != CC_IDLE)
+        return;
+    cc->in_process = 1;
+    long k = cc_head(cc, head, len);
+    cc->in_process = 0;
+    if (k == 0 && cc->state != CC_CLOSING)
+        cc_reject(cc, END_BAD_REQUEST, "incomplete request head");
+}
+
+void client_conn_carried_reject(client_conn_t *cc, end_reason_t why)
+{
+    if (cc->state == CC_IDLE)
+        cc_reject(cc, why, NULL);
+}
+
+long client_conn_carried_body(client_conn_t *cc, const char *data, size_t len, bool end)
+{
+    if (cc->state != CC_ACTIVE && cc->state != CC_DONE)
+        return (long)len; /* answered: the rest is dropped */
+    if (cc->body_done)
+        return (long)len;
+    client_conn_env_t *env = cc->env;
+    bool chunked = http_parser_chunked_body(&cc->parser);
+    size_t room = cc->state == CC_ACTIVE ? cc->ops->body_room(cc) : SIZE_MAX;
+    size_t n = len;
+    if (chunked) {
+        /* The size line, the CRLF after the data and the last chunk fit too. */
+        size_t cap = room < env->scratch_bytes ? room : env->scratch_bytes;
+        size_t digits = 1;
+        for (size_t v = cap; v >= 16; v /= 16)
+            digits++;
+        size_t frame = digits + 4 + (end ? 5 : 0);
+        n = cap > frame ? cap - frame : 0;
+        if (n > len)
+            n = len;
+    } else if (n > room) {
+        n = room;
+    }
+    bool last = end && n == len;
+    if (n == 0 && !last) {
+        client_conn_pause(cc);
+        return 0;
+    }
+    cc->bytes_in += n;
+    cc->parser.body_bytes += n;
+    if (cc->parser.body_bytes > env->server->max_body_bytes) {
+        cc_gone(cc, END_BODY_TOO_LARGE);
+        return -1;
+    }
+    if (last)
+        cc->body_done = 1;
+    if (cc->state != CC_ACTIVE)
+        return (long)n;
+    if (!chunked) {
+        cc->ops->on_body(cc, data, n, last);
+        return (long)n;
+    }
+    /* Framed by ficus as chunks, as an HTTP/1.1 body without a length is. */
+    char *o = env->scratch;
+    size_t w = 0;
+    if (n) {
+        w += (size_t)snprintf(o, 20, "%zx\r\n", n);
+        memcpy(o + w, data, n);
+        w += n;
+        memcpy(o + w, "\r\n", 2);
+        w += 2;
+    }
+    if (last) {
+        memcpy(o + w, "0\r\n\r\n", 5);
+        w += 5;
+    }
+    cc->ops->on_body(cc, o, w, last);
+    return (long)n;
+}
+
+void client_conn_carried_gone(client_conn_t *cc)
+{
+    if (cc->state == CC_ACTIVE)
+        cc->ops->on_gone(cc, END_CLIENT_CLOSED);
+    else
+        cc_close(cc);
+}
+
+void client_conn_carried_drained(client_conn_t *cc)
+{
+    if (cc->state == CC_DONE)
+        cc_finish_request(cc);
+    else if (cc->state == CC_ACTIVE)
+        cc->ops->on_drained(cc);
+}
+
+void client_conn_carried_closed(client_conn_t *cc) { cc_on_handle_closed(cc); }

@@ -21,6 +21,22 @@
 
 typedef struct client_conn client_conn_t;
 
+/* A carried connection (an HTTP/2 stream, proxy/h2_server) has no socket of
+ * its own: its carrier takes its writes and its close. */
+typedef struct client_carrier_ops {
+    /* Response bytes, HTTP/1.1 as ficus writes them: 0 taken, 1 queued
+     * (client_conn_carried_drained follows), < 0 error. */
+    int (*write)(void *ctx, const uv_buf_t *bufs, unsigned n);
+    bool (*write_pending)(const void *ctx);
+    /* The request takes body bytes again (after a pause). */
+    void (*resume)(void *ctx);
+    /* The response is complete. */
+    void (*done)(void *ctx);
+    /* The request is over on this side (reset: the response was cut);
+     * client_conn_carried_closed follows, maybe at once. */
+    void (*close)(void *ctx, bool reset);
+} client_carrier_ops_t;
+
 /* What a connection tells its owner, in the order a request goes. */
 typedef struct client_conn_ops {
     /* A request head arrived: raw[0..head_bytes) holds it, h its spans (both
@@ -48,6 +64,11 @@ typedef struct client_conn_ops {
     void (*on_close)(client_conn_t *cc);
     /* A TLS connection's handshake ended (tls_hs_result_t). May be NULL. */
     void (*on_handshake)(client_conn_t *cc, int result);
+    /* The client began with the HTTP/2 preface: true when the owner switched
+     * the connection to HTTP/2 (client_conn_h2), false to refuse it (505). */
+    bool (*on_preface)(client_conn_t *cc);
+    /* The worker drains and the connection is HTTP/2: say goodbye. */
+    void (*on_drain)(client_conn_t *cc);
 } client_conn_ops_t;
 
 /* What a worker's client connections share (the worker owns it). */
@@ -72,6 +93,7 @@ typedef enum {
     CC_DONE,     /* the response is complete, waiting for its bytes to leave */
     CC_TUNNEL,   /* bytes relayed as they come (client_conn_tunnel) */
     CC_LINGER,   /* final answer sent: draining input before the close */
+    CC_H2,       /* an HTTP/2 connection: bytes go to the owner raw (client_conn_h2) */
     CC_CLOSING
 } cc_state_t;
 
@@ -93,11 +115,15 @@ struct client_conn {
     uint8_t keep_alive;  /* the current request allows keep-alive */
     uint8_t body_done;   /* the current request's body was read whole */
     uint8_t client_ip_len;
+    uint8_t tls;   /* came over TLS (a carried one: its carrier did) */
+    uint8_t http2; /* a carried HTTP/2 stream */
     uint32_t requests;
     uint64_t bytes_in;  /* the current request's, head included */
     uint64_t bytes_out; /* the current request's */
     char client_ip[46];
     struct sockaddr_storage peer;
+    const client_carrier_ops_t *carrier; /* NULL: the connection's own socket */
+    void *carrier_ctx;
 };
 
 /* Adopts an accepted socket, speaking TLS with tls's contexts when it is
@@ -126,6 +152,34 @@ const char *client_conn_error_reason(const client_conn_t *cc);
 /* From now on bytes are relayed raw: what the client sent after the head is
  * handed to on_raw_data first. */
 void client_conn_tunnel(client_conn_t *cc);
+
+/* Bytes of the response still waiting to go out. */
+bool client_conn_write_pending(const client_conn_t *cc);
+
+/* HTTP/2 (proxy/h2_server). The connection speaks HTTP/2 from now on: what
+ * the client sends (already read bytes first) goes to on_raw_data, its EOF
+ * to on_raw_eof, and the owner writes frames with client_conn_write. */
+void client_conn_h2(client_conn_t *cc);
+
+/* A carried connection: one HTTP/2 stream's request, with from's client
+ * address and TLS. Not in env's list (its carrier is). 0 or an error. */
+int client_conn_open_carried(client_conn_t *cc, client_conn_env_t *env,
+                             const client_conn_ops_t *ops, const client_carrier_ops_t *carrier,
+                             void *ctx, const client_conn_t *from);
+/* Its head, HTTP/1.1 text as http/h2_head writes it, whole. */
+void client_conn_carried_head(client_conn_t *cc, const char *head, size_t len);
+/* A head that could not be written: answered for why. */
+void client_conn_carried_reject(client_conn_t *cc, end_reason_t why);
+/* Body bytes (chunked: framed here when the head said so); end: the last.
+ * Returns the bytes taken (the rest waits for the carrier's resume), or -1
+ * when the request ended. */
+long client_conn_carried_body(client_conn_t *cc, const char *data, size_t len, bool end);
+/* The client cancelled the stream or the connection went. */
+void client_conn_carried_gone(client_conn_t *cc);
+/* The carrier framed every byte written. */
+void client_conn_carried_drained(client_conn_t *cc);
+/* The carrier let go of the connection (after its close). */
+void client_conn_carried_closed(client_conn_t *cc);
 
 /* Graceful: idle connections close now (or once idle for idle_grace_ms, if
  * not 0), the others after their response; env->on_drained when none is left. */

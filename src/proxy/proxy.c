@@ -24,23 +24,31 @@
 #include "http/deadline.h"
 #include "http/method.h"
 #include "http/response.h"
+#include "net/tls.h"
 #include "policy/hedge.h"
 #include "policy/retry.h"
 #include "proxy/admission.h"
 #include "proxy/aggregate.h"
 #include "proxy/decide.h"
 #include "proxy/exchange.h"
+#include "proxy/h2_server.h"
 #include "proxy/request_trace.h"
 #include "proxy/shadow.h"
 #include "proxy/rewrite.h"
 #include "proxy/tunnel.h"
 
-/* A client connection and the request slot it reuses. */
+/* A client connection and the request slot it reuses; or, on an HTTP/2
+ * connection, the connection (h2 set, its slot unused) and each stream
+ * (is_stream: carried by it, one request). */
 typedef struct proxy_conn {
     client_conn_t cc; /* first: client_conn callbacks cast back */
     request_t req;
     uint32_t listener; /* the configured listener it came in on */
+    h2_server_t *h2;   /* the connection speaks HTTP/2 */
+    uint8_t is_stream; /* an HTTP/2 stream's request */
 } proxy_conn_t;
+
+static inline h2_server_t *h2_of(client_conn_t *cc) { return ((proxy_conn_t *)cc)->h2; }
 
 static inline request_t *req_of(client_conn_t *cc) { return &((proxy_conn_t *)cc)->req; }
 
@@ -528,7 +536,7 @@ static bool build_out(request_t *req, const http_head_t *h, const routed_t *rt, 
         .peer_ip = req->cc->client_ip,
         .peer_ip_len = req->cc->client_ip_len,
         .peer_trusted = req->peer_trusted,
-        .proto = req->cc->s.tls ? "https" : "http",
+        .proto = req->cc->tls ? "https" : "http",
         .request_id = req->request_id,
         .request_id_len = req->request_id_len,
         .route = r,
@@ -1441,6 +1449,10 @@ static const upstream_conn_ops_t exchange_ops = {
 
 static void on_drained(client_conn_t *cc)
 {
+    if (h2_of(cc)) {
+        h2_server_on_drained(h2_of(cc));
+        return;
+    }
     request_t *req = req_of(cc);
     if (req->phase == REQ_TUNNEL) {
         tunnel_client_drained(req);
@@ -1455,6 +1467,10 @@ static void on_drained(client_conn_t *cc)
 /* The request deadline passed. */
 static void on_timeout(client_conn_t *cc)
 {
+    if (h2_of(cc)) {
+        h2_server_on_timer(h2_of(cc));
+        return;
+    }
     request_t *req = req_of(cc);
     if (req->phase == REQ_TUNNEL) {
         tunnel_timeout(req);
@@ -1492,7 +1508,13 @@ static void on_timeout(client_conn_t *cc)
     answer_error(req, END_UPSTREAM_TIMEOUT, NULL);
 }
 
-static void on_gone(client_conn_t *cc, end_reason_t why) { client_gone(req_of(cc), why); }
+static void on_gone(client_conn_t *cc, end_reason_t why)
+{
+    if (h2_of(cc))
+        h2_server_gone(h2_of(cc));
+    else
+        client_gone(req_of(cc), why);
+}
 
 /* A request that never began (a bad head, the header timeout). */
 static void on_reject(client_conn_t *cc, end_reason_t why, const char *message)
@@ -1504,10 +1526,19 @@ static void on_reject(client_conn_t *cc, end_reason_t why, const char *message)
 
 static void on_raw_data(client_conn_t *cc, const char *data, size_t len)
 {
-    tunnel_client_data(req_of(cc), data, len);
+    if (h2_of(cc))
+        h2_server_feed(h2_of(cc), data, len);
+    else
+        tunnel_client_data(req_of(cc), data, len);
 }
 
-static void on_raw_eof(client_conn_t *cc, ssize_t status) { tunnel_client_eof(req_of(cc), status); }
+static void on_raw_eof(client_conn_t *cc, ssize_t status)
+{
+    if (h2_of(cc))
+        h2_server_gone(h2_of(cc));
+    else
+        tunnel_client_eof(req_of(cc), status);
+}
 
 /* The client went away, broke the protocol mid-request, or the response
  * cannot go on: answered if nothing was sent yet and the client can still
@@ -1605,8 +1636,10 @@ static void on_conn_freed(uv_handle_t *h)
 {
     proxy_conn_t *c = h->data;
     proxy_worker_t *pw = c->req.pw;
-    metrics_downstream_connection(pw->metrics, -1);
-    worker_connection_closed(pw->w);
+    if (!c->is_stream) {
+        metrics_downstream_connection(pw->metrics, -1);
+        worker_connection_closed(pw->w);
+    }
     free(c);
 }
 
@@ -1629,16 +1662,80 @@ static void close_timers(request_t *req)
 
 static void on_close(client_conn_t *cc)
 {
+    proxy_conn_t *c = (proxy_conn_t *)cc;
+    h2_server_free(c->h2);
+    c->h2 = NULL;
     request_t *req = req_of(cc);
     request_release(req);
     request_unbind(req);
     close_timers(req);
 }
 
+/* ------------------------------------------------------------ HTTP/2 */
+
+static void h2_on_protocol_error(h2_server_t *srv, h2_err_t why)
+{
+    proxy_conn_t *c = h2_server_ctx(srv);
+    metrics_http2_error(c->req.pw->metrics, (unsigned)why);
+}
+
+static proxy_conn_t *conn_new(proxy_worker_t *pw, uint32_t listener);
+static const client_conn_ops_t proxy_client_ops;
+
+/* A stream of an HTTP/2 connection: a request of its own, with the
+ * connection's client address, listener and trust. */
+static client_conn_t *h2_on_stream_open(h2_server_t *srv, h2_stream_t *st)
+{
+    proxy_conn_t *carrier = h2_server_ctx(srv);
+    proxy_worker_t *pw = carrier->req.pw;
+    proxy_conn_t *c = conn_new(pw, carrier->listener);
+    if (!c)
+        return NULL;
+    c->is_stream = 1;
+    c->req.peer_trusted = carrier->req.peer_trusted;
+    client_conn_open_carried(&c->cc, &pw->clients, &proxy_client_ops, &h2_stream_carrier_ops, st,
+                             &carrier->cc);
+    return &c->cc;
+}
+
+static const h2_server_ops_t h2_ops = {
+    .stream_open = h2_on_stream_open,
+    .protocol_error = h2_on_protocol_error,
+};
+
+/* The connection speaks HTTP/2 from now on (ALPN h2, or the preface). */
+static bool switch_h2(proxy_conn_t *c)
+{
+    const config_server_t *srv = &c->req.pw->gen->cfg->server;
+    if (!srv->http2.enabled || c->h2)
+        return false;
+    client_conn_h2(&c->cc);
+    c->h2 = h2_server_new(&c->cc, srv, &h2_ops, c);
+    if (!c->h2) {
+        client_conn_abort(&c->cc);
+        return true;
+    }
+    return true;
+}
+
+static bool on_preface(client_conn_t *cc) { return switch_h2((proxy_conn_t *)cc); }
+
+static void on_drain(client_conn_t *cc)
+{
+    if (h2_of(cc))
+        h2_server_drain(h2_of(cc));
+}
+
 static void on_handshake(client_conn_t *cc, int result)
 {
     proxy_conn_t *c = (proxy_conn_t *)cc;
     metrics_tls_handshake(c->req.pw->metrics, c->listener, (unsigned)result);
+    size_t n = 0;
+    const char *alpn = (result == TLS_HS_OK || result == TLS_HS_RESUMED) && cc->s.tls
+                           ? tls_conn_alpn(cc->s.tls, &n)
+                           : NULL;
+    if (alpn && n == 2 && memcmp(alpn, "h2", 2) == 0)
+        switch_h2(c);
 }
 
 static const client_conn_ops_t proxy_client_ops = {
@@ -1653,18 +1750,16 @@ static const client_conn_ops_t proxy_client_ops = {
     .on_raw_eof = on_raw_eof,
     .on_close = on_close,
     .on_handshake = on_handshake,
+    .on_preface = on_preface,
+    .on_drain = on_drain,
 };
 
-void proxy_on_accept(worker_t *w, int fd, size_t listener)
+/* A connection's memory and its request slot's timers. */
+static proxy_conn_t *conn_new(proxy_worker_t *pw, uint32_t listener)
 {
-    (void)listener;
-    proxy_worker_t *pw = w->app;
     proxy_conn_t *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        worker_connection_closed(w);
-        return;
-    }
+    if (!c)
+        return NULL;
     request_t *req = &c->req;
     req->cc = &c->cc;
     req->pw = pw;
@@ -1673,11 +1768,24 @@ void proxy_on_accept(worker_t *w, int fd, size_t listener)
     req->ex = &req->slots[0];
     uv_timer_init(pw->loop, &req->hedge_timer);
     req->hedge_timer.data = req;
+    c->listener = listener;
+    return c;
+}
+
+void proxy_on_accept(worker_t *w, int fd, size_t listener)
+{
+    proxy_worker_t *pw = w->app;
+    proxy_conn_t *c = conn_new(pw, (uint32_t)listener);
+    if (!c) {
+        close(fd);
+        worker_connection_closed(w);
+        return;
+    }
+    request_t *req = &c->req;
     metrics_downstream_connection(pw->metrics, +1);
     struct tls_server *tls = listener < pw->gen->cfg->server.n_listeners && pw->gen->listener_tls
                                  ? pw->gen->listener_tls[listener]
                                  : NULL;
-    c->listener = (uint32_t)listener;
     if (client_conn_open(&c->cc, &pw->clients, &proxy_client_ops, fd, tls) != 0) {
         close_timers(req);
         return;

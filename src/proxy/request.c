@@ -198,6 +198,7 @@ void request_log(request_t *req)
         .upstream_path =
             req->upstream_path_len ? S(req->upstream_path, req->upstream_path_len) : S(NULL, 0),
         .protocol = !req->has_head       ? S(NULL, 0)
+                    : req->cc->http2     ? S("HTTP/2", 6)
                     : req->client_http10 ? S("HTTP/1.0", 8)
                                          : S("HTTP/1.1", 8),
         .config = g->id,

@@ -270,9 +270,9 @@ def test_a_tunnel_lives_through_the_drain_then_closes(ficus, ws_echo):
     assert f.proc.returncode == 0
 
 
-def test_http2_preface_gets_a_clear_error(ficus, mock):
+def test_http2_preface_gets_a_clear_error_when_http2_is_off(ficus, mock):
     m = mock("a")
-    f = ficus(ws_config(m.addr))
+    f = ficus(ws_config(m.addr, server={"http2": {"enabled": False}}))
     with RawConn(f.port) as c:
         c.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
         r = c.read_final_response()
