@@ -263,6 +263,11 @@ def test_demo_routes_search_and_default():
         assert doc["order"] == {"id": 1001, "total": 1200, "currency": "JPY"}, doc
         assert doc["orders_v2"]["service"] == "orders-v2" and doc["search"] is None, doc
         assert doc["_errors"] == {"search": "the body is not JSON"}, doc
+        # The README's HTTP/2 step.
+        cp = subprocess.run(["curl", "-s", "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                             "%{http_version} %{http_code}", "http://127.0.0.1:8080/cart"],
+                            capture_output=True, timeout=10)
+        assert cp.stdout == b"2 200", cp
         status = http_request(9901, "GET", "/healthz").status
         assert status == 200
         printed = "\n".join(out.lines + err.lines)
