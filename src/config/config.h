@@ -175,7 +175,12 @@ enum {
     RETRY_ON_GATEWAY_ERROR = 1u << 1,
     RETRY_ON_CONNECT_FAILURE = 1u << 2,
     RETRY_ON_RESET = 1u << 3,
-    RETRY_ON_TIMEOUT = 1u << 4
+    RETRY_ON_TIMEOUT = 1u << 4,
+    /* gRPC status codes in a trailers-only answer (contract 3.2) */
+    RETRY_ON_GRPC_CANCELLED = 1u << 5,
+    RETRY_ON_GRPC_DEADLINE_EXCEEDED = 1u << 6,
+    RETRY_ON_GRPC_RESOURCE_EXHAUSTED = 1u << 7,
+    RETRY_ON_GRPC_UNAVAILABLE = 1u << 8
 };
 
 /* route.retries.hedge (10.3): a second try of an idempotent request whose

@@ -1497,6 +1497,10 @@ static const struct {
     {"connect-failure", RETRY_ON_CONNECT_FAILURE},
     {"reset", RETRY_ON_RESET},
     {"timeout", RETRY_ON_TIMEOUT},
+    {"cancelled", RETRY_ON_GRPC_CANCELLED},
+    {"deadline-exceeded", RETRY_ON_GRPC_DEADLINE_EXCEEDED},
+    {"resource-exhausted", RETRY_ON_GRPC_RESOURCE_EXHAUSTED},
+    {"unavailable", RETRY_ON_GRPC_UNAVAILABLE},
 };
 
 static void retry_on_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
@@ -1521,7 +1525,8 @@ static void retry_on_item(schema_ctx_t *c, const yaml_node_t *it, const char *p,
     if (rc != 0) {
         schema_err(c, it,
                    "%s: unknown retry condition %s (5xx, gateway-error, connect-failure, reset, "
-                   "timeout or a status code such as 429)",
+                   "timeout, a status code such as 429, or a gRPC status: cancelled, "
+                   "deadline-exceeded, resource-exhausted, unavailable)",
                    p, schema_qnode(&q, it));
         return;
     }

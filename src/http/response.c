@@ -153,8 +153,70 @@ const char *http_status_code_name(int status)
     }
 }
 
+int http_grpc_status(int status)
+{
+    switch (status) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+    case 405:
+    case 501:
+        return 12; /* UNIMPLEMENTED */
+    case 408:
+    case 504:
+        return 4; /* DEADLINE_EXCEEDED */
+    case 413:
+    case 429:
+    case 431:
+        return 8; /* RESOURCE_EXHAUSTED */
+    case 500:
+        return 13;
+    case 502:
+    case 503:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/* A trailers-only gRPC answer: 200 with the status and the message
+ * percent-encoded as gRPC wants (bytes outside 0x20-0x7E, and '%'). */
+static size_t grpc_error_format(const http_error_t *e, char *out, size_t cap)
+{
+    const char *m = e->message ? e->message : http_status_reason(e->status);
+    char msg[3 * 256 + 1];
+    size_t k = 0;
+    for (size_t i = 0; i < 256 && m[i]; i++) {
+        unsigned char c = (unsigned char)m[i];
+        if (c < 0x20 || c > 0x7e || c == '%') {
+            k += (size_t)snprintf(msg + k, sizeof msg - k, "%%%02X", c);
+        } else {
+            msg[k++] = (char)c;
+        }
+    }
+    msg[k] = 0;
+    int n = snprintf(out, cap,
+                     "HTTP/1.1 200 OK\r\n"
+                     "Content-Type: application/grpc\r\n"
+                     "grpc-status: %d\r\n"
+                     "grpc-message: %s\r\n"
+                     "Content-Length: 0\r\n"
+                     "X-Request-Id: %.*s\r\n"
+                     "%s"
+                     "\r\n",
+                     http_grpc_status(e->status), msg, (int)(e->request_id ? e->request_id_len : 0),
+                     e->request_id ? e->request_id : "", e->close ? "Connection: close\r\n" : "");
+    return n < 0 || (size_t)n >= cap ? 0 : (size_t)n;
+}
+
 size_t http_error_format(const http_error_t *e, char *out, size_t cap)
 {
+    if (e->grpc)
+        return grpc_error_format(e, out, cap);
     char body[2048];
     char msg[1536];
     char rid[800];

@@ -18,8 +18,14 @@ typedef struct http_error {
     size_t request_id_len;
     bool close;             /* Connection: close */
     bool head_only;         /* answer to HEAD: headers only */
+    bool grpc;              /* a gRPC request: 200, grpc-status and grpc-message, no body */
     unsigned retry_after_s; /* 0 = no Retry-After */
 } http_error_t;
+
+/* The gRPC status for one of ficus's error statuses (contract 3.2: 404 ->
+ * 12 UNIMPLEMENTED, 401 -> 16, 403 -> 7, 429 -> 8, 502/503 -> 14, 504 -> 4,
+ * 400 -> 13; the others as gRPC's HTTP mapping has them, else 2 UNKNOWN). */
+int http_grpc_status(int status);
 
 /* Writes the whole response into out; returns its length, or 0 if cap is too
  * small (1 KiB always suffices for messages under 256 bytes). */

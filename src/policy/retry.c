@@ -36,6 +36,24 @@ bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status)
     return false;
 }
 
+bool retry_qualifies_grpc(const config_retries_t *r, int grpc_status)
+{
+    if (!r)
+        return false;
+    switch (grpc_status) {
+    case 1:
+        return (r->retry_on & RETRY_ON_GRPC_CANCELLED) != 0;
+    case 4:
+        return (r->retry_on & RETRY_ON_GRPC_DEADLINE_EXCEEDED) != 0;
+    case 8:
+        return (r->retry_on & RETRY_ON_GRPC_RESOURCE_EXHAUSTED) != 0;
+    case 14:
+        return (r->retry_on & RETRY_ON_GRPC_UNAVAILABLE) != 0;
+    default:
+        return false;
+    }
+}
+
 bool retry_resend_allowed(bool idempotent, bool retry_non_idempotent, retry_outcome_t o)
 {
     if (o == RETRY_OUTCOME_NONE)

@@ -25,6 +25,11 @@ typedef enum {
  * per-try timeout or 5xx)? */
 bool retry_qualifies(const config_retries_t *r, retry_outcome_t o, int status);
 
+/* Does a response's gRPC status (a trailers-only answer; -1: none) qualify
+ * under `r` (retry_on: cancelled, deadline-exceeded, resource-exhausted,
+ * unavailable)? */
+bool retry_qualifies_grpc(const config_retries_t *r, int grpc_status);
+
 /* May a request be sent again after this outcome? Idempotent ones always; the
  * others with retry_non_idempotent, or after a connect failure (they never
  * reached the target). */

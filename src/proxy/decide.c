@@ -25,7 +25,8 @@ static bool may_try_again(const decide_in_t *in, retry_outcome_t o)
         return false;
     if (!retry_resend_allowed(in->idempotent, r->retry_non_idempotent, o))
         return false;
-    if (!retry_qualifies(rt, o, in->status))
+    if (!retry_qualifies(rt, o, in->status) &&
+        !(o == RETRY_OUTCOME_STATUS && retry_qualifies_grpc(rt, in->grpc_status)))
         return false;
     /* A fallback is a retry pinned to the fallback group; it is always
      * allowed one try, even where retries are off (attempts: 0). */

@@ -26,6 +26,7 @@ typedef enum {
 typedef struct decide_in {
     end_reason_t why; /* END_OK: a response head came with `status` */
     int status;
+    int grpc_status;    /* the response head's grpc-status (trailers-only), -1: none */
     bool stale;         /* the try failed on a pooled connection the target had closed */
     bool resp_started;  /* a byte of the response reached the client */
     bool body_streamed; /* part of the body went upstream without a copy kept */

@@ -296,6 +296,8 @@ static void note_head(request_t *req, const http_head_t *h)
     req->method_id = (uint8_t)method;
     req->head_method = method == HTTP_METHOD_HEAD;
     req->idempotent = http_method_idempotent(method);
+    const http_header_t *ct = http_header_find(h->headers, h->n_headers, "content-type", 12);
+    req->grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
     req->has_content_length = h->has_content_length;
     req->content_length = h->has_content_length ? h->content_length : 0;
     copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);
@@ -860,13 +862,15 @@ static void try_next(request_t *req)
 }
 
 /* Everything decide() looks at, from the request. */
-static decision_t decide_request(const request_t *req, end_reason_t why, int status, bool stale)
+static decision_t decide_request(const request_t *req, end_reason_t why, int status,
+                                 int grpc_status, bool stale)
 {
     const config_route_t *r = req->route;
     const proxy_gen_t *g = req->gen;
     decide_in_t in = {
         .why = why,
         .status = status,
+        .grpc_status = grpc_status,
         .stale = stale,
         .resp_started = req->resp_started,
         .body_streamed = req->body_streamed,
@@ -901,7 +905,7 @@ static void try_failed(request_t *req, end_reason_t why, const char *message)
         return;
     }
     uv_timer_stop(&req->hedge_timer);
-    act(req, decide_request(req, why, 0, stale), why, message);
+    act(req, decide_request(req, why, 0, -1, stale), why, message);
 }
 
 /* Sends the request again: to the fallback group at once, or to the same
@@ -1164,6 +1168,21 @@ static void start_tunnel(request_t *req, const http_head_t *h, const char *rest,
     tunnel_start(req);
 }
 
+/* The gRPC status a response head carries (a trailers-only answer), or -1. */
+static int grpc_status_of(const http_head_t *h)
+{
+    const http_header_t *g = http_header_find(h->headers, h->n_headers, "grpc-status", 11);
+    if (!g || g->value_len == 0 || g->value_len > 2)
+        return -1;
+    int v = 0;
+    for (uint32_t i = 0; i < g->value_len; i++) {
+        if (g->value[i] < '0' || g->value[i] > '9')
+            return -1;
+        v = v * 10 + (g->value[i] - '0');
+    }
+    return v;
+}
+
 /* A final response head: relayed (rewritten), or, when decide() says so, not
  * relayed and the request tried again. Returns false when the request went
  * elsewhere. */
@@ -1173,7 +1192,7 @@ static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, u
     upstream_conn_t *uc = req->ex->uc;
     count_response(req, h->status);
     req->upstream_status = h->status;
-    decision_t d = decide_request(req, END_OK, h->status, false);
+    decision_t d = decide_request(req, END_OK, h->status, grpc_status_of(h), false);
     if (d != DECIDE_ANSWER) {
         /* Not relayed: the connection goes, with the body nobody reads. */
         exchange_end(pw, req->ex, 0, false, h->status >= 500);
@@ -1596,6 +1615,7 @@ static void answer_error(request_t *req, end_reason_t why, const char *message)
         .request_id_len = req->request_id_len,
         .close = cc->close_after || cc->env->draining,
         .head_only = req->head_method,
+        .grpc = req->grpc,
         .retry_after_s = info->status != 429  ? 0
                          : req->retry_after_s ? req->retry_after_s
                                               : 1,

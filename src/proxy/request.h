@@ -91,6 +91,7 @@ struct request {
     uint8_t idempotent;
     uint8_t retry_counted; /* counted in the route's retries in flight */
     uint8_t has_head;      /* method, path and version were read */
+    uint8_t grpc;          /* content-type application/grpc*: ficus's errors are gRPC's */
     uint64_t start_us;
     int64_t upstream_us;     /* -1 = none */
     uint64_t content_length; /* declared; 0 when none */

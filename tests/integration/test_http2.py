@@ -451,3 +451,45 @@ def test_garbage_after_the_preface_is_a_protocol_error(ficus, echo_backend):
         pass
     wait_until(lambda: errors(f, "protocol") >= 1, scaled(5))
     assert echo(H2(f.port).get("/fine"))["path"] == "/fine"
+
+
+GRPC = [("content-type", "application/grpc"), ("te", "trailers")]
+
+
+@pytest.mark.parametrize("case,code", [("no_route", 12), ("unavailable", 14), ("timeout", 4)])
+def test_ficus_errors_to_grpc_calls_are_trailers_only(ficus, raw_backend, case, code):
+    hang = raw_backend("hang")
+    dead = free_port()  # nothing listens there
+    f = ficus(config({"hang": hang.addr, "dead": f"127.0.0.1:{dead}"},
+                     [route("slow", "/slow.Svc/", "hang", timeout="300ms"),
+                      route("down", "/down.Svc/", "dead")], server={"workers": 1}))
+    c = H2(f.port)
+    path = {"no_route": "/nowhere.Svc/Call", "unavailable": "/down.Svc/Call",
+            "timeout": "/slow.Svc/Call"}[case]
+    r = c.get(path, method="POST", headers=GRPC, body=b"\x00\x00\x00\x00\x00")
+    h = r["headers"]
+    assert h[":status"] == "200" and h["content-type"] == "application/grpc"
+    assert h["grpc-status"] == str(code) and h["grpc-message"]
+    assert r["body"] == b""
+    # The same error to a client that is not gRPC stays JSON.
+    r = c.get(path, method="POST", body=b"{}")
+    assert r["headers"][":status"] in ("404", "502", "503", "504")
+    line = f.wait_access_log(2)[-2]
+    assert line["status"] >= 400  # the log keeps ficus's verdict
+
+
+def test_retry_on_grpc_unavailable(ficus, raw_backend):
+    be = raw_backend("custom", response=(b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+                                         b"grpc-status: 14\r\ngrpc-message: down\r\n"
+                                         b"content-length: 0\r\n\r\n"))
+    f = ficus(config({"g": be.addr},
+                     [route("g", "/", "g", retry_non_idempotent=True,
+                            retries={"attempts": 2, "retry_on": ["unavailable"],
+                                     "backoff": "1ms"})],
+                     server={"workers": 1}))
+    c = H2(f.port)
+    r = c.get("/pkg.Svc/Call", method="POST", headers=GRPC, body=b"\x00\x00\x00\x00\x00")
+    assert r["headers"]["grpc-status"] == "14"
+    assert be.accepted == 3  # the first try and two retries
+    line = f.wait_access_log(1)[-1]
+    assert line["attempts"] == 3

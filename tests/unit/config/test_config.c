@@ -1295,8 +1295,9 @@ static void test_route_values(void **state)
                   "t.yaml:9:45: routes[0].retries.retry_on[1]: status \"600\" is out of range "
                   "(100 to 599)",
                   "t.yaml:9:50: routes[0].retries.retry_on[2]: unknown retry condition \"teapot\" "
-                  "(5xx, gateway-error, connect-failure, reset, timeout or a status code such as "
-                  "429)",
+                  "(5xx, gateway-error, connect-failure, reset, timeout, a status code such as "
+                  "429, or a gRPC status: cancelled, deadline-exceeded, resource-exhausted, "
+                  "unavailable)",
                   "t.yaml:10:27: routes[0].retry_non_idempotent: expected true or false, got "
                   "\"1\"",
                   "t.yaml:11:15: routes[0].ip_deny[0]: invalid CIDR \"everyone\" (e.g. "

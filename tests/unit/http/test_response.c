@@ -301,9 +301,38 @@ static void test_code_names(void **state)
     assert_string_equal(http_status_code_name(418), "error");
 }
 
+static void test_grpc_trailers_only(void **state)
+{
+    (void)state;
+    char out[1024];
+    http_error_t e = {.status = 503,
+                      .message = "no healthy target 100% \n",
+                      .request_id = "abc",
+                      .request_id_len = 3,
+                      .grpc = true};
+    size_t n = http_error_format(&e, out, sizeof out);
+    assert_true(n > 0);
+    out[n] = 0;
+    assert_non_null(strstr(out, "HTTP/1.1 200 OK\r\n"));
+    assert_non_null(strstr(out, "Content-Type: application/grpc\r\n"));
+    assert_non_null(strstr(out, "grpc-status: 14\r\n"));
+    assert_non_null(strstr(out, "grpc-message: no healthy target 100%25 %0A\r\n"));
+    assert_non_null(strstr(out, "Content-Length: 0\r\n"));
+    assert_int_equal(http_grpc_status(404), 12);
+    assert_int_equal(http_grpc_status(401), 16);
+    assert_int_equal(http_grpc_status(403), 7);
+    assert_int_equal(http_grpc_status(429), 8);
+    assert_int_equal(http_grpc_status(502), 14);
+    assert_int_equal(http_grpc_status(504), 4);
+    assert_int_equal(http_grpc_status(400), 13);
+    assert_int_equal(http_grpc_status(418), 2);
+    assert_int_equal(http_error_format(&e, out, 40), 0); /* too small */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grpc_trailers_only),
         cmocka_unit_test(test_not_found),
         cmocka_unit_test(test_close_and_custom_code),
         cmocka_unit_test(test_retry_after),

@@ -112,9 +112,29 @@ static void test_budget(void **state)
     assert_true(retry_budget_allows(99, 100, 100));
 }
 
+static void test_qualifies_grpc(void **state)
+{
+    (void)state;
+    config_retries_t r = {.attempts = 1, .retry_on = RETRY_ON_GRPC_UNAVAILABLE};
+    assert_true(retry_qualifies_grpc(&r, 14));
+    assert_false(retry_qualifies_grpc(&r, 4));
+    assert_false(retry_qualifies_grpc(&r, -1)); /* no grpc-status */
+    assert_false(retry_qualifies_grpc(&r, 0));  /* OK */
+    r.retry_on = RETRY_ON_GRPC_CANCELLED | RETRY_ON_GRPC_DEADLINE_EXCEEDED |
+                 RETRY_ON_GRPC_RESOURCE_EXHAUSTED;
+    assert_true(retry_qualifies_grpc(&r, 1));
+    assert_true(retry_qualifies_grpc(&r, 4));
+    assert_true(retry_qualifies_grpc(&r, 8));
+    assert_false(retry_qualifies_grpc(&r, 14));
+    r.retry_on = RETRY_ON_5XX; /* HTTP conditions say nothing of gRPC codes */
+    assert_false(retry_qualifies_grpc(&r, 14));
+    assert_false(retry_qualifies_grpc(NULL, 14));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qualifies_grpc),
         cmocka_unit_test(test_qualifies_5xx),
         cmocka_unit_test(test_qualifies_each_condition),
         cmocka_unit_test(test_fallback_defaults),
