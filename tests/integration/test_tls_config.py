@@ -214,6 +214,67 @@ def test_client_certificates_behind_every_certificate_sni_picks(ficus, echo_back
         assert status == 200 and seen["x-client-id"] == ["orders"], host
 
 
+@pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
+def test_a_session_does_not_resume_past_another_listeners_client_auth(ficus, echo_backend, pki2,
+                                                                      version):
+    # A session made on a listener that asks no certificate (or trusts
+    # another CA) must not let a client skip this listener's check.
+    e = echo_backend("e")
+    plain, open_port, mtls_port = free_port(), free_port(), free_port()
+    api = {"cert": str(pki2["api"][0]), "key": str(pki2["api"][1])}
+    server = {"workers": 1, "listen": [f"127.0.0.1:{plain}",
+                                       {"address": f"127.0.0.1:{open_port}", "tls": api},
+                                       {"address": f"127.0.0.1:{mtls_port}",
+                                        "tls": mtls(pki2, "required")}]}
+    f = ficus(config({"echo": e.addr}, [route("req", "/", "echo", auth={"client": "required"})],
+                     server=server, clients=CLIENTS))
+    wait_ports([open_port, mtls_port], f.proc, scaled(5), "the TLS listeners")
+    v = getattr(ssl.TLSVersion, version)
+    ctx = ctx_for(pki2, minimum_version=v, maximum_version=v)
+    _, session, _, _, _ = https_get(open_port, ctx)
+    _, again, reused, _, _ = https_get(open_port, ctx, session=session)
+    assert reused  # sessions do resume on their own listener
+    try:
+        data, _, reused, _, _ = https_get(mtls_port, ctx, session=again)
+        assert not reused and not data.startswith(b"HTTP/1.1 200"), data[:200]
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        pass
+    # On its own listener a session with a certificate resumes, and still
+    # names its client.
+    ctx = ctx_for(pki2, "orders", minimum_version=v, maximum_version=v)
+    data, session, _, _, _ = https_get(mtls_port, ctx)
+    assert data.startswith(b"HTTP/1.1 200")
+    for _ in range(2):
+        data, session, reused, _, _ = https_get(mtls_port, ctx, session=session,
+                                                extra=b"X-Request-Id: resumed-" +
+                                                version.encode() + b"\r\n")
+        assert reused and data.startswith(b"HTTP/1.1 200"), data[:200]
+        body = data.split(b"\r\n\r\n", 1)[1]
+        assert echo_headers(json.loads(body))["x-client-id"] == ["orders"]
+
+
+def test_a_verified_session_does_not_resume_where_another_ca_is_trusted(ficus, echo_backend,
+                                                                        pki2):
+    e = echo_backend("e")
+    plain, ours, theirs = free_port(), free_port(), free_port()
+    other = {**mtls(pki2, "optional"), "client_ca": str(pki2["dir"] / "rogue-ca.crt")}
+    server = {"workers": 1, "listen": [f"127.0.0.1:{plain}",
+                                       {"address": f"127.0.0.1:{ours}",
+                                        "tls": mtls(pki2, "optional")},
+                                       {"address": f"127.0.0.1:{theirs}", "tls": other}]}
+    f = ficus(config({"echo": e.addr}, [route("opt", "/", "echo", auth={"client": "optional"})],
+                     server=server, clients=CLIENTS))
+    wait_ports([ours, theirs], f.proc, scaled(5), "the TLS listeners")
+    ctx = ctx_for(pki2, "orders", maximum_version=ssl.TLSVersion.TLSv1_2)
+    data, session, _, _, _ = https_get(ours, ctx)
+    assert echo_headers(json.loads(data.split(b"\r\n\r\n", 1)[1]))["x-client-id"] == ["orders"]
+    # The other listener does not trust our CA: a new handshake, where the
+    # certificate does not verify, and so names nobody.
+    data, _, reused, _, _ = https_get(theirs, ctx, session=session)
+    assert not reused
+    assert "x-client-id" not in echo_headers(json.loads(data.split(b"\r\n\r\n", 1)[1]))
+
+
 def test_client_auth_optional_lets_clients_without_a_certificate_in(ficus, echo_backend, pki2):
     f = start(ficus, echo_backend("e"), mtls(pki2, "optional"))
     status, seen, _ = get(f.tls_port, ctx_for(pki2), "/opt")
