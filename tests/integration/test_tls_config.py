@@ -7,6 +7,7 @@ error at its file:line:col."""
 
 import hashlib
 import json
+import signal
 import socket
 import ssl
 
@@ -314,6 +315,9 @@ def test_certificate_cn_names_the_client(ficus, echo_backend, pki2):
     m = parse_metrics(f.metrics_text())
     assert metric_value(m, "ficus_auth_failures_total", route="req",
                         reason="missing_api_key") == 1
+    clients = {c["id"]: c for c in json.loads(f.admin_get("/config")[2])["clients"]}
+    assert clients["orders"]["certificate_cn"] == ["svc-orders"]
+    assert clients["web"]["certificate_cn"] == []
 
 
 def test_an_api_key_and_a_certificate_must_name_the_same_client(ficus, echo_backend, pki2):
@@ -361,6 +365,28 @@ def test_a_certificate_client_is_throttled_as_itself(ficus, echo_backend, pki2):
     assert get(port, ctx_for(pki2, "billing"), "/a")[0] == 200
     assert get(port, ctx_for(pki2, "billing"), "/a")[0] == 429
     assert get(port, ctx_for(pki2, "orders"), "/a")[0] == 200
+
+
+def test_a_reload_changes_the_client_certificate_policy(ficus, echo_backend, pki2):
+    e = echo_backend("e")
+    plain, port = free_port(), free_port()
+    routes = [route("req", "/", "echo", auth={"client": "required"})]
+
+    def cfg(tls):
+        return config({"echo": e.addr}, routes, clients=CLIENTS,
+                      server={"workers": 1, "listen": [f"127.0.0.1:{plain}",
+                                                       {"address": f"127.0.0.1:{port}",
+                                                        "tls": tls}]})
+    api = {"cert": str(pki2["api"][0]), "key": str(pki2["api"][1])}
+    f = ficus(cfg(api))
+    wait_ports([port], f.proc, scaled(5), "the TLS listener")
+    bare = ctx_for(pki2)
+    assert get(port, bare, "/", headers={"X-Api-Key": WEB_KEY})[0] == 200
+    f.write_config(cfg(mtls(pki2, "required")))
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: refused(port, bare), scaled(5))
+    status, seen, _ = get(port, ctx_for(pki2, "billing"), "/")
+    assert status == 200 and seen["x-client-id"] == ["billing"]
 
 
 # ------------------------------------------------------------ ficus check
