@@ -306,30 +306,49 @@ static rollout_fleet_t *rollouts_connection(generations_t *gs, const config_t *c
     return gs->rfleet;
 }
 
+_Static_assert(CONFIG_TLS_MAX_CERTS <= TLS_MAX_CERTS, "a listener's certificates fit a tls_server");
+_Static_assert(CONFIG_TLS_MAX_ALPN <= TLS_MAX_ALPN, "a listener's alpn fits a tls_server");
+
+/* The protocols of a listener's configured alpn that ALPN offers, in the
+ * configured order: h2 only while server.http2.enabled. A list left empty
+ * offers nothing by ALPN: clients speak HTTP/1.1 without it. */
+static size_t alpn_served(const config_listener_tls_t *t, bool http2, const char **out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < t->n_alpn; i++)
+        if (strcmp(t->alpn[i], "http/1.1") == 0 || (http2 && strcmp(t->alpn[i], "h2") == 0))
+            out[n++] = t->alpn[i];
+    return n;
+}
+
 /* Each TLS listener's contexts, its certificates read now (a reload reads
  * them again; connections keep the contexts they began with). */
 static int listeners_tls(generations_t *gs, generation_t *gen)
 {
+    static const tls_client_auth_t client_auth[] = {
+        [CONFIG_CLIENT_CERT_NONE] = TLS_CLIENT_AUTH_NONE,
+        [CONFIG_CLIENT_CERT_OPTIONAL] = TLS_CLIENT_AUTH_OPTIONAL,
+        [CONFIG_CLIENT_CERT_REQUIRED] = TLS_CLIENT_AUTH_REQUIRED,
+    };
     const config_server_t *srv = &gen->cfg->server;
     gen->listener_tls = calloc(srv->n_listeners ? srv->n_listeners : 1, sizeof *gen->listener_tls);
     if (!gen->listener_tls)
         return FE_NOMEM;
     for (size_t i = 0; i < srv->n_listeners; i++) {
         const config_listener_t *l = &srv->listeners[i];
-        if (!l->tls_cert)
+        const config_listener_tls_t *t = l->tls;
+        if (!t)
             continue;
-        /* ALPN: h2 first while HTTP/2 is on (server.http2.enabled). */
-        tls_server_opts_t o = {.certs = {l->tls_cert},
-                               .keys = {l->tls_key},
-                               .n_certs = 1,
-                               .alpn = {"http/1.1"},
-                               .n_alpn = 1,
+        tls_server_opts_t o = {.n_certs = t->n_certs,
+                               .min_tls13 = t->min_tls13,
+                               .client_ca = t->client_ca,
+                               .client_auth = client_auth[t->client_auth],
                                .keys_ring = gs->tls_keys};
-        if (srv->http2.enabled) {
-            o.alpn[0] = "h2";
-            o.alpn[1] = "http/1.1";
-            o.n_alpn = 2;
+        for (size_t c = 0; c < t->n_certs; c++) {
+            o.certs[c] = t->certs[c].cert;
+            o.keys[c] = t->certs[c].key;
         }
+        o.n_alpn = alpn_served(t, srv->http2.enabled, o.alpn);
         char err[512];
         if (!(gen->listener_tls[i] = tls_server_new(&o, err, sizeof err))) {
             log_write(LOG_ERROR, "listener %s: %s", l->address, err);

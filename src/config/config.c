@@ -300,3 +300,23 @@ size_t config_find_set(const config_t *c, const char *name)
     }
     return CONFIG_NONE;
 }
+
+size_t config_client_by_cn(const config_t *c, const char *cn, size_t len)
+{
+    size_t lo = 0, hi = c->n_cert_cns;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *m = c->cert_cns[mid].cn;
+        size_t mlen = strlen(m);
+        int d = memcmp(m, cn, mlen < len ? mlen : len); /* strcmp's order, as sorted */
+        if (d == 0)
+            d = mlen < len ? -1 : mlen > len ? 1 : 0;
+        if (d == 0)
+            return c->cert_cns[mid].client;
+        if (d < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return CONFIG_NONE;
+}

@@ -20,12 +20,40 @@
 
 #define CONFIG_NONE ((size_t)-1)
 
+#define CONFIG_TLS_MAX_CERTS 16 /* a listener's certificates (net/tls.h's TLS_MAX_CERTS) */
+#define CONFIG_TLS_MAX_ALPN 2   /* h2, http/1.1 */
+
+/* A listener's tls.client_auth: whether client certificates are asked. */
+typedef enum {
+    CONFIG_CLIENT_CERT_NONE = 0,
+    CONFIG_CLIENT_CERT_OPTIONAL, /* asked; the handshake goes on without a valid one */
+    CONFIG_CLIENT_CERT_REQUIRED  /* no verified certificate, no connection */
+} config_client_cert_t;
+
+/* A certificate (chain) and its key: PEM files, absolute once loaded. */
+typedef struct config_tls_cert {
+    char *cert;
+    char *key;
+} config_tls_cert_t;
+
+/* A listener's tls block (contract 3.3). */
+typedef struct config_listener_tls {
+    config_tls_cert_t *certs; /* chosen by SNI; the first is the default */
+    size_t n_certs;
+    bool min_tls13; /* min_version "1.3"; else "1.2" */
+    /* alpn as configured, in preference order ("h2", "http/1.1"): what the
+     * listener may offer once ficus speaks it (app/generation.c filters). */
+    const char *alpn[CONFIG_TLS_MAX_ALPN];
+    size_t n_alpn;
+    char *client_ca; /* NULL: no client certificates */
+    config_client_cert_t client_auth;
+} config_listener_tls_t;
+
 typedef struct config_listener {
     char *address; /* as written */
     struct sockaddr_storage addr;
     socklen_t addrlen;
-    char *tls_cert; /* NULL: plain TCP */
-    char *tls_key;
+    config_listener_tls_t *tls; /* NULL: plain TCP */
 } config_listener_t;
 
 /* server.http2 (contract 3.2): downstream HTTP/2. */
@@ -344,7 +372,15 @@ typedef struct config_client {
     size_t n_api_keys_env;
     uint32_t max_concurrent_requests; /* 0 = no throttle */
     config_scope_t concurrency_scope;
+    char **certificate_cn; /* verified client certificates' subject CNs that name it */
+    size_t n_certificate_cn;
 } config_client_t;
+
+/* certificate_cn -> client, sorted by cn (config_client_by_cn). */
+typedef struct config_cert_cn {
+    const char *cn;
+    size_t client;
+} config_cert_cn_t;
 
 /* JWS algorithms a provider accepts (bits). */
 enum {
@@ -432,6 +468,8 @@ typedef struct config {
 
     config_client_t *clients;
     size_t n_clients;
+    config_cert_cn_t *cert_cns; /* every client's certificate_cn, sorted */
+    size_t n_cert_cns;
     config_jwt_provider_t *jwt_providers;
     size_t n_jwt_providers;
     bool has_session_exchange;
@@ -485,6 +523,9 @@ void config_unref(config_t *c);
 size_t config_find_target_group(const config_t *c, const char *name);
 size_t config_find_route(const config_t *c, const char *name);
 size_t config_find_set(const config_t *c, const char *name);
+/* The client a verified client certificate's subject CN names
+ * (clients[].certificate_cn, exact), or CONFIG_NONE. */
+size_t config_client_by_cn(const config_t *c, const char *cn, size_t len);
 
 /* Line and column of a restart-only key in the file, or 0 when not written. */
 void config_key_position(const config_t *cfg, const char *key, size_t *line, size_t *col);

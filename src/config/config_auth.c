@@ -163,12 +163,40 @@ static json_t *j_keys_env(const schema_row_t *f UNUSED, const void *obj, const v
     return schema_json_strings(cl->api_keys_env, sizeof(char *), cl->n_api_keys_env, 0);
 }
 
+static json_t *j_cert_cn(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
+{
+    const config_client_t *cl = obj;
+    return schema_json_strings(cl->certificate_cn, sizeof(char *), cl->n_certificate_cn, 0);
+}
+
+/* A subject CN as a certificate carries it: 1 to 64 characters (X.520's
+ * bound), no control character. */
+static void cert_cn_item(schema_ctx_t *c, const yaml_node_t *it, const char *p, size_t i UNUSED,
+                         const char *s, void *obj)
+{
+    config_client_t *cl = obj;
+    schema_quote_t q;
+    size_t len = strlen(s);
+    bool ok = len > 0 && len <= 64;
+    for (size_t j = 0; ok && j < len; j++)
+        ok = (unsigned char)s[j] >= 0x20 && s[j] != 0x7f;
+    if (!ok) {
+        schema_err(c, it,
+                   "%s: %s is not a certificate subject CN (1 to 64 characters, no control "
+                   "character)",
+                   p, schema_qnode(&q, it));
+        return;
+    }
+    cl->certificate_cn[cl->n_certificate_cn++] = schema_strdup(c, s);
+}
+
 static const schema_row_t client_fields[] = {
     ROW_CUSTOM_REQ("id", f_client_id, ROW_AS(SCHEMA_STRING, config_client_t, id)),
     ROW_RAW("api_keys_sha256", ROW_JSON(j_redacted)),
     ROW_RAW("api_keys_env", ROW_JSON(j_keys_env)),
     ROW_UINT("max_concurrent_requests", config_client_t, max_concurrent_requests, 0, 0, 10000000),
     ROW_CUSTOM("concurrency_scope", f_scope, ROW_JSON(j_client_scope)),
+    ROW_RAW("certificate_cn", ROW_JSON(j_cert_cn)),
 };
 
 static void parse_client(schema_ctx_t *c, const yaml_node_t *v, const char *path,
@@ -180,8 +208,15 @@ static void parse_client(schema_ctx_t *c, const yaml_node_t *v, const char *path
     schema_apply(c, v, v, path, client_fields, ARRAY_LEN(client_fields), cl, &seen);
     const yaml_node_t *hashes = SCHEMA_SEEN_VAL(client_fields, seen, "api_keys_sha256");
     const yaml_node_t *envs = SCHEMA_SEEN_VAL(client_fields, seen, "api_keys_env");
+    const yaml_node_t *cns = SCHEMA_SEEN_VAL(client_fields, seen, "certificate_cn");
     char p[SCHEMA_PATH_BYTES];
     client_read_t cr = {cl, 0};
+    if (cns) {
+        schema_path_key(p, path, "certificate_cn", 14);
+        if (schema_want(c, cns, YAML_SEQUENCE_NODE, p) && schema_list_len(cns) > 0 &&
+            (cl->certificate_cn = schema_alloc_array(c, schema_list_len(cns), sizeof(char *))))
+            schema_each_str(c, cns, p, cert_cn_item, cl);
+    }
     if (hashes) {
         schema_path_key(p, path, "api_keys_sha256", 15);
         if (schema_want(c, hashes, YAML_SEQUENCE_NODE, p))
@@ -195,7 +230,11 @@ static void parse_client(schema_ctx_t *c, const yaml_node_t *v, const char *path
         }
     }
     if (cr.cap_keys == 0) {
-        schema_err(c, v, "%s: needs api_keys_sha256 or api_keys_env (the keys it presents)", path);
+        if (!cns || cns->type != YAML_SEQUENCE_NODE || schema_list_len(cns) == 0)
+            schema_err(c, v,
+                       "%s: needs api_keys_sha256, api_keys_env (the keys it presents) or "
+                       "certificate_cn (its client certificates)",
+                       path);
         return;
     }
     cl->key_sha256 = schema_alloc_array(c, cr.cap_keys, sizeof *cl->key_sha256);
@@ -209,6 +248,75 @@ static void parse_client(schema_ctx_t *c, const yaml_node_t *v, const char *path
         schema_path_key(p, path, "api_keys_env", 12);
         schema_each_str(c, envs, p, key_env_item, &cr);
     }
+}
+
+/* The value of key in mapping map, or NULL. */
+static const yaml_node_t *map_get(schema_ctx_t *c, const yaml_node_t *map, const char *key)
+{
+    for (size_t i = 0; map && map->type == YAML_MAPPING_NODE && i < schema_map_len(map); i++) {
+        const yaml_node_t *k = schema_map_key(c, map, i);
+        if (k && k->type == YAML_SCALAR_NODE && strcmp(schema_sval(k), key) == 0)
+            return schema_map_value(c, map, i);
+    }
+    return NULL;
+}
+
+static int cert_cn_cmp(const void *a, const void *b)
+{
+    return strcmp(((const config_cert_cn_t *)a)->cn, ((const config_cert_cn_t *)b)->cn);
+}
+
+/* One certificate_cn, one client (else the log would lie about who
+ * called); then the index config_client_by_cn searches. */
+static void cert_cn_index(schema_ctx_t *c, const yaml_node_t *v, const char *path, config_t *cfg)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_clients; i++)
+        n += cfg->clients[i].n_certificate_cn;
+    if (n == 0)
+        return;
+    name_set_t seen;
+    names_init(c, &seen, n, false);
+    cfg->cert_cns = schema_alloc_array(c, n, sizeof *cfg->cert_cns);
+    if (!seen.slots || !cfg->cert_cns) {
+        names_free(&seen);
+        return;
+    }
+    for (size_t i = 0; i < cfg->n_clients; i++) {
+        const config_client_t *cl = &cfg->clients[i];
+        const yaml_node_t *list = map_get(c, schema_list_item(c, v, i), "certificate_cn");
+        for (size_t j = 0; j < cl->n_certificate_cn; j++) {
+            const char *cn = cl->certificate_cn[j];
+            if (!cn)
+                continue;
+            const name_slot_t *first = names_add(&seen, cn, strlen(cn), i, NULL);
+            if (!first) {
+                cfg->cert_cns[cfg->n_cert_cns++] = (config_cert_cn_t){cn, i};
+                continue;
+            }
+            /* the node: the j-th valid item is at or after index j */
+            const yaml_node_t *at = list ? list : schema_list_item(c, v, i);
+            for (size_t k = j; list && k < schema_list_len(list); k++) {
+                const yaml_node_t *it = schema_list_item(c, list, k);
+                if (it && it->type == YAML_SCALAR_NODE && strcmp(schema_sval(it), cn) == 0) {
+                    at = it;
+                    break;
+                }
+            }
+            char p[SCHEMA_PATH_BYTES], q[SCHEMA_PATH_BYTES];
+            schema_path_index(q, path, i);
+            schema_path_key(p, q, "certificate_cn", 14);
+            schema_quote_t qs;
+            if (first->value == i)
+                schema_err(c, at, "%s: %s twice", p, schema_qstr(&qs, cn));
+            else
+                schema_err(c, at, "%s: %s is also a certificate_cn of client %s", p,
+                           schema_qstr(&qs, cn),
+                           cfg->clients[first->value].id ? cfg->clients[first->value].id : "?");
+        }
+    }
+    names_free(&seen);
+    qsort(cfg->cert_cns, cfg->n_cert_cns, sizeof *cfg->cert_cns, cert_cn_cmp);
 }
 
 void config_auth_sec_clients(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
@@ -244,6 +352,7 @@ void config_auth_sec_clients(schema_ctx_t *c, const yaml_node_t *k UNUSED, const
                                    cfg->clients[j].id ? cfg->clients[j].id : "?",
                                    cfg->clients[i].id ? cfg->clients[i].id : "?");
                     }
+    cert_cn_index(c, v, path, cfg);
 }
 
 json_t *config_auth_j_clients(const schema_row_t *f UNUSED, const void *obj, const void *root)

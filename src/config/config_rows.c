@@ -18,6 +18,7 @@
 
 #include "config/config_auth.h"
 #include "config/config_lint.h"
+#include "config/config_listener_tls.h"
 #include "config/config_aggregate.h"
 #include "config/config_migration.h"
 #include "config/names.h"
@@ -103,62 +104,11 @@ static void f_listener_address(schema_ctx_t *c, const yaml_node_t *k UNUSED, con
         set_listener(c, v, path, s, obj);
 }
 
-static const schema_row_t tls_fields[] = {
-    ROW_STRING_REQ("cert", config_listener_t, tls_cert),
-    ROW_STRING_REQ("key", config_listener_t, tls_key),
-};
-
-/* A PEM certificate and the private key that goes with it; else *why. */
-static bool pem_pair_ok(const char *cert, const char *key, const char **why)
-{
-    FILE *fc = fopen(cert, "r"), *fk = fopen(key, "r");
-    X509 *x = fc ? PEM_read_X509(fc, NULL, NULL, NULL) : NULL;
-    EVP_PKEY *k = fk ? PEM_read_PrivateKey(fk, NULL, NULL, NULL) : NULL;
-    bool ok = false;
-    if (!x)
-        *why = "cert is not a PEM certificate";
-    else if (!k)
-        *why = "key is not a PEM private key (unencrypted)";
-    else if (X509_check_private_key(x, k) != 1)
-        *why = "key does not belong to the certificate";
-    else
-        ok = true;
-    ERR_clear_error();
-    X509_free(x);
-    EVP_PKEY_free(k);
-    if (fc)
-        fclose(fc);
-    if (fk)
-        fclose(fk);
-    return ok;
-}
-
-static void f_listener_tls(schema_ctx_t *c, const yaml_node_t *k, const yaml_node_t *v,
+static void f_listener_tls(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
                            const char *path, void *obj)
 {
-    if (!v)
-        return;
-    schema_seen_t seen;
-    (void)k;
-    config_listener_t *l = obj;
-    schema_apply(c, v, v, path, tls_fields, ARRAY_LEN(tls_fields), obj, &seen);
-    /* Relative to the configuration file; read when a configuration is
-     * activated, checked readable now. */
-    const char *keys[2] = {"cert", "key"};
-    char **files[2] = {&l->tls_cert, &l->tls_key};
-    for (size_t i = 0; i < 2; i++) {
-        const yaml_node_t *at = SCHEMA_SEEN_KEY(tls_fields, seen, keys[i]);
-        if (!*files[i] || !at)
-            continue;
-        *files[i] = config_rows_relative_path(c, at, *files[i]);
-        if (*files[i] && access(*files[i], R_OK) != 0)
-            schema_err(c, at, "%s.%s: cannot read %s: %s", path, keys[i], *files[i],
-                       strerror(errno));
-    }
-    const char *why = NULL;
-    if (l->tls_cert && l->tls_key && access(l->tls_cert, R_OK) == 0 &&
-        access(l->tls_key, R_OK) == 0 && !pem_pair_ok(l->tls_cert, l->tls_key, &why))
-        schema_err(c, v, "%s: %s", path, why);
+    if (v)
+        config_listener_tls_read(c, v, path, obj);
 }
 
 /* The addresses as written; a reload compares the bound addresses. */

@@ -225,6 +225,33 @@ static void cert_names(cert_ctx_t *cc, X509 *x)
         cc->not_after = (int64_t)timegm(&tm);
 }
 
+/* The session id context: what a session may resume under. Every context
+ * of every listener shares the ticket keys and the "ficus" prefix, so a
+ * session resumes on any worker and across reloads; the client
+ * certificate policy (client_auth and the CA certificates trusted) is in
+ * it too, so that a session made where no certificate was asked, or where
+ * another CA verified it, does not resume past this listener's check. */
+static int session_context(SSL_CTX *ctx, const tls_server_opts_t *o)
+{
+    unsigned char md[EVP_MAX_MD_SIZE], ca_md[EVP_MAX_MD_SIZE];
+    unsigned int n = 0, ca_n = 0;
+    unsigned char mode = (unsigned char)(o->client_ca ? o->client_auth : TLS_CLIENT_AUTH_NONE);
+    EVP_MD_CTX *d = EVP_MD_CTX_new();
+    STACK_OF(X509) *cas = mode != TLS_CLIENT_AUTH_NONE
+                              ? X509_STORE_get1_all_certs(SSL_CTX_get_cert_store(ctx))
+                              : NULL;
+    bool ok = d && EVP_DigestInit_ex(d, EVP_sha256(), NULL) == 1 &&
+              EVP_DigestUpdate(d, "ficus", 5) == 1 && EVP_DigestUpdate(d, &mode, 1) == 1;
+    for (int i = 0; ok && cas && i < sk_X509_num(cas); i++)
+        ok = X509_digest(sk_X509_value(cas, i), EVP_sha256(), ca_md, &ca_n) == 1 &&
+             EVP_DigestUpdate(d, ca_md, ca_n) == 1;
+    ok = ok && EVP_DigestFinal_ex(d, md, &n) == 1 && n <= SSL_MAX_SID_CTX_LENGTH &&
+         SSL_CTX_set_session_id_context(ctx, md, n) == 1;
+    sk_X509_pop_free(cas, X509_free);
+    EVP_MD_CTX_free(d);
+    return ok ? 0 : FE_NOMEM;
+}
+
 static SSL_CTX *make_ctx(tls_server_t *s, const tls_server_opts_t *o, size_t i, char *err,
                          size_t errlen)
 {
@@ -255,7 +282,6 @@ static SSL_CTX *make_ctx(tls_server_t *s, const tls_server_opts_t *o, size_t i, 
      * the context's cache, which every worker shares (bounded). */
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_SERVER);
     SSL_CTX_sess_set_cache_size(ctx, TLS_SESSION_CACHE_ENTRIES);
-    SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"ficus", 5);
     if (o->keys_ring) {
         SSL_CTX_set_ex_data(ctx, keys_index, o->keys_ring);
         SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
@@ -276,6 +302,10 @@ static SSL_CTX *make_ctx(tls_server_t *s, const tls_server_opts_t *o, size_t i, 
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
         else
             SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_optional_cb);
+    }
+    if (session_context(ctx, o) != 0) {
+        ossl_err(err, errlen, "session context for", o->certs[i]);
+        goto fail;
     }
     SSL_CTX_set_ex_data(ctx, server_index, s);
     return ctx;

@@ -6,6 +6,7 @@
 
 #include "core/addr.h"
 #include "core/hash.h"
+#include "net/tls.h"
 #include "policy/api_key.h"
 #include "proxy/proxy.h"
 #include "proxy/proxy_worker.h"
@@ -69,9 +70,26 @@ static admit_t unauthorized(const request_t *req, admission_deny_t *deny, const 
     return ADMIT_DENY;
 }
 
-/* The API client, by its X-Api-Key (route auth.client): required -> 401
- * without a known key; optional -> anonymous without one, 401 with a wrong
- * one. Two X-Api-Key fields are no key. */
+/* The client a verified client certificate names (its subject CN in a
+ * client's certificate_cn), or CONFIG_NONE: not TLS, no certificate, one
+ * that was not verified, or a CN no client has. */
+static size_t cert_client(const request_t *req)
+{
+    const tls_conn_t *t = req->cc->s.tls;
+    const config_t *cfg = req->gen->cfg;
+    if (!t || cfg->n_cert_cns == 0)
+        return CONFIG_NONE;
+    char cn[256]; /* a longer CN comes cut, and no certificate_cn (64 at most) matches it */
+    size_t n = tls_conn_peer_cn(t, cn, sizeof cn);
+    return n ? config_client_by_cn(cfg, cn, n) : CONFIG_NONE;
+}
+
+/* The API client (route auth.client), by its X-Api-Key or its verified
+ * client certificate: required -> 401 without either; optional ->
+ * anonymous without either, 401 with a wrong key. Two X-Api-Key fields are
+ * no key. A key, when sent, must be valid even with a certificate, and
+ * when both name a client they must name the same one (else 401: two
+ * identities on one request is no identity). */
 static admit_t client_key(void *subject, admission_deny_t *deny)
 {
     request_t *req = subject;
@@ -87,7 +105,12 @@ static admit_t client_key(void *subject, admission_deny_t *deny)
             return unauthorized(req, deny, "invalid_api_key", "more than one X-Api-Key");
         k = &h->headers[i];
     }
+    size_t by_cert = cert_client(req);
     if (!k) {
+        if (by_cert != CONFIG_NONE) {
+            req->client = (uint32_t)by_cert;
+            return ADMIT_NEXT;
+        }
         if (r->auth_client == AUTH_CLIENT_OPTIONAL)
             return ADMIT_NEXT;
         return unauthorized(req, deny, "missing_api_key", "missing X-Api-Key");
@@ -95,6 +118,9 @@ static admit_t client_key(void *subject, admission_deny_t *deny)
     size_t c = api_key_lookup(req->gen->api_keys, &req->pw->hasher, k->value, k->value_len);
     if (c == CONFIG_NONE)
         return unauthorized(req, deny, "invalid_api_key", "unknown API key");
+    if (by_cert != CONFIG_NONE && by_cert != c)
+        return unauthorized(req, deny, "client_mismatch",
+                            "the API key and the client certificate name different clients");
     req->client = (uint32_t)c;
     return ADMIT_NEXT;
 }

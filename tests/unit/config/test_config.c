@@ -180,7 +180,7 @@ static void test_full_example(void **state)
     assert_int_equal(s->listeners[0].addrlen, sizeof(struct sockaddr_in));
     assert_true(ip_is(&s->listeners[0].addr, "0.0.0.0"));
     assert_int_equal(port_of(&s->listeners[0].addr), 8080);
-    assert_null(s->listeners[0].tls_cert);
+    assert_null(s->listeners[0].tls);
     assert_string_equal(s->listeners[1].address, "[::1]:8081");
     assert_int_equal(s->listeners[1].addr.ss_family, AF_INET6);
     assert_true(ip_is(&s->listeners[1].addr, "::1"));
@@ -1065,8 +1065,8 @@ static void test_edge_security_errors(void **state)
                   "hex digits (2 characters)",
                   "t.yaml:10:24: clients[1].concurrency_scope: global counts live in redis: set "
                   "redis.address",
-                  "t.yaml:11:5: clients[2]: needs api_keys_sha256 or api_keys_env (the keys it "
-                  "presents)",
+                  "t.yaml:11:5: clients[2]: needs api_keys_sha256, api_keys_env (the keys it "
+                  "presents) or certificate_cn (its client certificates)",
                   "t.yaml:11:9: clients[2].id: duplicate client id \"a\" (first at line 5)",
                   "t.yaml:15:5: jwt_providers.main.jwks_url: set jwks_file or jwks_url, not both",
                   "t.yaml:16:25: jwt_providers.main.algorithms[1]: \"none\" (unsigned tokens) is "
@@ -1097,6 +1097,45 @@ static void test_edge_security_errors(void **state)
 }
 
 /* Their values: defaults, keys from the environment hashed, indexes. */
+/* clients[].certificate_cn: a client may have only certificates; one CN
+ * names one client; config_client_by_cn finds it (exact, by length too). */
+static void test_certificate_cn(void **state)
+{
+    (void)state;
+    config_t *cfg =
+        load_ok(GROUPS "clients:\n"
+                       "  - {id: a, certificate_cn: [svc-b, svc-a]}\n"
+                       "  - {id: b, certificate_cn: [\"Ops Team\"], api_keys_sha256: "
+                       "[\"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae\"]}\n"
+                       "routes:\n"
+                       "  - {name: r, match: {path_prefix: /}, backends: [{target_group: "
+                       "g}]}\n");
+    assert_int_equal(cfg->clients[0].n_certificate_cn, 2);
+    assert_int_equal(cfg->clients[0].n_keys, 0);
+    assert_int_equal(cfg->n_cert_cns, 3);
+    assert_int_equal(config_client_by_cn(cfg, "svc-a", 5), 0);
+    assert_int_equal(config_client_by_cn(cfg, "svc-b", 5), 0);
+    assert_int_equal(config_client_by_cn(cfg, "Ops Team", 8), 1);
+    assert_int_equal(config_client_by_cn(cfg, "ops team", 8), CONFIG_NONE);
+    assert_int_equal(config_client_by_cn(cfg, "svc-", 4), CONFIG_NONE);
+    assert_int_equal(config_client_by_cn(cfg, "svc-a2", 6), CONFIG_NONE);
+    assert_int_equal(config_client_by_cn(cfg, "svc-a\0x", 7), CONFIG_NONE);
+    config_unref(cfg);
+    expect_errors(
+        GROUPS "clients:\n"
+               "  - {id: a, certificate_cn: [x, x]}\n"
+               "  - {id: b, certificate_cn: [y, x, \"\"]}\n"
+               "  - {id: c, certificate_cn: []}\n"
+               "routes:\n"
+               "  - {name: r, match: {path_prefix: /}, backends: [{target_group: g}]}\n",
+        "t.yaml:5:33: clients[0].certificate_cn: \"x\" twice",
+        "t.yaml:6:33: clients[1].certificate_cn: \"x\" is also a certificate_cn of client a",
+        "t.yaml:6:36: clients[1].certificate_cn[2]: \"\" is not a certificate subject CN "
+        "(1 to 64 characters, no control character)",
+        "t.yaml:7:5: clients[2]: needs api_keys_sha256, api_keys_env (the keys it presents) "
+        "or certificate_cn (its client certificates)");
+}
+
 static void test_edge_security_values(void **state)
 {
     (void)state;
@@ -1758,6 +1797,7 @@ int main(void)
         cmocka_unit_test(test_aggregate_errors),
         cmocka_unit_test(test_edge_security_errors),
         cmocka_unit_test(test_edge_security_values),
+        cmocka_unit_test(test_certificate_cn),
         cmocka_unit_test(test_dangling_references),
         cmocka_unit_test(test_in_set),
         cmocka_unit_test(test_regex_errors),
