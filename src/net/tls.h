@@ -21,8 +21,10 @@
  * reference-counted the same way. Sessions are resumed through a
  * tls_session_slot_t the caller owns: the last session a target gave (a
  * TLS 1.3 ticket, a TLS 1.2 session) is kept there and offered by the next
- * connection made with the same slot. A slot belongs to one thread (a
- * worker's pool of connections to one target), so nothing locks. */
+ * connection made with the same slot (a connection that ends without
+ * its close_notify spoils it: OpenSSL marks the session not resumable). A
+ * slot belongs to one thread (a worker's pool of connections to one
+ * target), so nothing locks. */
 #ifndef FICUS_NET_TLS_H
 #define FICUS_NET_TLS_H
 

@@ -236,12 +236,13 @@ def test_kept_alive_connections_are_reused(ficus, tls_backend, pki):
 
 
 @pytest.mark.parametrize("version", ["TLSv1_2", "TLSv1_3"])
-def test_a_new_connection_resumes_the_session(ficus, tls_backend, pki, version):
+@pytest.mark.parametrize("sni", [None, "api.internal"])
+def test_a_new_connection_resumes_the_session(ficus, tls_backend, pki, version, sni):
     # The target closes every connection after its answer: each request
     # opens a new one, which offers the last session (a TLS 1.3 ticket, a
     # TLS 1.2 session).
     b = tls_backend(pki, close=True, version=getattr(ssl.TLSVersion, version))
-    f = start_ficus(ficus, b, {"ca": str(pki["ca"])})
+    f = start_ficus(ficus, b, {"ca": str(pki["ca"]), **({"sni": sni} if sni else {})})
     for i in range(4):
         assert get(f, f"/{i}").status == 200
     assert len(b.conns) == 4
