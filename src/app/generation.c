@@ -454,7 +454,7 @@ static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, 
     set_refresh_start(gen->sets, gs->loop, old ? old->sets : NULL);
     if (jwks_refresh_start(gen->jwks, gs->loop, old ? old->jwks : NULL, wake_workers, gs) != 0)
         return -1;
-    gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
+    gen->checker = health_checker_start(gs->loop, cfg, gen->health, gen->target_tls, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
     gen->id = ++gs->made;
     return 0;

@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from harness import config, http_request, metric_value, parse_metrics, route, run_cli, to_yaml
+from harness import (config, http_request, metric_value, parse_metrics, route, run_cli, scaled,
+                     to_yaml, wait_until)
 
 
 def make_cert(dirpath, stem, names=(), ips=(), ca=None):
@@ -77,6 +78,7 @@ class _Handler(BaseHTTPRequestHandler):
         b = self.server.backend
         with b.lock:
             b.requests += 1
+            b.paths.append(self.path)
         peer = self.request.getpeercert()
         body = json.dumps({"conn": self.conn_index, "path": self.path,
                            "client_cert": bool(peer)}).encode()
@@ -121,6 +123,7 @@ class TlsBackend:
         self.snis = []
         self.conns = []  # per connection: whether its session was resumed
         self.requests = 0
+        self.paths = []
         self.errors = []
         self.server = _Server(("127.0.0.1", 0), _Handler)
         self.server.backend = self
@@ -257,6 +260,24 @@ def test_empty_tls_uses_the_system_store(ficus, tls_backend, pki):
     f = start_ficus(ficus, b, {})
     assert get(f).status == 502
     assert b.requests == 0
+
+
+HEALTH = {"path": "/health", "interval": "100ms", "timeout": "1s", "unhealthy_threshold": 2}
+
+
+def test_health_checks_speak_tls(ficus, tls_backend, pki):
+    b = tls_backend(pki)
+    f = start_ficus(ficus, b, {"ca": str(pki["ca"]), "sni": "api.internal"},
+                    health_check=HEALTH)
+    assert wait_until(lambda: b.paths.count("/health") >= 2, scaled(5)), b.paths
+    assert set(b.snis) == {"api.internal"}
+    assert get(f).status == 200
+    # Against the wrong CA the check fails at the handshake, and says so.
+    b2 = tls_backend(pki)
+    f2 = start_ficus(ficus, b2, {"ca": str(pki["other_ca"])}, health_check=HEALTH)
+    assert wait_until(lambda: "is now unhealthy: TLS handshake failed" in f2.stderr, scaled(5)), \
+        f2.stderr[-2000:]
+    assert b2.requests == 0
 
 
 def check(tmp_path, group_tls):
