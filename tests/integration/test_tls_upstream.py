@@ -10,6 +10,7 @@ FILE:LINE:COL."""
 import datetime
 import ipaddress
 import json
+import signal
 import ssl
 import sys
 import threading
@@ -180,6 +181,12 @@ def test_requests_reach_an_https_target_verified_by_its_ca(ficus, tls_backend, p
     r = get(f, "/hello")
     assert r.status == 200, r.body
     assert r.json()["path"] == "/hello"
+    # The configuration as ficus runs it.
+    status, _, body = f.admin_get("/config")
+    assert status == 200
+    cfg = json.loads(body)
+    cfg = cfg.get("configuration", cfg)
+    assert cfg["target_groups"]["up"]["tls"] == {"ca": str(pki["ca"]), "verify": True}
     # The target is an IP address: its certificate's IP address was checked,
     # and no SNI was sent (RFC 6066 has no IP addresses in SNI).
     assert b.snis == [None]
@@ -206,6 +213,20 @@ def test_a_certificate_from_another_ca_is_a_connect_failure(ficus, tls_backend, 
     assert b.requests == 0
     assert upstream_count(f, "connect_error") >= 1
     assert "TLS to" in f.stderr and "certificate" in f.stderr, f.stderr[-2000:]
+
+
+def test_a_reload_reads_the_ca_again(ficus, tls_backend, pki):
+    b = tls_backend(pki)
+    ca = pki["dir"] / "ca.pem"  # relative to the configuration file
+    ca.write_bytes(pki["ca"].read_bytes())
+    f = start_ficus(ficus, b, {"ca": "ca.pem"}, keepalive={"max_idle": 0})
+    assert get(f).status == 200
+    ca.write_bytes(pki["other_ca"].read_bytes())
+    f.signal(signal.SIGHUP)  # the same configuration, the CA file's new content
+    assert wait_until(lambda: get(f).status == 502, scaled(5))
+    ca.write_bytes(pki["ca"].read_bytes())
+    f.signal(signal.SIGHUP)
+    assert wait_until(lambda: get(f).status == 200, scaled(5))
 
 
 def test_verify_false_accepts_any_certificate_and_check_warns(ficus, tls_backend, pki):
