@@ -436,7 +436,7 @@ static tls_hs_result_t hs_failure(tls_conn_t *c, int ssl_err)
     if (reason == SSL_R_NO_APPLICATION_PROTOCOL)
         return TLS_HS_NO_ALPN;
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
-        reason == SSL_R_CERTIFICATE_VERIFY_FAILED || SSL_get_verify_result(c->ssl) != X509_V_OK)
+        reason == SSL_R_CERTIFICATE_VERIFY_FAILED || tls_conn_verify_error(c))
         return TLS_HS_CERTIFICATE;
     return TLS_HS_PROTOCOL;
 }
@@ -528,6 +528,8 @@ bool tls_conn_resumed(const tls_conn_t *c) { return SSL_session_reused(c->ssl) =
 
 const char *tls_conn_verify_error(const tls_conn_t *c)
 {
+    if (SSL_get_verify_mode(c->ssl) == SSL_VERIFY_NONE)
+        return NULL; /* computed, but not asked for */
     long r = SSL_get_verify_result(c->ssl);
     return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
 }

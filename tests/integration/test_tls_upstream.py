@@ -229,6 +229,20 @@ def test_a_reload_reads_the_ca_again(ficus, tls_backend, pki):
     assert wait_until(lambda: get(f).status == 200, scaled(5))
 
 
+def test_a_failed_handshake_is_retried_on_another_target(ficus, tls_backend, pki):
+    # One target shows a certificate of another CA: retry_on connect-failure
+    # takes every request to the other one.
+    bad = tls_backend({"cert": pki["other_ca"], "key": pki["dir"] / "other-ca.key"})
+    good = tls_backend(pki)
+    g = {"targets": [bad.addr, good.addr], "tls": {"ca": str(pki["ca"])}}
+    r = route("all", "/", "up", retries={"attempts": 1, "retry_on": ["connect-failure"]})
+    f = ficus(config({"up": g}, [r], server={"workers": 1}))
+    for i in range(4):
+        assert get(f, f"/{i}").status == 200
+    assert good.requests == 4 and bad.requests == 0
+    assert upstream_count(f, "connect_error") >= 1
+
+
 def test_verify_false_accepts_any_certificate_and_check_warns(ficus, tls_backend, pki):
     b = tls_backend(pki)
     f = start_ficus(ficus, b, {"ca": str(pki["other_ca"]), "verify": False})
