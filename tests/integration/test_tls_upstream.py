@@ -57,7 +57,8 @@ def make_cert(dirpath, stem, names=(), ips=(), ca=None):
 def pki(tmp_path):
     ca, ca_key, ca_cert, ca_pkey = make_cert(tmp_path, "ca", ["test ca"])
     other_ca = make_cert(tmp_path, "other-ca", ["other ca"])[0]
-    srv = make_cert(tmp_path, "backend", ["api.internal"], ["127.0.0.1"], (ca_cert, ca_pkey))
+    srv = make_cert(tmp_path, "backend", ["api.internal", "localhost"], ["127.0.0.1"],
+                    (ca_cert, ca_pkey))
     client = make_cert(tmp_path, "ficus-client", ["ficus"], (), (ca_cert, ca_pkey))
     return {"dir": tmp_path, "ca": ca, "other_ca": other_ca, "cert": srv[0], "key": srv[1],
             "client_cert": client[0], "client_key": client[1]}
@@ -190,6 +191,14 @@ def test_requests_reach_an_https_target_verified_by_its_ca(ficus, tls_backend, p
     # The target is an IP address: its certificate's IP address was checked,
     # and no SNI was sent (RFC 6066 has no IP addresses in SNI).
     assert b.snis == [None]
+
+
+def test_a_target_by_host_name_sends_and_checks_that_name(ficus, tls_backend, pki):
+    b = tls_backend(pki)
+    port = b.addr.rsplit(":", 1)[1]
+    f = start_ficus(ficus, b, {"ca": str(pki["ca"])}, target=f"localhost:{port}")
+    assert wait_until(lambda: get(f).status == 200, scaled(5))  # once resolved
+    assert "localhost" in b.snis
 
 
 def test_sni_is_sent_and_checked(ficus, tls_backend, pki):
