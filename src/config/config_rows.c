@@ -774,9 +774,10 @@ static void f_group_tls(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml
     schema_apply(c, v, v, path, target_tls_fields, ARRAY_LEN(target_tls_fields), t, &seen);
     if (!v)
         return;
-    if (t->sni && !valid_hostname(t->sni, strlen(t->sni)))
-        schema_err(c, SCHEMA_SEEN_VAL(target_tls_fields, seen, "sni"),
-                   "%s.sni: invalid host name %s", path, t->sni);
+    const yaml_node_t *sni = SCHEMA_SEEN_VAL(target_tls_fields, seen, "sni");
+    schema_quote_t q;
+    if (t->sni && sni && !valid_hostname(t->sni, strlen(t->sni)))
+        schema_err(c, sni, "%s.sni: invalid host name %s", path, schema_qnode(&q, sni));
     const char *keys[3] = {"ca", "cert", "key"};
     char **files[3] = {&t->ca, &t->cert, &t->key};
     bool readable = true;

@@ -353,5 +353,10 @@ def test_configuration_errors_at_their_place(tmp_path, pki):
     _, res = check(tmp_path, {"ca": "ca.crt", "cert": "ficus-client.crt",
                               "key": "ficus-client.key", "sni": "api.internal"})
     assert res.returncode == 0, res.stderr
+    _, res = check(tmp_path, {"sni": "bad name!"})
+    assert res.returncode == 1 and 'tls.sni: invalid host name "bad name!"' in res.stderr, \
+        res.stderr
+    _, res = check(tmp_path, {"verfy": False})
+    assert res.returncode == 1 and "tls.verfy: unknown key" in res.stderr, res.stderr
     _, res = check(tmp_path, {"verify": "maybe"})
     assert res.returncode == 1 and "expected true or false" in res.stderr, res.stderr
