@@ -46,6 +46,7 @@ struct generation {
     atomic_uint *shadow_inflight;   /* per route: shadow copies in flight */
     agg_cache_t *agg_cache;         /* aggregation calls' bodies (contract 8), or NULL */
     tls_server_t **listener_tls;    /* per listener: its TLS contexts, NULL: cleartext */
+    tls_client_t **target_tls;      /* per target group: TLS to its targets, NULL: cleartext */
     json_diff_spec_t **diff_specs;  /* per route: its shadow.compare, NULL: none */
     shadow_route_t **shadow_routes; /* per route: its shadow figures (the instance's), or NULL */
     rollouts_t *rollouts;           /* drives weights; workers record into its rollouts */
@@ -143,6 +144,9 @@ static void gen_free(generation_t *gen)
     for (size_t i = 0; gen->listener_tls && i < gen->cfg->server.n_listeners; i++)
         tls_server_unref(gen->listener_tls[i]);
     free(gen->listener_tls);
+    for (size_t i = 0; gen->target_tls && i < gen->cfg->n_target_groups; i++)
+        tls_client_unref(gen->target_tls[i]);
+    free(gen->target_tls);
     for (size_t i = 0; gen->diff_specs && i < gen->cfg->n_routes; i++)
         json_diff_spec_free(gen->diff_specs[i]);
     free(gen->diff_specs);
@@ -358,6 +362,30 @@ static int listeners_tls(generations_t *gs, generation_t *gen)
     return 0;
 }
 
+/* Each TLS target group's client context, its CA and client certificate
+ * read now (a reload reads them again; connections keep theirs). */
+static int targets_tls(generation_t *gen)
+{
+    const config_t *cfg = gen->cfg;
+    gen->target_tls =
+        calloc(cfg->n_target_groups ? cfg->n_target_groups : 1, sizeof *gen->target_tls);
+    if (!gen->target_tls)
+        return FE_NOMEM;
+    for (size_t i = 0; i < cfg->n_target_groups; i++) {
+        const config_target_group_t *tg = &cfg->target_groups[i];
+        if (!tg->has_tls)
+            continue;
+        tls_client_opts_t o = {
+            .ca = tg->tls.ca, .verify = tg->tls.verify, .cert = tg->tls.cert, .key = tg->tls.key};
+        char err[512];
+        if (!(gen->target_tls[i] = tls_client_new(&o, err, sizeof err))) {
+            log_write(LOG_ERROR, "target group %s: %s", tg->name, err);
+            return FE_INVAL;
+        }
+    }
+    return 0;
+}
+
 generation_t *generation_prepare(generations_t *gs, config_t *cfg)
 {
     generation_t *gen = calloc(1, sizeof *gen);
@@ -374,7 +402,7 @@ generation_t *generation_prepare(generations_t *gs, config_t *cfg)
     for (size_t i = 0; counters && i < cfg->n_clients; i++)
         counters = (gen->client_inflight[i] = throttle_counter(gs->throttle, cfg->clients[i].id));
     if (!gen->sets || !gen->api_keys || !counters || !gen->jwks || diff_specs(gen) != 0 ||
-        listeners_tls(gs, gen) != 0) {
+        listeners_tls(gs, gen) != 0 || targets_tls(gen) != 0) {
         gen_free(gen);
         return NULL;
     }
@@ -431,6 +459,7 @@ static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, 
                              .shadow_inflight = gen->shadow_inflight,
                              .agg_cache = gen->agg_cache,
                              .listener_tls = gen->listener_tls,
+                             .target_tls = gen->target_tls,
                              .diff_specs = gen->diff_specs,
                              .shadow_routes = gen->shadow_routes,
                              .rollouts = rollouts_table(gen->rollouts),
@@ -450,7 +479,7 @@ static int gen_start(generations_t *gs, generation_t *gen, proxy_gen_t **pgens, 
     set_refresh_start(gen->sets, gs->loop, old ? old->sets : NULL);
     if (jwks_refresh_start(gen->jwks, gs->loop, old ? old->jwks : NULL, wake_workers, gs) != 0)
         return -1;
-    gen->checker = health_checker_start(gs->loop, cfg, gen->health, NULL, NULL);
+    gen->checker = health_checker_start(gs->loop, cfg, gen->health, gen->target_tls, NULL, NULL);
     atomic_store(&gen->workers_holding, (unsigned)gs->workers->n);
     gen->id = ++gs->made;
     return 0;

@@ -2,11 +2,13 @@
  * timer), counted: the memory goes with the last close callback. */
 #include "client/http_client.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/errors.h"
 #include "net/stream.h"
+#include "net/tls.h"
 
 /* The request head, on the stack while it is copied. */
 #define HTTP_CLIENT_HEAD_BYTES 8192
@@ -23,6 +25,7 @@ struct http_client {
     void *ctx;
     char *out; /* the request: head and body */
     size_t out_len;
+    tls_conn_t *tls; /* TLS: the engine until the stream takes it at connect */
     int open_handles;
     bool finished;
     char in[HTTP_CLIENT_READ_BYTES];
@@ -34,6 +37,7 @@ static void on_handle_closed(http_client_t *c)
         return;
     reply_deinit(&c->reply);
     pbuf_pool_deinit(&c->pool);
+    tls_conn_free(c->tls);
     free(c->out);
     free(c);
 }
@@ -82,11 +86,35 @@ static void on_drain(stream_t *s, int status)
         finish((http_client_t *)s, uv_strerror(status));
 }
 
+static void send_request(http_client_t *c)
+{
+    uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+    if (stream_write(&c->s, &b, 1) < 0 || stream_read_start(&c->s) != 0)
+        finish(c, "write failed");
+}
+
+static void on_handshake(stream_t *s, int result)
+{
+    http_client_t *c = (http_client_t *)s;
+    if (c->finished)
+        return;
+    if (result == TLS_HS_OK || result == TLS_HS_RESUMED) {
+        send_request(c);
+        return;
+    }
+    const char *why = s->tls ? tls_conn_verify_error(s->tls) : NULL;
+    char msg[160];
+    snprintf(msg, sizeof msg, "TLS handshake failed: %s",
+             why ? why : tls_hs_result_name((tls_hs_result_t)result));
+    finish(c, msg);
+}
+
 static const stream_ops_t client_ops = {
     .on_alloc = on_alloc,
     .on_read = on_read,
     .on_drain = on_drain,
     .on_close = on_stream_closed,
+    .on_handshake = on_handshake,
 };
 
 static void on_connect(uv_connect_t *req, int status)
@@ -98,9 +126,15 @@ static void on_connect(uv_connect_t *req, int status)
         finish(c, uv_strerror(status));
         return;
     }
-    uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
-    if (stream_write(&c->s, &b, 1) < 0 || stream_read_start(&c->s) != 0)
-        finish(c, "write failed");
+    if (c->tls) {
+        /* The request goes once the handshake is done (on_handshake). */
+        tls_conn_t *t = c->tls;
+        c->tls = NULL;
+        if (stream_read_start(&c->s) != 0 || stream_tls_client(&c->s, t) != 0)
+            finish(c, "TLS handshake failed: cannot send");
+        return;
+    }
+    send_request(c);
 }
 
 static void on_timeout(uv_timer_t *t) { finish(t->data, "timeout"); }
@@ -128,6 +162,8 @@ http_client_t *http_client_start(uv_loop_t *loop, const struct sockaddr *sa, con
     c->ctx = ctx;
     c->creq.data = c;
     c->timer.data = c;
+    if (o->tls && !(c->tls = tls_conn_new_client(o->tls, o->tls_sni, o->tls_name, NULL)))
+        goto fail_out;
     reply_init(&c->reply, o->max_head_bytes, o->max_body_bytes, o->body_mode);
     /* Whatever part of the request the socket does not take at once fits. */
     pbuf_pool_init(&c->pool,
@@ -152,6 +188,8 @@ fail_close_timer:
 fail_deinit:
     reply_deinit(&c->reply);
     pbuf_pool_deinit(&c->pool);
+    tls_conn_free(c->tls);
+fail_out:
     free(c->out);
 fail_free:
     free(c);

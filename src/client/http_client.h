@@ -20,6 +20,13 @@ typedef struct http_client_opts {
     size_t max_head_bytes;
     size_t max_body_bytes; /* the body kept; more is an error ("response body too large") */
     reply_body_t body_mode;
+    /* TLS to the address (net/tls; NULL: cleartext): the name sent by SNI
+     * (NULL: none) and the name the certificate must be issued to (a DNS
+     * name or an IP address; NULL: not checked). The request is written
+     * once the handshake is done; a failed one is the error. */
+    struct tls_client *tls;
+    const char *tls_sni;
+    const char *tls_name;
 } http_client_opts_t;
 
 /* Called once, on the loop, unless cancelled first. error is NULL when the

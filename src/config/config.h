@@ -116,6 +116,15 @@ typedef struct config_outlier {
     uint32_t max_ejection_percent;
 } config_outlier_t;
 
+/* A target group's `tls` (contract 3.3): TLS to its targets. */
+typedef struct config_target_tls {
+    char *sni;   /* sent and checked; NULL: the target's host name (an IP is checked only) */
+    char *ca;    /* PEM CA file; NULL: the system's store */
+    bool verify; /* false only when written out */
+    char *cert;  /* client certificate for mutual TLS (with key), or NULL */
+    char *key;
+} config_target_tls_t;
+
 typedef struct config_target_group {
     char *name;
     size_t index;
@@ -135,6 +144,8 @@ typedef struct config_target_group {
     bool has_outlier;
     config_outlier_t outlier;
     bool required;
+    bool has_tls;
+    config_target_tls_t tls;
 } config_target_group_t;
 
 typedef struct config_set {

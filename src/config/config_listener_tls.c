@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config/config_rows.h"
+#include "config/pem_check.h"
 
 #define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
@@ -31,31 +32,6 @@ static const char *const alpn_names[] = {"h2", "http/1.1"};
 static const char *const client_auth_names[] = {"none", "optional", "required"};
 
 /* ------------------------------------------------------------ the files */
-
-/* A PEM certificate and the private key that goes with it; else *why. */
-static bool pem_pair_ok(const char *cert, const char *key, const char **why)
-{
-    FILE *fc = fopen(cert, "r"), *fk = fopen(key, "r");
-    X509 *x = fc ? PEM_read_X509(fc, NULL, NULL, NULL) : NULL;
-    EVP_PKEY *k = fk ? PEM_read_PrivateKey(fk, NULL, NULL, NULL) : NULL;
-    bool ok = false;
-    if (!x)
-        *why = "cert is not a PEM certificate";
-    else if (!k)
-        *why = "key is not a PEM private key (unencrypted)";
-    else if (X509_check_private_key(x, k) != 1)
-        *why = "key does not belong to the certificate";
-    else
-        ok = true;
-    ERR_clear_error();
-    X509_free(x);
-    EVP_PKEY_free(k);
-    if (fc)
-        fclose(fc);
-    if (fk)
-        fclose(fk);
-    return ok;
-}
 
 /* The number of PEM certificates in file (0: none, or garbage first). */
 static size_t pem_certs_count(const char *file)
@@ -113,7 +89,7 @@ static void read_pair(schema_ctx_t *c, const yaml_node_t *at, const char *path,
             schema_err(c, at, "%s: required key is missing", p);
     }
     const char *why = NULL;
-    if (out->cert && out->key && !pem_pair_ok(out->cert, out->key, &why))
+    if (out->cert && out->key && !pem_check_pair(out->cert, out->key, &why))
         schema_err(c, at, "%s: %s", path, why);
 }
 

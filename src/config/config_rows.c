@@ -3,6 +3,7 @@
  * whether a reload may change it (ROW_RESTART) and how /config shows it.
  * The checks across sections (names, references) are here too. */
 #include "config/config_rows.h"
+#include "config/pem_check.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -711,6 +712,66 @@ static const schema_row_t outlier_fields[] = {
              DEFAULT_OUTLIER_MAX_EJECTION_PERCENT, 0, 100),
 };
 
+static const schema_row_t target_tls_fields[] = {
+    ROW_STRING("sni", config_target_tls_t, sni, NULL, ROW_OMIT_NULL),
+    ROW_STRING("ca", config_target_tls_t, ca, NULL, ROW_OMIT_NULL),
+    ROW_BOOL("verify", config_target_tls_t, verify, true),
+    ROW_STRING("cert", config_target_tls_t, cert, NULL, ROW_OMIT_NULL),
+    ROW_STRING("key", config_target_tls_t, key, NULL, ROW_OMIT_NULL),
+};
+
+/* tls: {sni, ca, verify, cert, key}; `tls: {}` is TLS with the defaults.
+ * Files are relative to the configuration file, checked readable now (and
+ * cert and key that they go together); read when a configuration is
+ * activated. */
+static void f_group_tls(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                        const char *path, void *obj)
+{
+    config_target_group_t *g = obj;
+    config_target_tls_t *t = &g->tls;
+    schema_seen_t seen;
+    g->has_tls = v != NULL;
+    if (v && !schema_want(c, v, YAML_MAPPING_NODE, path))
+        v = NULL;
+    schema_apply(c, v, v, path, target_tls_fields, ARRAY_LEN(target_tls_fields), t, &seen);
+    if (!v)
+        return;
+    const yaml_node_t *sni = SCHEMA_SEEN_VAL(target_tls_fields, seen, "sni");
+    schema_quote_t q;
+    if (t->sni && sni && !valid_hostname(t->sni, strlen(t->sni)))
+        schema_err(c, sni, "%s.sni: invalid host name %s", path, schema_qnode(&q, sni));
+    const char *keys[3] = {"ca", "cert", "key"};
+    char **files[3] = {&t->ca, &t->cert, &t->key};
+    bool readable = true;
+    for (size_t i = 0; i < 3; i++) {
+        const yaml_node_t *at = SCHEMA_SEEN_VAL(target_tls_fields, seen, keys[i]);
+        if (!*files[i] || !at)
+            continue;
+        *files[i] = config_rows_relative_path(c, at, *files[i]);
+        if (*files[i] && access(*files[i], R_OK) != 0) {
+            schema_err(c, at, "%s.%s: cannot read %s: %s", path, keys[i], *files[i],
+                       strerror(errno));
+            readable = false;
+        }
+    }
+    if (!t->cert != !t->key) {
+        schema_err(c, v, "%s: %s without %s (a client certificate needs both)", path,
+                   t->cert ? "cert" : "key", t->cert ? "key" : "cert");
+        return;
+    }
+    const char *why = NULL;
+    if (t->cert && readable && !pem_check_pair(t->cert, t->key, &why))
+        schema_err(c, v, "%s: %s", path, why);
+}
+
+static json_t *j_group_tls(const schema_row_t *f UNUSED, const void *obj, const void *root)
+{
+    const config_target_group_t *g = obj;
+    if (!g->has_tls)
+        return NULL;
+    return schema_json(target_tls_fields, ARRAY_LEN(target_tls_fields), &g->tls, root);
+}
+
 static json_t *j_targets(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
 {
     const config_target_group_t *g = obj;
@@ -746,6 +807,7 @@ static const schema_row_t group_fields[] = {
               ROW_HAS(config_target_group_t, has_health_check)),
     ROW_TABLE("outlier_detection", config_target_group_t, outlier, outlier_fields,
               ROW_HAS(config_target_group_t, has_outlier)),
+    ROW_CUSTOM("tls", f_group_tls, ROW_JSON(j_group_tls)),
 };
 
 static void sec_target_groups(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,

@@ -407,6 +407,22 @@ static void required_shared_group(lint_t *l)
     }
 }
 
+static void tls_verify_off(lint_t *l)
+{
+    const config_t *cfg = l->cfg;
+    for (size_t g = 0; g < cfg->n_target_groups; g++) {
+        const config_target_group_t *tg = &cfg->target_groups[g];
+        if (!tg->has_tls || tg->tls.verify)
+            continue;
+        char p[300];
+        snprintf(p, sizeof p, "target_groups.%s.tls.verify", tg->name);
+        warn(l, LINT_TLS_VERIFY_OFF, SIZE_MAX, p,
+             "%s does not verify its targets' certificates: anyone on the path can pose as a "
+             "target and read or change the traffic; give it the CA (tls.ca) instead",
+             tg->name);
+    }
+}
+
 size_t lint_config(const config_t *cfg, const yaml_pos_t *pos, lint_emit_fn emit, void *ctx)
 {
     lint_t l = {.cfg = cfg, .pos = pos, .emit = emit, .ctx = ctx};
@@ -424,5 +440,6 @@ size_t lint_config(const config_t *cfg, const yaml_pos_t *pos, lint_emit_fn emit
     }
     untrusted_forwarded_for(&l);
     required_shared_group(&l);
+    tls_verify_off(&l);
     return l.n;
 }

@@ -286,6 +286,18 @@ int stream_tls_server(stream_t *s, struct tls_server *srv)
     return s->tls ? 0 : FE_NOMEM;
 }
 
+int stream_tls_client(stream_t *s, struct tls_conn *c)
+{
+    tls_conn_free(s->tls);
+    s->tls = c;
+    if (!c)
+        return FE_NOMEM;
+    tls_hs_result_t why = TLS_HS_PROTOCOL;
+    if (tls_conn_handshake(c, &why) < 0)
+        return FE_IO;
+    return tls_flush(s) < 0 ? FE_IO : 0;
+}
+
 /* Sends the engine's ciphertext: what the socket takes now, the rest from
  * the queue buffer (as many as it takes). 0 all sent, 1 on_write_cb goes
  * on, < 0 an error. */

@@ -52,6 +52,13 @@ int stream_open(stream_t *s, int fd);
  * handshake is done, writes are encrypted. Right after stream_open. */
 int stream_tls_server(stream_t *s, struct tls_server *srv);
 int stream_connect(stream_t *s, uv_connect_t *req, const struct sockaddr *sa, uv_connect_cb cb);
+/* The stream speaks TLS as the client through c (a struct tls_conn made by
+ * tls_conn_new_client; the stream owns it from now on, even on error):
+ * once connected, the ClientHello goes out now; on_handshake reports the
+ * result before the owner writes (on failure on_read(UV_EPROTO) follows).
+ * The owner reads (stream_read_start) for the handshake to go on. 0 or < 0
+ * (the ClientHello could not be sent). */
+int stream_tls_client(stream_t *s, struct tls_conn *c);
 int stream_read_start(stream_t *s);
 void stream_read_stop(stream_t *s);
 /* Writes bufs in order: 0 when the socket took everything, 1 when the rest was

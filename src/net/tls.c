@@ -8,6 +8,7 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
+#include <arpa/inet.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -395,17 +396,20 @@ const char *tls_hs_result_name(tls_hs_result_t r)
 struct tls_conn {
     SSL *ssl;
     BIO *rbio, *wbio;
-    tls_server_t *server; /* one reference */
+    tls_server_t *server;     /* one reference, or NULL (a client) */
+    tls_client_t *client;     /* one reference, or NULL (a server) */
+    tls_session_slot_t *slot; /* a client's: where its sessions go */
     bool done;
     bool eof;
 };
 
-tls_conn_t *tls_conn_new_server(tls_server_t *s)
+/* An engine on ctx with its memory BIOs; NULL when out of memory. */
+static tls_conn_t *conn_new(SSL_CTX *ctx)
 {
     tls_conn_t *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    c->ssl = SSL_new(s->certs[0].ctx);
+    c->ssl = SSL_new(ctx);
     c->rbio = BIO_new(BIO_s_mem());
     c->wbio = BIO_new(BIO_s_mem());
     if (!c->ssl || !c->rbio || !c->wbio) {
@@ -417,6 +421,14 @@ tls_conn_t *tls_conn_new_server(tls_server_t *s)
     }
     BIO_set_mem_eof_return(c->rbio, -1); /* empty: "retry", not EOF */
     SSL_set_bio(c->ssl, c->rbio, c->wbio);
+    return c;
+}
+
+tls_conn_t *tls_conn_new_server(tls_server_t *s)
+{
+    tls_conn_t *c = conn_new(s->certs[0].ctx);
+    if (!c)
+        return NULL;
     SSL_set_accept_state(c->ssl);
     c->server = tls_server_ref(s);
     return c;
@@ -428,6 +440,7 @@ void tls_conn_free(tls_conn_t *c)
         return;
     SSL_free(c->ssl); /* and its BIOs */
     tls_server_unref(c->server);
+    tls_client_unref(c->client);
     free(c);
 }
 
@@ -453,7 +466,7 @@ static tls_hs_result_t hs_failure(tls_conn_t *c, int ssl_err)
     if (reason == SSL_R_NO_APPLICATION_PROTOCOL)
         return TLS_HS_NO_ALPN;
     if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
-        reason == SSL_R_CERTIFICATE_VERIFY_FAILED || SSL_get_verify_result(c->ssl) != X509_V_OK)
+        reason == SSL_R_CERTIFICATE_VERIFY_FAILED || tls_conn_verify_error(c))
         return TLS_HS_CERTIFICATE;
     return TLS_HS_PROTOCOL;
 }
@@ -543,6 +556,14 @@ const char *tls_conn_alpn(const tls_conn_t *c, size_t *len)
 
 bool tls_conn_resumed(const tls_conn_t *c) { return SSL_session_reused(c->ssl) == 1; }
 
+const char *tls_conn_verify_error(const tls_conn_t *c)
+{
+    if (SSL_get_verify_mode(c->ssl) == SSL_VERIFY_NONE)
+        return NULL; /* computed, but not asked for */
+    long r = SSL_get_verify_result(c->ssl);
+    return r == X509_V_OK ? NULL : X509_verify_cert_error_string(r);
+}
+
 size_t tls_conn_peer_cn(const tls_conn_t *c, char *cn, size_t cap)
 {
     X509 *x = SSL_get0_peer_certificate(c->ssl);
@@ -550,4 +571,146 @@ size_t tls_conn_peer_cn(const tls_conn_t *c, char *cn, size_t cap)
         return 0;
     int n = X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, cn, (int)cap);
     return n > 0 ? (size_t)n : 0;
+}
+
+/* ------------------------------------------------------------ client */
+
+struct tls_client {
+    atomic_uint refs;
+    SSL_CTX *ctx;
+};
+
+static int conn_index = -1; /* SSL ex_data: its tls_conn_t */
+static pthread_once_t conn_index_once = PTHREAD_ONCE_INIT;
+
+static void make_conn_index(void) { conn_index = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL); }
+
+/* A session the target gave (after the handshake in TLS 1.2, in a ticket
+ * after it in TLS 1.3): into the connection's slot, replacing the one there.
+ * Returns 1: the slot keeps the reference. */
+static int new_session_cb(SSL *ssl, SSL_SESSION *sess)
+{
+    tls_conn_t *c = SSL_get_ex_data(ssl, conn_index);
+    if (!c || !c->slot || !SSL_SESSION_is_resumable(sess))
+        return 0;
+    SSL_SESSION_free(c->slot->session);
+    c->slot->session = sess;
+    return 1;
+}
+
+tls_client_t *tls_client_new(const tls_client_opts_t *o, char *err, size_t errlen)
+{
+    pthread_once(&conn_index_once, make_conn_index);
+    if (!o->cert != !o->key) {
+        snprintf(err, errlen, "a client certificate needs both cert and key");
+        return NULL;
+    }
+    tls_client_t *cl = calloc(1, sizeof *cl);
+    SSL_CTX *ctx = cl ? SSL_CTX_new(TLS_client_method()) : NULL;
+    if (!ctx) {
+        free(cl);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&cl->refs, 1);
+    cl->ctx = ctx;
+    SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    static const unsigned char alpn[] = "\x08http/1.1";
+    if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
+        SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
+        SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1) != 0) {
+        ossl_err(err, errlen, "ciphers for", "the client");
+        goto fail;
+    }
+    if (o->verify) {
+        int ok = o->ca ? SSL_CTX_load_verify_locations(ctx, o->ca, NULL)
+                       : SSL_CTX_set_default_verify_paths(ctx);
+        if (ok != 1) {
+            ossl_err(err, errlen, "CA", o->ca ? o->ca : "(the system's store)");
+            goto fail;
+        }
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    if (o->cert) {
+        if (SSL_CTX_use_certificate_chain_file(ctx, o->cert) != 1) {
+            ossl_err(err, errlen, "certificate", o->cert);
+            goto fail;
+        }
+        if (SSL_CTX_use_PrivateKey_file(ctx, o->key, SSL_FILETYPE_PEM) != 1 ||
+            SSL_CTX_check_private_key(ctx) != 1) {
+            ossl_err(err, errlen, "key", o->key);
+            goto fail;
+        }
+    }
+    /* Sessions go to the connections' slots, not to a cache in the
+     * context (which every worker would share under a lock). */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx, new_session_cb);
+    return cl;
+fail:
+    tls_client_unref(cl);
+    return NULL;
+}
+
+tls_client_t *tls_client_ref(tls_client_t *c)
+{
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    return c;
+}
+
+void tls_client_unref(tls_client_t *c)
+{
+    if (!c || atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    SSL_CTX_free(c->ctx);
+    free(c);
+}
+
+void tls_session_slot_clear(tls_session_slot_t *slot)
+{
+    SSL_SESSION_free(slot->session);
+    slot->session = NULL;
+}
+
+static bool is_ip(const char *s)
+{
+    unsigned char a[16];
+    return inet_pton(AF_INET, s, a) == 1 || inet_pton(AF_INET6, s, a) == 1;
+}
+
+tls_conn_t *tls_conn_new_client(tls_client_t *cl, const char *sni, const char *name,
+                                tls_session_slot_t *slot)
+{
+    tls_conn_t *c = conn_new(cl->ctx);
+    if (!c)
+        return NULL;
+    c->client = tls_client_ref(cl);
+    c->slot = slot;
+    SSL_set_connect_state(c->ssl);
+    bool ok = SSL_set_ex_data(c->ssl, conn_index, c) == 1;
+    if (ok && sni && !is_ip(sni))
+        ok = SSL_set_tlsext_host_name(c->ssl, sni) == 1;
+    if (ok && name && SSL_get_verify_mode(c->ssl) != SSL_VERIFY_NONE) {
+        /* The name, or the IP address, the certificate must be issued to. */
+        if (is_ip(name))
+            ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(c->ssl), name) == 1;
+        else
+            ok = SSL_set1_host(c->ssl, name) == 1;
+    }
+    if (ok && slot && slot->session) {
+        if (SSL_SESSION_is_resumable(slot->session))
+            SSL_set_session(c->ssl, slot->session);
+        else
+            tls_session_slot_clear(slot);
+    }
+    if (!ok) {
+        ERR_clear_error();
+        tls_conn_free(c);
+        return NULL;
+    }
+    return c;
 }

@@ -12,7 +12,19 @@
  * and rotated. It is immutable once made and shared by the workers (an
  * SSL_CTX is safe for concurrent SSL_new); connections hold a reference to
  * the context they started with, so a reload's new certificates reach new
- * connections only. */
+ * connections only.
+ *
+ * A tls_client is what one target group's `tls` block makes: one client
+ * SSL_CTX (the same versions and ciphers), the target's certificate
+ * verified against a CA file or the system's store and its name checked,
+ * an optional client certificate for mutual TLS. Shared by the workers and
+ * reference-counted the same way. Sessions are resumed through a
+ * tls_session_slot_t the caller owns: the last session a target gave (a
+ * TLS 1.3 ticket, a TLS 1.2 session) is kept there and offered by the next
+ * connection made with the same slot (a connection that ends without
+ * its close_notify spoils it: OpenSSL marks the session not resumable). A
+ * slot belongs to one thread (a worker's pool of connections to one
+ * target), so nothing locks. */
 #ifndef FICUS_NET_TLS_H
 #define FICUS_NET_TLS_H
 
@@ -62,6 +74,27 @@ size_t tls_server_n_certs(const tls_server_t *s);
 int64_t tls_server_cert_expiry(const tls_server_t *s, size_t i);
 const char *tls_server_cert_name(const tls_server_t *s, size_t i);
 
+typedef struct tls_client_opts {
+    const char *ca;   /* PEM CA file the target's certificate is verified against; NULL: the
+                         system's store */
+    bool verify;      /* false: any certificate, any name (tls.verify: false) */
+    const char *cert; /* client certificate (chain) and key for mutual TLS; NULL: none */
+    const char *key;
+} tls_client_opts_t;
+
+typedef struct tls_client tls_client_t;
+
+/* Reads the files and makes the context; NULL with err set. */
+tls_client_t *tls_client_new(const tls_client_opts_t *o, char *err, size_t errlen);
+tls_client_t *tls_client_ref(tls_client_t *c);
+void tls_client_unref(tls_client_t *c); /* NULL: no-op */
+
+/* The last session of one target, for one thread's connections to it. */
+typedef struct tls_session_slot {
+    void *session; /* an SSL_SESSION, or NULL */
+} tls_session_slot_t;
+void tls_session_slot_clear(tls_session_slot_t *slot);
+
 /* How a handshake ended, for ficus_tls_handshakes_total{result}. */
 typedef enum {
     TLS_HS_OK = 0,
@@ -78,6 +111,14 @@ const char *tls_hs_result_name(tls_hs_result_t r);
 typedef struct tls_conn tls_conn_t;
 
 tls_conn_t *tls_conn_new_server(tls_server_t *s);
+/* A client connection: sni is sent (NULL: none, e.g. for an IP address),
+ * name is what the certificate must be issued to (a DNS name, or an IP
+ * address checked against the certificate's IP addresses; NULL: not
+ * checked). slot (NULL: none) offers its session and keeps the new ones;
+ * it must outlive the connection. The handshake starts with the first
+ * tls_conn_handshake (the ClientHello goes into the output). */
+tls_conn_t *tls_conn_new_client(tls_client_t *cl, const char *sni, const char *name,
+                                tls_session_slot_t *slot);
 void tls_conn_free(tls_conn_t *c);
 
 /* Ciphertext in from the socket (copied). */
@@ -109,5 +150,8 @@ void tls_conn_shutdown(tls_conn_t *c);
 const char *tls_conn_alpn(const tls_conn_t *c, size_t *len);
 bool tls_conn_resumed(const tls_conn_t *c);
 size_t tls_conn_peer_cn(const tls_conn_t *c, char *cn, size_t cap);
+/* Why the peer's certificate was not verified ("certificate has expired",
+ * "hostname mismatch", ...), or NULL when it was (or was not asked). */
+const char *tls_conn_verify_error(const tls_conn_t *c);
 
 #endif

@@ -22,6 +22,7 @@ struct health_checker {
     uv_loop_t *loop;
     const config_t *cfg;
     health_t *h;
+    struct tls_client *const *tls; /* per group, or NULL */
     health_check_event_fn on_change;
     void *ctx;
     hc_probe_t *probes;
@@ -88,12 +89,21 @@ static void on_interval(uv_timer_t *t)
     http_client_opts_t o = {.timeout_ms = tg->health_check.timeout_ms,
                             .max_head_bytes = DEFAULT_MAX_HEADER_BYTES,
                             .body_mode = REPLY_BODY_NONE};
+    if (c->tls && c->tls[p->group]) {
+        /* As the group's connections: tls.sni, else the target's host
+         * name (an IP address is checked, not sent). */
+        const config_target_t *tt = &tg->targets[p->target];
+        o.tls = c->tls[p->group];
+        o.tls_name = tg->tls.sni ? tg->tls.sni : tt->host;
+        o.tls_sni = tt->numeric && !tg->tls.sni ? NULL : o.tls_name;
+    }
     p->req = http_client_start(c->loop, (const struct sockaddr *)&a->ss, &rq, &o, on_check_done, p);
     if (!p->req)
         verdict(p, 0, "connect failed");
 }
 
 health_checker_t *health_checker_start(uv_loop_t *loop, const config_t *cfg, health_t *h,
+                                       struct tls_client *const *tls,
                                        health_check_event_fn on_change, void *ctx)
 {
     size_t n = 0;
@@ -113,6 +123,7 @@ health_checker_t *health_checker_start(uv_loop_t *loop, const config_t *cfg, hea
     c->loop = loop;
     c->cfg = cfg;
     c->h = h;
+    c->tls = tls;
     c->on_change = on_change;
     c->ctx = ctx;
     c->n = n;

@@ -158,6 +158,7 @@ proxy_gen_t *proxy_gen_new(const proxy_shared_t *sh, size_t index)
         if (!gs->inflight || !gs->eligible || !gs->metrics_target ||
             upstream_group_init(&gs->up, NULL, tg, &sh->health->groups[i], gen_hold, g) != 0)
             goto fail;
+        gs->up.tls = sh->target_tls ? sh->target_tls[i] : NULL;
         gs->bal.rng = rand_next(&rng) | 1;
         gs->bal.rr_cursor = (uint32_t)(index % n);
         gs->metrics_group = metrics_group_slot(sh->metrics, tg->name);

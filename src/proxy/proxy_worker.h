@@ -114,6 +114,7 @@ typedef struct proxy_shared {
     atomic_uint *shadow_inflight;           /* per route: shadow copies in flight */
     agg_cache_t *agg_cache;                 /* aggregation calls' bodies, or NULL */
     struct tls_server *const *listener_tls; /* per listener: its TLS contexts, NULL: cleartext */
+    struct tls_client *const *target_tls;   /* per target group: TLS to its targets, or NULL */
     json_diff_spec_t *const *diff_specs;    /* per route: its shadow comparison, NULL: none */
     rollout_t *const *rollouts;             /* per route: its rollout, NULL where none */
     board_route_t *const *board_routes;     /* per route: its board figures, NULL where none */

@@ -6,6 +6,7 @@
 
 #include "core/defaults.h"
 #include "core/errors.h"
+#include "core/log.h"
 
 static inline upstream_conn_t *uc_of(stream_t *s) { return (upstream_conn_t *)s; }
 
@@ -103,11 +104,14 @@ static void uc_on_drain(stream_t *s, int status)
         uc_close(uc);
 }
 
+static void uc_on_handshake(stream_t *s, int result);
+
 static const stream_ops_t upstream_ops = {
     .on_alloc = uc_on_alloc,
     .on_read = uc_on_read,
     .on_drain = uc_on_drain,
     .on_close = uc_on_close,
+    .on_handshake = uc_on_handshake,
 };
 
 /* Tells the owner the connection failed, after closing it. */
@@ -118,6 +122,47 @@ static void uc_fail(upstream_conn_t *uc, int status)
     uc_close(uc);
     if (owner)
         ops->on_connected(owner, status);
+}
+
+/* Connected (and the TLS handshake done): the owner may write. */
+static void uc_ready(upstream_conn_t *uc)
+{
+    set_state(uc, UC_BUSY);
+    if (uc->owner)
+        uc->ops->on_connected(uc->owner, 0);
+    else
+        upstream_conn_release(uc, true);
+}
+
+static void uc_on_handshake(stream_t *s, int result)
+{
+    upstream_conn_t *uc = uc_of(s);
+    if (uc->state != UC_CONNECTING)
+        return;
+    if (result == TLS_HS_OK || result == TLS_HS_RESUMED) {
+        uc_ready(uc);
+        return;
+    }
+    const config_target_group_t *tg = uc->pool->group->tg;
+    const char *why = s->tls ? tls_conn_verify_error(s->tls) : NULL;
+    log_limited(LOG_WARN, "target group %s: TLS to %s failed: %s", tg->name,
+                tg->targets[uc->pool->target].name,
+                why ? why : tls_hs_result_name((tls_hs_result_t)result));
+    uc_fail(uc, UV_EPROTO);
+}
+
+/* TLS to the target: the ClientHello goes out; uc_on_handshake goes on.
+ * The name sent and checked is tls.sni, else the target's host name (an
+ * IP address is checked, not sent). */
+static int uc_start_tls(upstream_conn_t *uc)
+{
+    upstream_pool_t *pool = uc->pool;
+    const config_target_group_t *tg = pool->group->tg;
+    const config_target_t *t = &tg->targets[pool->target];
+    const char *name = tg->tls.sni ? tg->tls.sni : t->host;
+    tls_conn_t *c = tls_conn_new_client(pool->group->tls, t->numeric && !tg->tls.sni ? NULL : name,
+                                        name, &pool->tls_session);
+    return stream_tls_client(&uc->s, c);
 }
 
 static void uc_on_timer(uv_timer_t *t)
@@ -139,15 +184,17 @@ static void uc_on_connect(uv_connect_t *creq, int status)
         return;
     }
     uc->ever_connected = 1;
-    set_state(uc, UC_BUSY);
     if (stream_read_start(&uc->s) != 0) {
         uc_fail(uc, UV_ECONNRESET);
         return;
     }
-    if (uc->owner)
-        uc->ops->on_connected(uc->owner, 0);
-    else
-        upstream_conn_release(uc, true);
+    if (uc->pool->group->tls) {
+        /* Still connecting (connect_timeout) until the handshake ends. */
+        if (uc_start_tls(uc) != 0)
+            uc_fail(uc, UV_EPROTO);
+        return;
+    }
+    uc_ready(uc);
 }
 
 int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_target_group_t *tg,
@@ -171,6 +218,8 @@ int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_t
 
 void upstream_group_deinit(upstream_group_t *g)
 {
+    for (size_t t = 0; g->pools && t < g->tg->n_targets; t++)
+        tls_session_slot_clear(&g->pools[t].tls_session);
     free(g->pools);
     g->pools = NULL;
 }

@@ -4,7 +4,14 @@
  * go cleanly it returns to its pool (LIFO, bounded by keepalive.max_idle and
  * idle_timeout) and keeps reading, so a close by the target is noticed while
  * it is idle rather than when the next request is written to it. The
- * group's max_connections breaker is held by every open connection. */
+ * group's max_connections breaker is held by every open connection.
+ *
+ * A group with `tls` speaks TLS to its targets: a connection is still
+ * connecting (connect_timeout) until its handshake is done, and a handshake
+ * that fails (a certificate not verified, no protocol in common) is a
+ * connect failure. Each pool keeps the last TLS session its target gave and
+ * offers it on the next connection, so reconnects are resumed; the pool is
+ * the worker's, so the slot needs no lock. */
 #ifndef FICUS_PROXY_UPSTREAM_CONN_H
 #define FICUS_PROXY_UPSTREAM_CONN_H
 
@@ -15,6 +22,7 @@
 #include "config/config.h"
 #include "http/parser.h"
 #include "net/stream.h"
+#include "net/tls.h"
 #include "policy/health.h"
 
 typedef struct upstream_conn upstream_conn_t;
@@ -48,6 +56,7 @@ typedef struct upstream_group {
     const config_target_group_t *tg;
     health_group_t *hg;
     upstream_pool_t *pools; /* per target */
+    tls_client_t *tls;      /* the group's TLS to its targets (not held), NULL: cleartext */
     bool retired;           /* replaced by a reload: connections are not pooled */
     void (*hold)(void *ctx, int delta);
     void *hold_ctx;
@@ -59,6 +68,7 @@ struct upstream_pool {
     upstream_conn_t *idle; /* LIFO: the warmest connection first */
     uint32_t n_idle;
     uint32_t n_open;
+    tls_session_slot_t tls_session; /* the target's last session, resumed by the next */
 };
 
 typedef enum {

@@ -79,6 +79,13 @@ routes:
   - {name: a, match: {path_prefix: /a, methods: [GET]}, backends: [{target_group: mono}], timeout: 1s}
   - {name: b, match: {path_prefix: /b, methods: [GET]}, backends: [{target_group: mono}], timeout: 1s}
 """, (2, 39)),
+    ("tls-verify-off", """target_groups:
+  old:
+    targets: ["127.0.0.1:9000"]
+    tls: {sni: old.internal, verify: false}
+routes:
+  - {name: r, match: {path_prefix: /, methods: [GET]}, backends: [{target_group: old}], timeout: 1s}
+""", (4, 30)),
     ("no-timeout", GROUPS + """routes:
   - name: r
     match: {path_prefix: /, methods: [GET]}

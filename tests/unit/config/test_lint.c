@@ -270,6 +270,20 @@ static void test_fleet_wide_rules(void **st)
                   "  - {name: b, match: {path_prefix: /b, methods: [GET]}, backends: "
                   "[{target_group: mono}], timeout: 1s}\n");
     expect_one(&s, "2:39 [required-shared-group] mono is required");
+    const char *tls_routes = "routes:\n"
+                             "  - {name: a, match: {path_prefix: /, methods: [GET]}, backends: "
+                             "[{target_group: pay}], timeout: 1s}\n";
+    char y[512];
+    snprintf(y, sizeof y,
+             "target_groups:\n  pay: {targets: [\"10.0.0.1:443\"], tls: {verify: false}}\n%s",
+             tls_routes);
+    s = lint_yaml(y);
+    expect_one(&s, "2:42 [tls-verify-off] pay does not verify");
+    /* verified (tls: {} is verify: true), or no TLS at all: nothing */
+    snprintf(y, sizeof y, "target_groups:\n  pay: {targets: [\"10.0.0.1:443\"], tls: {}}\n%s",
+             tls_routes);
+    s = lint_yaml(y);
+    assert_int_equal(s.n, 0);
 }
 
 static void test_ignore_top_and_per_route(void **st)

@@ -1,7 +1,9 @@
 /* net/tls: a server engine against an OpenSSL client, both over memory
  * (no sockets): handshake and its results, SNI choosing among
  * certificates, ALPN, data both ways, tickets resuming on another
- * connection, close_notify, and refusals. */
+ * connection, close_notify, and refusals. Then the client engine against
+ * the server engine: verification against a CA file and the name (DNS or
+ * IP), verify off, sessions resumed through a slot, mutual TLS. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -285,12 +287,221 @@ static void test_refusals(void **state)
     assert_non_null(strstr(err, f->key[0]));
 }
 
+/* ------------------------------------------------ the client engine */
+
+/* What a handshake came to: 0 under way, 1 done, -1 failed, and why. */
+typedef struct hs {
+    int rc;
+    tls_hs_result_t why;
+} hs_t;
+
+static void hs_step(tls_conn_t *x, hs_t *h)
+{
+    if (h->rc == 0)
+        h->rc = tls_conn_handshake(x, &h->why);
+}
+
+/* Moves bytes between two engines, driving both handshakes (their ends
+ * into hc and hs), until neither has anything to say. */
+static void pair_run(tls_conn_t *c, tls_conn_t *s, hs_t *hc, hs_t *hs)
+{
+    char buf[32768];
+    for (int round = 0; round < 50; round++) {
+        int moved = 0;
+        size_t k;
+        hs_step(c, hc);
+        while ((k = tls_conn_out(c, buf, sizeof buf)) > 0) {
+            assert_int_equal(tls_conn_feed(s, buf, k), 0);
+            moved = 1;
+        }
+        hs_step(s, hs);
+        while ((k = tls_conn_out(s, buf, sizeof buf)) > 0) {
+            assert_int_equal(tls_conn_feed(c, buf, k), 0);
+            moved = 1;
+        }
+        if (!moved)
+            return;
+    }
+}
+
+static void pair_shuttle(tls_conn_t *c, tls_conn_t *s)
+{
+    hs_t hc = {0}, hs = {0};
+    pair_run(c, s, &hc, &hs);
+}
+
+static tls_client_t *client_ctx(const char *ca, bool verify, const char *cert, const char *key)
+{
+    tls_client_opts_t o = {.ca = ca, .verify = verify, .cert = cert, .key = key};
+    char err[256];
+    tls_client_t *cl = tls_client_new(&o, err, sizeof err);
+    if (!cl)
+        fail_msg("%s", err);
+    return cl;
+}
+
+/* One client connection's handshake against srv: its result (1 done, -1
+ * failed) and why; *out keeps the connection when asked. */
+static int client_handshake(tls_client_t *cl, tls_server_t *srv, const char *sni, const char *name,
+                            tls_session_slot_t *slot, tls_hs_result_t *why, tls_conn_t **out)
+{
+    tls_conn_t *c = tls_conn_new_client(cl, sni, name, slot);
+    assert_non_null(c);
+    tls_conn_t *s = tls_conn_new_server(srv);
+    hs_t hc = {0}, hs = {0};
+    pair_run(c, s, &hc, &hs);
+    int rc = hc.rc;
+    *why = hc.why;
+    if (rc == 1) {
+        /* TLS 1.3 tickets come after the handshake: the first read takes
+         * them into the slot. */
+        char buf[16];
+        assert_int_equal(tls_conn_read(c, buf, sizeof buf), 0);
+        assert_int_equal(tls_conn_resumed(c), tls_conn_resumed(s));
+        tls_conn_shutdown(c); /* freed without it, OpenSSL forgets the session */
+    }
+    tls_conn_free(s);
+    if (out)
+        *out = c;
+    else
+        tls_conn_free(c);
+    return rc;
+}
+
+static void test_client_verifies_sends_data_and_resumes(void **state)
+{
+    files_t *f = *state;
+    tls_keys_t *keys = tls_keys_new();
+    tls_server_t *srv = server(f, 2, NULL, keys);
+    tls_client_t *cl = client_ctx(f->cert[0], true, NULL, NULL);
+    /* data both ways, then close_notify */
+    tls_conn_t *c = tls_conn_new_client(cl, "a.test", "a.test", NULL);
+    tls_conn_t *s = tls_conn_new_server(srv);
+    pair_shuttle(c, s);
+    assert_true(tls_conn_handshake_done(c) && tls_conn_handshake_done(s));
+    assert_null(tls_conn_verify_error(c));
+    assert_int_equal(tls_conn_write(c, "GET /", 5), 0);
+    pair_shuttle(c, s);
+    char buf[16];
+    assert_int_equal(tls_conn_read(s, buf, sizeof buf), 5);
+    assert_int_equal(tls_conn_write(s, "200", 3), 0);
+    pair_shuttle(c, s);
+    assert_int_equal(tls_conn_read(c, buf, sizeof buf), 3);
+    assert_memory_equal(buf, "200", 3);
+    tls_conn_shutdown(c);
+    pair_shuttle(c, s);
+    assert_int_equal(tls_conn_read(s, buf, sizeof buf), TLS_EOF);
+    tls_conn_free(c);
+    tls_conn_free(s);
+    /* sessions: the first connection fills the slot, the next ones resume */
+    tls_server_t *one = server(f, 1, NULL, keys);
+    tls_session_slot_t slot = {0};
+    tls_hs_result_t why;
+    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
+    assert_int_equal(why, TLS_HS_OK);
+    assert_non_null(slot.session);
+    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
+    assert_int_equal(why, TLS_HS_RESUMED);
+    /* A TLS 1.3 ticket is used once (OpenSSL's client); this server sends
+     * no new one on a resumed connection, so the slot's session is spent
+     * and the next connection is a full handshake again (that fills it). */
+    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
+    assert_int_equal(why, TLS_HS_OK);
+    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
+    assert_int_equal(why, TLS_HS_RESUMED);
+    tls_session_slot_clear(&slot);
+    assert_null(slot.session);
+    tls_server_unref(one);
+    /* SNI picks the second certificate; its name is checked */
+    tls_client_t *cl_b = client_ctx(f->cert[1], true, NULL, NULL);
+    assert_int_equal(client_handshake(cl_b, srv, "b.test", "b.test", NULL, &why, NULL), 1);
+    tls_client_unref(cl_b);
+    tls_client_unref(cl);
+    tls_server_unref(srv);
+    tls_keys_free(keys);
+}
+
+static void test_client_refusals(void **state)
+{
+    files_t *f = *state;
+    tls_server_t *srv = server(f, 1, NULL, NULL);
+    tls_client_t *cl = client_ctx(f->cert[0], true, NULL, NULL);
+    tls_hs_result_t why = TLS_HS_OK;
+    tls_conn_t *c;
+    /* a name the certificate is not issued to */
+    assert_int_equal(client_handshake(cl, srv, "a.test", "b.test", NULL, &why, &c), -1);
+    assert_int_equal(why, TLS_HS_CERTIFICATE);
+    assert_non_null(tls_conn_verify_error(c));
+    tls_conn_free(c);
+    /* an IP address it does not name */
+    assert_int_equal(client_handshake(cl, srv, NULL, "127.0.0.1", NULL, &why, NULL), -1);
+    assert_int_equal(why, TLS_HS_CERTIFICATE);
+    tls_client_unref(cl);
+    /* another CA */
+    cl = client_ctx(f->cert[1], true, NULL, NULL);
+    assert_int_equal(client_handshake(cl, srv, "a.test", "a.test", NULL, &why, NULL), -1);
+    assert_int_equal(why, TLS_HS_CERTIFICATE);
+    tls_client_unref(cl);
+    /* verify off: any certificate, any name */
+    cl = client_ctx(f->cert[1], false, NULL, NULL);
+    assert_int_equal(client_handshake(cl, srv, "a.test", "b.test", NULL, &why, NULL), 1);
+    tls_client_unref(cl);
+    tls_server_unref(srv);
+    /* a client certificate needs both files; a CA file that is not one */
+    tls_client_opts_t o = {.verify = true, .cert = f->cert[0]};
+    char err[256];
+    assert_null(tls_client_new(&o, err, sizeof err));
+    o = (tls_client_opts_t){.verify = true, .ca = f->key[0]};
+    assert_null(tls_client_new(&o, err, sizeof err));
+    assert_non_null(strstr(err, f->key[0]));
+}
+
+static void test_client_certificate(void **state)
+{
+    files_t *f = *state;
+    tls_server_opts_t so = {.certs = {f->cert[0]},
+                            .keys = {f->key[0]},
+                            .n_certs = 1,
+                            .client_ca = f->cert[1],
+                            .client_auth = TLS_CLIENT_AUTH_REQUIRED};
+    char err[256];
+    tls_server_t *srv = tls_server_new(&so, err, sizeof err);
+    assert_non_null(srv);
+    /* with the certificate the server trusts: its CN names the client */
+    tls_client_t *cl = client_ctx(f->cert[0], true, f->cert[1], f->key[1]);
+    tls_conn_t *c = tls_conn_new_client(cl, "a.test", "a.test", NULL);
+    tls_conn_t *s = tls_conn_new_server(srv);
+    pair_shuttle(c, s);
+    assert_true(tls_conn_handshake_done(c) && tls_conn_handshake_done(s));
+    char cn[64];
+    assert_int_equal(tls_conn_peer_cn(s, cn, sizeof cn), 6);
+    assert_string_equal(cn, "b.test");
+    tls_conn_free(c);
+    tls_conn_free(s);
+    tls_client_unref(cl);
+    /* without: the server refuses */
+    cl = client_ctx(f->cert[0], true, NULL, NULL);
+    c = tls_conn_new_client(cl, "a.test", "a.test", NULL);
+    s = tls_conn_new_server(srv);
+    hs_t hc = {0}, hs = {0};
+    pair_run(c, s, &hc, &hs);
+    assert_int_equal(hs.rc, -1);
+    assert_int_equal(hs.why, TLS_HS_CERTIFICATE);
+    tls_conn_free(c);
+    tls_conn_free(s);
+    tls_client_unref(cl);
+    tls_server_unref(srv);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sni_alpn_and_data),
         cmocka_unit_test(test_tickets_resume_across_a_rotation),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_client_verifies_sends_data_and_resumes),
+        cmocka_unit_test(test_client_refusals),
+        cmocka_unit_test(test_client_certificate),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
