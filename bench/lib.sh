@@ -121,3 +121,9 @@ log_tail() {
     tail -n 20 "$1" >&2 || true
     note "----"
 }
+
+# Connections an NGINX has accepted so far, from its stub_status at URL (this
+# read is one of them).
+nginx_accepts() {
+    curl -s -m 5 "$1" | awk 'NR == 3 {print $1}'
+}
