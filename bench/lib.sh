@@ -127,3 +127,31 @@ log_tail() {
 nginx_accepts() {
     curl -s -m 5 "$1" | awk 'NR == 3 {print $1}'
 }
+
+# free_ports N: N free TCP ports on 127.0.0.1, separated by spaces.
+free_ports() {
+    "${PYTHON:-python3}" - "$1" <<'PY'
+import socket, sys
+socks = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))
+PY
+}
+
+# "busy total" ticks of CPU $1 from /proc/stat. busy counts irq and softirq
+# because the kernel also charges them to the process they interrupted, and
+# steal: time the hypervisor gave to other guests is lost to us too.
+cpu_core_ticks() {
+    awk -v c="cpu$1" '$1 == c {print $2 + $3 + $4 + $7 + $8 + $9,
+        $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
+
+# bench_cert DIR: an ECDSA P-256 certificate for bench.test, valid two days:
+# DIR/cert.pem, DIR/key.pem, and both in DIR/haproxy.pem.
+bench_cert() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=bench.test" -addext "subjectAltName=DNS:bench.test" \
+        -keyout "$1/key.pem" -out "$1/cert.pem" 2>/dev/null || die "openssl req failed"
+    cat "$1/cert.pem" "$1/key.pem" >"$1/haproxy.pem"
+}
