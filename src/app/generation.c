@@ -375,8 +375,11 @@ static int targets_tls(generation_t *gen)
         const config_target_group_t *tg = &cfg->target_groups[i];
         if (!tg->has_tls)
             continue;
-        tls_client_opts_t o = {
-            .ca = tg->tls.ca, .verify = tg->tls.verify, .cert = tg->tls.cert, .key = tg->tls.key};
+        tls_client_opts_t o = {.ca = tg->tls.ca,
+                               .verify = tg->tls.verify,
+                               .cert = tg->tls.cert,
+                               .key = tg->tls.key,
+                               .h2 = tg->h2};
         char err[512];
         if (!(gen->target_tls[i] = tls_client_new(&o, err, sizeof err))) {
             log_write(LOG_ERROR, "target group %s: %s", tg->name, err);

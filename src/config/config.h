@@ -132,6 +132,7 @@ typedef struct config_target_group {
     size_t n_targets;
     uint64_t dns_refresh_ms;
     config_balance_t balance;
+    bool h2; /* protocol: h2 (HTTP/2 to the targets), else http1 */
     uint64_t connect_timeout_ms;
     uint32_t max_connections;
     uint32_t max_pending;

@@ -779,6 +779,27 @@ static json_t *j_targets(const schema_row_t *f UNUSED, const void *obj, const vo
                                offsetof(config_target_t, name));
 }
 
+static void f_protocol(schema_ctx_t *c, const yaml_node_t *k UNUSED, const yaml_node_t *v,
+                       const char *path, void *obj)
+{
+    config_target_group_t *g = obj;
+    schema_quote_t q;
+    g->h2 = false;
+    const char *s = v ? schema_str(c, v, path) : NULL;
+    if (!s || strcmp(s, "http1") == 0)
+        return;
+    if (strcmp(s, "h2") == 0)
+        g->h2 = true;
+    else
+        schema_err(c, v, "%s: unknown protocol %s (http1 or h2)", path, schema_qnode(&q, v));
+}
+
+static json_t *j_protocol(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
+{
+    const config_target_group_t *g = obj;
+    return json_string(g->h2 ? "h2" : "http1");
+}
+
 static json_t *j_balance(const schema_row_t *f UNUSED, const void *obj, const void *root UNUSED)
 {
     static const char *const names[] = {"round_robin", "least_request", "random"};
@@ -791,6 +812,7 @@ static const schema_row_t group_fields[] = {
     ROW_DURATION("dns_refresh", config_target_group_t, dns_refresh_ms, DEFAULT_DNS_REFRESH_MS, 1,
                  CONFIG_MAX_DURATION_MS),
     ROW_CUSTOM("balance", f_balance, ROW_JSON(j_balance)),
+    ROW_CUSTOM("protocol", f_protocol, ROW_JSON(j_protocol)),
     ROW_DURATION("connect_timeout", config_target_group_t, connect_timeout_ms,
                  DEFAULT_CONNECT_TIMEOUT_MS, 1, CONFIG_MAX_DURATION_MS),
     ROW_UINT("max_connections", config_target_group_t, max_connections,

@@ -139,6 +139,89 @@ void pbuf_put(pbuf_pool_t *p, pbuf_t *b)
     p->n_free++;
 }
 
+pbuf_t *pbuf_chain_room(pbuf_pool_t *p, pbuf_chain_t *c, size_t need)
+{
+    if (c->last && pbuf_room(c->last) >= need)
+        return c->last;
+    pbuf_t *b = pbuf_get(p);
+    if (!b)
+        return NULL;
+    b->next = NULL;
+    b->off = b->len = 0;
+    if (c->last)
+        c->last->next = b;
+    else
+        c->first = b;
+    c->last = b;
+    return b;
+}
+
+int pbuf_chain_append(pbuf_pool_t *p, pbuf_chain_t *c, const void *data, size_t n)
+{
+    const char *s = data;
+    while (n) {
+        pbuf_t *b = pbuf_chain_room(p, c, 1);
+        if (!b)
+            return FE_NOMEM;
+        size_t k = pbuf_room(b) < n ? pbuf_room(b) : n;
+        memcpy(pbuf_tail(b), s, k);
+        b->len += (uint32_t)k;
+        s += k;
+        n -= k;
+    }
+    return 0;
+}
+
+void pbuf_chain_consume(pbuf_pool_t *p, pbuf_chain_t *c, size_t n)
+{
+    while (c->first && (n || c->first->len == 0)) {
+        pbuf_t *b = c->first;
+        size_t k = b->len < n ? b->len : n;
+        b->off += (uint32_t)k;
+        b->len -= (uint32_t)k;
+        n -= k;
+        if (b->len == 0) {
+            c->first = b->next;
+            if (!c->first)
+                c->last = NULL;
+            b->next = NULL;
+            pbuf_put(p, b);
+        }
+    }
+}
+
+size_t pbuf_chain_read(pbuf_pool_t *p, pbuf_chain_t *c, void *out, size_t cap)
+{
+    size_t n = 0;
+    while (n < cap && c->first) {
+        pbuf_t *b = c->first;
+        size_t k = b->len < cap - n ? b->len : cap - n;
+        memcpy((char *)out + n, pbuf_head(b), k);
+        n += k;
+        pbuf_chain_consume(p, c, k);
+    }
+    return n;
+}
+
+size_t pbuf_chain_len(const pbuf_chain_t *c)
+{
+    size_t n = 0;
+    for (const pbuf_t *b = c->first; b; b = b->next)
+        n += b->len;
+    return n;
+}
+
+void pbuf_chain_free(pbuf_pool_t *p, pbuf_chain_t *c)
+{
+    while (c->first) {
+        pbuf_t *b = c->first;
+        c->first = b->next;
+        b->next = NULL;
+        pbuf_put(p, b);
+    }
+    c->last = NULL;
+}
+
 void pbuf_compact(pbuf_t *b)
 {
     if (b->off == 0)

@@ -52,4 +52,25 @@ static inline char *pbuf_tail(pbuf_t *b) { return b->data + b->off + b->len; }
 /* Moves unconsumed bytes to the start to make room at the end. */
 void pbuf_compact(pbuf_t *b);
 
+/* Pooled buffers in a queue (linked through next): bytes appended at the
+ * end, consumed from the front; a buffer goes back to its pool once read. */
+typedef struct pbuf_chain {
+    pbuf_t *first;
+    pbuf_t *last;
+} pbuf_chain_t;
+
+/* The last buffer with at least `need` bytes of room (a new one when the
+ * last has less); NULL when the pool has none. */
+pbuf_t *pbuf_chain_room(pbuf_pool_t *p, pbuf_chain_t *c, size_t need);
+/* Appends n bytes: 0, or FE_NOMEM (what fitted stays). */
+int pbuf_chain_append(pbuf_pool_t *p, pbuf_chain_t *c, const void *data, size_t n);
+/* Drops n bytes from the front. */
+void pbuf_chain_consume(pbuf_pool_t *p, pbuf_chain_t *c, size_t n);
+/* Copies up to cap bytes from the front into out and drops them; returns how many. */
+size_t pbuf_chain_read(pbuf_pool_t *p, pbuf_chain_t *c, void *out, size_t cap);
+/* Bytes queued. */
+size_t pbuf_chain_len(const pbuf_chain_t *c);
+/* Every buffer back to the pool. */
+void pbuf_chain_free(pbuf_pool_t *p, pbuf_chain_t *c);
+
 #endif

@@ -73,6 +73,17 @@ static long fail(http_chunked_t *c, const char *why)
     return FE_PARSE;
 }
 
+/* A byte of a trailer field line, kept when the caller keeps them. */
+static bool keep(http_chunked_t *c, unsigned char ch)
+{
+    if (!c->trailers)
+        return true;
+    if (c->trailers_len == c->trailers_cap)
+        return false;
+    c->trailers[c->trailers_len++] = (char)ch;
+    return true;
+}
+
 long http_chunked_feed(http_chunked_t *c, const char *in, size_t len, chunked_out_t mode, char *out,
                        size_t *out_len, size_t out_cap, bool *done)
 {
@@ -177,6 +188,8 @@ long http_chunked_feed(http_chunked_t *c, const char *in, size_t len, chunked_ou
                 c->state = ST_END_LF;
             } else if (is_tchar(ch)) {
                 c->state = ST_TRAILER_NAME;
+                if (!keep(c, ch))
+                    return fail(c, "trailer section too large");
             } else if (ch == ' ' || ch == '\t') {
                 return fail(c, "obsolete line folding in the trailer section");
             } else {
@@ -188,26 +201,36 @@ long http_chunked_feed(http_chunked_t *c, const char *in, size_t len, chunked_ou
                 c->state = ST_TRAILER_VALUE;
             else if (!is_tchar(ch))
                 return fail(c, "invalid trailer field name");
+            if (!keep(c, ch))
+                return fail(c, "trailer section too large");
             break;
         case ST_TRAILER_VALUE:
             if (ch == '\r')
                 c->state = ST_TRAILER_LF;
             else if (!is_text(ch))
                 return fail(c, "invalid trailer field value");
+            if (!keep(c, ch))
+                return fail(c, "trailer section too large");
             break;
         case ST_TRAILER_LF:
             if (ch != '\n')
                 return fail(c, "trailer field not ended by CRLF");
             c->state = ST_TRAILER_LINE;
+            if (!keep(c, ch))
+                return fail(c, "trailer section too large");
             break;
         case ST_END_LF:
             if (ch != '\n')
                 return fail(c, "trailer section not ended by CRLF");
             if (mode == CHUNKED_OUT_REFRAME) {
-                if (out_cap - o < 5)
+                size_t kept = c->trailers ? c->trailers_len : 0;
+                if (out_cap - o < 5 + kept)
                     goto out_full;
-                memcpy(out + o, "0\r\n\r\n", 5);
-                o += 5;
+                memcpy(out + o, "0\r\n", 3);
+                if (kept)
+                    memcpy(out + o + 3, c->trailers, kept);
+                memcpy(out + o + 3 + kept, "\r\n", 2);
+                o += 5 + kept;
             }
             c->state = ST_DONE;
             break;

@@ -2,7 +2,8 @@
  * strictly and writes it again as ficus frames it, so the next hop never
  * reads framing that ficus read differently. Sizes are re-written in plain
  * hex, chunk extensions are dropped, the trailer section is checked and
- * dropped, and every line ends in CRLF. Leading zeros in a size are accepted;
+ * dropped (or, with a trailer buffer, kept: re-framed bodies carry it on),
+ * and every line ends in CRLF. Leading zeros in a size are accepted;
  * a bare LF, an over-long size line, an invalid or oversized trailer section
  * are errors. */
 #ifndef FICUS_HTTP_CHUNKED_H
@@ -27,6 +28,9 @@ typedef struct http_chunked {
     uint64_t remaining;  /* data bytes left in the current chunk */
     uint64_t data_bytes; /* decoded bytes so far */
     const char *error;   /* why the body was refused */
+    char *trailers;      /* NULL: the trailer section is dropped; else its field lines go here */
+    uint32_t trailers_cap;
+    uint32_t trailers_len; /* field lines kept, each ending in CRLF */
 } http_chunked_t;
 
 /* Size lines longer than this (extensions included) are refused. */
@@ -36,6 +40,15 @@ typedef struct http_chunked {
 #define CHUNKED_OUT_SLACK 24
 
 void http_chunked_init(http_chunked_t *c, uint32_t max_trailer_bytes);
+/* Keeps the trailer section's field lines in buf (cap bytes, at least
+ * max_trailer_bytes): CHUNKED_OUT_REFRAME writes them after the last chunk,
+ * CHUNKED_OUT_DATA leaves them in buf for the caller. After init. */
+static inline void http_chunked_keep_trailers(http_chunked_t *c, char *buf, uint32_t cap)
+{
+    c->trailers = buf;
+    c->trailers_cap = cap;
+    c->trailers_len = 0;
+}
 
 /* Consumes in[0..len) up to the end of the body and appends the output of
  * `mode` to out (out_len in/out, out_cap its size; stops early rather than

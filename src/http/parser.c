@@ -226,6 +226,8 @@ static int on_headers_complete(llhttp_t *ll)
         /* The body is read by http/chunked, not by llhttp (see feed). */
         p->in_chunked = 1;
         http_chunked_init(&p->chunked, p->max_trailer_bytes);
+        if (p->trailers)
+            http_chunked_keep_trailers(&p->chunked, p->trailers, p->trailers_cap);
     }
     return HPE_PAUSED;
 }
@@ -388,6 +390,33 @@ size_t http_head_end(const char *data, size_t len, size_t from)
             return i + 2;
         if (i + 2 < len && data[i + 1] == '\r' && data[i + 2] == '\n')
             return i + 3;
+    }
+    return 0;
+}
+
+long http_head_gather(pbuf_pool_t *pool, pbuf_t **held, const char *p, size_t n, const char **h,
+                      size_t *hn)
+{
+    *h = p;
+    *hn = n;
+    if (*held) {
+        if (pbuf_room(*held) < n)
+            return -1;
+        memcpy(pbuf_tail(*held), p, n);
+        (*held)->len += (uint32_t)n;
+        *h = pbuf_head(*held);
+        *hn = (*held)->len;
+    }
+    size_t end = http_head_end(*h, *hn, 0);
+    if (end)
+        return (long)end;
+    if (!*held) {
+        *held = pbuf_get(pool);
+        if (!*held || pbuf_room(*held) < n)
+            return -1;
+        (*held)->off = (*held)->len = 0;
+        memcpy((*held)->data, p, n);
+        (*held)->len = (uint32_t)n;
     }
     return 0;
 }

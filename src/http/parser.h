@@ -12,6 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/buf.h"
 #include "core/defaults.h"
 #include "http/chunked.h"
 #include "http/header.h"
@@ -60,6 +61,8 @@ typedef struct http_parser {
     uint32_t max_trailer_bytes;
     uint64_t body_bytes; /* decoded body bytes of the current message */
     http_chunked_t chunked;
+    char *trailers; /* chunked bodies: their trailer section is kept here (NULL: dropped) */
+    uint32_t trailers_cap;
     char *sink; /* chunked bodies: output goes here */
     size_t sink_len;
     size_t sink_cap;
@@ -98,6 +101,22 @@ static inline void http_parser_set_max_trailer(http_parser_t *p, uint32_t bytes)
 {
     p->max_trailer_bytes = bytes;
 }
+/* A chunked body's trailer section is kept in buf (cap bytes, at least
+ * the max trailer size) rather than dropped: a re-framed body carries it
+ * on, a decoded one leaves it for http_parser_trailers. NULL: dropped. */
+static inline void http_parser_keep_trailers(http_parser_t *p, char *buf, uint32_t cap)
+{
+    p->trailers = buf;
+    p->trailers_cap = cap;
+    if (p->in_chunked)
+        http_chunked_keep_trailers(&p->chunked, buf, cap);
+}
+/* The trailer section's field lines kept so far (each ending in CRLF). */
+static inline const char *http_parser_trailers(const http_parser_t *p, size_t *len)
+{
+    *len = p->trailers ? p->chunked.trailers_len : 0;
+    return p->trailers;
+}
 /* True while the current message's body is chunked. */
 static inline bool http_parser_chunked_body(const http_parser_t *p) { return p->in_chunked; }
 
@@ -113,5 +132,14 @@ bool http_parser_in_head(const http_parser_t *p);
 /* Offset just past the blank line ending a head in data, searching from
  * `from`; 0 if none yet. Bare-LF ends count (so they are parsed and refused). */
 size_t http_head_end(const char *data, size_t len, size_t from);
+
+/* A head written in pieces, gathered: with the piece p[0..n), the whole
+ * head is at *h (*hn bytes: the head and what followed it in the piece),
+ * either the piece itself or the pooled buffer *held that keeps the pieces
+ * so far. Returns the head's end offset in *h (> 0), 0 while it is not
+ * whole (the piece is kept in *held), or -1 when it cannot be kept. The
+ * caller puts *held back once the head is read. */
+long http_head_gather(pbuf_pool_t *pool, pbuf_t **held, const char *p, size_t n, const char **h,
+                      size_t *hn);
 
 #endif

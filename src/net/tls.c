@@ -617,10 +617,12 @@ tls_client_t *tls_client_new(const tls_client_opts_t *o, char *err, size_t errle
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
-    static const unsigned char alpn[] = "\x08http/1.1";
+    static const unsigned char http11[] = "\x08http/1.1";
+    static const unsigned char h2[] = "\x02h2";
     if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1 ||
         SSL_CTX_set_ciphersuites(ctx, TLS13_SUITES) != 1 ||
-        SSL_CTX_set_alpn_protos(ctx, alpn, sizeof alpn - 1) != 0) {
+        (o->h2 ? SSL_CTX_set_alpn_protos(ctx, h2, sizeof h2 - 1)
+               : SSL_CTX_set_alpn_protos(ctx, http11, sizeof http11 - 1)) != 0) {
         ossl_err(err, errlen, "ciphers for", "the client");
         goto fail;
     }

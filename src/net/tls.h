@@ -80,6 +80,7 @@ typedef struct tls_client_opts {
     bool verify;      /* false: any certificate, any name (tls.verify: false) */
     const char *cert; /* client certificate (chain) and key for mutual TLS; NULL: none */
     const char *key;
+    bool h2; /* ALPN offers h2 (protocol: h2), else http/1.1 */
 } tls_client_opts_t;
 
 typedef struct tls_client tls_client_t;

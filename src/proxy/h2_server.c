@@ -8,6 +8,7 @@
 #include "core/defaults.h"
 #include "http/h2_head.h"
 #include "http/parser.h"
+#include "proxy/h2_frames.h"
 
 #define TICK_MS 1000
 #define CONN_WINDOW_BYTES (1u << 20) /* given back at once: only in-flight bytes */
@@ -19,11 +20,10 @@ struct h2_stream {
     client_conn_t *cc; /* the request's; NULL once it let go */
     h2_stream_t *next;
     h2_stream_t *prev;
-    pbuf_t *head; /* the request head being written, then a partial response head */
-    pbuf_t *in;   /* DATA the request has not taken yet (pbufs chained through next) */
-    pbuf_t *in_last;
-    pbuf_t *out; /* response body not framed yet */
-    pbuf_t *out_last;
+    pbuf_t *head;       /* the request head being written, then a partial response head */
+    pbuf_chain_t in;    /* DATA the request has not taken yet */
+    pbuf_chain_t out;   /* response body not framed yet */
+    pbuf_t *trailers;   /* a chunked response's trailer section, sent as trailers */
     http_parser_t resp; /* reads back the HTTP/1.1 response written for the stream */
     h2_req_head_t rh;
     uint64_t stalled_ms;    /* loop time its response stopped for want of window; 0: moving */
@@ -67,6 +67,7 @@ struct h2_server {
     uint8_t cut;  /* a defence fired: close once GOAWAY is out */
     uint8_t gone; /* the client went: nghttp2 is not called again */
     uint8_t closing;
+    h2_frames_out_t frames; /* where nghttp2's frames go: the carrier */
 };
 
 static const char *const err_names[H2_ERR_REASONS] = {
@@ -87,72 +88,10 @@ const char *h2_err_name(h2_err_t e) { return e < H2_ERR_REASONS ? err_names[e] :
 static __thread http_head_t resp_head;
 static __thread nghttp2_nv resp_nv[MAX_REQUEST_HEADERS + 1];
 static __thread char resp_lower[DEFAULT_MAX_HEADER_BYTES * 4];
-static __thread char out_buf[IO_BUF_BYTES];
 
 static void flush(h2_server_t *srv);
 
 /* --------------------------------------------------------------- helpers */
-
-static void chain_put(pbuf_pool_t *pool, pbuf_t *b)
-{
-    while (b) {
-        pbuf_t *n = b->next;
-        b->next = NULL;
-        pbuf_put(pool, b);
-        b = n;
-    }
-}
-
-static pbuf_t *chain_room(h2_server_t *srv, pbuf_t **first, pbuf_t **last, size_t need)
-{
-    if (*last && pbuf_room(*last) >= need)
-        return *last;
-    pbuf_t *b = pbuf_get(srv->pool);
-    if (!b)
-        return NULL;
-    b->next = NULL;
-    b->len = b->off = 0;
-    if (*last)
-        (*last)->next = b;
-    else
-        *first = b;
-    *last = b;
-    return b;
-}
-
-static int chain_append(h2_server_t *srv, pbuf_t **first, pbuf_t **last, const char *p, size_t n)
-{
-    while (n) {
-        pbuf_t *b = chain_room(srv, first, last, 1);
-        if (!b)
-            return -1;
-        size_t k = pbuf_room(b) < n ? pbuf_room(b) : n;
-        memcpy(pbuf_tail(b), p, k);
-        b->len += (uint32_t)k;
-        p += k;
-        n -= k;
-    }
-    return 0;
-}
-
-/* Drops n bytes from the front of a chain. */
-static void chain_consume(h2_server_t *srv, pbuf_t **first, pbuf_t **last, size_t n)
-{
-    while (n && *first) {
-        pbuf_t *b = *first;
-        size_t k = b->len < n ? b->len : n;
-        b->off += (uint32_t)k;
-        b->len -= (uint32_t)k;
-        n -= k;
-        if (b->len == 0) {
-            *first = b->next;
-            if (!*first)
-                *last = NULL;
-            b->next = NULL;
-            pbuf_put(srv->pool, b);
-        }
-    }
-}
 
 /* A token bucket refilled at rate a second, holding at most burst: false
  * when it is empty (the event comes too fast, sustained). */
@@ -200,8 +139,8 @@ static h2_stream_t *stream_of(h2_server_t *srv, int32_t id)
 static void deliver(h2_stream_t *st)
 {
     h2_server_t *srv = st->srv;
-    while (st->in && st->cc) {
-        pbuf_t *b = st->in;
+    while (st->in.first && st->cc) {
+        pbuf_t *b = st->in.first;
         bool last = st->req_end && !b->next;
         long k = client_conn_carried_body(st->cc, pbuf_head(b), b->len, last);
         if (k < 0)
@@ -210,22 +149,19 @@ static void deliver(h2_stream_t *st)
             nghttp2_session_consume_stream(srv->ng, st->id, (size_t)k);
         if (last && (size_t)k == b->len)
             st->req_end_given = 1;
-        chain_consume(srv, &st->in, &st->in_last, (size_t)k);
+        pbuf_chain_consume(srv->pool, &st->in, (size_t)k);
         if (k == 0)
             return; /* paused: the request resumes it */
     }
     if (!st->cc) {
         /* Nobody takes it any more: the window goes back, the bytes go. */
-        size_t n = 0;
-        for (pbuf_t *b = st->in; b; b = b->next)
-            n += b->len;
+        size_t n = pbuf_chain_len(&st->in);
         if (n && !srv->gone)
             nghttp2_session_consume_stream(srv->ng, st->id, n);
-        chain_put(srv->pool, st->in);
-        st->in = st->in_last = NULL;
+        pbuf_chain_free(srv->pool, &st->in);
         return;
     }
-    if (!st->in && st->req_end && !st->req_end_given) {
+    if (!st->in.first && st->req_end && !st->req_end_given) {
         st->req_end_given = 1;
         client_conn_carried_body(st->cc, NULL, 0, true);
     }
@@ -392,7 +328,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         return 0;
     }
     size_t used = 0;
-    while (!st->in && st->cc && used < len) {
+    while (!st->in.first && st->cc && used < len) {
         long k = client_conn_carried_body(st->cc, (const char *)data + used, len - used, false);
         if (k <= 0) {
             if (k < 0)
@@ -405,7 +341,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         used = len; /* nobody takes the rest */
     nghttp2_session_consume_stream(ng, id, used);
     if (used < len &&
-        chain_append(srv, &st->in, &st->in_last, (const char *)data + used, len - used) != 0) {
+        pbuf_chain_append(srv->pool, &st->in, (const char *)data + used, len - used) != 0) {
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
         client_conn_carried_gone(st->cc);
     }
@@ -421,9 +357,10 @@ static void stream_free(h2_server_t *srv, h2_stream_t *st)
     if (st->next)
         st->next->prev = st->prev;
     srv->n_streams--;
-    chain_put(srv->pool, st->in);
-    chain_put(srv->pool, st->out);
+    pbuf_chain_free(srv->pool, &st->in);
+    pbuf_chain_free(srv->pool, &st->out);
     pbuf_put(srv->pool, st->head);
+    pbuf_put(srv->pool, st->trailers);
     free(st);
 }
 
@@ -462,6 +399,42 @@ static int on_frame_send(nghttp2_session *ng, const nghttp2_frame *frame, void *
 
 /* ------------------------------------------------------ response side */
 
+/* The kept trailer section as a trailing HEADERS frame: 0, or -1 when there
+ * is none (the last DATA frame ends the stream). */
+static int submit_trailers(h2_server_t *srv, h2_stream_t *st)
+{
+    size_t len;
+    const char *t = http_parser_trailers(&st->resp, &len);
+    size_t n = 0, used = 0;
+    if (!t)
+        return -1;
+    while (len && n < MAX_REQUEST_HEADERS) {
+        const char *eol = memchr(t, '\n', len);
+        const char *colon = memchr(t, ':', len);
+        if (!eol || !colon || colon > eol)
+            break;
+        size_t name_len = (size_t)(colon - t);
+        const char *v = colon + 1, *ve = eol;
+        while (v < ve && (*v == ' ' || *v == '\t'))
+            v++;
+        while (ve > v && (ve[-1] == '\r' || ve[-1] == ' ' || ve[-1] == '\t'))
+            ve--;
+        if (!h2_head_connection_specific(t, name_len) && name_len <= sizeof resp_lower - used) {
+            char *ln = resp_lower + used;
+            for (size_t k = 0; k < name_len; k++)
+                ln[k] = (char)(t[k] >= 'A' && t[k] <= 'Z' ? t[k] + 32 : t[k]);
+            used += name_len;
+            resp_nv[n++] = (nghttp2_nv){(uint8_t *)ln, (uint8_t *)v, name_len, (size_t)(ve - v),
+                                        NGHTTP2_NV_FLAG_NONE};
+        }
+        len -= (size_t)(eol + 1 - t);
+        t = eol + 1;
+    }
+    if (n == 0)
+        return -1;
+    return nghttp2_submit_trailer(srv->ng, st->id, resp_nv, n) == 0 ? 0 : -1;
+}
+
 static ssize_t on_data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                             uint32_t *flags, nghttp2_data_source *source, void *ud)
 {
@@ -469,22 +442,17 @@ static ssize_t on_data_read(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
     h2_stream_t *st = source->ptr;
     (void)ng;
     (void)id;
-    size_t n = 0;
-    while (n < length && st->out) {
-        pbuf_t *b = st->out;
-        size_t k = b->len < length - n ? b->len : length - n;
-        memcpy(buf + n, pbuf_head(b), k);
-        n += k;
-        chain_consume(srv, &st->out, &st->out_last, k);
-    }
+    size_t n = pbuf_chain_read(srv->pool, &st->out, buf, length);
     st->stalled_ms = 0;
-    if (!st->out) {
+    if (!st->out.first) {
         if (st->queued) {
             st->notify = 1;
             st->queued = 0;
         }
         if (st->resp_end) {
             *flags |= NGHTTP2_DATA_FLAG_EOF;
+            if (st->trailers && submit_trailers(srv, st) == 0)
+                *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM; /* the trailers end it */
             st->eof_sent = 1;
         } else if (n == 0) {
             st->deferred = 1;
@@ -518,29 +486,12 @@ static int response_bytes(h2_server_t *srv, h2_stream_t *st, const char *p, size
         int ev = 0;
         if (!st->submitted) {
             /* The head, whole: from this piece, or gathered. */
-            const char *h = p;
-            size_t hn = n;
-            if (st->head) {
-                if (pbuf_room(st->head) < n)
-                    return -1;
-                memcpy(pbuf_tail(st->head), p, n);
-                st->head->len += (uint32_t)n;
-                h = pbuf_head(st->head);
-                hn = st->head->len;
-            }
-            size_t end = http_head_end(h, hn, 0);
-            if (!end) {
-                if (!st->head) {
-                    st->head = pbuf_get(srv->pool);
-                    if (!st->head || pbuf_room(st->head) < n)
-                        return -1;
-                    st->head->off = st->head->len = 0;
-                    memcpy(st->head->data, p, n);
-                    st->head->len = (uint32_t)n;
-                }
-                return 0;
-            }
-            long k = http_parser_feed(&st->resp, &resp_head, h, end, &ev);
+            const char *h;
+            size_t hn;
+            long end = http_head_gather(srv->pool, &st->head, p, n, &h, &hn);
+            if (end <= 0)
+                return (int)end; /* kept, or too large */
+            long k = http_parser_feed(&st->resp, &resp_head, h, (size_t)end, &ev);
             if (k < 0 || !(ev & HTTP_EV_HEAD))
                 return -1;
             /* What followed the head in this piece. */
@@ -564,12 +515,19 @@ static int response_bytes(h2_server_t *srv, h2_stream_t *st, const char *p, size
             }
             if (submit_head(srv, st, ev & HTTP_EV_END) != 0)
                 return -1;
+            if (http_parser_chunked_body(&st->resp)) {
+                /* Its trailer section (gRPC's status) becomes trailers. */
+                if (!st->trailers)
+                    st->trailers = pbuf_get(srv->pool);
+                if (st->trailers)
+                    http_parser_keep_trailers(&st->resp, st->trailers->data, st->trailers->cap);
+            }
             continue;
         }
         /* Body bytes: as they are, or de-chunked into the queue. */
         if (http_parser_chunked_body(&st->resp)) {
-            pbuf_t *prev_last = st->out_last;
-            pbuf_t *b = chain_room(srv, &st->out, &st->out_last, CHUNKED_OUT_SLACK + 1024);
+            pbuf_t *prev_last = st->out.last;
+            pbuf_t *b = pbuf_chain_room(srv->pool, &st->out, CHUNKED_OUT_SLACK + 1024);
             if (!b)
                 return -1;
             size_t feed =
@@ -586,8 +544,8 @@ static int response_bytes(h2_server_t *srv, h2_stream_t *st, const char *p, size
                 if (prev_last)
                     prev_last->next = NULL;
                 else
-                    st->out = NULL;
-                st->out_last = prev_last;
+                    st->out.first = NULL;
+                st->out.last = prev_last;
                 pbuf_put(srv->pool, b);
             }
             if (k == 0 && !(ev & HTTP_EV_END))
@@ -600,7 +558,7 @@ static int response_bytes(h2_server_t *srv, h2_stream_t *st, const char *p, size
                 return -1;
             if (k == 0 && !(ev & HTTP_EV_END))
                 return -1;
-            if (k && chain_append(srv, &st->out, &st->out_last, p, (size_t)k) != 0)
+            if (k && pbuf_chain_append(srv->pool, &st->out, p, (size_t)k) != 0)
                 return -1;
             p += k;
             n -= (size_t)k;
@@ -627,23 +585,23 @@ static int carrier_write(void *ctx, const uv_buf_t *bufs, unsigned n)
             flush(srv);
             return -1;
         }
-    if (st->deferred && (st->out || st->resp_end)) {
+    if (st->deferred && (st->out.first || st->resp_end)) {
         st->deferred = 0;
         nghttp2_session_resume_data(srv->ng, st->id);
     }
     int rc = 0;
-    if (st->out) {
+    if (st->out.first) {
         st->queued = 1;
         rc = 1;
     }
     flush(srv);
-    return st->out || st->notify ? rc : 0;
+    return st->out.first || st->notify ? rc : 0;
 }
 
 static bool carrier_write_pending(const void *ctx)
 {
     const h2_stream_t *st = ctx;
-    return st && st->out;
+    return st && st->out.first;
 }
 
 static void carrier_resume(void *ctx)
@@ -715,6 +673,13 @@ const client_carrier_ops_t h2_stream_carrier_ops = {
 
 /* --------------------------------------------------------- the connection */
 
+static int carrier_send(void *ctx, const uv_buf_t *bufs, unsigned n)
+{
+    return client_conn_write(ctx, bufs, n);
+}
+
+static bool carrier_pending(void *ctx) { return client_conn_write_pending(ctx); }
+
 static void arm(h2_server_t *srv)
 {
     if (srv->gone || srv->closing)
@@ -750,40 +715,14 @@ static void flush(h2_server_t *srv)
     srv->in_flush = 1;
     do {
         srv->flush_again = 0;
-        while (!client_conn_write_pending(srv->carrier)) {
-            size_t used = 0;
-            for (;;) {
-                const uint8_t *data;
-                ssize_t k = nghttp2_session_mem_send(srv->ng, &data);
-                if (k < 0) {
-                    srv->ops->protocol_error(srv, k == NGHTTP2_ERR_FLOODED ? H2_ERR_FLOOD
-                                                                           : H2_ERR_PROTOCOL);
-                    srv->in_flush = 0;
-                    close_now(srv);
-                    return;
-                }
-                if (k == 0)
-                    break;
-                if ((size_t)k > sizeof out_buf - used) {
-                    if (used) {
-                        uv_buf_t b = uv_buf_init(out_buf, (unsigned)used);
-                        if (client_conn_write(srv->carrier, &b, 1) < 0)
-                            goto failed;
-                        used = 0;
-                    }
-                    uv_buf_t big = uv_buf_init((char *)data, (unsigned)k);
-                    if (client_conn_write(srv->carrier, &big, 1) < 0)
-                        goto failed;
-                    continue;
-                }
-                memcpy(out_buf + used, data, (size_t)k);
-                used += (size_t)k;
-            }
-            if (!used)
-                break;
-            uv_buf_t b = uv_buf_init(out_buf, (unsigned)used);
-            if (client_conn_write(srv->carrier, &b, 1) < 0)
-                goto failed;
+        int rc = h2_frames_send(srv->ng, &srv->frames);
+        if (rc < 0) {
+            if (rc != -1)
+                srv->ops->protocol_error(srv, rc == NGHTTP2_ERR_FLOODED ? H2_ERR_FLOOD
+                                                                        : H2_ERR_PROTOCOL);
+            srv->in_flush = 0;
+            close_now(srv);
+            return;
         }
         for (h2_stream_t *st = srv->streams, *next; st; st = next) {
             next = st->next;
@@ -801,10 +740,6 @@ static void flush(h2_server_t *srv)
                 srv->cut || (srv->draining && srv->goaway_final && srv->n_streams == 0);
     if (done && !client_conn_write_pending(srv->carrier))
         close_now(srv);
-    return;
-failed:
-    srv->in_flush = 0;
-    close_now(srv);
 }
 
 static int on_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *ud)
@@ -834,6 +769,8 @@ h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *cfg,
     if (!srv)
         return NULL;
     srv->carrier = carrier;
+    srv->frames =
+        (h2_frames_out_t){.write = carrier_send, .pending = carrier_pending, .ctx = carrier};
     srv->ops = ops;
     srv->ctx = ctx;
     srv->pool = carrier->env->pool;
@@ -947,7 +884,7 @@ void h2_server_on_timer(h2_server_t *srv)
     bool conn_shut = nghttp2_session_get_remote_window_size(srv->ng) <= 0;
     for (h2_stream_t *st = srv->streams, *next; st; st = next) {
         next = st->next;
-        if (!st->submitted || st->eof_sent || !(st->out || st->resp_end)) {
+        if (!st->submitted || st->eof_sent || !(st->out.first || st->resp_end)) {
             st->stalled_ms = 0;
             continue;
         }

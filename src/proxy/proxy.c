@@ -1244,6 +1244,14 @@ static bool response_head(request_t *req, const http_head_t *h, uv_buf_t *iov, u
         /* Chunked again as ficus frames it, or decoded for HTTP/1.0. */
         http_parser_set_sink(&uc->parser, pw->scratch + hl, pw->scratch_bytes - (size_t)hl);
         http_parser_set_reframe(&uc->parser, req->resp_body != REWRITE_BODY_DECHUNK);
+        /* Trailers go on to a client that can have them: an HTTP/2 one, or
+         * a gRPC call (its status is in them); others never see them. */
+        if (req->resp_body != REWRITE_BODY_DECHUNK && (req->grpc || req->cc->http2)) {
+            if (!req->trailers)
+                req->trailers = pbuf_get(&pw->w->pool);
+            if (req->trailers)
+                http_parser_keep_trailers(&uc->parser, req->trailers->data, req->trailers->cap);
+        }
     } else {
         http_parser_set_sink(&uc->parser, NULL, 0);
     }

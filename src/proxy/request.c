@@ -80,7 +80,8 @@ void request_release(request_t *req)
     pbuf_put(pool, req->alt);
     pbuf_put(pool, req->held);
     pbuf_put(pool, req->ident);
-    req->out = req->alt = req->held = req->ident = NULL;
+    pbuf_put(pool, req->trailers);
+    req->out = req->alt = req->held = req->ident = req->trailers = NULL;
 }
 
 void request_over(request_t *req)

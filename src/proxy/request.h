@@ -74,6 +74,7 @@ struct request {
     pbuf_t *out;             /* upstream head + buffered body prefix */
     pbuf_t *alt;             /* the fallback backend's request target, when it has one */
     pbuf_t *held;            /* the client's head, kept while an admission step waits */
+    pbuf_t *trailers;        /* a chunked response's trailer section, relayed (gRPC, HTTP/2) */
     uint32_t head_len;       /* upstream head length in out */
     int status;              /* status sent to the client */
     int upstream_status;     /* 0 = none */

@@ -7,6 +7,7 @@
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/log.h"
+#include "proxy/h2_upstream.h"
 
 static inline upstream_conn_t *uc_of(stream_t *s) { return (upstream_conn_t *)s; }
 
@@ -72,6 +73,8 @@ static void uc_close(upstream_conn_t *uc)
         pbuf_put(uc->pool->group->env->pool, uc->in);
         uc->in = NULL;
     }
+    h2_upstream_free(uc->h2);
+    uc->h2 = NULL;
     uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
     stream_close(&uc->s, !uc->ever_connected);
 }
@@ -84,6 +87,13 @@ static void uc_on_alloc(stream_t *s, uv_buf_t *buf)
 static void uc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     upstream_conn_t *uc = uc_of(s);
+    if (uc->h2 && n > 0) {
+        /* Frames: for the stream under way, or the session's own (PING,
+         * SETTINGS, GOAWAY) while idle. */
+        if (h2_upstream_feed(uc->h2, buf->base, (size_t)n) != 0 && !uc->owner)
+            uc_close(uc);
+        return;
+    }
     if (!uc->owner) {
         /* Idle: the target closed it, or sent bytes nobody asked for. */
         uc_close(uc);
@@ -98,11 +108,52 @@ static void uc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 static void uc_on_drain(stream_t *s, int status)
 {
     upstream_conn_t *uc = uc_of(s);
+    if (uc->h2 && status == 0) {
+        h2_upstream_on_drain(uc->h2); /* more frames; drained comes from the session */
+        return;
+    }
     if (uc->owner)
         uc->ops->on_drained(uc->owner, status);
     else if (status < 0)
         uc_close(uc);
 }
+
+/* --- the HTTP/2 session's side --- */
+
+static int h2_send(void *ctx, const uv_buf_t *bufs, unsigned n)
+{
+    return stream_write(&((upstream_conn_t *)ctx)->s, bufs, n);
+}
+static bool h2_send_pending(void *ctx)
+{
+    return stream_write_pending(&((upstream_conn_t *)ctx)->s);
+}
+static void h2_deliver(void *ctx, const char *data, size_t len)
+{
+    upstream_conn_t *uc = ctx;
+    if (uc->owner)
+        uc->ops->on_data(uc->owner, data, len);
+}
+static void h2_drained(void *ctx)
+{
+    upstream_conn_t *uc = ctx;
+    if (uc->owner)
+        uc->ops->on_drained(uc->owner, 0);
+}
+static void h2_failed(void *ctx, int status)
+{
+    upstream_conn_t *uc = ctx;
+    if (uc->owner)
+        uc->ops->on_eof(uc->owner, status);
+}
+
+static const h2_upstream_io_t h2_io = {
+    .send = h2_send,
+    .send_pending = h2_send_pending,
+    .deliver = h2_deliver,
+    .drained = h2_drained,
+    .failed = h2_failed,
+};
 
 static void uc_on_handshake(stream_t *s, int result);
 
@@ -127,6 +178,14 @@ static void uc_fail(upstream_conn_t *uc, int status)
 /* Connected (and the TLS handshake done): the owner may write. */
 static void uc_ready(upstream_conn_t *uc)
 {
+    upstream_group_t *g = uc->pool->group;
+    if (g->tg->h2) {
+        uc->h2 = h2_upstream_new(g->env->pool, &h2_io, uc, g->tls != NULL);
+        if (!uc->h2) {
+            uc_fail(uc, UV_ENOMEM);
+            return;
+        }
+    }
     set_state(uc, UC_BUSY);
     if (uc->owner)
         uc->ops->on_connected(uc->owner, 0);
@@ -140,6 +199,15 @@ static void uc_on_handshake(stream_t *s, int result)
     if (uc->state != UC_CONNECTING)
         return;
     if (result == TLS_HS_OK || result == TLS_HS_RESUMED) {
+        size_t n = 0;
+        const char *alpn = s->tls ? tls_conn_alpn(s->tls, &n) : NULL;
+        if (uc->pool->group->tg->h2 && !(alpn && n == 2 && memcmp(alpn, "h2", 2) == 0)) {
+            log_limited(LOG_WARN, "target group %s: %s did not agree to h2 by ALPN",
+                        uc->pool->group->tg->name,
+                        uc->pool->group->tg->targets[uc->pool->target].name);
+            uc_fail(uc, UV_EPROTO);
+            return;
+        }
         uc_ready(uc);
         return;
     }
@@ -249,7 +317,10 @@ upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_con
         uc->ops = ops;
         uc->owner = owner;
         uc->reused = 1;
+        uc->paused = 0;
         http_parser_init_response(&uc->parser);
+        if (uc->h2)
+            h2_upstream_begin(uc->h2, false);
         return uc;
     }
     const config_target_group_t *tg = g->tg;
@@ -324,13 +395,18 @@ void upstream_conn_release(upstream_conn_t *uc, bool reusable)
      * of a replaced generation is not pooled either. */
     bool at_limit =
         atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
+    if (uc->h2 && !h2_upstream_reusable(uc->h2))
+        reusable = false; /* a stream under way, a GOAWAY, an error */
     if (!reusable || uc->state != UC_BUSY || g->env->draining || at_limit || g->retired ||
-        pool->n_idle >= tg->keepalive_max_idle || stream_write_pending(&uc->s)) {
+        pool->n_idle >= tg->keepalive_max_idle || (!uc->h2 && stream_write_pending(&uc->s))) {
         uc_close(uc);
         return;
     }
     if (!uc->s.reading)
         stream_read_start(&uc->s);
+    uc->paused = 0;
+    if (uc->h2)
+        h2_upstream_pause(uc->h2, false);
     uc->prev_idle = NULL;
     uc->next_idle = pool->idle;
     if (pool->idle)
@@ -342,13 +418,25 @@ void upstream_conn_release(upstream_conn_t *uc, bool reusable)
 
 int upstream_conn_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
 {
+    if (uc->h2)
+        return h2_upstream_write(uc->h2, bufs, n);
     return stream_write(&uc->s, bufs, n);
 }
 
-void upstream_conn_pause(upstream_conn_t *uc) { stream_read_stop(&uc->s); }
+void upstream_conn_pause(upstream_conn_t *uc)
+{
+    uc->paused = 1;
+    stream_read_stop(&uc->s);
+    if (uc->h2)
+        h2_upstream_pause(uc->h2, true);
+}
 
 void upstream_conn_resume(upstream_conn_t *uc)
 {
-    if (uc->state != UC_CLOSING)
-        stream_read_start(&uc->s);
+    if (uc->state == UC_CLOSING)
+        return;
+    uc->paused = 0;
+    stream_read_start(&uc->s);
+    if (uc->h2)
+        h2_upstream_pause(uc->h2, false); /* what was read already goes first */
 }

@@ -11,7 +11,11 @@
  * that fails (a certificate not verified, no protocol in common) is a
  * connect failure. Each pool keeps the last TLS session its target gave and
  * offers it on the next connection, so reconnects are resumed; the pool is
- * the worker's, so the slot needs no lock. */
+ * the worker's, so the slot needs no lock.
+ *
+ * A group with `protocol: h2` speaks HTTP/2 to its targets (proxy/
+ * h2_upstream): the owner still writes and reads HTTP/1.1; the connection
+ * carries one request at a time, each on a new stream of its session. */
 #ifndef FICUS_PROXY_UPSTREAM_CONN_H
 #define FICUS_PROXY_UPSTREAM_CONN_H
 
@@ -92,8 +96,10 @@ struct upstream_conn {
     pbuf_t *in;           /* the owner's: a response head that came in pieces */
     uint32_t n_handles;   /* open libuv handles; freed at 0 */
     uint8_t ever_connected;
-    uint8_t reused;  /* has served an owner before */
-    uint8_t counted; /* holds one unit of the group's max_connections */
+    uint8_t reused;         /* has served an owner before */
+    uint8_t counted;        /* holds one unit of the group's max_connections */
+    uint8_t paused;         /* the owner does not take response bytes now */
+    struct h2_upstream *h2; /* protocol: h2: the session (proxy/h2_upstream), else NULL */
 };
 
 /* Connected and not closing: bytes can be written. */

@@ -103,6 +103,8 @@ class H2:
                 r["body"] += e.data
                 if self.auto_ack:
                     self.conn.acknowledge_received_data(e.flow_controlled_length, e.stream_id)
+            elif isinstance(e, h2.events.TrailersReceived):
+                r["trailers"] = dict(e.headers)
             elif isinstance(e, h2.events.StreamEnded):
                 r["ended"] = True
             elif isinstance(e, h2.events.StreamReset) and r is not None:
@@ -493,3 +495,34 @@ def test_retry_on_grpc_unavailable(ficus, raw_backend):
     assert be.accepted == 3  # the first try and two retries
     line = f.wait_access_log(1)[-1]
     assert line["attempts"] == 3
+
+
+TRAILED = (b"HTTP/1.1 200 OK\r\ncontent-type: application/grpc\r\n"
+           b"transfer-encoding: chunked\r\n\r\n"
+           b"5\r\nhello\r\n0\r\ngrpc-status: 0\r\nGrpc-Message: all good\r\n\r\n")
+
+
+def test_trailers_reach_http2_clients_and_grpc_calls(ficus, raw_backend):
+    be = raw_backend("custom", response=TRAILED)
+    f = ficus(config({"g": be.addr}, [route("g", "/", "g")], server={"workers": 1}))
+    c = H2(f.port)
+    r = c.get("/pkg.Svc/Call", method="POST", headers=GRPC, body=b"\x00\x00\x00\x00\x00")
+    assert r["headers"][":status"] == "200" and r["body"] == b"hello"
+    assert r["trailers"] == {"grpc-status": "0", "grpc-message": "all good"}
+    # An HTTP/2 client that is not gRPC gets them too (they are end to end).
+    r = c.get("/plain")
+    assert r["trailers"]["grpc-status"] == "0"
+    # HTTP/1.1: a gRPC call gets them in the chunked body; another client not.
+    raw = socket.create_connection(("127.0.0.1", f.port), timeout=scaled(5))
+    raw.sendall(b"POST /pkg.Svc/Call HTTP/1.1\r\nHost: a\r\ncontent-type: application/grpc\r\n"
+                b"content-length: 0\r\n\r\nGET /plain HTTP/1.1\r\nHost: a\r\n"
+                b"Connection: close\r\n\r\n")
+    got = b""
+    while True:
+        d = raw.recv(65536)
+        if not d:
+            break
+        got += d
+    first, second = got.split(b"HTTP/1.1 200", 2)[1:]
+    assert b"0\r\ngrpc-status: 0\r\nGrpc-Message: all good\r\n\r\n" in first
+    assert second.endswith(b"5\r\nhello\r\n0\r\n\r\n")

@@ -750,6 +750,51 @@ static void test_sink_dechunks(void **state)
     }
 }
 
+/* Kept trailers: decoded bodies leave them for the caller, re-framed ones
+ * carry them after the last chunk; whole or a byte at a time, and a section
+ * larger than the buffer is refused. */
+static void test_trailers_kept(void **state)
+{
+    (void)state;
+    static const char hd[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+    static const char body[] = "3\r\nabc\r\n0\r\ngrpc-status: 0\r\nX-B:  two \r\n\r\n";
+    static const char fields[] = "grpc-status: 0\r\nX-B:  two \r\n";
+    for (int reframe = 0; reframe < 2; reframe++)
+        for (int bytewise = 0; bytewise < 2; bytewise++) {
+            char sink[128], kept[64];
+            http_parser_t p;
+            http_parser_init_response(&p);
+            fed_t f = feed(&p, LIT(hd));
+            assert_int_equal(f.ev, HTTP_EV_HEAD);
+            http_parser_keep_trailers(&p, kept, sizeof kept);
+            http_parser_set_sink(&p, sink, sizeof sink);
+            http_parser_set_reframe(&p, reframe);
+            size_t step = bytewise ? 1 : sizeof body - 1;
+            int ev = 0;
+            for (size_t i = 0; i < sizeof body - 1; i += step)
+                ev |= feed(&p, body + i, step).ev;
+            assert_int_equal(ev, HTTP_EV_END);
+            size_t n;
+            const char *t = http_parser_trailers(&p, &n);
+            assert_int_equal(n, sizeof fields - 1);
+            assert_memory_equal(t, fields, n);
+            if (reframe) {
+                static const char out[] = "3\r\nabc\r\n0\r\ngrpc-status: 0\r\nX-B:  two \r\n\r\n";
+                assert_int_equal(p.sink_len, sizeof out - 1);
+                assert_memory_equal(sink, out, sizeof out - 1);
+            } else {
+                assert_int_equal(p.sink_len, 3);
+            }
+        }
+    char tiny[8], sink[128];
+    http_parser_t p;
+    http_parser_init_response(&p);
+    feed(&p, LIT(hd));
+    http_parser_keep_trailers(&p, tiny, sizeof tiny);
+    http_parser_set_sink(&p, sink, sizeof sink);
+    assert_true(feed(&p, body, sizeof body - 1).k < 0);
+}
+
 static void test_sink_reset_and_off(void **state)
 {
     (void)state;
@@ -959,6 +1004,7 @@ int main(void)
         cmocka_unit_test(test_reset_after_error),
         cmocka_unit_test(test_trailers_leave_head_alone),
         cmocka_unit_test(test_sink_dechunks),
+        cmocka_unit_test(test_trailers_kept),
         cmocka_unit_test(test_sink_reset_and_off),
         cmocka_unit_test(test_sink_too_small_never_overflows),
         cmocka_unit_test(test_reframe_canonical),
