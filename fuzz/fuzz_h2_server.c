@@ -165,6 +165,7 @@ typedef struct carrier {
 
 static config_server_t server;
 static client_conn_env_t env;
+static h2_server_env_t h2env;
 static unsigned protocol_errors;
 
 static client_conn_t *on_stream_open(h2_server_t *srv, h2_stream_t *st)
@@ -196,7 +197,7 @@ static bool c_on_preface(client_conn_t *cc)
 {
     carrier_t *c = (carrier_t *)cc;
     client_conn_h2(cc);
-    c->h2 = h2_server_new(cc, &server, &h2_ops, c);
+    c->h2 = h2_server_new(cc, &server, &h2env, &h2_ops, c);
     CHECK(c->h2);
     return true;
 }
@@ -312,6 +313,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         server.idle_timeout_ms = 60000;
         server.max_header_bytes = 16 * 1024;
         server.max_body_bytes = 1u << 20;
+        h2_server_env_init(&h2env, &loop);
         server.http2 = (config_http2_t){.enabled = true,
                                         .max_concurrent_streams = 16,
                                         .initial_window_size = 4096,

@@ -68,6 +68,9 @@ struct h2_server {
     uint8_t gone; /* the client went: nghttp2 is not called again */
     uint8_t closing;
     h2_frames_out_t frames; /* where nghttp2's frames go: the carrier */
+    h2_server_env_t *env;
+    h2_server_t *dirty_next; /* in env's list of connections to flush */
+    uint8_t scheduled;
 };
 
 static const char *const err_names[H2_ERR_REASONS] = {
@@ -90,6 +93,8 @@ static __thread nghttp2_nv resp_nv[MAX_REQUEST_HEADERS + 1];
 static __thread char resp_lower[DEFAULT_MAX_HEADER_BYTES * 4];
 
 static void flush(h2_server_t *srv);
+static void schedule(h2_server_t *srv);
+static void unschedule(h2_server_t *srv);
 
 /* --------------------------------------------------------------- helpers */
 
@@ -582,7 +587,7 @@ static int carrier_write(void *ctx, const uv_buf_t *bufs, unsigned n)
     for (unsigned i = 0; i < n; i++)
         if (response_bytes(srv, st, bufs[i].base, bufs[i].len) != 0) {
             nghttp2_submit_rst_stream(srv->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-            flush(srv);
+            schedule(srv);
             return -1;
         }
     if (st->deferred && (st->out.first || st->resp_end)) {
@@ -594,7 +599,7 @@ static int carrier_write(void *ctx, const uv_buf_t *bufs, unsigned n)
         st->queued = 1;
         rc = 1;
     }
-    flush(srv);
+    schedule(srv);
     return st->out.first || st->notify ? rc : 0;
 }
 
@@ -610,7 +615,7 @@ static void carrier_resume(void *ctx)
     if (!st || st->srv->gone || st->closed)
         return;
     deliver(st);
-    flush(st->srv);
+    schedule(st->srv);
 }
 
 static void carrier_done(void *ctx)
@@ -628,7 +633,7 @@ static void carrier_done(void *ctx)
         st->deferred = 0;
         nghttp2_session_resume_data(srv->ng, st->id);
     }
-    flush(srv);
+    schedule(srv);
 }
 
 static void carrier_close(void *ctx, bool reset)
@@ -660,7 +665,7 @@ static void carrier_close(void *ctx, bool reset)
         client_conn_carried_closed(cc);
     }
     if (!srv->gone)
-        flush(srv);
+        schedule(srv);
 }
 
 const client_carrier_ops_t h2_stream_carrier_ops = {
@@ -693,12 +698,67 @@ static void close_now(h2_server_t *srv)
     if (srv->closing)
         return;
     srv->closing = 1;
+    unschedule(srv);
     /* Requests still on it end as the client's going. */
     for (h2_stream_t *st = srv->streams; st; st = st->next)
         if (st->cc)
             client_conn_carried_gone(st->cc);
     srv->gone = 1;
     client_conn_abort(srv->carrier);
+}
+
+/* A connection with frames to send is flushed once per turn of the loop,
+ * after every read of the turn was handled: the frames of many streams go
+ * out in one write. */
+static void schedule(h2_server_t *srv)
+{
+    if (srv->scheduled || srv->gone || srv->closing)
+        return;
+    srv->scheduled = 1;
+    srv->dirty_next = srv->env->dirty;
+    srv->env->dirty = srv;
+    if (!uv_is_active((uv_handle_t *)&srv->env->check))
+        uv_check_start(&srv->env->check, srv->env->on_check);
+}
+
+static void unschedule(h2_server_t *srv)
+{
+    if (!srv->scheduled)
+        return;
+    for (h2_server_t **p = &srv->env->dirty; *p; p = &(*p)->dirty_next)
+        if (*p == srv) {
+            *p = srv->dirty_next;
+            break;
+        }
+    srv->scheduled = 0;
+}
+
+static void on_check(uv_check_t *c)
+{
+    h2_server_env_t *env = c->data;
+    while (env->dirty) {
+        h2_server_t *srv = env->dirty;
+        env->dirty = srv->dirty_next;
+        srv->scheduled = 0;
+        flush(srv); /* may schedule this one or others again */
+    }
+    uv_check_stop(c);
+}
+
+void h2_server_env_init(h2_server_env_t *env, uv_loop_t *loop)
+{
+    memset(env, 0, sizeof *env);
+    uv_check_init(loop, &env->check);
+    env->check.data = env;
+    env->on_check = on_check;
+    uv_unref((uv_handle_t *)&env->check);
+}
+
+void h2_server_env_close(h2_server_env_t *env)
+{
+    env->dirty = NULL;
+    if (!uv_is_closing((uv_handle_t *)&env->check))
+        uv_close((uv_handle_t *)&env->check, NULL);
 }
 
 /* What nghttp2 has to send goes out in as few writes as it fills; streams
@@ -757,17 +817,20 @@ static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *frame, int
     h2_server_t *srv = ud;
     (void)ng;
     (void)frame;
-    (void)code;
-    srv->ops->protocol_error(srv, H2_ERR_PROTOCOL);
+    /* A stream over max_concurrent_streams (a client that opened it before
+     * it read the SETTINGS) is refused, not a protocol error. */
+    srv->ops->protocol_error(srv,
+                             code == NGHTTP2_ERR_REFUSED_STREAM ? H2_ERR_REFUSED : H2_ERR_PROTOCOL);
     return 0;
 }
 
-h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *cfg,
+h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *cfg, h2_server_env_t *env,
                            const h2_server_ops_t *ops, void *ctx)
 {
     h2_server_t *srv = calloc(1, sizeof *srv);
     if (!srv)
         return NULL;
+    srv->env = env;
     srv->carrier = carrier;
     srv->frames =
         (h2_frames_out_t){.write = carrier_send, .pending = carrier_pending, .ctx = carrier};
@@ -856,11 +919,11 @@ void h2_server_feed(h2_server_t *srv, const char *data, size_t len)
         }
         nghttp2_session_terminate_session(srv->ng, NGHTTP2_PROTOCOL_ERROR);
     }
-    flush(srv);
+    schedule(srv);
     arm(srv);
 }
 
-void h2_server_on_drained(h2_server_t *srv) { flush(srv); }
+void h2_server_on_drained(h2_server_t *srv) { schedule(srv); }
 
 void h2_server_on_timer(h2_server_t *srv)
 {
@@ -905,7 +968,7 @@ void h2_server_on_timer(h2_server_t *srv)
                 client_conn_carried_gone(st->cc);
         }
     }
-    flush(srv);
+    schedule(srv);
     arm(srv);
 }
 
@@ -917,7 +980,7 @@ void h2_server_drain(h2_server_t *srv)
         return;
     srv->draining = 1;
     nghttp2_submit_shutdown_notice(srv->ng);
-    flush(srv);
+    schedule(srv);
     arm(srv);
 }
 
@@ -925,6 +988,7 @@ void h2_server_free(h2_server_t *srv)
 {
     if (!srv)
         return;
+    unschedule(srv);
     while (srv->streams) {
         h2_stream_t *st = srv->streams;
         if (st->cc) {

@@ -60,6 +60,18 @@ const char *h2_err_name(h2_err_t e);
 typedef struct h2_server h2_server_t;
 typedef struct h2_stream h2_stream_t;
 
+/* What a worker's HTTP/2 connections share: the connections with frames
+ * to send, flushed together once per turn of the loop (a check handle), so
+ * that the frames of many streams go out in one write per connection. */
+typedef struct h2_server_env {
+    uv_check_t check;
+    h2_server_t *dirty;
+    void (*on_check)(uv_check_t *c);
+} h2_server_env_t;
+void h2_server_env_init(h2_server_env_t *env, uv_loop_t *loop);
+/* Closes the handle (the worker stops; its connections are gone). */
+void h2_server_env_close(h2_server_env_t *env);
+
 /* What the connection asks of its owner. */
 typedef struct h2_server_ops {
     /* A new stream: a client_conn opened with client_conn_open_carried
@@ -71,7 +83,7 @@ typedef struct h2_server_ops {
 
 /* Switches carrier (a client_conn just moved to HTTP/2 with client_conn_h2)
  * to an HTTP/2 connection; ctx is the owner's. NULL when out of memory. */
-h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *srv,
+h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *srv, h2_server_env_t *env,
                            const h2_server_ops_t *ops, void *ctx);
 void *h2_server_ctx(const h2_server_t *srv);
 /* Bytes from the client. */

@@ -1738,7 +1738,7 @@ static bool switch_h2(proxy_conn_t *c)
     if (!srv->http2.enabled || c->h2)
         return false;
     client_conn_h2(&c->cc);
-    c->h2 = h2_server_new(&c->cc, srv, &h2_ops, c);
+    c->h2 = h2_server_new(&c->cc, srv, &c->req.pw->h2, &h2_ops, c);
     if (!c->h2) {
         client_conn_abort(&c->cc);
         return true;

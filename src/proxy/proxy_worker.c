@@ -407,6 +407,7 @@ proxy_worker_t *proxy_worker_new(worker_t *w, metrics_registry_t *metrics, acces
     }
     pw->wake.data = pw;
     uv_unref((uv_handle_t *)&pw->wake); /* it keeps no loop alive */
+    h2_server_env_init(&pw->h2, pw->loop);
     if (user_auth_worker_init(pw) != 0)
         goto fail;
     if (access_log) {
@@ -470,6 +471,7 @@ void proxy_worker_stop(proxy_worker_t *pw)
     fleet_close(pw->fleet);
     pw->fleet = NULL;
     client_conn_env_stop(&pw->clients);
+    h2_server_env_close(&pw->h2);
     /* After the clients: their aggregations let go of their lookups first. */
     agg_store_close(pw->agg_store);
     pw->agg_store = NULL;

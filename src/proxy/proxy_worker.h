@@ -17,6 +17,7 @@
 #include "observe/access_log.h"
 #include "observe/board.h"
 #include "observe/metrics.h"
+#include "proxy/h2_server.h"
 #include "observe/trace.h"
 #include "policy/agg_cache.h"
 #include "policy/api_key.h"
@@ -138,6 +139,7 @@ struct proxy_worker {
     proxy_gen_t *canary;
     uint32_t canary_percent;
     client_conn_env_t clients;
+    h2_server_env_t h2;
     upstream_env_t upstreams;
     pcre2_match_data *md;
     metrics_registry_t *registry;

@@ -526,3 +526,18 @@ def test_trailers_reach_http2_clients_and_grpc_calls(ficus, raw_backend):
     first, second = got.split(b"HTTP/1.1 200", 2)[1:]
     assert b"0\r\ngrpc-status: 0\r\nGrpc-Message: all good\r\n\r\n" in first
     assert second.endswith(b"5\r\nhello\r\n0\r\n\r\n")
+
+
+def test_streams_over_the_limit_are_refused_not_protocol_errors(ficus, echo_backend):
+    be = echo_backend()
+    be.delay = 0.3
+    f = start(ficus, be, http2={"max_concurrent_streams": 2})
+    c = H2(f.port)
+    # Opened before ficus's SETTINGS are read: the client does not know the limit yet.
+    sids = [c.request(f"/r/{i}") for i in range(8)]
+    got = c.wait(sids, timeout=20)
+    refused = [r for r in got if r["reset"] == 7]  # REFUSED_STREAM: safe to retry
+    answered = [r for r in got if r["ended"]]
+    assert refused and answered and len(refused) + len(answered) == 8
+    assert errors(f, "refused_stream") == len(refused)
+    assert errors(f, "protocol") == 0
