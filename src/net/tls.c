@@ -106,7 +106,10 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
                                                                                          : NULL;
         if (t && EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, t->aes, iv) == 1 &&
             EVP_MAC_init(hctx, t->hmac, sizeof t->hmac, params) == 1)
-            rc = t == &k->cur ? 1 : 2; /* 2: a previous key's: a new ticket is issued */
+            /* 2: a new ticket is issued: for a previous key's, and always in
+             * TLS 1.3, whose clients use a ticket once (RFC 8446 C.4): else
+             * they resume every other connection. */
+            rc = t == &k->cur && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
     }
     pthread_rwlock_unlock(&k->lock);
     return rc;

@@ -143,6 +143,22 @@ def test_sessions_resume_on_any_worker(ficus, echo_backend, pki, version):
     assert handshakes(f, "resumed") == 8
 
 
+def test_tls13_resumption_hands_out_a_new_ticket_each_time(ficus, echo_backend, pki):
+    # TLS 1.3 clients use a ticket once (RFC 8446 C.4): each resumed
+    # connection must carry the next one, or every other connection would be
+    # a full handshake.
+    f = start(ficus, pki, echo_backend("e"))
+    v = ssl.TLSVersion.TLSv1_3
+    ctx = client_ctx(pki, minimum_version=v, maximum_version=v)
+    _, session, reused, _, _ = https_get(f.tls_port, ctx)
+    assert not reused
+    for _ in range(4):
+        _, new, reused, _, _ = https_get(f.tls_port, ctx, session=session)
+        assert reused and new is not None and new.id != session.id
+        session = new
+    assert handshakes(f, "resumed") == 4 and handshakes(f, "ok") == 1
+
+
 def test_large_bodies_both_ways(ficus, echo_backend, pki):
     f = start(ficus, pki, echo_backend("e"))
     ctx = client_ctx(pki)

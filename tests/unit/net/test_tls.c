@@ -402,13 +402,12 @@ static void test_client_verifies_sends_data_and_resumes(void **state)
     assert_non_null(slot.session);
     assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
     assert_int_equal(why, TLS_HS_RESUMED);
-    /* A TLS 1.3 ticket is used once (OpenSSL's client); this server sends
-     * no new one on a resumed connection, so the slot's session is spent
-     * and the next connection is a full handshake again (that fills it). */
-    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
-    assert_int_equal(why, TLS_HS_OK);
-    assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
-    assert_int_equal(why, TLS_HS_RESUMED);
+    /* A TLS 1.3 ticket is used once (OpenSSL's client): the server sends a
+     * new one on every resumed connection, so every next one resumes too. */
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(client_handshake(cl, one, "a.test", "a.test", &slot, &why, NULL), 1);
+        assert_int_equal(why, TLS_HS_RESUMED);
+    }
     tls_session_slot_clear(&slot);
     assert_null(slot.session);
     tls_server_unref(one);
