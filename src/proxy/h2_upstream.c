@@ -47,7 +47,8 @@ struct h2_upstream {
     int depth;    /* calls from the connection under way */
     int fail;     /* a failure to report once out of nghttp2's callbacks */
     int status;
-    pbuf_t *hbuf; /* a head or a trailer section being written */
+    pbuf_t *hbuf;    /* a head or a trailer section being written */
+    uint32_t fields; /* in the header block coming */
     h2_frames_out_t frames;
 };
 
@@ -120,6 +121,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     (void)ng;
     if (frame->hd.stream_id != u->stream)
         return 0;
+    u->fields = 0;
     if (u->head_sent)
         u->in_trailers = 1;
     return 0;
@@ -133,6 +135,11 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
     (void)flags;
     if (frame->hd.stream_id != u->stream)
         return 0;
+    /* Within what the request path reads from a target (fields, bytes):
+     * a block beyond it resets the stream, a failed try. */
+    if (++u->fields > MAX_REQUEST_HEADERS - 4 ||
+        (u->hbuf ? u->hbuf->len : 0) + namelen + valuelen + 4 > DEFAULT_MAX_HEADER_BYTES)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
     if (namelen == 7 && memcmp(name, ":status", 7) == 0) {
         int s = 0;
         for (size_t i = 0; i < valuelen && i < 3; i++)
