@@ -7,7 +7,8 @@
 #   which apt leaves out here), the libraries the Makefile's pkg-config line
 #   links (libuv, OpenSSL, libyaml, PCRE2, jansson, hiredis, nghttp2) and llhttp's sources.
 # TEST: cmocka (unit tests); pytest, python3-h2 (hostile HTTP/2 frame
-#   sequences) and nghttp2-client (h2load in bench/), python3-websockets and python3-cryptography
+#   sequences), python3-grpcio (gRPC client and server through ficus) and
+#   nghttp2-client (nghttp in the drain test, h2load in bench/), python3-websockets and python3-cryptography
 #   (keys and JWTs made in the black-box tests), python3-yaml (the alert
 #   rules and their unit tests read in test_alert_rules.py);
 #   clang with its sanitizer/fuzzer runtime (ASan build, fuzzing); curl,
@@ -22,7 +23,7 @@
 #   kubernetes-client (`kubectl kustomize deploy/kubernetes`).
 set -e
 BUILD="gcc libc6-dev make pkg-config libuv1-dev node-llhttp libssl-dev libyaml-dev libpcre2-dev libjansson-dev libhiredis-dev libnghttp2-dev"
-TEST="libcmocka-dev python3 python3-pytest python3-h2 nghttp2-client python3-websockets python3-cryptography python3-yaml clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base chromium fonts-dejavu-core systemd"
+TEST="libcmocka-dev python3 python3-pytest python3-h2 python3-grpcio nghttp2-client python3-websockets python3-cryptography python3-yaml clang libclang-rt-14-dev curl openssl util-linux wrk haproxy nginx-light redis-server prometheus clang-format cppcheck procps groff-base chromium fonts-dejavu-core systemd"
 case "${1:-all}" in
   build) WANT="$BUILD" ;;
   *) WANT="$BUILD $TEST"

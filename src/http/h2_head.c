@@ -118,7 +118,6 @@ h2_head_err_t h2_req_head_add(h2_req_head_t *h, const uint8_t *name, size_t name
     if (!put(h, name, name_len) || !put(h, ": ", 2) || !put(h, value, value_len) ||
         !put(h, "\r\n", 2))
         return fail(h, H2_HEAD_TOO_LARGE);
-    h->n_fields++;
     return H2_HEAD_OK;
 }
 

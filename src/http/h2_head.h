@@ -45,7 +45,6 @@ typedef struct h2_req_head {
     uint32_t host_off, host_len; /* a Host field's value, when there was one */
     uint32_t cookie_len;         /* joined crumbs at the end of side */
     uint32_t cookie_off;
-    uint32_t n_fields;
     uint8_t has_method, has_path, has_authority, has_host, has_cookie;
     uint8_t has_content_length;
     uint8_t head_method; /* HEAD: the response has no body */

@@ -14,6 +14,12 @@
 #define CONN_WINDOW_BYTES (1u << 20) /* given back at once: only in-flight bytes */
 #define HEADER_BOMB_FACTOR 4         /* decoded past limit x this: the connection is cut */
 
+/* A token bucket in thousandths (take() below). */
+typedef struct bucket {
+    int64_t milli;
+    uint64_t ms; /* loop time of the last refill */
+} bucket_t;
+
 struct h2_stream {
     h2_server_t *srv;
     int32_t id;
@@ -38,7 +44,6 @@ struct h2_stream {
     uint8_t notify;         /* ... and is due */
     uint8_t rst_after;      /* reset (NO_ERROR) once the response's end is sent */
     uint8_t head_method;
-    uint8_t refused;
     uint8_t closed; /* nghttp2 is done with it (it goes when the request lets go too) */
 };
 
@@ -55,10 +60,8 @@ struct h2_server {
     uint32_t max_streams;
     uint64_t header_limit;
     uint64_t idle_timeout_ms;
-    uint64_t last_ms; /* loop time of the last byte received */
-    /* Token buckets in thousandths: resets, SETTINGS, PING. */
-    int64_t reset_tokens, settings_tokens, ping_tokens;
-    uint64_t bucket_ms;
+    uint64_t last_ms;                 /* loop time of the last byte received */
+    bucket_t resets, settings, pings; /* what the client sends, against its rates */
     uint8_t in_recv;
     uint8_t in_flush;
     uint8_t flush_again;
@@ -98,28 +101,24 @@ static void unschedule(h2_server_t *srv);
 
 /* --------------------------------------------------------------- helpers */
 
-/* A token bucket refilled at rate a second, holding at most burst: false
- * when it is empty (the event comes too fast, sustained). */
-static bool take(h2_server_t *srv, int64_t *tokens, int64_t rate, int64_t burst)
+/* A token bucket in thousandths, refilled at rate a second and holding a
+ * burst of twice that: false when it is empty (the event comes too fast,
+ * sustained). */
+static void bucket_init(bucket_t *b, int64_t rate, uint64_t now)
 {
-    uint64_t now = uv_now(srv->loop);
-    if (now != srv->bucket_ms) {
-        int64_t dt = (int64_t)(now - srv->bucket_ms);
-        srv->bucket_ms = now;
-        int64_t *all[] = {&srv->reset_tokens, &srv->settings_tokens, &srv->ping_tokens};
-        int64_t rates[] = {(int64_t)srv->max_streams, H2_MAX_CONTROL_PER_S, H2_MAX_CONTROL_PER_S};
-        for (int i = 0; i < 3; i++) {
-            int64_t cap = rates[i] * 2 * 1000;
-            *all[i] += rates[i] * dt;
-            if (*all[i] > cap)
-                *all[i] = cap;
-        }
-    }
-    (void)rate;
-    (void)burst;
-    if (*tokens < 1000)
+    b->milli = rate * 2000;
+    b->ms = now;
+}
+
+static bool take(bucket_t *b, int64_t rate, uint64_t now)
+{
+    b->milli += rate * (int64_t)(now - b->ms);
+    b->ms = now;
+    if (b->milli > rate * 2000)
+        b->milli = rate * 2000;
+    if (b->milli < 1000)
         return false;
-    *tokens -= 1000;
+    b->milli -= 1000;
     return true;
 }
 
@@ -237,7 +236,6 @@ static void request_begin(h2_server_t *srv, h2_stream_t *st, bool end)
     }
     client_conn_t *cc = srv->ops->stream_open(srv, st);
     if (!cc) {
-        st->refused = 1;
         nghttp2_submit_rst_stream(srv->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_REFUSED_STREAM);
         return;
     }
@@ -284,7 +282,7 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         }
         break;
     case NGHTTP2_RST_STREAM:
-        if (!take(srv, &srv->reset_tokens, srv->max_streams, srv->max_streams * 2)) {
+        if (!take(&srv->resets, srv->max_streams, uv_now(srv->loop))) {
             defend(srv, H2_ERR_RAPID_RESET, NGHTTP2_ENHANCE_YOUR_CALM);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -307,12 +305,12 @@ static int on_begin_frame(nghttp2_session *ng, const nghttp2_frame_hd *hd, void 
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
     } else if (hd->type == NGHTTP2_SETTINGS && !ack) {
-        if (!take(srv, &srv->settings_tokens, H2_MAX_CONTROL_PER_S, H2_MAX_CONTROL_PER_S * 2)) {
+        if (!take(&srv->settings, H2_MAX_CONTROL_PER_S, uv_now(srv->loop))) {
             defend(srv, H2_ERR_SETTINGS_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
     } else if (hd->type == NGHTTP2_PING && !ack) {
-        if (!take(srv, &srv->ping_tokens, H2_MAX_CONTROL_PER_S, H2_MAX_CONTROL_PER_S * 2)) {
+        if (!take(&srv->pings, H2_MAX_CONTROL_PER_S, uv_now(srv->loop))) {
             defend(srv, H2_ERR_PING_FLOOD, NGHTTP2_ENHANCE_YOUR_CALM);
             return NGHTTP2_ERR_CALLBACK_FAILURE;
         }
@@ -802,16 +800,6 @@ static void flush(h2_server_t *srv)
         close_now(srv);
 }
 
-static int on_error(nghttp2_session *ng, int code, const char *msg, size_t len, void *ud)
-{
-    (void)ng;
-    (void)code;
-    (void)msg;
-    (void)len;
-    (void)ud;
-    return 0;
-}
-
 static int on_invalid_frame(nghttp2_session *ng, const nghttp2_frame *frame, int code, void *ud)
 {
     h2_server_t *srv = ud;
@@ -843,9 +831,9 @@ h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *cfg, h
         cfg->http2.max_header_list_size ? cfg->http2.max_header_list_size : cfg->max_header_bytes;
     srv->idle_timeout_ms = cfg->idle_timeout_ms;
     srv->last_ms = uv_now(srv->loop);
-    srv->bucket_ms = srv->last_ms;
-    srv->reset_tokens = (int64_t)srv->max_streams * 2 * 1000;
-    srv->settings_tokens = srv->ping_tokens = (int64_t)H2_MAX_CONTROL_PER_S * 2 * 1000;
+    bucket_init(&srv->resets, srv->max_streams, srv->last_ms);
+    bucket_init(&srv->settings, H2_MAX_CONTROL_PER_S, srv->last_ms);
+    bucket_init(&srv->pings, H2_MAX_CONTROL_PER_S, srv->last_ms);
 
     nghttp2_session_callbacks *cb;
     if (nghttp2_session_callbacks_new(&cb) != 0)
@@ -858,7 +846,6 @@ h2_server_t *h2_server_new(client_conn_t *carrier, const config_server_t *cfg, h
     nghttp2_session_callbacks_set_on_stream_close_callback(cb, on_stream_close);
     nghttp2_session_callbacks_set_on_frame_send_callback(cb, on_frame_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, on_invalid_frame);
-    nghttp2_session_callbacks_set_error_callback2(cb, on_error);
     nghttp2_option *opt;
     if (nghttp2_option_new(&opt) != 0) {
         nghttp2_session_callbacks_del(cb);

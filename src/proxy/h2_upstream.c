@@ -322,7 +322,7 @@ static int submit(h2_upstream_t *u, bool end)
     /* HTTP/1.1 hops drop TE; gRPC servers want "te: trailers" (it says the
      * client takes trailers, which this connection carries on). */
     const http_header_t *ct = http_header_find(h->headers, h->n_headers, "content-type", 12);
-    if (ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0 &&
+    if (ct && http_content_type_is_grpc(ct->value, ct->value_len) &&
         !http_header_find(h->headers, h->n_headers, "te", 2))
         req_nv[n++] = (nghttp2_nv){(uint8_t *)"te", (uint8_t *)"trailers", 2, 8, 0};
     u->head_request = h->method_len == 4 && memcmp(h->method, "HEAD", 4) == 0;

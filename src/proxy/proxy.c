@@ -297,7 +297,7 @@ static void note_head(request_t *req, const http_head_t *h)
     req->head_method = method == HTTP_METHOD_HEAD;
     req->idempotent = http_method_idempotent(method);
     const http_header_t *ct = http_header_find(h->headers, h->n_headers, "content-type", 12);
-    req->grpc = ct && ct->value_len >= 16 && strncasecmp(ct->value, "application/grpc", 16) == 0;
+    req->grpc = ct && http_content_type_is_grpc(ct->value, ct->value_len);
     req->has_content_length = h->has_content_length;
     req->content_length = h->has_content_length ? h->content_length : 0;
     copy_trunc(req->method, sizeof req->method, h->method, h->method_len, &n);

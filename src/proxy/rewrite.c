@@ -200,8 +200,8 @@ long rewrite_request_head(const rewrite_request_t *in, char *buf, size_t cap)
             continue;
         if (in->deadline && (NAME_IS(hd, "x-request-timeout-ms") || NAME_IS(hd, "grpc-timeout")))
             continue;
-        if (in->deadline && NAME_IS(hd, "content-type") && hd->value_len >= 16 &&
-            strncasecmp(hd->value, "application/grpc", 16) == 0)
+        if (in->deadline && NAME_IS(hd, "content-type") &&
+            http_content_type_is_grpc(hd->value, hd->value_len))
             grpc = true; /* its deadline goes as grpc-timeout too */
         put_header(&o, hd->name, hd->name_len, hd->value, hd->value_len);
     }

@@ -205,3 +205,56 @@ def test_a_target_that_goes_away_is_a_clean_unavailable(ficus, grpc_server):
             method(ch, "Unary")(b"b", timeout=scaled(10))
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
     assert wait_until(lambda: f.alive(), 1)
+
+
+def test_grpc_over_tls_to_the_target_and_alpn_h2_required(ficus, tmp_path):
+    from test_tls import make_cert
+    ca, _, ca_cert, ca_key = make_cert(tmp_path, "ca", ["test ca"])
+    crt, key, _, _ = make_cert(tmp_path, "svc", ["svc.internal"], (ca_cert, ca_key))
+    creds = grpc.ssl_server_credentials([(key.read_bytes(), crt.read_bytes())])
+    s = Server.__new__(Server)
+    s.port = free_port()
+    s.addr = f"127.0.0.1:{s.port}"
+    s.calls, s.seen_timeouts, s.fail_first = 0, [], 0
+    s._lock = threading.Lock()
+    s.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    s.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        SERVICE, {"Unary": grpc.unary_unary_rpc_method_handler(s.unary)}),))
+    s.server.add_secure_port(s.addr, creds)
+    s.server.start()
+    # An HTTPS server that offers only http/1.1 by ALPN, for the refusal.
+    import socket
+    import ssl as _ssl
+    h1 = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+    h1.load_cert_chain(crt, key)
+    h1.set_alpn_protocols(["http/1.1"])
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(8)
+
+    def serve_h1():
+        while True:
+            try:
+                c, _ = ls.accept()
+                h1.wrap_socket(c, server_side=True).close()
+            except OSError:
+                return
+
+    threading.Thread(target=serve_h1, daemon=True).start()
+    tls = {"ca": str(ca), "sni": "svc.internal"}
+    try:
+        f = ficus(config({"svc": {"targets": [s.addr], "protocol": "h2", "tls": tls},
+                          "h1": {"targets": [f"127.0.0.1:{ls.getsockname()[1]}"],
+                                 "protocol": "h2", "tls": tls}},
+                         [route("grpc", f"/{SERVICE}/", "svc"), route("h1", "/h1.Svc/", "h1")],
+                         server={"workers": 1}))
+        with grpc.insecure_channel(f"127.0.0.1:{f.port}") as ch:
+            resp, call = method(ch, "Unary").with_call(b"tls", timeout=scaled(10))
+            assert resp == b"echo:tls" and ("x-trailer", "t1") in call.trailing_metadata()
+            with pytest.raises(grpc.RpcError) as e:
+                ch.unary_unary("/h1.Svc/Call")(b"x", timeout=scaled(10))
+            assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # no h2 by ALPN: no guessing
+        assert "did not agree to h2" in f.stderr
+    finally:
+        s.stop()
+        ls.close()

@@ -541,3 +541,15 @@ def test_streams_over_the_limit_are_refused_not_protocol_errors(ficus, echo_back
     assert refused and answered and len(refused) + len(answered) == 8
     assert errors(f, "refused_stream") == len(refused)
     assert errors(f, "protocol") == 0
+
+
+def test_an_idle_connection_gets_goaway_after_idle_timeout(ficus, echo_backend):
+    be = echo_backend()
+    f = start(ficus, be, idle_timeout="1s")
+    c = H2(f.port)
+    assert echo(c.get("/once"))["path"] == "/once"
+    t0 = time.monotonic()
+    ev = c.goaway(timeout=10)
+    assert ev is not None and ev.error_code == 0  # NO_ERROR: a clean goodbye
+    assert time.monotonic() - t0 >= 0.5
+    wait_until(lambda: not c.pump(timeout=scaled(5)), scaled(5))  # then closed

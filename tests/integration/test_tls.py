@@ -5,6 +5,7 @@ workers; X-Forwarded-Proto is https; certificates are re-read on reload
 certificate's expiry is a gauge."""
 
 import datetime
+import ipaddress
 import signal
 import socket
 import ssl
@@ -22,9 +23,10 @@ from harness import (config, echo_headers, metric_value, parse_metrics, route, r
 from harness.procs import free_port, wait_ports
 
 
-def make_cert(dirpath, stem, names, ca=None, days=30):
-    """A P-256 certificate for names (signed by ca=(cert, key), else self-
-    signed, usable as a CA); returns (cert_path, key_path, cert, key)."""
+def make_cert(dirpath, stem, names, ca=None, days=30, ips=()):
+    """A P-256 certificate for DNS names and IP addresses (signed by
+    ca=(cert, key), else self-signed, usable as a CA); returns (cert_path,
+    key_path, cert, key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -33,8 +35,9 @@ def make_cert(dirpath, stem, names, ca=None, days=30):
          .public_key(key.public_key()).serial_number(x509.random_serial_number())
          .not_valid_before(now - datetime.timedelta(minutes=5))
          .not_valid_after(now + datetime.timedelta(days=days))
-         .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]),
-                        critical=False)
+         .add_extension(x509.SubjectAlternativeName(
+             [x509.DNSName(n) for n in names] +
+             [x509.IPAddress(ipaddress.ip_address(i)) for i in ips]), critical=False)
          .add_extension(x509.BasicConstraints(ca=ca is None, path_length=None), critical=True))
     cert = b.sign(ca[1] if ca else key, hashes.SHA256())
     cp, kp = dirpath / f"{stem}.crt", dirpath / f"{stem}.key"

@@ -7,8 +7,6 @@ mutual TLS; TLS connections are kept alive and reused, and a new connection
 resumes the last session; the files are checked at load with their
 FILE:LINE:COL."""
 
-import datetime
-import ipaddress
 import json
 import signal
 import ssl
@@ -17,49 +15,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from harness import (config, http_request, metric_value, parse_metrics, route, run_cli, scaled,
                      to_yaml, wait_until)
-
-
-def make_cert(dirpath, stem, names=(), ips=(), ca=None):
-    """A P-256 certificate for DNS names and IP addresses, signed by
-    ca=(cert, key), else self-signed and usable as a CA; returns
-    (cert_path, key_path, cert, key)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    cn = names[0] if names else (ips[0] if ips else stem)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    sans = [x509.DNSName(n) for n in names] + [x509.IPAddress(ipaddress.ip_address(i))
-                                               for i in ips]
-    b = (x509.CertificateBuilder().subject_name(subject)
-         .issuer_name(ca[0].subject if ca else subject)
-         .public_key(key.public_key()).serial_number(x509.random_serial_number())
-         .not_valid_before(now - datetime.timedelta(minutes=5))
-         .not_valid_after(now + datetime.timedelta(days=30))
-         .add_extension(x509.BasicConstraints(ca=ca is None, path_length=None), critical=True))
-    if sans:
-        b = b.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-    cert = b.sign(ca[1] if ca else key, hashes.SHA256())
-    cp, kp = dirpath / f"{stem}.crt", dirpath / f"{stem}.key"
-    cp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    kp.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                     serialization.PrivateFormat.PKCS8,
-                                     serialization.NoEncryption()))
-    return cp, kp, cert, key
+from test_tls import make_cert
 
 
 @pytest.fixture
 def pki(tmp_path):
     ca, ca_key, ca_cert, ca_pkey = make_cert(tmp_path, "ca", ["test ca"])
     other_ca = make_cert(tmp_path, "other-ca", ["other ca"])[0]
-    srv = make_cert(tmp_path, "backend", ["api.internal", "localhost"], ["127.0.0.1"],
-                    (ca_cert, ca_pkey))
-    client = make_cert(tmp_path, "ficus-client", ["ficus"], (), (ca_cert, ca_pkey))
+    srv = make_cert(tmp_path, "backend", ["api.internal", "localhost"], (ca_cert, ca_pkey),
+                    ips=["127.0.0.1"])
+    client = make_cert(tmp_path, "ficus-client", ["ficus"], (ca_cert, ca_pkey))
     return {"dir": tmp_path, "ca": ca, "other_ca": other_ca, "cert": srv[0], "key": srv[1],
             "client_cert": client[0], "client_key": client[1]}
 
