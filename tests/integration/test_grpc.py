@@ -254,7 +254,8 @@ def test_grpc_over_tls_to_the_target_and_alpn_h2_required(ficus, tmp_path):
             with pytest.raises(grpc.RpcError) as e:
                 ch.unary_unary("/h1.Svc/Call")(b"x", timeout=scaled(10))
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE  # no h2 by ALPN: no guessing
-        assert "did not agree to h2" in f.stderr
+        # ficus's log says why (read from its stderr as it comes).
+        assert wait_until(lambda: "did not agree to h2" in f.stderr, scaled(5)), f.stderr
     finally:
         s.stop()
         ls.close()
