@@ -124,6 +124,8 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *frame, voi
     u->fields = 0;
     if (u->head_sent)
         u->in_trailers = 1;
+    else
+        u->status = 0; /* this block's :status writes the status line */
     return 0;
 }
 
@@ -166,6 +168,8 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *frame, const uint
 /* The final head is whole: its framing line, and it goes to the owner. */
 static int head_end(h2_upstream_t *u, bool end_stream)
 {
+    if (u->status == 0)
+        return -1; /* a head without :status: nothing to hand over */
     if (u->status < 200) {
         /* Interim: passed on as it is; the final head follows. */
         u->has_length = 0;
