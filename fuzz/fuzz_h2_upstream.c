@@ -1,10 +1,12 @@
 /* libFuzzer target: a target's HTTP/2 bytes fed to an upstream connection's
- * session (proxy/h2_upstream) after a request was written through it (with
- * or without a body, chunked or not, as input byte 0 says), in pieces. What
- * the session hands back must read as one well-framed HTTP/1.1 response (or
- * interim ones first) by ficus's own strict parser, never more than one
- * final response; the owner pausing and resuming in between changes nothing;
- * nothing leaks when the session ends at any point. */
+ * session (proxy/h2_upstream) after two requests were written through two
+ * of its streams (ids 1 and 3; with or without a body, chunked or not, as
+ * input byte 0 says), in pieces. What each stream hands its owner must read
+ * as one well-framed HTTP/1.1 response (or interim ones first) by ficus's
+ * own strict parser, never more than one final response, and nothing after
+ * a failure; owners pausing, resuming and letting go in between change
+ * nothing for the other stream; nothing leaks when the session ends at any
+ * point. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,8 +25,7 @@ typedef struct owner {
     bool ended; /* the response ended */
     bool failed;
     bool broken; /* the bytes did not parse: the session must have failed too */
-    pbuf_t *held;
-    pbuf_pool_t *pool;
+    bool gone;   /* let go of its stream: told nothing more */
 } owner_t;
 
 static int o_send(void *ctx, const uv_buf_t *bufs, unsigned n)
@@ -43,7 +44,7 @@ static bool o_pending(void *ctx)
 static void o_deliver(void *ctx, const char *data, size_t len)
 {
     owner_t *o = ctx;
-    CHECK(!o->failed);
+    CHECK(!o->failed && !o->gone);
     while (len && !o->broken) {
         if (o->ended) {
             o->broken = true; /* bytes after the end: never expected */
@@ -57,6 +58,11 @@ static void o_deliver(void *ctx, const char *data, size_t len)
         }
         if ((ev & HTTP_EV_HEAD) && o->head.status >= 200)
             o->finals++;
+        if ((ev & HTTP_EV_HEAD) && !(ev & HTTP_EV_END) && (size_t)k == len) {
+            int ev2 = 0; /* an empty body ends on the next feed */
+            CHECK(http_parser_feed(&o->p, &o->head, data + k, 0, &ev2) >= 0);
+            ev |= ev2;
+        }
         if ((ev & HTTP_EV_END) && o->head.status >= 200)
             o->ended = true;
         else if ((ev & HTTP_EV_END))
@@ -67,11 +73,16 @@ static void o_deliver(void *ctx, const char *data, size_t len)
     }
     CHECK(o->finals <= 1);
 }
-static void o_drained(void *ctx) { (void)ctx; }
-static void o_failed(void *ctx, int status)
+static void o_drained(void *ctx)
 {
     owner_t *o = ctx;
-    CHECK(status < 0);
+    CHECK(!o->failed && !o->gone);
+}
+static void o_failed(void *ctx, int status, bool refused)
+{
+    owner_t *o = ctx;
+    (void)refused;
+    CHECK(status < 0 && !o->failed && !o->gone);
     o->failed = true;
 }
 
@@ -95,12 +106,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     if (size < 1)
         return 0;
-    owner_t o;
-    memset(&o, 0, sizeof o);
-    o.pool = &pool;
-    http_parser_init_response(&o.p);
-    h2_upstream_t *u = h2_upstream_new(&pool, &io, &o, data[0] & 1);
-    CHECK(u);
 #define REQ(s)                                                                                     \
     {                                                                                              \
         s, sizeof s - 1                                                                            \
@@ -116,11 +121,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             "chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"),
         REQ("HEAD /d HTTP/1.1\r\nHost: t\r\n\r\n"),
     };
-    unsigned which = (data[0] >> 1) & 3;
-    if (which == 3)
-        http_parser_expect_no_body(&o.p, true);
-    uv_buf_t b = uv_buf_init((char *)reqs[which].s, (unsigned)reqs[which].n);
-    CHECK(h2_upstream_write(u, &b, 1) >= 0);
+    h2_upstream_t *u = h2_upstream_new(&pool, &io, NULL, data[0] & 1);
+    CHECK(u);
+    owner_t o[2];
+    h2_ustream_t *st[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&o[i], 0, sizeof o[i]);
+        http_parser_init_response(&o[i].p);
+        unsigned which = (data[0] >> (1 + 2 * i)) & 3;
+        if (which == 3)
+            http_parser_expect_no_body(&o[i].p, true);
+        st[i] = h2_ustream_open(u, &o[i]);
+        CHECK(st[i]);
+        uv_buf_t b = uv_buf_init((char *)reqs[which].s, (unsigned)reqs[which].n);
+        CHECK(h2_ustream_write(st[i], &b, 1) >= 0);
+    }
     uint32_t seed = data[0] * 2654435761u;
     const uint8_t *p = data + 1;
     size_t left = size - 1;
@@ -129,14 +144,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t piece = 1 + seed % 97;
         if (piece > left)
             piece = left;
-        if (seed & 64)
-            h2_upstream_pause(u, (seed & 128) != 0);
-        if (h2_upstream_feed(u, (const char *)p, piece) != 0)
+        int i = (seed >> 8) & 1;
+        if ((seed & 64) && st[i])
+            h2_ustream_pause(st[i], (seed & 128) != 0);
+        if ((seed & 0xf000) == 0x5000 && st[i]) {
+            h2_ustream_close(st[i]); /* the owner is done with it */
+            st[i] = NULL;
+            o[i].gone = true;
+        }
+        if (h2_upstream_feed(u, (const char *)p, piece) != 0) {
+            h2_upstream_lost(u, UV_ECONNRESET); /* the connection closes */
             break;
+        }
         p += piece;
         left -= piece;
     }
-    h2_upstream_pause(u, false);
+    for (int i = 0; i < 2; i++)
+        if (st[i])
+            h2_ustream_pause(st[i], false);
+    /* When the connection goes, no stream is left waiting. */
+    h2_upstream_lost(u, UV_EOF);
+    for (int i = 0; i < 2; i++)
+        CHECK(!st[i] || o[i].ended || o[i].failed);
     h2_upstream_free(u);
     return 0;
 }

@@ -113,7 +113,7 @@ end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, uint32_t group, 
     gs->inflight[t]++;
     atomic_fetch_add_explicit(&hg->targets[t].inflight, 1, memory_order_relaxed);
     upstream_pool_t *pool = &gs->up.pools[t];
-    if (!pool->idle) {
+    if (!upstream_pool_ready(pool)) {
         /* A new connection: the request waits for it (max_pending). */
         if (!health_acquire(&hg->pending, tg->max_pending))
             return refused(pw, ex, METRICS_LIMIT_MAX_PENDING, message);

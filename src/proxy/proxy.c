@@ -1044,7 +1044,7 @@ static size_t body_room(client_conn_t *cc)
     }
     const exchange_t *ex = req->ex;
     bool writable = ex->uc && req->phase >= REQ_SENT && ex->out_sent == req->out->len &&
-                    !stream_write_pending(&ex->uc->s);
+                    !upstream_conn_write_pending(ex->uc);
     return writable ? SIZE_MAX : 0;
 }
 
@@ -1388,7 +1388,7 @@ static void relay(request_t *req, const char *data, size_t len)
         held = uc->in; /* data may point into it: kept until written */
         uc->in = NULL;
         bool reusable =
-            req->upstream_reusable && req->cc->body_done && !stream_write_pending(&uc->s);
+            req->upstream_reusable && req->cc->body_done && !upstream_conn_write_pending(uc);
         exchange_end(pw, req->ex, 0, reusable, req->upstream_status >= 500);
     }
     int rc = n ? client_conn_write(req->cc, iov, n) : 0;
@@ -1509,7 +1509,7 @@ static void on_timeout(client_conn_t *cc)
         return;
     }
     if (req->phase == REQ_SENT && !cc->body_done &&
-        !(req->ex->uc && stream_write_pending(&req->ex->uc->s))) {
+        !(req->ex->uc && upstream_conn_write_pending(req->ex->uc))) {
         /* The client, not the target, is late: its body is still coming and
          * everything it sent went upstream. No failure of the target (a
          * slow client must not eject it), and the answer says whose it is. */
@@ -1651,7 +1651,7 @@ static void finish(request_t *req)
 {
     upstream_conn_t *uc = req->ex->uc;
     bool reusable =
-        req->upstream_reusable && req->cc->body_done && uc && !stream_write_pending(&uc->s);
+        req->upstream_reusable && req->cc->body_done && uc && !upstream_conn_write_pending(uc);
     exchange_end(req->pw, req->ex, 0, reusable, req->upstream_status >= 500);
     request_log(req);
     request_over(req);

@@ -112,7 +112,7 @@ static void part_end(subreq_t *p, subreq_state_t st, end_reason_t why, bool reus
         pbuf_put(&p->req.pw->w->pool, uc->in);
         uc->in = NULL;
     }
-    reusable = reusable && uc && !stream_write_pending(&uc->s);
+    reusable = reusable && uc && !upstream_conn_write_pending(uc);
     /* A pooled connection the target had closed says nothing of its health. */
     p->stale = st == SUBREQ_FAILED && why == END_UPSTREAM_RESET && uc && uc->reused &&
                upstream_conn_connected(uc) && s->phase != REQ_RESPONDING;

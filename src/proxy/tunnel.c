@@ -21,7 +21,7 @@ static void shut_write(stream_t *s, uint8_t *pending)
 static int settled(request_t *req)
 {
     return req->tun_client_eof && req->tun_upstream_eof && !stream_write_pending(&req->cc->s) &&
-           !stream_write_pending(&req->ex->uc->s);
+           !upstream_conn_write_pending(req->ex->uc);
 }
 
 void tunnel_start(request_t *req)
@@ -33,7 +33,7 @@ void tunnel_start(request_t *req)
     touch(req);
     client_conn_arm_deadline(cc, req->gen->cfg->server.tunnel_idle_timeout_ms);
     client_conn_tunnel(cc); /* what the client sent after its head goes first */
-    if (req->phase == REQ_TUNNEL && !stream_write_pending(&req->ex->uc->s))
+    if (req->phase == REQ_TUNNEL && !upstream_conn_write_pending(req->ex->uc))
         client_conn_resume(cc);
 }
 
@@ -57,7 +57,7 @@ void tunnel_client_eof(request_t *req, ssize_t status)
     touch(req);
     req->tun_client_eof = 1;
     client_conn_pause(req->cc);
-    shut_write(&req->ex->uc->s, &req->tun_shut_upstream);
+    shut_write(upstream_conn_socket(req->ex->uc), &req->tun_shut_upstream);
     if (settled(req))
         tunnel_end(req, END_OK);
 }
@@ -104,7 +104,7 @@ void tunnel_upstream_drained(request_t *req, int status)
         return;
     }
     if (req->tun_shut_upstream)
-        shut_write(&req->ex->uc->s, &req->tun_shut_upstream);
+        shut_write(upstream_conn_socket(req->ex->uc), &req->tun_shut_upstream);
     if (!req->tun_client_eof)
         client_conn_resume(req->cc);
     if (settled(req))

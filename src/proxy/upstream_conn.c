@@ -9,94 +9,168 @@
 #include "core/log.h"
 #include "proxy/h2_upstream.h"
 
-static inline upstream_conn_t *uc_of(stream_t *s) { return (upstream_conn_t *)s; }
+static inline upstream_link_t *link_of(stream_t *s) { return (upstream_link_t *)s; }
 
-static void uc_on_handle_closed(upstream_conn_t *uc)
+static void link_unref(upstream_link_t *l)
 {
-    if (--uc->n_handles)
+    if (--l->refs)
         return;
-    upstream_group_t *g = uc->pool->group;
-    free(uc);
+    upstream_group_t *g = l->pool->group;
+    h2_upstream_free(l->h2);
+    free(l);
     g->hold(g->hold_ctx, -1);
 }
 
-static void uc_on_timer_closed(uv_handle_t *h) { uc_on_handle_closed(h->data); }
-static void uc_on_close(stream_t *s) { uc_on_handle_closed(uc_of(s)); }
+static void link_on_timer_closed(uv_handle_t *h) { link_unref(h->data); }
+static void link_on_close(stream_t *s) { link_unref(link_of(s)); }
 
-static void uc_on_timer(uv_timer_t *t);
+static void link_on_timer(uv_timer_t *t);
 
 /* Moves the state and arms the timer for it. */
-static void set_state(upstream_conn_t *uc, uc_state_t st)
+static void set_state(upstream_link_t *l, uc_state_t st)
 {
-    const config_target_group_t *tg = uc->pool->group->tg;
-    uc->state = st;
+    const config_target_group_t *tg = l->pool->group->tg;
+    if (l->state == UC_IDLE && st != UC_IDLE)
+        l->pool->n_idle--;
+    else if (l->state != UC_IDLE && st == UC_IDLE)
+        l->pool->n_idle++;
+    l->state = st;
     switch (st) {
     case UC_CONNECTING:
-        uv_timer_start(&uc->timer, uc_on_timer, tg->connect_timeout_ms, 0);
+        uv_timer_start(&l->timer, link_on_timer, tg->connect_timeout_ms, 0);
         break;
     case UC_IDLE:
-        uv_timer_start(&uc->timer, uc_on_timer, tg->keepalive_idle_timeout_ms, 0);
+        uv_timer_start(&l->timer, link_on_timer, tg->keepalive_idle_timeout_ms, 0);
         break;
     case UC_BUSY:
     case UC_CLOSING:
-        uv_timer_stop(&uc->timer);
+        uv_timer_stop(&l->timer);
         break;
     }
 }
 
-static void idle_unlink(upstream_conn_t *uc)
+/* HTTP/1.1: out of the pool's idle list (a link in it is idle). */
+static void idle_unlink(upstream_link_t *l)
 {
-    upstream_pool_t *pool = uc->pool;
-    if (uc->state != UC_IDLE)
+    upstream_pool_t *pool = l->pool;
+    if (l->state != UC_IDLE || l->pool->group->tg->h2)
         return;
-    if (uc->prev_idle)
-        uc->prev_idle->next_idle = uc->next_idle;
+    if (l->prev)
+        l->prev->next = l->next;
     else
-        pool->idle = uc->next_idle;
-    if (uc->next_idle)
-        uc->next_idle->prev_idle = uc->prev_idle;
-    uc->next_idle = uc->prev_idle = NULL;
-    pool->n_idle--;
+        pool->idle = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
 }
 
-static void uc_close(upstream_conn_t *uc)
+/* HTTP/2: out of the pool's list of links. */
+static void h2_unlink(upstream_link_t *l)
 {
-    if (uc->state == UC_CLOSING)
-        return;
-    idle_unlink(uc);
-    set_state(uc, UC_CLOSING);
-    uc->pool->n_open--;
-    if (uc->counted)
-        health_release(&uc->pool->group->hg->connections);
+    upstream_pool_t *pool = l->pool;
+    if (l->prev)
+        l->prev->next = l->next;
+    else if (pool->h2 == l)
+        pool->h2 = l->next;
+    if (l->next)
+        l->next->prev = l->prev;
+    l->next = l->prev = NULL;
+}
+
+/* --- HTTP/2 channels --- */
+
+static upstream_conn_t *channel_get(upstream_pool_t *pool)
+{
+    upstream_conn_t *uc = pool->spare;
+    if (uc)
+        pool->spare = uc->next;
+    else if (!(uc = malloc(sizeof *uc)))
+        return NULL;
+    memset(uc, 0, sizeof *uc);
+    return uc;
+}
+
+/* A channel leaves its link (and the link's reference goes). */
+static void channel_put(upstream_conn_t *uc)
+{
+    upstream_link_t *l = uc->link;
+    upstream_pool_t *pool = l->pool;
+    if (uc->in)
+        pbuf_put(pool->group->env->pool, uc->in);
     uc->owner = NULL;
-    if (uc->in) {
-        pbuf_put(uc->pool->group->env->pool, uc->in);
-        uc->in = NULL;
+    uc->in = NULL;
+    uc->next = pool->spare;
+    pool->spare = uc;
+    l->n_streams--;
+    link_unref(l);
+}
+
+/* Tells a link's waiting channels it failed; they are gone first. */
+static void waiting_fail(upstream_link_t *l, int status)
+{
+    upstream_conn_t *w = l->waiting;
+    l->waiting = NULL;
+    while (w) {
+        upstream_conn_t *next = w->next;
+        const upstream_conn_ops_t *ops = w->ops;
+        void *owner = w->owner;
+        channel_put(w);
+        ops->on_connected(owner, status);
+        w = next;
     }
-    h2_upstream_free(uc->h2);
-    uc->h2 = NULL;
-    uv_close((uv_handle_t *)&uc->timer, uc_on_timer_closed);
-    stream_close(&uc->s, !uc->ever_connected);
 }
 
-static void uc_on_alloc(stream_t *s, uv_buf_t *buf)
+static void link_close(upstream_link_t *l, int status)
 {
-    *buf = uv_buf_init(uc_of(s)->pool->group->env->rbuf, IO_BUF_BYTES);
+    if (l->state == UC_CLOSING)
+        return;
+    upstream_pool_t *pool = l->pool;
+    bool h2 = pool->group->tg->h2;
+    idle_unlink(l);
+    if (h2)
+        h2_unlink(l);
+    set_state(l, UC_CLOSING);
+    pool->n_open--;
+    if (l->counted)
+        health_release(&pool->group->hg->connections);
+    if (!h2) {
+        l->conn.owner = NULL;
+        if (l->conn.in) {
+            pbuf_put(pool->group->env->pool, l->conn.in);
+            l->conn.in = NULL;
+        }
+    }
+    /* The libuv handles close later: the link outlives what follows. */
+    uv_close((uv_handle_t *)&l->timer, link_on_timer_closed);
+    stream_close(&l->s, !l->ever_connected);
+    if (h2) {
+        waiting_fail(l, status);
+        if (l->h2)
+            h2_upstream_lost(l->h2, status); /* its streams not whole fail */
+    }
 }
 
-static void uc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
+static void link_on_alloc(stream_t *s, uv_buf_t *buf)
 {
-    upstream_conn_t *uc = uc_of(s);
-    if (uc->h2 && n > 0) {
-        /* Frames: for the stream under way, or the session's own (PING,
-         * SETTINGS, GOAWAY) while idle. */
-        if (h2_upstream_feed(uc->h2, buf->base, (size_t)n) != 0 && !uc->owner)
-            uc_close(uc);
+    *buf = uv_buf_init(link_of(s)->pool->group->env->rbuf, IO_BUF_BYTES);
+}
+
+static void link_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    upstream_link_t *l = link_of(s);
+    if (l->h2) {
+        /* Frames for its streams, or the session's own (PING, SETTINGS,
+         * GOAWAY) while idle. */
+        if (n < 0)
+            link_close(l, (int)n);
+        else if (h2_upstream_feed(l->h2, buf->base, (size_t)n) != 0)
+            link_close(l, UV_EPROTO);
         return;
     }
+    upstream_conn_t *uc = &l->conn;
     if (!uc->owner) {
         /* Idle: the target closed it, or sent bytes nobody asked for. */
-        uc_close(uc);
+        link_close(l, UV_ECONNRESET);
         return;
     }
     if (n < 0)
@@ -105,46 +179,48 @@ static void uc_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
         uc->ops->on_data(uc->owner, buf->base, (size_t)n);
 }
 
-static void uc_on_drain(stream_t *s, int status)
+static void link_on_drain(stream_t *s, int status)
 {
-    upstream_conn_t *uc = uc_of(s);
-    if (uc->h2 && status == 0) {
-        h2_upstream_on_drain(uc->h2); /* more frames; drained comes from the session */
+    upstream_link_t *l = link_of(s);
+    if (l->h2) {
+        if (status == 0)
+            h2_upstream_on_drain(l->h2); /* more frames; streams framed are told */
+        else
+            link_close(l, status);
         return;
     }
-    if (uc->owner)
-        uc->ops->on_drained(uc->owner, status);
+    if (l->conn.owner)
+        l->conn.ops->on_drained(l->conn.owner, status);
     else if (status < 0)
-        uc_close(uc);
+        link_close(l, status);
 }
 
 /* --- the HTTP/2 session's side --- */
 
 static int h2_send(void *ctx, const uv_buf_t *bufs, unsigned n)
 {
-    return stream_write(&((upstream_conn_t *)ctx)->s, bufs, n);
+    return stream_write(&((upstream_link_t *)ctx)->s, bufs, n);
 }
 static bool h2_send_pending(void *ctx)
 {
-    return stream_write_pending(&((upstream_conn_t *)ctx)->s);
+    return stream_write_pending(&((upstream_link_t *)ctx)->s);
 }
-static void h2_deliver(void *ctx, const char *data, size_t len)
+static void h2_deliver(void *owner, const char *data, size_t len)
 {
-    upstream_conn_t *uc = ctx;
-    if (uc->owner)
-        uc->ops->on_data(uc->owner, data, len);
+    upstream_conn_t *uc = owner;
+    uc->ops->on_data(uc->owner, data, len);
 }
-static void h2_drained(void *ctx)
+static void h2_drained(void *owner)
 {
-    upstream_conn_t *uc = ctx;
-    if (uc->owner)
-        uc->ops->on_drained(uc->owner, 0);
+    upstream_conn_t *uc = owner;
+    uc->ops->on_drained(uc->owner, 0);
 }
-static void h2_failed(void *ctx, int status)
+static void h2_failed(void *owner, int status, bool refused)
 {
-    upstream_conn_t *uc = ctx;
-    if (uc->owner)
-        uc->ops->on_eof(uc->owner, status);
+    upstream_conn_t *uc = owner;
+    if (refused)
+        uc->reused = 1; /* never processed: sent again, as on a stale connection */
+    uc->ops->on_eof(uc->owner, status);
 }
 
 static const h2_upstream_io_t h2_io = {
@@ -155,114 +231,168 @@ static const h2_upstream_io_t h2_io = {
     .failed = h2_failed,
 };
 
-static void uc_on_handshake(stream_t *s, int result);
+static void link_on_handshake(stream_t *s, int result);
 
 static const stream_ops_t upstream_ops = {
-    .on_alloc = uc_on_alloc,
-    .on_read = uc_on_read,
-    .on_drain = uc_on_drain,
-    .on_close = uc_on_close,
-    .on_handshake = uc_on_handshake,
+    .on_alloc = link_on_alloc,
+    .on_read = link_on_read,
+    .on_drain = link_on_drain,
+    .on_close = link_on_close,
+    .on_handshake = link_on_handshake,
 };
 
-/* Tells the owner the connection failed, after closing it. */
-static void uc_fail(upstream_conn_t *uc, int status)
+/* The link failed to connect: closed, and its owners told. */
+static void link_fail(upstream_link_t *l, int status)
 {
-    void *owner = uc->owner;
-    const upstream_conn_ops_t *ops = uc->ops;
-    uc_close(uc);
+    void *owner = l->conn.owner;
+    const upstream_conn_ops_t *ops = l->conn.ops;
+    link_close(l, status);
     if (owner)
         ops->on_connected(owner, status);
 }
 
-/* Connected (and the TLS handshake done): the owner may write. */
-static void uc_ready(upstream_conn_t *uc)
+/* A link with no request: pooled, or closed when it may not be kept. */
+static void link_idle(upstream_link_t *l)
 {
-    upstream_group_t *g = uc->pool->group;
-    if (g->tg->h2) {
-        uc->h2 = h2_upstream_new(g->env->pool, &h2_io, uc, g->tls != NULL);
-        if (!uc->h2) {
-            uc_fail(uc, UV_ENOMEM);
-            return;
-        }
+    upstream_pool_t *pool = l->pool;
+    upstream_group_t *g = pool->group;
+    const config_target_group_t *tg = g->tg;
+    /* At the group's connection limit an idle link would hold a slot another
+     * worker may need: close it instead of pooling it. A link of a replaced
+     * generation is not pooled either. */
+    bool at_limit =
+        atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
+    if (g->env->draining || at_limit || g->retired || pool->n_idle >= tg->keepalive_max_idle ||
+        (l->h2 && !h2_upstream_open_ok(l->h2))) {
+        link_close(l, UV_ECONNRESET);
+        return;
     }
-    set_state(uc, UC_BUSY);
-    if (uc->owner)
-        uc->ops->on_connected(uc->owner, 0);
-    else
-        upstream_conn_release(uc, true);
+    if (!l->s.reading)
+        stream_read_start(&l->s);
+    if (!l->h2) {
+        l->prev = NULL;
+        l->next = pool->idle;
+        if (pool->idle)
+            pool->idle->prev = l;
+        pool->idle = l;
+    }
+    set_state(l, UC_IDLE);
 }
 
-static void uc_on_handshake(stream_t *s, int result)
+/* HTTP/2: the channels that waited get their streams. */
+static void h2_ready(upstream_link_t *l)
 {
-    upstream_conn_t *uc = uc_of(s);
-    if (uc->state != UC_CONNECTING)
+    upstream_conn_t *w = l->waiting;
+    l->waiting = NULL;
+    set_state(l, UC_BUSY);
+    while (w) {
+        upstream_conn_t *next = w->next;
+        w->next = NULL;
+        w->h2s = h2_ustream_open(l->h2, w);
+        const upstream_conn_ops_t *ops = w->ops;
+        void *owner = w->owner;
+        if (!w->h2s) {
+            channel_put(w);
+            ops->on_connected(owner, UV_ENOMEM);
+        } else {
+            l->served = 1;
+            ops->on_connected(owner, 0);
+        }
+        w = next;
+    }
+    if (l->state == UC_BUSY && l->n_streams == 0)
+        link_idle(l);
+}
+
+/* Connected (and the TLS handshake done): the owners may write. */
+static void link_ready(upstream_link_t *l)
+{
+    upstream_group_t *g = l->pool->group;
+    if (g->tg->h2) {
+        l->h2 = h2_upstream_new(g->env->pool, &h2_io, l, g->tls != NULL);
+        if (!l->h2) {
+            link_fail(l, UV_ENOMEM);
+            return;
+        }
+        h2_ready(l);
         return;
+    }
+    set_state(l, UC_BUSY);
+    if (l->conn.owner)
+        l->conn.ops->on_connected(l->conn.owner, 0);
+    else
+        upstream_conn_release(&l->conn, true);
+}
+
+static void link_on_handshake(stream_t *s, int result)
+{
+    upstream_link_t *l = link_of(s);
+    if (l->state != UC_CONNECTING)
+        return;
+    const config_target_group_t *tg = l->pool->group->tg;
     if (result == TLS_HS_OK || result == TLS_HS_RESUMED) {
         size_t n = 0;
         const char *alpn = s->tls ? tls_conn_alpn(s->tls, &n) : NULL;
-        if (uc->pool->group->tg->h2 && !(alpn && n == 2 && memcmp(alpn, "h2", 2) == 0)) {
-            log_limited(LOG_WARN, "target group %s: %s did not agree to h2 by ALPN",
-                        uc->pool->group->tg->name,
-                        uc->pool->group->tg->targets[uc->pool->target].name);
-            uc_fail(uc, UV_EPROTO);
+        if (tg->h2 && !(alpn && n == 2 && memcmp(alpn, "h2", 2) == 0)) {
+            log_limited(LOG_WARN, "target group %s: %s did not agree to h2 by ALPN", tg->name,
+                        tg->targets[l->pool->target].name);
+            link_fail(l, UV_EPROTO);
             return;
         }
-        uc_ready(uc);
+        link_ready(l);
         return;
     }
-    const config_target_group_t *tg = uc->pool->group->tg;
     const char *why = s->tls ? tls_conn_verify_error(s->tls) : NULL;
     log_limited(LOG_WARN, "target group %s: TLS to %s failed: %s", tg->name,
-                tg->targets[uc->pool->target].name,
+                tg->targets[l->pool->target].name,
                 why ? why : tls_hs_result_name((tls_hs_result_t)result));
-    uc_fail(uc, UV_EPROTO);
+    link_fail(l, UV_EPROTO);
 }
 
-/* TLS to the target: the ClientHello goes out; uc_on_handshake goes on.
+/* TLS to the target: the ClientHello goes out; link_on_handshake goes on.
  * The name sent and checked is tls.sni, else the target's host name (an
  * IP address is checked, not sent). */
-static int uc_start_tls(upstream_conn_t *uc)
+static int link_start_tls(upstream_link_t *l)
 {
-    upstream_pool_t *pool = uc->pool;
+    upstream_pool_t *pool = l->pool;
     const config_target_group_t *tg = pool->group->tg;
     const config_target_t *t = &tg->targets[pool->target];
     const char *name = tg->tls.sni ? tg->tls.sni : t->host;
     tls_conn_t *c = tls_conn_new_client(pool->group->tls, t->numeric && !tg->tls.sni ? NULL : name,
                                         name, &pool->tls_session);
-    return stream_tls_client(&uc->s, c);
+    return stream_tls_client(&l->s, c);
 }
 
-static void uc_on_timer(uv_timer_t *t)
+static void link_on_timer(uv_timer_t *t)
 {
-    upstream_conn_t *uc = t->data;
-    if (uc->state == UC_CONNECTING && uc->owner)
-        uc_fail(uc, UV_ETIMEDOUT);
+    upstream_link_t *l = t->data;
+    if (l->state == UC_CONNECTING)
+        link_fail(l, UV_ETIMEDOUT);
     else
-        uc_close(uc); /* idle timeout */
+        link_close(l, UV_ETIMEDOUT); /* idle timeout */
 }
 
-static void uc_on_connect(uv_connect_t *creq, int status)
+static void link_on_connect(uv_connect_t *creq, int status)
 {
-    upstream_conn_t *uc = creq->data;
-    if (uc->state == UC_CLOSING)
+    upstream_link_t *l = creq->data;
+    if (l->state == UC_CLOSING)
         return;
     if (status < 0) {
-        uc_fail(uc, status);
+        link_fail(l, status);
         return;
     }
-    uc->ever_connected = 1;
-    if (stream_read_start(&uc->s) != 0) {
-        uc_fail(uc, UV_ECONNRESET);
+    l->ever_connected = 1;
+    if (stream_read_start(&l->s) != 0) {
+        link_fail(l, UV_ECONNRESET);
         return;
     }
-    if (uc->pool->group->tls) {
+    if (l->pool->group->tls) {
         /* Still connecting (connect_timeout) until the handshake ends. */
-        if (uc_start_tls(uc) != 0)
-            uc_fail(uc, UV_EPROTO);
+        if (link_start_tls(l) != 0)
+            link_fail(l, UV_EPROTO);
         return;
     }
-    uc_ready(uc);
+    link_ready(l);
 }
 
 int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_target_group_t *tg,
@@ -286,17 +416,40 @@ int upstream_group_init(upstream_group_t *g, upstream_env_t *env, const config_t
 
 void upstream_group_deinit(upstream_group_t *g)
 {
-    for (size_t t = 0; g->pools && t < g->tg->n_targets; t++)
+    for (size_t t = 0; g->pools && t < g->tg->n_targets; t++) {
         tls_session_slot_clear(&g->pools[t].tls_session);
+        while (g->pools[t].spare) {
+            upstream_conn_t *uc = g->pools[t].spare;
+            g->pools[t].spare = uc->next;
+            free(uc);
+        }
+    }
     free(g->pools);
     g->pools = NULL;
+}
+
+/* Closes a pool's idle links; true if there were any. */
+static bool pool_close_idle(upstream_pool_t *pool)
+{
+    bool closed = false;
+    while (pool->idle) {
+        link_close(pool->idle, UV_ECONNRESET);
+        closed = true;
+    }
+    for (upstream_link_t *l = pool->h2, *next; l; l = next) {
+        next = l->next;
+        if (l->state == UC_IDLE) {
+            link_close(l, UV_ECONNRESET);
+            closed = true;
+        }
+    }
+    return closed;
 }
 
 void upstream_group_close_idle(upstream_group_t *g)
 {
     for (size_t t = 0; g->pools && t < g->tg->n_targets; t++)
-        while (g->pools[t].idle)
-            uc_close(g->pools[t].idle);
+        pool_close_idle(&g->pools[t]);
 }
 
 void upstream_group_retire(upstream_group_t *g)
@@ -305,24 +458,31 @@ void upstream_group_retire(upstream_group_t *g)
     upstream_group_close_idle(g);
 }
 
-upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_conn_ops_t *ops,
-                                       void *owner, int *err)
+/* May one more stream go on this HTTP/2 link? */
+static bool h2_room(const upstream_link_t *l)
+{
+    if (l->state == UC_CONNECTING)
+        return l->n_streams < UPSTREAM_H2_MAX_STREAMS;
+    if (l->state == UC_CLOSING || !l->h2 || !h2_upstream_open_ok(l->h2))
+        return false;
+    uint32_t peer = h2_upstream_peer_streams(l->h2);
+    return l->n_streams < (peer < UPSTREAM_H2_MAX_STREAMS ? peer : UPSTREAM_H2_MAX_STREAMS);
+}
+
+bool upstream_pool_ready(const upstream_pool_t *pool)
+{
+    if (!pool->group->tg->h2)
+        return pool->idle != NULL;
+    for (const upstream_link_t *l = pool->h2; l; l = l->next)
+        if (l->state != UC_CONNECTING && h2_room(l))
+            return true;
+    return false;
+}
+
+/* A new link to the pool's target, connecting. */
+static upstream_link_t *link_open(upstream_pool_t *pool, int *err)
 {
     upstream_group_t *g = pool->group;
-    upstream_conn_t *uc = pool->idle;
-    *err = 0;
-    if (uc) {
-        idle_unlink(uc);
-        set_state(uc, UC_BUSY);
-        uc->ops = ops;
-        uc->owner = owner;
-        uc->reused = 1;
-        uc->paused = 0;
-        http_parser_init_response(&uc->parser);
-        if (uc->h2)
-            h2_upstream_begin(uc->h2, false);
-        return uc;
-    }
     const config_target_group_t *tg = g->tg;
     health_group_t *hg = g->hg;
     /* Read once: the address may be re-resolved meanwhile; libuv copies it. */
@@ -332,111 +492,184 @@ upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_con
         return NULL;
     }
     if (!health_acquire(&hg->connections, tg->max_connections)) {
-        /* This worker's idle connections to other targets of the group hold
+        /* This worker's idle links to other targets of the group hold
          * slots: give them back and try once more. */
         bool freed = false;
         for (size_t t = 0; t < tg->n_targets; t++)
-            while (g->pools[t].idle) {
-                uc_close(g->pools[t].idle);
-                freed = true;
-            }
+            freed |= pool_close_idle(&g->pools[t]);
         if (!freed || !health_acquire(&hg->connections, tg->max_connections)) {
             *err = FE_TOOBIG; /* circuit breaker: max_connections */
             return NULL;
         }
     }
-    uc = calloc(1, sizeof *uc);
-    if (!uc) {
+    upstream_link_t *l = calloc(1, sizeof *l);
+    if (!l) {
         health_release(&hg->connections);
         *err = FE_NOMEM;
         return NULL;
     }
-    uc->counted = 1;
-    uc->pool = pool;
-    uc->ops = ops;
-    uc->owner = owner;
-    http_parser_init_response(&uc->parser);
-    if (stream_init(g->env->loop, &uc->s, &upstream_ops, g->env->pool) != 0) {
+    l->counted = 1;
+    l->pool = pool;
+    l->conn.link = l;
+    if (stream_init(g->env->loop, &l->s, &upstream_ops, g->env->pool) != 0) {
         health_release(&hg->connections);
-        free(uc);
+        free(l);
         *err = FE_IO;
         return NULL;
     }
     g->hold(g->hold_ctx, +1);
-    uv_timer_init(g->env->loop, &uc->timer);
-    uc->timer.data = uc;
-    uc->n_handles = 2;
-    uc->creq.data = uc;
-    uc->state = UC_CONNECTING;
+    uv_timer_init(g->env->loop, &l->timer);
+    l->timer.data = l;
+    l->refs = 2;
+    l->creq.data = l;
+    l->state = UC_CONNECTING;
     pool->n_open++;
-    int rc = stream_connect(&uc->s, &uc->creq, (const struct sockaddr *)&addr->ss, uc_on_connect);
+    if (tg->h2) {
+        l->next = pool->h2;
+        if (pool->h2)
+            pool->h2->prev = l;
+        pool->h2 = l;
+    }
+    int rc = stream_connect(&l->s, &l->creq, (const struct sockaddr *)&addr->ss, link_on_connect);
     if (rc != 0) {
-        uc->owner = NULL;
-        uc_close(uc);
+        link_close(l, rc);
         *err = rc;
         return NULL;
     }
-    set_state(uc, UC_CONNECTING);
+    set_state(l, UC_CONNECTING);
+    return l;
+}
+
+/* HTTP/2: a stream of the first link with room, or of a new link. */
+static upstream_conn_t *h2_acquire(upstream_pool_t *pool, const upstream_conn_ops_t *ops,
+                                   void *owner, int *err)
+{
+    upstream_link_t *l = pool->h2;
+    while (l && !h2_room(l))
+        l = l->next;
+    if (!l && !(l = link_open(pool, err)))
+        return NULL;
+    upstream_conn_t *uc = channel_get(pool);
+    if (!uc) {
+        *err = FE_NOMEM;
+        return NULL;
+    }
+    uc->link = l;
+    uc->ops = ops;
+    uc->owner = owner;
+    http_parser_init_response(&uc->parser);
+    l->refs++;
+    l->n_streams++;
+    if (l->state == UC_CONNECTING) {
+        uc->next = l->waiting;
+        l->waiting = uc;
+        return uc;
+    }
+    uc->h2s = h2_ustream_open(l->h2, uc);
+    if (!uc->h2s) {
+        upstream_conn_release(uc, false);
+        *err = FE_NOMEM;
+        return NULL;
+    }
+    if (l->state == UC_IDLE)
+        set_state(l, UC_BUSY);
+    uc->reused = l->served;
+    l->served = 1;
     return uc;
+}
+
+upstream_conn_t *upstream_conn_acquire(upstream_pool_t *pool, const upstream_conn_ops_t *ops,
+                                       void *owner, int *err)
+{
+    *err = 0;
+    if (pool->group->tg->h2)
+        return h2_acquire(pool, ops, owner, err);
+    upstream_link_t *l = pool->idle;
+    if (l) {
+        idle_unlink(l);
+        set_state(l, UC_BUSY);
+        l->conn.reused = 1;
+    } else if (!(l = link_open(pool, err))) {
+        return NULL;
+    }
+    l->conn.ops = ops;
+    l->conn.owner = owner;
+    http_parser_init_response(&l->conn.parser);
+    return &l->conn;
+}
+
+/* HTTP/2: the stream goes (reset if not done); the link idles without any. */
+static void h2_release(upstream_conn_t *uc)
+{
+    upstream_link_t *l = uc->link;
+    if (uc->h2s) {
+        h2_ustream_close(uc->h2s);
+        uc->h2s = NULL;
+    } else if (l->state == UC_CONNECTING) {
+        upstream_conn_t **p = &l->waiting;
+        while (*p && *p != uc)
+            p = &(*p)->next;
+        if (*p)
+            *p = uc->next;
+    }
+    bool idle = l->n_streams == 1 && l->state == UC_BUSY;
+    if (idle)
+        link_idle(l); /* the link holds a reference of its own meanwhile */
+    channel_put(uc);
 }
 
 void upstream_conn_release(upstream_conn_t *uc, bool reusable)
 {
-    upstream_pool_t *pool = uc->pool;
-    upstream_group_t *g = pool->group;
-    const config_target_group_t *tg = g->tg;
-    uc->owner = NULL;
-    if (uc->in) {
-        pbuf_put(g->env->pool, uc->in);
-        uc->in = NULL;
-    }
-    /* At the group's connection limit an idle connection would hold a slot
-     * another worker may need: close it instead of pooling it. A connection
-     * of a replaced generation is not pooled either. */
-    bool at_limit =
-        atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
-    if (uc->h2 && !h2_upstream_reusable(uc->h2))
-        reusable = false; /* a stream under way, a GOAWAY, an error */
-    if (!reusable || uc->state != UC_BUSY || g->env->draining || at_limit || g->retired ||
-        pool->n_idle >= tg->keepalive_max_idle || (!uc->h2 && stream_write_pending(&uc->s))) {
-        uc_close(uc);
+    upstream_link_t *l = uc->link;
+    if (l->pool->group->tg->h2) {
+        h2_release(uc);
         return;
     }
-    if (!uc->s.reading)
-        stream_read_start(&uc->s);
-    uc->paused = 0;
-    if (uc->h2)
-        h2_upstream_pause(uc->h2, false);
-    uc->prev_idle = NULL;
-    uc->next_idle = pool->idle;
-    if (pool->idle)
-        pool->idle->prev_idle = uc;
-    pool->idle = uc;
-    pool->n_idle++;
-    set_state(uc, UC_IDLE);
+    uc->owner = NULL;
+    if (uc->in) {
+        pbuf_put(l->pool->group->env->pool, uc->in);
+        uc->in = NULL;
+    }
+    if (!reusable || l->state != UC_BUSY || stream_write_pending(&l->s)) {
+        link_close(l, UV_ECONNRESET);
+        return;
+    }
+    link_idle(l);
 }
 
 int upstream_conn_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
 {
-    if (uc->h2)
-        return h2_upstream_write(uc->h2, bufs, n);
-    return stream_write(&uc->s, bufs, n);
+    if (!uc->link->pool->group->tg->h2)
+        return stream_write(&uc->link->s, bufs, n);
+    if (!uc->h2s)
+        return UV_ECONNRESET;
+    int rc = h2_ustream_write(uc->h2s, bufs, n);
+    if (rc == UV_ECONNREFUSED)
+        uc->reused = 1; /* a GOAWAY came first: never seen, sent again */
+    return rc;
+}
+
+bool upstream_conn_write_pending(const upstream_conn_t *uc)
+{
+    if (uc->h2s)
+        return h2_ustream_pending(uc->h2s);
+    return !uc->link->pool->group->tg->h2 && stream_write_pending(&uc->link->s);
 }
 
 void upstream_conn_pause(upstream_conn_t *uc)
 {
-    uc->paused = 1;
-    stream_read_stop(&uc->s);
-    if (uc->h2)
-        h2_upstream_pause(uc->h2, true);
+    if (uc->h2s)
+        h2_ustream_pause(uc->h2s, true);
+    else if (!uc->link->pool->group->tg->h2)
+        stream_read_stop(&uc->link->s);
 }
 
 void upstream_conn_resume(upstream_conn_t *uc)
 {
-    if (uc->state == UC_CLOSING)
+    if (uc->link->state == UC_CLOSING && !uc->h2s)
         return;
-    uc->paused = 0;
-    stream_read_start(&uc->s);
-    if (uc->h2)
-        h2_upstream_pause(uc->h2, false); /* what was read already goes first */
+    if (uc->h2s)
+        h2_ustream_pause(uc->h2s, false); /* what was read already goes first */
+    else if (!uc->link->pool->group->tg->h2)
+        stream_read_start(&uc->link->s);
 }

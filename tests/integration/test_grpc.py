@@ -37,8 +37,11 @@ class Server:
             "Bidi": grpc.stream_stream_rpc_method_handler(self.bidi),
             "Fail": grpc.unary_unary_rpc_method_handler(self.fail),
             "Flaky": grpc.unary_unary_rpc_method_handler(self.flaky),
+            "Together": grpc.unary_unary_rpc_method_handler(self.together),
         }
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=8))
+        self.peers = set()
+        self.together_barrier = None
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=40))
         self.server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, handlers),))
         self.server.add_insecure_port(self.addr)
@@ -81,6 +84,18 @@ class Server:
         if left > 0:
             ctx.abort(grpc.StatusCode.UNAVAILABLE, "try again")
         return b"ok"
+
+    def together(self, req, ctx):
+        """Answers once every call of the group is in flight at once (the
+        barrier breaks after a bounded wait otherwise), noting the
+        connection each came on."""
+        with self._lock:
+            self.peers.add(ctx.peer())
+        try:
+            self.together_barrier.wait()
+        except threading.BrokenBarrierError:
+            ctx.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "not all in flight at once")
+        return req
 
     def stop(self):
         self.server.stop(0)
@@ -125,6 +140,35 @@ def test_unary_call_with_trailing_metadata(ficus, grpc_server):
     assert line["protocol"] == "HTTP/2" and line["status"] == 200 and line["route"] == "grpc"
     m = parse_metrics(f.metrics_text())
     assert metric_value(m, "ficus_upstream_requests_total", target_group="svc", code="200") == 21
+
+
+def test_concurrent_calls_share_one_upstream_connection(ficus, grpc_server):
+    """Streams are multiplexed (contract 3.2): 30 calls in flight at once
+    through one worker reach the target as 30 streams of one connection,
+    not 30 connections."""
+    s = grpc_server()
+    n = 30
+    s.together_barrier = threading.Barrier(n, timeout=scaled(10))
+    f = gateway(ficus, s)
+    results = [None] * n
+    with grpc.insecure_channel(f"127.0.0.1:{f.port}") as ch:
+        call = method(ch, "Together")
+
+        def one(i):
+            try:
+                results[i] = call(b"%d" % i, timeout=scaled(20))
+            except grpc.RpcError as e:
+                results[i] = e.code()
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(scaled(30))
+    assert results == [b"%d" % i for i in range(n)]
+    assert len(s.peers) == 1, s.peers
+    m = parse_metrics(f.metrics_text())
+    assert metric_value(m, "ficus_upstream_requests_total", target_group="svc", code="200") == n
 
 
 def test_streaming_calls_each_way(ficus, grpc_server):
