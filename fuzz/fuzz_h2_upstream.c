@@ -14,7 +14,7 @@
 
 #include "core/defaults.h"
 #include "http/parser.h"
-#include "proxy/h2_upstream.h"
+#include "http/h2_upstream.h"
 
 #include "fuzz_check.h"
 

@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/defaults.h"
 #include "core/errors.h"
+#include "http/h2_upstream.h"
 #include "net/stream.h"
 #include "net/tls.h"
 
@@ -25,8 +27,10 @@ struct http_client {
     void *ctx;
     char *out; /* the request: head and body */
     size_t out_len;
-    tls_conn_t *tls; /* TLS: the engine until the stream takes it at connect */
+    tls_conn_t *tls;   /* TLS: the engine until the stream takes it at connect */
+    h2_upstream_t *h2; /* HTTP/2: the session, once connected */
     int open_handles;
+    bool want_h2;
     bool finished;
     char in[HTTP_CLIENT_READ_BYTES];
 };
@@ -35,6 +39,7 @@ static void on_handle_closed(http_client_t *c)
 {
     if (--c->open_handles > 0)
         return;
+    h2_upstream_free(c->h2);
     reply_deinit(&c->reply);
     pbuf_pool_deinit(&c->pool);
     tls_conn_free(c->tls);
@@ -65,30 +70,83 @@ static void on_alloc(stream_t *s, uv_buf_t *buf)
     *buf = uv_buf_init(c->in, sizeof c->in);
 }
 
+/* Answer bytes, HTTP/1.1 (from the socket, or from the HTTP/2 stream). */
+static void take(http_client_t *c, const char *data, size_t len)
+{
+    if (c->finished)
+        return;
+    if (reply_feed(&c->reply, data, len) < 0)
+        finish(c, c->reply.error);
+    else if (reply_done(&c->reply))
+        finish(c, NULL);
+}
+
 static void on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
 {
     http_client_t *c = (http_client_t *)s;
+    if (c->h2) {
+        if (n < 0)
+            finish(c, n == UV_EOF ? "connection closed before the response" : uv_strerror((int)n));
+        else if (h2_upstream_feed(c->h2, buf->base, (size_t)n) != 0)
+            finish(c, "HTTP/2 session ended before the response");
+        return;
+    }
     if (n == UV_EOF && c->reply.bytes_in == 0)
         finish(c, "connection closed before the response");
     else if (n == UV_EOF)
         finish(c, reply_finish(&c->reply) == 0 ? NULL : c->reply.error);
     else if (n < 0)
         finish(c, uv_strerror((int)n));
-    else if (reply_feed(&c->reply, buf->base, (size_t)n) < 0)
-        finish(c, c->reply.error);
-    else if (reply_done(&c->reply))
-        finish(c, NULL);
+    else
+        take(c, buf->base, (size_t)n);
 }
 
 static void on_drain(stream_t *s, int status)
 {
+    http_client_t *c = (http_client_t *)s;
     if (status < 0)
-        finish((http_client_t *)s, uv_strerror(status));
+        finish(c, uv_strerror(status));
+    else if (c->h2)
+        h2_upstream_on_drain(c->h2);
 }
+
+/* --- HTTP/2: the session's side --- */
+
+static int h2_send(void *conn, const uv_buf_t *bufs, unsigned n)
+{
+    return stream_write(&((http_client_t *)conn)->s, bufs, n);
+}
+static bool h2_send_pending(void *conn)
+{
+    return stream_write_pending(&((http_client_t *)conn)->s);
+}
+static void h2_deliver(void *owner, const char *data, size_t len) { take(owner, data, len); }
+static void h2_drained(void *owner) { (void)owner; }
+static void h2_failed(void *owner, int status, bool refused)
+{
+    (void)refused;
+    finish(owner, status == UV_EPROTO ? "HTTP/2 protocol error" : "stream reset by the target");
+}
+
+static const h2_upstream_io_t h2_io = {
+    .send = h2_send,
+    .send_pending = h2_send_pending,
+    .deliver = h2_deliver,
+    .drained = h2_drained,
+    .failed = h2_failed,
+};
 
 static void send_request(http_client_t *c)
 {
     uv_buf_t b = uv_buf_init(c->out, (unsigned)c->out_len);
+    if (c->want_h2) {
+        /* The same request, read and framed as one stream. */
+        c->h2 = h2_upstream_new(&c->pool, &h2_io, c, c->s.tls != NULL);
+        h2_ustream_t *st = c->h2 ? h2_ustream_open(c->h2, c) : NULL;
+        if (!st || h2_ustream_write(st, &b, 1) < 0 || stream_read_start(&c->s) != 0)
+            finish(c, "write failed");
+        return;
+    }
     if (stream_write(&c->s, &b, 1) < 0 || stream_read_start(&c->s) != 0)
         finish(c, "write failed");
 }
@@ -99,6 +157,12 @@ static void on_handshake(stream_t *s, int result)
     if (c->finished)
         return;
     if (result == TLS_HS_OK || result == TLS_HS_RESUMED) {
+        size_t n = 0;
+        const char *alpn = tls_conn_alpn(s->tls, &n);
+        if (c->want_h2 && !(alpn && n == 2 && memcmp(alpn, "h2", 2) == 0)) {
+            finish(c, "the target did not agree to h2 by ALPN");
+            return;
+        }
         send_request(c);
         return;
     }
@@ -160,14 +224,16 @@ http_client_t *http_client_start(uv_loop_t *loop, const struct sockaddr *sa, con
     c->out_len = (size_t)n + body_len;
     c->on_done = on_done;
     c->ctx = ctx;
+    c->want_h2 = o->h2;
     c->creq.data = c;
     c->timer.data = c;
     if (o->tls && !(c->tls = tls_conn_new_client(o->tls, o->tls_sni, o->tls_name, NULL)))
         goto fail_out;
     reply_init(&c->reply, o->max_head_bytes, o->max_body_bytes, o->body_mode);
-    /* Whatever part of the request the socket does not take at once fits. */
-    pbuf_pool_init(&c->pool,
-                   c->out_len > HTTP_CLIENT_READ_BYTES ? c->out_len : HTTP_CLIENT_READ_BYTES, 0);
+    /* Whatever part of the request the socket does not take at once fits;
+     * HTTP/2 also gathers a head (its own, and the answer's) in one. */
+    size_t buf_bytes = o->h2 ? DEFAULT_MAX_HEADER_BYTES + 1024 : HTTP_CLIENT_READ_BYTES;
+    pbuf_pool_init(&c->pool, c->out_len > buf_bytes ? c->out_len : buf_bytes, 0);
     if (uv_timer_init(loop, &c->timer) != 0)
         goto fail_deinit;
     c->open_handles = 1;

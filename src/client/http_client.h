@@ -1,12 +1,15 @@
-/* An HTTP/1.1 request from an event loop (health checks now; session,
- * JWKS and BFF calls next): one request to one address over net/stream, a
- * timeout covering connect to the end of the answer, the answer read by
- * client/reply within its bounds, and one completion callback. The client
- * owns its handles and memory, frees them from its close callbacks, and
- * closes itself after the callback or a cancel. */
+/* An HTTP request from an event loop (health checks, session exchanges,
+ * JWKS): one request to one address over net/stream, a timeout covering
+ * connect to the end of the answer, the answer read by client/reply within
+ * its bounds, and one completion callback. HTTP/1.1, or HTTP/2 (h2: prior
+ * knowledge, or ALPN h2 over TLS) through http/h2_upstream, which frames the
+ * same request and hands the answer back as HTTP/1.1. The client owns its
+ * handles and memory, frees them from its close callbacks, and closes itself
+ * after the callback or a cancel. */
 #ifndef FICUS_CLIENT_HTTP_CLIENT_H
 #define FICUS_CLIENT_HTTP_CLIENT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <uv.h>
 
@@ -27,6 +30,9 @@ typedef struct http_client_opts {
     struct tls_client *tls;
     const char *tls_sni;
     const char *tls_name;
+    /* HTTP/2: cleartext prior knowledge, or with tls a handshake that chose
+     * h2 by ALPN (tls must offer it); the request is one stream. */
+    bool h2;
 } http_client_opts_t;
 
 /* Called once, on the loop, unless cancelled first. error is NULL when the

@@ -88,7 +88,8 @@ static void on_interval(uv_timer_t *t)
     /* The status decides: the body is never read. */
     http_client_opts_t o = {.timeout_ms = tg->health_check.timeout_ms,
                             .max_head_bytes = DEFAULT_MAX_HEADER_BYTES,
-                            .body_mode = REPLY_BODY_NONE};
+                            .body_mode = REPLY_BODY_NONE,
+                            .h2 = tg->h2};
     if (c->tls && c->tls[p->group]) {
         /* As the group's connections: tls.sni, else the target's host
          * name (an IP address is checked, not sent). */

@@ -8,7 +8,7 @@
 #include "core/defaults.h"
 #include "http/h2_head.h"
 #include "http/parser.h"
-#include "proxy/h2_frames.h"
+#include "http/h2_frames.h"
 
 #define TICK_MS 1000
 #define CONN_WINDOW_BYTES (1u << 20) /* given back at once: only in-flight bytes */

@@ -7,7 +7,7 @@
 #include "core/defaults.h"
 #include "core/errors.h"
 #include "core/log.h"
-#include "proxy/h2_upstream.h"
+#include "http/h2_upstream.h"
 
 static inline upstream_link_t *link_of(stream_t *s) { return (upstream_link_t *)s; }
 

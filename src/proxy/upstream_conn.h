@@ -10,7 +10,7 @@
  * the target is noticed while it is idle rather than when the next request
  * is written to it.
  *
- * HTTP/2 (`protocol: h2`, proxy/h2_upstream): a link is a session and each
+ * HTTP/2 (`protocol: h2`, http/h2_upstream): a link is a session and each
  * channel one of its streams, so many requests share a link: a channel
  * goes to the first link of the pool with room (the target's
  * SETTINGS_MAX_CONCURRENT_STREAMS, at most UPSTREAM_H2_MAX_STREAMS), and a

@@ -23,8 +23,8 @@ SERVICE = "test.Echo"
 class Server:
     """A grpcio server with raw-bytes methods (no generated code)."""
 
-    def __init__(self):
-        self.port = free_port()
+    def __init__(self, port=None):
+        self.port = port or free_port()
         self.addr = f"127.0.0.1:{self.port}"
         self.calls = 0
         self.seen_timeouts = []
@@ -105,8 +105,8 @@ class Server:
 def grpc_server():
     servers = []
 
-    def start():
-        s = Server()
+    def start(port=None):
+        s = Server(port)
         servers.append(s)
         return s
 
@@ -115,8 +115,8 @@ def grpc_server():
         s.stop()
 
 
-def gateway(ficus, server, **route_extra):
-    return ficus(config({"svc": {"targets": [server.addr], "protocol": "h2"}},
+def gateway(ficus, server, group_extra=None, **route_extra):
+    return ficus(config({"svc": {"targets": [server.addr], "protocol": "h2", **(group_extra or {})}},
                         [route("grpc", f"/{SERVICE}/", "svc", **route_extra)],
                         server={"workers": 1}))
 
@@ -169,6 +169,27 @@ def test_concurrent_calls_share_one_upstream_connection(ficus, grpc_server):
     assert len(s.peers) == 1, s.peers
     m = parse_metrics(f.metrics_text())
     assert metric_value(m, "ficus_upstream_requests_total", target_group="svc", code="200") == n
+
+
+def test_health_checks_of_an_h2_group_speak_http2(ficus, grpc_server):
+    """A gRPC server does not speak HTTP/1.1: the checks of a `protocol: h2`
+    group are HTTP/2 streams (it answers a GET with HTTP 200 and a gRPC
+    error status, which is up for a check). The target is down while
+    nothing listens, up once the server starts, down again when it stops."""
+    port = free_port()
+    health = {"path": f"/{SERVICE}/Unary", "interval": "100ms", "timeout": "1s",
+              "unhealthy_threshold": 2, "healthy_threshold": 1}
+    f = ficus(config({"svc": {"targets": [f"127.0.0.1:{port}"], "protocol": "h2",
+                              "health_check": health}},
+                     [route("grpc", f"/{SERVICE}/", "svc")], server={"workers": 1}))
+    assert wait_until(lambda: "is now unhealthy" in f.stderr, scaled(5)), f.stderr[-2000:]
+    s = grpc_server(port)
+    assert wait_until(lambda: "is now healthy" in f.stderr, scaled(5)), f.stderr[-2000:]
+    with grpc.insecure_channel(f"127.0.0.1:{f.port}") as ch:
+        assert method(ch, "Unary")(b"x", timeout=scaled(10)) == b"echo:x"
+    s.stop()
+    assert wait_until(lambda: f.stderr.count("is now unhealthy") >= 2, scaled(5)), \
+        f.stderr[-2000:]
 
 
 def test_streaming_calls_each_way(ficus, grpc_server):

@@ -1,5 +1,5 @@
 /* HTTP/2 to a target; see h2_upstream.h. */
-#include "proxy/h2_upstream.h"
+#include "http/h2_upstream.h"
 
 #include <nghttp2/nghttp2.h>
 #include <stdio.h>
@@ -11,7 +11,7 @@
 #include "http/h2_head.h"
 #include "http/parser.h"
 #include "http/response.h"
-#include "proxy/h2_frames.h"
+#include "http/h2_frames.h"
 
 struct h2_ustream {
     h2_upstream_t *u;

@@ -1,5 +1,5 @@
 /* Sending an nghttp2 session's frames; see h2_frames.h. */
-#include "proxy/h2_frames.h"
+#include "http/h2_frames.h"
 
 #include <string.h>
 

@@ -3,8 +3,8 @@
  * buffer so they go in as few writes as they fill, and sending stops when
  * the connection queues (its drain brings the rest). Shared by the
  * downstream (h2_server) and upstream (h2_upstream) sessions. */
-#ifndef FICUS_PROXY_H2_FRAMES_H
-#define FICUS_PROXY_H2_FRAMES_H
+#ifndef FICUS_HTTP_H2_FRAMES_H
+#define FICUS_HTTP_H2_FRAMES_H
 
 #include <nghttp2/nghttp2.h>
 #include <stdbool.h>

@@ -16,8 +16,8 @@
  * target's GOAWAY lets the streams it accepted finish; those it did not
  * are failed as refused (never processed: safe to send again), and the
  * session opens no more. */
-#ifndef FICUS_PROXY_H2_UPSTREAM_H
-#define FICUS_PROXY_H2_UPSTREAM_H
+#ifndef FICUS_HTTP_H2_UPSTREAM_H
+#define FICUS_HTTP_H2_UPSTREAM_H
 
 #include <stdbool.h>
 #include <stddef.h>
