@@ -295,7 +295,6 @@ static void h2_ready(upstream_link_t *l)
             channel_put(w);
             ops->on_connected(owner, UV_ENOMEM);
         } else {
-            l->served = 1;
             ops->on_connected(owner, 0);
         }
         w = next;
@@ -573,8 +572,8 @@ static upstream_conn_t *h2_acquire(upstream_pool_t *pool, const upstream_conn_op
     }
     if (l->state == UC_IDLE)
         set_state(l, UC_BUSY);
-    uc->reused = l->served;
-    l->served = 1;
+    /* Not reused: a stream the target resets failed on its own, not on a
+     * stale connection; only a refused one is sent again (h2_failed). */
     return uc;
 }
 

@@ -108,7 +108,7 @@ struct upstream_conn {
     pbuf_t *in;             /* the owner's: a response head that came in pieces */
     struct h2_ustream *h2s; /* HTTP/2: its stream, NULL while the link connects */
     upstream_conn_t *next;  /* HTTP/2: the link's waiting channels, the pool's spare ones */
-    uint8_t reused;         /* its link served before (or the target refused its stream) */
+    uint8_t reused; /* HTTP/1.1: its link served before; HTTP/2: the target refused its stream */
 };
 
 /* A socket to a target. */
@@ -126,7 +126,6 @@ struct upstream_link {
     uint32_t n_streams;       /* HTTP/2: channels on it */
     uint32_t refs;            /* open libuv handles and HTTP/2 channels; freed at 0 */
     uint8_t ever_connected;
-    uint8_t served;  /* has served a request */
     uint8_t counted; /* holds one unit of the group's max_connections */
 };
 
