@@ -53,7 +53,7 @@ static void set_state(upstream_link_t *l, uc_state_t st)
 static void idle_unlink(upstream_link_t *l)
 {
     upstream_pool_t *pool = l->pool;
-    if (l->state != UC_IDLE || l->pool->group->tg->h2)
+    if (l->state != UC_IDLE || l->multiplexed)
         return;
     if (l->prev)
         l->prev->next = l->next;
@@ -125,7 +125,7 @@ static void link_close(upstream_link_t *l, int status)
     if (l->state == UC_CLOSING)
         return;
     upstream_pool_t *pool = l->pool;
-    bool h2 = pool->group->tg->h2;
+    bool h2 = l->multiplexed;
     idle_unlink(l);
     if (h2)
         h2_unlink(l);
@@ -508,6 +508,7 @@ static upstream_link_t *link_open(upstream_pool_t *pool, int *err)
         return NULL;
     }
     l->counted = 1;
+    l->multiplexed = tg->h2;
     l->pool = pool;
     l->conn.link = l;
     if (stream_init(g->env->loop, &l->s, &upstream_ops, g->env->pool) != 0) {
@@ -620,7 +621,7 @@ static void h2_release(upstream_conn_t *uc)
 void upstream_conn_release(upstream_conn_t *uc, bool reusable)
 {
     upstream_link_t *l = uc->link;
-    if (l->pool->group->tg->h2) {
+    if (l->multiplexed) {
         h2_release(uc);
         return;
     }
@@ -638,7 +639,7 @@ void upstream_conn_release(upstream_conn_t *uc, bool reusable)
 
 int upstream_conn_write(upstream_conn_t *uc, const uv_buf_t *bufs, unsigned n)
 {
-    if (!uc->link->pool->group->tg->h2)
+    if (!uc->link->multiplexed)
         return stream_write(&uc->link->s, bufs, n);
     if (!uc->h2s)
         return UV_ECONNRESET;
@@ -652,14 +653,14 @@ bool upstream_conn_write_pending(const upstream_conn_t *uc)
 {
     if (uc->h2s)
         return h2_ustream_pending(uc->h2s);
-    return !uc->link->pool->group->tg->h2 && stream_write_pending(&uc->link->s);
+    return !uc->link->multiplexed && stream_write_pending(&uc->link->s);
 }
 
 void upstream_conn_pause(upstream_conn_t *uc)
 {
     if (uc->h2s)
         h2_ustream_pause(uc->h2s, true);
-    else if (!uc->link->pool->group->tg->h2)
+    else if (!uc->link->multiplexed)
         stream_read_stop(&uc->link->s);
 }
 
@@ -669,6 +670,6 @@ void upstream_conn_resume(upstream_conn_t *uc)
         return;
     if (uc->h2s)
         h2_ustream_pause(uc->h2s, false); /* what was read already goes first */
-    else if (!uc->link->pool->group->tg->h2)
+    else if (!uc->link->multiplexed)
         stream_read_start(&uc->link->s);
 }

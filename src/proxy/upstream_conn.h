@@ -126,7 +126,8 @@ struct upstream_link {
     uint32_t n_streams;       /* HTTP/2: channels on it */
     uint32_t refs;            /* open libuv handles and HTTP/2 channels; freed at 0 */
     uint8_t ever_connected;
-    uint8_t counted; /* holds one unit of the group's max_connections */
+    uint8_t counted;     /* holds one unit of the group's max_connections */
+    uint8_t multiplexed; /* HTTP/2: channels are streams of h2 */
 };
 
 /* Connected and not closing: bytes can be written. */
