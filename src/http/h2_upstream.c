@@ -60,9 +60,10 @@ struct h2_upstream {
     uint8_t in_recv;
     uint8_t in_flush;
     uint8_t flush_again;
-    uint8_t dead;  /* freed while in use: freed on the way out */
-    uint8_t sweep; /* streams were released while in use */
-    int depth;     /* calls under way */
+    uint8_t dead;    /* freed while in use: freed on the way out */
+    uint8_t sweep;   /* streams were released while in use */
+    uint8_t settled; /* the target's first SETTINGS came */
+    int depth;       /* calls under way */
     h2_frames_out_t frames;
 };
 
@@ -244,7 +245,8 @@ static int head_end(h2_ustream_t *s, bool end_stream)
 
 static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
-    (void)ud;
+    if (frame->hd.type == NGHTTP2_SETTINGS && !(frame->hd.flags & NGHTTP2_FLAG_ACK))
+        ((h2_upstream_t *)ud)->settled = 1;
     /* A GOAWAY: nghttp2 closes the streams beyond its last stream as
      * refused, and opens no more (nghttp2_session_check_request_allowed). */
     h2_ustream_t *s = stream_of(ng, frame->hd.stream_id);
@@ -666,6 +668,8 @@ void h2_upstream_lost(h2_upstream_t *u, int status)
     notify(u);
     leave(u);
 }
+
+bool h2_upstream_settled(const h2_upstream_t *u) { return u->settled; }
 
 bool h2_upstream_open_ok(const h2_upstream_t *u)
 {

@@ -67,6 +67,9 @@ void h2_upstream_on_drain(h2_upstream_t *u);
 /* The socket is gone (status: UV_EOF or an error): streams not whole are
  * failed; whole ones still hand their bytes over to owners that paused. */
 void h2_upstream_lost(h2_upstream_t *u, int status);
+/* The target's SETTINGS came (the first frame it sends): its limits are
+ * known. */
+bool h2_upstream_settled(const h2_upstream_t *u);
 /* May new streams open (no GOAWAY, no error)? */
 bool h2_upstream_open_ok(const h2_upstream_t *u);
 /* The target's SETTINGS_MAX_CONCURRENT_STREAMS (100 until it says). */

@@ -130,6 +130,15 @@ end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, uint32_t group, 
     return END_OK;
 }
 
+end_reason_t exchange_connect_failed(proxy_worker_t *pw, exchange_t *ex, int status,
+                                     const char **message)
+{
+    *message = NULL;
+    if (status == FE_TOOBIG)
+        return refused(pw, ex, METRICS_LIMIT_MAX_CONNECTIONS, message);
+    return END_UPSTREAM_CONNECT_FAILURE;
+}
+
 void exchange_end(proxy_worker_t *pw, exchange_t *ex, int try_code, bool reusable, bool failure)
 {
     if (!ex->active)

@@ -30,6 +30,12 @@ void exchange_reset(exchange_t *ex);
 end_reason_t exchange_start(proxy_worker_t *pw, exchange_t *ex, uint32_t group, uint64_t *tried,
                             const upstream_conn_ops_t *ops, uv_timer_cb on_timer,
                             const char **message);
+/* A connection the try waited for failed (status < 0): END_CIRCUIT_OPEN
+ * with *message when the max_connections breaker refused it (an HTTP/2
+ * stream the first connection could not take, with no room for another:
+ * the try is ended and not counted), else END_UPSTREAM_CONNECT_FAILURE. */
+end_reason_t exchange_connect_failed(proxy_worker_t *pw, exchange_t *ex, int status,
+                                     const char **message);
 /* Ends the try under way (no-op if none): try_code as
  * ficus_upstream_requests_total counts it (0: counted at its head already,
  * or not a try), the connection back to its pool when reusable, failure for

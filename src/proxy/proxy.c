@@ -1011,7 +1011,9 @@ static void upstream_connected(request_t *req, int status)
     }
     if (status < 0) {
         ex->uc = NULL; /* closed already */
-        try_failed(req, END_UPSTREAM_CONNECT_FAILURE, NULL);
+        const char *message;
+        end_reason_t why = exchange_connect_failed(req->pw, ex, status, &message);
+        try_failed(req, why, message);
         return;
     }
     req->phase = REQ_SENT;

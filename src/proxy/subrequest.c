@@ -134,7 +134,9 @@ static void part_connected(void *owner, int status)
     }
     if (status < 0) {
         ex->uc = NULL; /* closed already */
-        part_end(p, SUBREQ_FAILED, END_UPSTREAM_CONNECT_FAILURE, false);
+        const char *message;
+        end_reason_t why = exchange_connect_failed(p->req.pw, ex, status, &message);
+        part_end(p, SUBREQ_FAILED, why, false);
         return;
     }
     http_parser_expect_no_body(&ex->uc->parser, p->req.head_method);

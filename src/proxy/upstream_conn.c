@@ -150,6 +150,8 @@ static void link_close(upstream_link_t *l, int status)
     }
 }
 
+static void h2_ready(upstream_link_t *l);
+
 static void link_on_alloc(stream_t *s, uv_buf_t *buf)
 {
     *buf = uv_buf_init(link_of(s)->pool->group->env->rbuf, IO_BUF_BYTES);
@@ -165,6 +167,8 @@ static void link_on_read(stream_t *s, ssize_t n, const uv_buf_t *buf)
             link_close(l, (int)n);
         else if (h2_upstream_feed(l->h2, buf->base, (size_t)n) != 0)
             link_close(l, UV_EPROTO);
+        else if (l->state == UC_CONNECTING && h2_upstream_settled(l->h2))
+            h2_ready(l);
         return;
     }
     upstream_conn_t *uc = &l->conn;
@@ -279,23 +283,80 @@ static void link_idle(upstream_link_t *l)
     set_state(l, UC_IDLE);
 }
 
-/* HTTP/2: the channels that waited get their streams. */
+static upstream_link_t *link_open(upstream_pool_t *pool, int *err);
+static bool h2_room(const upstream_link_t *l);
+
+/* The streams an HTTP/2 link may carry at once. */
+static uint32_t h2_limit(const upstream_link_t *l)
+{
+    uint32_t peer = h2_upstream_peer_streams(l->h2);
+    return peer < UPSTREAM_H2_MAX_STREAMS ? peer : UPSTREAM_H2_MAX_STREAMS;
+}
+
+/* A channel gets a stream of its (connected) link and may write. */
+static void h2_start(upstream_conn_t *uc)
+{
+    upstream_link_t *l = uc->link;
+    const upstream_conn_ops_t *ops = uc->ops;
+    void *owner = uc->owner;
+    if (l->state == UC_IDLE)
+        set_state(l, UC_BUSY);
+    uc->h2s = h2_ustream_open(l->h2, uc);
+    if (!uc->h2s) {
+        channel_put(uc);
+        ops->on_connected(owner, UV_ENOMEM);
+        return;
+    }
+    ops->on_connected(owner, 0);
+}
+
+/* A channel that waited on a link the target allows fewer streams than
+ * waited goes to another link with room, or a new one; without one (the
+ * max_connections breaker) its owner hears why. */
+static void h2_move(upstream_conn_t *uc)
+{
+    upstream_link_t *from = uc->link;
+    upstream_pool_t *pool = from->pool;
+    upstream_link_t *to = pool->h2;
+    while (to && (to == from || !h2_room(to)))
+        to = to->next;
+    int err = 0;
+    if (!to && !(to = link_open(pool, &err))) {
+        const upstream_conn_ops_t *ops = uc->ops;
+        void *owner = uc->owner;
+        channel_put(uc);
+        ops->on_connected(owner, err);
+        return;
+    }
+    from->n_streams--;
+    link_unref(from); /* its libuv handles hold it meanwhile */
+    uc->link = to;
+    to->refs++;
+    to->n_streams++;
+    if (to->state == UC_CONNECTING) {
+        uc->next = to->waiting;
+        to->waiting = uc;
+        return;
+    }
+    h2_start(uc);
+}
+
+/* HTTP/2: the target's SETTINGS came. The channels that waited get their
+ * streams, as many as it allows; the others go elsewhere. */
 static void h2_ready(upstream_link_t *l)
 {
     upstream_conn_t *w = l->waiting;
     l->waiting = NULL;
     set_state(l, UC_BUSY);
+    uint32_t room = h2_limit(l);
     while (w) {
         upstream_conn_t *next = w->next;
         w->next = NULL;
-        w->h2s = h2_ustream_open(l->h2, w);
-        const upstream_conn_ops_t *ops = w->ops;
-        void *owner = w->owner;
-        if (!w->h2s) {
-            channel_put(w);
-            ops->on_connected(owner, UV_ENOMEM);
+        if (room && l->state == UC_BUSY && h2_upstream_open_ok(l->h2)) {
+            room--;
+            h2_start(w);
         } else {
-            ops->on_connected(owner, 0);
+            h2_move(w);
         }
         w = next;
     }
@@ -308,12 +369,11 @@ static void link_ready(upstream_link_t *l)
 {
     upstream_group_t *g = l->pool->group;
     if (g->tg->h2) {
+        /* Still connecting until the target's SETTINGS say how many
+         * streams it takes (link_on_read). */
         l->h2 = h2_upstream_new(g->env->pool, &h2_io, l, g->tls != NULL);
-        if (!l->h2) {
+        if (!l->h2)
             link_fail(l, UV_ENOMEM);
-            return;
-        }
-        h2_ready(l);
         return;
     }
     set_state(l, UC_BUSY);
@@ -464,8 +524,7 @@ static bool h2_room(const upstream_link_t *l)
         return l->n_streams < UPSTREAM_H2_MAX_STREAMS;
     if (l->state == UC_CLOSING || !l->h2 || !h2_upstream_open_ok(l->h2))
         return false;
-    uint32_t peer = h2_upstream_peer_streams(l->h2);
-    return l->n_streams < (peer < UPSTREAM_H2_MAX_STREAMS ? peer : UPSTREAM_H2_MAX_STREAMS);
+    return l->n_streams < h2_limit(l);
 }
 
 bool upstream_pool_ready(const upstream_pool_t *pool)
@@ -565,14 +624,14 @@ static upstream_conn_t *h2_acquire(upstream_pool_t *pool, const upstream_conn_op
         l->waiting = uc;
         return uc;
     }
+    if (l->state == UC_IDLE)
+        set_state(l, UC_BUSY);
     uc->h2s = h2_ustream_open(l->h2, uc);
     if (!uc->h2s) {
         upstream_conn_release(uc, false);
         *err = FE_NOMEM;
         return NULL;
     }
-    if (l->state == UC_IDLE)
-        set_state(l, UC_BUSY);
     /* Not reused: a stream the target resets failed on its own, not on a
      * stale connection; only a refused one is sent again (h2_failed). */
     return uc;
