@@ -224,28 +224,27 @@ def join(threads):
         th.join(scaled(40))
 
 
-def test_concurrent_requests_are_streams_of_one_connection(ficus, target):
-    t = target(hold=True)
-    f = gateway(ficus, t)
-    out, threads = in_parallel(f.port, ["/r%d" % i for i in range(20)])
-    held = wait_until(lambda: t.open_now() == 20, scaled(10))
+def held_burst(t, f, n):
+    """n requests at once, answered only once all n are open at the target."""
+    out, threads = in_parallel(f.port, ["/r%d" % i for i in range(n)])
+    held = wait_until(lambda: t.open_now() == n, scaled(10))
     t.release.set()
     join(threads)
     assert held, t.conns
-    assert [o[0] for o in out] == [200] * 20, out
+    assert [o[0] for o in out] == [200] * n, out
+    return out
+
+
+def test_concurrent_requests_are_streams_of_one_connection(ficus, target):
+    t = target(hold=True)
+    out = held_burst(t, gateway(ficus, t), 20)
     assert len(t.conns) == 1 and t.conns[0]["max_open"] == 20, t.conns
     assert {o[1] for o in out} == {"0"}
 
 
 def test_the_targets_stream_limit_opens_more_connections(ficus, target):
     t = target(max_streams=5, hold=True)
-    f = gateway(ficus, t)
-    out, threads = in_parallel(f.port, ["/r%d" % i for i in range(20)])
-    held = wait_until(lambda: t.open_now() == 20, scaled(10))
-    t.release.set()
-    join(threads)
-    assert held, t.conns
-    assert [o[0] for o in out] == [200] * 20, out
+    held_burst(t, gateway(ficus, t), 20)
     assert max(c["max_open"] for c in t.conns) <= 5, t.conns
     assert len(t.conns) == 4, t.conns
 
