@@ -10,7 +10,11 @@
 #
 #   bench/h2.sh
 #
-# Scenarios: tls (https://, ALPN h2), clear (http://: h2load's prior knowledge).
+# Scenarios: tls (https://, ALPN h2), clear (http://: h2load's prior knowledge),
+# upstream (as clear, but each proxy speaks HTTP/2 to the backend too: NGINX's
+# second, h2c listener; ficus's target group `protocol: h2`, HAProxy's
+# `proto h2` server). The table's "upstream conns" is how many connections
+# the proxy held to the backend in the middle of a run: the multiplexing.
 #
 # Environment (defaults in brackets):
 #   FICUS_BIN [./ficus]  ROUNDS [5]  DURATION [5] seconds per run  WARMUP [1]
@@ -18,7 +22,7 @@
 #   MAX_STREAMS [100]: server.http2.max_concurrent_streams of ficus and
 #     tune.h2.max-concurrent-streams of HAProxy; "default" leaves both out of
 #     the configurations (each proxy's own default, 100 for both)
-#   SCENARIOS ["tls clear"]  PROXY_CPU [1]  LOAD_CPU [0]
+#   SCENARIOS ["tls clear upstream"]  PROXY_CPU [1]  LOAD_CPU [0]
 #   KEEP_TMP [0]: 1 keeps the temp dir (configs, logs, h2load outputs)
 set -euo pipefail
 
@@ -34,7 +38,7 @@ WARMUP=${WARMUP:-1}
 CLIENTS=${CLIENTS:-10}
 STREAMS=${STREAMS:-100}
 MAX_STREAMS=${MAX_STREAMS:-100}
-SCENARIOS=${SCENARIOS:-tls clear}
+SCENARIOS=${SCENARIOS:-tls clear upstream}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 PYTHON=${PYTHON:-python3}
@@ -43,7 +47,7 @@ STARTUP_S=10    # a process that is not serving by then failed to start
 H2LOAD_SLACK_S=20 # h2load's own -D bounds it; this is the safety net
 CLK_TCK=$(getconf CLK_TCK)
 
-for tool in h2load haproxy nginx openssl taskset curl timeout "$PYTHON"; do
+for tool in h2load haproxy nginx openssl taskset curl timeout ss "$PYTHON"; do
     command -v "$tool" >/dev/null || die "$tool is required"
 done
 for v in ROUNDS DURATION CLIENTS STREAMS; do
@@ -57,7 +61,8 @@ if [[ $MAX_STREAMS != default ]] &&
     die "MAX_STREAMS must be a positive integer or 'default'"
 fi
 for s in $SCENARIOS; do
-    [[ $s == tls || $s == clear ]] || die "unknown scenario '$s' in SCENARIOS (tls, clear)"
+    [[ $s == tls || $s == clear || $s == upstream ]] ||
+        die "unknown scenario '$s' in SCENARIOS (tls, clear, upstream)"
 done
 [[ -x $FICUS_BIN ]] || die "no ficus binary at $FICUS_BIN (make ficus, or set FICUS_BIN)"
 FICUS_BIN=$(realpath "$FICUS_BIN")
@@ -80,7 +85,8 @@ chmod 755 "$TMP" # the NGINX worker drops to nobody and must read the body
 RUNS=$TMP/runs.jsonl
 : >"$RUNS"
 
-read -r BACKEND_PORT FICUS_TLS FICUS_CLEAR HAP_TLS HAP_CLEAR ADMIN_PORT <<<"$(free_ports 6)"
+read -r BACKEND_PORT BACKEND_H2 FICUS_TLS FICUS_CLEAR HAP_TLS HAP_CLEAR ADMIN_PORT \
+    <<<"$(free_ports 7)"
 bench_cert "$TMP" # the certificate both proxies serve
 # run.sh's small body: its benchmark line repeated, cut at SMALL_BYTES.
 for ((i = 0; i < SMALL_BYTES / 58 + 1; i++)); do
@@ -107,6 +113,11 @@ http {
         # every proxy connects up to INFLIGHT times at once when a run starts
         listen 127.0.0.1:$BACKEND_PORT backlog=$((INFLIGHT + 256));
         location = /nginx_status { stub_status; } # "accepts": connections opened to it
+        location / { root $TMP; try_files /small.body =404; }
+    }
+    server {
+        # the upstream scenario: HTTP/2 in cleartext (prior knowledge)
+        listen 127.0.0.1:$BACKEND_H2 http2 backlog=$((INFLIGHT + 256));
         location / { root $TMP; try_files /small.body =404; }
     }
 }
@@ -137,7 +148,16 @@ target_groups:
     max_pending: $((INFLIGHT + 64))
     max_requests: $((INFLIGHT + 64))
     keepalive: {max_idle: $((INFLIGHT + 64)), idle_timeout: 60s}
+  backend_h2:
+    targets: ["127.0.0.1:$BACKEND_H2"]
+    protocol: h2
+    connect_timeout: 5s
+    max_connections: $((INFLIGHT + 64))
+    max_pending: $((INFLIGHT + 64))
+    max_requests: $((INFLIGHT + 64))
+    keepalive: {max_idle: 64, idle_timeout: 60s}
 routes:
+  - {name: h2up, match: {path_prefix: /h2up/}, backends: [{target_group: backend_h2, weight: 1}]}
   - {name: all, match: {path_prefix: /}, backends: [{target_group: backend, weight: 1}]}
 EOF
 cat >"$TMP/haproxy.cfg" <<EOF
@@ -161,9 +181,12 @@ defaults
 frontend fe
     bind 127.0.0.1:$HAP_TLS ssl crt $TMP/haproxy.pem alpn h2,http/1.1
     bind 127.0.0.1:$HAP_CLEAR proto h2
+    use_backend be_h2 if { path_beg /h2up/ }
     default_backend be
 backend be
     server s 127.0.0.1:$BACKEND_PORT
+backend be_h2
+    server s2 127.0.0.1:$BACKEND_H2 proto h2
 EOF
 
 launch "$TMP/backend.log" taskset -c "$LOAD_CPU" nginx -p "$TMP" -c "$TMP/backend.conf" \
@@ -201,6 +224,11 @@ for p in "ficus:$FICUS_TLS:$FICUS_CLEAR:$FICUS_PID" "haproxy:$HAP_TLS:$HAP_CLEAR
         got="curl-failed"
     [[ $got == "2 200 $SMALL_BYTES" ]] ||
         die "$name in cleartext: got '$got', want '2 200 $SMALL_BYTES'"
+    got=$(curl -s --http2-prior-knowledge -o /dev/null -m 5 \
+        -w '%{http_version} %{http_code} %{size_download}' "http://127.0.0.1:$cport/h2up/x") ||
+        got="curl-failed"
+    [[ $got == "2 200 $SMALL_BYTES" ]] ||
+        die "$name, HTTP/2 to the backend: got '$got', want '2 200 $SMALL_BYTES'"
 done
 
 # h2load_url SCENARIO PROXY
@@ -210,6 +238,8 @@ h2load_url() {
     tls-haproxy) echo "https://127.0.0.1:$HAP_TLS/x" ;;
     clear-ficus) echo "http://127.0.0.1:$FICUS_CLEAR/x" ;;
     clear-haproxy) echo "http://127.0.0.1:$HAP_CLEAR/x" ;;
+    upstream-ficus) echo "http://127.0.0.1:$FICUS_CLEAR/h2up/x" ;;
+    upstream-haproxy) echo "http://127.0.0.1:$HAP_CLEAR/h2up/x" ;;
     esac
 }
 
@@ -222,20 +252,29 @@ h2load_run() {
 # run ROUND SCENARIO PROXY PID: one measurement, a JSON line in $RUNS.
 run() {
     local round=$1 scen=$2 name=$3 pid=$4 out=$TMP/$2-$3-$1.txt t0 t1 c0 c1 a0 a1 rc=0
+    local port=$BACKEND_PORT sampler
+    [[ $scen == upstream ]] && port=$BACKEND_H2
     a0=$(nginx_accepts "$BACKEND_STATUS")
     t0=$(cpu_ticks "$pid")
     c0=$(cpu_core_ticks "$PROXY_CPU")
+    # The proxy's connections to the backend, halfway through the run.
+    (sleep "$(awk -v d="$DURATION" 'BEGIN {print d / 2}')"
+        ss -Htn state established "( dport = :$port )" | wc -l >"$out.conns") &
+    sampler=$!
     h2load_run "$out" "$DURATION" "$(h2load_url "$scen" "$name")" || rc=$?
+    wait "$sampler" || true
     t1=$(cpu_ticks "$pid")
     c1=$(cpu_core_ticks "$PROXY_CPU")
     a1=$(nginx_accepts "$BACKEND_STATUS")
     alive "$pid" || { log_tail "$TMP/$name.log"; die "$name died in $scen (round $round)"; }
     ((rc == 0)) || die "h2load failed ($scen $name, status $rc): $(tail -n 5 "$out")"
     "$PYTHON" - "$out" "$round" "$scen" "$name" "$((t1 - t0))" "$CLK_TCK" "$DURATION" \
-        "$c0" "$c1" "$((a1 - a0 - 1))" >>"$RUNS" <<'EOF'
+        "$c0" "$c1" "$((a1 - a0 - 1))" "$(cat "$out.conns" 2>/dev/null || echo -1)" \
+        >>"$RUNS" <<'EOF'
 import json, re, sys
 out, rnd, scen, name, ticks, hz, dur = sys.argv[1:8]
 backend_conns = int(sys.argv[10])
+held_conns = int(sys.argv[11])
 b0, n0 = map(int, sys.argv[8].split())
 b1, n1 = map(int, sys.argv[9].split())
 text = open(out).read()
@@ -260,6 +299,7 @@ row = {"round": int(rnd), "scenario": scen, "proxy": name, "protocol": proto,
        "failed": failed, "errored": errored, "timeout": timeout, "status": codes,
        "seconds": secs, "req_s": ok / secs if secs else 0.0,
        "cpu_ticks": ticks, "clk_tck": hz, "backend_conns_opened": backend_conns,
+       "backend_conns_held": held_conns,
        "cpu_us_per_req": ticks / hz / ok * 1e6 if ok else None,
        # the proxy core's busy time that was not the proxy's, in % of the run
        "others_pct": max(0.0, (busy - ticks) / tot * 100) if tot else 0.0,
@@ -333,8 +373,8 @@ print("\nHTTP/2: ficus vs HAProxy, h2load -c %s -m %s, %s B body, max_concurrent
       " (medians of %s rounds)" % (meta["clients"], meta["streams"], meta["body_bytes"],
                                    meta["max_concurrent_streams"], meta["rounds"]))
 print("| scenario | proxy | req/s | CPU us/req | failed | errored | timeout | non-2xx | "
-      "flagged rounds | backend conns | others |")
-print("|---|---|---|---|---|---|---|---|---|---|---|")
+      "flagged rounds | backend conns | upstream conns | others |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|")
 table, flagged = {}, []
 for s in scens:
     rows = {}
@@ -349,12 +389,14 @@ for s in scens:
                "non_2xx": sum(v for r in rs for k, v in r["status"].items() if k != "2xx"),
                "flagged_rounds": fl, "others_pct_median": med(r["others_pct"] for r in rs),
                "others_pct_max": max(r["others_pct"] for r in rs),
-               "backend_conns_opened": med(r["backend_conns_opened"] for r in rs)}
+               "backend_conns_opened": med(r["backend_conns_opened"] for r in rs),
+               "backend_conns_held": med(r["backend_conns_held"] for r in rs)}
         rows[p] = row
         cpu_s = f"{row['cpu_us_per_req']:.2f}" if cpu else "-"
         print(f"| {s} | {p} | {row['req_s']:.0f} | {cpu_s} | {row['failed']} | "
               f"{row['errored']} | {row['timeout']} | {row['non_2xx']} | "
               f"{' '.join(map(str, fl)) or '-'} | {row['backend_conns_opened']:.0f} | "
+              f"{row['backend_conns_held']:.0f} | "
               f"{row['others_pct_median']:.0f}/{row['others_pct_max']:.0f}% |")
     hb = {r["round"]: r for r in runs if r["scenario"] == s and r["proxy"] == "haproxy"}
     fr = [r for r in runs if r["scenario"] == s and r["proxy"] == "ficus" and r["round"] in hb]
@@ -374,6 +416,7 @@ for s in scens:
           f" (paired per round; CPU per round: {rounds})")
 print("CPU us/req: the proxy's CPU (all threads) over the run / requests h2load counted"
       " succeeded; backend conns: connections opened to NGINX in a run (median);\n"
+      "upstream conns: connections the proxy held to NGINX halfway through a run (median);\n"
       "others: the share of the proxy core other processes used during a run (median/max)")
 perrs = int(meta["ficus_http2_protocol_errors"])
 print(f"ficus_http2_protocol_errors_total: {perrs}; TLS handshakes: "
