@@ -26,6 +26,7 @@ typedef struct owner {
     bool failed;
     bool broken; /* the bytes did not parse: the session must have failed too */
     bool gone;   /* let go of its stream: told nothing more */
+    bool head_request;
 } owner_t;
 
 static int o_send(void *ctx, const uv_buf_t *bufs, unsigned n)
@@ -65,8 +66,10 @@ static void o_deliver(void *ctx, const char *data, size_t len)
         }
         if ((ev & HTTP_EV_END) && o->head.status >= 200)
             o->ended = true;
-        else if ((ev & HTTP_EV_END))
+        else if ((ev & HTTP_EV_END)) {
             http_parser_init_response(&o->p); /* an interim head: the final one follows */
+            http_parser_expect_no_body(&o->p, o->head_request);
+        }
         CHECK(k > 0 || ev);
         data += k;
         len -= (size_t)k;
@@ -129,8 +132,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         memset(&o[i], 0, sizeof o[i]);
         http_parser_init_response(&o[i].p);
         unsigned which = (data[0] >> (1 + 2 * i)) & 3;
-        if (which == 3)
-            http_parser_expect_no_body(&o[i].p, true);
+        o[i].head_request = which == 3;
+        http_parser_expect_no_body(&o[i].p, o[i].head_request);
         st[i] = h2_ustream_open(u, &o[i]);
         CHECK(st[i]);
         uv_buf_t b = uv_buf_init((char *)reqs[which].s, (unsigned)reqs[which].n);
