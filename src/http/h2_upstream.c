@@ -661,6 +661,17 @@ void h2_upstream_on_drain(h2_upstream_t *u)
     leave(u);
 }
 
+void h2_upstream_goaway(h2_upstream_t *u)
+{
+    if (u->broken)
+        return;
+    enter(u);
+    nghttp2_submit_goaway(u->ng, NGHTTP2_FLAG_NONE, nghttp2_session_get_last_proc_stream_id(u->ng),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    flush(u);
+    leave(u);
+}
+
 void h2_upstream_lost(h2_upstream_t *u, int status)
 {
     enter(u);

@@ -64,6 +64,9 @@ void h2_upstream_free(h2_upstream_t *u);
 int h2_upstream_feed(h2_upstream_t *u, const char *data, size_t len);
 /* The socket's write queue emptied. */
 void h2_upstream_on_drain(h2_upstream_t *u);
+/* ficus closes the connection on its own (idle, drain, reload): a GOAWAY
+ * (NO_ERROR) goes first, so the target knows it was not a failure. */
+void h2_upstream_goaway(h2_upstream_t *u);
 /* The socket is gone (status: UV_EOF or an error): streams not whole are
  * failed; whole ones still hand their bytes over to owners that paused. */
 void h2_upstream_lost(h2_upstream_t *u, int status);

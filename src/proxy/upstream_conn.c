@@ -152,6 +152,15 @@ static void link_close(upstream_link_t *l, int status)
 
 static void h2_ready(upstream_link_t *l);
 
+/* ficus lets a working link go (idle, drain, reload, the pool's limits):
+ * an HTTP/2 target hears it from a GOAWAY before the FIN. */
+static void link_end(upstream_link_t *l)
+{
+    if (l->h2 && l->state != UC_CONNECTING && l->state != UC_CLOSING)
+        h2_upstream_goaway(l->h2);
+    link_close(l, UV_ECONNRESET);
+}
+
 static void link_on_alloc(stream_t *s, uv_buf_t *buf)
 {
     *buf = uv_buf_init(link_of(s)->pool->group->env->rbuf, IO_BUF_BYTES);
@@ -268,7 +277,7 @@ static void link_idle(upstream_link_t *l)
         atomic_load_explicit(&g->hg->connections, memory_order_relaxed) >= tg->max_connections;
     if (g->env->draining || at_limit || g->retired || pool->n_idle >= tg->keepalive_max_idle ||
         (l->h2 && !h2_upstream_open_ok(l->h2))) {
-        link_close(l, UV_ECONNRESET);
+        link_end(l);
         return;
     }
     if (!l->s.reading)
@@ -428,7 +437,7 @@ static void link_on_timer(uv_timer_t *t)
     if (l->state == UC_CONNECTING)
         link_fail(l, UV_ETIMEDOUT);
     else
-        link_close(l, UV_ETIMEDOUT); /* idle timeout */
+        link_end(l); /* idle timeout */
 }
 
 static void link_on_connect(uv_connect_t *creq, int status)
@@ -498,7 +507,7 @@ static bool pool_close_idle(upstream_pool_t *pool)
     for (upstream_link_t *l = pool->h2, *next; l; l = next) {
         next = l->next;
         if (l->state == UC_IDLE) {
-            link_close(l, UV_ECONNRESET);
+            link_end(l);
             closed = true;
         }
     }

@@ -72,7 +72,8 @@ class Target:
                 return
             with self.lock:
                 idx = len(self.conns)
-                self.conns.append({"streams": 0, "open": 0, "max_open": 0, "paths": []})
+                self.conns.append({"streams": 0, "open": 0, "max_open": 0, "paths": [],
+                                   "goaway": None})
             threading.Thread(target=self._serve, args=(s, idx), daemon=True).start()
 
     def _serve(self, sock, idx):
@@ -119,6 +120,9 @@ class Target:
                                 bodies[e.stream_id] += len(e.data)
                         elif isinstance(e, h2.events.StreamEnded) and e.stream_id in bodies:
                             ready.append(e.stream_id)
+                        elif isinstance(e, h2.events.ConnectionTerminated):
+                            with self.lock:
+                                st["goaway"] = int(e.error_code)
                         elif isinstance(e, h2.events.StreamReset):
                             if bodies.pop(e.stream_id, None) is not None or e.stream_id in big:
                                 big.pop(e.stream_id, None)
@@ -357,3 +361,13 @@ def test_request_bodies_of_concurrent_streams_arrive_whole(ficus, target):
     assert len(t.conns) <= 2, t.conns
     lines = f.wait_access_log(10)
     assert sorted(line["status"] for line in lines) == [200] * 10
+
+
+def test_an_idle_connection_is_closed_with_a_goaway(ficus, target):
+    """ficus closes an idle HTTP/2 connection (keepalive.idle_timeout) with
+    a GOAWAY NO_ERROR first: the target sees an orderly end, not a failure."""
+    t = target()
+    f = gateway(ficus, t, keepalive={"idle_timeout": "200ms"})
+    assert request(f.port, "/once")[0] == 200
+    assert wait_until(lambda: t.conns[0]["goaway"] is not None, scaled(5)), t.conns
+    assert t.conns[0]["goaway"] == 0

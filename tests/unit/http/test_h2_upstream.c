@@ -77,6 +77,8 @@ static nghttp2_session *target;
 static char paths[16][32]; /* by stream id */
 static int requests_ended;
 static int32_t reset_stream; /* the last RST_STREAM the target got */
+static int goaways;          /* GOAWAY frames the target got */
+static uint32_t goaway_code;
 static uint32_t reset_code;
 static size_t big_sent; /* of the big answer */
 
@@ -100,6 +102,10 @@ static int t_on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void
     if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
         (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
         requests_ended++;
+    if (frame->hd.type == NGHTTP2_GOAWAY) {
+        goaways++;
+        goaway_code = frame->goaway.error_code;
+    }
     if (frame->hd.type == NGHTTP2_RST_STREAM) {
         reset_stream = frame->hd.stream_id;
         reset_code = frame->rst_stream.error_code;
@@ -183,6 +189,8 @@ static h2_upstream_t *setup_pair(void)
     requests_ended = 0;
     reset_stream = 0;
     reset_code = 0;
+    goaways = 0;
+    goaway_code = 99;
     big_sent = 0;
     wire_len = 0;
     nghttp2_session_callbacks *cb;
@@ -370,6 +378,23 @@ static void a_lost_connection_fails_streams_not_whole(void **state)
     teardown_pair(u);
 }
 
+static void ficus_ending_a_connection_says_goaway_no_error(void **state)
+{
+    (void)state;
+    h2_upstream_t *u = setup_pair();
+    owner_t a;
+    h2_ustream_t *sa = get(u, &a, "/a");
+    pump(u);
+    answer(1, "a");
+    pump(u);
+    h2_ustream_close(sa);
+    h2_upstream_goaway(u);
+    pump(u);
+    assert_int_equal(goaways, 1);
+    assert_int_equal(goaway_code, NGHTTP2_NO_ERROR);
+    teardown_pair(u);
+}
+
 int main(void)
 {
     pbuf_pool_init(&pool, IO_BUF_BYTES, 64);
@@ -380,6 +405,7 @@ int main(void)
         cmocka_unit_test(a_paused_owner_holds_its_window_and_no_other),
         cmocka_unit_test(a_stream_let_go_early_is_reset_and_others_go_on),
         cmocka_unit_test(a_lost_connection_fails_streams_not_whole),
+        cmocka_unit_test(ficus_ending_a_connection_says_goaway_no_error),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
